@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+// The `stratus` command: brings up a local cloud and manages its control plane.
+import { spawn } from "node:child_process";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
+import { LocalControlPlane } from "../devcluster/controlplane.ts";
+
+const HELP = `stratus: Apache CloudStack rebuilt as a Kubernetes operator.
+
+Usage:
+  stratus up                       start the local cloud (today: the control plane)
+  stratus down [--purge]           stop it; --purge also deletes its data
+  stratus test [VITEST ARGS]       build or reuse the control plane, then run every test (vitest run)
+  stratus cluster build [--rebuild]
+                                   build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
+  stratus cluster start            start the local control plane and print its kubeconfig path
+  stratus cluster stop [--purge]   stop it (data kept unless --purge)
+  stratus cluster status           show which components run
+  stratus cluster kubeconfig [--user NAME] [--group GROUP]...
+                                   print the admin kubeconfig path, or issue one for NAME/GROUPs
+
+Environment:
+  STRATUS_HOME          state directory (default ~/.local/state/stratus)
+  STRATUS_CACHE_DIR     binary cache (default ~/.cache/stratus)
+  STRATUS_KUBE_VERSION, STRATUS_ETCD_VERSION
+                        other control-plane versions (default v1.37.2 and v3.7.3)
+  KUBEBUILDER_ASSETS    use envtest binaries from this directory instead of building
+`;
+
+function clusterDir(): string {
+  const home =
+    process.env.STRATUS_HOME ||
+    join(process.env.XDG_STATE_HOME || join(homedir(), ".local", "state"), "stratus");
+  return join(home, "cluster");
+}
+
+const progress = (message: string) => process.stderr.write(`• ${message}\n`);
+
+async function startCluster(): Promise<void> {
+  const dir = clusterDir();
+  const started = Date.now();
+  const controlPlane = await LocalControlPlane.start({ dir, detached: true, progress });
+  progress(
+    `control plane ready in ${((Date.now() - started) / 1000).toFixed(1)} s at ${controlPlane.server}`,
+  );
+  process.stdout.write(
+    `\nexport KUBECONFIG=${controlPlane.kubeconfigPath}\n` +
+      `kubectl (v1.37.2): ${controlPlane.binaries.kubectl}\n` +
+      `Try: ${controlPlane.binaries.kubectl} --kubeconfig ${controlPlane.kubeconfigPath} get namespaces\n`,
+  );
+}
+
+async function stopCluster(purge: boolean): Promise<void> {
+  const controlPlane = await LocalControlPlane.open(clusterDir(), { progress });
+  if (purge) await controlPlane.destroy();
+  else await controlPlane.stopComponents();
+  progress(
+    purge ? `stopped and deleted ${clusterDir()}` : "stopped (data kept; `stratus cluster start` resumes it)",
+  );
+}
+
+/** Builds the binaries first, with progress, so the test run itself never waits silently on Go. */
+async function runTests(vitestArgs: string[]): Promise<void> {
+  await ensureBinaries({ progress });
+  const projectRoot = fileURLToPath(new URL("..", import.meta.url));
+  const vitest = spawn(
+    process.execPath,
+    [join(projectRoot, "node_modules", "vitest", "vitest.mjs"), "run", ...vitestArgs],
+    {
+      cwd: projectRoot,
+      stdio: "inherit",
+    },
+  );
+  const code = await new Promise<number>((resolve) => vitest.on("close", (status) => resolve(status ?? 1)));
+  process.exitCode = code;
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "test") return runTests(argv.slice(1));
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      help: { type: "boolean", short: "h" },
+      purge: { type: "boolean" },
+      rebuild: { type: "boolean" },
+      user: { type: "string" },
+      group: { type: "string", multiple: true },
+    },
+  });
+  const [command, subcommand] = positionals;
+  if (values.help || !command) {
+    process.stdout.write(HELP);
+    return;
+  }
+  switch (`${command} ${subcommand ?? ""}`.trim()) {
+    case "up":
+    case "cluster start":
+      return startCluster();
+    case "down":
+    case "cluster stop":
+      return stopCluster(values.purge ?? false);
+    case "cluster build": {
+      const binaries = await ensureBinaries({ progress, rebuild: values.rebuild ?? false });
+      for (const [name, path] of Object.entries(binaries)) process.stdout.write(`${name}\t${path}\n`);
+      return;
+    }
+    case "cluster status": {
+      const controlPlane = await LocalControlPlane.open(clusterDir());
+      const running = controlPlane.running();
+      process.stdout.write(
+        `${clusterDir()}\n${["etcd", "kube-apiserver", "kube-controller-manager"]
+          .map(
+            (c) =>
+              `  ${c}: ${running.includes(c as never) ? `running (pid ${controlPlane.pid(c as never)})` : "stopped"}`,
+          )
+          .join("\n")}\n`,
+      );
+      return;
+    }
+    case "cluster kubeconfig": {
+      const controlPlane = await LocalControlPlane.open(clusterDir());
+      if (!values.user) {
+        process.stdout.write(`${controlPlane.kubeconfigPath}\n`);
+        return;
+      }
+      const identity = await controlPlane.issueIdentity(values.user, values.group ?? []);
+      process.stdout.write(`${identity.kubeconfigPath}\n`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown command "${positionals.join(" ")}"; see \`stratus --help\``);
+  }
+}
+
+class UsageError extends Error {}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (
+    error instanceof ControlPlaneSetupError ||
+    error instanceof UsageError ||
+    (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+  ) {
+    process.stderr.write(`stratus: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`stratus: unexpected failure: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

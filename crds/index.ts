@@ -1,0 +1,52 @@
+// The Stratus API, group stratus.io/v1alpha1: every kind and its TypeScript type, from one source.
+import type { KindDefinition, ObjectOf } from "./definition.ts";
+import { AsyncJobKind } from "./kinds/async-job.ts";
+import { DiskOfferingKind } from "./kinds/disk-offering.ts";
+import { HostKind } from "./kinds/host.ts";
+import { IPAddressKind } from "./kinds/ip-address.ts";
+import { NetworkKind } from "./kinds/network.ts";
+import { ServiceOfferingKind } from "./kinds/service-offering.ts";
+import { TemplateKind } from "./kinds/template.ts";
+import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
+import { VolumeKind } from "./kinds/volume.ts";
+import { ZoneKind } from "./kinds/zone.ts";
+
+export { API_VERSION, GROUP, VERSION } from "./definition.ts";
+export { ipAddressName } from "./kinds/ip-address.ts";
+
+export const KINDS: readonly KindDefinition[] = [
+  ZoneKind,
+  HostKind,
+  ServiceOfferingKind,
+  DiskOfferingKind,
+  TemplateKind,
+  VirtualMachineKind,
+  VolumeKind,
+  NetworkKind,
+  IPAddressKind,
+  AsyncJobKind,
+];
+
+export {
+  AsyncJobKind,
+  DiskOfferingKind,
+  HostKind,
+  IPAddressKind,
+  NetworkKind,
+  ServiceOfferingKind,
+  TemplateKind,
+  VirtualMachineKind,
+  VolumeKind,
+  ZoneKind,
+};
+
+export type Zone = ObjectOf<typeof ZoneKind>;
+export type Host = ObjectOf<typeof HostKind>;
+export type ServiceOffering = ObjectOf<typeof ServiceOfferingKind>;
+export type DiskOffering = ObjectOf<typeof DiskOfferingKind>;
+export type Template = ObjectOf<typeof TemplateKind>;
+export type VirtualMachine = ObjectOf<typeof VirtualMachineKind>;
+export type Volume = ObjectOf<typeof VolumeKind>;
+export type Network = ObjectOf<typeof NetworkKind>;
+export type IPAddress = ObjectOf<typeof IPAddressKind>;
+export type AsyncJob = ObjectOf<typeof AsyncJobKind>;

@@ -1,0 +1,211 @@
+import { Type } from "@sinclair/typebox";
+import { defineKind } from "../definition.ts";
+import {
+  Conditions,
+  IPv4Address,
+  immutable,
+  Labels,
+  LocalName,
+  MACAddress,
+  NamedList,
+  ObjectName,
+  ObservedGeneration,
+  Quantity,
+  StringEnum,
+} from "../schema.ts";
+
+export const RUN_STRATEGIES = ["Always", "RerunOnFailure", "Manual", "Halted"] as const;
+
+/** CloudStack's VM states, plus Pending for a VM that has no host yet. */
+export const VM_STATES = [
+  "Pending",
+  "Starting",
+  "Running",
+  "Stopping",
+  "Stopped",
+  "Migrating",
+  "Error",
+  "Unknown",
+  "Destroyed",
+] as const;
+
+export const VM_CONDITION_TYPES = ["Scheduled", "VolumesReady", "NetworksReady", "Ready"] as const;
+
+/** 32 KiB of user data, base64-encoded, as CloudStack allows with HTTP GET. */
+const USER_DATA_MAX_BASE64 = 43_692;
+
+export const VirtualMachineKind = defineKind({
+  kind: "VirtualMachine",
+  plural: "virtualmachines",
+  singular: "virtualmachine",
+  shortNames: ["vm"],
+  scope: "Namespaced",
+  description: "A virtual machine: its size, image, networks and disks, and whether it should run.",
+  spec: Type.Object(
+    {
+      displayName: Type.Optional(
+        Type.String({ maxLength: 255, description: "Human-readable name shown by the CloudStack API." }),
+      ),
+      zone: ObjectName({
+        description: "The zone the VM runs in.",
+        "x-kubernetes-validations": [immutable("zone")],
+      }),
+      serviceOffering: ObjectName({ description: "Name of the ServiceOffering that gives CPU and memory." }),
+      template: ObjectName({
+        description: "Name of the Template the root disk is created from.",
+        "x-kubernetes-validations": [immutable("template")],
+      }),
+      runStrategy: Type.Optional(
+        StringEnum(RUN_STRATEGIES, {
+          default: "Always",
+          description:
+            "Always: keep it running. RerunOnFailure: restart it only after a failure, not after a guest shutdown. Manual: start and stop only through the start/stop calls. Halted: keep it stopped.",
+        }),
+      ),
+      rootDisk: Type.Optional(
+        Type.Object(
+          {
+            size: Type.Optional(
+              Quantity({
+                description: "Root disk size; defaults to the template's size.",
+                min: "1Gi",
+                max: "64Ti",
+              }),
+            ),
+            diskOffering: Type.Optional(ObjectName({ description: "DiskOffering for the root disk." })),
+          },
+          { description: "The root disk, created from the template." },
+        ),
+      ),
+      nics: Type.Optional(
+        NamedList(
+          Type.Object(
+            {
+              name: LocalName({ description: "NIC name, unique within the VM, e.g. eth0." }),
+              network: ObjectName({ description: "Name of the Network in the VM's namespace." }),
+              ipAddress: Type.Optional(
+                IPv4Address({
+                  description: "A static address inside the network's CIDR; allocated when empty.",
+                }),
+              ),
+              macAddress: Type.Optional(
+                MACAddress({ description: "A fixed MAC address; generated when empty." }),
+              ),
+            },
+            { description: "A network interface." },
+          ),
+          {
+            description:
+              "Network interfaces, in the order the guest sees them. The first is the default route.",
+            maxItems: 16,
+            "x-kubernetes-validations": [
+              {
+                rule: "self.all(n, !has(n.macAddress) || self.filter(m, has(m.macAddress) && m.macAddress == n.macAddress).size() == 1)",
+                message: "two NICs cannot have the same MAC address",
+              },
+            ],
+          },
+        ),
+      ),
+      dataVolumes: Type.Optional(
+        NamedList(
+          Type.Object(
+            {
+              name: LocalName({ description: "Slot name, unique within the VM, e.g. data." }),
+              volume: ObjectName({ description: "Name of the Volume in the VM's namespace." }),
+            },
+            { description: "A data volume attached to the VM." },
+          ),
+          {
+            description: "Data volumes attached to the VM, in device order.",
+            maxItems: 24,
+            "x-kubernetes-validations": [
+              {
+                rule: "self.all(v, self.filter(w, w.volume == v.volume).size() == 1)",
+                message: "a volume can be attached only once",
+              },
+            ],
+          },
+        ),
+      ),
+      userData: Type.Optional(
+        Type.String({
+          maxLength: USER_DATA_MAX_BASE64,
+          pattern: "^[A-Za-z0-9+/]*={0,2}$",
+          description: "Base64-encoded user data for cloud-init (at most 32 KiB decoded).",
+        }),
+      ),
+      sshKeys: Type.Optional(
+        Type.Array(Type.String({ minLength: 1, maxLength: 16_384, description: "An OpenSSH public key." }), {
+          description: "SSH public keys installed for the default user.",
+          maxItems: 16,
+          "x-kubernetes-list-type": "atomic",
+        }),
+      ),
+      placement: Type.Optional(
+        Type.Object(
+          {
+            hostTags: Labels("Extra host tags the VM needs, on top of its offering's."),
+            antiAffinityGroup: Type.Optional(
+              LocalName({ description: "VMs of the same namespace in the same group never share a host." }),
+            ),
+            host: Type.Optional(ObjectName({ description: "Pin the VM to this host (administrators)." })),
+          },
+          { description: "Hints for the scheduler." },
+        ),
+      ),
+    },
+    { description: "What the VM should be." },
+  ),
+  status: Type.Object(
+    {
+      observedGeneration: ObservedGeneration,
+      state: Type.Optional(StringEnum(VM_STATES, { description: "CloudStack state of the VM." })),
+      host: Type.Optional(
+        ObjectName({ description: "The host the VM is placed on, recorded by the scheduler." }),
+      ),
+      domainUUID: Type.Optional(Type.String({ maxLength: 36, description: "UUID of the libvirt domain." })),
+      nics: Type.Optional(
+        NamedList(
+          Type.Object(
+            {
+              name: LocalName({ description: "NIC name from the spec." }),
+              network: ObjectName({ description: "The network." }),
+              ipAddress: Type.Optional(IPv4Address({ description: "The allocated address." })),
+              macAddress: Type.Optional(MACAddress({ description: "The MAC address." })),
+            },
+            { description: "A NIC as realised." },
+          ),
+          { description: "NICs with their addresses.", maxItems: 16 },
+        ),
+      ),
+      conditions: Conditions("Scheduled, VolumesReady, NetworksReady and Ready."),
+    },
+    { description: "The VM as observed." },
+  ),
+  printerColumns: [
+    { name: "State", type: "string", jsonPath: ".status.state", description: "CloudStack state." },
+    { name: "Host", type: "string", jsonPath: ".status.host", description: "Host the VM is placed on." },
+    {
+      name: "IP",
+      type: "string",
+      jsonPath: ".status.nics[0].ipAddress",
+      description: "Address of the first NIC.",
+    },
+    {
+      name: "Offering",
+      type: "string",
+      jsonPath: ".spec.serviceOffering",
+      description: "Service offering.",
+      priority: 1,
+    },
+    { name: "Run", type: "string", jsonPath: ".spec.runStrategy", description: "Run strategy.", priority: 1 },
+    {
+      name: "Age",
+      type: "date",
+      jsonPath: ".metadata.creationTimestamp",
+      description: "Time since creation.",
+    },
+  ],
+  selectableFields: [".status.host", ".spec.zone"],
+});

@@ -1,0 +1,128 @@
+import { Type } from "@sinclair/typebox";
+import { defineKind } from "../definition.ts";
+import { Conditions, immutable, ObjectName, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+
+export const VOLUME_PHASES = [
+  "Pending",
+  "Creating",
+  "Ready",
+  "Attached",
+  "Resizing",
+  "Error",
+  "Deleting",
+] as const;
+
+export const VolumeKind = defineKind({
+  kind: "Volume",
+  plural: "volumes",
+  singular: "volume",
+  shortNames: ["vol"],
+  scope: "Namespaced",
+  description:
+    "A disk: blank or created from a template. It lives in the storage pool of the host its VM runs on.",
+  spec: Type.Object(
+    {
+      displayName: Type.Optional(Type.String({ maxLength: 255, description: "Human-readable name." })),
+      zone: ObjectName({
+        description: "The zone the volume lives in.",
+        "x-kubernetes-validations": [immutable("zone")],
+      }),
+      type: Type.Optional(
+        StringEnum(["ROOT", "DATADISK"] as const, {
+          default: "DATADISK",
+          description: "ROOT disks are created by the compute controller for a VM; users create DATADISKs.",
+          "x-kubernetes-validations": [immutable("type")],
+        }),
+      ),
+      size: Type.Optional(
+        Quantity({
+          description: "Size of the disk. It may grow but never shrink.",
+          min: "1Gi",
+          max: "64Ti",
+          "x-kubernetes-validations": [
+            {
+              rule: "!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0",
+              message: "a volume can grow but never shrink",
+            },
+          ],
+        }),
+      ),
+      diskOffering: Type.Optional(
+        ObjectName({ description: "DiskOffering that gives size and performance." }),
+      ),
+      source: Type.Optional(
+        Type.Object(
+          {
+            template: Type.Optional(ObjectName({ description: "Create the disk from this Template." })),
+          },
+          {
+            description: "Where the disk's content comes from; empty means a blank disk.",
+            "x-kubernetes-validations": [immutable("source")],
+          },
+        ),
+      ),
+    },
+    {
+      description: "What the volume should be.",
+      "x-kubernetes-validations": [
+        {
+          rule: "has(self.size) || has(self.diskOffering)",
+          message: "a volume needs a size or a diskOffering",
+        },
+        {
+          rule: "!has(oldSelf.size) || has(self.size)",
+          message: "size cannot be removed once set",
+          fieldPath: ".size",
+        },
+      ],
+    },
+  ),
+  status: Type.Object(
+    {
+      observedGeneration: ObservedGeneration,
+      phase: Type.Optional(StringEnum(VOLUME_PHASES, { description: "Where the volume is in its life." })),
+      host: Type.Optional(ObjectName({ description: "Host whose pool holds the disk." })),
+      pool: Type.Optional(Type.String({ maxLength: 253, description: "Storage pool holding the disk." })),
+      path: Type.Optional(
+        Type.String({ maxLength: 4096, description: "Path of the disk file on the host." }),
+      ),
+      capacity: Type.Optional(Quantity({ description: "Size of the disk as created." })),
+      attachedTo: Type.Optional(
+        Type.Object(
+          {
+            virtualMachine: ObjectName({ description: "The VM the volume is attached to." }),
+            device: Type.String({ maxLength: 16, description: "Guest device, e.g. vdb." }),
+          },
+          { description: "Where the volume is attached." },
+        ),
+      ),
+      conditions: Conditions("Ready: the disk exists. Attached: it is attached to its VM."),
+    },
+    { description: "The volume as observed." },
+  ),
+  printerColumns: [
+    { name: "Type", type: "string", jsonPath: ".spec.type", description: "ROOT or DATADISK." },
+    { name: "Size", type: "string", jsonPath: ".spec.size", description: "Requested size." },
+    { name: "Phase", type: "string", jsonPath: ".status.phase", description: "Phase." },
+    {
+      name: "VM",
+      type: "string",
+      jsonPath: ".status.attachedTo.virtualMachine",
+      description: "Attached VM.",
+    },
+    {
+      name: "Host",
+      type: "string",
+      jsonPath: ".status.host",
+      description: "Host holding the disk.",
+      priority: 1,
+    },
+    {
+      name: "Age",
+      type: "date",
+      jsonPath: ".metadata.creationTimestamp",
+      description: "Time since creation.",
+    },
+  ],
+  selectableFields: [".status.host"],
+});

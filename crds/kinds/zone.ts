@@ -1,0 +1,100 @@
+import { Type } from "@sinclair/typebox";
+import { defineKind } from "../definition.ts";
+import { Conditions, IPv4Address, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+
+export const ALLOCATION_STATES = ["Enabled", "Disabled"] as const;
+
+const DnsServers = (description: string) =>
+  Type.Optional(
+    Type.Array(IPv4Address({ description: "A DNS server address." }), {
+      description,
+      maxItems: 4,
+      "x-kubernetes-list-type": "atomic",
+    }),
+  );
+
+export const ZoneKind = defineKind({
+  kind: "Zone",
+  plural: "zones",
+  singular: "zone",
+  shortNames: ["zn"],
+  scope: "Cluster",
+  description:
+    "A CloudStack zone: a set of hosts with shared networking. Hosts, networks and VMs belong to one zone.",
+  spec: Type.Object(
+    {
+      displayName: Type.Optional(
+        Type.String({ maxLength: 255, description: "Human-readable name shown by the CloudStack API." }),
+      ),
+      networkType: Type.Optional(
+        StringEnum(["Advanced"] as const, {
+          description: "The zone's network model. Advanced: isolated and shared guest networks with VLANs.",
+          default: "Advanced",
+        }),
+      ),
+      allocationState: Type.Optional(
+        StringEnum(ALLOCATION_STATES, {
+          description: "Disabled stops new VMs from being placed in the zone; running VMs are not touched.",
+          default: "Enabled",
+        }),
+      ),
+      dns: DnsServers("External DNS servers handed to guests by DHCP."),
+      internalDns: DnsServers("DNS servers the hosts themselves use."),
+      domain: Type.Optional(
+        Type.String({
+          maxLength: 253,
+          pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+          description: "DNS domain suffix for guests, e.g. cloud.example.com.",
+        }),
+      ),
+    },
+    { description: "What the administrator wants the zone to be." },
+  ),
+  status: Type.Object(
+    {
+      observedGeneration: ObservedGeneration,
+      hosts: Type.Optional(
+        Type.Object(
+          {
+            total: Type.Integer({ minimum: 0, description: "Hosts registered in the zone." }),
+            ready: Type.Integer({ minimum: 0, description: "Hosts whose agent heartbeat is current." }),
+            schedulable: Type.Integer({ minimum: 0, description: "Ready hosts that accept new VMs." }),
+          },
+          { description: "Host counts, rolled up by the fabric controller." },
+        ),
+      ),
+      capacity: Type.Optional(
+        Type.Object(
+          {
+            cpu: Type.Integer({ minimum: 0, description: "Physical CPU cores of the ready hosts." }),
+            memory: Quantity({ description: "Physical memory of the ready hosts." }),
+          },
+          { description: "Capacity of the zone's ready hosts." },
+        ),
+      ),
+      allocated: Type.Optional(
+        Type.Object(
+          {
+            cpu: Type.Integer({ minimum: 0, description: "CPU cores allocated to VMs." }),
+            memory: Quantity({ description: "Memory allocated to VMs." }),
+          },
+          { description: "Resources allocated to VMs placed in the zone." },
+        ),
+      ),
+      conditions: Conditions("Ready: the zone is enabled and has at least one schedulable host."),
+    },
+    { description: "The zone as observed by the fabric controller." },
+  ),
+  printerColumns: [
+    { name: "Network", type: "string", jsonPath: ".spec.networkType", description: "Network model." },
+    { name: "State", type: "string", jsonPath: ".spec.allocationState", description: "Allocation state." },
+    { name: "Hosts", type: "integer", jsonPath: ".status.hosts.total", description: "Registered hosts." },
+    { name: "Ready", type: "integer", jsonPath: ".status.hosts.ready", description: "Ready hosts." },
+    {
+      name: "Age",
+      type: "date",
+      jsonPath: ".metadata.creationTimestamp",
+      description: "Time since creation.",
+    },
+  ],
+});

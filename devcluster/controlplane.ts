@@ -1,0 +1,526 @@
+// A real Kubernetes control plane on loopback: etcd, kube-apiserver and kube-controller-manager,
+// the way envtest runs them, plus the controller manager (garbage collection, namespace deletion,
+// service-account tokens). Everything lives in one directory; the processes can be stopped and
+// started again on the same data, and stop() leaves no process, port or temporary directory.
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, openSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { request } from "node:https";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import {
+  type ControlPlaneBinaries,
+  ControlPlaneSetupError,
+  ensureBinaries,
+  type Progress,
+} from "./binaries.ts";
+import { loadKubeConfig, renderKubeconfig } from "./kubeconfig.ts";
+import {
+  createCertificateAuthority,
+  createServiceAccountSigningKey,
+  issueCertificate,
+  loadCertificateAuthority,
+  type PemPair,
+} from "./pki.ts";
+
+export const COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
+export type ComponentName = (typeof COMPONENTS)[number];
+
+export interface ControlPlaneOptions {
+  /** Where certificates, etcd data, logs and kubeconfigs live. A fresh temporary directory when absent. */
+  dir?: string;
+  binaries?: ControlPlaneBinaries;
+  progress?: Progress;
+  /** Keep the processes running after this Node process exits (the `stratus cluster` command). */
+  detached?: boolean;
+  /** Skip fsync in etcd: much faster on a loaded machine, and safe for throw-away test clusters. */
+  unsafeNoFsync?: boolean;
+  /** Allowed start-up time per component; a busy 2-core machine needs tens of seconds. */
+  readyTimeoutMs?: number;
+}
+
+export interface Identity {
+  user: string;
+  groups: readonly string[];
+  kubeconfigPath: string;
+  kubeConfig: KubeConfig;
+}
+
+interface State {
+  ports: { etcdClient: number; etcdPeer: number; apiserver: number };
+  binaries: ControlPlaneBinaries;
+  pids: Partial<Record<ComponentName, number>>;
+  unsafeNoFsync: boolean;
+  /** Whether stop() deletes the directory (it was created as a temporary one). */
+  ownsDirectory: boolean;
+}
+
+const STATE_FILE = "state.json";
+
+export class LocalControlPlane {
+  readonly dir: string;
+  private state: State;
+  private readonly children = new Map<ComponentName, ChildProcess>();
+  private readonly detached: boolean;
+  private readonly readyTimeoutMs: number;
+  private readonly progress: Progress;
+  private adminConfig: KubeConfig | undefined;
+
+  private constructor(dir: string, state: State, options: ControlPlaneOptions) {
+    this.dir = dir;
+    this.state = state;
+    this.detached = options.detached ?? false;
+    this.readyTimeoutMs = options.readyTimeoutMs ?? 120_000;
+    this.progress = options.progress ?? (() => {});
+  }
+
+  /** Starts a control plane, creating its directory, certificates and ports on first use. */
+  static async start(options: ControlPlaneOptions = {}): Promise<LocalControlPlane> {
+    const ownsDirectory = options.dir === undefined;
+    const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "stratus-cp-")));
+    await mkdir(dir, { recursive: true });
+    let state = await readState(dir);
+    if (state && runningComponents(state).length > 0) {
+      throw new ControlPlaneSetupError(
+        `A control plane is already running from ${dir} (pids ${runningComponents(state)
+          .map((c) => state?.pids[c])
+          .join(", ")}). Stop it first with \`stratus cluster stop\`.`,
+      );
+    }
+    const binaries =
+      options.binaries ?? state?.binaries ?? (await ensureBinaries({ ...optionalProgress(options) }));
+    if (!state) {
+      state = {
+        ports: { etcdClient: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() },
+        binaries,
+        pids: {},
+        unsafeNoFsync: options.unsafeNoFsync ?? false,
+        ownsDirectory,
+      };
+    }
+    state.binaries = binaries;
+    const controlPlane = new LocalControlPlane(dir, state, options);
+    try {
+      await controlPlane.writeCredentials();
+      await controlPlane.startComponents();
+    } catch (error) {
+      await controlPlane.stop().catch(() => {});
+      throw error;
+    }
+    return controlPlane;
+  }
+
+  /** Attaches to a control plane started earlier (possibly by another process) from its directory. */
+  static async open(dir: string, options: Omit<ControlPlaneOptions, "dir"> = {}): Promise<LocalControlPlane> {
+    const state = await readState(dir);
+    if (!state) throw new ControlPlaneSetupError(`No control plane was ever started from ${dir}.`);
+    return new LocalControlPlane(dir, state, options);
+  }
+
+  get server(): string {
+    return `https://127.0.0.1:${this.state.ports.apiserver}`;
+  }
+
+  get kubeconfigPath(): string {
+    return join(this.dir, "kubeconfigs", "admin.kubeconfig");
+  }
+
+  get binaries(): ControlPlaneBinaries {
+    return this.state.binaries;
+  }
+
+  /** A client configuration for `admin` in `system:masters`. */
+  get kubeConfig(): KubeConfig {
+    this.adminConfig ??= loadKubeConfig(this.kubeconfigPath);
+    return this.adminConfig;
+  }
+
+  get caPem(): string {
+    return readFileSync(join(this.dir, "pki", "ca.crt"), "utf8");
+  }
+
+  pid(component: ComponentName): number | undefined {
+    return this.state.pids[component];
+  }
+
+  logPath(component: ComponentName): string {
+    return join(this.dir, "logs", `${component}.log`);
+  }
+
+  running(): ComponentName[] {
+    return runningComponents(this.state);
+  }
+
+  /**
+   * Issues a client certificate `CN=user, O=group...` signed by the cluster CA and writes a
+   * kubeconfig for it, so tests and components can run with narrow RBAC.
+   */
+  async issueIdentity(user: string, groups: readonly string[] = []): Promise<Identity> {
+    const ca = await this.pem("ca");
+    const pair = await issueCertificate(await loadCertificateAuthority(ca), {
+      commonName: user,
+      organizations: groups,
+      usage: "client",
+    });
+    const fileName = `${[user, ...groups].join("_").replace(/[^A-Za-z0-9_.-]+/g, "-")}.kubeconfig`;
+    const kubeconfigPath = join(this.dir, "kubeconfigs", fileName);
+    await writeFile(
+      kubeconfigPath,
+      renderKubeconfig({
+        server: this.server,
+        caPem: ca.certPem,
+        clientCertPem: pair.certPem,
+        clientKeyPem: pair.keyPem,
+        name: user,
+      }),
+      { mode: 0o600 },
+    );
+    return { user, groups, kubeconfigPath, kubeConfig: loadKubeConfig(kubeconfigPath) };
+  }
+
+  /** Starts the components that are not running, in dependency order, and waits until each is ready. */
+  async startComponents(components: readonly ComponentName[] = COMPONENTS): Promise<void> {
+    for (const component of COMPONENTS) {
+      if (!components.includes(component) || this.running().includes(component)) continue;
+      this.progress(`starting ${component}`);
+      const started = Date.now();
+      await this.spawnComponent(component);
+      await this.waitReady(component);
+      this.progress(`${component} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    }
+  }
+
+  /** Stops components (all by default), in reverse dependency order; their data stays. */
+  async stopComponents(components: readonly ComponentName[] = COMPONENTS): Promise<void> {
+    for (const component of [...COMPONENTS].reverse()) {
+      if (!components.includes(component)) continue;
+      const pid = this.state.pids[component];
+      if (pid === undefined) continue;
+      await terminate(pid, this.children.get(component));
+      this.children.delete(component);
+      delete this.state.pids[component];
+      await this.saveState();
+    }
+  }
+
+  /** Stops every process; a temporary directory is removed with everything in it. */
+  async stop(): Promise<void> {
+    await this.stopComponents();
+    if (this.state.ownsDirectory) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Stops every process and deletes the directory, data included. */
+  async destroy(): Promise<void> {
+    await this.stopComponents();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async pem(name: string): Promise<PemPair> {
+    const pki = join(this.dir, "pki");
+    return {
+      certPem: await readFile(join(pki, `${name}.crt`), "utf8"),
+      keyPem: await readFile(join(pki, `${name}.key`), "utf8"),
+    };
+  }
+
+  /** Creates CAs, serving and client certificates and kubeconfigs once; a restart reuses them. */
+  private async writeCredentials(): Promise<void> {
+    const pki = join(this.dir, "pki");
+    await mkdir(pki, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "kubeconfigs"), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "logs"), { recursive: true });
+    if (!existsSync(join(pki, "sa.pub"))) {
+      this.progress("generating certificates");
+      const save = async (name: string, pair: PemPair) => {
+        await writeFile(join(pki, `${name}.crt`), pair.certPem);
+        await writeFile(join(pki, `${name}.key`), pair.keyPem, { mode: 0o600 });
+      };
+      const ca = await createCertificateAuthority("stratus-cluster-ca");
+      const frontProxyCa = await createCertificateAuthority("stratus-front-proxy-ca");
+      await save("ca", ca);
+      await save("front-proxy-ca", frontProxyCa);
+      await save(
+        "apiserver",
+        await issueCertificate(ca, {
+          commonName: "kube-apiserver",
+          usage: "server",
+          dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+          ipAddresses: ["127.0.0.1", "10.0.0.1"],
+        }),
+      );
+      await save(
+        "front-proxy-client",
+        await issueCertificate(frontProxyCa, { commonName: "front-proxy-client", usage: "client" }),
+      );
+      const serviceAccountKey = await createServiceAccountSigningKey();
+      await writeFile(join(pki, "sa.key"), serviceAccountKey.privateKeyPem, { mode: 0o600 });
+      await writeFile(join(pki, "sa.pub"), serviceAccountKey.publicKeyPem);
+      // kube-controller-manager runs as its own user, which the bootstrap RBAC policy provides for.
+      await this.writeComponentKubeconfig("kube-controller-manager", "system:kube-controller-manager", []);
+      await this.writeComponentKubeconfig("admin", "admin", ["system:masters"]);
+    }
+    await this.saveState();
+  }
+
+  private async writeComponentKubeconfig(file: string, user: string, groups: string[]): Promise<void> {
+    const ca = await this.pem("ca");
+    const pair = await issueCertificate(await loadCertificateAuthority(ca), {
+      commonName: user,
+      organizations: groups,
+      usage: "client",
+    });
+    await writeFile(
+      join(this.dir, "kubeconfigs", `${file}.kubeconfig`),
+      renderKubeconfig({
+        server: this.server,
+        caPem: ca.certPem,
+        clientCertPem: pair.certPem,
+        clientKeyPem: pair.keyPem,
+        name: user,
+      }),
+      { mode: 0o600 },
+    );
+  }
+
+  private commandLine(component: ComponentName): [string, string[]] {
+    const { ports, binaries } = this.state;
+    const pki = (file: string) => join(this.dir, "pki", file);
+    switch (component) {
+      case "etcd":
+        return [
+          binaries.etcd,
+          [
+            `--name=stratus`,
+            `--data-dir=${join(this.dir, "etcd-data")}`,
+            `--listen-client-urls=http://127.0.0.1:${ports.etcdClient}`,
+            `--advertise-client-urls=http://127.0.0.1:${ports.etcdClient}`,
+            `--listen-peer-urls=http://127.0.0.1:${ports.etcdPeer}`,
+            `--initial-advertise-peer-urls=http://127.0.0.1:${ports.etcdPeer}`,
+            `--initial-cluster=stratus=http://127.0.0.1:${ports.etcdPeer}`,
+            ...(this.state.unsafeNoFsync ? ["--unsafe-no-fsync"] : []),
+          ],
+        ];
+      case "kube-apiserver":
+        return [
+          binaries.kubeApiserver,
+          [
+            `--etcd-servers=http://127.0.0.1:${ports.etcdClient}`,
+            "--bind-address=127.0.0.1",
+            // An explicit address: the machine may have no default route to derive one from.
+            "--advertise-address=127.0.0.1",
+            `--secure-port=${ports.apiserver}`,
+            `--cert-dir=${join(this.dir, "pki")}`,
+            `--tls-cert-file=${pki("apiserver.crt")}`,
+            `--tls-private-key-file=${pki("apiserver.key")}`,
+            `--client-ca-file=${pki("ca.crt")}`,
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            `--service-account-issuer=https://127.0.0.1:${ports.apiserver}`,
+            `--service-account-key-file=${pki("sa.pub")}`,
+            `--service-account-signing-key-file=${pki("sa.key")}`,
+            "--service-cluster-ip-range=10.0.0.0/24",
+            // Loopback Endpoints for the kubernetes Service would be rejected in a loop.
+            "--endpoint-reconciler-type=none",
+            `--requestheader-client-ca-file=${pki("front-proxy-ca.crt")}`,
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            `--proxy-client-cert-file=${pki("front-proxy-client.crt")}`,
+            `--proxy-client-key-file=${pki("front-proxy-client.key")}`,
+          ],
+        ];
+      case "kube-controller-manager":
+        return [
+          binaries.kubeControllerManager,
+          [
+            `--kubeconfig=${join(this.dir, "kubeconfigs", "kube-controller-manager.kubeconfig")}`,
+            `--service-account-private-key-file=${pki("sa.key")}`,
+            `--root-ca-file=${pki("ca.crt")}`,
+            `--cluster-signing-cert-file=${pki("ca.crt")}`,
+            `--cluster-signing-key-file=${pki("ca.key")}`,
+            "--use-service-account-credentials",
+            "--controllers=*",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+          ],
+        ];
+    }
+  }
+
+  private async spawnComponent(component: ComponentName): Promise<void> {
+    const [command, args] = this.commandLine(component);
+    const log = openSync(this.logPath(component), "a");
+    const child = spawn(command, args, {
+      cwd: this.dir,
+      stdio: ["ignore", log, log],
+      // Its own process group: a Ctrl-C meant for a test run does not kill etcd under the API server.
+      detached: true,
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once("spawn", resolve);
+      child.once("error", (error) =>
+        reject(new ControlPlaneSetupError(`Cannot start ${component} (${command}): ${error.message}`)),
+      );
+    });
+    if (this.detached) child.unref();
+    else this.children.set(component, child);
+    this.state.pids[component] = child.pid as number;
+    await this.saveState();
+  }
+
+  private async waitReady(component: ComponentName): Promise<void> {
+    const { ports } = this.state;
+    const probe: () => Promise<boolean> = {
+      etcd: async () => {
+        const response = await fetch(`http://127.0.0.1:${ports.etcdClient}/health`);
+        return response.ok && ((await response.json()) as { health?: string }).health === "true";
+      },
+      "kube-apiserver": async () => (await httpsGet(`${this.server}/readyz`, this.caPem)).status === 200,
+      // The service-account controller creating `default` proves the controller manager works.
+      "kube-controller-manager": async () => {
+        await this.kubeConfig
+          .makeApiClient(CoreV1Api)
+          .readNamespacedServiceAccount({ name: "default", namespace: "default" });
+        return true;
+      },
+    }[component];
+    const deadline = Date.now() + this.readyTimeoutMs;
+    for (;;) {
+      const pid = this.state.pids[component];
+      if (pid === undefined || !isAlive(pid)) {
+        throw new ControlPlaneSetupError(
+          `${component} exited during start-up. The end of ${this.logPath(component)}:\n${await tail(this.logPath(component), 20)}`,
+        );
+      }
+      if (await probe().catch(() => false)) return;
+      if (Date.now() > deadline) {
+        throw new ControlPlaneSetupError(
+          `${component} was not ready after ${this.readyTimeoutMs / 1000} s. The end of ${this.logPath(component)}:\n${await tail(this.logPath(component), 20)}`,
+        );
+      }
+      await sleep(250);
+    }
+  }
+
+  private async saveState(): Promise<void> {
+    await writeFile(join(this.dir, STATE_FILE), `${JSON.stringify(this.state, null, 2)}\n`);
+  }
+}
+
+function optionalProgress(options: ControlPlaneOptions): { progress?: Progress } {
+  return options.progress ? { progress: options.progress } : {};
+}
+
+async function readState(dir: string): Promise<State | undefined> {
+  try {
+    return JSON.parse(await readFile(join(dir, STATE_FILE), "utf8")) as State;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new ControlPlaneSetupError(
+      `${join(dir, STATE_FILE)} is damaged (${(error as Error).message}); delete ${dir} to start afresh.`,
+    );
+  }
+}
+
+function runningComponents(state: State): ComponentName[] {
+  return COMPONENTS.filter((component) => {
+    const pid = state.pids[component];
+    return pid !== undefined && isOurProcess(pid, state.binaries, component);
+  });
+}
+
+/** A pid from an old state file may since belong to another program; check what it runs. */
+function isOurProcess(pid: number, binaries: ControlPlaneBinaries, component: ComponentName): boolean {
+  if (!isAlive(pid)) return false;
+  const binary = {
+    etcd: binaries.etcd,
+    "kube-apiserver": binaries.kubeApiserver,
+    "kube-controller-manager": binaries.kubeControllerManager,
+  }[component];
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] === binary;
+  } catch {
+    return false;
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie still answers signal 0 until its parent reaps it; it is dead all the same.
+  try {
+    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function terminate(pid: number, child: ChildProcess | undefined, graceMs = 10_000): Promise<void> {
+  if (!isAlive(pid)) return;
+  const exited =
+    child && child.exitCode === null && child.signalCode === null
+      ? new Promise((r) => child.once("exit", r))
+      : undefined;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (isAlive(pid) && Date.now() < deadline) await sleep(50);
+  if (isAlive(pid)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {}
+  }
+  if (exited) await exited;
+  while (isAlive(pid)) await sleep(20);
+}
+
+/** A port the kernel just handed out on loopback; the small race before use is acceptable on one machine. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
+      );
+    });
+  });
+}
+
+export function httpsGet(url: string, caPem: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { ca: caPem, timeout: 5_000 }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk: string) => {
+        body += chunk;
+      });
+      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`timeout: GET ${url}`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function tail(path: string, lines: number): Promise<string> {
+  try {
+    return (await readFile(path, "utf8")).trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,94 @@
+// Helpers shared by the integration tests: the shared control plane, a namespace per test file,
+// the built kubectl, and waiting on conditions (never on fixed sleeps).
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { afterAll, inject } from "vitest";
+import { LocalControlPlane } from "../../devcluster/controlplane.ts";
+
+export function sharedControlPlane(): Promise<LocalControlPlane> {
+  return LocalControlPlane.open(inject("controlPlaneDir"));
+}
+
+/** A fresh namespace for the calling test file, deleted after it. */
+export async function useNamespace(kubeConfig: KubeConfig, prefix = "t"): Promise<string> {
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const name = `${prefix}-${randomBytes(4).toString("hex")}`;
+  await core.createNamespace({ body: { metadata: { name, labels: { "stratus.io/test": "true" } } } });
+  afterAll(async () => {
+    await core.deleteNamespace({ name }).catch(() => {});
+  });
+  return name;
+}
+
+export interface WaitOptions {
+  timeoutMs?: number;
+  intervalMs?: number;
+}
+
+/** Polls until `check` returns a value other than undefined/false, and returns it. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  { timeoutMs = 60_000, intervalMs = 200 }: WaitOptions = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ""}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function run(
+  command: string,
+  args: readonly string[],
+  options: { input?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      command,
+      args,
+      { env: options.env ?? process.env, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+    if (options.input !== undefined) child.stdin?.end(options.input);
+  });
+}
+
+/** Runs the built kubectl against the control plane with the given kubeconfig. */
+export function kubectl(
+  kubeconfigPath: string,
+  args: readonly string[],
+  input?: string,
+): Promise<CommandResult> {
+  return run(
+    inject("binaries").kubectl,
+    ["--kubeconfig", kubeconfigPath, ...args],
+    input === undefined ? {} : { input },
+  );
+}
+
+/** The HTTP status of a failed client-node call, or undefined. */
+export function statusCode(error: unknown): number | undefined {
+  return (error as { code?: number }).code;
+}
