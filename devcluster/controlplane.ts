@@ -158,25 +158,8 @@ export class LocalControlPlane {
    * kubeconfig for it, so tests and components can run with narrow RBAC.
    */
   async issueIdentity(user: string, groups: readonly string[] = []): Promise<Identity> {
-    const ca = await this.pem("ca");
-    const pair = await issueCertificate(await loadCertificateAuthority(ca), {
-      commonName: user,
-      organizations: groups,
-      usage: "client",
-    });
-    const fileName = `${[user, ...groups].join("_").replace(/[^A-Za-z0-9_.-]+/g, "-")}.kubeconfig`;
-    const kubeconfigPath = join(this.dir, "kubeconfigs", fileName);
-    await writeFile(
-      kubeconfigPath,
-      renderKubeconfig({
-        server: this.server,
-        caPem: ca.certPem,
-        clientCertPem: pair.certPem,
-        clientKeyPem: pair.keyPem,
-        name: user,
-      }),
-      { mode: 0o600 },
-    );
+    const fileName = [user, ...groups].join("_").replace(/[^A-Za-z0-9_.-]+/g, "-");
+    const kubeconfigPath = await this.writeClientKubeconfig(fileName, user, groups);
     return { user, groups, kubeconfigPath, kubeConfig: loadKubeConfig(kubeconfigPath) };
   }
 
@@ -258,30 +241,34 @@ export class LocalControlPlane {
       await writeFile(join(pki, "sa.key"), serviceAccountKey.privateKeyPem, { mode: 0o600 });
       await writeFile(join(pki, "sa.pub"), serviceAccountKey.publicKeyPem);
       // kube-controller-manager runs as its own user, which the bootstrap RBAC policy provides for.
-      await this.writeComponentKubeconfig("kube-controller-manager", "system:kube-controller-manager", []);
-      await this.writeComponentKubeconfig("admin", "admin", ["system:masters"]);
+      await this.writeClientKubeconfig("kube-controller-manager", "system:kube-controller-manager", []);
+      await this.writeClientKubeconfig("admin", "admin", ["system:masters"]);
     }
     await this.saveState();
   }
 
-  private async writeComponentKubeconfig(file: string, user: string, groups: string[]): Promise<void> {
+  /** Issues a client certificate for `CN=user, O=groups` and writes kubeconfigs/<fileName>.kubeconfig. */
+  private async writeClientKubeconfig(
+    fileName: string,
+    user: string,
+    groups: readonly string[],
+  ): Promise<string> {
     const ca = await this.pem("ca");
     const pair = await issueCertificate(await loadCertificateAuthority(ca), {
       commonName: user,
       organizations: groups,
       usage: "client",
     });
-    await writeFile(
-      join(this.dir, "kubeconfigs", `${file}.kubeconfig`),
-      renderKubeconfig({
-        server: this.server,
-        caPem: ca.certPem,
-        clientCertPem: pair.certPem,
-        clientKeyPem: pair.keyPem,
-        name: user,
-      }),
-      { mode: 0o600 },
-    );
+    const path = join(this.dir, "kubeconfigs", `${fileName}.kubeconfig`);
+    const kubeconfig = renderKubeconfig({
+      server: this.server,
+      caPem: ca.certPem,
+      clientCertPem: pair.certPem,
+      clientKeyPem: pair.keyPem,
+      name: user,
+    });
+    await writeFile(path, kubeconfig, { mode: 0o600 });
+    return path;
   }
 
   private commandLine(component: ComponentName): [string, string[]] {

@@ -14,7 +14,8 @@ export const IPAddressKind = defineKind({
   kind: "IPAddress",
   plural: "ipaddresses",
   singular: "ipaddress",
-  shortNames: ["ip"],
+  // Not "ip": since Kubernetes 1.33 that short name belongs to networking.k8s.io IPAddress, which wins.
+  shortNames: ["sip"],
   scope: "Namespaced",
   description:
     "One allocated address of a Network. Its name is <network>-<address with dashes>, so two allocators can never hold the same address.",

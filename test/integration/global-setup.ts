@@ -1,6 +1,7 @@
 // One real control plane for the whole integration run; every test file attaches to it and works
 // in namespaces of its own.
 import type { TestProject } from "vitest/node";
+import { installCustomResourceDefinitions } from "../../crds/install.ts";
 import { type ControlPlaneBinaries, ensureBinaries } from "../../devcluster/binaries.ts";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 
@@ -15,6 +16,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const progress = (message: string) => process.stderr.write(`[control plane] ${message}\n`);
   const binaries = await ensureBinaries({ progress });
   const controlPlane = await LocalControlPlane.start({ binaries, unsafeNoFsync: true, progress });
+  progress("installing the Stratus CRDs");
+  await installCustomResourceDefinitions(controlPlane.kubeConfig);
   project.provide("controlPlaneDir", controlPlane.dir);
   project.provide("binaries", binaries);
   return () => controlPlane.stop();

@@ -1,0 +1,52 @@
+// Installs (or updates) the Stratus CRDs with server-side apply and waits until the API server
+// serves every kind. Used by `stratus up`, the tests and anything else that needs the API.
+import {
+  ApiextensionsV1Api,
+  type KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  loadYaml,
+  PatchStrategy,
+  type V1CustomResourceDefinition,
+} from "@kubernetes/client-node";
+import { KINDS } from "./index.ts";
+import { crdName, renderCustomResourceDefinition } from "./render.ts";
+
+export const CRD_FIELD_MANAGER = "stratus-crds";
+
+export async function installCustomResourceDefinitions(
+  kubeConfig: KubeConfig,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const objects = KubernetesObjectApi.makeApiClient(kubeConfig);
+  for (const kind of KINDS) {
+    // client-node serialises built-in kinds from its typed models (`default` is `_default` there);
+    // loadYaml turns the wire form into that model, so no schema keyword is lost on the way.
+    await objects.patch(
+      loadYaml<KubernetesObject>(JSON.stringify(renderCustomResourceDefinition(kind))),
+      undefined,
+      undefined,
+      CRD_FIELD_MANAGER,
+      true,
+      PatchStrategy.ServerSideApply,
+    );
+  }
+  const extensions = kubeConfig.makeApiClient(ApiextensionsV1Api);
+  const deadline = Date.now() + timeoutMs;
+  for (const kind of KINDS) {
+    for (;;) {
+      const crd = await extensions.readCustomResourceDefinition({ name: crdName(kind) });
+      if (isEstablished(crd)) break;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `CRD ${crdName(kind)} is not Established after ${timeoutMs / 1000} s: ${JSON.stringify(crd.status?.conditions)}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+export function isEstablished(crd: V1CustomResourceDefinition): boolean {
+  return (crd.status?.conditions ?? []).some((c) => c.type === "Established" && c.status === "True");
+}
