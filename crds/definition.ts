@@ -70,3 +70,20 @@ export type ObjectOf<D extends KindDefinition> = {
   spec: Static<D["spec"]>;
   status?: Partial<Static<D["status"]>>;
 };
+
+/** Where a kind lives in the API (the runtime's ResourceType). */
+export function resourceOf(kind: KindDefinition): {
+  group: string;
+  version: string;
+  plural: string;
+  kind: string;
+  namespaced: boolean;
+} {
+  return {
+    group: GROUP,
+    version: VERSION,
+    plural: kind.plural,
+    kind: kind.kind,
+    namespaced: kind.scope === "Namespaced",
+  };
+}

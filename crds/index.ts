@@ -1,5 +1,5 @@
 // The Stratus API, group stratus.io/v1alpha1: every kind and its TypeScript type, from one source.
-import type { KindDefinition, ObjectOf } from "./definition.ts";
+import { type KindDefinition, type ObjectOf, resourceOf } from "./definition.ts";
 import { AsyncJobKind } from "./kinds/async-job.ts";
 import { DiskOfferingKind } from "./kinds/disk-offering.ts";
 import { HostKind } from "./kinds/host.ts";
@@ -11,7 +11,7 @@ import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
 import { VolumeKind } from "./kinds/volume.ts";
 import { ZoneKind } from "./kinds/zone.ts";
 
-export { API_VERSION, GROUP, VERSION } from "./definition.ts";
+export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 
 export const KINDS: readonly KindDefinition[] = [
@@ -50,3 +50,17 @@ export type Volume = ObjectOf<typeof VolumeKind>;
 export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
+
+/** Where each kind lives in the API, for the runtime's client and informers. */
+export const Resources = {
+  zones: resourceOf(ZoneKind),
+  hosts: resourceOf(HostKind),
+  serviceOfferings: resourceOf(ServiceOfferingKind),
+  diskOfferings: resourceOf(DiskOfferingKind),
+  templates: resourceOf(TemplateKind),
+  virtualMachines: resourceOf(VirtualMachineKind),
+  volumes: resourceOf(VolumeKind),
+  networks: resourceOf(NetworkKind),
+  ipAddresses: resourceOf(IPAddressKind),
+  asyncJobs: resourceOf(AsyncJobKind),
+} as const;

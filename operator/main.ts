@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+// stratus-operator: runs any subset of the control-plane components (--components=a,b), each
+// under its own leader election, so each can also be its own Deployment and scale on its own.
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { KubeClient } from "../runtime/client.ts";
+import { type Component, InformerFactory } from "../runtime/component.ts";
+import { EventRecorder } from "../runtime/events.ts";
+import { HealthServer } from "../runtime/health.ts";
+import { LeaderElector } from "../runtime/leader-election.ts";
+import { createLogger } from "../runtime/logger.ts";
+import { RuntimeMetrics } from "../runtime/metrics.ts";
+import { COMPONENTS } from "./components.ts";
+
+const HELP = `stratus-operator: the Stratus control-plane components.
+
+Options:
+  --components=a,b           components to run (default: all): ${COMPONENTS.map((c) => c.name).join(", ")}
+  --kubeconfig=PATH          kubeconfig (default: $KUBECONFIG, else the in-cluster service account)
+  --leader-elect=BOOL        elect a leader per component (default true)
+  --lease-namespace=NS       namespace of the leader Leases (default stratus-system)
+  --lease-duration=SECONDS   default 15; --renew-deadline default 10; --retry-period default 2
+  --identity=NAME            this replica's name in Leases and Events (default host_pid)
+  --health-address=HOST:PORT /healthz, /readyz and /metrics (default 127.0.0.1:8081; port 0 picks one)
+  --resync=SECONDS           re-examine every object this often (default 300)
+  --workers=N                workers per controller (default 2)
+`;
+
+export interface OperatorOptions {
+  components: Component[];
+  kubeConfig: KubeConfig;
+  leaderElect: boolean;
+  leaseNamespace: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  identity: string;
+  healthHost: string;
+  healthPort: number;
+  resyncMs: number;
+  workers: number;
+}
+
+class UsageError extends Error {}
+
+export function parseOperatorArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): OperatorOptions | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: "boolean", short: "h" },
+      components: { type: "string" },
+      kubeconfig: { type: "string" },
+      "leader-elect": { type: "string", default: "true" },
+      "lease-namespace": { type: "string", default: "stratus-system" },
+      "lease-duration": { type: "string", default: "15" },
+      "renew-deadline": { type: "string", default: "10" },
+      "retry-period": { type: "string", default: "2" },
+      identity: { type: "string" },
+      "health-address": { type: "string", default: "127.0.0.1:8081" },
+      resync: { type: "string", default: "300" },
+      workers: { type: "string", default: "2" },
+    },
+  });
+  if (values.help) return "help";
+  const names = values.components
+    ? values.components
+        .split(",")
+        .map((c) => c.trim())
+        .filter(Boolean)
+    : COMPONENTS.map((c) => c.name);
+  const unknown = names.filter((n) => !COMPONENTS.some((c) => c.name === n));
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `unknown component(s) ${unknown.join(", ")}; known: ${COMPONENTS.map((c) => c.name).join(", ")}`,
+    );
+  }
+  const seconds = (flag: string, value: string) => {
+    const number = Number(value);
+    if (!Number.isFinite(number) || number <= 0)
+      throw new UsageError(`--${flag} must be a positive number of seconds, not "${value}"`);
+    return number * 1000;
+  };
+  const [healthHost, healthPortText] = (values["health-address"] as string).split(/:(?=\d+$)/);
+  const healthPort = Number(healthPortText);
+  if (!healthHost || !Number.isInteger(healthPort))
+    throw new UsageError(`--health-address must be HOST:PORT, not "${values["health-address"]}"`);
+  const workers = Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new UsageError(`--workers must be a whole number of at least 1`);
+
+  const kubeConfig = new KubeConfig();
+  const kubeconfigPath = values.kubeconfig ?? env.KUBECONFIG;
+  if (kubeconfigPath) kubeConfig.loadFromFile(kubeconfigPath);
+  else kubeConfig.loadFromCluster();
+
+  return {
+    components: names.map((n) => COMPONENTS.find((c) => c.name === n) as Component),
+    kubeConfig,
+    leaderElect: values["leader-elect"] !== "false",
+    leaseNamespace: values["lease-namespace"] as string,
+    leaseDurationMs: seconds("lease-duration", values["lease-duration"] as string),
+    renewDeadlineMs: seconds("renew-deadline", values["renew-deadline"] as string),
+    retryPeriodMs: seconds("retry-period", values["retry-period"] as string),
+    identity: values.identity ?? `${hostname()}_${process.pid}`,
+    healthHost,
+    healthPort,
+    resyncMs: seconds("resync", values.resync as string),
+    workers,
+  };
+}
+
+/** Runs the operator until `signal` aborts; then drains, releases its leases and returns. */
+export async function runOperator(options: OperatorOptions, signal: AbortSignal): Promise<void> {
+  const logger = createLogger("stratus-operator").child({ identity: options.identity });
+  const metrics = new RuntimeMetrics();
+  const client = new KubeClient(options.kubeConfig, {
+    metrics,
+    userAgent: `stratus-operator/${options.identity}`,
+  });
+  const informers = new InformerFactory(client, { resyncPeriodMs: options.resyncMs, logger, metrics });
+
+  const running = options.components.map((component) => {
+    const componentLogger = logger.child({ component: component.name });
+    const controllers = component.setup({
+      client,
+      informers,
+      metrics,
+      logger: componentLogger,
+      events: new EventRecorder(client, `stratus.io/${component.name}`, options.identity, componentLogger),
+      fieldManager: `stratus-operator/${component.name}`,
+    });
+    return { component, controllers, logger: componentLogger };
+  });
+
+  const health = new HealthServer({
+    metrics,
+    host: options.healthHost,
+    port: options.healthPort,
+    readiness: {
+      "api-server": async () => {
+        try {
+          await client.request("GET", "/version", { verb: "get", resource: "version", timeoutMs: 2_000 });
+          return undefined;
+        } catch (error) {
+          return `the API server does not answer (${error instanceof Error ? error.message : String(error)})`;
+        }
+      },
+      informers: () => {
+        const unsynced = informers.unsynced();
+        return unsynced.length > 0 ? `not synced yet: ${unsynced.join(", ")}` : undefined;
+      },
+    },
+  });
+  const port = await health.listen();
+  informers.start();
+  logger.info(
+    { components: options.components.map((c) => c.name), health: `${options.healthHost}:${port}` },
+    "operator started",
+  );
+
+  await Promise.all(
+    running.map(async ({ component, controllers, logger: componentLogger }) => {
+      const lead = async (leaderSignal: AbortSignal) => {
+        await Promise.race([
+          informers.waitForSync(),
+          new Promise((resolve) => leaderSignal.addEventListener("abort", resolve)),
+        ]);
+        if (leaderSignal.aborted) return;
+        componentLogger.info({ controllers: controllers.map((c) => c.name) }, "running controllers");
+        await Promise.all(controllers.map((c) => c.run(leaderSignal)));
+      };
+      if (!options.leaderElect) return lead(signal);
+      const elector = new LeaderElector(client, {
+        namespace: options.leaseNamespace,
+        name: `stratus-${component.name}`,
+        identity: options.identity,
+        leaseDurationMs: options.leaseDurationMs,
+        renewDeadlineMs: options.renewDeadlineMs,
+        retryPeriodMs: options.retryPeriodMs,
+        logger: componentLogger,
+        onLeadershipChange: (leading) => metrics.leader.set({ component: component.name }, leading ? 1 : 0),
+      });
+      return elector.run(signal, lead);
+    }),
+  );
+  await informers.stop();
+  await health.close();
+  await client.close();
+  logger.info("operator stopped");
+}
+
+async function main(): Promise<void> {
+  let options: OperatorOptions | "help";
+  try {
+    options = parseOperatorArgs(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`stratus-operator: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  if (options === "help") {
+    process.stdout.write(HELP);
+    return;
+  }
+  const shutdown = new AbortController();
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      shutdown.abort();
+      // Draining is bounded: a stuck reconcile must not keep a terminating pod alive forever.
+      setTimeout(() => process.exit(1), 25_000).unref();
+    });
+  }
+  await runOperator(options, shutdown.signal);
+}
+
+if (import.meta.main) await main();

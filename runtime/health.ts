@@ -1,0 +1,69 @@
+// The HTTP endpoints of every Stratus process: /healthz (the process works), /readyz (it can do
+// its job: the API server answers and its caches are synced) and /metrics (Prometheus).
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { RuntimeMetrics } from "./metrics.ts";
+
+export type Check = () => Promise<string | undefined> | string | undefined;
+
+export interface HealthServerOptions {
+  metrics: RuntimeMetrics;
+  /** Named readiness checks; each returns undefined when fine, or why it is not. */
+  readiness: Record<string, Check>;
+  host?: string;
+  port: number;
+}
+
+export class HealthServer {
+  private readonly server: Server;
+  private readonly options: HealthServerOptions;
+
+  constructor(options: HealthServerOptions) {
+    this.options = options;
+    this.server = createServer((request, response) => {
+      void this.handle(request.url ?? "/").then(({ status, body, contentType }) => {
+        response.writeHead(status, { "content-type": contentType });
+        response.end(body);
+      });
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.options.port, this.options.host ?? "127.0.0.1", resolve);
+    });
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async handle(url: string): Promise<{ status: number; body: string; contentType: string }> {
+    const path = url.split("?")[0];
+    if (path === "/healthz" || path === "/livez")
+      return { status: 200, body: "ok\n", contentType: "text/plain" };
+    if (path === "/readyz") {
+      const failures: string[] = [];
+      for (const [name, check] of Object.entries(this.options.readiness)) {
+        const problem = await Promise.resolve()
+          .then(check)
+          .catch((error: unknown) => String(error));
+        if (problem) failures.push(`[-] ${name}: ${problem}`);
+      }
+      return failures.length === 0
+        ? { status: 200, body: "ok\n", contentType: "text/plain" }
+        : { status: 503, body: `${failures.join("\n")}\n`, contentType: "text/plain" };
+    }
+    if (path === "/metrics") {
+      return {
+        status: 200,
+        body: await this.options.metrics.registry.metrics(),
+        contentType: this.options.metrics.registry.contentType,
+      };
+    }
+    return { status: 404, body: "not found\n", contentType: "text/plain" };
+  }
+}

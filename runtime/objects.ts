@@ -1,0 +1,96 @@
+// Writes a reconciler makes: status only when it changed, finalizers, owner references.
+import {
+  apiVersionOf,
+  type KubeClient,
+  type KubeObject,
+  type OwnerReference,
+  type ResourceType,
+} from "./client.ts";
+
+/** True when every field of `desired` equals the same field of `actual` (arrays compared whole). */
+export function isSubset(desired: unknown, actual: unknown): boolean {
+  if (desired === actual) return true;
+  if (Array.isArray(desired)) {
+    return (
+      Array.isArray(actual) &&
+      desired.length === actual.length &&
+      desired.every((d, i) => isSubset(d, actual[i]) && isSubset(actual[i], d))
+    );
+  }
+  if (desired && typeof desired === "object") {
+    if (!actual || typeof actual !== "object" || Array.isArray(actual)) return false;
+    return Object.entries(desired).every(([key, value]) =>
+      isSubset(value, (actual as Record<string, unknown>)[key]),
+    );
+  }
+  return false;
+}
+
+/**
+ * Applies `status` through the status subresource with server-side apply, unless the object's
+ * status already says exactly that. Returns whether it wrote.
+ */
+export async function applyStatus(
+  client: KubeClient,
+  type: ResourceType,
+  object: KubeObject & { status?: unknown },
+  status: Record<string, unknown>,
+  fieldManager: string,
+): Promise<boolean> {
+  if (isSubset(status, object.status ?? {})) return false;
+  const { name, namespace } = object.metadata;
+  await client.apply(
+    type,
+    { metadata: { name: name as string, ...(namespace ? { namespace } : {}) }, status },
+    { fieldManager, subresource: "status" },
+  );
+  return true;
+}
+
+/** Adds a finalizer; returns false when it was already there. Guarded by resourceVersion. */
+export async function addFinalizer(
+  client: KubeClient,
+  type: ResourceType,
+  object: KubeObject,
+  finalizer: string,
+): Promise<boolean> {
+  const finalizers = object.metadata.finalizers ?? [];
+  if (finalizers.includes(finalizer)) return false;
+  await patchFinalizers(client, type, object, [...finalizers, finalizer]);
+  return true;
+}
+
+/** Removes a finalizer; returns false when it was not there. Guarded by resourceVersion. */
+export async function removeFinalizer(
+  client: KubeClient,
+  type: ResourceType,
+  object: KubeObject,
+  finalizer: string,
+): Promise<boolean> {
+  const finalizers = object.metadata.finalizers ?? [];
+  if (!finalizers.includes(finalizer)) return false;
+  await patchFinalizers(
+    client,
+    type,
+    object,
+    finalizers.filter((f) => f !== finalizer),
+  );
+  return true;
+}
+
+function patchFinalizers(client: KubeClient, type: ResourceType, object: KubeObject, finalizers: string[]) {
+  const { name, namespace, resourceVersion } = object.metadata;
+  return client.mergePatch(type, name as string, namespace, { metadata: { finalizers, resourceVersion } });
+}
+
+/** An owner reference to `owner`, so garbage collection removes the child with it. */
+export function ownerReference(type: ResourceType, owner: KubeObject, controller = true): OwnerReference {
+  return {
+    apiVersion: apiVersionOf(type),
+    kind: type.kind,
+    name: owner.metadata.name as string,
+    uid: owner.metadata.uid as string,
+    controller,
+    blockOwnerDeletion: true,
+  };
+}
