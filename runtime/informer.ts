@@ -324,9 +324,9 @@ export class Informer<T extends KubeObject> {
         if (keys?.size === 0) index.delete(value);
       }
       for (const value of current ? indexFunction(current) : []) {
-        let keys = index.get(value);
-        if (!keys) index.set(value, (keys = new Set()));
+        const keys = index.get(value) ?? new Set<string>();
         keys.add(key);
+        index.set(value, keys);
       }
     }
   }

@@ -228,7 +228,10 @@ const invalidObjects: [string, string, Mutation, string][] = [
   [
     "Network",
     "/33 CIDR",
-    (o) => ((o.spec.cidr = "10.1.1.0/33"), delete o.spec.gateway),
+    (o) => {
+      o.spec.cidr = "10.1.1.0/33";
+      delete o.spec.gateway;
+    },
     "cidr must be an IPv4 CIDR such as 10.1.1.0/24",
   ],
   [
@@ -240,7 +243,10 @@ const invalidObjects: [string, string, Mutation, string][] = [
   [
     "Network",
     "/30 CIDR",
-    (o) => ((o.spec.cidr = "10.1.1.0/30"), delete o.spec.gateway),
+    (o) => {
+      o.spec.cidr = "10.1.1.0/30";
+      delete o.spec.gateway;
+    },
     "cidr prefix length must be between /8 and /29",
   ],
   [
@@ -252,13 +258,18 @@ const invalidObjects: [string, string, Mutation, string][] = [
   [
     "Network",
     "Isolated without CIDR",
-    (o) => ((o.spec = { zone: "z1" }), undefined),
+    (o) => {
+      o.spec = { zone: "z1" };
+    },
     "Shared and Isolated networks need a cidr",
   ],
   [
     "Network",
     "L2 with a CIDR",
-    (o) => ((o.spec.type = "L2"), delete o.spec.gateway),
+    (o) => {
+      o.spec.type = "L2";
+      delete o.spec.gateway;
+    },
     "an L2 network has no cidr",
   ],
   [
@@ -268,7 +279,12 @@ const invalidObjects: [string, string, Mutation, string][] = [
     "spec.vlan in body should be less than or equal to 4094",
   ],
   ["Network", "VLAN 0", (o) => (o.spec.vlan = 0), "spec.vlan in body should be greater than or equal to 1"],
-  ["Network", "VLAN and VNI", (o) => ((o.spec.vlan = 10), (o.spec.vni = 5000)), "set vlan or vni, not both"],
+  [
+    "Network",
+    "VLAN and VNI",
+    (o) => Object.assign(o.spec, { vlan: 10, vni: 5000 }),
+    "set vlan or vni, not both",
+  ],
   [
     "Network",
     "IP range outside the CIDR",
@@ -297,7 +313,10 @@ const invalidObjects: [string, string, Mutation, string][] = [
   [
     "IPAddress",
     "address that is no address",
-    (o) => ((o.spec.address = "10.1.1"), ((o.metadata as Json).name = "net1-10-1-1")),
+    (o) => {
+      o.spec.address = "10.1.1";
+      (o.metadata as Json).name = "net1-10-1-1";
+    },
     'spec.address: Invalid value: "10.1.1": must be an IPv4 address',
   ],
   [
@@ -344,7 +363,10 @@ const immutableChanges: [string, string, Mutation, string][] = [
   [
     "Network",
     "cidr",
-    (o) => ((o.spec.cidr = "10.2.0.0/24"), delete o.spec.gateway),
+    (o) => {
+      o.spec.cidr = "10.2.0.0/24";
+      delete o.spec.gateway;
+    },
     "cidr cannot be changed after creation",
   ],
   ["Network", "vlan", (o) => (o.spec.vlan = 100), "vlan cannot be changed after creation"],
@@ -352,7 +374,10 @@ const immutableChanges: [string, string, Mutation, string][] = [
   [
     "Volume",
     "no size",
-    (o) => ((o.spec.diskOffering = "do1"), delete o.spec.size),
+    (o) => {
+      o.spec.diskOffering = "do1";
+      delete o.spec.size;
+    },
     "size cannot be removed once set",
   ],
   ["Volume", "type", (o) => (o.spec.type = "ROOT"), "type cannot be changed after creation"],
