@@ -3,7 +3,7 @@
 // service-account tokens). Everything lives in one directory; the processes can be stopped and
 // started again on the same data, and stop() leaves no process, port or temporary directory.
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { createServer } from "node:net";
@@ -67,6 +67,7 @@ export class LocalControlPlane {
   private readonly readyTimeoutMs: number;
   private readonly progress: Progress;
   private adminConfig: KubeConfig | undefined;
+  private readonly replicas = new Set<ApiServerReplica>();
 
   private constructor(dir: string, state: State, options: ControlPlaneOptions) {
     this.dir = dir;
@@ -123,6 +124,11 @@ export class LocalControlPlane {
     return `https://127.0.0.1:${this.state.ports.apiserver}`;
   }
 
+  /** etcd's client URL (tests use it to compact history). */
+  get etcdEndpoint(): string {
+    return `http://127.0.0.1:${this.state.ports.etcdClient}`;
+  }
+
   get kubeconfigPath(): string {
     return join(this.dir, "kubeconfigs", "admin.kubeconfig");
   }
@@ -177,6 +183,7 @@ export class LocalControlPlane {
 
   /** Stops components (all by default), in reverse dependency order; their data stays. */
   async stopComponents(components: readonly ComponentName[] = COMPONENTS): Promise<void> {
+    if (components.includes("kube-apiserver")) for (const replica of this.replicas) await replica.stop();
     for (const component of [...COMPONENTS].reverse()) {
       if (!components.includes(component)) continue;
       const pid = this.state.pids[component];
@@ -271,7 +278,7 @@ export class LocalControlPlane {
     return path;
   }
 
-  private commandLine(component: ComponentName): [string, string[]] {
+  private commandLine(component: ComponentName, apiserverPort = this.state.ports.apiserver): [string, string[]] {
     const { ports, binaries } = this.state;
     const pki = (file: string) => join(this.dir, "pki", file);
     switch (component) {
@@ -297,7 +304,7 @@ export class LocalControlPlane {
             "--bind-address=127.0.0.1",
             // An explicit address: the machine may have no default route to derive one from.
             "--advertise-address=127.0.0.1",
-            `--secure-port=${ports.apiserver}`,
+            `--secure-port=${apiserverPort}`,
             `--cert-dir=${join(this.dir, "pki")}`,
             `--tls-cert-file=${pki("apiserver.crt")}`,
             `--tls-private-key-file=${pki("apiserver.key")}`,
@@ -340,19 +347,7 @@ export class LocalControlPlane {
 
   private async spawnComponent(component: ComponentName): Promise<void> {
     const [command, args] = this.commandLine(component);
-    const log = openSync(this.logPath(component), "a");
-    const child = spawn(command, args, {
-      cwd: this.dir,
-      stdio: ["ignore", log, log],
-      // Its own process group: a Ctrl-C meant for a test run does not kill etcd under the API server.
-      detached: true,
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once("spawn", resolve);
-      child.once("error", (error) =>
-        reject(new ControlPlaneSetupError(`Cannot start ${component} (${command}): ${error.message}`)),
-      );
-    });
+    const child = await launch(command, args, this.dir, this.logPath(component), component);
     if (this.detached) child.unref();
     else this.children.set(component, child);
     this.state.pids[component] = child.pid as number;
@@ -366,7 +361,7 @@ export class LocalControlPlane {
         const response = await fetch(`http://127.0.0.1:${ports.etcdClient}/health`);
         return response.ok && ((await response.json()) as { health?: string }).health === "true";
       },
-      "kube-apiserver": async () => (await httpsGet(`${this.server}/readyz`, this.caPem)).status === 200,
+      "kube-apiserver": () => isApiServerReady(this.server, this.caPem),
       // The service-account controller creating `default` proves the controller manager works.
       "kube-controller-manager": async () => {
         await this.kubeConfig
@@ -375,27 +370,117 @@ export class LocalControlPlane {
         return true;
       },
     }[component];
+    await this.waitUntil(component, () => this.state.pids[component], this.logPath(component), probe);
+  }
+
+  /** Polls `probe` until it succeeds; fails at once, with the log's end, if the process died. */
+  private async waitUntil(
+    what: string,
+    pid: () => number | undefined,
+    logPath: string,
+    probe: () => Promise<boolean>,
+  ): Promise<void> {
     const deadline = Date.now() + this.readyTimeoutMs;
     for (;;) {
-      const pid = this.state.pids[component];
-      if (pid === undefined || !isAlive(pid)) {
-        throw new ControlPlaneSetupError(
-          `${component} exited during start-up. The end of ${this.logPath(component)}:\n${await tail(this.logPath(component), 20)}`,
-        );
+      const current = pid();
+      if (current === undefined || !isAlive(current)) {
+        throw new ControlPlaneSetupError(`${what} exited during start-up. The end of ${logPath}:\n${await tail(logPath, 20)}`);
       }
       if (await probe().catch(() => false)) return;
       if (Date.now() > deadline) {
         throw new ControlPlaneSetupError(
-          `${component} was not ready after ${this.readyTimeoutMs / 1000} s. The end of ${this.logPath(component)}:\n${await tail(this.logPath(component), 20)}`,
+          `${what} was not ready after ${this.readyTimeoutMs / 1000} s. The end of ${logPath}:\n${await tail(logPath, 20)}`,
         );
       }
       await sleep(250);
     }
   }
 
+  /**
+   * Starts a second kube-apiserver on the same etcd, as in an HA control plane: a client can be
+   * cut off from (or frozen on) one API server while others keep changing the cluster.
+   */
+  async startApiServerReplica(): Promise<ApiServerReplica> {
+    const port = await freePort();
+    const name = `kube-apiserver-${port}`;
+    const logPath = join(this.dir, "logs", `${name}.log`);
+    const server = `https://127.0.0.1:${port}`;
+    const kubeconfigPath = join(this.dir, "kubeconfigs", `admin-${port}.kubeconfig`);
+    await writeFile(kubeconfigPath, (await readFile(this.kubeconfigPath, "utf8")).replace(this.server, server), { mode: 0o600 });
+    const replica = new ApiServerReplica(server, kubeconfigPath, async () => {
+      const [command, args] = this.commandLine("kube-apiserver", port);
+      const child = await launch(command, args, this.dir, logPath, name);
+      await this.waitUntil(name, () => child.pid, logPath, () => isApiServerReady(server, this.caPem));
+      return child;
+    });
+    this.replicas.add(replica);
+    await replica.start();
+    return replica;
+  }
+
   private async saveState(): Promise<void> {
     await writeFile(join(this.dir, STATE_FILE), `${JSON.stringify(this.state, null, 2)}\n`);
   }
+}
+
+/** An extra kube-apiserver of a LocalControlPlane; stop/start keep its port, pause freezes it. */
+export class ApiServerReplica {
+  readonly server: string;
+  /** An admin kubeconfig that talks to this replica only. */
+  readonly kubeconfigPath: string;
+  private readonly launchProcess: () => Promise<ChildProcess>;
+  private child: ChildProcess | undefined;
+
+  constructor(server: string, kubeconfigPath: string, launchProcess: () => Promise<ChildProcess>) {
+    this.server = server;
+    this.kubeconfigPath = kubeconfigPath;
+    this.launchProcess = launchProcess;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    if (this.child?.pid !== undefined && isAlive(this.child.pid)) return;
+    this.child = await this.launchProcess();
+  }
+
+  async stop(): Promise<void> {
+    this.resume(); // a stopped process cannot act on SIGTERM
+    if (this.child?.pid !== undefined) await terminate(this.child.pid, this.child);
+    this.child = undefined;
+  }
+
+  /** SIGSTOP: connections stay open but nothing is answered, as with a hung server. */
+  pause(): void {
+    if (this.child?.pid !== undefined) process.kill(this.child.pid, "SIGSTOP");
+  }
+
+  resume(): void {
+    if (this.child?.pid !== undefined && isAlive(this.child.pid)) process.kill(this.child.pid, "SIGCONT");
+  }
+}
+
+async function isApiServerReady(server: string, caPem: string): Promise<boolean> {
+  return (await httpsGet(`${server}/readyz`, caPem)).status === 200;
+}
+
+/** Starts a control-plane binary in its own process group, output appended to its log. */
+async function launch(command: string, args: string[], cwd: string, logPath: string, what: string): Promise<ChildProcess> {
+  const log = openSync(logPath, "a");
+  const child = spawn(command, args, {
+    cwd,
+    stdio: ["ignore", log, log],
+    // Its own process group: a Ctrl-C meant for a test run does not kill etcd under the API server.
+    detached: true,
+  });
+  closeSync(log);
+  await new Promise<void>((resolve, reject) => {
+    child.once("spawn", resolve);
+    child.once("error", (error) => reject(new ControlPlaneSetupError(`Cannot start ${what} (${command}): ${error.message}`)));
+  });
+  return child;
 }
 
 function optionalProgress(options: ControlPlaneOptions): { progress?: Progress } {

@@ -225,9 +225,10 @@ export class Informer<T extends KubeObject> {
     this.stats.watches++;
     const [minTimeout, maxTimeout] = this.options.watchTimeoutSeconds ?? [300, 600];
     const stallTimeoutMs = this.options.stallTimeoutMs ?? 150_000;
+    // Aborted by the watchdog or by a gone event; the watch also ends when the informer stops
+    // (AbortSignal.any also covers a stop that happened before this point).
     const watchAbort = new AbortController();
-    const onStop = () => watchAbort.abort();
-    signal.addEventListener("abort", onStop, { once: true });
+    const watchSignal = AbortSignal.any([signal, watchAbort.signal]);
     let stalled = false;
     let lastActivity = Date.now();
     const watchdog = setInterval(
@@ -250,7 +251,7 @@ export class Informer<T extends KubeObject> {
           fieldSelector: this.options.fieldSelector,
           resourceVersion: this.resourceVersion,
           timeoutSeconds: Math.round(minTimeout + Math.random() * (maxTimeout - minTimeout)),
-          signal: watchAbort.signal,
+          signal: watchSignal,
         },
         (event) => {
           lastActivity = Date.now();
@@ -264,7 +265,6 @@ export class Informer<T extends KubeObject> {
       if (!(stalled || gone || signal.aborted)) throw error;
     } finally {
       clearInterval(watchdog);
-      signal.removeEventListener("abort", onStop);
     }
     if (gone) throw new GoneError();
     if (stalled && !signal.aborted) throw new StalledError();
