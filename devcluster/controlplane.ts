@@ -278,7 +278,10 @@ export class LocalControlPlane {
     return path;
   }
 
-  private commandLine(component: ComponentName, apiserverPort = this.state.ports.apiserver): [string, string[]] {
+  private commandLine(
+    component: ComponentName,
+    apiserverPort = this.state.ports.apiserver,
+  ): [string, string[]] {
     const { ports, binaries } = this.state;
     const pki = (file: string) => join(this.dir, "pki", file);
     switch (component) {
@@ -384,7 +387,9 @@ export class LocalControlPlane {
     for (;;) {
       const current = pid();
       if (current === undefined || !isAlive(current)) {
-        throw new ControlPlaneSetupError(`${what} exited during start-up. The end of ${logPath}:\n${await tail(logPath, 20)}`);
+        throw new ControlPlaneSetupError(
+          `${what} exited during start-up. The end of ${logPath}:\n${await tail(logPath, 20)}`,
+        );
       }
       if (await probe().catch(() => false)) return;
       if (Date.now() > deadline) {
@@ -406,11 +411,20 @@ export class LocalControlPlane {
     const logPath = join(this.dir, "logs", `${name}.log`);
     const server = `https://127.0.0.1:${port}`;
     const kubeconfigPath = join(this.dir, "kubeconfigs", `admin-${port}.kubeconfig`);
-    await writeFile(kubeconfigPath, (await readFile(this.kubeconfigPath, "utf8")).replace(this.server, server), { mode: 0o600 });
+    await writeFile(
+      kubeconfigPath,
+      (await readFile(this.kubeconfigPath, "utf8")).replace(this.server, server),
+      { mode: 0o600 },
+    );
     const replica = new ApiServerReplica(server, kubeconfigPath, async () => {
       const [command, args] = this.commandLine("kube-apiserver", port);
       const child = await launch(command, args, this.dir, logPath, name);
-      await this.waitUntil(name, () => child.pid, logPath, () => isApiServerReady(server, this.caPem));
+      await this.waitUntil(
+        name,
+        () => child.pid,
+        logPath,
+        () => isApiServerReady(server, this.caPem),
+      );
       return child;
     });
     this.replicas.add(replica);
@@ -467,7 +481,13 @@ async function isApiServerReady(server: string, caPem: string): Promise<boolean>
 }
 
 /** Starts a control-plane binary in its own process group, output appended to its log. */
-async function launch(command: string, args: string[], cwd: string, logPath: string, what: string): Promise<ChildProcess> {
+async function launch(
+  command: string,
+  args: string[],
+  cwd: string,
+  logPath: string,
+  what: string,
+): Promise<ChildProcess> {
   const log = openSync(logPath, "a");
   const child = spawn(command, args, {
     cwd,
@@ -478,7 +498,9 @@ async function launch(command: string, args: string[], cwd: string, logPath: str
   closeSync(log);
   await new Promise<void>((resolve, reject) => {
     child.once("spawn", resolve);
-    child.once("error", (error) => reject(new ControlPlaneSetupError(`Cannot start ${what} (${command}): ${error.message}`)));
+    child.once("error", (error) =>
+      reject(new ControlPlaneSetupError(`Cannot start ${what} (${command}): ${error.message}`)),
+    );
   });
   return child;
 }

@@ -4,13 +4,19 @@
 // while the changes go through the first.
 import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadKubeConfig } from "../../devcluster/kubeconfig.ts";
 import type { ApiServerReplica, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { loadKubeConfig } from "../../devcluster/kubeconfig.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { Informer } from "../../runtime/informer.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
-const CONFIG_MAPS: ResourceType = { group: "", version: "v1", plural: "configmaps", kind: "ConfigMap", namespaced: true };
+const CONFIG_MAPS: ResourceType = {
+  group: "",
+  version: "v1",
+  plural: "configmaps",
+  kind: "ConfigMap",
+  namespaced: true,
+};
 type ConfigMap = KubeObject & { data?: Record<string, string> };
 
 describe("informer resilience", () => {
@@ -38,10 +44,14 @@ describe("informer resilience", () => {
   /** What the API server holds now, by name: resourceVersion. */
   async function serverState(): Promise<Record<string, string>> {
     const list = await core.listNamespacedConfigMap({ namespace, labelSelector: "informer-test=true" });
-    return Object.fromEntries(list.items.map((c) => [c.metadata?.name as string, c.metadata?.resourceVersion as string]));
+    return Object.fromEntries(
+      list.items.map((c) => [c.metadata?.name as string, c.metadata?.resourceVersion as string]),
+    );
   }
   const cacheState = (informer: Informer<ConfigMap>) =>
-    Object.fromEntries(informer.list().map((c) => [c.metadata.name as string, c.metadata.resourceVersion as string]));
+    Object.fromEntries(
+      informer.list().map((c) => [c.metadata.name as string, c.metadata.resourceVersion as string]),
+    );
 
   function recordingInformer(options: ConstructorParameters<typeof Informer<ConfigMap>>[2] = {}) {
     const informer = new Informer<ConfigMap>(client, CONFIG_MAPS, {
@@ -61,8 +71,12 @@ describe("informer resilience", () => {
 
   // Changes go through the first API server, never the replica the informer watches.
   const create = (name: string, value = "1") =>
-    core.createNamespacedConfigMap({ namespace, body: { metadata: { name, labels: { "informer-test": "true" } }, data: { value } } });
-  const change = (name: string, value: string) => admin.mergePatch(CONFIG_MAPS, name, namespace, { data: { value } });
+    core.createNamespacedConfigMap({
+      namespace,
+      body: { metadata: { name, labels: { "informer-test": "true" } }, data: { value } },
+    });
+  const change = (name: string, value: string) =>
+    admin.mergePatch(CONFIG_MAPS, name, namespace, { data: { value } });
   const remove = (name: string) => core.deleteNamespacedConfigMap({ namespace, name });
 
   it("delivers every create, change and delete made while its API server was stopped", async () => {
@@ -84,7 +98,10 @@ describe("informer resilience", () => {
       await replica.start();
 
       const expected = await serverState();
-      await waitFor("the cache to match the server", () => JSON.stringify(cacheState(informer)) === JSON.stringify(expected));
+      await waitFor(
+        "the cache to match the server",
+        () => JSON.stringify(cacheState(informer)) === JSON.stringify(expected),
+      );
       expect([...seen.added].sort()).toEqual(["a", "b", "c", "d", "e", "f", "g"]);
       expect([...seen.updated].sort()).toEqual(["a", "b"]);
       expect([...seen.deleted].sort()).toEqual(["c", "d"]);
@@ -109,7 +126,10 @@ describe("informer resilience", () => {
       await replica.start();
 
       const expected = await serverState();
-      await waitFor("the cache to match the server", () => JSON.stringify(cacheState(informer)) === JSON.stringify(expected));
+      await waitFor(
+        "the cache to match the server",
+        () => JSON.stringify(cacheState(informer)) === JSON.stringify(expected),
+      );
       expect(informer.stats.gone).toBeGreaterThan(0);
       expect(informer.stats.lists).toBeGreaterThan(listsBefore);
       expect(seen.added.has("h")).toBe(true);
@@ -154,7 +174,9 @@ describe("informer resilience", () => {
 
 /** Compacts etcd's history up to now, through its JSON gateway. */
 async function compactEtcd(endpoint: string): Promise<void> {
-  const status = (await (await fetch(`${endpoint}/v3/maintenance/status`, { method: "POST", body: "{}" })).json()) as {
+  const status = (await (
+    await fetch(`${endpoint}/v3/maintenance/status`, { method: "POST", body: "{}" })
+  ).json()) as {
     header: { revision: string };
   };
   const response = await fetch(`${endpoint}/v3/kv/compaction`, {
