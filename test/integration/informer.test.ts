@@ -156,6 +156,34 @@ describe("informer resilience", () => {
     }
   });
 
+  it("keeps indexes current and re-delivers every object on resync", async () => {
+    const informer = new Informer<ConfigMap>(client, CONFIG_MAPS, {
+      namespace,
+      labelSelector: "informer-test=true",
+      resyncPeriodMs: 300,
+      indexers: { value: (c) => [c.data?.value ?? ""] },
+    });
+    const resynced = new Set<string>();
+    informer.addHandlers({ onResync: (c) => resynced.add(c.metadata.name as string) });
+    informer.start();
+    try {
+      await informer.waitForSync();
+      const names = (value: string) =>
+        informer
+          .byIndex("value", value)
+          .map((c) => c.metadata.name)
+          .sort();
+      expect(names("2")).toEqual(["a", "b"]);
+      await change("b", "3");
+      await waitFor("b to move in the index", () => names("3").includes("b"));
+      expect(names("2")).toEqual(["a"]);
+      await waitFor("a resync of every object", () => resynced.size === informer.list().length);
+      expect(() => informer.byIndex("missing", "x")).toThrow('configmaps informer has no index "missing"');
+    } finally {
+      await informer.stop();
+    }
+  });
+
   it("hands out frozen objects, so the cache cannot be changed by accident", async () => {
     const { informer } = recordingInformer();
     informer.start();
