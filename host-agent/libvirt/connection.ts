@@ -1,0 +1,309 @@
+// A typed binding of the libvirt C API over koffi: only the calls Stratus needs. Calls that may
+// block run on koffi's worker threads; calls on one connection are serialised, so the
+// connection's last error (read with virConnGetLastError, not thread-local) belongs to the call
+// that just failed and becomes a LibvirtError carrying libvirt's own message.
+import koffi from "koffi";
+
+const lib = koffi.load("libvirt.so.0");
+
+const VirError = koffi.struct("virError", {
+  code: "int",
+  domain: "int",
+  message: "char *",
+  level: "int",
+  conn: "void *",
+  dom: "void *",
+  str1: "char *",
+  str2: "char *",
+  str3: "char *",
+  int1: "int",
+  int2: "int",
+  net: "void *",
+});
+const VirNodeInfo = koffi.struct("virNodeInfo", {
+  model: koffi.array("char", 32),
+  memory: "unsigned long",
+  cpus: "unsigned int",
+  mhz: "unsigned int",
+  nodes: "unsigned int",
+  sockets: "unsigned int",
+  cores: "unsigned int",
+  threads: "unsigned int",
+});
+const ErrorFunc = koffi.proto("void virErrorFunc(void *userData, void *error)");
+const DomainEventCallback = koffi.proto(
+  "int virConnectDomainEventCallback(void *conn, void *dom, int event, int detail, void *opaque)",
+);
+
+const api = {
+  setErrorFunc: lib.func("void virSetErrorFunc(void *userData, virErrorFunc *handler)"),
+  eventRegisterDefaultImpl: lib.func("int virEventRegisterDefaultImpl()"),
+  eventRunDefaultImpl: lib.func("int virEventRunDefaultImpl()"),
+  connectOpen: lib.func("void *virConnectOpen(const char *name)"),
+  connectClose: lib.func("int virConnectClose(void *conn)"),
+  connGetLastError: lib.func("virError *virConnGetLastError(void *conn)"),
+  getLastErrorMessage: lib.func("const char *virGetLastErrorMessage()"),
+  connectGetLibVersion: lib.func("int virConnectGetLibVersion(void *conn, _Out_ unsigned long *version)"),
+  connectGetVersion: lib.func("int virConnectGetVersion(void *conn, _Out_ unsigned long *version)"),
+  connectGetType: lib.func("const char *virConnectGetType(void *conn)"),
+  nodeGetInfo: lib.func("int virNodeGetInfo(void *conn, _Out_ virNodeInfo *info)"),
+  connectListAllDomains: lib.func("int virConnectListAllDomains(void *conn, _Out_ void **domains, unsigned int flags)"),
+  domainDefineXML: lib.func("void *virDomainDefineXML(void *conn, const char *xml)"),
+  domainLookupByName: lib.func("void *virDomainLookupByName(void *conn, const char *name)"),
+  domainCreate: lib.func("int virDomainCreate(void *dom)"),
+  domainShutdown: lib.func("int virDomainShutdown(void *dom)"),
+  domainDestroy: lib.func("int virDomainDestroy(void *dom)"),
+  domainUndefine: lib.func("int virDomainUndefine(void *dom)"),
+  domainFree: lib.func("int virDomainFree(void *dom)"),
+  domainGetName: lib.func("const char *virDomainGetName(void *dom)"),
+  domainGetUUIDString: lib.func("int virDomainGetUUIDString(void *dom, _Out_ char *buf)"),
+  domainGetState: lib.func("int virDomainGetState(void *dom, _Out_ int *state, _Out_ int *reason, unsigned int flags)"),
+  domainGetXMLDesc: lib.func("char *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
+  domainEventRegisterAny: lib.func(
+    "int virConnectDomainEventRegisterAny(void *conn, void *dom, int eventID, virConnectDomainEventCallback *cb, void *opaque, void *freecb)",
+  ),
+  domainEventDeregisterAny: lib.func("int virConnectDomainEventDeregisterAny(void *conn, int callbackID)"),
+};
+const libc = koffi.load("libc.so.6");
+const free = libc.func("void free(void *ptr)");
+
+type Pointer = unknown;
+
+/** libvirt's domain states (virDomainState). */
+export const DOMAIN_STATES = ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"] as const;
+export type DomainState = (typeof DOMAIN_STATES)[number];
+
+/** libvirt's lifecycle events (virDomainEventType). */
+export const DOMAIN_EVENTS = ["defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended", "crashed"] as const;
+
+export const VIR_ERR_NO_DOMAIN = 42;
+export const VIR_ERR_OPERATION_INVALID = 55;
+
+export class LibvirtError extends Error {
+  override name = "LibvirtError";
+  readonly code: number;
+  constructor(operation: string, message: string, code: number) {
+    super(`libvirt ${operation}: ${message}`);
+    this.code = code;
+  }
+}
+
+export interface DomainInfo {
+  name: string;
+  uuid: string;
+  state: DomainState;
+}
+
+export interface NodeInfo {
+  model: string;
+  memoryBytes: number;
+  cpus: number;
+  mhz: number;
+}
+
+let eventLoopStarted = false;
+const errorHandler = koffi.register(() => {}, koffi.pointer(ErrorFunc));
+// libvirt prints every error to stderr unless an error function is set; errors are raised as
+// exceptions here instead.
+api.setErrorFunc(null, errorHandler);
+
+/**
+ * Runs libvirt's default event loop on a koffi worker thread, forever. It must be registered
+ * before the first connection opens for that connection to deliver events.
+ */
+function startEventLoop(): void {
+  if (eventLoopStarted) return;
+  eventLoopStarted = true;
+  if (api.eventRegisterDefaultImpl() < 0) throw new LibvirtError("virEventRegisterDefaultImpl", api.getLastErrorMessage() as string, 0);
+  const iterate = () => api.eventRunDefaultImpl.async((error: unknown) => {
+    if (!error) setImmediate(iterate);
+  });
+  iterate();
+}
+
+function call<T>(fn: { async: (...args: unknown[]) => void }, ...args: unknown[]): Promise<T> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (error: unknown, result: T) => (error ? reject(error) : resolve(result)));
+  });
+}
+
+export class LibvirtConnection {
+  readonly uri: string;
+  private readonly conn: Pointer;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly callbacks: { id: number; pointer: unknown }[] = [];
+  private closed = false;
+
+  private constructor(uri: string, conn: Pointer) {
+    this.uri = uri;
+    this.conn = conn;
+  }
+
+  static async open(uri: string): Promise<LibvirtConnection> {
+    startEventLoop();
+    const conn = await call<Pointer>(api.connectOpen, uri);
+    if (!conn) {
+      throw new LibvirtError(`open ${uri}`, (api.getLastErrorMessage() as string | null) ?? "cannot connect", 0);
+    }
+    return new LibvirtConnection(uri, conn);
+  }
+
+  /** Runs one libvirt call after the previous one, turning failures into LibvirtError. */
+  private serial<T>(operation: string, work: () => Promise<T>, failed: (result: T) => boolean): Promise<T> {
+    const next = this.queue.then(async () => {
+      if (this.closed) throw new LibvirtError(operation, "the connection is closed", 0);
+      const result = await work();
+      if (failed(result)) throw this.lastError(operation);
+      return result;
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private lastError(operation: string): LibvirtError {
+    const pointer = api.connGetLastError(this.conn);
+    if (!pointer) return new LibvirtError(operation, "failed (libvirt gave no reason)", 0);
+    const error = koffi.decode(pointer, VirError) as { code: number; message: string | null };
+    return new LibvirtError(operation, error.message ?? "failed", error.code);
+  }
+
+  private intCall(operation: string, fn: { async: (...args: unknown[]) => void }, ...args: unknown[]): Promise<number> {
+    return this.serial(operation, () => call<number>(fn, ...args), (result) => result < 0);
+  }
+
+  /** Looks the domain up, runs `work` with its handle, and frees the handle. */
+  private async withDomain<T>(name: string, work: (dom: Pointer) => Promise<T>): Promise<T> {
+    const dom = await this.serial(`lookup domain ${name}`, () => call<Pointer>(api.domainLookupByName, this.conn, name), (d) => !d);
+    try {
+      return await work(dom);
+    } finally {
+      api.domainFree(dom);
+    }
+  }
+
+  async nodeInfo(): Promise<NodeInfo> {
+    const info: Record<string, unknown> = {};
+    await this.intCall("node info", api.nodeGetInfo, this.conn, info);
+    return {
+      model: String(info.model ?? ""),
+      memoryBytes: Number(info.memory) * 1024,
+      cpus: Number(info.cpus),
+      mhz: Number(info.mhz),
+    };
+  }
+
+  async versions(): Promise<{ type: string; hypervisor: string; libvirt: string }> {
+    const lib = [0];
+    const hypervisor = [0];
+    await this.intCall("library version", api.connectGetLibVersion, this.conn, lib);
+    await this.intCall("hypervisor version", api.connectGetVersion, this.conn, hypervisor);
+    const type = await this.serial("hypervisor type", () => call<string | null>(api.connectGetType, this.conn), (t) => !t);
+    return { type: type as string, hypervisor: formatVersion(Number(hypervisor[0])), libvirt: formatVersion(Number(lib[0])) };
+  }
+
+  async listDomains(): Promise<DomainInfo[]> {
+    const out: [Pointer] = [null];
+    const count = await this.intCall("list domains", api.connectListAllDomains, this.conn, out, 0);
+    if (count === 0 || !out[0]) return [];
+    const handles = koffi.decode(out[0], koffi.array("void *", count)) as Pointer[];
+    try {
+      return handles.map((dom) => this.describe(dom));
+    } finally {
+      for (const dom of handles) api.domainFree(dom);
+      free(out[0]);
+    }
+  }
+
+  /** The domain's name, UUID and state, or undefined if there is no such domain. */
+  async domain(name: string): Promise<DomainInfo | undefined> {
+    try {
+      return await this.withDomain(name, async (dom) => this.describe(dom));
+    } catch (error) {
+      if (error instanceof LibvirtError && error.code === VIR_ERR_NO_DOMAIN) return undefined;
+      throw error;
+    }
+  }
+
+  async domainXml(name: string): Promise<string> {
+    return this.withDomain(name, async (dom) => {
+      const pointer = await this.serial(`XML of ${name}`, () => call<Pointer>(api.domainGetXMLDesc, dom, 0), (p) => !p);
+      try {
+        return koffi.decode(pointer, "char", -1) as string;
+      } finally {
+        free(pointer);
+      }
+    });
+  }
+
+  /** Defines (or redefines) a persistent domain from XML. */
+  async defineDomain(xml: string): Promise<DomainInfo> {
+    const dom = await this.serial("define domain", () => call<Pointer>(api.domainDefineXML, this.conn, xml), (d) => !d);
+    try {
+      return this.describe(dom);
+    } finally {
+      api.domainFree(dom);
+    }
+  }
+
+  startDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`start ${name}`, api.domainCreate, dom));
+  }
+
+  /** Asks the guest to shut down (ACPI); it may take a while, or never happen. */
+  shutdownDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`shut down ${name}`, api.domainShutdown, dom));
+  }
+
+  /** Pulls the plug. */
+  destroyDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`destroy ${name}`, api.domainDestroy, dom));
+  }
+
+  undefineDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`undefine ${name}`, api.domainUndefine, dom));
+  }
+
+  /** Calls `listener` with the domain name and event for every lifecycle event of this connection. */
+  onDomainEvent(listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void): void {
+    const pointer = koffi.register(
+      (_conn: Pointer, dom: Pointer, event: number, detail: number) => {
+        const name = api.domainGetName(dom) as string;
+        listener(name, DOMAIN_EVENTS[event] ?? "unknown", detail);
+        return 0;
+      },
+      koffi.pointer(DomainEventCallback),
+    );
+    const id = api.domainEventRegisterAny(this.conn, null, 0, pointer, null, null) as number;
+    if (id < 0) throw this.lastError("register domain events");
+    this.callbacks.push({ id, pointer });
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    if (this.closed) return;
+    this.closed = true;
+    for (const { id, pointer } of this.callbacks) {
+      api.domainEventDeregisterAny(this.conn, id);
+      koffi.unregister(pointer as never);
+    }
+    api.connectClose(this.conn);
+  }
+
+  private describe(dom: Pointer): DomainInfo {
+    const uuid = Buffer.alloc(37);
+    api.domainGetUUIDString(dom, uuid);
+    const state = [0];
+    const reason = [0];
+    api.domainGetState(dom, state, reason, 0);
+    return {
+      name: api.domainGetName(dom) as string,
+      uuid: uuid.toString("latin1").replace(/\0.*$/s, ""),
+      state: DOMAIN_STATES[Number(state[0])] ?? "nostate",
+    };
+  }
+}
+
+/** libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release. */
+function formatVersion(version: number): string {
+  return `${Math.floor(version / 1_000_000)}.${Math.floor(version / 1000) % 1000}.${version % 1000}`;
+}
