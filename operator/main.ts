@@ -3,11 +3,12 @@
 // under its own leader election, so each can also be its own Deployment and scale on its own.
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../runtime/client.ts";
 import { type Component, InformerFactory } from "../runtime/component.ts";
+import { kubeConfigFrom } from "../runtime/config.ts";
 import { EventRecorder } from "../runtime/events.ts";
-import { HealthServer } from "../runtime/health.ts";
+import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { LeaderElector } from "../runtime/leader-election.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
@@ -92,10 +93,7 @@ export function parseOperatorArgs(
   if (!Number.isInteger(workers) || workers < 1)
     throw new UsageError(`--workers must be a whole number of at least 1`);
 
-  const kubeConfig = new KubeConfig();
-  const kubeconfigPath = values.kubeconfig ?? env.KUBECONFIG;
-  if (kubeconfigPath) kubeConfig.loadFromFile(kubeconfigPath);
-  else kubeConfig.loadFromCluster();
+  const kubeConfig = kubeConfigFrom(values.kubeconfig, env);
 
   return {
     components: names.map((n) => COMPONENTS.find((c) => c.name === n) as Component),
@@ -141,14 +139,7 @@ export async function runOperator(options: OperatorOptions, signal: AbortSignal)
     host: options.healthHost,
     port: options.healthPort,
     readiness: {
-      "api-server": async () => {
-        try {
-          await client.request("GET", "/version", { verb: "get", resource: "version", timeoutMs: 2_000 });
-          return undefined;
-        } catch (error) {
-          return `the API server does not answer (${error instanceof Error ? error.message : String(error)})`;
-        }
-      },
+      "api-server": apiServerCheck(client),
       informers: () => {
         const unsynced = informers.unsynced();
         return unsynced.length > 0 ? `not synced yet: ${unsynced.join(", ")}` : undefined;

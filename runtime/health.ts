@@ -2,12 +2,15 @@
 // its job: the API server answers and its caches are synced) and /metrics (Prometheus).
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { KubeClient } from "./client.ts";
 import type { RuntimeMetrics } from "./metrics.ts";
 
 export type Check = () => Promise<string | undefined> | string | undefined;
 
 export interface HealthServerOptions {
   metrics: RuntimeMetrics;
+  /** Extra JSON endpoints, e.g. /debug/domains. */
+  debug?: Record<string, () => Promise<unknown>>;
   /** Named readiness checks; each returns undefined when fine, or why it is not. */
   readiness: Record<string, Check>;
   host?: string;
@@ -64,6 +67,25 @@ export class HealthServer {
         contentType: this.options.metrics.registry.contentType,
       };
     }
+    const debug = path ? this.options.debug?.[path] : undefined;
+    if (debug)
+      return {
+        status: 200,
+        body: `${JSON.stringify(await debug(), null, 2)}\n`,
+        contentType: "application/json",
+      };
     return { status: 404, body: "not found\n", contentType: "text/plain" };
   }
+}
+
+/** Readiness check: the API server answers within two seconds. */
+export function apiServerCheck(client: KubeClient): Check {
+  return async () => {
+    try {
+      await client.request("GET", "/version", { verb: "get", resource: "version", timeoutMs: 2_000 });
+      return undefined;
+    } catch (error) {
+      return `the API server does not answer (${error instanceof Error ? error.message : String(error)})`;
+    }
+  };
 }

@@ -207,5 +207,6 @@ export const VirtualMachineKind = defineKind({
       description: "Time since creation.",
     },
   ],
-  selectableFields: [".status.host", ".spec.zone"],
+  // A host agent watches the VMs bound to it: placed there, or pinned there and not yet placed.
+  selectableFields: [".status.host", ".spec.placement.host", ".spec.zone"],
 });

@@ -47,7 +47,9 @@ const api = {
   connectGetVersion: lib.func("int virConnectGetVersion(void *conn, _Out_ unsigned long *version)"),
   connectGetType: lib.func("const char *virConnectGetType(void *conn)"),
   nodeGetInfo: lib.func("int virNodeGetInfo(void *conn, _Out_ virNodeInfo *info)"),
-  connectListAllDomains: lib.func("int virConnectListAllDomains(void *conn, _Out_ void **domains, unsigned int flags)"),
+  connectListAllDomains: lib.func(
+    "int virConnectListAllDomains(void *conn, _Out_ void **domains, unsigned int flags)",
+  ),
   domainDefineXML: lib.func("void *virDomainDefineXML(void *conn, const char *xml)"),
   domainLookupByName: lib.func("void *virDomainLookupByName(void *conn, const char *name)"),
   domainCreate: lib.func("int virDomainCreate(void *dom)"),
@@ -57,7 +59,9 @@ const api = {
   domainFree: lib.func("int virDomainFree(void *dom)"),
   domainGetName: lib.func("const char *virDomainGetName(void *dom)"),
   domainGetUUIDString: lib.func("int virDomainGetUUIDString(void *dom, _Out_ char *buf)"),
-  domainGetState: lib.func("int virDomainGetState(void *dom, _Out_ int *state, _Out_ int *reason, unsigned int flags)"),
+  domainGetState: lib.func(
+    "int virDomainGetState(void *dom, _Out_ int *state, _Out_ int *reason, unsigned int flags)",
+  ),
   domainGetXMLDesc: lib.func("char *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
   domainEventRegisterAny: lib.func(
     "int virConnectDomainEventRegisterAny(void *conn, void *dom, int eventID, virConnectDomainEventCallback *cb, void *opaque, void *freecb)",
@@ -70,11 +74,30 @@ const free = libc.func("void free(void *ptr)");
 type Pointer = unknown;
 
 /** libvirt's domain states (virDomainState). */
-export const DOMAIN_STATES = ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"] as const;
+export const DOMAIN_STATES = [
+  "nostate",
+  "running",
+  "blocked",
+  "paused",
+  "shutdown",
+  "shutoff",
+  "crashed",
+  "pmsuspended",
+] as const;
 export type DomainState = (typeof DOMAIN_STATES)[number];
 
 /** libvirt's lifecycle events (virDomainEventType). */
-export const DOMAIN_EVENTS = ["defined", "undefined", "started", "suspended", "resumed", "stopped", "shutdown", "pmsuspended", "crashed"] as const;
+export const DOMAIN_EVENTS = [
+  "defined",
+  "undefined",
+  "started",
+  "suspended",
+  "resumed",
+  "stopped",
+  "shutdown",
+  "pmsuspended",
+  "crashed",
+] as const;
 
 export const VIR_ERR_NO_DOMAIN = 42;
 export const VIR_ERR_OPERATION_INVALID = 55;
@@ -114,10 +137,12 @@ api.setErrorFunc(null, errorHandler);
 function startEventLoop(): void {
   if (eventLoopStarted) return;
   eventLoopStarted = true;
-  if (api.eventRegisterDefaultImpl() < 0) throw new LibvirtError("virEventRegisterDefaultImpl", api.getLastErrorMessage() as string, 0);
-  const iterate = () => api.eventRunDefaultImpl.async((error: unknown) => {
-    if (!error) setImmediate(iterate);
-  });
+  if (api.eventRegisterDefaultImpl() < 0)
+    throw new LibvirtError("virEventRegisterDefaultImpl", api.getLastErrorMessage() as string, 0);
+  const iterate = () =>
+    api.eventRunDefaultImpl.async((error: unknown) => {
+      if (!error) setImmediate(iterate);
+    });
   iterate();
 }
 
@@ -143,7 +168,11 @@ export class LibvirtConnection {
     startEventLoop();
     const conn = await call<Pointer>(api.connectOpen, uri);
     if (!conn) {
-      throw new LibvirtError(`open ${uri}`, (api.getLastErrorMessage() as string | null) ?? "cannot connect", 0);
+      throw new LibvirtError(
+        `open ${uri}`,
+        (api.getLastErrorMessage() as string | null) ?? "cannot connect",
+        0,
+      );
     }
     return new LibvirtConnection(uri, conn);
   }
@@ -167,13 +196,25 @@ export class LibvirtConnection {
     return new LibvirtError(operation, error.message ?? "failed", error.code);
   }
 
-  private intCall(operation: string, fn: { async: (...args: unknown[]) => void }, ...args: unknown[]): Promise<number> {
-    return this.serial(operation, () => call<number>(fn, ...args), (result) => result < 0);
+  private intCall(
+    operation: string,
+    fn: { async: (...args: unknown[]) => void },
+    ...args: unknown[]
+  ): Promise<number> {
+    return this.serial(
+      operation,
+      () => call<number>(fn, ...args),
+      (result) => result < 0,
+    );
   }
 
   /** Looks the domain up, runs `work` with its handle, and frees the handle. */
   private async withDomain<T>(name: string, work: (dom: Pointer) => Promise<T>): Promise<T> {
-    const dom = await this.serial(`lookup domain ${name}`, () => call<Pointer>(api.domainLookupByName, this.conn, name), (d) => !d);
+    const dom = await this.serial(
+      `lookup domain ${name}`,
+      () => call<Pointer>(api.domainLookupByName, this.conn, name),
+      (d) => !d,
+    );
     try {
       return await work(dom);
     } finally {
@@ -197,8 +238,16 @@ export class LibvirtConnection {
     const hypervisor = [0];
     await this.intCall("library version", api.connectGetLibVersion, this.conn, lib);
     await this.intCall("hypervisor version", api.connectGetVersion, this.conn, hypervisor);
-    const type = await this.serial("hypervisor type", () => call<string | null>(api.connectGetType, this.conn), (t) => !t);
-    return { type: type as string, hypervisor: formatVersion(Number(hypervisor[0])), libvirt: formatVersion(Number(lib[0])) };
+    const type = await this.serial(
+      "hypervisor type",
+      () => call<string | null>(api.connectGetType, this.conn),
+      (t) => !t,
+    );
+    return {
+      type: type as string,
+      hypervisor: formatVersion(Number(hypervisor[0])),
+      libvirt: formatVersion(Number(lib[0])),
+    };
   }
 
   async listDomains(): Promise<DomainInfo[]> {
@@ -226,7 +275,11 @@ export class LibvirtConnection {
 
   async domainXml(name: string): Promise<string> {
     return this.withDomain(name, async (dom) => {
-      const pointer = await this.serial(`XML of ${name}`, () => call<Pointer>(api.domainGetXMLDesc, dom, 0), (p) => !p);
+      const pointer = await this.serial(
+        `XML of ${name}`,
+        () => call<Pointer>(api.domainGetXMLDesc, dom, 0),
+        (p) => !p,
+      );
       try {
         return koffi.decode(pointer, "char", -1) as string;
       } finally {
@@ -237,7 +290,11 @@ export class LibvirtConnection {
 
   /** Defines (or redefines) a persistent domain from XML. */
   async defineDomain(xml: string): Promise<DomainInfo> {
-    const dom = await this.serial("define domain", () => call<Pointer>(api.domainDefineXML, this.conn, xml), (d) => !d);
+    const dom = await this.serial(
+      "define domain",
+      () => call<Pointer>(api.domainDefineXML, this.conn, xml),
+      (d) => !d,
+    );
     try {
       return this.describe(dom);
     } finally {
@@ -264,15 +321,14 @@ export class LibvirtConnection {
   }
 
   /** Calls `listener` with the domain name and event for every lifecycle event of this connection. */
-  onDomainEvent(listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void): void {
-    const pointer = koffi.register(
-      (_conn: Pointer, dom: Pointer, event: number, detail: number) => {
-        const name = api.domainGetName(dom) as string;
-        listener(name, DOMAIN_EVENTS[event] ?? "unknown", detail);
-        return 0;
-      },
-      koffi.pointer(DomainEventCallback),
-    );
+  onDomainEvent(
+    listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void,
+  ): void {
+    const pointer = koffi.register((_conn: Pointer, dom: Pointer, event: number, detail: number) => {
+      const name = api.domainGetName(dom) as string;
+      listener(name, DOMAIN_EVENTS[event] ?? "unknown", detail);
+      return 0;
+    }, koffi.pointer(DomainEventCallback));
     const id = api.domainEventRegisterAny(this.conn, null, 0, pointer, null, null) as number;
     if (id < 0) throw this.lastError("register domain events");
     this.callbacks.push({ id, pointer });

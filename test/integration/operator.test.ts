@@ -9,7 +9,7 @@ import { type Host, Resources, type Zone } from "../../crds/index.ts";
 import type { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
-import { type OperatorProcess, startOperator } from "./operator-process.ts";
+import { type StratusProcess, startOperator } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -19,7 +19,7 @@ describe("stratus-operator", () => {
   let controlPlane: LocalControlPlane;
   let client: KubeClient;
   let leaseNamespace: string;
-  const operators: OperatorProcess[] = [];
+  const operators: StratusProcess[] = [];
 
   const run = async (identity: string, args: string[] = [], kubeconfigPath = controlPlane.kubeconfigPath) => {
     const operator = await startOperator({

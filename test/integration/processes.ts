@@ -1,9 +1,9 @@
-// Runs stratus-operator as a real process for tests, with its own health port and log capture.
+// Runs Stratus processes (operator, host agent) for tests, each with its own health port and log capture.
 import { type ChildProcess, spawn } from "node:child_process";
 import { freePort, isAlive } from "../../devcluster/controlplane.ts";
 import { waitFor } from "./support.ts";
 
-export interface OperatorProcess {
+export interface StratusProcess {
   child: ChildProcess;
   identity: string;
   healthUrl: string;
@@ -13,18 +13,19 @@ export interface OperatorProcess {
   get(path: string): Promise<{ status: number; body: string }>;
 }
 
-export async function startOperator(options: {
+/** Starts `script` (e.g. operator/main.ts) with a kubeconfig and a free health port; waits for /healthz. */
+export async function startStratusProcess(options: {
+  script: string;
   kubeconfigPath: string;
   identity: string;
   args?: string[];
-}): Promise<OperatorProcess> {
+}): Promise<StratusProcess> {
   const port = await freePort();
   const child = spawn(
     process.execPath,
     [
-      "operator/main.ts",
+      options.script,
       `--kubeconfig=${options.kubeconfigPath}`,
-      `--identity=${options.identity}`,
       `--health-address=127.0.0.1:${port}`,
       ...(options.args ?? []),
     ],
@@ -39,7 +40,7 @@ export async function startOperator(options: {
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const healthUrl = `http://127.0.0.1:${port}`;
-  const operator: OperatorProcess = {
+  const operator: StratusProcess = {
     child,
     identity: options.identity,
     healthUrl,
@@ -54,12 +55,38 @@ export async function startOperator(options: {
     },
   };
   await waitFor(
-    `operator ${options.identity} to serve /healthz`,
+    `${options.script} (${options.identity}) to serve /healthz`,
     async () => {
-      if (child.exitCode !== null) throw new Error(`the operator exited with ${child.exitCode}:\n${output}`);
+      if (child.exitCode !== null)
+        throw new Error(`${options.script} exited with ${child.exitCode}:\n${output}`);
       return (await operator.get("/healthz")).status === 200;
     },
     { timeoutMs: 30_000 },
   );
   return operator;
+}
+
+export function startOperator(options: {
+  kubeconfigPath: string;
+  identity: string;
+  args?: string[];
+}): Promise<StratusProcess> {
+  return startStratusProcess({
+    ...options,
+    script: "operator/main.ts",
+    args: [`--identity=${options.identity}`, ...(options.args ?? [])],
+  });
+}
+
+export function startHostAgent(options: {
+  kubeconfigPath: string;
+  hostName: string;
+  args?: string[];
+}): Promise<StratusProcess> {
+  return startStratusProcess({
+    script: "host-agent/main.ts",
+    kubeconfigPath: options.kubeconfigPath,
+    identity: options.hostName,
+    args: [`--host-name=${options.hostName}`, "--libvirt-uri=test:///default", ...(options.args ?? [])],
+  });
 }

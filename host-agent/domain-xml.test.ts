@@ -1,0 +1,80 @@
+import { describe, expect, it } from "vitest";
+import { buildDomainXml, type DomainSpec, domainName, macFor, vmUidOf } from "./domain-xml.ts";
+
+const UID = "0b8e5c3e-2f6d-4c1a-9a55-6d1f3e2b7c90";
+const base: DomainSpec = {
+  vm: { namespace: "team-a", name: "web-1", uid: UID },
+  type: "qemu",
+  vcpus: 2,
+  memoryBytes: 512n * 1024n * 1024n,
+  disks: [
+    { path: "/var/lib/stratus/pools/local/root.qcow2", format: "qcow2", serial: "root" },
+    { path: "/var/lib/stratus/pools/local/data.qcow2", format: "qcow2", serial: "data" },
+  ],
+  nics: [{ mac: "52:54:00:0b:8e:5c", network: "stratus-net-1" }],
+};
+
+describe("domain XML", () => {
+  it("names the domain after the VM UID and records the VM in metadata", () => {
+    const xml = buildDomainXml(base);
+    expect(xml).toContain(`<name>stratus-${UID}</name>`);
+    expect(xml).toContain(`<uuid>${UID}</uuid>`);
+    expect(xml).toContain("namespace='team-a' name='web-1'");
+    expect(xml).toContain("<memory unit='KiB'>524288</memory>");
+    expect(xml).toContain("<vcpu placement='static'>2</vcpu>");
+    expect(xml).toContain("<seclabel type='none'/>");
+  });
+
+  it("attaches disks in order as vda, vdb on virtio, and NICs on their networks", () => {
+    const xml = buildDomainXml(base);
+    expect(xml.indexOf("<target dev='vda' bus='virtio'/>")).toBeLessThan(
+      xml.indexOf("<target dev='vdb' bus='virtio'/>"),
+    );
+    expect(xml).toContain("<source file='/var/lib/stratus/pools/local/data.qcow2'/>");
+    expect(xml).toContain("<mac address='52:54:00:0b:8e:5c'/>");
+    expect(xml).toContain("<source network='stratus-net-1'/>");
+    expect(xml).toContain("<boot dev='hd'/>");
+  });
+
+  it("boots a kernel directly and exposes the serial console on a unix socket", () => {
+    const xml = buildDomainXml({
+      ...base,
+      directBoot: {
+        kernel: "/cache/vmlinuz",
+        initrd: "/cache/initrd.gz",
+        commandLine: "console=ttyS0 quiet",
+      },
+      consoleSocket: "/run/stratus/console/x.sock",
+    });
+    expect(xml).toContain("<kernel>/cache/vmlinuz</kernel>");
+    expect(xml).toContain("<cmdline>console=ttyS0 quiet</cmdline>");
+    expect(xml).not.toContain("<boot dev='hd'/>");
+    expect(xml).toContain("<source mode='bind' path='/run/stratus/console/x.sock'/>");
+  });
+
+  it("escapes every value, so a name cannot inject XML", () => {
+    const xml = buildDomainXml({
+      ...base,
+      vm: { ...base.vm, name: "x'/><devices><hostdev", namespace: "a&b" },
+    });
+    expect(xml).toContain("name='x&apos;/&gt;&lt;devices&gt;&lt;hostdev'");
+    expect(xml).toContain("<title>a&amp;b/x&apos;/&gt;&lt;devices&gt;&lt;hostdev</title>");
+    expect(xml).not.toContain("<hostdev");
+  });
+
+  it("refuses impossible sizes", () => {
+    expect(() => buildDomainXml({ ...base, vcpus: 0 })).toThrow("at least one vCPU");
+    expect(() => buildDomainXml({ ...base, memoryBytes: 1024n })).toThrow("at least 16 MiB");
+  });
+
+  it("maps domain names back to VM UIDs only for Stratus domains", () => {
+    expect(vmUidOf(domainName(UID))).toBe(UID);
+    expect(vmUidOf("test")).toBeUndefined();
+    expect(vmUidOf("stratus-not-a-uid")).toBeUndefined();
+  });
+
+  it("derives stable, unicast, locally administered MACs", () => {
+    expect(macFor(UID, 0)).toBe("52:54:00:0b:8e:5c");
+    expect(macFor(UID, 1)).toBe("52:54:00:0b:8e:5d");
+  });
+});

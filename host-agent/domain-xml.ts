@@ -1,0 +1,116 @@
+// Pure: the libvirt domain XML of a VM. Only values Stratus computed go in, every one escaped;
+// users never supply XML or libvirt options (a known class of CloudStack vulnerabilities).
+
+/** Every domain Stratus defines is named with this prefix and the VM's UID. */
+export const DOMAIN_PREFIX = "stratus-";
+export const METADATA_NAMESPACE = "https://stratus.io/xmlns/virtualmachine/v1alpha1";
+
+export function domainName(vmUid: string): string {
+  return `${DOMAIN_PREFIX}${vmUid}`;
+}
+
+/** The VM UID a Stratus domain name carries, or undefined for domains Stratus did not create. */
+export function vmUidOf(domain: string): string | undefined {
+  const match = /^stratus-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(domain);
+  return match?.[1];
+}
+
+export interface DomainSpec {
+  vm: { namespace: string; name: string; uid: string };
+  /** kvm with hardware virtualisation, qemu for emulation (TCG), test for libvirt's test driver. */
+  type: "kvm" | "qemu" | "test";
+  vcpus: number;
+  memoryBytes: bigint;
+  disks: { path: string; format: "qcow2" | "raw"; serial: string }[];
+  nics: { mac: string; network: string }[];
+  directBoot?: { kernel: string; initrd: string; commandLine: string };
+  /** A unix socket for the serial console (the console relay reads it). */
+  consoleSocket?: string;
+}
+
+const escapeXml = (value: string | number | bigint) =>
+  String(value).replace(
+    /[<>&'"]/g,
+    (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", "'": "&apos;", '"': "&quot;" })[c] as string,
+  );
+
+const DISK_TARGETS = "abcdefghijklmnopqrstuvwxyz";
+
+export function buildDomainXml(spec: DomainSpec): string {
+  if (spec.vcpus < 1) throw new Error(`a domain needs at least one vCPU, not ${spec.vcpus}`);
+  if (spec.memoryBytes < 16n * 1024n * 1024n) throw new Error(`a domain needs at least 16 MiB of memory`);
+  if (spec.disks.length > DISK_TARGETS.length) throw new Error(`at most ${DISK_TARGETS.length} disks`);
+  const e = escapeXml;
+  const memoryKiB = spec.memoryBytes / 1024n;
+  const lines = [
+    `<domain type='${e(spec.type)}'>`,
+    `  <name>${e(domainName(spec.vm.uid))}</name>`,
+    `  <uuid>${e(spec.vm.uid)}</uuid>`,
+    `  <title>${e(`${spec.vm.namespace}/${spec.vm.name}`)}</title>`,
+    "  <metadata>",
+    `    <stratus:vm xmlns:stratus='${METADATA_NAMESPACE}' namespace='${e(spec.vm.namespace)}' name='${e(spec.vm.name)}' uid='${e(spec.vm.uid)}'/>`,
+    "  </metadata>",
+    `  <memory unit='KiB'>${memoryKiB}</memory>`,
+    `  <vcpu placement='static'>${spec.vcpus}</vcpu>`,
+    "  <os>",
+    "    <type arch='x86_64' machine='pc'>hvm</type>",
+    ...(spec.directBoot
+      ? [
+          `    <kernel>${e(spec.directBoot.kernel)}</kernel>`,
+          `    <initrd>${e(spec.directBoot.initrd)}</initrd>`,
+          `    <cmdline>${e(spec.directBoot.commandLine)}</cmdline>`,
+        ]
+      : ["    <boot dev='hd'/>"]),
+    "  </os>",
+    "  <on_poweroff>destroy</on_poweroff>",
+    "  <on_reboot>restart</on_reboot>",
+    "  <on_crash>destroy</on_crash>",
+    "  <devices>",
+    ...spec.disks.flatMap((disk, index) => [
+      "    <disk type='file' device='disk'>",
+      `      <driver name='qemu' type='${e(disk.format)}'/>`,
+      `      <source file='${e(disk.path)}'/>`,
+      `      <target dev='vd${DISK_TARGETS[index]}' bus='virtio'/>`,
+      `      <serial>${e(disk.serial.slice(0, 20))}</serial>`,
+      "    </disk>",
+    ]),
+    ...spec.nics.flatMap((nic) => [
+      "    <interface type='network'>",
+      `      <mac address='${e(nic.mac)}'/>`,
+      `      <source network='${e(nic.network)}'/>`,
+      "      <model type='virtio'/>",
+      "    </interface>",
+    ]),
+    ...(spec.consoleSocket
+      ? [
+          "    <serial type='unix'>",
+          `      <source mode='bind' path='${e(spec.consoleSocket)}'/>`,
+          "      <target port='0'/>",
+          "    </serial>",
+          "    <console type='unix'>",
+          `      <source mode='bind' path='${e(spec.consoleSocket)}'/>`,
+          "      <target type='serial' port='0'/>",
+          "    </console>",
+        ]
+      : []),
+    "  </devices>",
+    // Files are prepared by the agent itself; no relabelling games with user data.
+    ...(spec.type === "test" ? [] : ["  <seclabel type='none'/>"]),
+    "</domain>",
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+/** A locally administered unicast MAC derived from the VM UID and NIC index (stable across restarts). */
+export function macFor(vmUid: string, nicIndex: number): string {
+  const hex = vmUid.replaceAll("-", "");
+  const bytes = [
+    0x52,
+    0x54,
+    0x00,
+    Number.parseInt(hex.slice(0, 2), 16),
+    Number.parseInt(hex.slice(2, 4), 16),
+    (Number.parseInt(hex.slice(4, 6), 16) + nicIndex) % 256,
+  ];
+  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+}

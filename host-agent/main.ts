@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// stratus-host-agent: one per hypervisor host (a DaemonSet in a cluster).
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { KubeClient } from "../runtime/client.ts";
+import { kubeConfigFrom } from "../runtime/config.ts";
+import { apiServerCheck, HealthServer } from "../runtime/health.ts";
+import { createLogger } from "../runtime/logger.ts";
+import { RuntimeMetrics } from "../runtime/metrics.ts";
+import { HostAgent } from "./agent.ts";
+import { LibvirtConnection } from "./libvirt/connection.ts";
+
+const HELP = `stratus-host-agent: runs the VMs bound to this host on libvirt.
+
+Options:
+  --host-name=NAME           the Host object (default $NODE_NAME, else the machine's host name)
+  --zone=ZONE                zone to register a new Host in (required the first time)
+  --libvirt-uri=URI          default $LIBVIRT_URI, else qemu:///system; test:///default simulates a host
+  --kubeconfig=PATH          default $KUBECONFIG, else the in-cluster service account
+  --lease-namespace=NS       namespace of the heartbeat Lease (default stratus-system)
+  --heartbeat-interval=S     seconds between Lease renewals (default 5)
+  --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains (default 127.0.0.1:8082)
+`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      help: { type: "boolean", short: "h" },
+      "host-name": { type: "string" },
+      zone: { type: "string" },
+      "libvirt-uri": { type: "string" },
+      kubeconfig: { type: "string" },
+      "lease-namespace": { type: "string", default: "stratus-system" },
+      "heartbeat-interval": { type: "string", default: "5" },
+      "health-address": { type: "string", default: "127.0.0.1:8082" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const hostName = values["host-name"] ?? process.env.NODE_NAME ?? hostname();
+  const uri = values["libvirt-uri"] ?? process.env.LIBVIRT_URI ?? "qemu:///system";
+  const heartbeatSeconds = Number(values["heartbeat-interval"]);
+  const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
+  if (!values.zone) fail("--zone is required: the zone this host registers in");
+  if (!(heartbeatSeconds > 0)) fail(`--heartbeat-interval must be a positive number of seconds`);
+  if (!healthHost || !Number.isInteger(Number(healthPort))) fail(`--health-address must be HOST:PORT`);
+
+  const logger = createLogger("stratus-host-agent").child({ host: hostName });
+  const metrics = new RuntimeMetrics();
+  const client = new KubeClient(kubeConfigFrom(values.kubeconfig), {
+    metrics,
+    userAgent: `stratus-host-agent/${hostName}`,
+  });
+  let libvirt: LibvirtConnection;
+  try {
+    libvirt = await LibvirtConnection.open(uri);
+  } catch (error) {
+    fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}. Is libvirtd running?`);
+  }
+  const agent = new HostAgent({
+    hostName,
+    zone: values.zone as string,
+    client,
+    libvirt,
+    logger,
+    metrics,
+    leaseNamespace: values["lease-namespace"] as string,
+    heartbeatIntervalMs: heartbeatSeconds * 1000,
+  });
+  const health = new HealthServer({
+    metrics,
+    host: healthHost as string,
+    port: Number(healthPort),
+    readiness: {
+      "api-server": apiServerCheck(client),
+      informers: () => (agent.isSynced() ? undefined : "not synced yet"),
+    },
+    debug: { "/debug/domains": () => libvirt.listDomains() },
+  });
+  const port = await health.listen();
+  logger.info({ uri, health: `${healthHost}:${port}` }, "host agent starting");
+
+  const shutdown = new AbortController();
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      shutdown.abort();
+      setTimeout(() => process.exit(1), 25_000).unref();
+    });
+  }
+  await agent.run(shutdown.signal);
+  await health.close();
+  await libvirt.close();
+  await client.close();
+  logger.info("host agent stopped");
+  // libvirt's event loop thread would keep the process alive.
+  process.exit(0);
+}
+
+function fail(message: string): never {
+  process.stderr.write(`stratus-host-agent: ${message}\n`);
+  process.exit(2);
+}
+
+await main();
