@@ -1,5 +1,6 @@
 // Pure: the libvirt domain XML of a VM. Only values Stratus computed go in, every one escaped;
 // users never supply XML or libvirt options (a known class of CloudStack vulnerabilities).
+import { escapeXml } from "./xml.ts";
 
 /** Every domain Stratus defines is named with this prefix and the VM's UID. */
 export const DOMAIN_PREFIX = "stratus-";
@@ -27,12 +28,6 @@ export interface DomainSpec {
   /** A unix socket for the serial console (the console relay reads it). */
   consoleSocket?: string;
 }
-
-const escapeXml = (value: string | number | bigint) =>
-  String(value).replace(
-    /[<>&'"]/g,
-    (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", "'": "&apos;", '"': "&quot;" })[c] as string,
-  );
 
 const DISK_TARGETS = "abcdefghijklmnopqrstuvwxyz";
 

@@ -3,6 +3,7 @@
 // connection's last error (read with virConnGetLastError, not thread-local) belongs to the call
 // that just failed and becomes a LibvirtError carrying libvirt's own message.
 import koffi from "koffi";
+import { escapeXml } from "../xml.ts";
 
 const lib = koffi.load("libvirt.so.0");
 
@@ -29,6 +30,17 @@ const VirNodeInfo = koffi.struct("virNodeInfo", {
   sockets: "unsigned int",
   cores: "unsigned int",
   threads: "unsigned int",
+});
+const VirStoragePoolInfo = koffi.struct("virStoragePoolInfo", {
+  state: "int",
+  capacity: "unsigned long long",
+  allocation: "unsigned long long",
+  available: "unsigned long long",
+});
+const VirStorageVolInfo = koffi.struct("virStorageVolInfo", {
+  type: "int",
+  capacity: "unsigned long long",
+  allocation: "unsigned long long",
 });
 const ErrorFunc = koffi.proto("void virErrorFunc(void *userData, void *error)");
 const DomainEventCallback = koffi.proto(
@@ -62,7 +74,21 @@ const api = {
   domainGetState: lib.func(
     "int virDomainGetState(void *dom, _Out_ int *state, _Out_ int *reason, unsigned int flags)",
   ),
-  domainGetXMLDesc: lib.func("char *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
+  domainGetXMLDesc: lib.func("void *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
+  storagePoolLookupByName: lib.func("void *virStoragePoolLookupByName(void *conn, const char *name)"),
+  storagePoolDefineXML: lib.func("void *virStoragePoolDefineXML(void *conn, const char *xml, unsigned int flags)"),
+  storagePoolBuild: lib.func("int virStoragePoolBuild(void *pool, unsigned int flags)"),
+  storagePoolCreate: lib.func("int virStoragePoolCreate(void *pool, unsigned int flags)"),
+  storagePoolIsActive: lib.func("int virStoragePoolIsActive(void *pool)"),
+  storagePoolRefresh: lib.func("int virStoragePoolRefresh(void *pool, unsigned int flags)"),
+  storagePoolGetInfo: lib.func("int virStoragePoolGetInfo(void *pool, _Out_ virStoragePoolInfo *info)"),
+  storagePoolFree: lib.func("int virStoragePoolFree(void *pool)"),
+  storageVolLookupByName: lib.func("void *virStorageVolLookupByName(void *pool, const char *name)"),
+  storageVolCreateXML: lib.func("void *virStorageVolCreateXML(void *pool, const char *xml, unsigned int flags)"),
+  storageVolGetPath: lib.func("void *virStorageVolGetPath(void *vol)"),
+  storageVolGetInfo: lib.func("int virStorageVolGetInfo(void *vol, _Out_ virStorageVolInfo *info)"),
+  storageVolDelete: lib.func("int virStorageVolDelete(void *vol, unsigned int flags)"),
+  storageVolFree: lib.func("int virStorageVolFree(void *vol)"),
   domainEventRegisterAny: lib.func(
     "int virConnectDomainEventRegisterAny(void *conn, void *dom, int eventID, virConnectDomainEventCallback *cb, void *opaque, void *freecb)",
   ),
@@ -99,7 +125,10 @@ export const DOMAIN_EVENTS = [
   "crashed",
 ] as const;
 
+export const VIR_ERR_NO_SUPPORT = 3;
 export const VIR_ERR_NO_DOMAIN = 42;
+export const VIR_ERR_NO_STORAGE_POOL = 49;
+export const VIR_ERR_NO_STORAGE_VOL = 50;
 export const VIR_ERR_OPERATION_INVALID = 55;
 
 export class LibvirtError extends Error {
@@ -115,6 +144,18 @@ export interface DomainInfo {
   name: string;
   uuid: string;
   state: DomainState;
+}
+
+export interface PoolInfo {
+  capacityBytes: bigint;
+  allocationBytes: bigint;
+  availableBytes: bigint;
+}
+
+export interface VolumeInfo {
+  name: string;
+  path: string;
+  capacityBytes: bigint;
 }
 
 export interface NodeInfo {
@@ -318,6 +359,115 @@ export class LibvirtConnection {
 
   undefineDomain(name: string): Promise<number> {
     return this.withDomain(name, (dom) => this.intCall(`undefine ${name}`, api.domainUndefine, dom));
+  }
+
+  /** Looks a handle up, runs `work` with it and frees it; a missing object is `notFound`'s error code. */
+  private async withHandle<T>(
+    what: string,
+    lookup: () => Promise<Pointer>,
+    release: (handle: Pointer) => unknown,
+    work: (handle: Pointer) => Promise<T>,
+  ): Promise<T> {
+    const handle = await this.serial(`lookup ${what}`, lookup, (h) => !h);
+    try {
+      return await work(handle);
+    } finally {
+      release(handle);
+    }
+  }
+
+  private withPool<T>(name: string, work: (pool: Pointer) => Promise<T>): Promise<T> {
+    return this.withHandle(`pool ${name}`, () => call<Pointer>(api.storagePoolLookupByName, this.conn, name), api.storagePoolFree, work);
+  }
+
+  /** Makes sure a directory pool exists and is active (defined, built, started). */
+  async ensureDirectoryPool(name: string, path: string): Promise<PoolInfo> {
+    try {
+      await this.withPool(name, async () => undefined);
+    } catch (error) {
+      if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_POOL)) throw error;
+      const xml = `<pool type='dir'><name>${escapeXml(name)}</name><target><path>${escapeXml(path)}</path></target></pool>`;
+      const pool = await this.serial(`define pool ${name}`, () => call<Pointer>(api.storagePoolDefineXML, this.conn, xml, 0), (p) => !p);
+      api.storagePoolFree(pool);
+    }
+    await this.withPool(name, async (pool) => {
+      if ((await call<number>(api.storagePoolIsActive, pool)) === 1) return;
+      await this.intCall(`build pool ${name}`, api.storagePoolBuild, pool, 0).catch((error: unknown) => {
+        if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_SUPPORT)) throw error;
+      });
+      await this.intCall(`start pool ${name}`, api.storagePoolCreate, pool, 0);
+    });
+    return this.poolInfo(name);
+  }
+
+  poolInfo(name: string): Promise<PoolInfo> {
+    return this.withPool(name, async (pool) => {
+      await this.intCall(`refresh pool ${name}`, api.storagePoolRefresh, pool, 0);
+      const info: Record<string, unknown> = {};
+      await this.intCall(`pool info ${name}`, api.storagePoolGetInfo, pool, info);
+      return {
+        capacityBytes: BigInt(info.capacity as number),
+        allocationBytes: BigInt(info.allocation as number),
+        availableBytes: BigInt(info.available as number),
+      };
+    });
+  }
+
+  private withVolume<T>(pool: string, name: string, work: (vol: Pointer) => Promise<T>): Promise<T> {
+    return this.withPool(pool, (poolHandle) =>
+      this.withHandle(`volume ${pool}/${name}`, () => call<Pointer>(api.storageVolLookupByName, poolHandle, name), api.storageVolFree, work),
+    );
+  }
+
+  /** The volume, or undefined when the pool has no volume of that name. */
+  async volume(pool: string, name: string): Promise<VolumeInfo | undefined> {
+    try {
+      return await this.withVolume(pool, name, (vol) => this.describeVolume(name, vol));
+    } catch (error) {
+      if (error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_VOL) return undefined;
+      throw error;
+    }
+  }
+
+  /** Creates a qcow2 volume, blank or as a copy-on-write overlay of `backingPath`. */
+  async createVolume(pool: string, spec: { name: string; capacityBytes: bigint; backingPath?: string; backingFormat?: "qcow2" | "raw" }): Promise<VolumeInfo> {
+    const xml = [
+      "<volume>",
+      `<name>${escapeXml(spec.name)}</name>`,
+      `<capacity unit='bytes'>${spec.capacityBytes}</capacity>`,
+      "<target><format type='qcow2'/></target>",
+      ...(spec.backingPath
+        ? [`<backingStore><path>${escapeXml(spec.backingPath)}</path><format type='${spec.backingFormat ?? "qcow2"}'/></backingStore>`]
+        : []),
+      "</volume>",
+    ].join("");
+    return this.withPool(pool, async (poolHandle) => {
+      const vol = await this.serial(`create volume ${pool}/${spec.name}`, () => call<Pointer>(api.storageVolCreateXML, poolHandle, xml, 0), (v) => !v);
+      try {
+        return await this.describeVolume(spec.name, vol);
+      } finally {
+        api.storageVolFree(vol);
+      }
+    });
+  }
+
+  async deleteVolume(pool: string, name: string): Promise<void> {
+    try {
+      await this.withVolume(pool, name, (vol) => this.intCall(`delete volume ${pool}/${name}`, api.storageVolDelete, vol, 0));
+    } catch (error) {
+      if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_VOL)) throw error;
+    }
+  }
+
+  private async describeVolume(name: string, vol: Pointer): Promise<VolumeInfo> {
+    const info: Record<string, unknown> = {};
+    await this.intCall(`volume info ${name}`, api.storageVolGetInfo, vol, info);
+    const pathPointer = await this.serial(`volume path ${name}`, () => call<Pointer>(api.storageVolGetPath, vol), (p) => !p);
+    try {
+      return { name, path: koffi.decode(pathPointer, "char", -1) as string, capacityBytes: BigInt(info.capacity as number) };
+    } finally {
+      free(pathPointer);
+    }
   }
 
   /** Calls `listener` with the domain name and event for every lifecycle event of this connection. */
