@@ -3,7 +3,15 @@
 // there, or pinned there while not placed) plus libvirt's own lifecycle events, both feeding one
 // work queue, like KubeVirt's virt-handler.
 import type { Logger } from "pino";
-import { type Host, Resources, type ServiceOffering, type VirtualMachine } from "../crds/index.ts";
+import {
+  type DiskOffering,
+  type Host,
+  Resources,
+  type ServiceOffering,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+} from "../crds/index.ts";
 import { formatQuantity, parseQuantity } from "../crds/quantity.ts";
 import { isAlreadyExists, isConflict, isNotFound, type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
@@ -14,11 +22,18 @@ import { LEASE, type Lease } from "../runtime/leader-election.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
+import { type AttachedVolume, DiskError, DiskManager, type VmDisks } from "./disks.ts";
 import { buildDomainXml, domainName, vmUidOf } from "./domain-xml.ts";
-import type { LibvirtConnection } from "./libvirt/connection.ts";
+import type { DomainInfo, LibvirtConnection } from "./libvirt/connection.ts";
 import { desiredVmStatus, runIntent } from "./vm-status.ts";
 
-export const AGENT_FINALIZER = "stratus.io/host-agent";
+/**
+ * One finalizer per host: each agent cleans up only what it created on its own host, and an
+ * object is gone only when every host that held a piece of it has let go.
+ */
+export function agentFinalizer(hostName: string): string {
+  return `host.stratus.io/${hostName}`;
+}
 export const AGENT_VERSION = "0.1.0";
 
 export interface HostAgentOptions {
@@ -34,7 +49,13 @@ export interface HostAgentOptions {
   /** How long a guest gets to shut down on ACPI before the domain is destroyed. */
   shutdownGraceMs?: number;
   resyncPeriodMs?: number;
+  /** Directory of the host's storage pool (default /var/lib/stratus/pools/<host>). */
+  poolPath?: string;
+  /** Where downloaded template images are cached (default /var/lib/stratus/cache/<host>). */
+  cacheDir?: string;
 }
+
+const STORAGE_POOL = "stratus";
 
 export class HostAgent {
   readonly hostName: string;
@@ -43,11 +64,17 @@ export class HostAgent {
   private readonly libvirt: LibvirtConnection;
   private readonly log: Logger;
   private readonly fieldManager: string;
+  private readonly finalizer: string;
   private readonly informers: InformerFactory;
   private readonly placed: Informer<VirtualMachine>;
   private readonly pinned: Informer<VirtualMachine>;
   private readonly offerings: Informer<ServiceOffering>;
+  private readonly templates: Informer<Template>;
+  private readonly diskOfferings: Informer<DiskOffering>;
+  private readonly volumes: Informer<Volume>;
+  private readonly disks: DiskManager;
   private readonly controller: Controller;
+  private readonly volumeController: Controller;
   private readonly events: EventRecorder;
   /** VM UID -> key, so libvirt events (which name domains by UID) find their VM. */
   private readonly keysByUid = new Map<string, string>();
@@ -61,6 +88,7 @@ export class HostAgent {
     this.libvirt = options.libvirt;
     this.log = options.logger;
     this.fieldManager = `stratus-host-agent/${options.hostName}`;
+    this.finalizer = agentFinalizer(options.hostName);
     this.informers = new InformerFactory(this.client, {
       logger: this.log,
       metrics: options.metrics,
@@ -73,6 +101,17 @@ export class HostAgent {
       fieldSelector: `spec.placement.host=${this.hostName}`,
     });
     this.offerings = this.informers.for<ServiceOffering>(Resources.serviceOfferings);
+    this.templates = this.informers.for<Template>(Resources.templates);
+    this.diskOfferings = this.informers.for<DiskOffering>(Resources.diskOfferings);
+    // Every Volume for now: until the storage controller binds volumes to hosts (status.host),
+    // the agent realises the volumes its VMs attach.
+    this.volumes = this.informers.for<Volume>(Resources.volumes);
+    this.disks = new DiskManager({
+      libvirt: this.libvirt,
+      pool: STORAGE_POOL,
+      cacheDir: options.cacheDir ?? `/var/lib/stratus/cache/${options.hostName}`,
+      hostName: options.hostName,
+    });
     this.events = new EventRecorder(this.client, "stratus.io/host-agent", this.hostName, this.log);
     this.controller = new Controller({
       name: "host-agent-vm",
@@ -82,12 +121,24 @@ export class HostAgent {
     })
       .watch(this.placed)
       .watch(this.pinned)
-      // An offering that appears or changes may unblock VMs waiting for it.
+      // An offering, template or volume that appears or changes may unblock VMs waiting for it.
       .watch(this.offerings, (offering) =>
-        this.boundVms()
-          .filter((vm) => vm.spec.serviceOffering === offering.metadata.name)
-          .map(objectKey),
-      );
+        this.vmsUsing((vm) => vm.spec.serviceOffering === offering.metadata.name),
+      )
+      .watch(this.templates, (template) => this.vmsUsing((vm) => vm.spec.template === template.metadata.name))
+      .watch(this.volumes, (volume) => this.vmsUsing((vm) => attaches(vm, volume)));
+    this.volumeController = new Controller({
+      name: "host-agent-volume",
+      logger: this.log,
+      metrics: options.metrics,
+      reconcile: (key, log) => this.reconcileVolumeDeletion(key, log),
+    })
+      .watch(this.volumes, (volume) =>
+        volume.metadata.finalizers?.includes(this.finalizer) ? [objectKey(volume)] : [],
+      )
+      // A VM that goes away may release the volumes it held.
+      .watch(this.placed, (vm) => volumeKeys(vm))
+      .watch(this.pinned, (vm) => volumeKeys(vm));
     for (const informer of [this.placed, this.pinned]) {
       informer.addHandlers({
         onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
@@ -108,12 +159,32 @@ export class HostAgent {
     this.informers.start();
     await this.informers.waitForSync();
     await this.removeOrphans();
-    await Promise.all([this.controller.run(signal), this.heartbeat(signal)]);
+    await Promise.all([
+      this.controller.run(signal),
+      this.volumeController.run(signal),
+      this.heartbeat(signal),
+    ]);
     await this.informers.stop();
+  }
+
+  /** What libvirt runs on this host, with the disk files of Stratus domains (for /debug/domains). */
+  async describeDomains(): Promise<(DomainInfo & { disks?: string[] })[]> {
+    const domains = await this.libvirt.listDomains();
+    return Promise.all(
+      domains.map(async (domain) => {
+        if (!vmUidOf(domain.name)) return domain;
+        const xml = await this.libvirt.domainXml(domain.name);
+        return { ...domain, disks: [...xml.matchAll(/<source file='([^']*)'/g)].map((m) => m[1] as string) };
+      }),
+    );
   }
 
   isSynced(): boolean {
     return this.informers.unsynced().length === 0;
+  }
+
+  private vmsUsing(uses: (vm: VirtualMachine) => boolean): string[] {
+    return this.boundVms().filter(uses).map(objectKey);
   }
 
   private boundVms(): VirtualMachine[] {
@@ -130,6 +201,10 @@ export class HostAgent {
   /** Creates the Host (the zone is the administrator's once it exists) and reports its facts. */
   private async register(): Promise<void> {
     const [node, versions] = await Promise.all([this.libvirt.nodeInfo(), this.libvirt.versions()]);
+    const pool = await this.libvirt.ensureDirectoryPool(
+      STORAGE_POOL,
+      this.options.poolPath ?? `/var/lib/stratus/pools/${this.hostName}`,
+    );
     this.hypervisorType = versions.type;
     try {
       await this.client.create(Resources.hosts, {
@@ -153,7 +228,11 @@ export class HostAgent {
           uri: this.libvirt.uri,
         },
         agentVersion: AGENT_VERSION,
-        capacity: { cpu: node.cpus, memory: formatQuantity(BigInt(node.memoryBytes)) },
+        capacity: {
+          cpu: node.cpus,
+          memory: formatQuantity(BigInt(node.memoryBytes)),
+          storage: formatQuantity(pool.capacityBytes),
+        },
       },
       this.fieldManager,
     );
@@ -219,11 +298,15 @@ export class HostAgent {
     const name = domainName(vm.metadata.uid as string);
     if (vm.metadata.deletionTimestamp) {
       await this.deleteDomain(name);
-      if (await removeFinalizer(this.client, Resources.virtualMachines, vm, AGENT_FINALIZER))
+      await this.disks.deleteRootDisk(vm.metadata.uid as string);
+      await this.detachVolumes(vm).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error; // the volume went first: nothing to detach
+      });
+      if (await removeFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer))
         log.info("domain deleted; finalizer removed");
       return;
     }
-    if (await addFinalizer(this.client, Resources.virtualMachines, vm, AGENT_FINALIZER)) return; // the update re-queues it
+    if (await addFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer)) return; // the update re-queues it
 
     const offering = this.offerings.get(vm.spec.serviceOffering);
     if (!offering) {
@@ -233,6 +316,21 @@ export class HostAgent {
         `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
       );
       return;
+    }
+    let disks: VmDisks;
+    try {
+      disks = await this.disks.ensureDisks(vm, {
+        template: (n) => this.templates.get(n),
+        volume: (namespace, n) => this.volumes.get(`${namespace}/${n}`),
+        diskOffering: (n) => this.diskOfferings.get(n),
+      });
+    } catch (error) {
+      if (!(error instanceof DiskError)) throw error;
+      await this.reportProblem(vm, error.reason, error.message);
+      return;
+    }
+    for (const attached of disks.dataVolumes) {
+      await addFinalizer(this.client, Resources.volumes, attached.volume, this.finalizer);
     }
     let domain = await this.libvirt.domain(name);
     if (!domain) {
@@ -246,7 +344,8 @@ export class HostAgent {
           type: this.hypervisorType === "TEST" ? "test" : "qemu",
           vcpus: offering.spec.cpu,
           memoryBytes: parseQuantity(offering.spec.memory),
-          disks: [],
+          disks: disks.disks,
+          ...(disks.directBoot ? { directBoot: disks.directBoot } : {}),
           nics: [],
         }),
       );
@@ -298,7 +397,53 @@ export class HostAgent {
       ...(vm.status?.host ? {} : { host: this.hostName }),
     };
     await applyStatus(this.client, Resources.virtualMachines, vm, status, this.fieldManager);
+    for (const attached of disks.dataVolumes) await this.reportVolume(attached, vm);
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
+  }
+
+  private async reportVolume(attached: AttachedVolume, vm: VirtualMachine | undefined): Promise<void> {
+    const { volume, info, device } = attached;
+    await applyStatus(
+      this.client,
+      Resources.volumes,
+      volume,
+      {
+        observedGeneration: volume.metadata.generation ?? 0,
+        phase: vm ? "Attached" : "Ready",
+        host: this.hostName,
+        pool: STORAGE_POOL,
+        path: info.path,
+        capacity: formatQuantity(info.capacityBytes),
+        ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),
+      },
+      this.fieldManager,
+    );
+  }
+
+  /** After its VM is gone a data volume stays, detached (Ready). */
+  private async detachVolumes(vm: VirtualMachine): Promise<void> {
+    for (const slot of vm.spec.dataVolumes ?? []) {
+      const volume = this.volumes.get(`${vm.metadata.namespace}/${slot.volume}`);
+      if (!volume?.status?.path || volume.status.attachedTo?.virtualMachine !== vm.metadata.name) continue;
+      const info = { name: "", path: volume.status.path, capacityBytes: BigInt(0) };
+      const current = await this.libvirt.volume(STORAGE_POOL, `data-${volume.metadata.uid}`);
+      await this.reportVolume({ volume, info: current ?? info, device: "" }, undefined);
+    }
+  }
+
+  /** A deleted Volume's disk is removed once no VM on this host uses it. */
+  private async reconcileVolumeDeletion(key: string, log: Logger) {
+    const volume = this.volumes.get(key);
+    if (!volume?.metadata.deletionTimestamp || !volume.metadata.finalizers?.includes(this.finalizer)) return;
+    const users = this.boundVms().filter((vm) => attaches(vm, volume));
+    if (users.length > 0) {
+      log.info({ users: users.map(objectKey) }, "volume still attached; keeping its disk");
+      return { requeueAfterMs: 10_000 };
+    }
+    await this.disks.deleteDataVolume(volume.metadata.uid as string);
+    await removeFinalizer(this.client, Resources.volumes, volume, this.finalizer);
+    log.info("volume disk deleted");
+    return undefined;
   }
 
   private async reportProblem(vm: VirtualMachine, reason: string, message: string): Promise<void> {
@@ -318,4 +463,15 @@ export class HostAgent {
       note: message,
     });
   }
+}
+
+function attaches(vm: VirtualMachine, volume: Volume): boolean {
+  return (
+    vm.metadata.namespace === volume.metadata.namespace &&
+    (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name)
+  );
+}
+
+function volumeKeys(vm: VirtualMachine): string[] {
+  return (vm.spec.dataVolumes ?? []).map((slot) => `${vm.metadata.namespace}/${slot.volume}`);
 }

@@ -7,32 +7,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../devcluster/controlplane.ts";
+import { qcow2Header } from "../test/fixtures/qcow2.ts";
 import { checkImage, downloadOnce, ImageError, inspectImageHeader } from "./images.ts";
-
-/** A qcow2 header (version 3) of `size` bytes, optionally naming a backing file. */
-function qcow2(size: bigint, backingFile?: string): Uint8Array {
-  const bytes = new Uint8Array(512);
-  const view = new DataView(bytes.buffer);
-  view.setUint32(0, 0x514649fb);
-  view.setUint32(4, 3);
-  if (backingFile) {
-    const name = new TextEncoder().encode(backingFile);
-    view.setBigUint64(8, 256n);
-    view.setUint32(16, name.length);
-    bytes.set(name, 256);
-  }
-  view.setUint32(20, 16);
-  view.setBigUint64(24, size);
-  return bytes;
-}
 
 describe("image headers", () => {
   it("reads a qcow2 image's virtual size and sees no backing file", () => {
-    expect(inspectImageHeader(qcow2(10n * 2n ** 30n), 512n)).toEqual({ format: "qcow2", virtualSize: 10n * 2n ** 30n });
+    expect(inspectImageHeader(qcow2Header(10n * 2n ** 30n), 512n)).toEqual({
+      format: "qcow2",
+      virtualSize: 10n * 2n ** 30n,
+    });
   });
 
   it("finds the backing file a qcow2 image names", () => {
-    expect(inspectImageHeader(qcow2(1n << 30n, "/etc/shadow"), 512n).backingFile).toBe("/etc/shadow");
+    expect(inspectImageHeader(qcow2Header(1n << 30n, "/etc/shadow"), 512n).backingFile).toBe("/etc/shadow");
   });
 
   it("treats anything else as raw", () => {
@@ -44,7 +31,7 @@ describe("template images on disk and over HTTP", () => {
   let dir: string;
   let server: Server;
   let base: string;
-  const image = qcow2(1n << 30n);
+  const image = qcow2Header(1n << 30n);
   const checksum = `sha256:${createHash("sha256").update(image).digest("hex")}`;
 
   beforeAll(async () => {
@@ -75,13 +62,18 @@ describe("template images on disk and over HTTP", () => {
     const target = join(dir, "bad.qcow2");
     const wrong = `sha256:${"0".repeat(64)}`;
     await expect(downloadOnce(`${base}/tiny.qcow2`, target, wrong)).rejects.toThrow(
-      new ImageError("ChecksumMismatch", `${base}/tiny.qcow2 has checksum ${checksum}, the template expects ${wrong}`),
+      new ImageError(
+        "ChecksumMismatch",
+        `${base}/tiny.qcow2 has checksum ${checksum}, the template expects ${wrong}`,
+      ),
     );
     expect(existsSync(target)).toBe(false);
   });
 
   it("reports a missing image and an unreachable server", async () => {
-    await expect(downloadOnce(`${base}/missing.qcow2`, join(dir, "m"))).rejects.toThrow(`cannot download ${base}/missing.qcow2: HTTP 404`);
+    await expect(downloadOnce(`${base}/missing.qcow2`, join(dir, "m"))).rejects.toThrow(
+      `cannot download ${base}/missing.qcow2: HTTP 404`,
+    );
     const closedPort = await freePort();
     await expect(downloadOnce(`http://127.0.0.1:${closedPort}/x.qcow2`, join(dir, "u"))).rejects.toThrow(
       `cannot download http://127.0.0.1:${closedPort}/x.qcow2: connect ECONNREFUSED 127.0.0.1:${closedPort}`,
@@ -90,10 +82,10 @@ describe("template images on disk and over HTTP", () => {
 
   it("refuses an image with a backing file, and a format that is not the template's", async () => {
     const unsafe = join(dir, "unsafe.qcow2");
-    await writeFile(unsafe, qcow2(1n << 30n, "/var/lib/other-tenant/disk.qcow2"));
+    await writeFile(unsafe, qcow2Header(1n << 30n, "/var/lib/other-tenant/disk.qcow2"));
     await expect(checkImage(unsafe, "qcow2")).rejects.toMatchObject({ reason: "UnsafeImage" });
     const fine = join(dir, "fine.qcow2");
-    await writeFile(fine, qcow2(1n << 30n));
+    await writeFile(fine, qcow2Header(1n << 30n));
     await expect(checkImage(fine, "raw")).rejects.toMatchObject({ reason: "WrongImageFormat" });
   });
 });

@@ -21,7 +21,8 @@ export interface ImageFacts {
 /** Reads format, size and backing file from the first bytes of an image (the qcow2 header). */
 export function inspectImageHeader(header: Uint8Array, fileSize: bigint): ImageFacts {
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  if (header.byteLength < 32 || view.getUint32(0) !== QCOW2_MAGIC) return { format: "raw", virtualSize: fileSize };
+  if (header.byteLength < 32 || view.getUint32(0) !== QCOW2_MAGIC)
+    return { format: "raw", virtualSize: fileSize };
   const backingOffset = view.getBigUint64(8);
   const backingLength = view.getUint32(16);
   const virtualSize = view.getBigUint64(24);
@@ -30,7 +31,11 @@ export function inspectImageHeader(header: Uint8Array, fileSize: bigint): ImageF
   if (start + backingLength > header.byteLength) {
     return { format: "qcow2", virtualSize, backingFile: "(beyond the header that was read)" };
   }
-  return { format: "qcow2", virtualSize, backingFile: new TextDecoder().decode(header.subarray(start, start + backingLength)) };
+  return {
+    format: "qcow2",
+    virtualSize,
+    backingFile: new TextDecoder().decode(header.subarray(start, start + backingLength)),
+  };
 }
 
 export async function inspectImage(path: string): Promise<ImageFacts> {
@@ -58,10 +63,16 @@ export class ImageError extends Error {
 export async function checkImage(path: string, expectedFormat: "qcow2" | "raw"): Promise<ImageFacts> {
   const facts = await inspectImage(path);
   if (facts.backingFile !== undefined) {
-    throw new ImageError("UnsafeImage", `image ${path} names a backing file (${facts.backingFile}); images with backing files are refused`);
+    throw new ImageError(
+      "UnsafeImage",
+      `image ${path} names a backing file (${facts.backingFile}); images with backing files are refused`,
+    );
   }
   if (facts.format !== expectedFormat) {
-    throw new ImageError("WrongImageFormat", `image ${path} is ${facts.format}, but the template says ${expectedFormat}`);
+    throw new ImageError(
+      "WrongImageFormat",
+      `image ${path} is ${facts.format}, but the template says ${expectedFormat}`,
+    );
   }
   return facts;
 }
@@ -83,9 +94,13 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
       response = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
     } catch (error) {
       const cause = (error as Error).cause as Error | undefined;
-      throw new ImageError("DownloadFailed", `cannot download ${url}: ${cause?.message ?? (error as Error).message}`);
+      throw new ImageError(
+        "DownloadFailed",
+        `cannot download ${url}: ${cause?.message ?? (error as Error).message}`,
+      );
     }
-    if (!response.ok || !response.body) throw new ImageError("DownloadFailed", `cannot download ${url}: HTTP ${response.status}`);
+    if (!response.ok || !response.body)
+      throw new ImageError("DownloadFailed", `cannot download ${url}: HTTP ${response.status}`);
     const hash = createHash("sha256");
     await pipeline(
       response.body,
@@ -99,7 +114,10 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
     );
     const actual = `sha256:${hash.digest("hex")}`;
     if (checksum && actual !== checksum) {
-      throw new ImageError("ChecksumMismatch", `${url} has checksum ${actual}, the template expects ${checksum}`);
+      throw new ImageError(
+        "ChecksumMismatch",
+        `${url} has checksum ${actual}, the template expects ${checksum}`,
+      );
     }
     await rename(partial, target);
   } finally {

@@ -19,6 +19,8 @@ Options:
   --kubeconfig=PATH          default $KUBECONFIG, else the in-cluster service account
   --lease-namespace=NS       namespace of the heartbeat Lease (default stratus-system)
   --heartbeat-interval=S     seconds between Lease renewals (default 5)
+  --pool-path=DIR            the host's storage pool directory (default /var/lib/stratus/pools/<host>)
+  --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains (default 127.0.0.1:8082)
 `;
 
@@ -32,6 +34,8 @@ async function main(): Promise<void> {
       kubeconfig: { type: "string" },
       "lease-namespace": { type: "string", default: "stratus-system" },
       "heartbeat-interval": { type: "string", default: "5" },
+      "pool-path": { type: "string" },
+      "cache-dir": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
     },
   });
@@ -68,6 +72,8 @@ async function main(): Promise<void> {
     metrics,
     leaseNamespace: values["lease-namespace"] as string,
     heartbeatIntervalMs: heartbeatSeconds * 1000,
+    ...(values["pool-path"] ? { poolPath: values["pool-path"] } : {}),
+    ...(values["cache-dir"] ? { cacheDir: values["cache-dir"] } : {}),
   });
   const health = new HealthServer({
     metrics,
@@ -77,7 +83,7 @@ async function main(): Promise<void> {
       "api-server": apiServerCheck(client),
       informers: () => (agent.isSynced() ? undefined : "not synced yet"),
     },
-    debug: { "/debug/domains": () => libvirt.listDomains() },
+    debug: { "/debug/domains": () => agent.describeDomains() },
   });
   const port = await health.listen();
   logger.info({ uri, health: `${healthHost}:${port}` }, "host agent starting");

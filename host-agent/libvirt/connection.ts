@@ -76,7 +76,9 @@ const api = {
   ),
   domainGetXMLDesc: lib.func("void *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
   storagePoolLookupByName: lib.func("void *virStoragePoolLookupByName(void *conn, const char *name)"),
-  storagePoolDefineXML: lib.func("void *virStoragePoolDefineXML(void *conn, const char *xml, unsigned int flags)"),
+  storagePoolDefineXML: lib.func(
+    "void *virStoragePoolDefineXML(void *conn, const char *xml, unsigned int flags)",
+  ),
   storagePoolBuild: lib.func("int virStoragePoolBuild(void *pool, unsigned int flags)"),
   storagePoolCreate: lib.func("int virStoragePoolCreate(void *pool, unsigned int flags)"),
   storagePoolIsActive: lib.func("int virStoragePoolIsActive(void *pool)"),
@@ -84,7 +86,9 @@ const api = {
   storagePoolGetInfo: lib.func("int virStoragePoolGetInfo(void *pool, _Out_ virStoragePoolInfo *info)"),
   storagePoolFree: lib.func("int virStoragePoolFree(void *pool)"),
   storageVolLookupByName: lib.func("void *virStorageVolLookupByName(void *pool, const char *name)"),
-  storageVolCreateXML: lib.func("void *virStorageVolCreateXML(void *pool, const char *xml, unsigned int flags)"),
+  storageVolCreateXML: lib.func(
+    "void *virStorageVolCreateXML(void *pool, const char *xml, unsigned int flags)",
+  ),
   storageVolGetPath: lib.func("void *virStorageVolGetPath(void *vol)"),
   storageVolGetInfo: lib.func("int virStorageVolGetInfo(void *vol, _Out_ virStorageVolInfo *info)"),
   storageVolDelete: lib.func("int virStorageVolDelete(void *vol, unsigned int flags)"),
@@ -377,7 +381,12 @@ export class LibvirtConnection {
   }
 
   private withPool<T>(name: string, work: (pool: Pointer) => Promise<T>): Promise<T> {
-    return this.withHandle(`pool ${name}`, () => call<Pointer>(api.storagePoolLookupByName, this.conn, name), api.storagePoolFree, work);
+    return this.withHandle(
+      `pool ${name}`,
+      () => call<Pointer>(api.storagePoolLookupByName, this.conn, name),
+      api.storagePoolFree,
+      work,
+    );
   }
 
   /** Makes sure a directory pool exists and is active (defined, built, started). */
@@ -387,7 +396,11 @@ export class LibvirtConnection {
     } catch (error) {
       if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_POOL)) throw error;
       const xml = `<pool type='dir'><name>${escapeXml(name)}</name><target><path>${escapeXml(path)}</path></target></pool>`;
-      const pool = await this.serial(`define pool ${name}`, () => call<Pointer>(api.storagePoolDefineXML, this.conn, xml, 0), (p) => !p);
+      const pool = await this.serial(
+        `define pool ${name}`,
+        () => call<Pointer>(api.storagePoolDefineXML, this.conn, xml, 0),
+        (p) => !p,
+      );
       api.storagePoolFree(pool);
     }
     await this.withPool(name, async (pool) => {
@@ -415,7 +428,12 @@ export class LibvirtConnection {
 
   private withVolume<T>(pool: string, name: string, work: (vol: Pointer) => Promise<T>): Promise<T> {
     return this.withPool(pool, (poolHandle) =>
-      this.withHandle(`volume ${pool}/${name}`, () => call<Pointer>(api.storageVolLookupByName, poolHandle, name), api.storageVolFree, work),
+      this.withHandle(
+        `volume ${pool}/${name}`,
+        () => call<Pointer>(api.storageVolLookupByName, poolHandle, name),
+        api.storageVolFree,
+        work,
+      ),
     );
   }
 
@@ -430,19 +448,28 @@ export class LibvirtConnection {
   }
 
   /** Creates a qcow2 volume, blank or as a copy-on-write overlay of `backingPath`. */
-  async createVolume(pool: string, spec: { name: string; capacityBytes: bigint; backingPath?: string; backingFormat?: "qcow2" | "raw" }): Promise<VolumeInfo> {
+  async createVolume(
+    pool: string,
+    spec: { name: string; capacityBytes: bigint; backingPath?: string; backingFormat?: "qcow2" | "raw" },
+  ): Promise<VolumeInfo> {
     const xml = [
       "<volume>",
       `<name>${escapeXml(spec.name)}</name>`,
       `<capacity unit='bytes'>${spec.capacityBytes}</capacity>`,
       "<target><format type='qcow2'/></target>",
       ...(spec.backingPath
-        ? [`<backingStore><path>${escapeXml(spec.backingPath)}</path><format type='${spec.backingFormat ?? "qcow2"}'/></backingStore>`]
+        ? [
+            `<backingStore><path>${escapeXml(spec.backingPath)}</path><format type='${spec.backingFormat ?? "qcow2"}'/></backingStore>`,
+          ]
         : []),
       "</volume>",
     ].join("");
     return this.withPool(pool, async (poolHandle) => {
-      const vol = await this.serial(`create volume ${pool}/${spec.name}`, () => call<Pointer>(api.storageVolCreateXML, poolHandle, xml, 0), (v) => !v);
+      const vol = await this.serial(
+        `create volume ${pool}/${spec.name}`,
+        () => call<Pointer>(api.storageVolCreateXML, poolHandle, xml, 0),
+        (v) => !v,
+      );
       try {
         return await this.describeVolume(spec.name, vol);
       } finally {
@@ -453,7 +480,9 @@ export class LibvirtConnection {
 
   async deleteVolume(pool: string, name: string): Promise<void> {
     try {
-      await this.withVolume(pool, name, (vol) => this.intCall(`delete volume ${pool}/${name}`, api.storageVolDelete, vol, 0));
+      await this.withVolume(pool, name, (vol) =>
+        this.intCall(`delete volume ${pool}/${name}`, api.storageVolDelete, vol, 0),
+      );
     } catch (error) {
       if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_VOL)) throw error;
     }
@@ -462,9 +491,17 @@ export class LibvirtConnection {
   private async describeVolume(name: string, vol: Pointer): Promise<VolumeInfo> {
     const info: Record<string, unknown> = {};
     await this.intCall(`volume info ${name}`, api.storageVolGetInfo, vol, info);
-    const pathPointer = await this.serial(`volume path ${name}`, () => call<Pointer>(api.storageVolGetPath, vol), (p) => !p);
+    const pathPointer = await this.serial(
+      `volume path ${name}`,
+      () => call<Pointer>(api.storageVolGetPath, vol),
+      (p) => !p,
+    );
     try {
-      return { name, path: koffi.decode(pathPointer, "char", -1) as string, capacityBytes: BigInt(info.capacity as number) };
+      return {
+        name,
+        path: koffi.decode(pathPointer, "char", -1) as string,
+        capacityBytes: BigInt(info.capacity as number),
+      };
     } finally {
       free(pathPointer);
     }

@@ -1,27 +1,49 @@
 // Three host agents on libvirt's test driver (three simulated hosts) against the real control
 // plane: each runs exactly the VMs bound to it, follows runStrategy, cleans up on delete, reports
 // its Host and renews its Lease, and never touches domains Stratus did not create.
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Host, Resources, type VirtualMachine } from "../../crds/index.ts";
+import { type Host, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
 import { isNotFound, KubeClient } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
+import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const HOSTS = ["a", "b", "c"].map((h) => `agent-${h}-${suffix}`);
 const OFFERING = `agent-small-${suffix}`;
+const TEMPLATE = `agent-tiny-${suffix}`;
+const IMAGE = qcow2Header(2n ** 30n);
+const IMAGE_CHECKSUM = `sha256:${createHash("sha256").update(IMAGE).digest("hex")}`;
 
 describe("host agents on simulated hosts", () => {
   let client: KubeClient;
   let namespace: string;
+  let workDir: string;
+  let imageServer: Server;
+  let imageBase: string;
   const agents = new Map<string, StratusProcess>();
+  const createTemplate = (name: string, url: string, checksum = IMAGE_CHECKSUM) =>
+    client.create(Resources.templates, { metadata: { name }, spec: { source: { url }, checksum } });
+  const vmCondition = async (name: string, reason: string) =>
+    waitFor(`${name} to report ${reason}`, async () => {
+      const ready = (await getVm(name)).status?.conditions?.find((c) => c.type === "Ready");
+      return ready?.reason === reason ? ready : undefined;
+    });
 
   const domainsOf = async (host: string) =>
-    JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as DomainInfo[];
+    JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as (DomainInfo & {
+      disks?: string[];
+    })[];
   const getVm = (name: string) => client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
   const createVm = (name: string, host: string, spec: Partial<VirtualMachine["spec"]> = {}) =>
     client.create(Resources.virtualMachines, {
@@ -29,7 +51,7 @@ describe("host agents on simulated hosts", () => {
       spec: {
         zone: "agent-zone",
         serviceOffering: OFFERING,
-        template: "tiny-linux",
+        template: TEMPLATE,
         placement: { host },
         ...spec,
       },
@@ -43,20 +65,36 @@ describe("host agents on simulated hosts", () => {
       metadata: { name: OFFERING },
       spec: { cpu: 1, memory: "128Mi" },
     });
+    workDir = await mkdtemp(join(tmpdir(), "stratus-agents-"));
+    imageServer = createServer((request, response) => {
+      if (request.url === "/tiny.qcow2") response.end(IMAGE);
+      else response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
+    imageBase = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}`;
+    await createTemplate(TEMPLATE, `${imageBase}/tiny.qcow2`);
     for (const host of HOSTS) {
       agents.set(
         host,
         await startHostAgent({
           kubeconfigPath: controlPlane.kubeconfigPath,
           hostName: host,
-          args: ["--zone=agent-zone", `--lease-namespace=${namespace}`, "--heartbeat-interval=1"],
+          args: [
+            "--zone=agent-zone",
+            `--lease-namespace=${namespace}`,
+            "--heartbeat-interval=1",
+            `--pool-path=${join(workDir, "pools", host)}`,
+            `--cache-dir=${join(workDir, "cache", host)}`,
+          ],
         }),
       );
     }
   });
   afterAll(async () => {
     for (const agent of agents.values()) await agent.stop("SIGKILL");
+    imageServer?.close();
     await client?.close();
+    await rm(workDir, { recursive: true, force: true });
   });
 
   it("registers each host with its capacity and renews its Lease", async () => {
@@ -67,7 +105,7 @@ describe("host agents on simulated hosts", () => {
       });
       expect(registered.spec.zone).toBe("agent-zone");
       expect(registered.status).toMatchObject({
-        capacity: { cpu: 16, memory: "3Gi" },
+        capacity: { cpu: 16, memory: "3Gi", storage: "100Gi" },
         hypervisor: {
           type: "Simulator",
           uri: "test:///default",
@@ -99,12 +137,14 @@ describe("host agents on simulated hosts", () => {
         const vm = await waitFor(`${name} Running`, async () => {
           const v = await getVm(name);
           return v.status?.state === "Running" ? v : undefined;
+        }).catch(async (error: Error) => {
+          throw new Error(`${error.message}; status: ${JSON.stringify((await getVm(name)).status)}`);
         });
         expect(vm.status).toMatchObject({ host, domainUUID: vm.metadata.uid });
         expect(vm.status?.conditions).toContainEqual(
           expect.objectContaining({ type: "Ready", status: "True" }),
         );
-        expect(vm.metadata.finalizers).toContain("stratus.io/host-agent");
+        expect(vm.metadata.finalizers).toEqual([`host.stratus.io/${host}`]);
       }
     }
     for (const [index, host] of HOSTS.entries()) {
@@ -148,6 +188,79 @@ describe("host agents on simulated hosts", () => {
     await client.delete(Resources.virtualMachines, "vm-2-2", namespace);
     await waitFor("vm-2-2 gone", () => getVm("vm-2-2").then(() => false, isNotFound));
     expect((await domainsOf(HOSTS[2] as string)).map((d) => d.name)).not.toContain(domainName(uid));
+  });
+
+  it("creates the root disk from the cached template and attaches data volumes", async () => {
+    const host = HOSTS[0] as string;
+    await client.create(Resources.volumes, {
+      metadata: { name: "data-1", namespace },
+      spec: { zone: "agent-zone", size: "5Gi" },
+    });
+    await createVm("vm-disks", host, {
+      rootDisk: { size: "4Gi" },
+      dataVolumes: [{ name: "data", volume: "data-1" }],
+    });
+    const vm = await waitFor("vm-disks Running", async () => {
+      const v = await getVm("vm-disks");
+      return v.status?.state === "Running" ? v : undefined;
+    });
+    const volume = await waitFor("the volume to be attached", async () => {
+      const v = await client.get<Volume>(Resources.volumes, "data-1", namespace);
+      return v.status?.phase === "Attached" ? v : undefined;
+    });
+    expect(volume.status).toMatchObject({
+      host,
+      pool: "stratus",
+      capacity: "5Gi",
+      attachedTo: { virtualMachine: "vm-disks", device: "vdb" },
+    });
+    const domain = (await domainsOf(host)).find((d) => d.name === domainName(vm.metadata.uid as string));
+    expect(domain?.disks).toEqual([
+      join(workDir, "pools", host, `root-${vm.metadata.uid}`),
+      volume.status?.path,
+    ]);
+    // The template was downloaded once into this host's cache, and only this host's.
+    const templateUid = (await client.get(Resources.templates, TEMPLATE)).metadata.uid;
+    expect(readdirSync(join(workDir, "cache", host))).toContain(`${templateUid}.qcow2`);
+
+    // A volume in use is not deleted; once its VM is gone, its disk goes with it.
+    await client.delete(Resources.volumes, "data-1", namespace);
+    await client.delete(Resources.virtualMachines, "vm-disks", namespace);
+    await waitFor("the volume to be gone", () =>
+      client.get(Resources.volumes, "data-1", namespace).then(() => false, isNotFound),
+    );
+    const remaining = (await domainsOf(host)).flatMap((d) => d.disks ?? []);
+    expect(
+      remaining.filter(
+        (path) => path.includes(vm.metadata.uid as string) || path.includes(volume.metadata.uid as string),
+      ),
+    ).toEqual([]);
+  });
+
+  it("reports unreachable templates, wrong checksums and disks larger than the pool, and keeps serving", async () => {
+    const host = HOSTS[1] as string;
+    await createTemplate(`unreachable-${suffix}`, `${imageBase}/missing.qcow2`);
+    await createTemplate(`tampered-${suffix}`, `${imageBase}/tiny.qcow2`, `sha256:${"1".repeat(64)}`);
+    await createVm("vm-unreachable", host, { template: `unreachable-${suffix}` });
+    await createVm("vm-tampered", host, { template: `tampered-${suffix}` });
+    await createVm("vm-huge", host, { rootDisk: { size: "64Ti" } });
+    expect((await vmCondition("vm-unreachable", "DownloadFailed")).message).toBe(
+      `cannot download ${imageBase}/missing.qcow2: HTTP 404`,
+    );
+    expect((await vmCondition("vm-tampered", "ChecksumMismatch")).message).toBe(
+      `${imageBase}/tiny.qcow2 has checksum ${IMAGE_CHECKSUM}, the template expects sha256:${"1".repeat(64)}`,
+    );
+    expect((await vmCondition("vm-huge", "InsufficientStorage")).message).toMatch(
+      new RegExp(
+        `^root disk of VM ${namespace}/vm-huge: pool stratus on host ${host} has \\S+ free, needs 64Ti\\.$`,
+      ),
+    );
+    expect(existsSync(join(workDir, "cache", host))).toBe(true);
+    await createVm("vm-fine", host);
+    await waitFor(
+      "a good VM on the same host to run",
+      async () => (await getVm("vm-fine")).status?.state === "Running",
+    );
   });
 
   it("reports a missing offering on the VM, keeps serving the others, and recovers when it appears", async () => {

@@ -1,0 +1,175 @@
+// The disks of a VM on this host: the root disk (a copy-on-write overlay of the cached template
+// image, or the template's kernel and initrd for direct boot) and the data volumes, all in the
+// host's storage pool. Failures a user can fix become a DiskError with a reason for the condition.
+import { join } from "node:path";
+import type { DiskOffering, Template, VirtualMachine, Volume } from "../crds/index.ts";
+import { formatQuantity, parseQuantity } from "../crds/quantity.ts";
+import type { DomainSpec } from "./domain-xml.ts";
+import { checkImage, downloadOnce, ImageError } from "./images.ts";
+import type { LibvirtConnection, VolumeInfo } from "./libvirt/connection.ts";
+
+export class DiskError extends Error {
+  override name = "DiskError";
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(message);
+    this.reason = reason;
+  }
+}
+
+export interface Lookups {
+  template(name: string): Template | undefined;
+  volume(namespace: string, name: string): Volume | undefined;
+  diskOffering(name: string): DiskOffering | undefined;
+}
+
+export interface AttachedVolume {
+  volume: Volume;
+  info: VolumeInfo;
+  device: string;
+}
+
+export interface VmDisks {
+  disks: DomainSpec["disks"];
+  directBoot?: DomainSpec["directBoot"];
+  dataVolumes: AttachedVolume[];
+}
+
+export const rootVolumeName = (vmUid: string) => `root-${vmUid}`;
+export const dataVolumeName = (volumeUid: string) => `data-${volumeUid}`;
+
+export class DiskManager {
+  private readonly libvirt: LibvirtConnection;
+  readonly pool: string;
+  private readonly cacheDir: string;
+  private readonly hostName: string;
+
+  constructor(options: { libvirt: LibvirtConnection; pool: string; cacheDir: string; hostName: string }) {
+    this.libvirt = options.libvirt;
+    this.pool = options.pool;
+    this.cacheDir = options.cacheDir;
+    this.hostName = options.hostName;
+  }
+
+  /** Makes sure every disk of the VM exists and returns what the domain needs. */
+  async ensureDisks(vm: VirtualMachine, lookups: Lookups): Promise<VmDisks> {
+    const template = lookups.template(vm.spec.template);
+    if (!template) throw new DiskError("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
+    const uid = vm.metadata.uid as string;
+    const result: VmDisks = { disks: [], dataVolumes: [] };
+    const { source } = template.spec;
+    const requestedRoot = vm.spec.rootDisk?.size ? parseQuantity(vm.spec.rootDisk.size) : 0n;
+    if (source.directBoot) {
+      const [kernel, initrd] = await Promise.all(
+        (["kernel", "initrd"] as const).map(async (part) => {
+          const target = join(this.cacheDir, `${template.metadata.uid}.${part}`);
+          await this.download(source.directBoot?.[part] as string, target, undefined);
+          return target;
+        }),
+      );
+      result.directBoot = {
+        kernel: kernel as string,
+        initrd: initrd as string,
+        commandLine: source.directBoot.commandLine ?? "console=ttyS0",
+      };
+      if (requestedRoot > 0n) {
+        const root = await this.ensureVolume(
+          rootVolumeName(uid),
+          requestedRoot,
+          `root disk of VM ${vm.metadata.namespace}/${vm.metadata.name}`,
+        );
+        result.disks.push({ path: root.path, format: "qcow2", serial: "root" });
+      }
+    } else {
+      const format = template.spec.format ?? "qcow2";
+      const image = source.url
+        ? join(this.cacheDir, `${template.metadata.uid}.${format}`)
+        : (source.hostPath as string);
+      if (source.url) await this.download(source.url, image, template.spec.checksum);
+      let facts: Awaited<ReturnType<typeof checkImage>>;
+      try {
+        facts = await checkImage(image, format);
+      } catch (error) {
+        if (error instanceof ImageError) throw new DiskError(error.reason, error.message);
+        throw new DiskError(
+          "ImageUnreadable",
+          `template image ${image} cannot be read on host ${this.hostName}: ${(error as Error).message}`,
+        );
+      }
+      const size = requestedRoot > facts.virtualSize ? requestedRoot : facts.virtualSize;
+      const root = await this.ensureVolume(
+        rootVolumeName(uid),
+        size,
+        `root disk of VM ${vm.metadata.namespace}/${vm.metadata.name}`,
+        {
+          backingPath: image,
+          backingFormat: format,
+        },
+      );
+      result.disks.push({ path: root.path, format: "qcow2", serial: "root" });
+    }
+
+    for (const slot of vm.spec.dataVolumes ?? []) {
+      const volume = lookups.volume(vm.metadata.namespace as string, slot.volume);
+      if (!volume)
+        throw new DiskError(
+          "VolumeNotFound",
+          `Volume "${slot.volume}" does not exist in namespace ${vm.metadata.namespace}.`,
+        );
+      const size =
+        volume.spec.size ??
+        (volume.spec.diskOffering ? lookups.diskOffering(volume.spec.diskOffering)?.spec.size : undefined);
+      if (!size) {
+        throw new DiskError(
+          "VolumeSizeUnknown",
+          `Volume "${slot.volume}" has no size and its disk offering gives none.`,
+        );
+      }
+      const info = await this.ensureVolume(
+        dataVolumeName(volume.metadata.uid as string),
+        parseQuantity(size),
+        `volume ${volume.metadata.namespace}/${volume.metadata.name}`,
+      );
+      const device = `vd${"abcdefghijklmnopqrstuvwxyz"[result.disks.length]}`;
+      result.disks.push({ path: info.path, format: "qcow2", serial: slot.name });
+      result.dataVolumes.push({ volume, info, device });
+    }
+    return result;
+  }
+
+  /** Removes the VM's root disk (data volumes belong to their Volume objects). */
+  async deleteRootDisk(vmUid: string): Promise<void> {
+    await this.libvirt.deleteVolume(this.pool, rootVolumeName(vmUid));
+  }
+
+  async deleteDataVolume(volumeUid: string): Promise<void> {
+    await this.libvirt.deleteVolume(this.pool, dataVolumeName(volumeUid));
+  }
+
+  private async download(url: string, target: string, checksum: string | undefined): Promise<void> {
+    try {
+      await downloadOnce(url, target, checksum);
+    } catch (error) {
+      if (error instanceof ImageError) throw new DiskError(error.reason, error.message);
+      throw error;
+    }
+  }
+
+  private async ensureVolume(
+    name: string,
+    capacityBytes: bigint,
+    what: string,
+    backing?: { backingPath: string; backingFormat: "qcow2" | "raw" },
+  ): Promise<VolumeInfo> {
+    const existing = await this.libvirt.volume(this.pool, name);
+    if (existing) return existing;
+    const { availableBytes } = await this.libvirt.poolInfo(this.pool);
+    if (capacityBytes > availableBytes) {
+      throw new DiskError(
+        "InsufficientStorage",
+        `${what}: pool ${this.pool} on host ${this.hostName} has ${formatQuantity(availableBytes)} free, needs ${formatQuantity(capacityBytes)}.`,
+      );
+    }
+    return this.libvirt.createVolume(this.pool, { name, capacityBytes, ...backing });
+  }
+}
