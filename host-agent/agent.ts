@@ -22,9 +22,10 @@ import { LEASE, type Lease } from "../runtime/leader-election.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
-import { type AttachedVolume, DiskError, DiskManager, type VmDisks } from "./disks.ts";
+import { type AttachedVolume, DiskManager, type VmDisks } from "./disks.ts";
 import { buildDomainXml, domainName, vmUidOf } from "./domain-xml.ts";
 import type { DomainInfo, LibvirtConnection } from "./libvirt/connection.ts";
+import { HostProblem } from "./problem.ts";
 import { desiredVmStatus, runIntent } from "./vm-status.ts";
 
 /**
@@ -325,7 +326,7 @@ export class HostAgent {
         diskOffering: (n) => this.diskOfferings.get(n),
       });
     } catch (error) {
-      if (!(error instanceof DiskError)) throw error;
+      if (!(error instanceof HostProblem)) throw error;
       await this.reportProblem(vm, error.reason, error.message);
       return;
     }

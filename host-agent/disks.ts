@@ -1,21 +1,13 @@
 // The disks of a VM on this host: the root disk (a copy-on-write overlay of the cached template
 // image, or the template's kernel and initrd for direct boot) and the data volumes, all in the
-// host's storage pool. Failures a user can fix become a DiskError with a reason for the condition.
+// host's storage pool. Failures a user can fix become a HostProblem with a reason for the condition.
 import { join } from "node:path";
 import type { DiskOffering, Template, VirtualMachine, Volume } from "../crds/index.ts";
 import { formatQuantity, parseQuantity } from "../crds/quantity.ts";
 import type { DomainSpec } from "./domain-xml.ts";
-import { checkImage, downloadOnce, ImageError } from "./images.ts";
+import { checkImage, downloadOnce } from "./images.ts";
 import type { LibvirtConnection, VolumeInfo } from "./libvirt/connection.ts";
-
-export class DiskError extends Error {
-  override name = "DiskError";
-  readonly reason: string;
-  constructor(reason: string, message: string) {
-    super(message);
-    this.reason = reason;
-  }
-}
+import { HostProblem } from "./problem.ts";
 
 export interface Lookups {
   template(name: string): Template | undefined;
@@ -54,7 +46,8 @@ export class DiskManager {
   /** Makes sure every disk of the VM exists and returns what the domain needs. */
   async ensureDisks(vm: VirtualMachine, lookups: Lookups): Promise<VmDisks> {
     const template = lookups.template(vm.spec.template);
-    if (!template) throw new DiskError("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
+    if (!template)
+      throw new HostProblem("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
     const uid = vm.metadata.uid as string;
     const result: VmDisks = { disks: [], dataVolumes: [] };
     const { source } = template.spec;
@@ -63,7 +56,7 @@ export class DiskManager {
       const [kernel, initrd] = await Promise.all(
         (["kernel", "initrd"] as const).map(async (part) => {
           const target = join(this.cacheDir, `${template.metadata.uid}.${part}`);
-          await this.download(source.directBoot?.[part] as string, target, undefined);
+          await downloadOnce(source.directBoot?.[part] as string, target, undefined);
           return target;
         }),
       );
@@ -85,13 +78,13 @@ export class DiskManager {
       const image = source.url
         ? join(this.cacheDir, `${template.metadata.uid}.${format}`)
         : (source.hostPath as string);
-      if (source.url) await this.download(source.url, image, template.spec.checksum);
+      if (source.url) await downloadOnce(source.url, image, template.spec.checksum);
       let facts: Awaited<ReturnType<typeof checkImage>>;
       try {
         facts = await checkImage(image, format);
       } catch (error) {
-        if (error instanceof ImageError) throw new DiskError(error.reason, error.message);
-        throw new DiskError(
+        if (error instanceof HostProblem) throw error;
+        throw new HostProblem(
           "ImageUnreadable",
           `template image ${image} cannot be read on host ${this.hostName}: ${(error as Error).message}`,
         );
@@ -112,7 +105,7 @@ export class DiskManager {
     for (const slot of vm.spec.dataVolumes ?? []) {
       const volume = lookups.volume(vm.metadata.namespace as string, slot.volume);
       if (!volume)
-        throw new DiskError(
+        throw new HostProblem(
           "VolumeNotFound",
           `Volume "${slot.volume}" does not exist in namespace ${vm.metadata.namespace}.`,
         );
@@ -120,7 +113,7 @@ export class DiskManager {
         volume.spec.size ??
         (volume.spec.diskOffering ? lookups.diskOffering(volume.spec.diskOffering)?.spec.size : undefined);
       if (!size) {
-        throw new DiskError(
+        throw new HostProblem(
           "VolumeSizeUnknown",
           `Volume "${slot.volume}" has no size and its disk offering gives none.`,
         );
@@ -146,15 +139,6 @@ export class DiskManager {
     await this.libvirt.deleteVolume(this.pool, dataVolumeName(volumeUid));
   }
 
-  private async download(url: string, target: string, checksum: string | undefined): Promise<void> {
-    try {
-      await downloadOnce(url, target, checksum);
-    } catch (error) {
-      if (error instanceof ImageError) throw new DiskError(error.reason, error.message);
-      throw error;
-    }
-  }
-
   private async ensureVolume(
     name: string,
     capacityBytes: bigint,
@@ -165,7 +149,7 @@ export class DiskManager {
     if (existing) return existing;
     const { availableBytes } = await this.libvirt.poolInfo(this.pool);
     if (capacityBytes > availableBytes) {
-      throw new DiskError(
+      throw new HostProblem(
         "InsufficientStorage",
         `${what}: pool ${this.pool} on host ${this.hostName} has ${formatQuantity(availableBytes)} free, needs ${formatQuantity(capacityBytes)}.`,
       );

@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../devcluster/controlplane.ts";
 import { qcow2Header } from "../test/fixtures/qcow2.ts";
-import { checkImage, downloadOnce, ImageError, inspectImageHeader } from "./images.ts";
+import { checkImage, downloadOnce, inspectImageHeader } from "./images.ts";
+import { HostProblem } from "./problem.ts";
 
 describe("image headers", () => {
   it("reads a qcow2 image's virtual size and sees no backing file", () => {
@@ -62,7 +63,7 @@ describe("template images on disk and over HTTP", () => {
     const target = join(dir, "bad.qcow2");
     const wrong = `sha256:${"0".repeat(64)}`;
     await expect(downloadOnce(`${base}/tiny.qcow2`, target, wrong)).rejects.toThrow(
-      new ImageError(
+      new HostProblem(
         "ChecksumMismatch",
         `${base}/tiny.qcow2 has checksum ${checksum}, the template expects ${wrong}`,
       ),

@@ -8,6 +8,7 @@ import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { fetch } from "undici";
+import { HostProblem } from "./problem.ts";
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 
@@ -49,27 +50,17 @@ export async function inspectImage(path: string): Promise<ImageFacts> {
   }
 }
 
-/** A problem a user can fix (bad URL, wrong checksum, unsafe image): reported as a condition. */
-export class ImageError extends Error {
-  override name = "ImageError";
-  readonly reason: string;
-  constructor(reason: string, message: string) {
-    super(message);
-    this.reason = reason;
-  }
-}
-
 /** Refuses images that would make QEMU open a file the agent did not create. */
 export async function checkImage(path: string, expectedFormat: "qcow2" | "raw"): Promise<ImageFacts> {
   const facts = await inspectImage(path);
   if (facts.backingFile !== undefined) {
-    throw new ImageError(
+    throw new HostProblem(
       "UnsafeImage",
       `image ${path} names a backing file (${facts.backingFile}); images with backing files are refused`,
     );
   }
   if (facts.format !== expectedFormat) {
-    throw new ImageError(
+    throw new HostProblem(
       "WrongImageFormat",
       `image ${path} is ${facts.format}, but the template says ${expectedFormat}`,
     );
@@ -94,13 +85,13 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
       response = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
     } catch (error) {
       const cause = (error as Error).cause as Error | undefined;
-      throw new ImageError(
+      throw new HostProblem(
         "DownloadFailed",
         `cannot download ${url}: ${cause?.message ?? (error as Error).message}`,
       );
     }
     if (!response.ok || !response.body)
-      throw new ImageError("DownloadFailed", `cannot download ${url}: HTTP ${response.status}`);
+      throw new HostProblem("DownloadFailed", `cannot download ${url}: HTTP ${response.status}`);
     const hash = createHash("sha256");
     await pipeline(
       response.body,
@@ -114,7 +105,7 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
     );
     const actual = `sha256:${hash.digest("hex")}`;
     if (checksum && actual !== checksum) {
-      throw new ImageError(
+      throw new HostProblem(
         "ChecksumMismatch",
         `${url} has checksum ${actual}, the template expects ${checksum}`,
       );
