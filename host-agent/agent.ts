@@ -6,6 +6,8 @@ import type { Logger } from "pino";
 import {
   type DiskOffering,
   type Host,
+  type IPAddress,
+  type Network,
   Resources,
   type ServiceOffering,
   type Template,
@@ -23,8 +25,16 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
 import { type AttachedVolume, DiskManager, type VmDisks } from "./disks.ts";
-import { buildDomainXml, domainName, vmUidOf } from "./domain-xml.ts";
+import { buildDomainXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
 import type { DomainInfo, LibvirtConnection } from "./libvirt/connection.ts";
+import {
+  buildNetworkXml,
+  type DhcpHost,
+  dhcpHostsIn,
+  dhcpHostXml,
+  libvirtNetworkName,
+  NETWORK_PREFIX,
+} from "./network-xml.ts";
 import { HostProblem } from "./problem.ts";
 import { desiredVmStatus, runIntent } from "./vm-status.ts";
 
@@ -73,6 +83,8 @@ export class HostAgent {
   private readonly templates: Informer<Template>;
   private readonly diskOfferings: Informer<DiskOffering>;
   private readonly volumes: Informer<Volume>;
+  private readonly networks: Informer<Network>;
+  private readonly addresses: Informer<IPAddress>;
   private readonly disks: DiskManager;
   private readonly controller: Controller;
   private readonly volumeController: Controller;
@@ -107,6 +119,12 @@ export class HostAgent {
     // Every Volume for now: until the storage controller binds volumes to hosts (status.host),
     // the agent realises the volumes its VMs attach.
     this.volumes = this.informers.for<Volume>(Resources.volumes);
+    this.networks = this.informers.for<Network>(Resources.networks);
+    this.addresses = this.informers.for<IPAddress>(Resources.ipAddresses, {
+      indexers: {
+        vm: (a) => (a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : []),
+      },
+    });
     this.disks = new DiskManager({
       libvirt: this.libvirt,
       pool: STORAGE_POOL,
@@ -127,7 +145,17 @@ export class HostAgent {
         this.vmsUsing((vm) => vm.spec.serviceOffering === offering.metadata.name),
       )
       .watch(this.templates, (template) => this.vmsUsing((vm) => vm.spec.template === template.metadata.name))
-      .watch(this.volumes, (volume) => this.vmsUsing((vm) => attaches(vm, volume)));
+      .watch(this.volumes, (volume) => this.vmsUsing((vm) => attaches(vm, volume)))
+      .watch(this.networks, (network) =>
+        this.vmsUsing(
+          (vm) =>
+            vm.metadata.namespace === network.metadata.namespace &&
+            (vm.spec.nics ?? []).some((n) => n.network === network.metadata.name),
+        ),
+      )
+      .watch(this.addresses, (address) =>
+        address.spec.virtualMachine ? [`${address.metadata.namespace}/${address.spec.virtualMachine}`] : [],
+      );
     this.volumeController = new Controller({
       name: "host-agent-volume",
       logger: this.log,
@@ -177,6 +205,17 @@ export class HostAgent {
         const xml = await this.libvirt.domainXml(domain.name);
         return { ...domain, disks: [...xml.matchAll(/<source file='([^']*)'/g)].map((m) => m[1] as string) };
       }),
+    );
+  }
+
+  /** Stratus networks on this host with their DHCP reservations (for /debug/networks). */
+  async describeNetworks(): Promise<{ name: string; dhcpHosts: DhcpHost[] }[]> {
+    const names = (await this.libvirt.listNetworks()).filter((n) => n.startsWith(NETWORK_PREFIX));
+    return Promise.all(
+      names.map(async (name) => ({
+        name,
+        dhcpHosts: dhcpHostsIn((await this.libvirt.networkXml(name)) ?? ""),
+      })),
     );
   }
 
@@ -269,6 +308,7 @@ export class HostAgent {
 
   /** Stratus domains whose VM is gone or bound elsewhere are removed; other domains are never touched. */
   private async removeOrphans(): Promise<void> {
+    await this.removeUnusedNetworks();
     const bound = new Set(this.boundVms().map((vm) => vm.metadata.uid));
     for (const domain of await this.libvirt.listDomains()) {
       const uid = vmUidOf(domain.name);
@@ -303,6 +343,12 @@ export class HostAgent {
       await this.detachVolumes(vm).catch((error: unknown) => {
         if (!isNotFound(error)) throw error; // the volume went first: nothing to detach
       });
+      // Its DHCP reservations go; networks no VM here uses any more go too.
+      for (const nic of vm.spec.nics ?? []) {
+        const network = this.networks.get(`${vm.metadata.namespace}/${nic.network}`);
+        if (network) await this.realizeNetwork(network);
+      }
+      await this.removeUnusedNetworks();
       if (await removeFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer))
         log.info("domain deleted; finalizer removed");
       return;
@@ -333,6 +379,15 @@ export class HostAgent {
     for (const attached of disks.dataVolumes) {
       await addFinalizer(this.client, Resources.volumes, attached.volume, this.finalizer);
     }
+    let nics: ResolvedNic[];
+    try {
+      nics = this.resolveNics(vm);
+      for (const network of new Set(nics.map((n) => n.network))) await this.realizeNetwork(network);
+    } catch (error) {
+      if (!(error instanceof HostProblem)) throw error;
+      await this.reportProblem(vm, error.reason, error.message);
+      return;
+    }
     let domain = await this.libvirt.domain(name);
     if (!domain) {
       domain = await this.libvirt.defineDomain(
@@ -347,7 +402,10 @@ export class HostAgent {
           memoryBytes: parseQuantity(offering.spec.memory),
           disks: disks.disks,
           ...(disks.directBoot ? { directBoot: disks.directBoot } : {}),
-          nics: [],
+          nics: nics.map((nic) => ({
+            mac: nic.mac,
+            network: libvirtNetworkName(nic.network.metadata.uid as string),
+          })),
         }),
       );
       log.info({ domain: name }, "domain defined");
@@ -394,12 +452,79 @@ export class HostAgent {
     }
     const status = {
       ...desiredVmStatus(vm, this.hostName, observed),
+      nics: nics.map((nic) => ({
+        name: nic.name,
+        network: nic.network.metadata.name as string,
+        macAddress: nic.mac,
+        ...(nic.ip ? { ipAddress: nic.ip } : {}),
+      })),
       // Until a scheduler places it, a pinned VM's host is where the agent runs it.
       ...(vm.status?.host ? {} : { host: this.hostName }),
     };
     await applyStatus(this.client, Resources.virtualMachines, vm, status, this.fieldManager);
     for (const attached of disks.dataVolumes) await this.reportVolume(attached, vm);
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
+  }
+
+  /** Each NIC with its network, MAC and address (its IPAddress object, else the static address). */
+  private resolveNics(vm: VirtualMachine): ResolvedNic[] {
+    const namespace = vm.metadata.namespace as string;
+    const allocated = this.addresses.byIndex("vm", objectKey(vm));
+    return (vm.spec.nics ?? []).map((nic, index) => {
+      const network = this.networks.get(`${namespace}/${nic.network}`);
+      if (!network)
+        throw new HostProblem(
+          "NetworkNotFound",
+          `Network "${nic.network}" does not exist in namespace ${namespace}.`,
+        );
+      const ip =
+        allocated.find((a) => a.spec.nic === nic.name && a.spec.network === nic.network)?.spec.address ??
+        nic.ipAddress;
+      return {
+        name: nic.name,
+        network,
+        mac: nic.macAddress ?? macFor(vm.metadata.uid as string, index),
+        ...(ip ? { ip } : {}),
+        vm: vm.metadata.name as string,
+      };
+    });
+  }
+
+  /** The network's bridge and DHCP, with one reservation per NIC of this host's VMs on it. */
+  private async realizeNetwork(network: Network): Promise<void> {
+    const name = libvirtNetworkName(network.metadata.uid as string);
+    const desired: DhcpHost[] = this.boundVms()
+      .filter((vm) => !vm.metadata.deletionTimestamp && vm.metadata.namespace === network.metadata.namespace)
+      .flatMap((vm) => this.resolveNics(vm))
+      .filter((nic) => nic.network.metadata.uid === network.metadata.uid && nic.ip)
+      .map((nic) => ({ mac: nic.mac, ip: nic.ip as string, name: nic.vm }));
+    await this.libvirt.ensureNetwork(name, buildNetworkXml(network, desired));
+    if (!network.spec.cidr || network.spec.dhcp === false) return;
+    const current = dhcpHostsIn((await this.libvirt.networkXml(name)) ?? "");
+    const same = (a: DhcpHost, b: DhcpHost) => a.mac === b.mac && a.ip === b.ip;
+    for (const stale of current.filter((c) => !desired.some((d) => same(c, d))))
+      await this.libvirt.updateDhcpHost(name, "delete", dhcpHostXml(stale));
+    for (const missing of desired.filter((d) => !current.some((c) => same(c, d))))
+      await this.libvirt.updateDhcpHost(name, "add", dhcpHostXml(missing));
+  }
+
+  /** Stratus networks no VM on this host uses any more are torn down. */
+  private async removeUnusedNetworks(): Promise<void> {
+    const used = new Set(
+      this.boundVms()
+        .filter((vm) => !vm.metadata.deletionTimestamp)
+        .flatMap((vm) =>
+          (vm.spec.nics ?? []).map(
+            (nic) => this.networks.get(`${vm.metadata.namespace}/${nic.network}`)?.metadata.uid,
+          ),
+        ),
+    );
+    for (const name of await this.libvirt.listNetworks()) {
+      if (name.startsWith(NETWORK_PREFIX) && !used.has(name.slice(NETWORK_PREFIX.length))) {
+        await this.libvirt.deleteNetwork(name);
+        this.log.info({ network: name }, "removed a network no VM here uses");
+      }
+    }
   }
 
   private async reportVolume(attached: AttachedVolume, vm: VirtualMachine | undefined): Promise<void> {
@@ -475,4 +600,12 @@ function attaches(vm: VirtualMachine, volume: Volume): boolean {
 
 function volumeKeys(vm: VirtualMachine): string[] {
   return (vm.spec.dataVolumes ?? []).map((slot) => `${vm.metadata.namespace}/${slot.volume}`);
+}
+
+interface ResolvedNic {
+  name: string;
+  network: Network;
+  mac: string;
+  ip?: string;
+  vm: string;
 }

@@ -21,7 +21,7 @@ Options:
   --heartbeat-interval=S     seconds between Lease renewals (default 5)
   --pool-path=DIR            the host's storage pool directory (default /var/lib/stratus/pools/<host>)
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
-  --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains (default 127.0.0.1:8082)
+  --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
 `;
 
 async function main(): Promise<void> {
@@ -83,7 +83,10 @@ async function main(): Promise<void> {
       "api-server": apiServerCheck(client),
       informers: () => (agent.isSynced() ? undefined : "not synced yet"),
     },
-    debug: { "/debug/domains": () => agent.describeDomains() },
+    debug: {
+      "/debug/domains": () => agent.describeDomains(),
+      "/debug/networks": () => agent.describeNetworks(),
+    },
   });
   const port = await health.listen();
   logger.info({ uri, health: `${healthHost}:${port}` }, "host agent starting");

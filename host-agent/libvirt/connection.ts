@@ -93,6 +93,21 @@ const api = {
   storageVolGetInfo: lib.func("int virStorageVolGetInfo(void *vol, _Out_ virStorageVolInfo *info)"),
   storageVolDelete: lib.func("int virStorageVolDelete(void *vol, unsigned int flags)"),
   storageVolFree: lib.func("int virStorageVolFree(void *vol)"),
+  networkLookupByName: lib.func("void *virNetworkLookupByName(void *conn, const char *name)"),
+  networkDefineXML: lib.func("void *virNetworkDefineXML(void *conn, const char *xml)"),
+  networkCreate: lib.func("int virNetworkCreate(void *net)"),
+  networkIsActive: lib.func("int virNetworkIsActive(void *net)"),
+  networkDestroy: lib.func("int virNetworkDestroy(void *net)"),
+  networkUndefine: lib.func("int virNetworkUndefine(void *net)"),
+  networkFree: lib.func("int virNetworkFree(void *net)"),
+  networkGetName: lib.func("const char *virNetworkGetName(void *net)"),
+  networkGetXMLDesc: lib.func("void *virNetworkGetXMLDesc(void *net, unsigned int flags)"),
+  networkUpdate: lib.func(
+    "int virNetworkUpdate(void *net, unsigned int command, unsigned int section, int parentIndex, const char *xml, unsigned int flags)",
+  ),
+  connectListAllNetworks: lib.func(
+    "int virConnectListAllNetworks(void *conn, _Out_ void **nets, unsigned int flags)",
+  ),
   domainEventRegisterAny: lib.func(
     "int virConnectDomainEventRegisterAny(void *conn, void *dom, int eventID, virConnectDomainEventCallback *cb, void *opaque, void *freecb)",
   ),
@@ -133,6 +148,13 @@ export const VIR_ERR_NO_SUPPORT = 3;
 export const VIR_ERR_NO_DOMAIN = 42;
 export const VIR_ERR_NO_STORAGE_POOL = 49;
 export const VIR_ERR_NO_STORAGE_VOL = 50;
+export const VIR_ERR_NO_NETWORK = 43;
+
+// virNetworkUpdate: commands, sections and flags (live and persistent config).
+const NETWORK_UPDATE_DELETE = 2;
+const NETWORK_UPDATE_ADD_LAST = 3;
+const NETWORK_SECTION_IP_DHCP_HOST = 4;
+const NETWORK_UPDATE_LIVE_AND_CONFIG = 1 | 2;
 export const VIR_ERR_OPERATION_INVALID = 55;
 
 export class LibvirtError extends Error {
@@ -318,19 +340,20 @@ export class LibvirtConnection {
     }
   }
 
-  async domainXml(name: string): Promise<string> {
-    return this.withDomain(name, async (dom) => {
-      const pointer = await this.serial(
-        `XML of ${name}`,
-        () => call<Pointer>(api.domainGetXMLDesc, dom, 0),
-        (p) => !p,
-      );
-      try {
-        return koffi.decode(pointer, "char", -1) as string;
-      } finally {
-        free(pointer);
-      }
-    });
+  /** Calls a libvirt function that returns a string the caller must free, and frees it. */
+  private async heapString(operation: string, produce: () => Promise<Pointer>): Promise<string> {
+    const pointer = await this.serial(operation, produce, (p) => !p);
+    try {
+      return koffi.decode(pointer, "char", -1) as string;
+    } finally {
+      free(pointer);
+    }
+  }
+
+  domainXml(name: string): Promise<string> {
+    return this.withDomain(name, (dom) =>
+      this.heapString(`XML of ${name}`, () => call<Pointer>(api.domainGetXMLDesc, dom, 0)),
+    );
   }
 
   /** Defines (or redefines) a persistent domain from XML. */
@@ -491,19 +514,88 @@ export class LibvirtConnection {
   private async describeVolume(name: string, vol: Pointer): Promise<VolumeInfo> {
     const info: Record<string, unknown> = {};
     await this.intCall(`volume info ${name}`, api.storageVolGetInfo, vol, info);
-    const pathPointer = await this.serial(
-      `volume path ${name}`,
-      () => call<Pointer>(api.storageVolGetPath, vol),
-      (p) => !p,
+    const path = await this.heapString(`volume path ${name}`, () =>
+      call<Pointer>(api.storageVolGetPath, vol),
     );
+    return { name, path, capacityBytes: BigInt(info.capacity as number) };
+  }
+
+  private withNetwork<T>(name: string, work: (net: Pointer) => Promise<T>): Promise<T> {
+    return this.withHandle(
+      `network ${name}`,
+      () => call<Pointer>(api.networkLookupByName, this.conn, name),
+      api.networkFree,
+      work,
+    );
+  }
+
+  /** The network's XML, or undefined when there is no such network. */
+  async networkXml(name: string): Promise<string | undefined> {
     try {
-      return {
-        name,
-        path: koffi.decode(pathPointer, "char", -1) as string,
-        capacityBytes: BigInt(info.capacity as number),
-      };
+      return await this.withNetwork(name, (net) =>
+        this.heapString(`XML of network ${name}`, () => call<Pointer>(api.networkGetXMLDesc, net, 0)),
+      );
+    } catch (error) {
+      if (error instanceof LibvirtError && error.code === VIR_ERR_NO_NETWORK) return undefined;
+      throw error;
+    }
+  }
+
+  /** Defines the network if it does not exist and makes sure it is active. */
+  async ensureNetwork(name: string, xml: string): Promise<void> {
+    if ((await this.networkXml(name)) === undefined) {
+      const net = await this.serial(
+        `define network ${name}`,
+        () => call<Pointer>(api.networkDefineXML, this.conn, xml),
+        (n) => !n,
+      );
+      api.networkFree(net);
+    }
+    await this.withNetwork(name, async (net) => {
+      if ((await call<number>(api.networkIsActive, net)) !== 1)
+        await this.intCall(`start network ${name}`, api.networkCreate, net);
+    });
+  }
+
+  /** Adds or removes one DHCP host entry (`<host mac=... ip=.../>`), live and in the saved config. */
+  updateDhcpHost(network: string, action: "add" | "delete", hostXml: string): Promise<number> {
+    const command = action === "add" ? NETWORK_UPDATE_ADD_LAST : NETWORK_UPDATE_DELETE;
+    return this.withNetwork(network, (net) =>
+      this.intCall(
+        `${action} DHCP host on ${network}`,
+        api.networkUpdate,
+        net,
+        command,
+        NETWORK_SECTION_IP_DHCP_HOST,
+        -1,
+        hostXml,
+        NETWORK_UPDATE_LIVE_AND_CONFIG,
+      ),
+    );
+  }
+
+  async deleteNetwork(name: string): Promise<void> {
+    try {
+      await this.withNetwork(name, async (net) => {
+        if ((await call<number>(api.networkIsActive, net)) === 1)
+          await this.intCall(`stop network ${name}`, api.networkDestroy, net);
+        await this.intCall(`undefine network ${name}`, api.networkUndefine, net);
+      });
+    } catch (error) {
+      if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_NETWORK)) throw error;
+    }
+  }
+
+  async listNetworks(): Promise<string[]> {
+    const out: [Pointer] = [null];
+    const count = await this.intCall("list networks", api.connectListAllNetworks, this.conn, out, 0);
+    if (count === 0 || !out[0]) return [];
+    const handles = koffi.decode(out[0], koffi.array("void *", count)) as Pointer[];
+    try {
+      return handles.map((net) => api.networkGetName(net) as string);
     } finally {
-      free(pathPointer);
+      for (const net of handles) api.networkFree(net);
+      free(out[0]);
     }
   }
 

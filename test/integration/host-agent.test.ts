@@ -10,9 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
-import { domainName } from "../../host-agent/domain-xml.ts";
+import { domainName, macFor } from "../../host-agent/domain-xml.ts";
 import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
-import { isNotFound, KubeClient } from "../../runtime/client.ts";
+import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
+import { isNotFound, KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent } from "./processes.ts";
@@ -261,6 +262,61 @@ describe("host agents on simulated hosts", () => {
       "a good VM on the same host to run",
       async () => (await getVm("vm-fine")).status?.state === "Running",
     );
+  });
+
+  it("puts NICs on the VM's networks with a DHCP reservation for each address, and removes them with the VM", async () => {
+    const host = HOSTS[2] as string;
+    const network = await client.create<KubeObject & { spec: object }>(Resources.networks, {
+      metadata: { name: "backend", namespace },
+      spec: { zone: "agent-zone", cidr: "10.55.0.0/24" },
+    });
+    await createVm("vm-static", host, {
+      nics: [{ name: "eth0", network: "backend", ipAddress: "10.55.0.20" }],
+    });
+    await createVm("vm-allocated", host, { nics: [{ name: "eth0", network: "backend" }] });
+    // What the networking controller's IPAM does: one IPAddress object per address.
+    await client.create(Resources.ipAddresses, {
+      metadata: { name: "backend-10-55-0-21", namespace },
+      spec: { network: "backend", address: "10.55.0.21", virtualMachine: "vm-allocated", nic: "eth0" },
+    });
+    const running = async (name: string) =>
+      waitFor(`${name} Running with its address`, async () => {
+        const v = await getVm(name);
+        return v.status?.state === "Running" && v.status.nics?.[0]?.ipAddress ? v : undefined;
+      });
+    const [staticVm, allocatedVm] = [await running("vm-static"), await running("vm-allocated")];
+    expect(staticVm.status?.nics).toEqual([
+      {
+        name: "eth0",
+        network: "backend",
+        ipAddress: "10.55.0.20",
+        macAddress: macFor(staticVm.metadata.uid as string, 0),
+      },
+    ]);
+    const networks = async () =>
+      JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/networks")).body) as {
+        name: string;
+        dhcpHosts: { mac: string; ip: string }[];
+      }[];
+    const reservations = async () =>
+      (await networks()).find((n) => n.name === libvirtNetworkName(network.metadata.uid as string))
+        ?.dhcpHosts ?? [];
+    await waitFor("both reservations", async () => (await reservations()).length === 2);
+    expect((await reservations()).map((h) => [h.mac, h.ip]).sort()).toEqual(
+      [
+        [macFor(staticVm.metadata.uid as string, 0), "10.55.0.20"],
+        [allocatedVm.status?.nics?.[0]?.macAddress, "10.55.0.21"],
+      ].sort(),
+    );
+    // Other hosts have no such network: it exists only where its VMs run.
+    expect(
+      JSON.parse((await (agents.get(HOSTS[0] as string) as StratusProcess).get("/debug/networks")).body),
+    ).toEqual([]);
+
+    await client.delete(Resources.virtualMachines, "vm-static", namespace);
+    await waitFor("the static reservation to go", async () => (await reservations()).length === 1);
+    await client.delete(Resources.virtualMachines, "vm-allocated", namespace);
+    await waitFor("the network to be torn down", async () => (await networks()).length === 0);
   });
 
   it("reports a missing offering on the VM, keeps serving the others, and recovers when it appears", async () => {
