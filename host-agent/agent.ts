@@ -179,7 +179,7 @@ export class HostAgent {
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     await this.register();
-    this.libvirt.onDomainEvent((name, event) => {
+    await this.libvirt.onDomainEvent((name, event) => {
       const uid = vmUidOf(name);
       const key = uid ? this.keysByUid.get(uid) : undefined;
       this.log.debug({ domain: name, event, key }, "libvirt event");

@@ -89,8 +89,6 @@ export function buildDomainXml(spec: DomainSpec): string {
         ]
       : []),
     "  </devices>",
-    // Files are prepared by the agent itself; no relabelling games with user data.
-    ...(spec.type === "test" ? [] : ["  <seclabel type='none'/>"]),
     "</domain>",
   ];
   return `${lines.join("\n")}\n`;

@@ -5,9 +5,11 @@
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
+import { get as httpGet } from "node:http";
+import { get as httpsGet } from "node:https";
 import { dirname } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { fetch } from "undici";
 import { HostProblem } from "./problem.ts";
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -80,22 +82,11 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
   await mkdir(dirname(target), { recursive: true });
   const partial = `${target}.partial-${process.pid}`;
   try {
-    let response: Awaited<ReturnType<typeof fetch>>;
-    try {
-      response = await fetch(url, { signal: AbortSignal.timeout(10 * 60_000) });
-    } catch (error) {
-      const cause = (error as Error).cause as Error | undefined;
-      throw new HostProblem(
-        "DownloadFailed",
-        `cannot download ${url}: ${cause?.message ?? (error as Error).message}`,
-      );
-    }
-    if (!response.ok || !response.body)
-      throw new HostProblem("DownloadFailed", `cannot download ${url}: HTTP ${response.status}`);
+    const response = await get(url);
     const hash = createHash("sha256");
     await pipeline(
-      response.body,
-      async function* (chunks: AsyncIterable<Uint8Array>) {
+      response,
+      async function* (chunks: AsyncIterable<Buffer>) {
         for await (const chunk of chunks) {
           hash.update(chunk);
           yield chunk;
@@ -114,4 +105,29 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
   } finally {
     await rm(partial, { force: true });
   }
+}
+
+/**
+ * GET with redirects, as a stream. node:http rather than fetch: undici's parser asserts (and takes
+ * the process down) on some HTTP/1.0 servers that close the connection to end the body.
+ */
+function get(url: string, redirects = 5): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const fail = (message: string) =>
+      reject(new HostProblem("DownloadFailed", `cannot download ${url}: ${message}`));
+    const request = (url.startsWith("https:") ? httpsGet : httpGet)(url, { timeout: 60_000 }, (response) => {
+      const status = response.statusCode ?? 0;
+      if (status >= 300 && status < 400 && response.headers.location && redirects > 0) {
+        response.resume();
+        get(new URL(response.headers.location, url).toString(), redirects - 1).then(resolve, reject);
+      } else if (status !== 200) {
+        response.resume();
+        fail(`HTTP ${status}`);
+      } else {
+        resolve(response);
+      }
+    });
+    request.on("timeout", () => request.destroy(new Error("no answer for 60 s")));
+    request.on("error", (error) => fail(error.message));
+  });
 }

@@ -98,7 +98,12 @@ async function main(): Promise<void> {
       setTimeout(() => process.exit(1), 25_000).unref();
     });
   }
-  await agent.run(shutdown.signal);
+  try {
+    await agent.run(shutdown.signal);
+  } catch (error) {
+    logger.error({ err: error instanceof Error ? error.message : String(error) }, "host agent failed");
+    process.exit(1);
+  }
   await health.close();
   await libvirt.close();
   await client.close();

@@ -323,7 +323,9 @@ export class LibvirtConnection {
     if (count === 0 || !out[0]) return [];
     const handles = koffi.decode(out[0], koffi.array("void *", count)) as Pointer[];
     try {
-      return handles.map((dom) => this.describe(dom));
+      const domains: DomainInfo[] = [];
+      for (const dom of handles) domains.push(await this.describe(dom));
+      return domains;
     } finally {
       for (const dom of handles) api.domainFree(dom);
       free(out[0]);
@@ -333,7 +335,7 @@ export class LibvirtConnection {
   /** The domain's name, UUID and state, or undefined if there is no such domain. */
   async domain(name: string): Promise<DomainInfo | undefined> {
     try {
-      return await this.withDomain(name, async (dom) => this.describe(dom));
+      return await this.withDomain(name, (dom) => this.describe(dom));
     } catch (error) {
       if (error instanceof LibvirtError && error.code === VIR_ERR_NO_DOMAIN) return undefined;
       throw error;
@@ -364,7 +366,7 @@ export class LibvirtConnection {
       (d) => !d,
     );
     try {
-      return this.describe(dom);
+      return await this.describe(dom);
     } finally {
       api.domainFree(dom);
     }
@@ -600,16 +602,24 @@ export class LibvirtConnection {
   }
 
   /** Calls `listener` with the domain name and event for every lifecycle event of this connection. */
-  onDomainEvent(
+  async onDomainEvent(
     listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void,
-  ): void {
+  ): Promise<void> {
     const pointer = koffi.register((_conn: Pointer, dom: Pointer, event: number, detail: number) => {
       const name = api.domainGetName(dom) as string;
       listener(name, DOMAIN_EVENTS[event] ?? "unknown", detail);
       return 0;
     }, koffi.pointer(DomainEventCallback));
-    const id = api.domainEventRegisterAny(this.conn, null, 0, pointer, null, null) as number;
-    if (id < 0) throw this.lastError("register domain events");
+    const id = await this.intCall(
+      "register domain events",
+      api.domainEventRegisterAny,
+      this.conn,
+      null,
+      0,
+      pointer,
+      null,
+      null,
+    );
     this.callbacks.push({ id, pointer });
   }
 
@@ -618,18 +628,23 @@ export class LibvirtConnection {
     if (this.closed) return;
     this.closed = true;
     for (const { id, pointer } of this.callbacks) {
-      api.domainEventDeregisterAny(this.conn, id);
+      await call(api.domainEventDeregisterAny, this.conn, id);
       koffi.unregister(pointer as never);
     }
-    api.connectClose(this.conn);
+    await call(api.connectClose, this.conn);
   }
 
-  private describe(dom: Pointer): DomainInfo {
+  /**
+   * Name and UUID are local to the handle; the state is a call to the daemon, so it runs off the
+   * main thread like every such call: a blocking call on the main thread deadlocks as soon as the
+   * event loop thread waits for the main thread to run an event callback.
+   */
+  private async describe(dom: Pointer): Promise<DomainInfo> {
     const uuid = Buffer.alloc(37);
     api.domainGetUUIDString(dom, uuid);
     const state = [0];
     const reason = [0];
-    api.domainGetState(dom, state, reason, 0);
+    await this.intCall("domain state", api.domainGetState, dom, state, reason, 0);
     return {
       name: api.domainGetName(dom) as string,
       uuid: uuid.toString("latin1").replace(/\0.*$/s, ""),
