@@ -2,6 +2,8 @@
 // host into libvirt domains, reporting what really runs. It watches only VMs bound to it (placed
 // there, or pinned there while not placed) plus libvirt's own lifecycle events, both feeding one
 // work queue, like KubeVirt's virt-handler.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import {
   type DiskOffering,
@@ -64,6 +66,8 @@ export interface HostAgentOptions {
   poolPath?: string;
   /** Where downloaded template images are cached (default /var/lib/stratus/cache/<host>). */
   cacheDir?: string;
+  /** Directory of the guests' serial console sockets (default /run/stratus/console/<host>). */
+  consoleDir?: string;
 }
 
 const STORAGE_POOL = "stratus";
@@ -178,6 +182,11 @@ export class HostAgent {
 
   /** Runs until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
+    // QEMU creates the console sockets here; only root and QEMU may enter.
+    await mkdir(this.options.consoleDir ?? `/run/stratus/console/${this.hostName}`, {
+      recursive: true,
+      mode: 0o711,
+    });
     await this.register();
     await this.libvirt.onDomainEvent((name, event) => {
       const uid = vmUidOf(name);
@@ -402,6 +411,7 @@ export class HostAgent {
           memoryBytes: parseQuantity(offering.spec.memory),
           disks: disks.disks,
           ...(disks.directBoot ? { directBoot: disks.directBoot } : {}),
+          consoleSocket: this.consoleSocket(vm.metadata.uid as string),
           nics: nics.map((nic) => ({
             mac: nic.mac,
             network: libvirtNetworkName(nic.network.metadata.uid as string),
@@ -464,6 +474,11 @@ export class HostAgent {
     await applyStatus(this.client, Resources.virtualMachines, vm, status, this.fieldManager);
     for (const attached of disks.dataVolumes) await this.reportVolume(attached, vm);
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
+  }
+
+  /** The unix socket QEMU serves the VM's serial console on (the console relay reads it). */
+  consoleSocket(vmUid: string): string {
+    return join(this.options.consoleDir ?? `/run/stratus/console/${this.hostName}`, `${vmUid}.sock`);
   }
 
   /** Each NIC with its network, MAC and address (its IPAddress object, else the static address). */

@@ -21,6 +21,8 @@ Options:
   --heartbeat-interval=S     seconds between Lease renewals (default 5)
   --pool-path=DIR            the host's storage pool directory (default /var/lib/stratus/pools/<host>)
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
+  --console-dir=DIR          serial console sockets (default /run/stratus/console/<host>)
+  --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
 `;
 
@@ -36,6 +38,8 @@ async function main(): Promise<void> {
       "heartbeat-interval": { type: "string", default: "5" },
       "pool-path": { type: "string" },
       "cache-dir": { type: "string" },
+      "console-dir": { type: "string" },
+      "shutdown-grace": { type: "string", default: "60" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
     },
   });
@@ -49,6 +53,7 @@ async function main(): Promise<void> {
   const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
   if (!values.zone) fail("--zone is required: the zone this host registers in");
   if (!(heartbeatSeconds > 0)) fail(`--heartbeat-interval must be a positive number of seconds`);
+  if (!(Number(values["shutdown-grace"]) >= 0)) fail(`--shutdown-grace must be a number of seconds`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) fail(`--health-address must be HOST:PORT`);
 
   const logger = createLogger("stratus-host-agent").child({ host: hostName });
@@ -74,6 +79,8 @@ async function main(): Promise<void> {
     heartbeatIntervalMs: heartbeatSeconds * 1000,
     ...(values["pool-path"] ? { poolPath: values["pool-path"] } : {}),
     ...(values["cache-dir"] ? { cacheDir: values["cache-dir"] } : {}),
+    ...(values["console-dir"] ? { consoleDir: values["console-dir"] } : {}),
+    shutdownGraceMs: Number(values["shutdown-grace"]) * 1000,
   });
   const health = new HealthServer({
     metrics,

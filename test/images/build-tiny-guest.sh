@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package"
+out="$cache/$package-v2"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -25,7 +25,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-apt-get download "$package" >/dev/null
+apt-get download "$package" >/dev/null 2>&1
 dpkg-deb -x ./*.deb kernel
 version=$(ls kernel/lib/modules)
 
@@ -63,16 +63,19 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for module in $modules; do insmod /lib/modules/\$module.ko 2>/dev/null; done
 echo "stratus-guest: up"
-echo "stratus-guest: disks: \$(ls /sys/block | tr '\n' ' ')"
-for disk in /sys/block/vd*; do
-  [ -e "\$disk" ] && echo "stratus-guest: disk \$(basename \$disk) serial=\$(cat \$disk/serial 2>/dev/null) sectors=\$(cat \$disk/size)"
-done
 if ip link show eth0 >/dev/null 2>&1; then
   ip link set eth0 up
   udhcpc -i eth0 -s /etc/udhcpc.script -t 20 -T 2 -q -n >/dev/null 2>&1
-  echo "stratus-guest: ip: \$(ip -4 -o addr show eth0 | awk '{print \$4}')"
 fi
-while true; do sleep 3600; done
+# Report what the guest sees every few seconds, so a console attached late still reads it.
+while true; do
+  echo "stratus-guest: disks: \$(ls /sys/block | tr '\n' ' ')"
+  for disk in /sys/block/vd*; do
+    [ -e "\$disk" ] && echo "stratus-guest: disk \$(basename \$disk) serial=\$(cat \$disk/serial 2>/dev/null) sectors=\$(cat \$disk/size)"
+  done
+  echo "stratus-guest: ip: \$(ip -4 -o addr show eth0 2>/dev/null | awk '{print \$4}')"
+  sleep 3
+done
 SCRIPT
 chmod +x root/init root/etc/udhcpc.script
 

@@ -86,6 +86,7 @@ describe("host agents on simulated hosts", () => {
             "--heartbeat-interval=1",
             `--pool-path=${join(workDir, "pools", host)}`,
             `--cache-dir=${join(workDir, "cache", host)}`,
+            `--console-dir=${join(workDir, "console", host)}`,
           ],
         }),
       );
