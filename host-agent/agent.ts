@@ -28,7 +28,7 @@ import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.t
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
 import { type AttachedVolume, DiskManager, type VmDisks } from "./disks.ts";
 import { buildDomainXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
-import type { DomainInfo, LibvirtConnection } from "./libvirt/connection.ts";
+import { type DomainInfo, type LibvirtConnection, LibvirtError } from "./libvirt/connection.ts";
 import {
   buildNetworkXml,
   type DhcpHost,
@@ -334,7 +334,29 @@ export class HostAgent {
     await this.libvirt.undefineDomain(name);
   }
 
+  /**
+   * A libvirt failure (the daemon down or restarting, a call refused) is reported on the VM and
+   * retried with backoff; the connection is reopened once the daemon answers again.
+   */
   private async reconcileVm(key: string, log: Logger) {
+    try {
+      await this.libvirt.ensureConnected();
+      return await this.syncVm(key, log);
+    } catch (error) {
+      const vm = this.placed.get(key) ?? this.pinned.get(key);
+      if (error instanceof LibvirtError && vm && this.isBound(vm) && !vm.metadata.deletionTimestamp) {
+        await this.reportProblem(
+          vm,
+          "HypervisorError",
+          `${error.message} (host ${this.hostName})`,
+          "Unknown",
+        ).catch(() => undefined);
+      }
+      throw error;
+    }
+  }
+
+  private async syncVm(key: string, log: Logger) {
     const vm = this.placed.get(key) ?? this.pinned.get(key);
     if (!vm || !this.isBound(vm)) {
       // Unbound from this host (or gone): its domain, if any, must go.
@@ -343,6 +365,7 @@ export class HostAgent {
         await this.deleteDomain(domainName(uid));
         this.keysByUid.delete(uid);
       }
+      await this.removeUnusedNetworks();
       return;
     }
     const name = domainName(vm.metadata.uid as string);
@@ -352,12 +375,12 @@ export class HostAgent {
       await this.detachVolumes(vm).catch((error: unknown) => {
         if (!isNotFound(error)) throw error; // the volume went first: nothing to detach
       });
-      // Its DHCP reservations go; networks no VM here uses any more go too.
+      // Networks no VM here uses any more go; on the others its DHCP reservations go.
+      await this.removeUnusedNetworks();
       for (const nic of vm.spec.nics ?? []) {
         const network = this.networks.get(`${vm.metadata.namespace}/${nic.network}`);
-        if (network) await this.realizeNetwork(network);
+        if (network) await this.realizeNetwork(network, { createIfMissing: false });
       }
-      await this.removeUnusedNetworks();
       if (await removeFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer))
         log.info("domain deleted; finalizer removed");
       return;
@@ -506,8 +529,12 @@ export class HostAgent {
   }
 
   /** The network's bridge and DHCP, with one reservation per NIC of this host's VMs on it. */
-  private async realizeNetwork(network: Network): Promise<void> {
+  private async realizeNetwork(
+    network: Network,
+    options: { createIfMissing: boolean } = { createIfMissing: true },
+  ): Promise<void> {
     const name = libvirtNetworkName(network.metadata.uid as string);
+    if (!options.createIfMissing && (await this.libvirt.networkXml(name)) === undefined) return;
     const desired: DhcpHost[] = this.boundVms()
       .filter((vm) => !vm.metadata.deletionTimestamp && vm.metadata.namespace === network.metadata.namespace)
       .flatMap((vm) => this.resolveNics(vm))
@@ -534,7 +561,8 @@ export class HostAgent {
           ),
         ),
     );
-    for (const name of await this.libvirt.listNetworks()) {
+    const present = await this.libvirt.listNetworks();
+    for (const name of present) {
       if (name.startsWith(NETWORK_PREFIX) && !used.has(name.slice(NETWORK_PREFIX.length))) {
         await this.libvirt.deleteNetwork(name);
         this.log.info({ network: name }, "removed a network no VM here uses");
@@ -587,16 +615,15 @@ export class HostAgent {
     return undefined;
   }
 
-  private async reportProblem(vm: VirtualMachine, reason: string, message: string): Promise<void> {
+  private async reportProblem(
+    vm: VirtualMachine,
+    reason: string,
+    message: string,
+    state: "Error" | "Unknown" = "Error",
+  ): Promise<void> {
     const status = desiredVmStatus(vm, this.hostName, undefined);
     status.conditions = status.conditions.map((c) => (c.type === "Ready" ? { ...c, reason, message } : c));
-    await applyStatus(
-      this.client,
-      Resources.virtualMachines,
-      vm,
-      { ...status, state: "Error" },
-      this.fieldManager,
-    );
+    await applyStatus(this.client, Resources.virtualMachines, vm, { ...status, state }, this.fieldManager);
     await this.events.record(Resources.virtualMachines, vm, {
       type: "Warning",
       reason,

@@ -168,9 +168,9 @@ export class Informer<T extends KubeObject> {
             { resource: this.type.plural, err: String(error), retryInMs: Math.round(delay) },
             "list/watch failed; retrying",
           );
+          // As client-go: resume watching from the last resourceVersion; only 410 Gone forces a
+          // relist (a list first would hide that the history was compacted, and cost more).
           await sleep(delay, signal);
-          // After repeated failures relist: the watch may keep failing for a reason a list fixes.
-          if (failures >= 3) needList = true;
         }
       }
     } finally {

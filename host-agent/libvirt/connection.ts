@@ -53,6 +53,7 @@ const api = {
   eventRunDefaultImpl: lib.func("int virEventRunDefaultImpl()"),
   connectOpen: lib.func("void *virConnectOpen(const char *name)"),
   connectClose: lib.func("int virConnectClose(void *conn)"),
+  connectIsAlive: lib.func("int virConnectIsAlive(void *conn)"),
   connGetLastError: lib.func("virError *virConnGetLastError(void *conn)"),
   getLastErrorMessage: lib.func("const char *virGetLastErrorMessage()"),
   connectGetLibVersion: lib.func("int virConnectGetLibVersion(void *conn, _Out_ unsigned long *version)"),
@@ -221,7 +222,13 @@ function call<T>(fn: { async: (...args: unknown[]) => void }, ...args: unknown[]
 
 export class LibvirtConnection {
   readonly uri: string;
-  private readonly conn: Pointer;
+  /** Replaced when the daemon went away and came back (see ensureConnected). */
+  private conn: Pointer;
+  private readonly listeners: ((
+    name: string,
+    event: (typeof DOMAIN_EVENTS)[number] | "unknown",
+    detail: number,
+  ) => void)[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   private readonly callbacks: { id: number; pointer: unknown }[] = [];
   private closed = false;
@@ -242,6 +249,25 @@ export class LibvirtConnection {
       );
     }
     return new LibvirtConnection(uri, conn);
+  }
+
+  /**
+   * Reconnects when the daemon closed the connection (restarted, or was down). The old connection
+   * object is deliberately not freed: a call already holding its pointer must fail, not crash.
+   */
+  async ensureConnected(): Promise<void> {
+    if (this.closed || api.connectIsAlive(this.conn) === 1) return;
+    const fresh = await call<Pointer>(api.connectOpen, this.uri);
+    if (!fresh) {
+      throw new LibvirtError(
+        `connect to ${this.uri}`,
+        (api.getLastErrorMessage() as string | null) ?? "the daemon does not answer",
+        0,
+      );
+    }
+    this.conn = fresh;
+    this.callbacks.length = 0;
+    for (const listener of this.listeners) await this.registerDomainEvents(listener);
   }
 
   /** Runs one libvirt call after the previous one, turning failures into LibvirtError. */
@@ -603,6 +629,13 @@ export class LibvirtConnection {
 
   /** Calls `listener` with the domain name and event for every lifecycle event of this connection. */
   async onDomainEvent(
+    listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void,
+  ): Promise<void> {
+    this.listeners.push(listener);
+    await this.registerDomainEvents(listener);
+  }
+
+  private async registerDomainEvents(
     listener: (name: string, event: (typeof DOMAIN_EVENTS)[number] | "unknown", detail: number) => void,
   ): Promise<void> {
     const pointer = koffi.register((_conn: Pointer, dom: Pointer, event: number, detail: number) => {

@@ -179,15 +179,15 @@ describe.skipIf(!(isRoot && hasQemu))(
       const uid = vm.metadata.uid as string;
       const mac = vm.status?.nics?.[0]?.macAddress as string;
       expect(vm.status?.nics?.[0]).toMatchObject({ name: "eth0", ipAddress: address });
-      const console = join(workDir, "console", `${uid}.sock`);
+      const consoleSocket = join(workDir, "console", `${uid}.sock`);
 
       // The guest sees its data disk (serial = the slot name) and gets its address by DHCP.
       expect(
-        await readConsoleUntil(console, /stratus-guest: disk vda serial=data sectors=2097152/),
+        await readConsoleUntil(consoleSocket, /stratus-guest: disk vda serial=data sectors=2097152/),
       ).toBeTruthy();
       expect(
         await readConsoleUntil(
-          console,
+          consoleSocket,
           new RegExp(`stratus-guest: ip: ${address.replaceAll(".", "\\.")}/24`),
         ),
       ).toBeTruthy();
@@ -208,7 +208,7 @@ describe.skipIf(!(isRoot && hasQemu))(
       await waitState("Running");
       expect(
         await readConsoleUntil(
-          console,
+          consoleSocket,
           new RegExp(`stratus-guest: ip: ${address.replaceAll(".", "\\.")}/24`),
         ),
       ).toBeTruthy();
@@ -239,6 +239,6 @@ describe.skipIf(!(isRoot && hasQemu))(
         client.get(Resources.volumes, "e2e-data", namespace).then(() => false, isNotFound),
       );
       expect(existsSync(volume.status?.path as string)).toBe(false);
-    });
+    }, 600_000);
   },
 );
