@@ -160,6 +160,9 @@ describe.skipIf(!(isRoot && hasQemu))(
       await agent?.stop("SIGKILL");
       server?.close();
       await client?.close();
+      // The pool the agent defined points into workDir: remove both, so the next run starts clean.
+      await virsh("pool-destroy", "stratus").catch(() => undefined);
+      await virsh("pool-undefine", "stratus").catch(() => undefined);
       await rm(workDir, { recursive: true, force: true });
     });
 
