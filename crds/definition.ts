@@ -1,6 +1,7 @@
 // What a Stratus kind declares: its names, scope, schemas and how kubectl shows it. The generator
 // turns each into a CustomResourceDefinition; the types come from the same schemas.
 import type { Static, TObject } from "@sinclair/typebox";
+import type { ObjectMeta } from "../runtime/client.ts";
 import type { ValidationRule } from "./schema.ts";
 
 export const GROUP = "stratus.io";
@@ -37,29 +38,6 @@ export function defineKind<Spec extends TObject, Status extends TObject>(
   definition: KindDefinition<Spec, Status>,
 ): KindDefinition<Spec, Status> {
   return definition;
-}
-
-/** The object metadata every Stratus type carries (the subset Stratus code reads and writes). */
-export interface ObjectMeta {
-  name?: string;
-  generateName?: string;
-  namespace?: string;
-  uid?: string;
-  resourceVersion?: string;
-  generation?: number;
-  creationTimestamp?: string;
-  deletionTimestamp?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-  finalizers?: string[];
-  ownerReferences?: {
-    apiVersion: string;
-    kind: string;
-    name: string;
-    uid: string;
-    controller?: boolean;
-    blockOwnerDeletion?: boolean;
-  }[];
 }
 
 /** The TypeScript type of a whole object of a kind. */

@@ -28,7 +28,7 @@ export interface ObjectMeta {
   annotations?: Record<string, string>;
   finalizers?: string[];
   ownerReferences?: OwnerReference[];
-  managedFields?: unknown[];
+  managedFields?: { manager: string; operation?: string; subresource?: string; time?: string }[];
 }
 
 export interface OwnerReference {

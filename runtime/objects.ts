@@ -48,39 +48,42 @@ export async function applyStatus(
 }
 
 /** Adds a finalizer; returns false when it was already there. Guarded by resourceVersion. */
-export async function addFinalizer(
+export function addFinalizer(
   client: KubeClient,
   type: ResourceType,
   object: KubeObject,
   finalizer: string,
 ): Promise<boolean> {
-  const finalizers = object.metadata.finalizers ?? [];
-  if (finalizers.includes(finalizer)) return false;
-  await patchFinalizers(client, type, object, [...finalizers, finalizer]);
-  return true;
+  return setFinalizer(client, type, object, finalizer, true);
 }
 
 /** Removes a finalizer; returns false when it was not there. Guarded by resourceVersion. */
-export async function removeFinalizer(
+export function removeFinalizer(
   client: KubeClient,
   type: ResourceType,
   object: KubeObject,
   finalizer: string,
 ): Promise<boolean> {
-  const finalizers = object.metadata.finalizers ?? [];
-  if (!finalizers.includes(finalizer)) return false;
-  await patchFinalizers(
-    client,
-    type,
-    object,
-    finalizers.filter((f) => f !== finalizer),
-  );
-  return true;
+  return setFinalizer(client, type, object, finalizer, false);
 }
 
-function patchFinalizers(client: KubeClient, type: ResourceType, object: KubeObject, finalizers: string[]) {
+async function setFinalizer(
+  client: KubeClient,
+  type: ResourceType,
+  object: KubeObject,
+  finalizer: string,
+  present: boolean,
+): Promise<boolean> {
+  const finalizers = object.metadata.finalizers ?? [];
+  if (finalizers.includes(finalizer) === present) return false;
   const { name, namespace, resourceVersion } = object.metadata;
-  return client.mergePatch(type, name as string, namespace, { metadata: { finalizers, resourceVersion } });
+  await client.mergePatch(type, name as string, namespace, {
+    metadata: {
+      finalizers: present ? [...finalizers, finalizer] : finalizers.filter((f) => f !== finalizer),
+      resourceVersion,
+    },
+  });
+  return true;
 }
 
 /** An owner reference to `owner`, so garbage collection removes the child with it. */
