@@ -8,7 +8,7 @@ import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
-import { LibvirtConnection } from "./libvirt/connection.ts";
+import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
 
 const HELP = `stratus-host-agent: runs the VMs bound to this host on libvirt.
 
@@ -51,10 +51,10 @@ async function main(): Promise<void> {
   const uri = values["libvirt-uri"] ?? process.env.LIBVIRT_URI ?? "qemu:///system";
   const heartbeatSeconds = Number(values["heartbeat-interval"]);
   const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
-  if (!values.zone) fail("--zone is required: the zone this host registers in");
-  if (!(heartbeatSeconds > 0)) fail(`--heartbeat-interval must be a positive number of seconds`);
-  if (!(Number(values["shutdown-grace"]) >= 0)) fail(`--shutdown-grace must be a number of seconds`);
-  if (!healthHost || !Number.isInteger(Number(healthPort))) fail(`--health-address must be HOST:PORT`);
+  if (!values.zone) await fail("--zone is required: the zone this host registers in");
+  if (!(heartbeatSeconds > 0)) await fail(`--heartbeat-interval must be a positive number of seconds`);
+  if (!(Number(values["shutdown-grace"]) >= 0)) await fail(`--shutdown-grace must be a number of seconds`);
+  if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
 
   const logger = createLogger("stratus-host-agent").child({ host: hostName });
   const metrics = new RuntimeMetrics();
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   try {
     libvirt = await LibvirtConnection.open(uri);
   } catch (error) {
-    fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}. Is libvirtd running?`);
+    return fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
   }
   const agent = new HostAgent({
     hostName,
@@ -109,18 +109,20 @@ async function main(): Promise<void> {
     await agent.run(shutdown.signal);
   } catch (error) {
     logger.error({ err: error instanceof Error ? error.message : String(error) }, "host agent failed");
+    await stopEventLoop();
     process.exit(1);
   }
   await health.close();
   await libvirt.close();
   await client.close();
   logger.info("host agent stopped");
-  // libvirt's event loop thread would keep the process alive.
+  await stopEventLoop();
   process.exit(0);
 }
 
-function fail(message: string): never {
+async function fail(message: string): Promise<never> {
   process.stderr.write(`stratus-host-agent: ${message}\n`);
+  await stopEventLoop();
   process.exit(2);
 }
 

@@ -43,6 +43,7 @@ const VirStorageVolInfo = koffi.struct("virStorageVolInfo", {
   allocation: "unsigned long long",
 });
 const ErrorFunc = koffi.proto("void virErrorFunc(void *userData, void *error)");
+const EventTimeoutCallback = koffi.proto("void virEventTimeoutCallback(int timer, void *opaque)");
 const DomainEventCallback = koffi.proto(
   "int virConnectDomainEventCallback(void *conn, void *dom, int event, int detail, void *opaque)",
 );
@@ -51,6 +52,10 @@ const api = {
   setErrorFunc: lib.func("void virSetErrorFunc(void *userData, virErrorFunc *handler)"),
   eventRegisterDefaultImpl: lib.func("int virEventRegisterDefaultImpl()"),
   eventRunDefaultImpl: lib.func("int virEventRunDefaultImpl()"),
+  eventAddTimeout: lib.func(
+    "int virEventAddTimeout(int frequency, virEventTimeoutCallback *cb, void *opaque, void *ff)",
+  ),
+  eventRemoveTimeout: lib.func("int virEventRemoveTimeout(int timer)"),
   connectOpen: lib.func("void *virConnectOpen(const char *name)"),
   connectClose: lib.func("int virConnectClose(void *conn)"),
   connectIsAlive: lib.func("int virConnectIsAlive(void *conn)"),
@@ -158,6 +163,9 @@ const NETWORK_SECTION_IP_DHCP_HOST = 4;
 const NETWORK_UPDATE_LIVE_AND_CONFIG = 1 | 2;
 export const VIR_ERR_OPERATION_INVALID = 55;
 
+/** virConnectOpen's reason is thread-local to the worker that ran it, so it cannot be read back. */
+const DAEMON_UNREACHABLE = "the libvirt daemon does not answer (is libvirtd running?)";
+
 export class LibvirtError extends Error {
   override name = "LibvirtError";
   readonly code: number;
@@ -192,7 +200,8 @@ export interface NodeInfo {
   mhz: number;
 }
 
-let eventLoopStarted = false;
+let eventLoop: { timer: number; stopped: boolean; iteration: Promise<void> } | undefined;
+const tick = koffi.register(() => {}, koffi.pointer(EventTimeoutCallback));
 const errorHandler = koffi.register(() => {}, koffi.pointer(ErrorFunc));
 // libvirt prints every error to stderr unless an error function is set; errors are raised as
 // exceptions here instead.
@@ -203,15 +212,34 @@ api.setErrorFunc(null, errorHandler);
  * before the first connection opens for that connection to deliver events.
  */
 function startEventLoop(): void {
-  if (eventLoopStarted) return;
-  eventLoopStarted = true;
+  if (eventLoop) return;
   if (api.eventRegisterDefaultImpl() < 0)
-    throw new LibvirtError("virEventRegisterDefaultImpl", api.getLastErrorMessage() as string, 0);
-  const iterate = () =>
-    api.eventRunDefaultImpl.async((error: unknown) => {
-      if (!error) setImmediate(iterate);
+    throw new LibvirtError("virEventRegisterDefaultImpl", "cannot set up libvirt's event loop", 0);
+  // A 1 s tick bounds every iteration, so stopping never waits for an event that does not come.
+  const timer = api.eventAddTimeout(1000, tick, null, null) as number;
+  const loop = { timer, stopped: false, iteration: Promise.resolve() };
+  const iterate = () => {
+    loop.iteration = new Promise<void>((resolve) => {
+      api.eventRunDefaultImpl.async((error: unknown) => {
+        resolve();
+        if (!error && !loop.stopped) iterate();
+      });
     });
+  };
   iterate();
+  eventLoop = loop;
+}
+
+/**
+ * Stops libvirt's event loop and waits until its worker thread is free. Call it before
+ * process.exit: a thread blocked in the loop, or in a JavaScript callback the exiting main thread
+ * will never run, keeps the process from exiting.
+ */
+export async function stopEventLoop(): Promise<void> {
+  if (!eventLoop || eventLoop.stopped) return;
+  eventLoop.stopped = true;
+  api.eventRemoveTimeout(eventLoop.timer); // wakes the loop's poll
+  await eventLoop.iteration;
 }
 
 function call<T>(fn: { async: (...args: unknown[]) => void }, ...args: unknown[]): Promise<T> {
@@ -241,13 +269,7 @@ export class LibvirtConnection {
   static async open(uri: string): Promise<LibvirtConnection> {
     startEventLoop();
     const conn = await call<Pointer>(api.connectOpen, uri);
-    if (!conn) {
-      throw new LibvirtError(
-        `open ${uri}`,
-        (api.getLastErrorMessage() as string | null) ?? "cannot connect",
-        0,
-      );
-    }
+    if (!conn) throw new LibvirtError(`open ${uri}`, DAEMON_UNREACHABLE, 0);
     return new LibvirtConnection(uri, conn);
   }
 
@@ -258,13 +280,7 @@ export class LibvirtConnection {
   async ensureConnected(): Promise<void> {
     if (this.closed || api.connectIsAlive(this.conn) === 1) return;
     const fresh = await call<Pointer>(api.connectOpen, this.uri);
-    if (!fresh) {
-      throw new LibvirtError(
-        `connect to ${this.uri}`,
-        (api.getLastErrorMessage() as string | null) ?? "the daemon does not answer",
-        0,
-      );
-    }
+    if (!fresh) throw new LibvirtError(`connect to ${this.uri}`, DAEMON_UNREACHABLE, 0);
     this.conn = fresh;
     this.callbacks.length = 0;
     for (const listener of this.listeners) await this.registerDomainEvents(listener);

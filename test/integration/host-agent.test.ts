@@ -17,7 +17,7 @@ import { isNotFound, KubeClient, type KubeObject } from "../../runtime/client.ts
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { run, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const HOSTS = ["a", "b", "c"].map((h) => `agent-${h}-${suffix}`);
@@ -318,6 +318,22 @@ describe("host agents on simulated hosts", () => {
     await waitFor("the static reservation to go", async () => (await reservations()).length === 1);
     await client.delete(Resources.virtualMachines, "vm-allocated", namespace);
     await waitFor("the network to be torn down", async () => (await networks()).length === 0);
+  });
+
+  it("refuses to start, with a message saying why, when the libvirt daemon does not answer", async () => {
+    const { kubeconfigPath } = await sharedControlPlane();
+    const result = await run(process.execPath, [
+      "host-agent/main.ts",
+      `--kubeconfig=${kubeconfigPath}`,
+      "--host-name=no-daemon",
+      "--zone=agent-zone",
+      "--libvirt-uri=qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+      "--health-address=127.0.0.1:0",
+    ]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(
+      "stratus-host-agent: cannot connect to libvirt at qemu+unix:///system?socket=/nonexistent/libvirt-sock: libvirt open qemu+unix:///system?socket=/nonexistent/libvirt-sock: the libvirt daemon does not answer (is libvirtd running?)",
+    );
   });
 
   it("reports a missing offering on the VM, keeps serving the others, and recovers when it appears", async () => {
