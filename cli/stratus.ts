@@ -5,13 +5,14 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
 
 const HELP = `stratus: Apache CloudStack rebuilt as a Kubernetes operator.
 
 Usage:
-  stratus up                       start the local cloud (today: the control plane)
+  stratus up                       start the local cloud (today: the control plane with the Stratus CRDs)
   stratus down [--purge]           stop it; --purge also deletes its data
   stratus test [VITEST ARGS]       build or reuse the control plane, then run every test (vitest run)
   stratus cluster build [--rebuild]
@@ -39,10 +40,14 @@ function clusterDir(): string {
 
 const progress = (message: string) => process.stderr.write(`• ${message}\n`);
 
-async function startCluster(): Promise<void> {
+async function startCluster(options: { withCrds: boolean }): Promise<void> {
   const dir = clusterDir();
   const started = Date.now();
   const controlPlane = await LocalControlPlane.start({ dir, detached: true, progress });
+  if (options.withCrds) {
+    progress("installing the Stratus CRDs (stratus.io/v1alpha1)");
+    await installCustomResourceDefinitions(controlPlane.kubeConfig);
+  }
   progress(
     `control plane ready in ${((Date.now() - started) / 1000).toFixed(1)} s at ${controlPlane.server}`,
   );
@@ -98,8 +103,9 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (`${command} ${subcommand ?? ""}`.trim()) {
     case "up":
+      return startCluster({ withCrds: true });
     case "cluster start":
-      return startCluster();
+      return startCluster({ withCrds: false });
     case "down":
     case "cluster stop":
       return stopCluster(values.purge ?? false);
