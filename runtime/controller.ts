@@ -12,7 +12,7 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
-export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | undefined | void>;
+export type Reconcile = (key: string, log: Logger) => Promise<ReconcileResult | undefined>;
 
 /** A failure retrying cannot fix (e.g. invalid input); report it as a condition and stop. */
 export class TerminalError extends Error {

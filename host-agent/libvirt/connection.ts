@@ -21,7 +21,8 @@ const VirError = koffi.struct("virError", {
   int2: "int",
   net: "void *",
 });
-const VirNodeInfo = koffi.struct("virNodeInfo", {
+// Registered by name for the function declarations below.
+koffi.struct("virNodeInfo", {
   model: koffi.array("char", 32),
   memory: "unsigned long",
   cpus: "unsigned int",
@@ -31,13 +32,15 @@ const VirNodeInfo = koffi.struct("virNodeInfo", {
   cores: "unsigned int",
   threads: "unsigned int",
 });
-const VirStoragePoolInfo = koffi.struct("virStoragePoolInfo", {
+// Registered by name for the function declarations below.
+koffi.struct("virStoragePoolInfo", {
   state: "int",
   capacity: "unsigned long long",
   allocation: "unsigned long long",
   available: "unsigned long long",
 });
-const VirStorageVolInfo = koffi.struct("virStorageVolInfo", {
+// Registered by name for the function declarations below.
+koffi.struct("virStorageVolInfo", {
   type: "int",
   capacity: "unsigned long long",
   allocation: "unsigned long long",
