@@ -13,11 +13,11 @@ import { type Host, Resources, type VirtualMachine, type Volume } from "../../cr
 import { domainName, macFor } from "../../host-agent/domain-xml.ts";
 import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
 import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
-import { isNotFound, KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent } from "./processes.ts";
-import { run, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { run, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const HOSTS = ["a", "b", "c"].map((h) => `agent-${h}-${suffix}`);
@@ -188,7 +188,7 @@ describe("host agents on simulated hosts", () => {
   it("deletes the domain with its VM and leaves nothing behind", async () => {
     const uid = (await getVm("vm-2-2")).metadata.uid as string;
     await client.delete(Resources.virtualMachines, "vm-2-2", namespace);
-    await waitFor("vm-2-2 gone", () => getVm("vm-2-2").then(() => false, isNotFound));
+    await waitUntilGone(client, Resources.virtualMachines, "vm-2-2", namespace);
     expect((await domainsOf(HOSTS[2] as string)).map((d) => d.name)).not.toContain(domainName(uid));
   });
 
@@ -228,9 +228,7 @@ describe("host agents on simulated hosts", () => {
     // A volume in use is not deleted; once its VM is gone, its disk goes with it.
     await client.delete(Resources.volumes, "data-1", namespace);
     await client.delete(Resources.virtualMachines, "vm-disks", namespace);
-    await waitFor("the volume to be gone", () =>
-      client.get(Resources.volumes, "data-1", namespace).then(() => false, isNotFound),
-    );
+    await waitUntilGone(client, Resources.volumes, "data-1", namespace);
     const remaining = (await domainsOf(host)).flatMap((d) => d.disks ?? []);
     expect(
       remaining.filter(

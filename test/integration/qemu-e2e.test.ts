@@ -15,9 +15,9 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
-import { isNotFound, KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { type StratusProcess, startStratusProcess } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
@@ -233,14 +233,12 @@ describe.skipIf(!(isRoot && hasQemu))(
       const volume = await client.get<Volume>(Resources.volumes, "e2e-data", namespace);
       expect(volume.status?.path && existsSync(volume.status.path)).toBe(true);
       await client.delete(Resources.virtualMachines, "guest", namespace);
-      await waitFor("the VM to be gone", () => getVm().then(() => false, isNotFound));
+      await waitUntilGone(client, Resources.virtualMachines, "guest", namespace);
       expect(await virsh("list", "--all", "--name")).not.toContain(uid);
       const links = (await run("ip", ["-o", "link", "show"])).stdout;
       expect(links).not.toContain(bridgeName(network));
       await client.delete(Resources.volumes, "e2e-data", namespace);
-      await waitFor("the volume to be gone", () =>
-        client.get(Resources.volumes, "e2e-data", namespace).then(() => false, isNotFound),
-      );
+      await waitUntilGone(client, Resources.volumes, "e2e-data", namespace);
       expect(existsSync(volume.status?.path as string)).toBe(false);
     }, 600_000);
   },

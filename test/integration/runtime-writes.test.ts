@@ -3,10 +3,10 @@
 // that garbage collection follows, and Events.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
-import { type ApiError, isNotFound, KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { type ApiError, KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT, EventRecorder } from "../../runtime/events.ts";
 import { addFinalizer, applyStatus, ownerReference, removeFinalizer } from "../../runtime/objects.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { sharedControlPlane, useNamespace, waitUntilGone } from "./support.ts";
 
 describe("runtime writes", () => {
   let client: KubeClient;
@@ -90,12 +90,7 @@ describe("runtime writes", () => {
     expect(await removeFinalizer(client, Resources.virtualMachines, terminating, "stratus.io/test")).toBe(
       true,
     );
-    await waitFor("the VM to be gone", () =>
-      client.get(Resources.virtualMachines, "finalized", namespace).then(
-        () => false,
-        (e: unknown) => isNotFound(e),
-      ),
-    );
+    await waitUntilGone(client, Resources.virtualMachines, "finalized", namespace);
   });
 
   it("owner references let garbage collection remove children", async () => {
@@ -112,12 +107,7 @@ describe("runtime writes", () => {
       spec: { zone: "z1", size: "10Gi", type: "ROOT" },
     } as Volume);
     await client.delete(Resources.virtualMachines, "owner", namespace);
-    await waitFor("the owned volume to be collected", () =>
-      client.get(Resources.volumes, "owner-root", namespace).then(
-        () => false,
-        (e: unknown) => isNotFound(e),
-      ),
-    );
+    await waitUntilGone(client, Resources.volumes, "owner-root", namespace);
   });
 
   it("records Events about an object, once per repeat window", async () => {

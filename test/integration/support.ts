@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, inject } from "vitest";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
 
 export function sharedControlPlane(): Promise<LocalControlPlane> {
   return LocalControlPlane.open(inject("controlPlaneDir"));
@@ -85,6 +86,21 @@ export function kubectl(
     inject("binaries").kubectl,
     ["--kubeconfig", kubeconfigPath, ...args],
     input === undefined ? {} : { input },
+  );
+}
+
+/** Waits until the object no longer exists (deleted, finalizers done). */
+export function waitUntilGone(
+  client: KubeClient,
+  type: ResourceType,
+  name: string,
+  namespace?: string,
+  options?: WaitOptions,
+) {
+  return waitFor(
+    `${type.kind} ${namespace ? `${namespace}/` : ""}${name} to be gone`,
+    () => client.get(type, name, namespace).then(() => false, isNotFound),
+    options,
   );
 }
 
