@@ -117,13 +117,19 @@ describe("host agents on simulated hosts", () => {
     }
     const renewTime = async () =>
       (await client.get<Lease>(LEASE, `host-${HOSTS[0]}`, namespace)).spec.renewTime;
-    const first = await waitFor("a heartbeat", () => renewTime().catch(() => undefined));
-    await waitFor("the heartbeat to be renewed", async () => (await renewTime()) !== first, {
-      timeoutMs: 10_000,
-    });
-    // Heartbeats renew the Lease; they do not write the Host.
+    // Heartbeats renew the Lease; they do not write the Host: across three renewals it is unchanged.
     const host = await client.get<Host>(Resources.hosts, HOSTS[0] as string);
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    let previous = await waitFor("a heartbeat", () => renewTime().catch(() => undefined));
+    for (let renewal = 0; renewal < 3; renewal++) {
+      previous = await waitFor(
+        "the heartbeat to be renewed",
+        async () => {
+          const current = await renewTime();
+          return current !== previous ? current : undefined;
+        },
+        { timeoutMs: 10_000 },
+      );
+    }
     expect((await client.get<Host>(Resources.hosts, HOSTS[0] as string)).metadata.resourceVersion).toBe(
       host.metadata.resourceVersion,
     );

@@ -202,7 +202,8 @@ describe("stratus-operator", () => {
     await waitFor("the new leader to reconcile", () => zonesConverged([zone]));
 
     const third = await run("replica-c");
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // let it start campaigning
+    // Campaigning starts once its caches are synced (ready): then it retries every 2 s.
+    await waitFor("the third replica to be ready", async () => (await third.get("/readyz")).status === 200);
     const terminatedAt = Date.now();
     expect(await standby.stop("SIGTERM")).toBe(0);
     await waitFor("the third replica to take over", async () => (await leaseHolder()) === third.identity, {
