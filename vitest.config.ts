@@ -1,7 +1,19 @@
 import { defineConfig } from "vitest/config";
 
-// Two projects: unit tests sit next to the code they test and need nothing running; integration
-// tests (test/integration) share one real control plane started by their global setup.
+/**
+ * Files that run Stratus operators: an operator reconciles every namespace and watches every
+ * host's heartbeat, so two at once would fight over the same objects. They run one at a time,
+ * after the rest, on a control plane of their own.
+ */
+const ORCHESTRATION = [
+  "test/integration/operator.test.ts",
+  "test/integration/host-agent.test.ts",
+  "test/integration/orchestration.test.ts",
+  "test/integration/qemu-e2e.test.ts",
+];
+
+// Unit tests sit next to the code they test and need nothing running; integration tests
+// (test/integration) share one real control plane started by their global setup.
 export default defineConfig({
   test: {
     reporters: ["default", "./test/summary-reporter.ts"],
@@ -17,11 +29,23 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          exclude: ORCHESTRATION,
           globalSetup: ["./test/integration/global-setup.ts"],
           testTimeout: 120_000,
           hookTimeout: 300_000,
           // 2 cores: one control plane plus two test workers is what the machine carries well.
           maxWorkers: 2,
+        },
+      },
+      {
+        test: {
+          name: "orchestration",
+          include: ORCHESTRATION,
+          globalSetup: ["./test/integration/global-setup.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 300_000,
+          maxWorkers: 1,
+          sequence: { groupOrder: 1 },
         },
       },
     ],

@@ -1,9 +1,10 @@
-// The host agent: registers its Host, renews its heartbeat Lease, and turns the VMs bound to its
-// host into libvirt domains, reporting what really runs. It watches only VMs bound to it (placed
-// there, or pinned there while not placed) plus libvirt's own lifecycle events, both feeding one
-// work queue, like KubeVirt's virt-handler.
+// The host agent: registers its Host, renews its heartbeat Lease, and turns the VMs placed on its
+// host (VM status.host, written by the scheduler) into libvirt domains, reporting what really
+// runs. It watches only those VMs plus libvirt's own lifecycle events, both feeding one work
+// queue, like KubeVirt's virt-handler. When its Host goes into maintenance it stops its VMs and
+// hands them back to the scheduler.
 import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import type { Logger } from "pino";
 import {
   type DiskOffering,
@@ -11,6 +12,7 @@ import {
   type IPAddress,
   type Network,
   Resources,
+  rootVolumeName,
   type ServiceOffering,
   type Template,
   type VirtualMachine,
@@ -26,10 +28,17 @@ import { LEASE, type Lease } from "../runtime/leader-election.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
-import { type AttachedVolume, DiskManager, type VmDisks } from "./disks.ts";
-import { buildDomainXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
-import { type DomainInfo, type LibvirtConnection, LibvirtError } from "./libvirt/connection.ts";
+import { type AttachedVolume, DATA_VOLUME_PREFIX, DiskManager, type VmDisks } from "./disks.ts";
+import { buildDomainXml, disksIn, diskTarget, diskXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
 import {
+  type DomainInfo,
+  type LibvirtConnection,
+  LibvirtError,
+  VIR_ERR_NO_SUPPORT,
+  type VolumeInfo,
+} from "./libvirt/connection.ts";
+import {
+  bridgeName,
   buildNetworkXml,
   type DhcpHost,
   dhcpHostsIn,
@@ -37,7 +46,8 @@ import {
   libvirtNetworkName,
   NETWORK_PREFIX,
 } from "./network-xml.ts";
-import { HostProblem } from "./problem.ts";
+import { HostProblem, Waiting } from "./problem.ts";
+import { ensureVlanLink, removeVlanLinks, vlanLinkName } from "./vlan.ts";
 import { desiredVmStatus, runIntent } from "./vm-status.ts";
 
 /**
@@ -68,6 +78,11 @@ export interface HostAgentOptions {
   cacheDir?: string;
   /** Directory of the guests' serial console sockets (default /run/stratus/console/<host>). */
   consoleDir?: string;
+  /**
+   * The interface that carries VLAN-tagged guest traffic between hosts. Without it a network's
+   * VLAN is recorded but its bridge stays local to the host.
+   */
+  vlanUplink?: string;
 }
 
 const STORAGE_POOL = "stratus";
@@ -82,7 +97,7 @@ export class HostAgent {
   private readonly finalizer: string;
   private readonly informers: InformerFactory;
   private readonly placed: Informer<VirtualMachine>;
-  private readonly pinned: Informer<VirtualMachine>;
+  private readonly self: Informer<Host>;
   private readonly offerings: Informer<ServiceOffering>;
   private readonly templates: Informer<Template>;
   private readonly diskOfferings: Informer<DiskOffering>;
@@ -97,6 +112,7 @@ export class HostAgent {
   private readonly keysByUid = new Map<string, string>();
   private readonly shutdownRequested = new Map<string, number>();
   private hypervisorType = "TEST";
+  private libvirtReachable = true;
 
   constructor(options: HostAgentOptions) {
     this.options = options;
@@ -114,8 +130,8 @@ export class HostAgent {
     this.placed = this.informers.for<VirtualMachine>(Resources.virtualMachines, {
       fieldSelector: `status.host=${this.hostName}`,
     });
-    this.pinned = this.informers.for<VirtualMachine>(Resources.virtualMachines, {
-      fieldSelector: `spec.placement.host=${this.hostName}`,
+    this.self = this.informers.for<Host>(Resources.hosts, {
+      fieldSelector: `metadata.name=${this.hostName}`,
     });
     this.offerings = this.informers.for<ServiceOffering>(Resources.serviceOfferings);
     this.templates = this.informers.for<Template>(Resources.templates);
@@ -143,7 +159,8 @@ export class HostAgent {
       reconcile: (key, log) => this.reconcileVm(key, log),
     })
       .watch(this.placed)
-      .watch(this.pinned)
+      // Maintenance (or its end) concerns every VM here.
+      .watch(this.self, () => this.boundVms().map(objectKey))
       // An offering, template or volume that appears or changes may unblock VMs waiting for it.
       .watch(this.offerings, (offering) =>
         this.vmsUsing((vm) => vm.spec.serviceOffering === offering.metadata.name),
@@ -170,14 +187,11 @@ export class HostAgent {
         volume.metadata.finalizers?.includes(this.finalizer) ? [objectKey(volume)] : [],
       )
       // A VM that goes away may release the volumes it held.
-      .watch(this.placed, (vm) => volumeKeys(vm))
-      .watch(this.pinned, (vm) => volumeKeys(vm));
-    for (const informer of [this.placed, this.pinned]) {
-      informer.addHandlers({
-        onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
-        onUpdate: (_, vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
-      });
-    }
+      .watch(this.placed, (vm) => volumeKeys(vm));
+    this.placed.addHandlers({
+      onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
+      onUpdate: (_, vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
+    });
   }
 
   /** Runs until `signal` aborts. */
@@ -237,14 +251,15 @@ export class HostAgent {
   }
 
   private boundVms(): VirtualMachine[] {
-    const byKey = new Map<string, VirtualMachine>();
-    for (const vm of [...this.pinned.list(), ...this.placed.list()]) byKey.set(objectKey(vm), vm);
-    return [...byKey.values()].filter((vm) => this.isBound(vm));
+    return this.placed.list().filter((vm) => this.isBound(vm));
   }
 
   private isBound(vm: VirtualMachine): boolean {
-    const placedOn = vm.status?.host;
-    return placedOn ? placedOn === this.hostName : vm.spec.placement?.host === this.hostName;
+    return vm.status?.host === this.hostName;
+  }
+
+  private inMaintenance(): boolean {
+    return this.self.get(this.hostName)?.spec.maintenance === true;
   }
 
   /** Creates the Host (the zone is the administrator's once it exists) and reports its facts. */
@@ -311,8 +326,27 @@ export class HostAgent {
       } catch (error) {
         if (!isConflict(error)) this.log.warn({ err: String(error) }, "heartbeat failed");
       }
+      await this.watchLibvirt();
       await sleep(this.options.heartbeatIntervalMs ?? 5_000, signal);
     }
+  }
+
+  /**
+   * A daemon that went away produces no domain event, so each beat looks: on a change either way
+   * every bound VM is re-queued (and reports HypervisorError, or recovers once reconnected).
+   */
+  private async watchLibvirt(): Promise<void> {
+    let reachable = this.libvirt.isAlive();
+    if (!reachable)
+      reachable = await this.libvirt.ensureConnected().then(
+        () => true,
+        () => false,
+      );
+    if (reachable === this.libvirtReachable) return;
+    this.libvirtReachable = reachable;
+    if (reachable) this.log.info("the libvirt daemon answers again");
+    else this.log.warn("lost the libvirt daemon");
+    for (const vm of this.boundVms()) this.controller.queue.add(objectKey(vm));
   }
 
   /** Stratus domains whose VM is gone or bound elsewhere are removed; other domains are never touched. */
@@ -343,12 +377,11 @@ export class HostAgent {
       await this.libvirt.ensureConnected();
       return await this.syncVm(key, log);
     } catch (error) {
-      const vm = this.placed.get(key) ?? this.pinned.get(key);
+      const vm = this.placed.get(key);
       if (error instanceof LibvirtError && vm && this.isBound(vm) && !vm.metadata.deletionTimestamp) {
         await this.reportProblem(
           vm,
-          "HypervisorError",
-          `${error.message} (host ${this.hostName})`,
+          new HostProblem("HypervisorError", `${error.message} (host ${this.hostName})`),
           "Unknown",
         ).catch(() => undefined);
       }
@@ -357,12 +390,13 @@ export class HostAgent {
   }
 
   private async syncVm(key: string, log: Logger) {
-    const vm = this.placed.get(key) ?? this.pinned.get(key);
+    const vm = this.placed.get(key);
     if (!vm || !this.isBound(vm)) {
-      // Unbound from this host (or gone): its domain, if any, must go.
+      // Unbound from this host (moved, or gone): its domain and local root disk, if any, must go.
       const uid = [...this.keysByUid].find(([, k]) => k === key)?.[0];
       if (uid) {
         await this.deleteDomain(domainName(uid));
+        await this.disks.deleteRootDisk(uid);
         this.keysByUid.delete(uid);
       }
       await this.removeUnusedNetworks();
@@ -385,27 +419,36 @@ export class HostAgent {
         log.info("domain deleted; finalizer removed");
       return;
     }
+    // Maintenance: every VM here stops (gracefully, as for Halted), then goes back to the scheduler.
+    if (this.inMaintenance()) return this.evacuate(vm, log);
     if (await addFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer)) return; // the update re-queues it
 
     const offering = this.offerings.get(vm.spec.serviceOffering);
     if (!offering) {
       await this.reportProblem(
         vm,
-        "ServiceOfferingNotFound",
-        `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
+        new HostProblem(
+          "ServiceOfferingNotFound",
+          `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
+        ),
       );
       return;
     }
+    const running = (await this.libvirt.domain(name))?.state === "running";
     let disks: VmDisks;
     try {
-      disks = await this.disks.ensureDisks(vm, {
-        template: (n) => this.templates.get(n),
-        volume: (namespace, n) => this.volumes.get(`${namespace}/${n}`),
-        diskOffering: (n) => this.diskOfferings.get(n),
-      });
+      disks = await this.disks.ensureDisks(
+        vm,
+        {
+          template: (n) => this.templates.get(n),
+          volume: (namespace, n) => this.volumes.get(`${namespace}/${n}`),
+          diskOffering: (n) => this.diskOfferings.get(n),
+        },
+        !running,
+      );
     } catch (error) {
       if (!(error instanceof HostProblem)) throw error;
-      await this.reportProblem(vm, error.reason, error.message);
+      await this.reportProblem(vm, error);
       return;
     }
     for (const attached of disks.dataVolumes) {
@@ -417,11 +460,19 @@ export class HostAgent {
       for (const network of new Set(nics.map((n) => n.network))) await this.realizeNetwork(network);
     } catch (error) {
       if (!(error instanceof HostProblem)) throw error;
-      await this.reportProblem(vm, error.reason, error.message);
+      await this.reportProblem(vm, error);
       return;
     }
     let domain = await this.libvirt.domain(name);
-    if (!domain) {
+    if (domain) {
+      try {
+        await this.syncDisks(vm, domain, disks, log);
+      } catch (error) {
+        if (!(error instanceof HostProblem)) throw error;
+        await this.reportProblem(vm, error);
+        return;
+      }
+    } else {
       domain = await this.libvirt.defineDomain(
         buildDomainXml({
           vm: {
@@ -444,7 +495,7 @@ export class HostAgent {
       log.info({ domain: name }, "domain defined");
     }
 
-    const intent = runIntent(vm);
+    const intent = runIntent(vm, domain);
     let requeueAfterMs: number | undefined;
     if (intent === "run" && domain.state !== "running") {
       this.shutdownRequested.delete(key);
@@ -456,33 +507,10 @@ export class HostAgent {
         note: `Started on ${this.hostName}.`,
       });
     } else if (intent === "stop" && domain.state !== "shutoff") {
-      const requestedAt = this.shutdownRequested.get(key);
-      if (requestedAt === undefined) {
-        this.shutdownRequested.set(key, Date.now());
-        await this.libvirt.shutdownDomain(name);
-        requeueAfterMs = 2_000;
-      } else if (Date.now() - requestedAt > (this.options.shutdownGraceMs ?? 60_000)) {
-        await this.libvirt.destroyDomain(name);
-        await this.events.record(Resources.virtualMachines, vm, {
-          type: "Warning",
-          reason: "ForcedOff",
-          action: "Stop",
-          note: "The guest ignored the shutdown request; the domain was destroyed.",
-        });
-      } else {
-        requeueAfterMs = 2_000;
-      }
+      if (!(await this.stopGracefully(vm, name))) requeueAfterMs = 2_000;
     }
     if (intent !== "stop") this.shutdownRequested.delete(key);
     const observed = await this.libvirt.domain(name);
-    if (observed?.state === "shutoff" && intent === "stop" && this.shutdownRequested.delete(key)) {
-      await this.events.record(Resources.virtualMachines, vm, {
-        type: "Normal",
-        reason: "Stopped",
-        action: "Stop",
-        note: `Stopped on ${this.hostName}.`,
-      });
-    }
     const status = {
       ...desiredVmStatus(vm, this.hostName, observed),
       nics: nics.map((nic) => ({
@@ -491,12 +519,164 @@ export class HostAgent {
         macAddress: nic.mac,
         ...(nic.ip ? { ipAddress: nic.ip } : {}),
       })),
-      // Until a scheduler places it, a pinned VM's host is where the agent runs it.
-      ...(vm.status?.host ? {} : { host: this.hostName }),
     };
     await applyStatus(this.client, Resources.virtualMachines, vm, status, this.fieldManager);
     for (const attached of disks.dataVolumes) await this.reportVolume(attached, vm);
+    if (disks.root) await this.reportRootVolume(vm, disks.root);
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
+  }
+
+  /**
+   * Hot plug: the domain's file disks follow the VM spec. A new data volume is attached (to the
+   * running guest too), a removed one detached; a grown volume grows in the running guest. Device
+   * names are taken from the domain, so reported devices are what the guest sees.
+   */
+  private async syncDisks(
+    vm: VirtualMachine,
+    domain: DomainInfo,
+    disks: VmDisks,
+    log: Logger,
+  ): Promise<void> {
+    const live = domain.state === "running";
+    const current = disksIn(await this.libvirt.domainXml(domain.name));
+    const wanted = new Set(disks.disks.map((d) => d.path));
+    for (const disk of current) {
+      if (wanted.has(disk.path) || !basename(disk.path).startsWith(DATA_VOLUME_PREFIX)) continue;
+      await this.changeDevices(
+        domain.name,
+        "detach",
+        diskXml({ path: disk.path, format: "qcow2", serial: "" }, disk.target),
+        live,
+      );
+      log.info({ path: disk.path, device: disk.target }, "detached a volume");
+      const volumeUid = basename(disk.path).slice(DATA_VOLUME_PREFIX.length);
+      const volume = this.volumes.list().find((v) => v.metadata.uid === volumeUid);
+      if (volume && volume.status?.attachedTo?.virtualMachine === vm.metadata.name)
+        await this.reportVolume(
+          { volume, info: { name: "", path: disk.path, capacityBytes: BigInt(0) }, device: "" },
+          undefined,
+        );
+    }
+    const used = new Set(current.filter((d) => wanted.has(d.path)).map((d) => d.target));
+    for (const disk of disks.disks) {
+      const attached = current.find((d) => d.path === disk.path);
+      if (attached) continue;
+      let index = 0;
+      while (used.has(diskTarget(index))) index++;
+      const target = diskTarget(index);
+      used.add(target);
+      await this.changeDevices(domain.name, "attach", diskXml(disk, target), live);
+      log.info({ path: disk.path, device: target, live }, "attached a volume");
+      await this.events.record(Resources.virtualMachines, vm, {
+        type: "Normal",
+        reason: "VolumeAttached",
+        action: "Attach",
+        note: `Disk ${disk.serial} attached as ${target}${live ? " to the running guest" : ""}.`,
+      });
+    }
+    const targets = new Map(
+      disksIn(await this.libvirt.domainXml(domain.name)).map((d) => [d.path, d.target]),
+    );
+    for (const attached of disks.dataVolumes) {
+      attached.device = targets.get(attached.info.path) ?? attached.device;
+      const desired = attached.desiredBytes ?? attached.info.capacityBytes;
+      if (!live || desired <= attached.info.capacityBytes) continue;
+      if ((await this.libvirt.blockCapacity(domain.name, attached.device)) < desired) {
+        await this.libvirt.resizeBlockDevice(domain.name, attached.device, desired);
+        log.info({ device: attached.device, bytes: String(desired) }, "grew a volume in the running guest");
+      }
+      attached.info = { ...attached.info, capacityBytes: desired };
+    }
+  }
+
+  /** Attaches or detaches a device; a driver that cannot hot plug (the test driver) says so. */
+  private async changeDevices(domain: string, change: "attach" | "detach", xml: string, live: boolean) {
+    try {
+      if (change === "attach") await this.libvirt.attachDevice(domain, xml, live);
+      else await this.libvirt.detachDevice(domain, xml, live);
+    } catch (error) {
+      if (error instanceof LibvirtError && error.code === VIR_ERR_NO_SUPPORT)
+        throw new HostProblem(
+          "HotPlugUnsupported",
+          `The hypervisor of host ${this.hostName} cannot ${change} disks; stop and start the VM to apply the change.`,
+        );
+      throw error;
+    }
+  }
+
+  /**
+   * ACPI shutdown, then destroy once the grace period is over. Returns true when the domain is off
+   * (false: look again soon).
+   */
+  private async stopGracefully(vm: VirtualMachine, name: string): Promise<boolean> {
+    const key = objectKey(vm);
+    const domain = await this.libvirt.domain(name);
+    if (!domain || domain.state === "shutoff") {
+      if (domain && this.shutdownRequested.delete(key))
+        await this.events.record(Resources.virtualMachines, vm, {
+          type: "Normal",
+          reason: "Stopped",
+          action: "Stop",
+          note: `Stopped on ${this.hostName}.`,
+        });
+      return true;
+    }
+    const requestedAt = this.shutdownRequested.get(key);
+    if (requestedAt === undefined) {
+      this.shutdownRequested.set(key, Date.now());
+      await this.libvirt.shutdownDomain(name);
+    } else if (Date.now() - requestedAt > (this.options.shutdownGraceMs ?? 60_000)) {
+      await this.libvirt.destroyDomain(name);
+      await this.events.record(Resources.virtualMachines, vm, {
+        type: "Warning",
+        reason: "ForcedOff",
+        action: "Stop",
+        note: "The guest ignored the shutdown request; the domain was destroyed.",
+      });
+    }
+    // The shutdown may already have taken effect (the test driver's is immediate).
+    return (await this.libvirt.domain(name))?.state === "shutoff" && this.stopGracefully(vm, name);
+  }
+
+  /**
+   * Maintenance: the VM stops gracefully, its domain and local root disk go, this host lets go of
+   * it (finalizer) and unbinds it (guarded by its resourceVersion), so the scheduler places it on
+   * another host. Killed anywhere in between, the next run picks up where this one stopped.
+   */
+  private async evacuate(vm: VirtualMachine, log: Logger) {
+    const uid = vm.metadata.uid as string;
+    if (!(await this.stopGracefully(vm, domainName(uid)))) return { requeueAfterMs: 2_000 };
+    await this.deleteDomain(domainName(uid));
+    await this.disks.deleteRootDisk(uid);
+    await this.detachVolumes(vm);
+    await removeFinalizer(this.client, Resources.virtualMachines, vm, this.finalizer);
+    const current = await this.client.get<VirtualMachine>(
+      Resources.virtualMachines,
+      vm.metadata.name as string,
+      vm.metadata.namespace,
+    );
+    if (current.status?.host !== this.hostName) return undefined;
+    await this.client.mergePatch(
+      Resources.virtualMachines,
+      vm.metadata.name as string,
+      vm.metadata.namespace,
+      { metadata: { resourceVersion: current.metadata.resourceVersion }, status: { host: null } },
+      "status",
+    );
+    log.info("stopped for maintenance; handed back to the scheduler");
+    await this.events.record(Resources.virtualMachines, vm, {
+      type: "Normal",
+      reason: "Evacuated",
+      action: "Stop",
+      note: `Stopped on ${this.hostName} for maintenance; it starts again on another host.`,
+    });
+  }
+
+  /** The ROOT Volume the compute controller made for the VM shows the disk this host created. */
+  private async reportRootVolume(vm: VirtualMachine, root: VolumeInfo): Promise<void> {
+    const volume = this.volumes.get(`${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`);
+    if (!volume?.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)) return;
+    await this.reportVolume({ volume, info: root, device: "vda" }, vm);
   }
 
   /** The unix socket QEMU serves the VM's serial console on (the console relay reads it). */
@@ -515,9 +695,11 @@ export class HostAgent {
           "NetworkNotFound",
           `Network "${nic.network}" does not exist in namespace ${namespace}.`,
         );
-      const ip =
-        allocated.find((a) => a.spec.nic === nic.name && a.spec.network === nic.network)?.spec.address ??
-        nic.ipAddress;
+      const ip = allocated.find((a) => a.spec.nic === nic.name && a.spec.network === nic.network)?.spec
+        .address;
+      // The network controller allocates (creates the IPAddress); DHCP must know the address first.
+      if (network.spec.cidr && !ip)
+        throw new Waiting("WaitingForAddress", `NIC ${nic.name} has no address on ${nic.network} yet.`);
       return {
         name: nic.name,
         network,
@@ -537,10 +719,27 @@ export class HostAgent {
     if (!options.createIfMissing && (await this.libvirt.networkXml(name)) === undefined) return;
     const desired: DhcpHost[] = this.boundVms()
       .filter((vm) => !vm.metadata.deletionTimestamp && vm.metadata.namespace === network.metadata.namespace)
-      .flatMap((vm) => this.resolveNics(vm))
+      .flatMap((vm) => {
+        try {
+          return this.resolveNics(vm);
+        } catch (error) {
+          if (error instanceof HostProblem) return []; // that VM reports it itself
+          throw error;
+        }
+      })
       .filter((nic) => nic.network.metadata.uid === network.metadata.uid && nic.ip)
       .map((nic) => ({ mac: nic.mac, ip: nic.ip as string, name: nic.vm }));
     await this.libvirt.ensureNetwork(name, buildNetworkXml(network, desired));
+    const vlan = network.status?.vlan ?? network.spec.vlan;
+    if (this.options.vlanUplink && vlan !== undefined) {
+      const uid = network.metadata.uid as string;
+      await ensureVlanLink({
+        uplink: this.options.vlanUplink,
+        vlan,
+        name: vlanLinkName(uid),
+        bridge: bridgeName(uid),
+      });
+    }
     if (!network.spec.cidr || network.spec.dhcp === false) return;
     const current = dhcpHostsIn((await this.libvirt.networkXml(name)) ?? "");
     const same = (a: DhcpHost, b: DhcpHost) => a.mac === b.mac && a.ip === b.ip;
@@ -567,6 +766,11 @@ export class HostAgent {
         await this.libvirt.deleteNetwork(name);
         this.log.info({ network: name }, "removed a network no VM here uses");
       }
+    }
+    if (this.options.vlanUplink) {
+      const keep = new Set([...used].filter((uid) => uid !== undefined).map((uid) => vlanLinkName(uid)));
+      for (const link of await removeVlanLinks(keep))
+        this.log.info({ link }, "removed a VLAN link no network uses");
     }
   }
 
@@ -600,10 +804,15 @@ export class HostAgent {
     }
   }
 
-  /** A deleted Volume's disk is removed once no VM on this host uses it. */
+  /**
+   * A Volume's disk here is removed once the Volume is deleted, or bound to another host (its VM
+   * moved), and no VM on this host uses it any more.
+   */
   private async reconcileVolumeDeletion(key: string, log: Logger) {
     const volume = this.volumes.get(key);
-    if (!volume?.metadata.deletionTimestamp || !volume.metadata.finalizers?.includes(this.finalizer)) return;
+    if (!volume?.metadata.finalizers?.includes(this.finalizer)) return;
+    const movedAway = volume.status?.host !== undefined && volume.status.host !== this.hostName;
+    if (!volume.metadata.deletionTimestamp && !movedAway) return;
     const users = this.boundVms().filter((vm) => attaches(vm, volume));
     if (users.length > 0) {
       log.info({ users: users.map(objectKey) }, "volume still attached; keeping its disk");
@@ -611,25 +820,34 @@ export class HostAgent {
     }
     await this.disks.deleteDataVolume(volume.metadata.uid as string);
     await removeFinalizer(this.client, Resources.volumes, volume, this.finalizer);
-    log.info("volume disk deleted");
+    log.info({ movedTo: movedAway ? volume.status?.host : undefined }, "volume disk deleted");
     return undefined;
   }
 
+  /** A problem ends as the VM's Ready condition (and a Warning); waiting leaves the state Pending. */
   private async reportProblem(
     vm: VirtualMachine,
-    reason: string,
-    message: string,
+    problem: HostProblem,
     state: "Error" | "Unknown" = "Error",
   ): Promise<void> {
+    const { reason, message } = problem;
     const status = desiredVmStatus(vm, this.hostName, undefined);
     status.conditions = status.conditions.map((c) => (c.type === "Ready" ? { ...c, reason, message } : c));
-    await applyStatus(this.client, Resources.virtualMachines, vm, { ...status, state }, this.fieldManager);
-    await this.events.record(Resources.virtualMachines, vm, {
-      type: "Warning",
-      reason,
-      action: "Define",
-      note: message,
-    });
+    const waiting = problem instanceof Waiting;
+    const wrote = await applyStatus(
+      this.client,
+      Resources.virtualMachines,
+      vm,
+      { ...status, state: waiting ? "Pending" : state },
+      this.fieldManager,
+    );
+    if (wrote && !waiting)
+      await this.events.record(Resources.virtualMachines, vm, {
+        type: "Warning",
+        reason,
+        action: "Define",
+        note: message,
+      });
   }
 }
 

@@ -7,7 +7,7 @@ import { formatQuantity, parseQuantity } from "../crds/quantity.ts";
 import type { DomainSpec } from "./domain-xml.ts";
 import { checkImage, downloadOnce } from "./images.ts";
 import type { LibvirtConnection, VolumeInfo } from "./libvirt/connection.ts";
-import { HostProblem } from "./problem.ts";
+import { HostProblem, Waiting } from "./problem.ts";
 
 export interface Lookups {
   template(name: string): Template | undefined;
@@ -19,16 +19,21 @@ export interface AttachedVolume {
   volume: Volume;
   info: VolumeInfo;
   device: string;
+  /** The size the Volume asks for (the disk may still be smaller while its domain runs). */
+  desiredBytes?: bigint;
 }
 
 export interface VmDisks {
   disks: DomainSpec["disks"];
   directBoot?: DomainSpec["directBoot"];
+  /** The root disk, when the VM has one (direct boot without a size has none). */
+  root?: VolumeInfo;
   dataVolumes: AttachedVolume[];
 }
 
 export const rootVolumeName = (vmUid: string) => `root-${vmUid}`;
-export const dataVolumeName = (volumeUid: string) => `data-${volumeUid}`;
+export const DATA_VOLUME_PREFIX = "data-";
+export const dataVolumeName = (volumeUid: string) => `${DATA_VOLUME_PREFIX}${volumeUid}`;
 
 export class DiskManager {
   private readonly libvirt: LibvirtConnection;
@@ -44,7 +49,11 @@ export class DiskManager {
   }
 
   /** Makes sure every disk of the VM exists and returns what the domain needs. */
-  async ensureDisks(vm: VirtualMachine, lookups: Lookups): Promise<VmDisks> {
+  /**
+   * The VM's disk files, created when missing. With `grow`, volumes smaller than asked for are
+   * grown here; while the domain runs they are grown through it instead (QEMU holds the image).
+   */
+  async ensureDisks(vm: VirtualMachine, lookups: Lookups, grow = false): Promise<VmDisks> {
     const template = lookups.template(vm.spec.template);
     if (!template)
       throw new HostProblem("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
@@ -70,8 +79,10 @@ export class DiskManager {
           rootVolumeName(uid),
           requestedRoot,
           `root disk of VM ${vm.metadata.namespace}/${vm.metadata.name}`,
+          grow,
         );
         result.disks.push({ path: root.path, format: "qcow2", serial: "root" });
+        result.root = root;
       }
     } else {
       const format = template.spec.format ?? "qcow2";
@@ -94,12 +105,14 @@ export class DiskManager {
         rootVolumeName(uid),
         size,
         `root disk of VM ${vm.metadata.namespace}/${vm.metadata.name}`,
+        grow,
         {
           backingPath: image,
           backingFormat: format,
         },
       );
       result.disks.push({ path: root.path, format: "qcow2", serial: "root" });
+      result.root = root;
     }
 
     for (const slot of vm.spec.dataVolumes ?? []) {
@@ -109,6 +122,14 @@ export class DiskManager {
           "VolumeNotFound",
           `Volume "${slot.volume}" does not exist in namespace ${vm.metadata.namespace}.`,
         );
+      if (volume.status?.host !== this.hostName)
+        throw new Waiting(
+          "WaitingForVolume",
+          `Volume "${slot.volume}" is not bound to host ${this.hostName} yet (the storage controller binds it).`,
+        );
+      const holder = volume.status?.attachedTo?.virtualMachine;
+      if (holder && holder !== vm.metadata.name)
+        throw new Waiting("WaitingForVolume", `Volume "${slot.volume}" is attached to VM ${holder}.`);
       const size =
         volume.spec.size ??
         (volume.spec.diskOffering ? lookups.diskOffering(volume.spec.diskOffering)?.spec.size : undefined);
@@ -122,10 +143,11 @@ export class DiskManager {
         dataVolumeName(volume.metadata.uid as string),
         parseQuantity(size),
         `volume ${volume.metadata.namespace}/${volume.metadata.name}`,
+        grow,
       );
       const device = `vd${"abcdefghijklmnopqrstuvwxyz"[result.disks.length]}`;
       result.disks.push({ path: info.path, format: "qcow2", serial: slot.name });
-      result.dataVolumes.push({ volume, info, device });
+      result.dataVolumes.push({ volume, info, device, desiredBytes: parseQuantity(size) });
     }
     return result;
   }
@@ -143,9 +165,12 @@ export class DiskManager {
     name: string,
     capacityBytes: bigint,
     what: string,
+    grow: boolean,
     backing?: { backingPath: string; backingFormat: "qcow2" | "raw" },
   ): Promise<VolumeInfo> {
     const existing = await this.libvirt.volume(this.pool, name);
+    if (existing && grow && existing.capacityBytes < capacityBytes)
+      return this.libvirt.resizeVolume(this.pool, name, capacityBytes);
     if (existing) return existing;
     const { availableBytes } = await this.libvirt.poolInfo(this.pool);
     if (capacityBytes > availableBytes) {

@@ -1,6 +1,6 @@
 // Pure: the libvirt domain XML of a VM. Only values Stratus computed go in, every one escaped;
 // users never supply XML or libvirt options (a known class of CloudStack vulnerabilities).
-import { escapeXml } from "./xml.ts";
+import { escapeXml, unescapeXml } from "./xml.ts";
 
 /** Every domain Stratus defines is named with this prefix and the VM's UID. */
 export const DOMAIN_PREFIX = "stratus-";
@@ -31,6 +31,38 @@ export interface DomainSpec {
 
 const DISK_TARGETS = "abcdefghijklmnopqrstuvwxyz";
 
+/** The guest device of the index-th disk: vda, vdb, ... */
+export function diskTarget(index: number): string {
+  return `vd${DISK_TARGETS[index]}`;
+}
+
+export type DiskSpec = DomainSpec["disks"][number];
+
+/** One virtio disk; also what hot plug attaches. The serial is how the guest tells disks apart. */
+export function diskXml(disk: DiskSpec, target: string, indent = ""): string {
+  const e = escapeXml;
+  return [
+    "<disk type='file' device='disk'>",
+    `  <driver name='qemu' type='${e(disk.format)}'/>`,
+    `  <source file='${e(disk.path)}'/>`,
+    `  <target dev='${e(target)}' bus='virtio'/>`,
+    `  <serial>${e(disk.serial.slice(0, 20))}</serial>`,
+    "</disk>",
+  ]
+    .map((line) => indent + line)
+    .join("\n");
+}
+
+/** The file disks of a domain's XML: path and guest device. */
+export function disksIn(xml: string): { path: string; target: string }[] {
+  return [...xml.matchAll(/<disk\b[^>]*>([\s\S]*?)<\/disk>/g)].flatMap((match) => {
+    const body = match[1] ?? "";
+    const path = /<source file='([^']*)'/.exec(body)?.[1];
+    const target = /<target dev='([^']*)'/.exec(body)?.[1];
+    return path && target ? [{ path: unescapeXml(path), target }] : [];
+  });
+}
+
 export function buildDomainXml(spec: DomainSpec): string {
   if (spec.vcpus < 1) throw new Error(`a domain needs at least one vCPU, not ${spec.vcpus}`);
   if (spec.memoryBytes < 16n * 1024n * 1024n) throw new Error(`a domain needs at least 16 MiB of memory`);
@@ -57,18 +89,16 @@ export function buildDomainXml(spec: DomainSpec): string {
         ]
       : ["    <boot dev='hd'/>"]),
     "  </os>",
+    // ACPI: the power button (graceful shutdown) and a guest powering itself off both need it.
+    "  <features>",
+    "    <acpi/>",
+    "    <apic/>",
+    "  </features>",
     "  <on_poweroff>destroy</on_poweroff>",
     "  <on_reboot>restart</on_reboot>",
     "  <on_crash>destroy</on_crash>",
     "  <devices>",
-    ...spec.disks.flatMap((disk, index) => [
-      "    <disk type='file' device='disk'>",
-      `      <driver name='qemu' type='${e(disk.format)}'/>`,
-      `      <source file='${e(disk.path)}'/>`,
-      `      <target dev='vd${DISK_TARGETS[index]}' bus='virtio'/>`,
-      `      <serial>${e(disk.serial.slice(0, 20))}</serial>`,
-      "    </disk>",
-    ]),
+    ...spec.disks.map((disk, index) => diskXml(disk, diskTarget(index), "    ")),
     ...spec.nics.flatMap((nic) => [
       "    <interface type='network'>",
       `      <mac address='${e(nic.mac)}'/>`,

@@ -22,6 +22,7 @@ Options:
   --pool-path=DIR            the host's storage pool directory (default /var/lib/stratus/pools/<host>)
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
   --console-dir=DIR          serial console sockets (default /run/stratus/console/<host>)
+  --vlan-uplink=IFACE        interface carrying VLAN-tagged guest traffic (networks with a VLAN get IFACE.<vlan>)
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
 `;
@@ -40,6 +41,7 @@ async function main(): Promise<void> {
       "cache-dir": { type: "string" },
       "console-dir": { type: "string" },
       "shutdown-grace": { type: "string", default: "60" },
+      "vlan-uplink": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
     },
   });
@@ -81,6 +83,7 @@ async function main(): Promise<void> {
     ...(values["cache-dir"] ? { cacheDir: values["cache-dir"] } : {}),
     ...(values["console-dir"] ? { consoleDir: values["console-dir"] } : {}),
     shutdownGraceMs: Number(values["shutdown-grace"]) * 1000,
+    ...(values["vlan-uplink"] ? { vlanUplink: values["vlan-uplink"] } : {}),
   });
   const health = new HealthServer({
     metrics,

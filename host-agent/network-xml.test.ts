@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Network } from "../crds/index.ts";
-import { addressPlan, bridgeName, buildNetworkXml, dhcpHostsIn, libvirtNetworkName } from "./network-xml.ts";
+import { bridgeName, buildNetworkXml, dhcpHostsIn, libvirtNetworkName } from "./network-xml.ts";
 
 const UID = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
 const network = (spec: Partial<Network["spec"]> = {}): Network => ({
@@ -11,30 +11,6 @@ const network = (spec: Partial<Network["spec"]> = {}): Network => ({
 });
 
 describe("network XML", () => {
-  it("plans gateway, netmask and DHCP range from the CIDR, or from the spec", () => {
-    expect(addressPlan(network())).toEqual({
-      gateway: "10.20.0.1",
-      netmask: "255.255.255.0",
-      start: "10.20.0.2",
-      end: "10.20.0.254",
-    });
-    expect(
-      addressPlan(
-        network({
-          cidr: "10.8.0.0/22",
-          gateway: "10.8.3.254",
-          ipRange: { start: "10.8.0.10", end: "10.8.0.20" },
-        }),
-      ),
-    ).toEqual({
-      gateway: "10.8.3.254",
-      netmask: "255.255.252.0",
-      start: "10.8.0.10",
-      end: "10.8.0.20",
-    });
-    expect(addressPlan(network({ type: "L2", cidr: undefined as never }))).toBeUndefined();
-  });
-
   it("reserves each NIC's address by MAC", () => {
     const xml = buildNetworkXml(network(), [{ mac: "52:54:00:aa:bb:01", ip: "10.20.0.20", name: "web-1" }]);
     expect(xml).toContain(`<name>${libvirtNetworkName(UID)}</name>`);

@@ -1,5 +1,6 @@
 // Pure: the libvirt network of a Stratus Network on one host: a bridge, and for networks with a
 // CIDR the gateway address and DHCP that hands each VM NIC exactly its allocated address.
+import { addressPlan } from "../crds/addressing.ts";
 import type { Network } from "../crds/index.ts";
 import { escapeXml } from "./xml.ts";
 
@@ -18,31 +19,6 @@ export interface DhcpHost {
   mac: string;
   ip: string;
   name: string;
-}
-
-function ipToNumber(ip: string): number {
-  return ip.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
-}
-
-function numberToIp(n: number): string {
-  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join(".");
-}
-
-/** Gateway, netmask and DHCP range of a network's CIDR (defaults: first address, the rest). */
-export function addressPlan(
-  network: Network,
-): { gateway: string; netmask: string; start: string; end: string } | undefined {
-  const { cidr } = network.spec;
-  if (!cidr) return undefined;
-  const [base = "", prefixText = "24"] = cidr.split("/");
-  const prefix = Number(prefixText);
-  const size = 2 ** (32 - prefix);
-  const first = ipToNumber(base);
-  const gateway = network.spec.gateway ?? numberToIp(first + 1);
-  const netmask = numberToIp(2 ** 32 - size);
-  const start = network.spec.ipRange?.start ?? numberToIp(first + 2);
-  const end = network.spec.ipRange?.end ?? numberToIp(first + size - 2);
-  return { gateway, netmask, start, end };
 }
 
 export function dhcpHostXml(host: DhcpHost): string {

@@ -10,3 +10,11 @@ export class HostProblem extends Error {
     this.reason = reason;
   }
 }
+
+/**
+ * Not a failure: something another component prepares (a volume binding, an address) is not there
+ * yet. The VM says what it waits for; the watch on that object brings the VM back.
+ */
+export class Waiting extends HostProblem {
+  override name = "Waiting";
+}

@@ -1,21 +1,33 @@
 // Pure: what the agent reports for a VM, from its spec and the domain libvirt shows.
 import type { VirtualMachine } from "../crds/index.ts";
-import { type Condition, setCondition } from "../runtime/conditions.ts";
+import { type Condition, ownConditions } from "../runtime/conditions.ts";
 import type { DomainInfo } from "./libvirt/connection.ts";
 
 export type RunIntent = "run" | "stop" | "leave";
 
-/** What runStrategy asks of the domain right now. Manual leaves it as the start/stop calls left it. */
-export function runIntent(vm: VirtualMachine): RunIntent {
+/**
+ * What runStrategy asks of the domain right now. Manual leaves it as the start/stop calls left it.
+ * RerunOnFailure restarts a crashed or destroyed domain but not one whose guest powered itself off
+ * while the agent had reported this generation of the VM (so setting Always, or any spec change
+ * after the shutdown, starts it again).
+ */
+export function runIntent(vm: VirtualMachine, domain?: DomainInfo): RunIntent {
   switch (vm.spec.runStrategy ?? "Always") {
     case "Always":
-    case "RerunOnFailure":
       return "run";
+    case "RerunOnFailure":
+      return domain?.shutoffReason === "shutdown" && readyGeneration(vm) === vm.metadata.generation
+        ? "leave"
+        : "run";
     case "Halted":
       return "stop";
     default:
       return "leave";
   }
+}
+
+function readyGeneration(vm: VirtualMachine): number | undefined {
+  return vm.status?.conditions?.find((c) => c.type === "Ready")?.observedGeneration;
 }
 
 export function vmState(domain: DomainInfo | undefined): NonNullable<VirtualMachine["status"]>["state"] {
@@ -43,17 +55,20 @@ export function desiredVmStatus(
   now = new Date(),
 ) {
   const state = vmState(domain);
-  const intent = runIntent(vm);
+  const intent = runIntent(vm, domain);
   const settled =
     (intent === "run" && state === "Running") ||
     (intent === "stop" && state === "Stopped") ||
     (intent === "leave" && domain !== undefined);
+  const guestShutdown = intent === "leave" && domain?.shutoffReason === "shutdown";
   const ready = settled
     ? {
         type: "Ready",
         status: "True" as const,
-        reason: state as string,
-        message: `The domain is ${domain?.state} on ${host}.`,
+        reason: guestShutdown ? "GuestShutdown" : (state as string),
+        message: guestShutdown
+          ? `The guest powered itself off on ${host}; runStrategy ${vm.spec.runStrategy} does not restart it.`
+          : `The domain is ${domain?.state} on ${host}.`,
       }
     : {
         type: "Ready",
@@ -65,10 +80,11 @@ export function desiredVmStatus(
     observedGeneration: vm.metadata.generation ?? 0,
     state,
     ...(domain ? { domainUUID: domain.uuid } : {}),
-    conditions: setCondition(
+    // Only the condition the agent owns: the other writers' conditions stay theirs.
+    conditions: ownConditions(
       vm.status?.conditions as Condition[] | undefined,
-      ready,
       vm.metadata.generation,
+      [ready],
       now,
     ),
   };

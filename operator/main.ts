@@ -4,6 +4,8 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { ALGORITHMS, type Algorithm } from "../controllers/scheduler/placement.ts";
+import { type ControllerSettings, DEFAULT_SETTINGS } from "../controllers/settings.ts";
 import { KubeClient } from "../runtime/client.ts";
 import { type Component, InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
@@ -12,12 +14,12 @@ import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { LeaderElector } from "../runtime/leader-election.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
-import { COMPONENTS } from "./components.ts";
+import { COMPONENT_NAMES, components } from "./components.ts";
 
 const HELP = `stratus-operator: the Stratus control-plane components.
 
 Options:
-  --components=a,b           components to run (default: all): ${COMPONENTS.map((c) => c.name).join(", ")}
+  --components=a,b           components to run (default: all): ${COMPONENT_NAMES.join(", ")}
   --kubeconfig=PATH          kubeconfig (default: $KUBECONFIG, else the in-cluster service account)
   --leader-elect=BOOL        elect a leader per component (default true)
   --lease-namespace=NS       namespace of the leader Leases (default stratus-system)
@@ -26,6 +28,10 @@ Options:
   --health-address=HOST:PORT /healthz, /readyz and /metrics (default 127.0.0.1:8081; port 0 picks one)
   --resync=SECONDS           re-examine every object this often (default 300)
   --workers=N                workers per controller (default 2)
+  --scheduler-algorithm=A    ${ALGORITHMS.join(" or ")} (default ${DEFAULT_SETTINGS.schedulerAlgorithm})
+  --host-grace=SECONDS       a host stays Ready this long past its heartbeat Lease (default ${DEFAULT_SETTINGS.hostGraceMs / 1000})
+  --vlan-range=FIRST-LAST    VLANs for networks that name none (default ${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last})
+  Host heartbeat Leases are read from --lease-namespace too.
 `;
 
 export interface OperatorOptions {
@@ -41,6 +47,7 @@ export interface OperatorOptions {
   healthPort: number;
   resyncMs: number;
   workers: number;
+  settings: ControllerSettings;
 }
 
 class UsageError extends Error {}
@@ -64,6 +71,12 @@ export function parseOperatorArgs(
       "health-address": { type: "string", default: "127.0.0.1:8081" },
       resync: { type: "string", default: "300" },
       workers: { type: "string", default: "2" },
+      "scheduler-algorithm": { type: "string", default: DEFAULT_SETTINGS.schedulerAlgorithm },
+      "host-grace": { type: "string", default: String(DEFAULT_SETTINGS.hostGraceMs / 1000) },
+      "vlan-range": {
+        type: "string",
+        default: `${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last}`,
+      },
     },
   });
   if (values.help) return "help";
@@ -72,13 +85,21 @@ export function parseOperatorArgs(
         .split(",")
         .map((c) => c.trim())
         .filter(Boolean)
-    : COMPONENTS.map((c) => c.name);
-  const unknown = names.filter((n) => !COMPONENTS.some((c) => c.name === n));
+    : [...COMPONENT_NAMES];
+  const unknown = names.filter((n) => !(COMPONENT_NAMES as readonly string[]).includes(n));
   if (unknown.length > 0) {
-    throw new UsageError(
-      `unknown component(s) ${unknown.join(", ")}; known: ${COMPONENTS.map((c) => c.name).join(", ")}`,
-    );
+    throw new UsageError(`unknown component(s) ${unknown.join(", ")}; known: ${COMPONENT_NAMES.join(", ")}`);
   }
+  const algorithm = values["scheduler-algorithm"] as string;
+  if (!(ALGORITHMS as readonly string[]).includes(algorithm))
+    throw new UsageError(`--scheduler-algorithm must be ${ALGORITHMS.join(" or ")}, not "${algorithm}"`);
+  const graceSeconds = Number(values["host-grace"]);
+  if (!Number.isFinite(graceSeconds) || graceSeconds < 0)
+    throw new UsageError(`--host-grace must be a number of seconds, not "${values["host-grace"]}"`);
+  const vlanMatch = /^(\d+)-(\d+)$/.exec(values["vlan-range"] as string);
+  const vlanRange = vlanMatch ? { first: Number(vlanMatch[1]), last: Number(vlanMatch[2]) } : undefined;
+  if (!vlanRange || vlanRange.first < 1 || vlanRange.last > 4094 || vlanRange.first > vlanRange.last)
+    throw new UsageError(`--vlan-range must be FIRST-LAST within 1-4094, not "${values["vlan-range"]}"`);
   const seconds = (flag: string, value: string) => {
     const number = Number(value);
     if (!Number.isFinite(number) || number <= 0)
@@ -94,9 +115,16 @@ export function parseOperatorArgs(
     throw new UsageError(`--workers must be a whole number of at least 1`);
 
   const kubeConfig = kubeConfigFrom(values.kubeconfig, env);
+  const settings: ControllerSettings = {
+    leaseNamespace: values["lease-namespace"] as string,
+    hostGraceMs: graceSeconds * 1000,
+    schedulerAlgorithm: algorithm as Algorithm,
+    vlanRange,
+  };
+  const available = components(settings);
 
   return {
-    components: names.map((n) => COMPONENTS.find((c) => c.name === n) as Component),
+    components: names.map((n) => available.find((c) => c.name === n) as Component),
     kubeConfig,
     leaderElect: values["leader-elect"] !== "false",
     leaseNamespace: values["lease-namespace"] as string,
@@ -108,6 +136,7 @@ export function parseOperatorArgs(
     healthPort,
     resyncMs: seconds("resync", values.resync as string),
     workers,
+    settings,
   };
 }
 
@@ -162,7 +191,7 @@ export async function runOperator(options: OperatorOptions, signal: AbortSignal)
         ]);
         if (leaderSignal.aborted) return;
         componentLogger.info({ controllers: controllers.map((c) => c.name) }, "running controllers");
-        await Promise.all(controllers.map((c) => c.run(leaderSignal)));
+        await Promise.all(controllers.map((c) => c.run(leaderSignal, options.workers)));
       };
       if (!options.leaderElect) return lead(signal);
       const elector = new LeaderElector(client, {

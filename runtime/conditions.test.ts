@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type Condition, findCondition, isConditionTrue, setCondition } from "./conditions.ts";
+import { type Condition, findCondition, isConditionTrue, ownConditions, setCondition } from "./conditions.ts";
 
 const T1 = new Date("2026-11-25T10:00:00Z");
 const T2 = new Date("2026-11-25T11:00:00Z");
@@ -59,5 +59,37 @@ describe("conditions", () => {
     expect(input).toHaveLength(1);
     expect(isConditionTrue(output, "Ready")).toBe(true);
     expect(findCondition(output, "Missing")).toBeUndefined();
+  });
+});
+
+describe("ownConditions", () => {
+  it("returns only the writer's conditions, keeping unchanged transition times", () => {
+    const current = [
+      {
+        type: "Ready",
+        status: "True" as const,
+        reason: "R",
+        message: "",
+        lastTransitionTime: "2026-01-01T00:00:00Z",
+      },
+      {
+        type: "Scheduled",
+        status: "True" as const,
+        reason: "S",
+        message: "",
+        lastTransitionTime: "2026-01-02T00:00:00Z",
+      },
+    ];
+    const mine = ownConditions(current, 4, [{ type: "Ready", status: "True", reason: "R2", message: "m" }]);
+    expect(mine).toEqual([
+      {
+        type: "Ready",
+        status: "True",
+        reason: "R2",
+        message: "m",
+        observedGeneration: 4,
+        lastTransitionTime: "2026-01-01T00:00:00Z",
+      },
+    ]);
   });
 });

@@ -42,3 +42,18 @@ export function findCondition(
 export function isConditionTrue(conditions: readonly Condition[] | undefined, type: string): boolean {
   return findCondition(conditions, type)?.status === "True";
 }
+
+/**
+ * What one writer applies: `inputs` set on top of the object's current conditions (so unchanged
+ * ones keep their transition time), and only those. Server-side apply keeps the other writers'.
+ */
+export function ownConditions(
+  current: readonly Condition[] | undefined,
+  observedGeneration: number | undefined,
+  inputs: readonly ConditionInput[],
+  now: Date = new Date(),
+): Condition[] {
+  let conditions = current;
+  for (const input of inputs) conditions = setCondition(conditions, input, observedGeneration, now);
+  return (conditions ?? []).filter((c) => inputs.some((input) => input.type === c.type));
+}

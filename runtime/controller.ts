@@ -76,10 +76,10 @@ export class Controller {
    * Runs the workers until `signal` aborts, then lets them finish what is queued and returns.
    * Every cached object is looked at first: nothing seen before this run (or missed) is lost.
    */
-  async run(signal: AbortSignal): Promise<void> {
+  async run(signal: AbortSignal, workerCount?: number): Promise<void> {
     if (this.queue.isShuttingDown()) this.queue = this.newQueue();
     for (const keys of this.sources) for (const key of keys()) this.queue.add(key);
-    const workers = Array.from({ length: this.options.workers ?? 2 }, () => this.work());
+    const workers = Array.from({ length: workerCount ?? this.options.workers ?? 2 }, () => this.work());
     await new Promise<void>((resolve) => {
       if (signal.aborted) resolve();
       else signal.addEventListener("abort", () => resolve(), { once: true });

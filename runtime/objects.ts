@@ -27,8 +27,26 @@ export function isSubset(desired: unknown, actual: unknown): boolean {
 }
 
 /**
+ * Whether the object's status already says what `status` says. Conditions are a list map keyed by
+ * type that several writers share, so each desired condition is compared with the one of its type.
+ */
+export function statusSays(status: Record<string, unknown>, actual: Record<string, unknown>): boolean {
+  const { conditions, ...rest } = status;
+  if (!isSubset(rest, actual)) return false;
+  if (conditions === undefined) return true;
+  const current = Array.isArray(actual.conditions) ? (actual.conditions as { type?: unknown }[]) : [];
+  return (conditions as { type: unknown }[]).every((condition) =>
+    isSubset(
+      condition,
+      current.find((c) => c.type === condition.type),
+    ),
+  );
+}
+
+/**
  * Applies `status` through the status subresource with server-side apply, unless the object's
- * status already says exactly that. Returns whether it wrote.
+ * status already says exactly that. Returns whether it wrote. A writer applies only the fields and
+ * condition types it owns; server-side apply keeps the other writers' conditions.
  */
 export async function applyStatus(
   client: KubeClient,
@@ -37,7 +55,7 @@ export async function applyStatus(
   status: Record<string, unknown>,
   fieldManager: string,
 ): Promise<boolean> {
-  if (isSubset(status, object.status ?? {})) return false;
+  if (statusSays(status, (object.status ?? {}) as Record<string, unknown>)) return false;
   const { name, namespace } = object.metadata;
   await client.apply(
     type,

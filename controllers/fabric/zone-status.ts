@@ -9,7 +9,11 @@ import {
 } from "../../runtime/conditions.ts";
 
 /** States in which a host takes no new VMs, whatever its spec says. */
-const MAINTENANCE_STATES = new Set(["PrepareForMaintenance", "Maintenance", "ErrorInMaintenance"]);
+export const MAINTENANCE_STATES: ReadonlySet<string> = new Set([
+  "PrepareForMaintenance",
+  "Maintenance",
+  "ErrorInMaintenance",
+]);
 
 export function isHostReady(host: Host): boolean {
   return isConditionTrue(host.status?.conditions as Condition[] | undefined, "Ready");

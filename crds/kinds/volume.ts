@@ -2,6 +2,11 @@ import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
 import { Conditions, immutable, ObjectName, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
 
+/** The ROOT Volume the compute controller creates for a VM is named after the VM. */
+export function rootVolumeName(vm: string): string {
+  return `${vm}-root`;
+}
+
 export const VOLUME_PHASES = [
   "Pending",
   "Creating",

@@ -45,6 +45,11 @@ koffi.struct("virStorageVolInfo", {
   capacity: "unsigned long long",
   allocation: "unsigned long long",
 });
+koffi.struct("virDomainBlockInfo", {
+  capacity: "unsigned long long",
+  allocation: "unsigned long long",
+  physical: "unsigned long long",
+});
 const ErrorFunc = koffi.proto("void virErrorFunc(void *userData, void *error)");
 const EventTimeoutCallback = koffi.proto("void virEventTimeoutCallback(int timer, void *opaque)");
 const DomainEventCallback = koffi.proto(
@@ -84,6 +89,18 @@ const api = {
     "int virDomainGetState(void *dom, _Out_ int *state, _Out_ int *reason, unsigned int flags)",
   ),
   domainGetXMLDesc: lib.func("void *virDomainGetXMLDesc(void *dom, unsigned int flags)"),
+  domainAttachDeviceFlags: lib.func(
+    "int virDomainAttachDeviceFlags(void *dom, const char *xml, unsigned int flags)",
+  ),
+  domainDetachDeviceFlags: lib.func(
+    "int virDomainDetachDeviceFlags(void *dom, const char *xml, unsigned int flags)",
+  ),
+  domainGetBlockInfo: lib.func(
+    "int virDomainGetBlockInfo(void *dom, const char *disk, _Out_ virDomainBlockInfo *info, unsigned int flags)",
+  ),
+  domainBlockResize: lib.func(
+    "int virDomainBlockResize(void *dom, const char *disk, unsigned long long size, unsigned int flags)",
+  ),
   storagePoolLookupByName: lib.func("void *virStoragePoolLookupByName(void *conn, const char *name)"),
   storagePoolDefineXML: lib.func(
     "void *virStoragePoolDefineXML(void *conn, const char *xml, unsigned int flags)",
@@ -101,6 +118,9 @@ const api = {
   storageVolGetPath: lib.func("void *virStorageVolGetPath(void *vol)"),
   storageVolGetInfo: lib.func("int virStorageVolGetInfo(void *vol, _Out_ virStorageVolInfo *info)"),
   storageVolDelete: lib.func("int virStorageVolDelete(void *vol, unsigned int flags)"),
+  storageVolResize: lib.func(
+    "int virStorageVolResize(void *vol, unsigned long long capacity, unsigned int flags)",
+  ),
   storageVolFree: lib.func("int virStorageVolFree(void *vol)"),
   networkLookupByName: lib.func("void *virNetworkLookupByName(void *conn, const char *name)"),
   networkDefineXML: lib.func("void *virNetworkDefineXML(void *conn, const char *xml)"),
@@ -140,6 +160,20 @@ export const DOMAIN_STATES = [
 ] as const;
 export type DomainState = (typeof DOMAIN_STATES)[number];
 
+/** Why a domain is shut off (virDomainShutoffReason): "shutdown" is the guest powering itself off. */
+export const SHUTOFF_REASONS = [
+  "unknown",
+  "shutdown",
+  "destroyed",
+  "crashed",
+  "migrated",
+  "saved",
+  "failed",
+  "from-snapshot",
+  "daemon",
+] as const;
+export type ShutoffReason = (typeof SHUTOFF_REASONS)[number];
+
 /** libvirt's lifecycle events (virDomainEventType). */
 export const DOMAIN_EVENTS = [
   "defined",
@@ -166,6 +200,12 @@ const NETWORK_SECTION_IP_DHCP_HOST = 4;
 const NETWORK_UPDATE_LIVE_AND_CONFIG = 1 | 2;
 export const VIR_ERR_OPERATION_INVALID = 55;
 
+// virDomainModificationImpact: the persistent definition, plus the running guest when live.
+const AFFECT_LIVE = 1;
+const AFFECT_CONFIG = 2;
+const affect = (live: boolean) => AFFECT_CONFIG | (live ? AFFECT_LIVE : 0);
+const BLOCK_RESIZE_BYTES = 1;
+
 /** virConnectOpen's reason is thread-local to the worker that ran it, so it cannot be read back. */
 const DAEMON_UNREACHABLE = "the libvirt daemon does not answer (is libvirtd running?)";
 
@@ -182,6 +222,8 @@ export interface DomainInfo {
   name: string;
   uuid: string;
   state: DomainState;
+  /** Set when the domain is shut off. */
+  shutoffReason?: ShutoffReason;
 }
 
 export interface PoolInfo {
@@ -281,12 +323,17 @@ export class LibvirtConnection {
    * object is deliberately not freed: a call already holding its pointer must fail, not crash.
    */
   async ensureConnected(): Promise<void> {
-    if (this.closed || api.connectIsAlive(this.conn) === 1) return;
+    if (this.closed || this.isAlive()) return;
     const fresh = await call<Pointer>(api.connectOpen, this.uri);
     if (!fresh) throw new LibvirtError(`connect to ${this.uri}`, DAEMON_UNREACHABLE, 0);
     this.conn = fresh;
     this.callbacks.length = 0;
     for (const listener of this.listeners) await this.registerDomainEvents(listener);
+  }
+
+  /** Whether the daemon still holds this connection (libvirt's event loop notices it closing). */
+  isAlive(): boolean {
+    return !this.closed && api.connectIsAlive(this.conn) === 1;
   }
 
   /** Runs one libvirt call after the previous one, turning failures into LibvirtError. */
@@ -431,6 +478,43 @@ export class LibvirtConnection {
     return this.withDomain(name, (dom) => this.intCall(`destroy ${name}`, api.domainDestroy, dom));
   }
 
+  /** Adds a device to the domain's definition, and to the running guest when `live` (hot plug). */
+  attachDevice(name: string, xml: string, live: boolean): Promise<number> {
+    return this.withDomain(name, (dom) =>
+      this.intCall(`attach a device to ${name}`, api.domainAttachDeviceFlags, dom, xml, affect(live)),
+    );
+  }
+
+  /** Removes a device from the domain's definition, and from the running guest when `live`. */
+  detachDevice(name: string, xml: string, live: boolean): Promise<number> {
+    return this.withDomain(name, (dom) =>
+      this.intCall(`detach a device from ${name}`, api.domainDetachDeviceFlags, dom, xml, affect(live)),
+    );
+  }
+
+  /** The size of disk `target` (e.g. vdb) as the domain sees it. */
+  blockCapacity(name: string, target: string): Promise<bigint> {
+    return this.withDomain(name, async (dom) => {
+      const info: Record<string, unknown> = {};
+      await this.intCall(`block info ${target} of ${name}`, api.domainGetBlockInfo, dom, target, info, 0);
+      return BigInt(info.capacity as number);
+    });
+  }
+
+  /** Grows disk `target` of a running domain to `bytes`; QEMU grows the image and tells the guest. */
+  resizeBlockDevice(name: string, target: string, bytes: bigint): Promise<number> {
+    return this.withDomain(name, (dom) =>
+      this.intCall(
+        `resize ${target} of ${name}`,
+        api.domainBlockResize,
+        dom,
+        target,
+        bytes,
+        BLOCK_RESIZE_BYTES,
+      ),
+    );
+  }
+
   undefineDomain(name: string): Promise<number> {
     return this.withDomain(name, (dom) => this.intCall(`undefine ${name}`, api.domainUndefine, dom));
   }
@@ -545,6 +629,14 @@ export class LibvirtConnection {
       } finally {
         api.storageVolFree(vol);
       }
+    });
+  }
+
+  /** Grows a volume to `capacityBytes` (libvirt refuses to shrink one). */
+  async resizeVolume(pool: string, name: string, capacityBytes: bigint): Promise<VolumeInfo> {
+    return this.withVolume(pool, name, async (vol) => {
+      await this.intCall(`resize volume ${pool}/${name}`, api.storageVolResize, vol, capacityBytes, 0);
+      return this.describeVolume(name, vol);
     });
   }
 
@@ -697,10 +789,14 @@ export class LibvirtConnection {
     const state = [0];
     const reason = [0];
     await this.intCall("domain state", api.domainGetState, dom, state, reason, 0);
+    const domainState = DOMAIN_STATES[Number(state[0])] ?? "nostate";
     return {
       name: api.domainGetName(dom) as string,
       uuid: uuid.toString("latin1").replace(/\0.*$/s, ""),
-      state: DOMAIN_STATES[Number(state[0])] ?? "nostate",
+      state: domainState,
+      ...(domainState === "shutoff"
+        ? { shutoffReason: SHUTOFF_REASONS[Number(reason[0])] ?? "unknown" }
+        : {}),
     };
   }
 }

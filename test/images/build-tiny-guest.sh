@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package-v2"
+out="$cache/$package-v3"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -67,6 +67,9 @@ if ip link show eth0 >/dev/null 2>&1; then
   ip link set eth0 up
   udhcpc -i eth0 -s /etc/udhcpc.script -t 20 -T 2 -q -n >/dev/null 2>&1
 fi
+# A line "stratus-poweroff" typed on the console powers the guest off from inside, as a guest OS
+# shutting itself down does (tests of runStrategy RerunOnFailure use it).
+(while read -r line; do [ "\$line" = stratus-poweroff ] && poweroff -f; done < /dev/console) &
 # Report what the guest sees every few seconds, so a console attached late still reads it.
 while true; do
   echo "stratus-guest: disks: \$(ls /sys/block | tr '\n' ' ')"

@@ -1,6 +1,7 @@
-// Three host agents on libvirt's test driver (three simulated hosts) against the real control
-// plane: each runs exactly the VMs bound to it, follows runStrategy, cleans up on delete, reports
-// its Host and renews its Lease, and never touches domains Stratus did not create.
+// Three host agents on libvirt's test driver (three simulated hosts) and the operator against the
+// real control plane: each agent runs exactly the VMs placed on its host (here by the admin pin,
+// which the scheduler honours), follows runStrategy, cleans up on delete, reports its Host and
+// renews its Lease, and never touches domains Stratus did not create.
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -16,7 +17,7 @@ import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
-import { type StratusProcess, startHostAgent } from "./processes.ts";
+import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
 import { run, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -33,6 +34,7 @@ describe("host agents on simulated hosts", () => {
   let imageServer: Server;
   let imageBase: string;
   const agents = new Map<string, StratusProcess>();
+  let operator: StratusProcess;
   const createTemplate = (name: string, url: string, checksum = IMAGE_CHECKSUM) =>
     client.create(Resources.templates, { metadata: { name }, spec: { source: { url }, checksum } });
   const vmCondition = async (name: string, reason: string) =>
@@ -74,26 +76,27 @@ describe("host agents on simulated hosts", () => {
     await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
     imageBase = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}`;
     await createTemplate(TEMPLATE, `${imageBase}/tiny.qcow2`);
+    operator = await startOperator({
+      kubeconfigPath: controlPlane.kubeconfigPath,
+      identity: `agents-operator-${suffix}`,
+      args: [`--lease-namespace=${namespace}`],
+    });
     for (const host of HOSTS) {
       agents.set(
         host,
         await startHostAgent({
           kubeconfigPath: controlPlane.kubeconfigPath,
           hostName: host,
-          args: [
-            "--zone=agent-zone",
-            `--lease-namespace=${namespace}`,
-            "--heartbeat-interval=1",
-            `--pool-path=${join(workDir, "pools", host)}`,
-            `--cache-dir=${join(workDir, "cache", host)}`,
-            `--console-dir=${join(workDir, "console", host)}`,
-          ],
+          zone: "agent-zone",
+          leaseNamespace: namespace,
+          workDir,
         }),
       );
     }
   });
   afterAll(async () => {
     for (const agent of agents.values()) await agent.stop("SIGKILL");
+    await operator?.stop("SIGKILL");
     imageServer?.close();
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
@@ -103,7 +106,9 @@ describe("host agents on simulated hosts", () => {
     for (const host of HOSTS) {
       const registered = await waitFor(`Host ${host}`, async () => {
         const h = await client.get<Host>(Resources.hosts, host).catch(() => undefined);
-        return h?.status?.capacity ? h : undefined;
+        // Registered by its agent, and Ready by the fabric monitor once its Lease is renewed.
+        const ready = h?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+        return h?.status?.capacity && ready ? h : undefined;
       });
       expect(registered.spec.zone).toBe("agent-zone");
       expect(registered.status).toMatchObject({
@@ -279,17 +284,14 @@ describe("host agents on simulated hosts", () => {
       nics: [{ name: "eth0", network: "backend", ipAddress: "10.55.0.20" }],
     });
     await createVm("vm-allocated", host, { nics: [{ name: "eth0", network: "backend" }] });
-    // What the networking controller's IPAM does: one IPAddress object per address.
-    await client.create(Resources.ipAddresses, {
-      metadata: { name: "backend-10-55-0-21", namespace },
-      spec: { network: "backend", address: "10.55.0.21", virtualMachine: "vm-allocated", nic: "eth0" },
-    });
     const running = async (name: string) =>
       waitFor(`${name} Running with its address`, async () => {
         const v = await getVm(name);
         return v.status?.state === "Running" && v.status.nics?.[0]?.ipAddress ? v : undefined;
       });
     const [staticVm, allocatedVm] = [await running("vm-static"), await running("vm-allocated")];
+    // IPAM gave the other VM the first free address of the range.
+    expect(allocatedVm.status?.nics?.[0]?.ipAddress).toBe("10.55.0.2");
     expect(staticVm.status?.nics).toEqual([
       {
         name: "eth0",
@@ -310,7 +312,7 @@ describe("host agents on simulated hosts", () => {
     expect((await reservations()).map((h) => [h.mac, h.ip]).sort()).toEqual(
       [
         [macFor(staticVm.metadata.uid as string, 0), "10.55.0.20"],
-        [allocatedVm.status?.nics?.[0]?.macAddress, "10.55.0.21"],
+        [allocatedVm.status?.nics?.[0]?.macAddress, "10.55.0.2"],
       ].sort(),
     );
     // Other hosts have no such network: it exists only where its VMs run.
@@ -343,13 +345,17 @@ describe("host agents on simulated hosts", () => {
   it("reports a missing offering on the VM, keeps serving the others, and recovers when it appears", async () => {
     const missing = `missing-${suffix}`;
     await createVm("vm-no-offering", HOSTS[0] as string, { serviceOffering: missing });
-    const failed = await waitFor("the error condition", async () => {
+    // The scheduler cannot size it, so it is not placed; it says why.
+    const failed = await waitFor("the Scheduled condition", async () => {
       const v = await getVm("vm-no-offering");
-      return v.status?.state === "Error" ? v : undefined;
+      return v.status?.conditions?.some((c) => c.type === "Scheduled" && c.status === "False")
+        ? v
+        : undefined;
     });
+    expect(failed.status?.state).toBe("Pending");
     expect(failed.status?.conditions).toContainEqual(
       expect.objectContaining({
-        type: "Ready",
+        type: "Scheduled",
         status: "False",
         reason: "ServiceOfferingNotFound",
         message: `ServiceOffering "${missing}" does not exist.`,

@@ -9,6 +9,7 @@ import { type Host, Resources, type Zone } from "../../crds/index.ts";
 import type { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
+import { kubeMicroTime } from "../../runtime/time.ts";
 import { type StratusProcess, startOperator } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -38,7 +39,7 @@ describe("stratus-operator", () => {
   async function setHost(
     name: string,
     zone: string,
-    facts: { ready: boolean; cpu: number; memoryGi: number; allocatedCpu: number },
+    facts: { ready: boolean; cpu: number; memoryGi: number },
   ) {
     await client.apply(
       Resources.hosts,
@@ -47,27 +48,21 @@ describe("stratus-operator", () => {
     );
     await client.apply(
       Resources.hosts,
+      { metadata: { name }, status: { capacity: { cpu: facts.cpu, memory: `${facts.memoryGi}Gi` } } },
+      { fieldManager: "test-agent", subresource: "status" },
+    );
+    // Readiness is the fabric monitor's reading of the host's heartbeat Lease: current, or an hour old.
+    await client.apply(
+      LEASE,
       {
-        metadata: { name },
-        status: {
-          capacity: { cpu: facts.cpu, memory: `${facts.memoryGi}Gi` },
-          allocated: {
-            cpu: facts.allocatedCpu,
-            memory: `${facts.allocatedCpu}Gi`,
-            virtualMachines: facts.allocatedCpu,
-          },
-          conditions: [
-            {
-              type: "Ready",
-              status: facts.ready ? "True" : "False",
-              reason: "Test",
-              message: "set by the test",
-              lastTransitionTime: "2026-11-25T00:00:00Z",
-            },
-          ],
+        metadata: { name: `host-${name}`, namespace: leaseNamespace, labels: { "stratus.io/host": name } },
+        spec: {
+          holderIdentity: name,
+          leaseDurationSeconds: 600,
+          renewTime: kubeMicroTime(new Date(Date.now() - (facts.ready ? 0 : 3_600_000))),
         },
       },
-      { fieldManager: "test-agent", subresource: "status" },
+      { fieldManager: "test-agent" },
     );
   }
 
@@ -107,12 +102,12 @@ describe("stratus-operator", () => {
     await client?.close();
   });
 
-  it("rolls host readiness, capacity and allocation up into zone status", async () => {
+  it("rolls host readiness (from heartbeat Leases), capacity and allocation up into zone status", async () => {
     const zone = `zone-${suffix}`;
     await createZone(zone);
-    await setHost(`h1-${suffix}`, zone, { ready: true, cpu: 8, memoryGi: 32, allocatedCpu: 2 });
-    await setHost(`h2-${suffix}`, zone, { ready: true, cpu: 16, memoryGi: 64, allocatedCpu: 4 });
-    await setHost(`h3-${suffix}`, zone, { ready: false, cpu: 4, memoryGi: 8, allocatedCpu: 0 });
+    await setHost(`h1-${suffix}`, zone, { ready: true, cpu: 8, memoryGi: 32 });
+    await setHost(`h2-${suffix}`, zone, { ready: true, cpu: 16, memoryGi: 64 });
+    await setHost(`h3-${suffix}`, zone, { ready: false, cpu: 4, memoryGi: 8 });
     const operator = await run("rollup");
     const status = await waitFor("the zone status", async () => {
       const z = await client.get<Zone>(Resources.zones, zone);
@@ -121,12 +116,12 @@ describe("stratus-operator", () => {
     expect(status).toMatchObject({
       hosts: { total: 3, ready: 2, schedulable: 2 },
       capacity: { cpu: 24, memory: "96Gi" },
-      allocated: { cpu: 6, memory: "6Gi" },
+      allocated: { cpu: 0, memory: "0" }, // no VMs placed on these hosts
       conditions: [{ type: "Ready", status: "True", reason: "HostsAvailable" }],
     });
 
     // A host going NotReady is reflected without restarting anything.
-    await setHost(`h2-${suffix}`, zone, { ready: false, cpu: 16, memoryGi: 64, allocatedCpu: 4 });
+    await setHost(`h2-${suffix}`, zone, { ready: false, cpu: 16, memoryGi: 64 });
     await waitFor(
       "the zone to count one ready host",
       async () => (await client.get<Zone>(Resources.zones, zone)).status?.hosts?.ready === 1,
@@ -198,7 +193,7 @@ describe("stratus-operator", () => {
     // The new leader works: a new zone and host are rolled up.
     const zone = `failover-${suffix}`;
     await createZone(zone);
-    await setHost(`failover-h-${suffix}`, zone, { ready: true, cpu: 4, memoryGi: 8, allocatedCpu: 0 });
+    await setHost(`failover-h-${suffix}`, zone, { ready: true, cpu: 4, memoryGi: 8 });
     await waitFor("the new leader to reconcile", () => zonesConverged([zone]));
 
     const third = await run("replica-c");
@@ -222,7 +217,6 @@ describe("stratus-operator", () => {
       ready: Math.random() < 0.7,
       cpu: 4 + Math.floor(Math.random() * 60),
       memoryGi: 8 + Math.floor(Math.random() * 500),
-      allocatedCpu: Math.floor(Math.random() * 8),
     });
     for (let i = 0; i < 24; i++) await setHost(`chaos-h${i}-${suffix}`, zones[i % 3] as string, facts());
 

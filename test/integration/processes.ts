@@ -1,5 +1,7 @@
 // Runs Stratus processes (operator, host agent) for tests, each with its own health port and log capture.
+
 import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
 import { freePort, isAlive } from "../../devcluster/controlplane.ts";
 import { waitFor } from "./support.ts";
 
@@ -78,15 +80,30 @@ export function startOperator(options: {
   });
 }
 
+/** A host agent on libvirt's test driver; its pool, image cache and console sockets live under workDir. */
 export function startHostAgent(options: {
   kubeconfigPath: string;
   hostName: string;
+  zone: string;
+  leaseNamespace: string;
+  workDir: string;
   args?: string[];
 }): Promise<StratusProcess> {
+  const { hostName, workDir } = options;
   return startStratusProcess({
     script: "host-agent/main.ts",
     kubeconfigPath: options.kubeconfigPath,
-    identity: options.hostName,
-    args: [`--host-name=${options.hostName}`, "--libvirt-uri=test:///default", ...(options.args ?? [])],
+    identity: hostName,
+    args: [
+      `--host-name=${hostName}`,
+      "--libvirt-uri=test:///default",
+      `--zone=${options.zone}`,
+      `--lease-namespace=${options.leaseNamespace}`,
+      "--heartbeat-interval=1",
+      `--pool-path=${join(workDir, "pools", hostName)}`,
+      `--cache-dir=${join(workDir, "cache", hostName)}`,
+      `--console-dir=${join(workDir, "console", hostName)}`,
+      ...(options.args ?? []),
+    ],
   });
 }

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "vitest";
+import type { Host } from "../../crds/index.ts";
+import type { Lease } from "../../runtime/leader-election.ts";
+import { desiredHostStatus } from "./host-status.ts";
+
+const NOW = new Date("2026-11-25T10:00:00Z");
+const OPTIONS = { graceMs: 10_000, leaseName: "stratus-system/host-h1" };
+const idle = { cpu: 0, memoryBytes: 0n, virtualMachines: 0 };
+
+const host = (spec: Partial<Host["spec"]> = {}): Host => ({
+  apiVersion: "stratus.io/v1alpha1",
+  kind: "Host",
+  metadata: { name: "h1", generation: 2 },
+  spec: { zone: "z1", ...spec },
+});
+
+const lease = (secondsAgo: number): Lease => ({
+  metadata: { name: "host-h1", namespace: "stratus-system" },
+  spec: {
+    holderIdentity: "h1",
+    leaseDurationSeconds: 20,
+    renewTime: new Date(NOW.getTime() - secondsAgo * 1000).toISOString().replace("Z", "000Z"),
+  },
+});
+
+const condition = (status: Record<string, unknown>, type: string) =>
+  (status.conditions as { type: string; status: string; reason: string }[]).find((c) => c.type === type);
+
+describe("desiredHostStatus", () => {
+  it("is Ready while the Lease is within its duration plus grace, and says when to look again", () => {
+    const { status, recheckAfterMs } = desiredHostStatus(host(), lease(5), idle, OPTIONS, NOW);
+    expect(condition(status, "Ready")).toMatchObject({ status: "True", reason: "HeartbeatCurrent" });
+    expect(condition(status, "Schedulable")).toMatchObject({ status: "True" });
+    expect(status.resourceState).toBe("Enabled");
+    expect(recheckAfterMs).toBe(25_000); // 20 s duration + 10 s grace - 5 s since renewal
+  });
+
+  it("is NotReady once the Lease has expired past the grace, or when there is none", () => {
+    expect(condition(desiredHostStatus(host(), lease(31), idle, OPTIONS, NOW).status, "Ready")).toMatchObject(
+      {
+        status: "False",
+        reason: "HeartbeatExpired",
+      },
+    );
+    expect(condition(desiredHostStatus(host(), undefined, idle, OPTIONS, NOW).status, "Ready")).toMatchObject(
+      {
+        status: "False",
+        reason: "NoHeartbeat",
+      },
+    );
+    expect(desiredHostStatus(host(), lease(31), idle, OPTIONS, NOW).recheckAfterMs).toBeUndefined();
+  });
+
+  it("walks maintenance: PrepareForMaintenance while VMs remain, then Maintenance; ErrorInMaintenance when the host is down", () => {
+    const busy = { cpu: 2, memoryBytes: 2n * 1024n ** 3n, virtualMachines: 1 };
+    const preparing = desiredHostStatus(host({ maintenance: true }), lease(1), busy, OPTIONS, NOW).status;
+    expect(preparing.resourceState).toBe("PrepareForMaintenance");
+    expect(preparing.allocated).toEqual({ cpu: 2, memory: "2Gi", virtualMachines: 1 });
+    expect(condition(preparing, "Schedulable")).toMatchObject({
+      status: "False",
+      reason: "PrepareForMaintenance",
+    });
+    expect(
+      desiredHostStatus(host({ maintenance: true }), lease(1), idle, OPTIONS, NOW).status.resourceState,
+    ).toBe("Maintenance");
+    expect(
+      desiredHostStatus(host({ maintenance: true }), lease(60), busy, OPTIONS, NOW).status.resourceState,
+    ).toBe("ErrorInMaintenance");
+    expect(
+      desiredHostStatus(host({ allocationState: "Disabled" }), lease(1), idle, OPTIONS, NOW).status
+        .resourceState,
+    ).toBe("Disabled");
+  });
+});

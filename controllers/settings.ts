@@ -1,0 +1,19 @@
+// Settings the operator's flags give the controllers.
+import type { Algorithm } from "./scheduler/placement.ts";
+
+export interface ControllerSettings {
+  /** Namespace of the host agents' heartbeat Leases. */
+  leaseNamespace: string;
+  /** How long past its Lease's duration a host keeps Ready (clock skew, a slow API server). */
+  hostGraceMs: number;
+  schedulerAlgorithm: Algorithm;
+  /** VLAN ids handed to networks that do not name one. */
+  vlanRange: { first: number; last: number };
+}
+
+export const DEFAULT_SETTINGS: ControllerSettings = {
+  leaseNamespace: "stratus-system",
+  hostGraceMs: 10_000,
+  schedulerAlgorithm: "least-allocated",
+  vlanRange: { first: 100, last: 4094 },
+};
