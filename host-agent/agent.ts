@@ -824,7 +824,7 @@ export class HostAgent {
     return undefined;
   }
 
-  /** A problem ends as the VM's Ready condition (and a Warning); waiting leaves the state Pending. */
+  /** A problem ends as the VM's Ready condition (and a Warning); while waiting the VM is Starting. */
   private async reportProblem(
     vm: VirtualMachine,
     problem: HostProblem,
@@ -838,7 +838,8 @@ export class HostAgent {
       this.client,
       Resources.virtualMachines,
       vm,
-      { ...status, state: waiting ? "Pending" : state },
+      // Placed here and being prepared (volumes, addresses): CloudStack calls that Starting.
+      { ...status, state: waiting ? "Starting" : state },
       this.fieldManager,
     );
     if (wrote && !waiting)

@@ -54,8 +54,9 @@ export function desiredVmStatus(
   domain: DomainInfo | undefined,
   now = new Date(),
 ) {
-  const state = vmState(domain);
   const intent = runIntent(vm, domain);
+  // CloudStack's transitional states: a guest asked to stop that still runs is Stopping.
+  const state = intent === "stop" && vmState(domain) === "Running" ? "Stopping" : vmState(domain);
   const settled =
     (intent === "run" && state === "Running") ||
     (intent === "stop" && state === "Stopped") ||

@@ -238,6 +238,43 @@ describe.skipIf(!(isRoot && hasQemu))(
       const leases = await virsh("net-dhcp-leases", libvirtNetworkName(network));
       expect(leases).toMatch(new RegExp(`${mac}\\s+ipv4\\s+${address.replaceAll(".", "\\.")}/24`));
 
+      // Hot plug: a second volume appears in the running guest, grows there, and goes again.
+      await client.create(Resources.volumes, {
+        metadata: { name: "e2e-extra", namespace },
+        spec: { zone: "e2e", size: "1Gi" },
+      });
+      await client.mergePatch(Resources.virtualMachines, "guest", namespace, {
+        spec: {
+          dataVolumes: [
+            { name: "data", volume: "e2e-data" },
+            { name: "extra", volume: "e2e-extra" },
+          ],
+        },
+      });
+      expect(
+        await readConsoleUntil(consoleSocket, /stratus-guest: disk vdb serial=extra sectors=2097152/),
+      ).toBeTruthy();
+      await client.mergePatch(Resources.volumes, "e2e-extra", namespace, { spec: { size: "2Gi" } });
+      expect(
+        await readConsoleUntil(consoleSocket, /stratus-guest: disk vdb serial=extra sectors=4194304/),
+      ).toBeTruthy();
+      const extra = await waitFor("the grown volume's status", async () => {
+        const v = await client.get<Volume>(Resources.volumes, "e2e-extra", namespace);
+        return v.status?.capacity === "2Gi" && v.status.attachedTo?.device === "vdb" ? v : undefined;
+      });
+      expect(extra.status?.phase).toBe("Attached");
+      await client.mergePatch(Resources.virtualMachines, "guest", namespace, {
+        spec: { dataVolumes: [{ name: "data", volume: "e2e-data" }] },
+      });
+      expect(await readConsoleUntil(consoleSocket, /stratus-guest: disks: vda \r?\n/)).toBeTruthy();
+      await waitFor(
+        "the extra volume to be detached",
+        async () =>
+          (await client.get<Volume>(Resources.volumes, "e2e-extra", namespace)).status?.phase === "Ready",
+      );
+      await client.delete(Resources.volumes, "e2e-extra", namespace);
+      await waitUntilGone(client, Resources.volumes, "e2e-extra", namespace);
+
       // RerunOnFailure: a guest that powers itself off stays off; Always starts it again.
       await client.mergePatch(Resources.virtualMachines, "guest", namespace, {
         spec: { runStrategy: "RerunOnFailure" },
