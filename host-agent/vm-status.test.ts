@@ -4,7 +4,7 @@ import type { DomainInfo } from "./libvirt/connection.ts";
 import { desiredVmStatus, runIntent } from "./vm-status.ts";
 
 const vm = (
-  runStrategy: VirtualMachine["spec"]["runStrategy"],
+  runStrategy: NonNullable<VirtualMachine["spec"]["runStrategy"]>,
   readyGeneration?: number,
 ): VirtualMachine => ({
   apiVersion: "stratus.io/v1alpha1",

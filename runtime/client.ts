@@ -148,14 +148,33 @@ export class KubeClient {
   private readonly metrics: RuntimeMetrics | undefined;
   private readonly userAgent: string;
   private readonly timeoutMs: number;
-  private agent: { agent: Agent; identity: string } | undefined;
+  /** Shared with the impersonating clients made from this one: one connection pool for all. */
+  private readonly pool: { agent?: { agent: Agent; identity: string } | undefined };
+  private readonly impersonation: Record<string, string>;
 
   constructor(kubeConfig: KubeConfig, options: ClientOptions = {}) {
     this.kubeConfig = kubeConfig;
     this.metrics = options.metrics;
     this.userAgent = options.userAgent ?? "stratus";
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.pool = {};
+    this.impersonation = {};
   }
+
+  /**
+   * A client whose requests the API server authorizes as `user` in `groups` (Impersonate-User and
+   * Impersonate-Group headers): RBAC decides what that user may do. It shares this client's pool.
+   */
+  impersonating(user: string, groups: readonly string[] = []): KubeClient {
+    const client = Object.create(KubeClient.prototype) as KubeClient;
+    Object.assign(client, this, {
+      impersonation: { "impersonate-user": user },
+      impersonatedGroups: [...groups],
+    });
+    return client;
+  }
+
+  private readonly impersonatedGroups: readonly string[] = [];
 
   get server(): string {
     const cluster = this.kubeConfig.getCurrentCluster();
@@ -347,8 +366,8 @@ export class KubeClient {
 
   /** Closes pooled connections. */
   async close(): Promise<void> {
-    await this.agent?.agent.close();
-    this.agent = undefined;
+    await this.pool.agent?.agent.close();
+    this.pool.agent = undefined;
   }
 
   private async send(method: string, path: string, options: RequestOptions) {
@@ -375,14 +394,19 @@ export class KubeClient {
       const response = await fetch(url, {
         method,
         dispatcher,
-        headers: {
-          ...tls.headers,
-          accept: "application/json",
-          "user-agent": this.userAgent,
+        headers: [
+          ...Object.entries({
+            ...tls.headers,
+            ...this.impersonation,
+          }),
+          // One header per group: the API server reads every Impersonate-Group value.
+          ...this.impersonatedGroups.map((group) => ["impersonate-group", group] as [string, string]),
+          ["accept", "application/json"],
+          ["user-agent", this.userAgent],
           ...(options.body !== undefined
-            ? { "content-type": options.contentType ?? "application/json" }
-            : {}),
-        },
+            ? [["content-type", options.contentType ?? "application/json"] as [string, string]]
+            : []),
+        ],
         ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
         ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
       });
@@ -404,9 +428,9 @@ export class KubeClient {
     rejectUnauthorized?: boolean;
   }): Agent {
     const identity = `${String(tls.ca)}|${String(tls.cert)}|${String(tls.key)}|${tls.rejectUnauthorized}`;
-    if (this.agent?.identity !== identity) {
-      const previous = this.agent?.agent;
-      this.agent = {
+    if (this.pool.agent?.identity !== identity) {
+      const previous = this.pool.agent?.agent;
+      this.pool.agent = {
         identity,
         agent: new Agent({
           connect: {
@@ -422,7 +446,7 @@ export class KubeClient {
       };
       void previous?.close();
     }
-    return this.agent.agent;
+    return this.pool.agent.agent;
   }
 }
 

@@ -1,0 +1,99 @@
+// Pure: CloudStack request parameters as the Java server reads them (docs/LEGACY-API.md 1.1): query
+// and form merged with the first value winning, names case-insensitive, `name[i].field` maps,
+// comma-separated lists, Boolean.valueOf booleans, and UUID parameters.
+import { ApiError, ERROR, entityNotFound } from "./envelope.ts";
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const MAP_KEY = /^([^[\].]+)\[(\d+)\]\.(.+)$/;
+
+export class RequestParams {
+  /** Names as sent (the signature covers them so), first value of each. */
+  readonly raw: Readonly<Record<string, string>>;
+  private readonly byLowerName: ReadonlyMap<string, string>;
+  readonly command: string;
+
+  constructor(sources: readonly URLSearchParams[]) {
+    const raw: Record<string, string> = {};
+    const lower = new Map<string, string>();
+    for (const source of sources) {
+      for (const [name, value] of source) {
+        if (!(name in raw)) raw[name] = value;
+        if (!lower.has(name.toLowerCase())) lower.set(name.toLowerCase(), value);
+      }
+    }
+    this.raw = raw;
+    this.byLowerName = lower;
+    this.command = lower.get("command") ?? "";
+  }
+
+  get(name: string): string | undefined {
+    return this.byLowerName.get(name.toLowerCase());
+  }
+
+  /** A required parameter, or CloudStack's 431 naming it. */
+  required(name: string): string {
+    const value = this.get(name);
+    if (value === undefined || value === "")
+      throw new ApiError(
+        ERROR.PARAM,
+        `Unable to execute API command ${this.command.toLowerCase()} due to missing parameter ${name}`,
+      );
+    return value;
+  }
+
+  /** Boolean.valueOf: "true" in any case is true, anything else false. */
+  flag(name: string, fallback = false): boolean {
+    const value = this.get(name);
+    return value === undefined ? fallback : value.toLowerCase() === "true";
+  }
+
+  integer(name: string): number | undefined {
+    const value = this.get(name);
+    if (value === undefined || value === "") return undefined;
+    if (!/^-?\d+$/.test(value))
+      throw new ApiError(
+        ERROR.PARAM,
+        `Unable to execute API command ${this.command.toLowerCase()} due to invalid value ${value} for parameter ${name}`,
+      );
+    return Number(value);
+  }
+
+  list(name: string): string[] {
+    return (this.get(name) ?? "")
+      .split(",")
+      .map((v) => v.trim())
+      .filter(Boolean);
+  }
+
+  /** A UUID parameter: a value that is not a UUID counts as absent, as in CloudStack. */
+  uuid(name: string): string | undefined {
+    const value = this.get(name);
+    return value && UUID.test(value) ? value.toLowerCase() : undefined;
+  }
+
+  /** A required UUID parameter, or 431. */
+  requiredUuid(name: string): string {
+    const value = this.required(name);
+    if (!UUID.test(value)) throw entityNotFound(name, value);
+    return value.toLowerCase();
+  }
+
+  /** `name[i].field=value` entries, in index order; a malformed key is 430. */
+  map(name: string): Record<string, string>[] {
+    const entries = new Map<number, Record<string, string>>();
+    for (const [key, value] of Object.entries(this.raw)) {
+      if (!key.toLowerCase().startsWith(`${name.toLowerCase()}[`)) continue;
+      const match = MAP_KEY.exec(key);
+      if (!match)
+        throw new ApiError(
+          ERROR.MALFORMED_PARAMETER,
+          `Unable to decode parameter ${key}; the format is ${name}[0].field=value`,
+        );
+      const index = Number(match[2]);
+      const entry = entries.get(index) ?? {};
+      entry[match[3] as string] = value;
+      entries.set(index, entry);
+    }
+    return [...entries.entries()].sort(([a], [b]) => a - b).map(([, entry]) => entry);
+  }
+}
