@@ -1,0 +1,250 @@
+// The CloudStack-compatible endpoint, /client/api: authenticates the API key and signature, runs
+// the command as the key's Kubernetes user (impersonation, so RBAC is the one authorization
+// system), and answers in CloudStack's envelopes. Lists come from informer caches after an RBAC
+// check (SubjectAccessReview); writes go through the API server as the user. Stateless: any
+// replica answers any request, jobs included.
+import type { Logger } from "pino";
+import {
+  type AsyncJob,
+  type DiskOffering,
+  type IPAddress,
+  type Network,
+  Resources,
+  type ServiceOffering,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+  type Zone,
+} from "../crds/index.ts";
+import {
+  ApiError as KubeApiError,
+  type KubeClient,
+  type KubeObject,
+  type ResourceType,
+} from "../runtime/client.ts";
+import type { InformerFactory } from "../runtime/component.ts";
+import type { Informer } from "../runtime/informer.ts";
+import { COMMANDS } from "./commands.ts";
+import {
+  ApiError,
+  ERROR,
+  errorBody,
+  type Json,
+  type Rendered,
+  render,
+  responseName,
+  UNAUTHORIZED_TEXT,
+} from "./envelope.ts";
+import { RequestParams } from "./params.ts";
+import { parseExpires, verifySignature } from "./signature.ts";
+import type { Catalog } from "./views.ts";
+
+export const SECRET: ResourceType = {
+  group: "",
+  version: "v1",
+  plural: "secrets",
+  kind: "Secret",
+  namespaced: true,
+};
+export const API_KEY_LABEL = "stratus.io/api-key";
+
+interface Secret extends KubeObject {
+  data?: Record<string, string>;
+}
+
+/** Who is calling: the Kubernetes user an API key maps to, and its account (namespace). */
+export interface Caller {
+  user: string;
+  groups: string[];
+  account: string;
+  /** Requests as that user. */
+  client: KubeClient;
+}
+
+export interface Call {
+  params: RequestParams;
+  caller: Caller;
+  api: CloudStackApi;
+}
+
+export type Handler = (call: Call) => Promise<Json>;
+
+export interface Command {
+  handler: Handler;
+  /** The object name of list items (for XML and listApis), when a list. */
+  async?: boolean;
+}
+
+const byUid = <T extends KubeObject>(object: T) => (object.metadata.uid ? [object.metadata.uid] : []);
+
+export class CloudStackApi implements Catalog {
+  readonly client: KubeClient;
+  readonly log: Logger;
+  readonly zones: Informer<Zone>;
+  readonly serviceOfferings: Informer<ServiceOffering>;
+  readonly diskOfferings: Informer<DiskOffering>;
+  readonly templates: Informer<Template>;
+  readonly vms: Informer<VirtualMachine>;
+  readonly volumes: Informer<Volume>;
+  readonly networks: Informer<Network>;
+  readonly ipAddresses: Informer<IPAddress>;
+  readonly jobs: Informer<AsyncJob>;
+  private readonly keys: Informer<Secret>;
+  private readonly decisions = new Map<string, { allowed: boolean; at: number }>();
+
+  constructor(options: {
+    client: KubeClient;
+    informers: InformerFactory;
+    keysNamespace: string;
+    logger: Logger;
+  }) {
+    const { informers } = options;
+    this.client = options.client;
+    this.log = options.logger;
+    const indexed = { indexers: { uid: byUid } };
+    this.zones = informers.for<Zone>(Resources.zones, indexed);
+    this.serviceOfferings = informers.for<ServiceOffering>(Resources.serviceOfferings, indexed);
+    this.diskOfferings = informers.for<DiskOffering>(Resources.diskOfferings, indexed);
+    this.templates = informers.for<Template>(Resources.templates, indexed);
+    this.vms = informers.for<VirtualMachine>(Resources.virtualMachines, indexed);
+    this.volumes = informers.for<Volume>(Resources.volumes, indexed);
+    this.networks = informers.for<Network>(Resources.networks, indexed);
+    this.ipAddresses = informers.for<IPAddress>(Resources.ipAddresses, {
+      indexers: {
+        vm: (a) => (a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : []),
+      },
+    });
+    this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
+    this.keys = informers.for<Secret>(SECRET, {
+      namespace: options.keysNamespace,
+      labelSelector: API_KEY_LABEL,
+      indexers: { apiKey: (secret) => (secret.data?.apiKey ? [decode(secret.data.apiKey)] : []) },
+    });
+  }
+
+  // Catalog: what views look up.
+  zone = (name: string) => this.zones.get(name);
+  serviceOffering = (name: string) => this.serviceOfferings.get(name);
+  template = (name: string) => this.templates.get(name);
+  network = (namespace: string, name: string) => this.networks.get(`${namespace}/${name}`);
+  addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
+
+  /** Answers one request; never throws. */
+  async handle(sources: URLSearchParams[]): Promise<Rendered> {
+    const params = new RequestParams(sources);
+    const format = params.get("response")?.toLowerCase() === "json" ? "json" : "xml";
+    const command = params.command;
+    try {
+      const caller = this.authenticate(params);
+      const entry = COMMANDS[command];
+      if (!command) throw new ApiError(ERROR.UNSUPPORTED_ACTION, "no command sent");
+      if (!entry)
+        throw new ApiError(
+          ERROR.UNSUPPORTED_ACTION,
+          `The given command:${command} does not exist or it is not available for the user`,
+        );
+      const body = await entry.handler({ params, caller, api: this });
+      return render(responseName(command), body, format);
+    } catch (error) {
+      const failure = this.asApiError(error, command);
+      const name =
+        failure.code === ERROR.UNSUPPORTED_ACTION || !command ? "errorresponse" : responseName(command);
+      return render(name, errorBody(failure.code, failure.message), format, failure.code);
+    }
+  }
+
+  /** Kubernetes failures in CloudStack's terms: 403 is a permission error, 404 an unknown entity. */
+  asApiError(error: unknown, command: string): ApiError {
+    if (error instanceof ApiError) return error;
+    if (error instanceof KubeApiError) {
+      if (error.status === 403)
+        return new ApiError(
+          ERROR.ACCOUNT,
+          `Account does not have permission to perform this operation (${command})`,
+        );
+      if (error.status === 422 || error.status === 400)
+        return new ApiError(ERROR.PARAM, error.body?.message ?? error.message);
+      if (error.status === 409)
+        return new ApiError(ERROR.RESOURCE_IN_USE, error.body?.message ?? error.message);
+    }
+    this.log.error(
+      { err: error instanceof Error ? error.message : String(error), command },
+      "command failed",
+    );
+    return new ApiError(ERROR.INTERNAL, `Internal error executing command ${command}`);
+  }
+
+  private authenticate(params: RequestParams): Caller {
+    const apiKey = params.get("apikey");
+    const signature = params.get("signature");
+    if (!apiKey || !signature) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+    const [secret] = this.keys.byIndex("apiKey", apiKey);
+    const secretKey = secret?.data?.secretKey ? decode(secret.data.secretKey) : undefined;
+    if (!secret || !secretKey || !verifySignature(params.raw, signature, secretKey))
+      throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+    if (params.get("signatureversion") === "3") {
+      const expires = parseExpires(params.get("expires") ?? "");
+      if (!expires || expires.getTime() < Date.now())
+        throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+    }
+    const data = secret.data ?? {};
+    const user = data.user ? decode(data.user) : "";
+    const account = data.account ? decode(data.account) : "";
+    if (!user || !account) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+    const groups = data.groups
+      ? decode(data.groups)
+          .split(",")
+          .map((g) => g.trim())
+          .filter(Boolean)
+      : [];
+    return { user, groups, account, client: this.client.impersonating(user, groups) };
+  }
+
+  /** Whether the caller may `verb` the resource (in `namespace`): a SubjectAccessReview, cached 10 s. */
+  async can(caller: Caller, verb: string, type: ResourceType, namespace?: string): Promise<boolean> {
+    const key = [caller.user, caller.groups.join(","), verb, type.plural, namespace ?? ""].join("|");
+    const cached = this.decisions.get(key);
+    if (cached && Date.now() - cached.at < 10_000) return cached.allowed;
+    const review = await this.client.request<{ status?: { allowed?: boolean } }>(
+      "POST",
+      "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+      {
+        verb: "create",
+        resource: "subjectaccessreviews",
+        body: {
+          apiVersion: "authorization.k8s.io/v1",
+          kind: "SubjectAccessReview",
+          spec: {
+            user: caller.user,
+            groups: caller.groups,
+            resourceAttributes: {
+              verb,
+              group: type.group,
+              resource: type.plural,
+              ...(namespace ? { namespace } : {}),
+            },
+          },
+        },
+      },
+    );
+    const allowed = review.status?.allowed === true;
+    this.decisions.set(key, { allowed, at: Date.now() });
+    return allowed;
+  }
+
+  /** The namespaces a list covers: the caller's account, or with listall/projectid=-1 every one it may list. */
+  async listNamespaces(call: Call, type: ResourceType, informer: Informer<KubeObject>): Promise<string[]> {
+    const everywhere = call.params.flag("listall") || call.params.get("projectid") === "-1";
+    const candidates = everywhere
+      ? [...new Set([call.caller.account, ...informer.list().map((o) => o.metadata.namespace as string)])]
+      : [call.caller.account];
+    const allowed: string[] = [];
+    for (const namespace of candidates)
+      if (await this.can(call.caller, "list", type, namespace)) allowed.push(namespace);
+    return allowed;
+  }
+}
+
+function decode(value: string): string {
+  return Buffer.from(value, "base64").toString("utf8");
+}

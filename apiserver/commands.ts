@@ -1,0 +1,450 @@
+// The CloudStack commands Stratus serves, each over the Stratus kinds (docs/LEGACY-API.md 4).
+import { readFileSync } from "node:fs";
+import { type Network, Resources, type VirtualMachine, type Volume } from "../crds/index.ts";
+import type { KubeObject, ResourceType } from "../runtime/client.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { Call, CloudStackApi, Command } from "./api.ts";
+import { ApiError, ERROR, entityNotFound, type Json, listBody } from "./envelope.ts";
+import { jobView, submitJob } from "./jobs.ts";
+import {
+  diskOfferingView,
+  NETWORK_OFFERING_ID,
+  networkOfferingView,
+  networkView,
+  serviceOfferingView,
+  templateView,
+  virtualMachineView,
+  volumeView,
+  zoneView,
+} from "./views.ts";
+
+const DEFAULT_PAGE_SIZE = 500;
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** One page of `items` (page/pagesize), with the total count clients page by. */
+function page(call: Call, itemKey: string, items: Json[]): Json {
+  const size = call.params.integer("pagesize") ?? DEFAULT_PAGE_SIZE;
+  const number = call.params.integer("page") ?? 1;
+  if (size < 1 || number < 1) throw new ApiError(ERROR.PARAM, "page and pagesize must be positive");
+  return listBody(itemKey, items.slice((number - 1) * size, number * size), items.length);
+}
+
+/** `id`, `name` (exact, as Terraform needs) and `keyword` (substring) filters. */
+function filtered<T extends KubeObject>(
+  call: Call,
+  objects: T[],
+  displayName: (o: T) => string | undefined = () => undefined,
+): T[] {
+  const id = call.params.get("id")?.toLowerCase();
+  const ids = call.params.list("ids").map((i) => i.toLowerCase());
+  const name = call.params.get("name");
+  const keyword = call.params.get("keyword")?.toLowerCase();
+  return objects
+    .filter((o) => !id || o.metadata.uid === id)
+    .filter((o) => ids.length === 0 || ids.includes(o.metadata.uid as string))
+    .filter((o) => !name || o.metadata.name === name)
+    .filter(
+      (o) =>
+        !keyword ||
+        (o.metadata.name as string).toLowerCase().includes(keyword) ||
+        (displayName(o) ?? "").toLowerCase().includes(keyword),
+    )
+    .sort((a, b) => (a.metadata.creationTimestamp ?? "").localeCompare(b.metadata.creationTimestamp ?? ""));
+}
+
+/** The object with this UID (the CloudStack id), or the 431 Terraform reads as "gone". */
+function byId<T extends KubeObject>(informer: Informer<T>, call: Call, parameter: string): T {
+  const id = call.params.requiredUuid(parameter);
+  const [object] = informer.byIndex("uid", id);
+  if (!object) throw entityNotFound(parameter, id);
+  return object;
+}
+
+async function requireClusterRead(call: Call, type: ResourceType): Promise<void> {
+  if (!(await call.api.can(call.caller, "list", type)))
+    throw new ApiError(ERROR.ACCOUNT, `Account ${call.caller.account} may not list ${type.plural}`);
+}
+
+/** A namespaced object the caller reaches by id: in a namespace it may `get` in, or 531. */
+async function ownedById<T extends KubeObject>(
+  call: Call,
+  informer: Informer<T>,
+  type: ResourceType,
+  parameter = "id",
+): Promise<T> {
+  const object = byId(informer, call, parameter);
+  if (!(await call.api.can(call.caller, "get", type, object.metadata.namespace)))
+    throw new ApiError(
+      ERROR.ACCOUNT,
+      `Account ${call.caller.account} does not have permission to access ${parameter} ${object.metadata.uid}`,
+    );
+  return object;
+}
+
+async function namespaced<T extends KubeObject>(
+  call: Call,
+  informer: Informer<T>,
+  type: ResourceType,
+): Promise<T[]> {
+  const namespaces = new Set(
+    await call.api.listNamespaces(call, type, informer as unknown as Informer<KubeObject>),
+  );
+  return informer.list().filter((o) => namespaces.has(o.metadata.namespace as string));
+}
+
+const vmView = (api: CloudStackApi, vm: VirtualMachine) => virtualMachineView(vm, api);
+const attachedVm = (api: CloudStackApi, volume: Volume) => {
+  const name = volume.status?.attachedTo?.virtualMachine;
+  return name ? api.vms.get(`${volume.metadata.namespace}/${name}`) : undefined;
+};
+
+function setRunStrategy(call: Call, vm: VirtualMachine, runStrategy: "Always" | "Halted") {
+  return call.caller.client.mergePatch(
+    Resources.virtualMachines,
+    vm.metadata.name as string,
+    vm.metadata.namespace,
+    {
+      spec: { runStrategy },
+    },
+  );
+}
+
+async function vmJob(call: Call, command: string, vm: VirtualMachine): Promise<Json> {
+  const job = await submitJob(call, command, vm);
+  return { jobid: job.metadata.uid as string };
+}
+
+const catalogCommands: Record<string, Command> = {
+  listZones: {
+    async handler(call) {
+      await requireClusterRead(call, Resources.zones);
+      const zones = filtered(call, call.api.zones.list(), (z) => z.spec.displayName);
+      return page(call, "zone", zones.map(zoneView));
+    },
+  },
+  listServiceOfferings: {
+    async handler(call) {
+      await requireClusterRead(call, Resources.serviceOfferings);
+      const offerings = filtered(call, call.api.serviceOfferings.list(), (o) => o.spec.displayName);
+      return page(call, "serviceoffering", offerings.map(serviceOfferingView));
+    },
+  },
+  listDiskOfferings: {
+    async handler(call) {
+      await requireClusterRead(call, Resources.diskOfferings);
+      const offerings = filtered(call, call.api.diskOfferings.list(), (o) => o.spec.displayName);
+      return page(call, "diskoffering", offerings.map(diskOfferingView));
+    },
+  },
+  listTemplates: {
+    async handler(call) {
+      call.params.required("templatefilter");
+      await requireClusterRead(call, Resources.templates);
+      const zoneId = call.params.uuid("zoneid");
+      const zones = zoneId ? call.api.zones.byIndex("uid", zoneId) : call.api.zones.list();
+      if (zoneId && zones.length === 0) throw entityNotFound("zoneid", zoneId);
+      const templates = filtered(call, call.api.templates.list(), (t) => t.spec.displayName);
+      // One entry per template and zone it is available in, as CloudStack lists them.
+      const entries = templates.flatMap((t) =>
+        zones
+          .filter((z) => !t.spec.zones?.length || t.spec.zones.includes(z.metadata.name as string))
+          .map((z) => templateView(t, z)),
+      );
+      return page(call, "template", entries);
+    },
+  },
+  listNetworkOfferings: {
+    async handler(call) {
+      const id = call.params.get("id");
+      const name = call.params.get("name");
+      const offering = networkOfferingView() as Record<string, Json>;
+      const matches = (!id || id === NETWORK_OFFERING_ID) && (!name || name === offering.name);
+      return page(call, "networkoffering", matches ? [offering] : []);
+    },
+  },
+  listCapabilities: {
+    async handler() {
+      return {
+        capability: {
+          cloudstackversion: "4.20.0-stratus",
+          securitygroupsenabled: false,
+          userpublictemplateenabled: false,
+          supportELB: "false",
+          projectinviterequired: false,
+          allowusercreateprojects: false,
+          customdiskofferingminsize: 1,
+          customdiskofferingmaxsize: 65_536,
+          kvmsnapshotenabled: false,
+          apilimitinterval: 1,
+          apilimitmax: 0,
+          dynamicrolesenabled: false,
+        },
+      };
+    },
+  },
+  listApis: {
+    async handler(call) {
+      const name = call.params.get("name");
+      const apis = apiIndex().filter((api) => api.name in COMMANDS && (!name || api.name === name));
+      return page(
+        call,
+        "api",
+        apis.map((api) => api as unknown as Json),
+      );
+    },
+  },
+};
+
+const vmCommands: Record<string, Command> = {
+  listVirtualMachines: {
+    async handler(call) {
+      const state = call.params.get("state")?.toLowerCase();
+      const zoneId = call.params.uuid("zoneid");
+      const vms = filtered(
+        call,
+        await namespaced(call, call.api.vms, Resources.virtualMachines),
+        (vm) => vm.spec.displayName,
+      )
+        .map((vm) => vmView(call.api, vm) as Record<string, Json>)
+        .filter((vm) => !state || String(vm.state).toLowerCase() === state)
+        .filter((vm) => !zoneId || vm.zoneid === zoneId);
+      return page(call, "virtualmachine", vms);
+    },
+  },
+  deployVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const { params, api } = call;
+      const offering = byId(api.serviceOfferings, call, "serviceofferingid");
+      const template = byId(api.templates, call, "templateid");
+      const zone = byId(api.zones, call, "zoneid");
+      const name = (params.get("name") ?? `vm-${Math.random().toString(16).slice(2, 10)}`).toLowerCase();
+      if (!DNS_LABEL.test(name) || name.length > 63)
+        throw new ApiError(
+          ERROR.PARAM,
+          `Invalid parameter name value=${name}: a VM name is a host name (letters, digits and hyphens)`,
+        );
+      const networks = params.list("networkids").map((id) => {
+        const [network] = api.networks.byIndex("uid", id.toLowerCase());
+        if (!network || network.metadata.namespace !== call.caller.account)
+          throw entityNotFound("networkids", id);
+        return network;
+      });
+      const rootDiskSize = params.integer("rootdisksize");
+      const userData = params.get("userdata");
+      if (userData !== undefined && (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length > 43_692))
+        throw new ApiError(ERROR.PARAM, "userdata must be base64 and at most 32 KiB decoded");
+      const address = params.get("ipaddress");
+      const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "VirtualMachine",
+        metadata: {
+          name,
+          namespace: call.caller.account,
+          annotations: { "stratus.io/created-by": "cloudstack-api" },
+        },
+        spec: {
+          zone: zone.metadata.name as string,
+          serviceOffering: offering.metadata.name as string,
+          template: template.metadata.name as string,
+          runStrategy: params.flag("startvm", true) ? "Always" : "Halted",
+          ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
+          ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
+          ...(userData ? { userData } : {}),
+          ...(networks.length > 0
+            ? {
+                nics: networks.map((network, index) => ({
+                  name: `eth${index}`,
+                  network: network.metadata.name as string,
+                  ...(index === 0 && address ? { ipAddress: address } : {}),
+                })),
+              }
+            : {}),
+        },
+      });
+      const job = await submitJob(call, "deployVirtualMachine", vm);
+      return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
+    },
+  },
+  startVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      await setRunStrategy(call, vm, "Always");
+      return vmJob(call, "startVirtualMachine", vm);
+    },
+  },
+  stopVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      await setRunStrategy(call, vm, "Halted");
+      return vmJob(call, "stopVirtualMachine", vm);
+    },
+  },
+  destroyVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      // Stratus has no recycle bin: destroy deletes, with or without expunge.
+      const job = await submitJob(call, "destroyVirtualMachine", vm);
+      await call.caller.client.delete(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+      );
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  queryAsyncJobResult: {
+    async handler(call) {
+      const job = byId(call.api.jobs, call, "jobid");
+      if (!(await call.api.can(call.caller, "get", Resources.asyncJobs, job.metadata.namespace)))
+        throw entityNotFound("jobid", job.metadata.uid as string);
+      return jobView(job);
+    },
+  },
+};
+
+const storageAndNetworkCommands: Record<string, Command> = {
+  listVolumes: {
+    async handler(call) {
+      const type = call.params.get("type")?.toUpperCase();
+      const vmId = call.params.uuid("virtualmachineid");
+      const volumes = filtered(call, await namespaced(call, call.api.volumes, Resources.volumes))
+        .filter((v) => !type || (v.spec.type ?? "DATADISK") === type)
+        .map(
+          (v) =>
+            volumeView(v, call.api, attachedVm(call.api, v) ?? ownerVm(call.api, v)) as Record<string, Json>,
+        )
+        .filter((v) => !vmId || v.virtualmachineid === vmId);
+      return page(call, "volume", volumes);
+    },
+  },
+  listNetworks: {
+    async handler(call) {
+      const zoneId = call.params.uuid("zoneid");
+      const networks = filtered(
+        call,
+        await namespaced(call, call.api.networks, Resources.networks),
+        (n) => n.spec.displayName,
+      )
+        .map((n) => networkView(n, call.api) as Record<string, Json>)
+        .filter((n) => !zoneId || n.zoneid === zoneId);
+      return page(call, "network", networks);
+    },
+  },
+  createNetwork: {
+    async handler(call) {
+      const { params, api } = call;
+      const name = params.required("name").toLowerCase();
+      params.required("networkofferingid");
+      const zone = byId(api.zones, call, "zoneid");
+      if (!DNS_LABEL.test(name)) throw new ApiError(ERROR.PARAM, `Invalid parameter name value=${name}`);
+      const gateway = params.get("gateway");
+      const netmask = params.get("netmask");
+      const cidr = gateway && netmask ? cidrOf(gateway, netmask) : "10.1.1.0/24";
+      const network = await call.caller.client.create<Network>(Resources.networks, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "Network",
+        metadata: { name, namespace: call.caller.account },
+        spec: {
+          zone: zone.metadata.name as string,
+          cidr,
+          ...(gateway ? { gateway } : {}),
+          ...(params.get("displaytext") ? { displayName: params.get("displaytext") as string } : {}),
+          ...(params.integer("vlan") ? { vlan: params.integer("vlan") as number } : {}),
+        },
+      });
+      return { network: networkView(network, api) };
+    },
+  },
+  deleteNetwork: {
+    async: true,
+    async handler(call) {
+      const network = await ownedById(call, call.api.networks, Resources.networks);
+      const job = await submitJob(call, "deleteNetwork", network);
+      await call.caller.client.delete(
+        Resources.networks,
+        network.metadata.name as string,
+        network.metadata.namespace,
+      );
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+};
+
+function ownerVm(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
+  const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
+  return owner ? api.vms.get(`${volume.metadata.namespace}/${owner.name}`) : undefined;
+}
+
+function cidrOf(gateway: string, netmask: string): string {
+  const toNumber = (ip: string) => ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+  const mask = toNumber(netmask);
+  const prefix = 32 - Math.log2(2 ** 32 - mask);
+  if (!Number.isInteger(prefix))
+    throw new ApiError(ERROR.PARAM, `Invalid parameter netmask value=${netmask}`);
+  const base = (toNumber(gateway) & mask) >>> 0;
+  return `${[24, 16, 8, 0].map((s) => (base >>> s) & 255).join(".")}/${prefix}`;
+}
+
+export const COMMANDS: Record<string, Command> = {
+  ...catalogCommands,
+  ...vmCommands,
+  ...storageAndNetworkCommands,
+};
+
+interface ApiEntry {
+  name: string;
+  description: string;
+  isasync: boolean;
+  since: string;
+  related: string;
+  type: string;
+  params: {
+    name: string;
+    description: string;
+    type: string;
+    length: number;
+    required: boolean;
+    related: string;
+    since: string;
+  }[];
+  response: never[];
+}
+
+let index: ApiEntry[] | undefined;
+
+/** listApis entries from CloudStack's own API index (async flag, parameters, required ones). */
+export function apiIndex(): ApiEntry[] {
+  index ??= readFileSync(new URL("./api-index.tsv", import.meta.url), "utf8")
+    .split("\n")
+    .filter((line) => line && !line.startsWith("#"))
+    .map((line) => {
+      const [name = "", isasync, , required = "", all = ""] = line.split("\t");
+      const requiredSet = new Set(required.split(",").filter(Boolean));
+      return {
+        name,
+        description: `CloudStack ${name}, served by Stratus`,
+        isasync: isasync === "true",
+        since: "4.0.0",
+        related: "",
+        type: "",
+        params: all
+          .split(",")
+          .filter(Boolean)
+          .map((param) => ({
+            name: param,
+            description: param,
+            type: "string",
+            length: 255,
+            required: requiredSet.has(param),
+            related: "",
+            since: "4.0.0",
+          })),
+        response: [],
+      };
+    });
+  return index;
+}

@@ -1,0 +1,191 @@
+// Async jobs: each async command is an AsyncJob object (its UID is the jobid), so any replica
+// answers queryAsyncJobResult and jobs survive restarts. A controller finishes a job when its
+// target reaches the state the command asked for, freezes the result, and deletes the job an hour
+// after it ended.
+import type { Logger } from "pino";
+import { type AsyncJob, Resources, type VirtualMachine } from "../crds/index.ts";
+import { isNotFound, type KubeObject } from "../runtime/client.ts";
+import { Controller } from "../runtime/controller.ts";
+import type { RuntimeMetrics } from "../runtime/metrics.ts";
+import { applyStatus } from "../runtime/objects.ts";
+import type { Call, CloudStackApi } from "./api.ts";
+import { ERROR, formatDate, type Json } from "./envelope.ts";
+import { virtualMachineView } from "./views.ts";
+
+/** Finished jobs are kept this long for clients that poll late, then deleted. */
+export const JOB_RETENTION_MS = 60 * 60 * 1000;
+const FIELD_MANAGER = "stratus-apiserver";
+const SIGNATURE_PARAMS = new Set(["signature", "apikey", "sessionkey", "expires", "signatureversion"]);
+
+export async function submitJob(
+  call: Call,
+  command: string,
+  target: KubeObject & { kind?: string },
+): Promise<AsyncJob> {
+  const parameters = Object.fromEntries(
+    Object.entries(call.params.raw).filter(([name]) => !SIGNATURE_PARAMS.has(name.toLowerCase())),
+  );
+  return call.caller.client.create<AsyncJob>(Resources.asyncJobs, {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "AsyncJob",
+    metadata: { generateName: "job-", namespace: target.metadata.namespace ?? call.caller.account },
+    spec: {
+      command,
+      parameters,
+      user: call.caller.user,
+      account: call.caller.account,
+      target: {
+        kind: target.kind ?? "VirtualMachine",
+        name: target.metadata.name as string,
+        uid: target.metadata.uid as string,
+      },
+    },
+  });
+}
+
+const JOB_STATUS = { Pending: 0, InProgress: 0, Succeeded: 1, Failed: 2 } as const;
+
+/** queryAsyncJobResult's body (docs/LEGACY-API.md 3.2). */
+export function jobView(job: AsyncJob): Json {
+  const state = job.status?.state ?? "Pending";
+  const finished = state === "Succeeded" || state === "Failed";
+  const body: Record<string, Json> = {
+    jobid: job.metadata.uid as string,
+    accountid: job.metadata.namespace as string,
+    account: job.spec.account ?? (job.metadata.namespace as string),
+    userid: job.spec.user,
+    cmd: job.spec.command,
+    jobstatus: JOB_STATUS[state],
+    jobprocstatus: 0,
+    jobresultcode: state === "Failed" ? (job.status?.error?.code ?? ERROR.INTERNAL) : 0,
+    created: formatDate(job.metadata.creationTimestamp) as string,
+  };
+  if (job.spec.target?.kind) body.jobinstancetype = job.spec.target.kind;
+  if (job.spec.target?.uid) body.jobinstanceid = job.spec.target.uid;
+  if (finished) {
+    body.jobresulttype = "object";
+    body.jobresult =
+      state === "Succeeded"
+        ? ((job.status?.result as Json) ?? { success: true })
+        : {
+            errorcode: job.status?.error?.code ?? ERROR.INTERNAL,
+            errortext: job.status?.error?.text ?? "failed",
+          };
+    if (job.status?.finishedAt) body.completed = formatDate(job.status.finishedAt) as string;
+  }
+  return body;
+}
+
+type Outcome = { result: Json } | { error: { code: number; text: string } } | undefined;
+
+/** Whether the job's target has reached what the command asked for, or cannot. */
+function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
+  const targetUid = job.spec.target?.uid;
+  const vm = targetUid ? api.vms.byIndex("uid", targetUid)[0] : undefined;
+  switch (job.spec.command) {
+    case "deployVirtualMachine":
+    case "startVirtualMachine":
+    case "stopVirtualMachine": {
+      if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
+      const wanted =
+        job.spec.command === "stopVirtualMachine" || vm.spec.runStrategy === "Halted" ? "Stopped" : "Running";
+      if (vm.status?.state === wanted) return { result: { virtualmachine: virtualMachineView(vm, api) } };
+      return failure(vm);
+    }
+    case "destroyVirtualMachine": {
+      if (vm) return undefined;
+      const expunge = Object.entries(job.spec.parameters ?? {}).some(
+        ([name, value]) => name.toLowerCase() === "expunge" && value.toLowerCase() === "true",
+      );
+      return {
+        result: {
+          virtualmachine: expunge
+            ? {}
+            : { id: targetUid as string, name: job.spec.target?.name ?? "", state: "Destroyed" },
+        },
+      };
+    }
+    case "deleteNetwork":
+      return targetUid && api.networks.byIndex("uid", targetUid).length > 0
+        ? undefined
+        : { result: { success: true } };
+    default:
+      return { error: { code: ERROR.INTERNAL, text: `no job handler for ${job.spec.command}` } };
+  }
+}
+
+/** A VM that cannot get where its job wants it: no host fits, or its host reports an error. */
+function failure(vm: VirtualMachine): Outcome {
+  const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
+  if (scheduled?.status === "False" && scheduled.reason === "Unschedulable")
+    return {
+      error: {
+        code: ERROR.INSUFFICIENT_CAPACITY,
+        text: `Unable to create a deployment for VM ${vm.metadata.name}: ${scheduled.message}`,
+      },
+    };
+  const ready = vm.status?.conditions?.find((c) => c.type === "Ready");
+  if (vm.status?.state === "Error")
+    return { error: { code: ERROR.INTERNAL, text: ready?.message ?? "the VM failed" } };
+  return undefined;
+}
+
+export function jobController(api: CloudStackApi, logger: Logger, metrics: RuntimeMetrics): Controller {
+  const byTarget = (uid: string) =>
+    api.jobs
+      .list()
+      .filter((job) => job.spec.target?.uid === uid && !job.status?.finishedAt)
+      .map((job) => `${job.metadata.namespace}/${job.metadata.name}`);
+  return new Controller({
+    name: "async-jobs",
+    logger,
+    metrics,
+    async reconcile(key, log) {
+      const job = api.jobs.get(key);
+      if (!job) return undefined;
+      if (job.status?.finishedAt) {
+        const age = Date.now() - Date.parse(job.status.finishedAt);
+        if (age < JOB_RETENTION_MS) return { requeueAfterMs: JOB_RETENTION_MS - age };
+        await api.client
+          .delete(Resources.asyncJobs, job.metadata.name as string, job.metadata.namespace)
+          .catch((error) => {
+            if (!isNotFound(error)) throw error;
+          });
+        return undefined;
+      }
+      const result = outcome(job, api);
+      const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+      if (!result) {
+        if (!job.status?.state)
+          await applyStatus(
+            api.client,
+            Resources.asyncJobs,
+            job,
+            { state: "InProgress", startedAt: now },
+            FIELD_MANAGER,
+          );
+        return undefined;
+      }
+      await applyStatus(
+        api.client,
+        Resources.asyncJobs,
+        job,
+        {
+          state: "result" in result ? "Succeeded" : "Failed",
+          ...(job.status?.startedAt ? {} : { startedAt: now }),
+          finishedAt: now,
+          ...("result" in result ? { result: result.result } : { error: result.error }),
+        },
+        FIELD_MANAGER,
+      );
+      log.info(
+        { command: job.spec.command, state: "result" in result ? "Succeeded" : "Failed" },
+        "job finished",
+      );
+      return { requeueAfterMs: JOB_RETENTION_MS };
+    },
+  })
+    .watch(api.jobs)
+    .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
+    .watch(api.networks, (network) => byTarget(network.metadata.uid as string));
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+// stratus-apiserver: the CloudStack-compatible API (/client/api). Stateless: run as many replicas
+// as you like behind one Service.
+import { createServer, type IncomingMessage } from "node:http";
+import { parseArgs } from "node:util";
+import { KubeClient } from "../runtime/client.ts";
+import { InformerFactory } from "../runtime/component.ts";
+import { kubeConfigFrom } from "../runtime/config.ts";
+import { apiServerCheck, HealthServer } from "../runtime/health.ts";
+import { createLogger } from "../runtime/logger.ts";
+import { RuntimeMetrics } from "../runtime/metrics.ts";
+import { CloudStackApi } from "./api.ts";
+import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
+import { jobController } from "./jobs.ts";
+
+const HELP = `stratus-apiserver: the CloudStack-compatible API of Stratus.
+
+Options:
+  --listen=HOST:PORT         where /client/api is served (default 127.0.0.1:8080)
+  --kubeconfig=PATH          default $KUBECONFIG, else the in-cluster service account
+  --keys-namespace=NS        namespace of the API key Secrets (label stratus.io/api-key; default stratus-system)
+  --health-address=HOST:PORT /healthz, /readyz, /metrics (default 127.0.0.1:8083)
+`;
+
+/** userdata may be 32 KiB decoded (~43 KiB base64) plus the rest: 1 MiB is plenty. */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+function hostPort(value: string, flag: string): { host: string; port: number } {
+  const [host, port] = value.split(/:(?=\d+$)/);
+  if (!host || !Number.isInteger(Number(port))) {
+    process.stderr.write(`stratus-apiserver: --${flag} must be HOST:PORT, not "${value}"\n`);
+    process.exit(2);
+  }
+  return { host, port: Number(port) };
+}
+
+async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
+  const type = request.headers["content-type"] ?? "";
+  if (request.method !== "POST" || !type.startsWith("application/x-www-form-urlencoded")) {
+    request.resume();
+    return new URLSearchParams();
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES)
+      throw new ApiError(ERROR.MALFORMED_PARAMETER, "the request body is larger than 1 MiB");
+    chunks.push(chunk as Buffer);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      help: { type: "boolean", short: "h" },
+      listen: { type: "string", default: "127.0.0.1:8080" },
+      kubeconfig: { type: "string" },
+      "keys-namespace": { type: "string", default: "stratus-system" },
+      "health-address": { type: "string", default: "127.0.0.1:8083" },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const listen = hostPort(values.listen as string, "listen");
+  const health = hostPort(values["health-address"] as string, "health-address");
+  const logger = createLogger("stratus-apiserver");
+  const metrics = new RuntimeMetrics();
+  const client = new KubeClient(kubeConfigFrom(values.kubeconfig), {
+    metrics,
+    userAgent: "stratus-apiserver",
+  });
+  const informers = new InformerFactory(client, { logger, metrics, resyncPeriodMs: 300_000 });
+  const api = new CloudStackApi({
+    client,
+    informers,
+    keysNamespace: values["keys-namespace"] as string,
+    logger,
+  });
+  const jobs = jobController(api, logger, metrics);
+
+  const server = createServer(async (request, response) => {
+    const url = new URL(request.url ?? "/", "http://localhost");
+    if (url.pathname !== "/client/api" && url.pathname !== "/client/api/") {
+      response
+        .writeHead(404, { "content-type": "text/plain" })
+        .end("not found: the CloudStack API is /client/api\n");
+      return;
+    }
+    let rendered: ReturnType<typeof render>;
+    try {
+      rendered = await api.handle([url.searchParams, await readForm(request)]);
+    } catch (error) {
+      const failure = error instanceof ApiError ? error : new ApiError(ERROR.INTERNAL, "internal error");
+      rendered = render("errorresponse", errorBody(failure.code, failure.message), "json", failure.code);
+    }
+    const headers: Record<string, string> = { "content-type": rendered.contentType };
+    if (rendered.status !== 200) headers["x-description"] = encodeURIComponent(rendered.body.slice(0, 200));
+    response.writeHead(rendered.status, headers).end(rendered.body);
+  });
+  let serving = false;
+  const healthServer = new HealthServer({
+    metrics,
+    host: health.host,
+    port: health.port,
+    readiness: {
+      "api-server": apiServerCheck(client),
+      "client-api": () => (serving ? undefined : "/client/api is not served yet"),
+      informers: () => {
+        const unsynced = informers.unsynced();
+        return unsynced.length > 0 ? `not synced yet: ${unsynced.join(", ")}` : undefined;
+      },
+    },
+  });
+  await healthServer.listen();
+  informers.start();
+  await informers.waitForSync();
+  await new Promise<void>((resolve) => server.listen(listen.port, listen.host, resolve));
+  serving = true;
+  const address = server.address();
+  logger.info(
+    { listen: typeof address === "object" && address ? `${address.address}:${address.port}` : listen },
+    "CloudStack API serving",
+  );
+
+  const shutdown = new AbortController();
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      shutdown.abort();
+      setTimeout(() => process.exit(1), 10_000).unref();
+    });
+  }
+  await jobs.run(shutdown.signal);
+  server.close();
+  await healthServer.close();
+  await informers.stop();
+  await client.close();
+  process.exit(0);
+}
+
+await main();

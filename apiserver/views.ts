@@ -1,0 +1,260 @@
+// Pure: Stratus objects as CloudStack shows them (docs/LEGACY-API.md appendix A): ids are the
+// objects' UIDs, a namespace is the account, absent fields are left out, JSON types as the Go SDK
+// expects (ints, int64 bytes, booleans).
+
+import { addressPlan } from "../crds/addressing.ts";
+import type {
+  DiskOffering,
+  IPAddress,
+  Network,
+  ServiceOffering,
+  Template,
+  VirtualMachine,
+  Volume,
+  Zone,
+} from "../crds/index.ts";
+import { parseQuantity } from "../crds/quantity.ts";
+import { compact, formatDate, type Json } from "./envelope.ts";
+
+const MIB = 1024n * 1024n;
+const GIB = 1024n * MIB;
+
+/** What a view may look up by name (the caches). */
+export interface Catalog {
+  zone(name: string): Zone | undefined;
+  serviceOffering(name: string): ServiceOffering | undefined;
+  template(name: string): Template | undefined;
+  network(namespace: string, name: string): Network | undefined;
+  addresses(namespace: string, vm: string): IPAddress[];
+}
+
+const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
+
+export function zoneView(zone: Zone): Json {
+  return compact({
+    id: uid(zone),
+    name: zone.metadata.name as string,
+    description: zone.spec.displayName,
+    networktype: zone.spec.networkType ?? "Advanced",
+    allocationstate: zone.spec.allocationState ?? "Enabled",
+    dns1: zone.spec.dns?.[0],
+    dns2: zone.spec.dns?.[1],
+    internaldns1: zone.spec.internalDns?.[0],
+    domain: zone.spec.domain,
+    securitygroupsenabled: false,
+    localstorageenabled: true,
+    type: "Core",
+    tags: [],
+  });
+}
+
+export function serviceOfferingView(offering: ServiceOffering): Json {
+  return compact({
+    id: uid(offering),
+    name: offering.metadata.name as string,
+    displaytext: offering.spec.displayName ?? (offering.metadata.name as string),
+    cpunumber: offering.spec.cpu,
+    cpuspeed: offering.spec.cpuSpeedMHz ?? 1000,
+    memory: Number(parseQuantity(offering.spec.memory) / MIB),
+    offerha: offering.spec.highAvailability ?? false,
+    iscustomized: false,
+    issystem: false,
+    storagetype: "local",
+    hosttags: offering.spec.hostTags?.join(","),
+    created: formatDate(offering.metadata.creationTimestamp),
+  });
+}
+
+export function diskOfferingView(offering: DiskOffering): Json {
+  return compact({
+    id: uid(offering),
+    name: offering.metadata.name as string,
+    displaytext: offering.spec.displayName ?? (offering.metadata.name as string),
+    disksize: offering.spec.size ? Number(parseQuantity(offering.spec.size) / GIB) : 0,
+    iscustomized: offering.spec.size === undefined,
+    storagetype: "local",
+    provisioningtype: "thin",
+    created: formatDate(offering.metadata.creationTimestamp),
+  });
+}
+
+export function templateView(template: Template, zone: Zone | undefined): Json {
+  const ready = zone
+    ? (template.status?.zones?.find((z) => z.zone === zone.metadata.name)?.ready ?? true)
+    : true;
+  return compact({
+    id: uid(template),
+    name: template.metadata.name as string,
+    displaytext: template.spec.displayName ?? (template.metadata.name as string),
+    zoneid: zone ? uid(zone) : undefined,
+    zonename: zone?.metadata.name,
+    isready: ready,
+    ispublic: true,
+    isfeatured: true,
+    crossZones: !template.spec.zones?.length,
+    format: (template.spec.format ?? "qcow2").toUpperCase(),
+    hypervisor: "KVM",
+    ostypename: template.spec.osType ?? "Other Linux (64-bit)",
+    ostypeid: template.spec.osType ?? "other",
+    size: template.status?.size ? Number(parseQuantity(template.status.size)) : undefined,
+    passwordenabled: false,
+    templatetype: "USER",
+    status: ready ? "Download Complete" : "Downloading",
+    bootable: true,
+    created: formatDate(template.metadata.creationTimestamp),
+  });
+}
+
+/** Stratus states are CloudStack's; Pending is shown as Starting (libcloud knows no Pending). */
+function vmStateView(vm: VirtualMachine): string {
+  const state = vm.metadata.deletionTimestamp ? "Destroyed" : (vm.status?.state ?? "Starting");
+  return state === "Pending" ? "Starting" : state;
+}
+
+export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
+  const namespace = vm.metadata.namespace as string;
+  const offering = catalog.serviceOffering(vm.spec.serviceOffering);
+  const template = catalog.template(vm.spec.template);
+  const zone = catalog.zone(vm.spec.zone);
+  const addresses = catalog.addresses(namespace, vm.metadata.name as string);
+  const nics = (vm.spec.nics ?? []).map((nic, index) => {
+    const network = catalog.network(namespace, nic.network);
+    const reported = vm.status?.nics?.find((n) => n.name === nic.name);
+    const address = addresses.find((a) => a.spec.nic === nic.name)?.spec.address ?? reported?.ipAddress;
+    const plan = network ? addressPlan(network) : undefined;
+    return compact({
+      id: `${uid(vm).slice(0, 24)}${String(index).padStart(12, "0")}`,
+      networkid: network ? uid(network) : undefined,
+      networkname: nic.network,
+      ipaddress: address,
+      macaddress: reported?.macAddress ?? nic.macAddress,
+      gateway: plan?.gateway,
+      netmask: plan?.netmask,
+      isdefault: index === 0,
+      traffictype: "Guest",
+      type: network?.spec.type ?? "Isolated",
+      deviceid: String(index),
+    });
+  });
+  return compact({
+    id: uid(vm),
+    name: vm.metadata.name as string,
+    displayname: vm.spec.displayName ?? (vm.metadata.name as string),
+    instancename: `stratus-${uid(vm)}`,
+    state: vmStateView(vm),
+    account: namespace,
+    domain: "ROOT",
+    zoneid: zone ? uid(zone) : undefined,
+    zonename: vm.spec.zone,
+    templateid: template ? uid(template) : undefined,
+    templatename: vm.spec.template,
+    templatedisplaytext: template?.spec.displayName ?? vm.spec.template,
+    serviceofferingid: offering ? uid(offering) : undefined,
+    serviceofferingname: vm.spec.serviceOffering,
+    cpunumber: offering?.spec.cpu,
+    cpuspeed: offering ? (offering.spec.cpuSpeedMHz ?? 1000) : undefined,
+    memory: offering ? Number(parseQuantity(offering.spec.memory) / MIB) : undefined,
+    hostname: vm.status?.host,
+    hypervisor: "KVM",
+    haenable: offering?.spec.highAvailability ?? false,
+    passwordenabled: false,
+    deleteprotection: false,
+    rootdeviceid: 0,
+    rootdevicetype: "ROOT",
+    userdata: vm.spec.userData,
+    created: formatDate(vm.metadata.creationTimestamp),
+    nic: nics,
+    securitygroup: [],
+    affinitygroup: [],
+    tags: [],
+  });
+}
+
+export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine | undefined): Json {
+  const zone = catalog.zone(volume.spec.zone);
+  const size = volume.status?.capacity ?? volume.spec.size;
+  const attached = volume.status?.attachedTo;
+  const device = attached?.device ? attached.device.charCodeAt(attached.device.length - 1) - 97 : undefined;
+  return compact({
+    id: uid(volume),
+    name: volume.metadata.name as string,
+    type: volume.spec.type ?? "DATADISK",
+    state: volume.metadata.deletionTimestamp
+      ? "Destroy"
+      : volume.status?.phase === "Ready" || volume.status?.phase === "Attached"
+        ? "Ready"
+        : "Allocated",
+    size: size ? Number(parseQuantity(size)) : undefined,
+    account: volume.metadata.namespace,
+    domain: "ROOT",
+    zoneid: zone ? uid(zone) : undefined,
+    zonename: volume.spec.zone,
+    virtualmachineid: attached && vm ? uid(vm) : undefined,
+    vmname: attached?.virtualMachine,
+    vmstate: vm ? vmStateView(vm) : undefined,
+    deviceid: attached ? device : undefined,
+    storagetype: "local",
+    deleteprotection: false,
+    destroyed: false,
+    created: formatDate(volume.metadata.creationTimestamp),
+    tags: [],
+  });
+}
+
+export function networkView(network: Network, catalog: Catalog): Json {
+  const zone = catalog.zone(network.spec.zone);
+  const plan = addressPlan(network);
+  return compact({
+    id: uid(network),
+    name: network.metadata.name as string,
+    displaytext: network.spec.displayName ?? (network.metadata.name as string),
+    account: network.metadata.namespace,
+    domain: "ROOT",
+    zoneid: zone ? uid(zone) : undefined,
+    zonename: network.spec.zone,
+    type: network.spec.type ?? "Isolated",
+    cidr: network.spec.cidr,
+    gateway: plan?.gateway,
+    netmask: plan?.netmask,
+    vlan: network.status?.vlan !== undefined ? String(network.status.vlan) : undefined,
+    broadcastdomaintype: "Vlan",
+    traffictype: "Guest",
+    state: network.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True")
+      ? "Implemented"
+      : "Allocated",
+    networkofferingid: NETWORK_OFFERING_ID,
+    networkofferingname: NETWORK_OFFERING_NAME,
+    dns1: network.spec.dns?.[0],
+    dns2: network.spec.dns?.[1],
+    specifyipranges: false,
+    isdefault: false,
+    issystem: false,
+    canusefordeploy: true,
+    restartrequired: false,
+    acltype: "Account",
+    tags: [],
+  });
+}
+
+/** Stratus has one kind of guest network offering: an isolated network with DHCP. */
+export const NETWORK_OFFERING_ID = "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01";
+export const NETWORK_OFFERING_NAME = "DefaultIsolatedNetworkOffering";
+
+export function networkOfferingView(): Json {
+  return {
+    id: NETWORK_OFFERING_ID,
+    name: NETWORK_OFFERING_NAME,
+    displaytext: "Isolated guest network with DHCP",
+    guestiptype: "Isolated",
+    traffictype: "Guest",
+    specifyipranges: false,
+    specifyvlan: false,
+    isdefault: true,
+    forvpc: false,
+    conservemode: true,
+    ispersistent: false,
+    state: "Enabled",
+    availability: "Optional",
+    service: [{ name: "Dhcp" }, { name: "Dns" }],
+  };
+}

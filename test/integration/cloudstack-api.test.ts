@@ -1,0 +1,361 @@
+// The CloudStack-compatible API as a real process, driven by the real Python `cs` client (Debian
+// python3-cs) against the whole stack: operator, two simulated hosts, API keys in Secrets mapped
+// to Kubernetes users, RBAC through impersonation.
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
+import { canonicalString, sign } from "../../apiserver/signature.ts";
+import { Resources } from "../../crds/index.ts";
+import { freePort } from "../../devcluster/controlplane.ts";
+import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import { qcow2Header } from "../fixtures/qcow2.ts";
+import { type StratusProcess, startHostAgent, startOperator, startStratusProcess } from "./processes.ts";
+import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+
+const runFile = promisify(execFile);
+const PYTHON = "/usr/bin/python3";
+const hasCs = existsSync("/usr/lib/python3/dist-packages/cs/__init__.py");
+const suffix = randomBytes(3).toString("hex");
+const ZONE = `cs-zone-${suffix}`;
+const IMAGE = qcow2Header(2n ** 30n);
+
+const RBAC = (version: string, plural: string): ResourceType => ({
+  group: "rbac.authorization.k8s.io",
+  version,
+  plural,
+  kind:
+    plural === "clusterroles"
+      ? "ClusterRole"
+      : plural === "clusterrolebindings"
+        ? "ClusterRoleBinding"
+        : plural === "roles"
+          ? "Role"
+          : "RoleBinding",
+  namespaced: plural === "roles" || plural === "rolebindings",
+});
+
+interface Account {
+  user: string;
+  namespace: string;
+  apiKey: string;
+  secretKey: string;
+}
+
+describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs python3-cs)", () => {
+  let client: KubeClient;
+  let endpoint: string;
+  let workDir: string;
+  let imageServer: Server;
+  const processes: StratusProcess[] = [];
+  let alice: Account;
+  let bob: Account;
+
+  /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
+  async function cs(account: Account, command: string, args: Record<string, string> = {}) {
+    const result = await runFile(
+      PYTHON,
+      ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
+      {
+        env: {
+          ...process.env,
+          CLOUDSTACK_ENDPOINT: endpoint,
+          CLOUDSTACK_KEY: account.apiKey,
+          CLOUDSTACK_SECRET: account.secretKey,
+          CLOUDSTACK_TIMEOUT: "60",
+        },
+      },
+    ).then(
+      (r) => ({ ok: true, stdout: r.stdout, stderr: r.stderr }),
+      (e: { stdout?: string; stderr?: string }) => ({
+        ok: false,
+        stdout: e.stdout ?? "",
+        stderr: e.stderr ?? "",
+      }),
+    );
+    const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Record<string, unknown>) : {};
+    return { ...result, json };
+  }
+
+  /** A request signed by hand, for the cases no well-behaved client sends. */
+  async function raw(
+    account: Account,
+    params: Record<string, string>,
+    tamper?: (p: Record<string, string>) => void,
+  ) {
+    const all = { apiKey: account.apiKey, response: "json", ...params };
+    const signature = sign(canonicalString(all), account.secretKey);
+    tamper?.(all);
+    const query = new URLSearchParams({ ...all, signature });
+    const response = await fetch(`${endpoint}?${query}`);
+    return {
+      status: response.status,
+      body: (await response.json()) as Record<string, Record<string, unknown>>,
+    };
+  }
+
+  async function makeAccount(keysNamespace: string, name: string, catalogRole: string): Promise<Account> {
+    const controlPlane = await sharedControlPlane();
+    const namespace = await useNamespace(controlPlane.kubeConfig, name);
+    const user = `${name}-${suffix}`;
+    const apply = (type: ResourceType, object: KubeObject & Record<string, unknown>) =>
+      client.apply(type, object, { fieldManager: "cs-test" });
+    await apply(RBAC("v1", "roles"), {
+      metadata: { name: "cloudstack-user", namespace },
+      rules: [
+        {
+          apiGroups: ["stratus.io"],
+          resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
+          verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
+        },
+      ],
+    });
+    await apply(RBAC("v1", "rolebindings"), {
+      metadata: { name: "cloudstack-user", namespace },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "cloudstack-user" },
+      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+    });
+    await apply(RBAC("v1", "clusterrolebindings"), {
+      metadata: { name: `${catalogRole}-${user}` },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: catalogRole },
+      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+    });
+    const account = {
+      user,
+      namespace,
+      apiKey: randomBytes(12).toString("hex"),
+      secretKey: randomBytes(24).toString("base64"),
+    };
+    await client.create(SECRET, {
+      metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
+      stringData: { apiKey: account.apiKey, secretKey: account.secretKey, user, account: namespace },
+    } as KubeObject);
+    return account;
+  }
+
+  beforeAll(async () => {
+    const controlPlane = await sharedControlPlane();
+    client = new KubeClient(controlPlane.kubeConfig);
+    const keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
+    const catalogRole = `cloudstack-catalog-${suffix}`;
+    await client.apply(
+      RBAC("v1", "clusterroles"),
+      {
+        metadata: { name: catalogRole },
+        rules: [
+          {
+            apiGroups: ["stratus.io"],
+            resources: ["zones", "serviceofferings", "diskofferings", "templates"],
+            verbs: ["get", "list", "watch"],
+          },
+        ],
+      },
+      { fieldManager: "cs-test" },
+    );
+    alice = await makeAccount(keysNamespace, "alice", catalogRole);
+    bob = await makeAccount(keysNamespace, "bob", catalogRole);
+
+    workDir = await mkdtemp(join(tmpdir(), "stratus-cs-"));
+    imageServer = createServer((request, response) => {
+      if (request.url === "/tiny.qcow2") response.end(IMAGE);
+      else response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/tiny.qcow2`;
+    await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
+    await client.create(Resources.serviceOfferings, {
+      metadata: { name: `cs-small-${suffix}` },
+      spec: { cpu: 1, memory: "128Mi" },
+    });
+    await client.create(Resources.templates, {
+      metadata: { name: `cs-tiny-${suffix}` },
+      spec: { source: { url }, checksum: `sha256:${createHash("sha256").update(IMAGE).digest("hex")}` },
+    });
+    const kubeconfigPath = controlPlane.kubeconfigPath;
+    processes.push(
+      await startOperator({
+        kubeconfigPath,
+        identity: `cs-operator-${suffix}`,
+        args: [`--lease-namespace=${keysNamespace}`],
+      }),
+    );
+    for (const host of [`cs-h1-${suffix}`, `cs-h2-${suffix}`])
+      processes.push(
+        await startHostAgent({
+          kubeconfigPath,
+          hostName: host,
+          zone: ZONE,
+          leaseNamespace: keysNamespace,
+          workDir,
+        }),
+      );
+    const port = await freePort();
+    processes.push(
+      await startStratusProcess({
+        script: "apiserver/main.ts",
+        kubeconfigPath,
+        identity: `cs-api-${suffix}`,
+        args: [`--listen=127.0.0.1:${port}`, `--keys-namespace=${keysNamespace}`],
+      }),
+    );
+    endpoint = `http://127.0.0.1:${port}/client/api`;
+    const api = processes.at(-1) as StratusProcess;
+    await waitFor("the API to be ready", async () => (await api.get("/readyz")).status === 200);
+  });
+
+  afterAll(async () => {
+    for (const p of processes) await p.stop("SIGKILL");
+    imageServer?.close();
+    await client?.close();
+    await rm(workDir, { recursive: true, force: true });
+  });
+
+  it("refuses tampered, unknown-key and expired requests with 401, and bad input with the right envelope", async () => {
+    const ok = await raw(alice, { command: "listZones" });
+    expect(ok.status).toBe(200);
+    const tampered = await raw(alice, { command: "listZones", name: ZONE }, (p) => {
+      p.name = "other";
+    });
+    expect(tampered).toEqual({
+      status: 401,
+      body: {
+        listzonesresponse: {
+          uuidList: [],
+          errorcode: 401,
+          cserrorcode: 9999,
+          errortext: "unable to verify user credentials and/or request signature",
+        },
+      },
+    });
+    expect((await raw({ ...alice, apiKey: "nobody" }, { command: "listZones" })).status).toBe(401);
+    const expired = await raw(alice, {
+      command: "listZones",
+      signatureVersion: "3",
+      expires: "2020-01-01T00:00:00+0000",
+    });
+    expect(expired.status).toBe(401);
+    const future = await raw(alice, {
+      command: "listZones",
+      signatureVersion: "3",
+      expires: new Date(Date.now() + 600_000).toISOString().replace(/\.\d+Z$/, "+0000"),
+    });
+    expect(future.status).toBe(200);
+
+    const unknown = await raw(alice, { command: "launchRockets" });
+    expect(unknown.status).toBe(432);
+    expect(unknown.body.errorresponse?.errorcode).toBe(432);
+    const missing = await raw(alice, { command: "deployVirtualMachine" });
+    expect(missing.status).toBe(431);
+    expect(missing.body.deployvirtualmachineresponse?.errortext).toBe(
+      "Unable to execute API command deployvirtualmachine due to missing parameter serviceofferingid",
+    );
+    const gone = await raw(alice, {
+      command: "stopVirtualMachine",
+      id: "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+    });
+    expect(gone.status).toBe(431);
+    expect(gone.body.stopvirtualmachineresponse?.errortext).toMatch(
+      /^Invalid parameter id value=7c9e6679-7425-40de-944b-e07fc1f90ae7 due to incorrect long value format, or entity does not exist/,
+    );
+    const xml = await fetch(
+      `${endpoint}?${new URLSearchParams({ command: "listZones", apiKey: alice.apiKey, signature: sign(canonicalString({ command: "listZones", apiKey: alice.apiKey }), alice.secretKey) })}`,
+    );
+    expect(xml.headers.get("content-type")).toMatch(/^text\/xml/);
+    expect(await xml.text()).toContain(`<name>${ZONE}</name>`);
+  });
+
+  it("runs a VM's life through cs: catalog, network, deploy, list, stop, start, destroy", async () => {
+    const zones = (await cs(alice, "listZones", { name: ZONE })).json.zone as Record<string, unknown>[];
+    expect(zones).toHaveLength(1);
+    expect(zones[0]).toMatchObject({ name: ZONE, networktype: "Advanced" });
+    const zoneId = zones[0]?.id as string;
+    const offerings = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json;
+    expect(offerings).toMatchObject({ count: 1, serviceoffering: [{ cpunumber: 1, memory: 128 }] });
+    const templates = (await cs(alice, "listTemplates", { templatefilter: "executable", zoneid: zoneId }))
+      .json;
+    const template = (templates.template as Record<string, unknown>[]).find(
+      (t) => t.name === `cs-tiny-${suffix}`,
+    );
+    expect(template).toMatchObject({ isready: true, hypervisor: "KVM", format: "QCOW2" });
+
+    const network = await cs(alice, "createNetwork", {
+      name: "web",
+      displaytext: "web tier",
+      networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
+      zoneid: zoneId,
+      gateway: "10.60.0.1",
+      netmask: "255.255.255.0",
+    });
+    expect(network.ok).toBe(true);
+    expect(network.json.network).toMatchObject({ name: "web", cidr: "10.60.0.0/24", gateway: "10.60.0.1" });
+
+    const deployed = await cs(alice, "deployVirtualMachine", {
+      serviceofferingid: (offerings.serviceoffering as Record<string, unknown>[])[0]?.id as string,
+      templateid: template?.id as string,
+      zoneid: zoneId,
+      name: "web-1",
+      networkids: (network.json.network as Record<string, unknown>).id as string,
+    });
+    expect(deployed.stderr).toBe("");
+    const vm = (deployed.json as { virtualmachine: Record<string, unknown> }).virtualmachine;
+    expect(vm).toMatchObject({ name: "web-1", state: "Running", cpunumber: 1, memory: 128 });
+    expect(vm.nic).toEqual([
+      expect.objectContaining({ ipaddress: "10.60.0.2", isdefault: true, networkname: "web" }),
+    ]);
+
+    const listed = (await cs(alice, "listVirtualMachines")).json;
+    expect(listed).toMatchObject({ count: 1, virtualmachine: [{ id: vm.id, state: "Running" }] });
+    const roots = (await cs(alice, "listVolumes", { type: "ROOT", virtualmachineid: vm.id as string })).json;
+    expect(roots).toMatchObject({
+      count: 1,
+      volume: [{ type: "ROOT", name: "web-1-root", virtualmachineid: vm.id }],
+    });
+
+    expect((await cs(alice, "stopVirtualMachine", { id: vm.id as string })).json).toMatchObject({
+      virtualmachine: { id: vm.id, state: "Stopped" },
+    });
+    expect((await cs(alice, "startVirtualMachine", { id: vm.id as string })).json).toMatchObject({
+      virtualmachine: { id: vm.id, state: "Running" },
+    });
+
+    // Another account sees none of it, and cannot touch it.
+    expect((await cs(bob, "listVirtualMachines", { listall: "true" })).json).toEqual({});
+    const denied = await raw(bob, { command: "stopVirtualMachine", id: vm.id as string });
+    expect(denied.status).toBe(531);
+
+    expect((await cs(alice, "destroyVirtualMachine", { id: vm.id as string, expunge: "true" })).json).toEqual(
+      {
+        virtualmachine: {},
+      },
+    );
+    expect((await cs(alice, "listVirtualMachines", { id: vm.id as string })).json).toEqual({});
+    expect(
+      (
+        await cs(alice, "deleteNetwork", {
+          id: (network.json.network as Record<string, unknown>).id as string,
+        })
+      ).json,
+    ).toEqual({
+      success: true,
+    });
+  });
+
+  it("serves listApis with CloudStack's async flags and parameters", async () => {
+    const apis = (await raw(alice, { command: "listApis", listall: "true" })).body.listapisresponse as {
+      count: number;
+      api: { name: string; isasync: boolean; params: { name: string; required: boolean }[] }[];
+    };
+    const deploy = apis.api.find((a) => a.name === "deployVirtualMachine");
+    expect(deploy?.isasync).toBe(true);
+    expect(deploy?.params).toContainEqual(expect.objectContaining({ name: "zoneid", required: true }));
+    expect(apis.api.find((a) => a.name === "listZones")?.isasync).toBe(false);
+    expect(apis.count).toBe(apis.api.length);
+  });
+});
