@@ -114,28 +114,39 @@ async function vmJob(call: Call, command: string, vm: VirtualMachine): Promise<J
   return { jobid: job.metadata.uid as string };
 }
 
+/** A list of a cluster-scoped catalog kind (zones, offerings), for anyone RBAC lets list it. */
+function catalogList<T extends KubeObject & { spec: { displayName?: string } }>(
+  type: ResourceType,
+  informer: (api: CloudStackApi) => Informer<T>,
+  itemKey: string,
+  view: (object: T) => Json,
+): Command {
+  return {
+    async handler(call) {
+      await requireClusterRead(call, type);
+      return page(
+        call,
+        itemKey,
+        filtered(call, informer(call.api).list(), (o) => o.spec.displayName).map(view),
+      );
+    },
+  };
+}
+
 const catalogCommands: Record<string, Command> = {
-  listZones: {
-    async handler(call) {
-      await requireClusterRead(call, Resources.zones);
-      const zones = filtered(call, call.api.zones.list(), (z) => z.spec.displayName);
-      return page(call, "zone", zones.map(zoneView));
-    },
-  },
-  listServiceOfferings: {
-    async handler(call) {
-      await requireClusterRead(call, Resources.serviceOfferings);
-      const offerings = filtered(call, call.api.serviceOfferings.list(), (o) => o.spec.displayName);
-      return page(call, "serviceoffering", offerings.map(serviceOfferingView));
-    },
-  },
-  listDiskOfferings: {
-    async handler(call) {
-      await requireClusterRead(call, Resources.diskOfferings);
-      const offerings = filtered(call, call.api.diskOfferings.list(), (o) => o.spec.displayName);
-      return page(call, "diskoffering", offerings.map(diskOfferingView));
-    },
-  },
+  listZones: catalogList(Resources.zones, (api) => api.zones, "zone", zoneView),
+  listServiceOfferings: catalogList(
+    Resources.serviceOfferings,
+    (api) => api.serviceOfferings,
+    "serviceoffering",
+    serviceOfferingView,
+  ),
+  listDiskOfferings: catalogList(
+    Resources.diskOfferings,
+    (api) => api.diskOfferings,
+    "diskoffering",
+    diskOfferingView,
+  ),
   listTemplates: {
     async handler(call) {
       call.params.required("templatefilter");

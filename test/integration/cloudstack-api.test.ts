@@ -2,11 +2,9 @@
 // python3-cs) against the whole stack: operator, two simulated hosts, API keys in Secrets mapped
 // to Kubernetes users, RBAC through impersonation.
 import { execFile } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -16,16 +14,14 @@ import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
 import { freePort } from "../../devcluster/controlplane.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
-import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent, startOperator, startStratusProcess } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const runFile = promisify(execFile);
 const PYTHON = "/usr/bin/python3";
 const hasCs = existsSync("/usr/lib/python3/dist-packages/cs/__init__.py");
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `cs-zone-${suffix}`;
-const IMAGE = qcow2Header(2n ** 30n);
 
 const RBAC = (version: string, plural: string): ResourceType => ({
   group: "rbac.authorization.k8s.io",
@@ -53,7 +49,6 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
   let client: KubeClient;
   let endpoint: string;
   let workDir: string;
-  let imageServer: Server;
   const processes: StratusProcess[] = [];
   let alice: Account;
   let bob: Account;
@@ -163,12 +158,7 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
     bob = await makeAccount(keysNamespace, "bob", catalogRole);
 
     workDir = await mkdtemp(join(tmpdir(), "stratus-cs-"));
-    imageServer = createServer((request, response) => {
-      if (request.url === "/tiny.qcow2") response.end(IMAGE);
-      else response.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
-    const url = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/tiny.qcow2`;
+    const { url, checksum } = await serveTinyImage();
     await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
     await client.create(Resources.serviceOfferings, {
       metadata: { name: `cs-small-${suffix}` },
@@ -176,7 +166,7 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
     });
     await client.create(Resources.templates, {
       metadata: { name: `cs-tiny-${suffix}` },
-      spec: { source: { url }, checksum: `sha256:${createHash("sha256").update(IMAGE).digest("hex")}` },
+      spec: { source: { url }, checksum },
     });
     const kubeconfigPath = controlPlane.kubeconfigPath;
     processes.push(
@@ -212,7 +202,6 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
 
   afterAll(async () => {
     for (const p of processes) await p.stop("SIGKILL");
-    imageServer?.close();
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
   });

@@ -5,8 +5,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,7 +16,7 @@ import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
-import { run, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
+import { run, serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const HOSTS = ["a", "b", "c"].map((h) => `agent-${h}-${suffix}`);
@@ -31,7 +29,6 @@ describe("host agents on simulated hosts", () => {
   let client: KubeClient;
   let namespace: string;
   let workDir: string;
-  let imageServer: Server;
   let imageBase: string;
   const agents = new Map<string, StratusProcess>();
   let operator: StratusProcess;
@@ -69,12 +66,8 @@ describe("host agents on simulated hosts", () => {
       spec: { cpu: 1, memory: "128Mi" },
     });
     workDir = await mkdtemp(join(tmpdir(), "stratus-agents-"));
-    imageServer = createServer((request, response) => {
-      if (request.url === "/tiny.qcow2") response.end(IMAGE);
-      else response.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
-    imageBase = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}`;
+    const served = await serveTinyImage();
+    imageBase = served.base;
     await createTemplate(TEMPLATE, `${imageBase}/tiny.qcow2`);
     operator = await startOperator({
       kubeconfigPath: controlPlane.kubeconfigPath,
@@ -97,7 +90,6 @@ describe("host agents on simulated hosts", () => {
   afterAll(async () => {
     for (const agent of agents.values()) await agent.stop("SIGKILL");
     await operator?.stop("SIGKILL");
-    imageServer?.close();
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
   });

@@ -1,10 +1,8 @@
 // The orchestration components against the real control plane with five host agents on libvirt's
 // test driver: placement by weight without overcommit, race-free IPAM, per-host reasons for a VM
 // that fits nowhere, maintenance, host failure, and convergence while the operator is SIGKILLed.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -21,9 +19,8 @@ import { parseQuantity } from "../../crds/quantity.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
 import { KubeClient } from "../../runtime/client.ts";
-import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `orch-${suffix}`;
@@ -31,7 +28,6 @@ const EMPTY_ZONE = `orch-empty-${suffix}`;
 const HOSTS = [1, 2, 3, 4, 5].map((i) => `orch-h${i}-${suffix}`);
 const OFFERING = `orch-small-${suffix}`;
 const TEMPLATE = `orch-tiny-${suffix}`;
-const IMAGE = qcow2Header(2n ** 30n);
 // The test driver reports 16 CPUs per host; 1.25 times that is room for 20 one-CPU VMs each.
 const CPU_OVERCOMMIT = 1.25;
 const PER_HOST = 20;
@@ -41,7 +37,6 @@ describe("orchestration over five simulated hosts", () => {
   let namespace: string;
   let kubeconfigPath: string;
   let workDir: string;
-  let imageServer: Server;
   let operator: StratusProcess;
   const agents = new Map<string, StratusProcess>();
 
@@ -104,12 +99,7 @@ describe("orchestration over five simulated hosts", () => {
     client = new KubeClient(controlPlane.kubeConfig);
     namespace = await useNamespace(controlPlane.kubeConfig, "orch");
     workDir = await mkdtemp(join(tmpdir(), "stratus-orch-"));
-    imageServer = createServer((request, response) => {
-      if (request.url === "/tiny.qcow2") response.end(IMAGE);
-      else response.writeHead(404).end();
-    });
-    await new Promise<void>((resolve) => imageServer.listen(0, "127.0.0.1", resolve));
-    const url = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/tiny.qcow2`;
+    const { url, checksum } = await serveTinyImage();
     await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
     await client.create(Resources.serviceOfferings, {
       metadata: { name: OFFERING },
@@ -117,7 +107,7 @@ describe("orchestration over five simulated hosts", () => {
     });
     await client.create(Resources.templates, {
       metadata: { name: TEMPLATE },
-      spec: { source: { url }, checksum: `sha256:${createHash("sha256").update(IMAGE).digest("hex")}` },
+      spec: { source: { url }, checksum },
     });
     // Hosts exist before their agents: the administrator's overcommit is there from the start.
     for (const host of HOSTS)
@@ -136,7 +126,6 @@ describe("orchestration over five simulated hosts", () => {
   afterAll(async () => {
     for (const agent of agents.values()) await agent.stop("SIGKILL");
     await operator?.stop("SIGKILL");
-    imageServer?.close();
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
   });

@@ -1,11 +1,14 @@
 // Helpers shared by the integration tests: the shared control plane, a namespace per test file,
 // the built kubectl, and waiting on conditions (never on fixed sleeps).
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, inject } from "vitest";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
+import { qcow2Header } from "../fixtures/qcow2.ts";
 
 export function sharedControlPlane(): Promise<LocalControlPlane> {
   return LocalControlPlane.open(inject("controlPlaneDir"));
@@ -107,4 +110,30 @@ export function waitUntilGone(
 /** The HTTP status of a failed client-node call, or undefined. */
 export function statusCode(error: unknown): number | undefined {
   return (error as { code?: number }).code;
+}
+
+/**
+ * Serves a 1 GiB qcow2 image header at <base>/tiny.qcow2 (anything else is 404) for the calling
+ * file's Templates; the server closes after the file.
+ */
+export async function serveTinyImage(): Promise<{
+  base: string;
+  url: string;
+  checksum: string;
+  image: Uint8Array;
+}> {
+  const image = qcow2Header(2n ** 30n);
+  const server = createServer((request, response) => {
+    if (request.url === "/tiny.qcow2") response.end(image);
+    else response.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    base,
+    url: `${base}/tiny.qcow2`,
+    checksum: `sha256:${createHash("sha256").update(image).digest("hex")}`,
+    image,
+  };
 }
