@@ -10,6 +10,7 @@ const ORCHESTRATION = [
   "test/integration/host-agent.test.ts",
   "test/integration/orchestration.test.ts",
   "test/integration/cloudstack-api.test.ts",
+  "test/integration/subresources.test.ts",
   "test/integration/qemu-e2e.test.ts",
 ];
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
+import { readFile } from "node:fs/promises";
 // stratus-apiserver: the CloudStack-compatible API (/client/api). Stateless: run as many replicas
 // as you like behind one Service.
 import { createServer, type IncomingMessage } from "node:http";
 import { parseArgs } from "node:util";
-import { KubeClient } from "../runtime/client.ts";
+import { KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
@@ -12,6 +13,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { CloudStackApi } from "./api.ts";
 import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
 import { jobController } from "./jobs.ts";
+import { SubresourceServer } from "./subresources.ts";
 
 const HELP = `stratus-apiserver: the CloudStack-compatible API of Stratus.
 
@@ -20,6 +22,10 @@ Options:
   --kubeconfig=PATH          default $KUBECONFIG, else the in-cluster service account
   --keys-namespace=NS        namespace of the API key Secrets (label stratus.io/api-key; default stratus-system)
   --health-address=HOST:PORT /healthz, /readyz, /metrics (default 127.0.0.1:8083)
+  --subresources-listen=HOST:PORT serve the aggregated API subresources.stratus.io (HTTPS; off when unset)
+  --tls-cert-file, --tls-key-file   its serving certificate (the APIService's caBundle must sign it)
+  --console-token-file=PATH  bearer token for the host agents' console relays
+  The front-proxy CA and allowed names come from kube-system/extension-apiserver-authentication.
 `;
 
 /** userdata may be 32 KiB decoded (~43 KiB base64) plus the rest: 1 MiB is plenty. */
@@ -51,6 +57,61 @@ async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
 }
 
+/** The aggregated API server, trusting the front proxy kube-apiserver publishes for extension servers. */
+async function startSubresources(
+  client: KubeClient,
+  logger: ReturnType<typeof createLogger>,
+  options: {
+    listen: { host: string; port: number };
+    certFile?: string | undefined;
+    keyFile?: string | undefined;
+    consoleTokenFile?: string | undefined;
+  },
+): Promise<SubresourceServer> {
+  if (!options.certFile || !options.keyFile) {
+    process.stderr.write(
+      "stratus-apiserver: --subresources-listen needs --tls-cert-file and --tls-key-file\n",
+    );
+    process.exit(2);
+  }
+  const authentication = await client.get<KubeObject & { data?: Record<string, string> }>(
+    CONFIG_MAP,
+    "extension-apiserver-authentication",
+    "kube-system",
+  );
+  const clientCa = authentication.data?.["requestheader-client-ca-file"];
+  if (!clientCa) {
+    process.stderr.write(
+      "stratus-apiserver: the API server publishes no front-proxy CA (requestheader-client-ca-file)\n",
+    );
+    process.exit(2);
+  }
+  const server = new SubresourceServer({
+    client,
+    logger,
+    tls: {
+      cert: await readFile(options.certFile, "utf8"),
+      key: await readFile(options.keyFile, "utf8"),
+      clientCa,
+    },
+    allowedNames: JSON.parse(authentication.data?.["requestheader-allowed-names"] ?? "[]") as string[],
+    ...(options.consoleTokenFile
+      ? { consoleToken: (await readFile(options.consoleTokenFile, "utf8")).trim() }
+      : {}),
+  });
+  const port = await server.listen(options.listen.host, options.listen.port);
+  logger.info({ listen: `${options.listen.host}:${port}` }, "aggregated API subresources.stratus.io serving");
+  return server;
+}
+
+const CONFIG_MAP: ResourceType = {
+  group: "",
+  version: "v1",
+  plural: "configmaps",
+  kind: "ConfigMap",
+  namespaced: true,
+};
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -59,6 +120,10 @@ async function main(): Promise<void> {
       kubeconfig: { type: "string" },
       "keys-namespace": { type: "string", default: "stratus-system" },
       "health-address": { type: "string", default: "127.0.0.1:8083" },
+      "subresources-listen": { type: "string" },
+      "tls-cert-file": { type: "string" },
+      "tls-key-file": { type: "string" },
+      "console-token-file": { type: "string" },
     },
   });
   if (values.help) {
@@ -81,6 +146,14 @@ async function main(): Promise<void> {
     logger,
   });
   const jobs = jobController(api, logger, metrics);
+  const subresources = values["subresources-listen"]
+    ? await startSubresources(client, logger, {
+        listen: hostPort(values["subresources-listen"], "subresources-listen"),
+        certFile: values["tls-cert-file"],
+        keyFile: values["tls-key-file"],
+        consoleTokenFile: values["console-token-file"],
+      })
+    : undefined;
 
   const server = createServer(async (request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
@@ -135,6 +208,7 @@ async function main(): Promise<void> {
   }
   await jobs.run(shutdown.signal);
   server.close();
+  await subresources?.close();
   await healthServer.close();
   await informers.stop();
   await client.close();

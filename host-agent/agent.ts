@@ -83,7 +83,12 @@ export interface HostAgentOptions {
    * VLAN is recorded but its bridge stays local to the host.
    */
   vlanUplink?: string;
+  /** HOST:PORT of this agent's console relay, advertised in Host status for the API component. */
+  consoleEndpoint?: string;
 }
+
+/** Setting it to a new value (a timestamp) asks for a restart; status.restartedAt echoes it when done. */
+export const RESTART_ANNOTATION = "stratus.io/restart-requested-at";
 
 const STORAGE_POOL = "stratus";
 
@@ -292,6 +297,7 @@ export class HostAgent {
           uri: this.libvirt.uri,
         },
         agentVersion: AGENT_VERSION,
+        ...(this.options.consoleEndpoint ? { consoleEndpoint: this.options.consoleEndpoint } : {}),
         capacity: {
           cpu: node.cpus,
           memory: formatQuantity(BigInt(node.memoryBytes)),
@@ -510,9 +516,24 @@ export class HostAgent {
       if (!(await this.stopGracefully(vm, name))) requeueAfterMs = 2_000;
     }
     if (intent !== "stop") this.shutdownRequested.delete(key);
+    const restartRequest = vm.metadata.annotations?.[RESTART_ANNOTATION];
+    const restartPending = restartRequest !== undefined && restartRequest !== vm.status?.restartedAt;
+    if (restartPending && intent === "run" && (await this.libvirt.domain(name))?.state === "running") {
+      // A hard restart: the guest may ignore ACPI, and a reboot request must not hang on it.
+      await this.libvirt.destroyDomain(name);
+      await this.libvirt.startDomain(name);
+      log.info({ requestedAt: restartRequest }, "restarted");
+      await this.events.record(Resources.virtualMachines, vm, {
+        type: "Normal",
+        reason: "Restarted",
+        action: "Restart",
+        note: `Restarted on ${this.hostName}.`,
+      });
+    }
     const observed = await this.libvirt.domain(name);
     const status = {
       ...desiredVmStatus(vm, this.hostName, observed),
+      ...(restartPending ? { restartedAt: restartRequest } : {}),
       nics: nics.map((nic) => ({
         name: nic.name,
         network: nic.network.metadata.name as string,
@@ -677,6 +698,11 @@ export class HostAgent {
     const volume = this.volumes.get(`${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`);
     if (!volume?.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)) return;
     await this.reportVolume({ volume, info: root, device: "vda" }, vm);
+  }
+
+  /** The console socket of a VM placed on this host (for the console relay), or undefined. */
+  consoleSocketOf(vmUid: string): string | undefined {
+    return this.boundVms().some((vm) => vm.metadata.uid === vmUid) ? this.consoleSocket(vmUid) : undefined;
   }
 
   /** The unix socket QEMU serves the VM's serial console on (the console relay reads it). */

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // stratus-host-agent: one per hypervisor host (a DaemonSet in a cluster).
+import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { KubeClient } from "../runtime/client.ts";
@@ -8,6 +9,7 @@ import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
+import { ConsoleServer } from "./console.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
 
 const HELP = `stratus-host-agent: runs the VMs bound to this host on libvirt.
@@ -23,6 +25,8 @@ Options:
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
   --console-dir=DIR          serial console sockets (default /run/stratus/console/<host>)
   --vlan-uplink=IFACE        interface carrying VLAN-tagged guest traffic (networks with a VLAN get IFACE.<vlan>)
+  --console-address=HOST:PORT serve the guests' serial consoles over WebSocket (needs --console-token-file)
+  --console-token-file=PATH  bearer token the API component presents for consoles
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
 `;
@@ -42,6 +46,8 @@ async function main(): Promise<void> {
       "console-dir": { type: "string" },
       "shutdown-grace": { type: "string", default: "60" },
       "vlan-uplink": { type: "string" },
+      "console-address": { type: "string" },
+      "console-token-file": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
     },
   });
@@ -70,7 +76,27 @@ async function main(): Promise<void> {
   } catch (error) {
     return fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
   }
-  const agent = new HostAgent({
+  let consoleServer: ConsoleServer | undefined;
+  let consoleEndpoint: string | undefined;
+  if (values["console-address"]) {
+    if (!values["console-token-file"]) await fail("--console-address needs --console-token-file");
+    const [consoleHost, consolePort] = (values["console-address"] as string).split(/:(?=\d+$)/);
+    if (!consoleHost || !Number.isInteger(Number(consolePort)))
+      await fail("--console-address must be HOST:PORT");
+    const token = (await readFile(values["console-token-file"] as string, "utf8")).trim();
+    consoleServer = new ConsoleServer({
+      host: consoleHost as string,
+      port: Number(consolePort),
+      token,
+      socketOf: (uid) => agent.consoleSocketOf(uid),
+      logger,
+    });
+    const port = await consoleServer.listen();
+    // A wildcard bind is advertised by the pod or host address the platform gives.
+    const advertised = consoleHost === "0.0.0.0" ? (process.env.POD_IP ?? hostname()) : consoleHost;
+    consoleEndpoint = `${advertised}:${port}`;
+  }
+  const agent: HostAgent = new HostAgent({
     hostName,
     zone: values.zone as string,
     client,
@@ -84,6 +110,7 @@ async function main(): Promise<void> {
     ...(values["console-dir"] ? { consoleDir: values["console-dir"] } : {}),
     shutdownGraceMs: Number(values["shutdown-grace"]) * 1000,
     ...(values["vlan-uplink"] ? { vlanUplink: values["vlan-uplink"] } : {}),
+    ...(consoleEndpoint ? { consoleEndpoint } : {}),
   });
   const health = new HealthServer({
     metrics,
@@ -116,6 +143,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   await health.close();
+  await consoleServer?.close();
   await libvirt.close();
   await client.close();
   logger.info("host agent stopped");

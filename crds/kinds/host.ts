@@ -86,6 +86,13 @@ export const HostKind = defineKind({
       agentVersion: Type.Optional(
         Type.String({ maxLength: 64, description: "Version of the Stratus host agent." }),
       ),
+      consoleEndpoint: Type.Optional(
+        Type.String({
+          maxLength: 261,
+          pattern: "^[^\\s/]+:[0-9]{1,5}$",
+          description: "HOST:PORT of the agent's serial console relay (WebSocket), for the API component.",
+        }),
+      ),
       address: Type.Optional(
         IPv4Address({ description: "Address the host is reached at (console relay, migration)." }),
       ),

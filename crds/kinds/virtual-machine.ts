@@ -165,6 +165,13 @@ export const VirtualMachineKind = defineKind({
         ObjectName({ description: "The host the VM is placed on, recorded by the scheduler." }),
       ),
       domainUUID: Type.Optional(Type.String({ maxLength: 36, description: "UUID of the libvirt domain." })),
+      restartedAt: Type.Optional(
+        Type.String({
+          maxLength: 64,
+          description:
+            "The value of the stratus.io/restart-requested-at annotation the agent last acted on: a restart asked for with another value is pending.",
+        }),
+      ),
       nics: Type.Optional(
         NamedList(
           Type.Object(

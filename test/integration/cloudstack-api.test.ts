@@ -12,10 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
-import { freePort } from "../../devcluster/controlplane.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
-import { type StratusProcess, startHostAgent, startOperator, startStratusProcess } from "./processes.ts";
-import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { type StratusProcess, startApiServer, startHostAgent, startOperator } from "./processes.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
 const runFile = promisify(execFile);
 const PYTHON = "/usr/bin/python3";
@@ -186,18 +185,9 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
           workDir,
         }),
       );
-    const port = await freePort();
-    processes.push(
-      await startStratusProcess({
-        script: "apiserver/main.ts",
-        kubeconfigPath,
-        identity: `cs-api-${suffix}`,
-        args: [`--listen=127.0.0.1:${port}`, `--keys-namespace=${keysNamespace}`],
-      }),
-    );
-    endpoint = `http://127.0.0.1:${port}/client/api`;
-    const api = processes.at(-1) as StratusProcess;
-    await waitFor("the API to be ready", async () => (await api.get("/readyz")).status === 200);
+    const api = await startApiServer({ kubeconfigPath, client, identity: `cs-api-${suffix}`, keysNamespace });
+    processes.push(api.process);
+    endpoint = api.endpoint;
   });
 
   afterAll(async () => {

@@ -1,0 +1,249 @@
+// The aggregated API subresources.stratus.io/v1alpha1, registered with an APIService like
+// KubeVirt's virt-api: virtualmachines/{start,stop,restart} (PUT) and virtualmachines/console (a
+// WebSocket to the guest's serial console, relayed from its host agent). kube-apiserver
+// authenticates the user and forwards as the front proxy: this server accepts only connections
+// with the front-proxy client certificate, reads the user from X-Remote-User/Group, and authorizes
+// every call with a SubjectAccessReview on the full subresource.
+
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { Duplex } from "node:stream";
+import type { TLSSocket } from "node:tls";
+import type { Logger } from "pino";
+import WebSocket, { WebSocketServer } from "ws";
+import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
+import { RESTART_ANNOTATION } from "../host-agent/agent.ts";
+import { isNotFound, type KubeClient } from "../runtime/client.ts";
+
+export const SUBRESOURCE_GROUP = "subresources.stratus.io";
+export const SUBRESOURCE_VERSION = "v1alpha1";
+const PREFIX = `/apis/${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`;
+const ROUTE = new RegExp(
+  `^${PREFIX}/namespaces/([^/]+)/virtualmachines/([^/]+)/(start|stop|restart|console)$`,
+);
+const ACTIONS = ["start", "stop", "restart"] as const;
+
+export interface SubresourceServerOptions {
+  client: KubeClient;
+  logger: Logger;
+  tls: { cert: string; key: string; clientCa: string };
+  /** Common names the front-proxy client certificate may have (empty: any the CA signed). */
+  allowedNames: readonly string[];
+  /** Bearer token the host agents' console relays expect. */
+  consoleToken?: string;
+}
+
+interface Requester {
+  user: string;
+  groups: string[];
+}
+
+export class SubresourceServer {
+  private readonly server: Server;
+  private readonly sockets = new WebSocketServer({ noServer: true });
+  private readonly options: SubresourceServerOptions;
+
+  constructor(options: SubresourceServerOptions) {
+    this.options = options;
+    this.server = createServer(
+      {
+        cert: options.tls.cert,
+        key: options.tls.key,
+        ca: options.tls.clientCa,
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
+      (request, response) => {
+        this.serve(request, response).catch((error: unknown) => {
+          options.logger.error({ err: String(error) }, "subresource request failed");
+          if (!response.headersSent) status(response, 500, "InternalError", "internal error");
+        });
+      },
+    );
+    this.server.on("upgrade", (request, socket, head) => {
+      this.console(request, socket, head).catch((error: unknown) => {
+        options.logger.error({ err: String(error) }, "console failed");
+        socket.destroy();
+      });
+    });
+  }
+
+  async listen(host: string, port: number): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(port, host, resolve));
+    const address = this.server.address();
+    return typeof address === "object" && address ? address.port : port;
+  }
+
+  async close(): Promise<void> {
+    for (const client of this.sockets.clients) client.terminate();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The user the front proxy vouches for, or undefined when the caller is not the front proxy. */
+  private requester(request: IncomingMessage): Requester | undefined {
+    const socket = request.socket as TLSSocket;
+    if (!socket.authorized) return undefined;
+    const commonName = socket.getPeerCertificate().subject?.CN;
+    const names = this.options.allowedNames;
+    if (names.length > 0 && !names.includes(String(commonName))) return undefined;
+    const user = request.headers["x-remote-user"];
+    if (typeof user !== "string" || !user) return undefined;
+    const groupHeader = request.headers["x-remote-group"];
+    const groups = (Array.isArray(groupHeader) ? groupHeader : groupHeader ? [groupHeader] : []).flatMap(
+      (g) => g.split(","),
+    );
+    return { user, groups };
+  }
+
+  private async allowed(
+    requester: Requester,
+    verb: string,
+    namespace: string,
+    name: string,
+    subresource: string,
+  ) {
+    const review = await this.options.client.request<{ status?: { allowed?: boolean } }>(
+      "POST",
+      "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+      {
+        verb: "create",
+        resource: "subjectaccessreviews",
+        body: {
+          apiVersion: "authorization.k8s.io/v1",
+          kind: "SubjectAccessReview",
+          spec: {
+            user: requester.user,
+            groups: requester.groups,
+            resourceAttributes: {
+              verb,
+              group: SUBRESOURCE_GROUP,
+              resource: "virtualmachines",
+              subresource,
+              namespace,
+              name,
+            },
+          },
+        },
+      },
+    );
+    return review.status?.allowed === true;
+  }
+
+  private async serve(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const path = new URL(request.url ?? "/", "https://localhost").pathname;
+    if (path === "/healthz" || path === "/readyz") return void response.writeHead(200).end("ok");
+    const requester = this.requester(request);
+    if (!requester)
+      return status(response, 401, "Unauthorized", "only the Kubernetes API server's front proxy may call");
+    if (path === PREFIX && request.method === "GET") return json(response, 200, discovery());
+    if (path === `/apis/${SUBRESOURCE_GROUP}` && request.method === "GET")
+      return json(response, 200, group());
+    const match = ROUTE.exec(path);
+    if (!match) return status(response, 404, "NotFound", `no such path ${path}`);
+    const [, namespace = "", name = "", action = ""] = match;
+    if (action === "console")
+      return status(response, 400, "BadRequest", "console is a WebSocket: send an Upgrade request");
+    if (request.method !== "PUT") return status(response, 405, "MethodNotAllowed", `${action} takes PUT`);
+    if (!(await this.allowed(requester, "update", namespace, name, action)))
+      return status(
+        response,
+        403,
+        "Forbidden",
+        `User "${requester.user}" cannot update virtualmachines/${action} in namespace "${namespace}"`,
+      );
+    const patch =
+      action === "restart"
+        ? { metadata: { annotations: { [RESTART_ANNOTATION]: new Date().toISOString() } } }
+        : { spec: { runStrategy: action === "start" ? "Always" : "Halted" } };
+    try {
+      await this.options.client.mergePatch(Resources.virtualMachines, name, namespace, patch);
+    } catch (error) {
+      if (isNotFound(error)) return status(response, 404, "NotFound", `virtualmachines "${name}" not found`);
+      throw error;
+    }
+    this.options.logger.info(
+      { user: requester.user, namespace, name, action: action as (typeof ACTIONS)[number] },
+      "subresource",
+    );
+    response.writeHead(202).end();
+  }
+
+  private async console(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const refuse = (code: number, text: string): void => {
+      socket.end(`HTTP/1.1 ${code} ${text}\r\nContent-Length: 0\r\n\r\n`);
+    };
+    const requester = this.requester(request);
+    if (!requester) return refuse(401, "Unauthorized");
+    const match = ROUTE.exec(new URL(request.url ?? "/", "https://localhost").pathname);
+    if (match?.[3] !== "console") return refuse(404, "Not Found");
+    const [, namespace = "", name = ""] = match;
+    if (!(await this.allowed(requester, "get", namespace, name, "console"))) return refuse(403, "Forbidden");
+    const vm = await this.options.client
+      .get<VirtualMachine>(Resources.virtualMachines, name, namespace)
+      .catch(() => undefined);
+    if (!vm?.status?.host || vm.status.state !== "Running") return refuse(409, "Conflict");
+    const host = await this.options.client.get<Host>(Resources.hosts, vm.status.host).catch(() => undefined);
+    const endpoint = host?.status?.consoleEndpoint;
+    if (!endpoint || !this.options.consoleToken) return refuse(503, "Service Unavailable");
+    const upstream = new WebSocket(`ws://${endpoint}/console/${vm.metadata.uid}`, {
+      headers: { authorization: `Bearer ${this.options.consoleToken}` },
+    });
+    upstream.on("error", () => refuse(502, "Bad Gateway"));
+    upstream.on("open", () => {
+      this.sockets.handleUpgrade(request, socket, head, (client) => {
+        upstream.on("message", (data) => client.send(data));
+        client.on("message", (data) => upstream.send(data));
+        upstream.on("close", () => client.close());
+        client.on("close", () => upstream.close());
+        this.options.logger.info({ user: requester.user, namespace, name }, "console opened");
+      });
+    });
+  }
+}
+
+function json(response: ServerResponse, code: number, body: unknown): void {
+  response.writeHead(code, { "content-type": "application/json" }).end(JSON.stringify(body));
+}
+
+/** A Kubernetes Status, which kubectl prints as the error. */
+function status(response: ServerResponse, code: number, reason: string, message: string): void {
+  json(response, code, { kind: "Status", apiVersion: "v1", status: "Failure", code, reason, message });
+}
+
+function discovery() {
+  return {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: `${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`,
+    resources: [
+      ...ACTIONS.map((action) => ({
+        name: `virtualmachines/${action}`,
+        singularName: "",
+        namespaced: true,
+        kind: "VirtualMachine",
+        verbs: ["update"],
+      })),
+      {
+        name: "virtualmachines/console",
+        singularName: "",
+        namespaced: true,
+        kind: "VirtualMachine",
+        verbs: ["get"],
+      },
+    ],
+  };
+}
+
+function group() {
+  const version = {
+    groupVersion: `${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`,
+    version: SUBRESOURCE_VERSION,
+  };
+  return {
+    kind: "APIGroup",
+    apiVersion: "v1",
+    name: SUBRESOURCE_GROUP,
+    versions: [version],
+    preferredVersion: version,
+  };
+}
