@@ -16,6 +16,7 @@ import {
   type Volume,
   type Zone,
 } from "../crds/index.ts";
+import { isAllowed } from "../runtime/authorization.ts";
 import {
   ApiError as KubeApiError,
   type KubeClient,
@@ -205,29 +206,14 @@ export class CloudStackApi implements Catalog {
     const key = [caller.user, caller.groups.join(","), verb, type.plural, namespace ?? ""].join("|");
     const cached = this.decisions.get(key);
     if (cached && Date.now() - cached.at < 10_000) return cached.allowed;
-    const review = await this.client.request<{ status?: { allowed?: boolean } }>(
-      "POST",
-      "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-      {
-        verb: "create",
-        resource: "subjectaccessreviews",
-        body: {
-          apiVersion: "authorization.k8s.io/v1",
-          kind: "SubjectAccessReview",
-          spec: {
-            user: caller.user,
-            groups: caller.groups,
-            resourceAttributes: {
-              verb,
-              group: type.group,
-              resource: type.plural,
-              ...(namespace ? { namespace } : {}),
-            },
-          },
-        },
-      },
-    );
-    const allowed = review.status?.allowed === true;
+    const allowed = await isAllowed(this.client, {
+      user: caller.user,
+      groups: caller.groups,
+      verb,
+      group: type.group,
+      resource: type.plural,
+      namespace,
+    });
     this.decisions.set(key, { allowed, at: Date.now() });
     return allowed;
   }

@@ -1,7 +1,13 @@
 // The CloudStack commands Stratus serves, each over the Stratus kinds (docs/LEGACY-API.md 4).
 import { readFileSync } from "node:fs";
-import { type Network, Resources, type VirtualMachine, type Volume } from "../crds/index.ts";
-import type { KubeObject, ResourceType } from "../runtime/client.ts";
+import {
+  type Network,
+  RESTART_ANNOTATION,
+  Resources,
+  type VirtualMachine,
+  type Volume,
+} from "../crds/index.ts";
+import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json, listBody } from "./envelope.ts";
@@ -12,6 +18,9 @@ import {
   networkOfferingView,
   networkView,
   serviceOfferingView,
+  TAGS_ANNOTATION,
+  tagsOf,
+  tagsView,
   templateView,
   virtualMachineView,
   volumeView,
@@ -385,6 +394,282 @@ const storageAndNetworkCommands: Record<string, Command> = {
   },
 };
 
+type Slots = NonNullable<VirtualMachine["spec"]["dataVolumes"]>;
+
+/**
+ * Changes a VM's dataVolumes from its current version, guarded by its resourceVersion (two
+ * attaches at once must not drop one), retried when someone else changed the VM meanwhile.
+ */
+async function updateDataVolumes(
+  call: Call,
+  vm: VirtualMachine,
+  change: (slots: Slots) => Slots,
+): Promise<void> {
+  const { name, namespace } = vm.metadata;
+  for (let attempt = 0; ; attempt++) {
+    const current = await call.caller.client.get<VirtualMachine>(
+      Resources.virtualMachines,
+      name as string,
+      namespace,
+    );
+    try {
+      await call.caller.client.mergePatch(Resources.virtualMachines, name as string, namespace, {
+        metadata: { resourceVersion: current.metadata.resourceVersion },
+        spec: { dataVolumes: change(current.spec.dataVolumes ?? []) },
+      });
+      return;
+    } catch (error) {
+      if (!isConflict(error) || attempt >= 4) throw error;
+    }
+  }
+}
+
+/** The volume commands: a CloudStack volume is a Volume; attaching is a VM's dataVolumes entry. */
+const volumeCommands: Record<string, Command> = {
+  createVolume: {
+    async: true,
+    async handler(call) {
+      const { params, api } = call;
+      const name = (params.get("name") ?? `vol-${Math.random().toString(16).slice(2, 10)}`).toLowerCase();
+      if (!DNS_LABEL.test(name)) throw new ApiError(ERROR.PARAM, `Invalid parameter name value=${name}`);
+      const zone = byId(api.zones, call, "zoneid");
+      const offeringId = params.uuid("diskofferingid");
+      const offering = offeringId ? byId(api.diskOfferings, call, "diskofferingid") : undefined;
+      const size = params.integer("size");
+      if (!offering?.spec.size && !size)
+        throw new ApiError(
+          ERROR.PARAM,
+          "Unable to execute API command createvolume due to missing parameter size (the disk offering has no size)",
+        );
+      const volume = await call.caller.client.create<Volume>(Resources.volumes, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "Volume",
+        metadata: { name, namespace: call.caller.account },
+        spec: {
+          zone: zone.metadata.name as string,
+          type: "DATADISK",
+          ...(size ? { size: `${size}Gi` } : {}),
+          ...(offering ? { diskOffering: offering.metadata.name as string } : {}),
+        },
+      });
+      const job = await submitJob(call, "createVolume", { ...volume, kind: "Volume" });
+      return { id: volume.metadata.uid as string, jobid: job.metadata.uid as string };
+    },
+  },
+  attachVolume: {
+    async: true,
+    async handler(call) {
+      const volume = await ownedById(call, call.api.volumes, Resources.volumes);
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines, "virtualmachineid");
+      if (vm.metadata.namespace !== volume.metadata.namespace)
+        throw new ApiError(ERROR.PARAM, "the volume and the VM belong to different accounts");
+      await updateDataVolumes(call, vm, (slots) => {
+        if (slots.some((slot) => slot.volume === volume.metadata.name)) return slots;
+        const taken = new Set(slots.map((slot) => slot.name));
+        let index = 1;
+        while (taken.has(`data${index}`)) index++;
+        return [...slots, { name: `data${index}`, volume: volume.metadata.name as string }];
+      });
+      const job = await submitJob(call, "attachVolume", { ...volume, kind: "Volume" });
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  detachVolume: {
+    async: true,
+    async handler(call) {
+      const volume = await ownedById(call, call.api.volumes, Resources.volumes);
+      const holders = call.api.vms
+        .list()
+        .filter(
+          (vm) =>
+            vm.metadata.namespace === volume.metadata.namespace &&
+            (vm.spec.dataVolumes ?? []).some((slot) => slot.volume === volume.metadata.name),
+        );
+      for (const vm of holders)
+        await updateDataVolumes(call, vm, (slots) =>
+          slots.filter((slot) => slot.volume !== volume.metadata.name),
+        );
+      const job = await submitJob(call, "detachVolume", { ...volume, kind: "Volume" });
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  resizeVolume: {
+    async: true,
+    async handler(call) {
+      const volume = await ownedById(call, call.api.volumes, Resources.volumes);
+      const size = call.params.integer("size");
+      if (!size)
+        throw new ApiError(
+          ERROR.PARAM,
+          "Unable to execute API command resizevolume due to missing parameter size",
+        );
+      await call.caller.client.mergePatch(
+        Resources.volumes,
+        volume.metadata.name as string,
+        volume.metadata.namespace,
+        {
+          spec: { size: `${size}Gi` },
+        },
+      );
+      const job = await submitJob(call, "resizeVolume", { ...volume, kind: "Volume" });
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  deleteVolume: {
+    async handler(call) {
+      const volume = await ownedById(call, call.api.volumes, Resources.volumes);
+      if (volume.status?.attachedTo || volume.spec.type === "ROOT")
+        throw new ApiError(
+          ERROR.RESOURCE_IN_USE,
+          `Please specify a volume that is not attached to any VM (${volume.metadata.name})`,
+        );
+      await call.caller.client.delete(
+        Resources.volumes,
+        volume.metadata.name as string,
+        volume.metadata.namespace,
+      );
+      return { success: true };
+    },
+  },
+  rebootVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      if (vm.status?.state !== "Running")
+        throw new ApiError(
+          ERROR.PARAM,
+          `Invalid state of VM ${vm.metadata.name}: only a running VM can be rebooted`,
+        );
+      await call.caller.client.mergePatch(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          metadata: { annotations: { [RESTART_ANNOTATION]: new Date().toISOString() } },
+        },
+      );
+      return vmJob(call, "rebootVirtualMachine", vm);
+    },
+  },
+};
+
+/** Tags: kept in one annotation of the tagged object; CloudStack resource types map to kinds. */
+const TAGGABLE: Record<
+  string,
+  { type: ResourceType; informer: (api: CloudStackApi) => Informer<KubeObject>; name: string }
+> = {
+  uservm: {
+    type: Resources.virtualMachines,
+    informer: (api) => api.vms as unknown as Informer<KubeObject>,
+    name: "UserVm",
+  },
+  volume: {
+    type: Resources.volumes,
+    informer: (api) => api.volumes as unknown as Informer<KubeObject>,
+    name: "Volume",
+  },
+  network: {
+    type: Resources.networks,
+    informer: (api) => api.networks as unknown as Informer<KubeObject>,
+    name: "Network",
+  },
+};
+
+function taggable(call: Call) {
+  const resourceType = call.params.required("resourcetype");
+  const kind = TAGGABLE[resourceType.toLowerCase()];
+  if (!kind)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Invalid parameter resourcetype value=${resourceType}: Stratus tags ${Object.values(TAGGABLE)
+        .map((t) => t.name)
+        .join(", ")}`,
+    );
+  return kind;
+}
+
+async function changeTags(
+  call: Call,
+  command: string,
+  change: (tags: Record<string, string>) => void,
+): Promise<Json> {
+  const kind = taggable(call);
+  const ids = call.params.list("resourceids");
+  if (ids.length === 0)
+    throw new ApiError(ERROR.PARAM, "Unable to execute API command due to missing parameter resourceids");
+  for (const id of ids) {
+    const [object] = kind.informer(call.api).byIndex("uid", id.toLowerCase());
+    if (!object) throw entityNotFound("resourceids", id);
+    const tags = tagsOf(object);
+    change(tags);
+    await call.caller.client.mergePatch(
+      kind.type,
+      object.metadata.name as string,
+      object.metadata.namespace,
+      {
+        metadata: { annotations: { [TAGS_ANNOTATION]: JSON.stringify(tags) } },
+      },
+    );
+  }
+  const job = await submitJob(call, command, {
+    kind: "ResourceTag",
+    metadata: { namespace: call.caller.account, name: ids.join(",").slice(0, 253) },
+  });
+  return { jobid: job.metadata.uid as string };
+}
+
+const tagCommands: Record<string, Command> = {
+  createTags: {
+    async: true,
+    handler: (call) => {
+      const entries = call.params.map("tags");
+      if (entries.length === 0)
+        throw new ApiError(
+          ERROR.PARAM,
+          "Unable to execute API command createtags due to missing parameter tags",
+        );
+      return changeTags(call, "createTags", (tags) => {
+        for (const entry of entries) if (entry.key) tags[entry.key] = entry.value ?? "";
+      });
+    },
+  },
+  deleteTags: {
+    async: true,
+    handler: (call) => {
+      const entries = call.params.map("tags");
+      return changeTags(call, "deleteTags", (tags) => {
+        if (entries.length === 0) for (const key of Object.keys(tags)) delete tags[key];
+        for (const entry of entries)
+          if (entry.key && (entry.value === undefined || tags[entry.key] === entry.value))
+            delete tags[entry.key];
+      });
+    },
+  },
+  listTags: {
+    async handler(call) {
+      const wanted = call.params.get("resourcetype")?.toLowerCase();
+      const resourceId = call.params.get("resourceid")?.toLowerCase();
+      const key = call.params.get("key");
+      const value = call.params.get("value");
+      const entries: Json[] = [];
+      for (const [type, kind] of Object.entries(TAGGABLE)) {
+        if (wanted && wanted !== type) continue;
+        const objects = await namespaced(call, kind.informer(call.api), kind.type);
+        for (const object of objects)
+          if (!resourceId || object.metadata.uid === resourceId)
+            entries.push(
+              ...tagsView(object, kind.name).filter(
+                (tag) =>
+                  (!key || (tag as Record<string, Json>).key === key) &&
+                  (!value || (tag as Record<string, Json>).value === value),
+              ),
+            );
+      }
+      return page(call, "tag", entries);
+    },
+  },
+};
+
 function ownerVm(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
   return owner ? api.vms.get(`${volume.metadata.namespace}/${owner.name}`) : undefined;
@@ -404,6 +689,8 @@ export const COMMANDS: Record<string, Command> = {
   ...catalogCommands,
   ...vmCommands,
   ...storageAndNetworkCommands,
+  ...volumeCommands,
+  ...tagCommands,
 };
 
 interface ApiEntry {

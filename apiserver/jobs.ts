@@ -3,14 +3,26 @@
 // target reaches the state the command asked for, freezes the result, and deletes the job an hour
 // after it ended.
 import type { Logger } from "pino";
-import { type AsyncJob, Resources, type VirtualMachine } from "../crds/index.ts";
+import {
+  type AsyncJob,
+  RESTART_ANNOTATION,
+  Resources,
+  type VirtualMachine,
+  type Volume,
+} from "../crds/index.ts";
+import { parseQuantity } from "../crds/quantity.ts";
 import { isNotFound, type KubeObject } from "../runtime/client.ts";
 import { Controller } from "../runtime/controller.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
 import { ERROR, formatDate, type Json } from "./envelope.ts";
-import { virtualMachineView } from "./views.ts";
+import { virtualMachineView, volumeView } from "./views.ts";
+
+function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
+  const name = volume.status?.attachedTo?.virtualMachine;
+  return name ? api.vms.get(`${volume.metadata.namespace}/${name}`) : undefined;
+}
 
 /** Finished jobs are kept this long for clients that poll late, then deleted. */
 export const JOB_RETENTION_MS = 60 * 60 * 1000;
@@ -105,6 +117,49 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
         },
       };
     }
+    case "rebootVirtualMachine": {
+      if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
+      const requested = vm.metadata.annotations?.[RESTART_ANNOTATION];
+      if (requested && vm.status?.restartedAt === requested && vm.status.state === "Running")
+        return { result: { virtualmachine: virtualMachineView(vm, api) } };
+      return failure(vm);
+    }
+    case "createVolume":
+    case "attachVolume":
+    case "detachVolume":
+    case "resizeVolume": {
+      const volume = targetUid ? api.volumes.byIndex("uid", targetUid)[0] : undefined;
+      if (!volume) return { error: { code: ERROR.INTERNAL, text: "the volume was deleted" } };
+      const parameter = (name: string) =>
+        Object.entries(job.spec.parameters ?? {}).find(([key]) => key.toLowerCase() === name)?.[1];
+      const done = {
+        createVolume: () => true,
+        attachVolume: () => {
+          const vmId = parameter("virtualmachineid")?.toLowerCase();
+          const holder = vmId ? api.vms.byIndex("uid", vmId)[0] : undefined;
+          return holder !== undefined && volume.status?.attachedTo?.virtualMachine === holder.metadata.name;
+        },
+        detachVolume: () => !volume.status?.attachedTo,
+        resizeVolume: () =>
+          volume.status?.capacity !== undefined &&
+          volume.spec.size !== undefined &&
+          parseQuantity(volume.status.capacity) >= parseQuantity(volume.spec.size),
+      }[job.spec.command]();
+      if (done) return { result: { volume: volumeView(volume, api, attachedTo(api, volume)) } };
+      // A host that cannot do it says so on the VM (e.g. no hot plug): the job fails with that.
+      const holder =
+        attachedTo(api, volume) ??
+        (parameter("virtualmachineid")
+          ? api.vms.byIndex("uid", String(parameter("virtualmachineid")).toLowerCase())[0]
+          : undefined);
+      const ready = holder?.status?.conditions?.find((c) => c.type === "Ready");
+      if (ready?.status === "False" && ready.reason === "HotPlugUnsupported")
+        return { error: { code: ERROR.RESOURCE_UNAVAILABLE, text: ready.message } };
+      return undefined;
+    }
+    case "createTags":
+    case "deleteTags":
+      return { result: { success: true } };
     case "deleteNetwork":
       return targetUid && api.networks.byIndex("uid", targetUid).length > 0
         ? undefined
@@ -187,5 +242,6 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
   })
     .watch(api.jobs)
     .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
-    .watch(api.networks, (network) => byTarget(network.metadata.uid as string));
+    .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
+    .watch(api.volumes, (volume) => byTarget(volume.metadata.uid as string));
 }

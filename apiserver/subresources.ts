@@ -11,8 +11,8 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import WebSocket, { WebSocketServer } from "ws";
-import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
-import { RESTART_ANNOTATION } from "../host-agent/agent.ts";
+import { type Host, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
+import { isAllowed } from "../runtime/authorization.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
 
 export const SUBRESOURCE_GROUP = "subresources.stratus.io";
@@ -95,38 +95,16 @@ export class SubresourceServer {
     return { user, groups };
   }
 
-  private async allowed(
-    requester: Requester,
-    verb: string,
-    namespace: string,
-    name: string,
-    subresource: string,
-  ) {
-    const review = await this.options.client.request<{ status?: { allowed?: boolean } }>(
-      "POST",
-      "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-      {
-        verb: "create",
-        resource: "subjectaccessreviews",
-        body: {
-          apiVersion: "authorization.k8s.io/v1",
-          kind: "SubjectAccessReview",
-          spec: {
-            user: requester.user,
-            groups: requester.groups,
-            resourceAttributes: {
-              verb,
-              group: SUBRESOURCE_GROUP,
-              resource: "virtualmachines",
-              subresource,
-              namespace,
-              name,
-            },
-          },
-        },
-      },
-    );
-    return review.status?.allowed === true;
+  private allowed(requester: Requester, verb: string, namespace: string, name: string, subresource: string) {
+    return isAllowed(this.options.client, {
+      ...requester,
+      verb,
+      group: SUBRESOURCE_GROUP,
+      resource: "virtualmachines",
+      subresource,
+      namespace,
+      name,
+    });
   }
 
   private async serve(request: IncomingMessage, response: ServerResponse): Promise<void> {

@@ -14,6 +14,7 @@ import type {
   Zone,
 } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
+import type { KubeObject } from "../runtime/client.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
 
 const MIB = 1024n * 1024n;
@@ -29,6 +30,31 @@ export interface Catalog {
 }
 
 const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
+
+/** CloudStack resource tags live in one annotation, as a JSON object (tag keys are free text). */
+export const TAGS_ANNOTATION = "stratus.io/tags";
+
+export function tagsOf(object: KubeObject): Record<string, string> {
+  try {
+    const parsed = JSON.parse(object.metadata.annotations?.[TAGS_ANNOTATION] ?? "{}") as unknown;
+    return parsed && typeof parsed === "object" && !Array.isArray(parsed)
+      ? (parsed as Record<string, string>)
+      : {};
+  } catch {
+    return {};
+  }
+}
+
+export function tagsView(object: KubeObject, resourceType: string): Json[] {
+  return Object.entries(tagsOf(object)).map(([key, value]) => ({
+    key,
+    value: String(value),
+    resourceid: uid(object),
+    resourcetype: resourceType,
+    account: object.metadata.namespace as string,
+    domain: "ROOT",
+  }));
+}
 
 export function zoneView(zone: Zone): Json {
   return compact({
@@ -166,7 +192,7 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     nic: nics,
     securitygroup: [],
     affinitygroup: [],
-    tags: [],
+    tags: tagsView(vm, "UserVm"),
   });
 }
 
@@ -197,7 +223,7 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
     deleteprotection: false,
     destroyed: false,
     created: formatDate(volume.metadata.creationTimestamp),
-    tags: [],
+    tags: tagsView(volume, "Volume"),
   });
 }
 
@@ -232,7 +258,7 @@ export function networkView(network: Network, catalog: Catalog): Json {
     canusefordeploy: true,
     restartrequired: false,
     acltype: "Account",
-    tags: [],
+    tags: tagsView(network, "Network"),
   });
 }
 

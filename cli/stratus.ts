@@ -8,6 +8,8 @@ import { parseArgs } from "node:util";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
+import { kubeConfigFrom } from "../runtime/config.ts";
+import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
 
 const HELP = `stratus: Apache CloudStack rebuilt as a Kubernetes operator.
 
@@ -15,6 +17,8 @@ Usage:
   stratus up                       start the local cloud (today: the control plane with the Stratus CRDs)
   stratus down [--purge]           stop it; --purge also deletes its data
   stratus test [VITEST ARGS]       build or reuse the control plane, then run every test (vitest run)
+  stratus console VM [-n NAMESPACE] [--kubeconfig PATH]
+                                   the VM's serial console, through the API server (Ctrl-] leaves)
   stratus cluster build [--rebuild]
                                    build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
   stratus cluster start            start the local control plane and print its kubeconfig path
@@ -94,6 +98,8 @@ async function main(argv: string[]): Promise<void> {
       rebuild: { type: "boolean" },
       user: { type: "string" },
       group: { type: "string", multiple: true },
+      namespace: { type: "string", short: "n" },
+      kubeconfig: { type: "string" },
     },
   });
   const [command, subcommand] = positionals;
@@ -125,6 +131,28 @@ async function main(argv: string[]): Promise<void> {
           )
           .join("\n")}\n`,
       );
+      return;
+    }
+    case `console ${subcommand ?? ""}`.trim(): {
+      if (!subcommand) throw new UsageError("which VM? `stratus console NAME [-n NAMESPACE]`");
+      const kubeConfig = kubeConfigFrom(
+        values.kubeconfig ??
+          process.env.KUBECONFIG ??
+          (await LocalControlPlane.open(clusterDir())).kubeconfigPath,
+      );
+      const namespace =
+        values.namespace ??
+        kubeConfig.getContextObject(kubeConfig.getCurrentContext())?.namespace ??
+        "default";
+      try {
+        await attachTerminal(await openConsole(kubeConfig, namespace, subcommand));
+      } catch (error) {
+        if (error instanceof ConsoleRefused)
+          throw new UsageError(
+            `${error.message} (is the VM running, and may you get virtualmachines/console?)`,
+          );
+        throw error;
+      }
       return;
     }
     case "cluster kubeconfig": {

@@ -11,6 +11,7 @@ import {
   type Host,
   type IPAddress,
   type Network,
+  RESTART_ANNOTATION,
   Resources,
   rootVolumeName,
   type ServiceOffering,
@@ -28,7 +29,13 @@ import { LEASE, type Lease } from "../runtime/leader-election.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
-import { type AttachedVolume, DATA_VOLUME_PREFIX, DiskManager, type VmDisks } from "./disks.ts";
+import {
+  type AttachedVolume,
+  DATA_VOLUME_PREFIX,
+  DiskManager,
+  dataVolumeName,
+  type VmDisks,
+} from "./disks.ts";
 import { buildDomainXml, disksIn, diskTarget, diskXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
 import {
   type DomainInfo,
@@ -86,9 +93,6 @@ export interface HostAgentOptions {
   /** HOST:PORT of this agent's console relay, advertised in Host status for the API component. */
   consoleEndpoint?: string;
 }
-
-/** Setting it to a new value (a timestamp) asks for a restart; status.restartedAt echoes it when done. */
-export const RESTART_ANNOTATION = "stratus.io/restart-requested-at";
 
 const STORAGE_POOL = "stratus";
 
@@ -470,6 +474,16 @@ export class HostAgent {
       return;
     }
     let domain = await this.libvirt.domain(name);
+    if (domain?.state === "shutoff") {
+      // A stopped domain whose disks changed is simply defined again (any driver can do that).
+      const defined = new Set(disksIn(await this.libvirt.domainXml(name)).map((d) => d.path));
+      const wanted = disks.disks.map((d) => d.path);
+      if (defined.size !== wanted.length || wanted.some((path) => !defined.has(path))) {
+        await this.libvirt.undefineDomain(name);
+        domain = undefined;
+        log.info("redefining the stopped domain with its new disks");
+      }
+    }
     if (domain) {
       try {
         await this.syncDisks(vm, domain, disks, log);
@@ -533,7 +547,12 @@ export class HostAgent {
     const observed = await this.libvirt.domain(name);
     const status = {
       ...desiredVmStatus(vm, this.hostName, observed),
-      ...(restartPending ? { restartedAt: restartRequest } : {}),
+      // Always stated once known: a field this writer stops applying would be removed.
+      ...(restartPending
+        ? { restartedAt: restartRequest }
+        : vm.status?.restartedAt
+          ? { restartedAt: vm.status.restartedAt }
+          : {}),
       nics: nics.map((nic) => ({
         name: nic.name,
         network: nic.network.metadata.name as string,
@@ -543,6 +562,7 @@ export class HostAgent {
     };
     await applyStatus(this.client, Resources.virtualMachines, vm, status, this.fieldManager);
     for (const attached of disks.dataVolumes) await this.reportVolume(attached, vm);
+    await this.detachVolumes(vm, new Set((vm.spec.dataVolumes ?? []).map((slot) => slot.volume)));
     if (disks.root) await this.reportRootVolume(vm, disks.root);
     return requeueAfterMs === undefined ? undefined : { requeueAfterMs };
   }
@@ -570,13 +590,6 @@ export class HostAgent {
         live,
       );
       log.info({ path: disk.path, device: disk.target }, "detached a volume");
-      const volumeUid = basename(disk.path).slice(DATA_VOLUME_PREFIX.length);
-      const volume = this.volumes.list().find((v) => v.metadata.uid === volumeUid);
-      if (volume && volume.status?.attachedTo?.virtualMachine === vm.metadata.name)
-        await this.reportVolume(
-          { volume, info: { name: "", path: disk.path, capacityBytes: BigInt(0) }, device: "" },
-          undefined,
-        );
     }
     const used = new Set(current.filter((d) => wanted.has(d.path)).map((d) => d.target));
     for (const disk of disks.disks) {
@@ -819,13 +832,20 @@ export class HostAgent {
     );
   }
 
-  /** After its VM is gone a data volume stays, detached (Ready). */
-  private async detachVolumes(vm: VirtualMachine): Promise<void> {
-    for (const slot of vm.spec.dataVolumes ?? []) {
-      const volume = this.volumes.get(`${vm.metadata.namespace}/${slot.volume}`);
-      if (!volume?.status?.path || volume.status.attachedTo?.virtualMachine !== vm.metadata.name) continue;
-      const info = { name: "", path: volume.status.path, capacityBytes: BigInt(0) };
-      const current = await this.libvirt.volume(STORAGE_POOL, `data-${volume.metadata.uid}`);
+  /** Volumes that say they are attached to the VM but are no longer in its spec (or its VM is gone) are detached (Ready). */
+  private async detachVolumes(vm: VirtualMachine, keep: ReadonlySet<string> = new Set()): Promise<void> {
+    const volumes = this.volumes
+      .list()
+      .filter(
+        (v) =>
+          v.metadata.namespace === vm.metadata.namespace &&
+          v.status?.attachedTo?.virtualMachine === vm.metadata.name &&
+          v.spec.type !== "ROOT" &&
+          !keep.has(v.metadata.name as string),
+      );
+    for (const volume of volumes) {
+      const info = { name: "", path: volume.status?.path ?? "", capacityBytes: BigInt(0) };
+      const current = await this.libvirt.volume(STORAGE_POOL, dataVolumeName(volume.metadata.uid as string));
       await this.reportVolume({ volume, info: current ?? info, device: "" }, undefined);
     }
   }

@@ -14,6 +14,9 @@ import {
   StringEnum,
 } from "../schema.ts";
 
+/** Setting it to a new value (a timestamp) asks for a restart; status.restartedAt echoes it when done. */
+export const RESTART_ANNOTATION = "stratus.io/restart-requested-at";
+
 export const RUN_STRATEGIES = ["Always", "RerunOnFailure", "Manual", "Halted"] as const;
 
 /** CloudStack's VM states, plus Pending for a VM that has no host yet. */

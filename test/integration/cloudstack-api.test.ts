@@ -8,7 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
@@ -190,6 +190,11 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
     endpoint = api.endpoint;
   });
 
+  afterEach((context) => {
+    if (context.task.result?.state !== "fail") return;
+    for (const p of processes) process.stderr.write(`--- ${p.identity}:\n${p.logs().slice(-3000)}\n`);
+  });
+
   afterAll(async () => {
     for (const p of processes) await p.stop("SIGKILL");
     await client?.close();
@@ -324,6 +329,78 @@ describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs pyth
     ).toEqual({
       success: true,
     });
+  });
+
+  it("reboots, tags, and attaches and detaches volumes through cs", async () => {
+    const [zone] = (await cs(alice, "listZones", { name: ZONE })).json.zone as { id: string }[];
+    const [offering] = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json
+      .serviceoffering as { id: string }[];
+    const template = (
+      (await cs(alice, "listTemplates", { templatefilter: "executable" })).json.template as {
+        id: string;
+        name: string;
+      }[]
+    ).find((t) => t.name === `cs-tiny-${suffix}`);
+    const deployed = await cs(alice, "deployVirtualMachine", {
+      serviceofferingid: offering?.id as string,
+      templateid: template?.id as string,
+      zoneid: zone?.id as string,
+      name: "db-1",
+    });
+    const vm = (deployed.json as { virtualmachine: { id: string } }).virtualmachine;
+    expect((await cs(alice, "rebootVirtualMachine", { id: vm.id })).json).toMatchObject({
+      virtualmachine: { id: vm.id, state: "Running" },
+    });
+
+    const tagged = await cs(alice, "createTags", {
+      resourcetype: "UserVm",
+      resourceids: vm.id,
+      "tags[0].key": "env",
+      "tags[0].value": "prod",
+    });
+    expect(tagged.json).toEqual({ success: true });
+    expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toMatchObject({
+      count: 1,
+      tag: [{ key: "env", value: "prod", resourceid: vm.id, resourcetype: "UserVm" }],
+    });
+    expect((await cs(alice, "listVirtualMachines", { id: vm.id })).json).toMatchObject({
+      virtualmachine: [{ tags: [{ key: "env", value: "prod" }] }],
+    });
+    await cs(alice, "deleteTags", { resourcetype: "UserVm", resourceids: vm.id, "tags[0].key": "env" });
+    expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toEqual({});
+
+    // Volumes attach to a stopped VM (the host redefines it) and show up once it runs.
+    await cs(alice, "stopVirtualMachine", { id: vm.id });
+    const created = (
+      await cs(alice, "createVolume", { name: "data-1", zoneid: zone?.id as string, size: "2" })
+    ).json as {
+      volume: { id: string; name: string; size: number };
+    };
+    expect(created.volume).toMatchObject({ name: "data-1", size: 2 * 1024 ** 3 });
+    const attached = (await cs(alice, "attachVolume", { id: created.volume.id, virtualmachineid: vm.id }))
+      .json;
+    expect(attached).toMatchObject({
+      volume: { id: created.volume.id, virtualmachineid: vm.id, vmname: "db-1" },
+    });
+    await cs(alice, "startVirtualMachine", { id: vm.id });
+    const volumes = (await cs(alice, "listVolumes", { virtualmachineid: vm.id })).json as {
+      count: number;
+      volume: { type: string; name: string }[];
+    };
+    expect(volumes.volume.map((v) => `${v.type}:${v.name}`).sort()).toEqual([
+      "DATADISK:data-1",
+      "ROOT:db-1-root",
+    ]);
+    const inUse = await raw(alice, { command: "deleteVolume", id: created.volume.id });
+    expect(inUse.status).toBe(536);
+    await cs(alice, "stopVirtualMachine", { id: vm.id });
+    const detached = (await cs(alice, "detachVolume", { id: created.volume.id })).json as {
+      volume: Record<string, unknown>;
+    };
+    expect(detached.volume.id).toBe(created.volume.id);
+    expect(detached.volume).not.toHaveProperty("virtualmachineid");
+    expect((await cs(alice, "deleteVolume", { id: created.volume.id })).json).toEqual({ success: true });
+    await cs(alice, "destroyVirtualMachine", { id: vm.id, expunge: "true" });
   });
 
   it("serves listApis with CloudStack's async flags and parameters", async () => {

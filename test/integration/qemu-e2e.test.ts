@@ -7,18 +7,25 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { type AddressInfo, connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { sleep } from "../../runtime/time.ts";
-import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
+import {
+  type ApiServerProcess,
+  type StratusProcess,
+  startApiServer,
+  startOperator,
+  startStratusProcess,
+} from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const run = promisify(execFile);
@@ -107,6 +114,7 @@ describe.skipIf(!(isRoot && hasQemu))(
     let server: Server;
     let agent: StratusProcess;
     let operator: StratusProcess;
+    let api: ApiServerProcess;
 
     const getVm = () => client.get<VirtualMachine>(Resources.virtualMachines, "guest", namespace);
     const startAgent = async (extraArgs: string[] = []) => {
@@ -123,6 +131,8 @@ describe.skipIf(!(isRoot && hasQemu))(
           `--cache-dir=${join(workDir, "cache")}`,
           `--console-dir=${join(workDir, "console")}`,
           "--shutdown-grace=3",
+          "--console-address=127.0.0.1:0",
+          `--console-token-file=${join(workDir, "console-token")}`,
           ...extraArgs,
         ],
       });
@@ -185,6 +195,15 @@ describe.skipIf(!(isRoot && hasQemu))(
         identity: `e2e-operator-${suffix}`,
         args: [`--lease-namespace=${namespace}`],
       });
+      // The API component with the aggregated API, for the console through the API server.
+      await writeFile(join(workDir, "console-token"), randomBytes(24).toString("hex"), { mode: 0o600 });
+      api = await startApiServer({
+        kubeconfigPath,
+        client,
+        identity: `e2e-api-${suffix}`,
+        keysNamespace: namespace,
+        subresources: { namespace, workDir, consoleTokenFile: join(workDir, "console-token") },
+      });
       await startAgent();
     }, 300_000);
 
@@ -197,6 +216,7 @@ describe.skipIf(!(isRoot && hasQemu))(
     afterAll(async () => {
       await agent?.stop("SIGKILL");
       await operator?.stop("SIGKILL");
+      await api?.process.stop("SIGKILL");
       server?.close();
       await client?.close();
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
@@ -237,6 +257,29 @@ describe.skipIf(!(isRoot && hasQemu))(
         .uid as string;
       const leases = await virsh("net-dhcp-leases", libvirtNetworkName(network));
       expect(leases).toMatch(new RegExp(`${mac}\\s+ipv4\\s+${address.replaceAll(".", "\\.")}/24`));
+
+      // The console through the Kubernetes API server (aggregator → API component → agent), as
+      // `stratus console` opens it; a user without virtualmachines/console is refused.
+      const controlPlane = await sharedControlPlane();
+      const viaApi = await openConsole(controlPlane.kubeConfig, namespace, "guest");
+      const relayed = await new Promise<string>((resolve, reject) => {
+        let output = "";
+        const timer = setTimeout(
+          () => reject(new Error(`no guest output through the API: ${output}`)),
+          30_000,
+        );
+        viaApi.on("message", (data: Buffer) => {
+          output += data.toString("latin1");
+          if (/stratus-guest: ip: \S+/.test(output)) {
+            clearTimeout(timer);
+            resolve(output);
+          }
+        });
+      });
+      viaApi.close();
+      expect(relayed).toContain(`stratus-guest: ip: ${address}/24`);
+      const nobody = await controlPlane.issueIdentity(`nobody-${suffix}`);
+      await expect(openConsole(nobody.kubeConfig, namespace, "guest")).rejects.toMatchObject({ status: 403 });
 
       // Hot plug: a second volume appears in the running guest, grows there, and goes again.
       await client.create(Resources.volumes, {
