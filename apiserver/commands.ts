@@ -685,12 +685,80 @@ function cidrOf(gateway: string, netmask: string): string {
   return `${[24, 16, 8, 0].map((s) => (base >>> s) & 255).join(".")}/${prefix}`;
 }
 
+/** Things Stratus does not have yet (public IPs, port forwarding, projects) list as empty, as clients expect. */
+const emptyList = (itemKey: string): Command => ({ handler: async (call) => page(call, itemKey, []) });
+
+const accountCommands: Record<string, Command> = {
+  listPublicIpAddresses: emptyList("publicipaddress"),
+  listPortForwardingRules: emptyList("portforwardingrule"),
+  listIpForwardingRules: emptyList("ipforwardingrule"),
+  listProjects: emptyList("project"),
+  listDomains: {
+    async handler(call) {
+      return page(call, "domain", [
+        { id: ROOT_DOMAIN_ID, name: "ROOT", level: 0, path: "ROOT", haschild: false },
+      ]);
+    },
+  },
+  listOsTypes: {
+    async handler(call) {
+      const names = [
+        ...new Set(call.api.templates.list().map((t) => t.spec.osType ?? "Other Linux (64-bit)")),
+      ].sort();
+      return page(
+        call,
+        "ostype",
+        names.map((name) => ({ id: name, description: name, oscategoryid: "linux", isuserdefined: false })),
+      );
+    },
+  },
+  updateVirtualMachine: {
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      const displayName = call.params.get("displayname");
+      const userData = call.params.get("userdata");
+      const updated = await call.caller.client.mergePatch<VirtualMachine>(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          spec: { ...(displayName ? { displayName } : {}), ...(userData ? { userData } : {}) },
+        },
+      );
+      return { virtualmachine: vmView(call.api, updated) };
+    },
+  },
+  changeServiceForVirtualMachine: {
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      const offering = byId(call.api.serviceOfferings, call, "serviceofferingid");
+      if (vm.status?.state !== "Stopped")
+        throw new ApiError(
+          ERROR.PARAM,
+          `Unable to change the service offering of VM ${vm.metadata.name}: stop it first`,
+        );
+      const updated = await call.caller.client.mergePatch<VirtualMachine>(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          spec: { serviceOffering: offering.metadata.name as string },
+        },
+      );
+      return { virtualmachine: vmView(call.api, updated) };
+    },
+  },
+};
+
+const ROOT_DOMAIN_ID = "0f1e2d3c-4b5a-4968-8776-655443322110";
+
 export const COMMANDS: Record<string, Command> = {
   ...catalogCommands,
   ...vmCommands,
   ...storageAndNetworkCommands,
   ...volumeCommands,
   ...tagCommands,
+  ...accountCommands,
 };
 
 interface ApiEntry {

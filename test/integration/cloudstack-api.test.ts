@@ -18,7 +18,9 @@ import { serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
 const runFile = promisify(execFile);
 const PYTHON = "/usr/bin/python3";
-const hasCs = existsSync("/usr/lib/python3/dist-packages/cs/__init__.py");
+const hasCs =
+  existsSync("/usr/lib/python3/dist-packages/cs/__init__.py") &&
+  existsSync("/usr/lib/python3/dist-packages/libcloud/__init__.py");
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `cs-zone-${suffix}`;
 
@@ -44,374 +46,420 @@ interface Account {
   secretKey: string;
 }
 
-describe.skipIf(!hasCs)("the CloudStack API, driven by the cs client (needs python3-cs)", () => {
-  let client: KubeClient;
-  let endpoint: string;
-  let workDir: string;
-  const processes: StratusProcess[] = [];
-  let alice: Account;
-  let bob: Account;
+describe.skipIf(!hasCs)(
+  "the CloudStack API, driven by real clients (needs python3-cs, python3-libcloud)",
+  () => {
+    let client: KubeClient;
+    let endpoint: string;
+    let workDir: string;
+    const processes: StratusProcess[] = [];
+    let alice: Account;
+    let bob: Account;
 
-  /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
-  async function cs(account: Account, command: string, args: Record<string, string> = {}) {
-    const result = await runFile(
-      PYTHON,
-      ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
-      {
-        env: {
-          ...process.env,
-          CLOUDSTACK_ENDPOINT: endpoint,
-          CLOUDSTACK_KEY: account.apiKey,
-          CLOUDSTACK_SECRET: account.secretKey,
-          CLOUDSTACK_TIMEOUT: "60",
-        },
-      },
-    ).then(
-      (r) => ({ ok: true, stdout: r.stdout, stderr: r.stderr }),
-      (e: { stdout?: string; stderr?: string }) => ({
-        ok: false,
-        stdout: e.stdout ?? "",
-        stderr: e.stderr ?? "",
-      }),
-    );
-    const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Record<string, unknown>) : {};
-    return { ...result, json };
-  }
-
-  /** A request signed by hand, for the cases no well-behaved client sends. */
-  async function raw(
-    account: Account,
-    params: Record<string, string>,
-    tamper?: (p: Record<string, string>) => void,
-  ) {
-    const all = { apiKey: account.apiKey, response: "json", ...params };
-    const signature = sign(canonicalString(all), account.secretKey);
-    tamper?.(all);
-    const query = new URLSearchParams({ ...all, signature });
-    const response = await fetch(`${endpoint}?${query}`);
-    return {
-      status: response.status,
-      body: (await response.json()) as Record<string, Record<string, unknown>>,
-    };
-  }
-
-  async function makeAccount(keysNamespace: string, name: string, catalogRole: string): Promise<Account> {
-    const controlPlane = await sharedControlPlane();
-    const namespace = await useNamespace(controlPlane.kubeConfig, name);
-    const user = `${name}-${suffix}`;
-    const apply = (type: ResourceType, object: KubeObject & Record<string, unknown>) =>
-      client.apply(type, object, { fieldManager: "cs-test" });
-    await apply(RBAC("v1", "roles"), {
-      metadata: { name: "cloudstack-user", namespace },
-      rules: [
+    /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
+    async function cs(account: Account, command: string, args: Record<string, string> = {}) {
+      const result = await runFile(
+        PYTHON,
+        ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
         {
-          apiGroups: ["stratus.io"],
-          resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
-          verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
+          env: {
+            ...process.env,
+            CLOUDSTACK_ENDPOINT: endpoint,
+            CLOUDSTACK_KEY: account.apiKey,
+            CLOUDSTACK_SECRET: account.secretKey,
+            CLOUDSTACK_TIMEOUT: "60",
+          },
         },
-      ],
-    });
-    await apply(RBAC("v1", "rolebindings"), {
-      metadata: { name: "cloudstack-user", namespace },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "cloudstack-user" },
-      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
-    });
-    await apply(RBAC("v1", "clusterrolebindings"), {
-      metadata: { name: `${catalogRole}-${user}` },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: catalogRole },
-      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
-    });
-    const account = {
-      user,
-      namespace,
-      apiKey: randomBytes(12).toString("hex"),
-      secretKey: randomBytes(24).toString("base64"),
-    };
-    await client.create(SECRET, {
-      metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
-      stringData: { apiKey: account.apiKey, secretKey: account.secretKey, user, account: namespace },
-    } as KubeObject);
-    return account;
-  }
+      ).then(
+        (r) => ({ ok: true, stdout: r.stdout, stderr: r.stderr }),
+        (e: { stdout?: string; stderr?: string }) => ({
+          ok: false,
+          stdout: e.stdout ?? "",
+          stderr: e.stderr ?? "",
+        }),
+      );
+      const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Record<string, unknown>) : {};
+      return { ...result, json };
+    }
 
-  beforeAll(async () => {
-    const controlPlane = await sharedControlPlane();
-    client = new KubeClient(controlPlane.kubeConfig);
-    const keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
-    const catalogRole = `cloudstack-catalog-${suffix}`;
-    await client.apply(
-      RBAC("v1", "clusterroles"),
-      {
-        metadata: { name: catalogRole },
+    /** A request signed by hand, for the cases no well-behaved client sends. */
+    async function raw(
+      account: Account,
+      params: Record<string, string>,
+      tamper?: (p: Record<string, string>) => void,
+    ) {
+      const all = { apiKey: account.apiKey, response: "json", ...params };
+      const signature = sign(canonicalString(all), account.secretKey);
+      tamper?.(all);
+      const query = new URLSearchParams({ ...all, signature });
+      const response = await fetch(`${endpoint}?${query}`);
+      return {
+        status: response.status,
+        body: (await response.json()) as Record<string, Record<string, unknown>>,
+      };
+    }
+
+    async function makeAccount(keysNamespace: string, name: string, catalogRole: string): Promise<Account> {
+      const controlPlane = await sharedControlPlane();
+      const namespace = await useNamespace(controlPlane.kubeConfig, name);
+      const user = `${name}-${suffix}`;
+      const apply = (type: ResourceType, object: KubeObject & Record<string, unknown>) =>
+        client.apply(type, object, { fieldManager: "cs-test" });
+      await apply(RBAC("v1", "roles"), {
+        metadata: { name: "cloudstack-user", namespace },
         rules: [
           {
             apiGroups: ["stratus.io"],
-            resources: ["zones", "serviceofferings", "diskofferings", "templates"],
-            verbs: ["get", "list", "watch"],
+            resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
+            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
           },
         ],
-      },
-      { fieldManager: "cs-test" },
-    );
-    alice = await makeAccount(keysNamespace, "alice", catalogRole);
-    bob = await makeAccount(keysNamespace, "bob", catalogRole);
+      });
+      await apply(RBAC("v1", "rolebindings"), {
+        metadata: { name: "cloudstack-user", namespace },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "cloudstack-user" },
+        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+      });
+      await apply(RBAC("v1", "clusterrolebindings"), {
+        metadata: { name: `${catalogRole}-${user}` },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: catalogRole },
+        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+      });
+      const account = {
+        user,
+        namespace,
+        apiKey: randomBytes(12).toString("hex"),
+        secretKey: randomBytes(24).toString("base64"),
+      };
+      await client.create(SECRET, {
+        metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
+        stringData: { apiKey: account.apiKey, secretKey: account.secretKey, user, account: namespace },
+      } as KubeObject);
+      return account;
+    }
 
-    workDir = await mkdtemp(join(tmpdir(), "stratus-cs-"));
-    const { url, checksum } = await serveTinyImage();
-    await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
-    await client.create(Resources.serviceOfferings, {
-      metadata: { name: `cs-small-${suffix}` },
-      spec: { cpu: 1, memory: "128Mi" },
-    });
-    await client.create(Resources.templates, {
-      metadata: { name: `cs-tiny-${suffix}` },
-      spec: { source: { url }, checksum },
-    });
-    const kubeconfigPath = controlPlane.kubeconfigPath;
-    processes.push(
-      await startOperator({
-        kubeconfigPath,
-        identity: `cs-operator-${suffix}`,
-        args: [`--lease-namespace=${keysNamespace}`],
-      }),
-    );
-    for (const host of [`cs-h1-${suffix}`, `cs-h2-${suffix}`])
+    beforeAll(async () => {
+      const controlPlane = await sharedControlPlane();
+      client = new KubeClient(controlPlane.kubeConfig);
+      const keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
+      const catalogRole = `cloudstack-catalog-${suffix}`;
+      await client.apply(
+        RBAC("v1", "clusterroles"),
+        {
+          metadata: { name: catalogRole },
+          rules: [
+            {
+              apiGroups: ["stratus.io"],
+              resources: ["zones", "serviceofferings", "diskofferings", "templates"],
+              verbs: ["get", "list", "watch"],
+            },
+          ],
+        },
+        { fieldManager: "cs-test" },
+      );
+      alice = await makeAccount(keysNamespace, "alice", catalogRole);
+      bob = await makeAccount(keysNamespace, "bob", catalogRole);
+
+      workDir = await mkdtemp(join(tmpdir(), "stratus-cs-"));
+      const { url, checksum } = await serveTinyImage();
+      await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
+      await client.create(Resources.serviceOfferings, {
+        metadata: { name: `cs-small-${suffix}` },
+        spec: { cpu: 1, memory: "128Mi" },
+      });
+      await client.create(Resources.templates, {
+        metadata: { name: `cs-tiny-${suffix}` },
+        spec: { source: { url }, checksum },
+      });
+      const kubeconfigPath = controlPlane.kubeconfigPath;
       processes.push(
-        await startHostAgent({
+        await startOperator({
           kubeconfigPath,
-          hostName: host,
-          zone: ZONE,
-          leaseNamespace: keysNamespace,
-          workDir,
+          identity: `cs-operator-${suffix}`,
+          args: [`--lease-namespace=${keysNamespace}`],
         }),
       );
-    const api = await startApiServer({ kubeconfigPath, client, identity: `cs-api-${suffix}`, keysNamespace });
-    processes.push(api.process);
-    endpoint = api.endpoint;
-  });
-
-  afterEach((context) => {
-    if (context.task.result?.state !== "fail") return;
-    for (const p of processes) process.stderr.write(`--- ${p.identity}:\n${p.logs().slice(-3000)}\n`);
-  });
-
-  afterAll(async () => {
-    for (const p of processes) await p.stop("SIGKILL");
-    await client?.close();
-    await rm(workDir, { recursive: true, force: true });
-  });
-
-  it("refuses tampered, unknown-key and expired requests with 401, and bad input with the right envelope", async () => {
-    const ok = await raw(alice, { command: "listZones" });
-    expect(ok.status).toBe(200);
-    const tampered = await raw(alice, { command: "listZones", name: ZONE }, (p) => {
-      p.name = "other";
+      for (const host of [`cs-h1-${suffix}`, `cs-h2-${suffix}`])
+        processes.push(
+          await startHostAgent({
+            kubeconfigPath,
+            hostName: host,
+            zone: ZONE,
+            leaseNamespace: keysNamespace,
+            workDir,
+          }),
+        );
+      const api = await startApiServer({
+        kubeconfigPath,
+        client,
+        identity: `cs-api-${suffix}`,
+        keysNamespace,
+      });
+      processes.push(api.process);
+      endpoint = api.endpoint;
     });
-    expect(tampered).toEqual({
-      status: 401,
-      body: {
-        listzonesresponse: {
-          uuidList: [],
-          errorcode: 401,
-          cserrorcode: 9999,
-          errortext: "unable to verify user credentials and/or request signature",
+
+    afterEach((context) => {
+      if (context.task.result?.state !== "fail") return;
+      for (const p of processes) process.stderr.write(`--- ${p.identity}:\n${p.logs().slice(-3000)}\n`);
+    });
+
+    afterAll(async () => {
+      for (const p of processes) await p.stop("SIGKILL");
+      await client?.close();
+      await rm(workDir, { recursive: true, force: true });
+    });
+
+    it("refuses tampered, unknown-key and expired requests with 401, and bad input with the right envelope", async () => {
+      const ok = await raw(alice, { command: "listZones" });
+      expect(ok.status).toBe(200);
+      const tampered = await raw(alice, { command: "listZones", name: ZONE }, (p) => {
+        p.name = "other";
+      });
+      expect(tampered).toEqual({
+        status: 401,
+        body: {
+          listzonesresponse: {
+            uuidList: [],
+            errorcode: 401,
+            cserrorcode: 9999,
+            errortext: "unable to verify user credentials and/or request signature",
+          },
         },
-      },
-    });
-    expect((await raw({ ...alice, apiKey: "nobody" }, { command: "listZones" })).status).toBe(401);
-    const expired = await raw(alice, {
-      command: "listZones",
-      signatureVersion: "3",
-      expires: "2020-01-01T00:00:00+0000",
-    });
-    expect(expired.status).toBe(401);
-    const future = await raw(alice, {
-      command: "listZones",
-      signatureVersion: "3",
-      expires: new Date(Date.now() + 600_000).toISOString().replace(/\.\d+Z$/, "+0000"),
-    });
-    expect(future.status).toBe(200);
+      });
+      expect((await raw({ ...alice, apiKey: "nobody" }, { command: "listZones" })).status).toBe(401);
+      const expired = await raw(alice, {
+        command: "listZones",
+        signatureVersion: "3",
+        expires: "2020-01-01T00:00:00+0000",
+      });
+      expect(expired.status).toBe(401);
+      const future = await raw(alice, {
+        command: "listZones",
+        signatureVersion: "3",
+        expires: new Date(Date.now() + 600_000).toISOString().replace(/\.\d+Z$/, "+0000"),
+      });
+      expect(future.status).toBe(200);
 
-    const unknown = await raw(alice, { command: "launchRockets" });
-    expect(unknown.status).toBe(432);
-    expect(unknown.body.errorresponse?.errorcode).toBe(432);
-    const missing = await raw(alice, { command: "deployVirtualMachine" });
-    expect(missing.status).toBe(431);
-    expect(missing.body.deployvirtualmachineresponse?.errortext).toBe(
-      "Unable to execute API command deployvirtualmachine due to missing parameter serviceofferingid",
-    );
-    const gone = await raw(alice, {
-      command: "stopVirtualMachine",
-      id: "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-    });
-    expect(gone.status).toBe(431);
-    expect(gone.body.stopvirtualmachineresponse?.errortext).toMatch(
-      /^Invalid parameter id value=7c9e6679-7425-40de-944b-e07fc1f90ae7 due to incorrect long value format, or entity does not exist/,
-    );
-    const xml = await fetch(
-      `${endpoint}?${new URLSearchParams({ command: "listZones", apiKey: alice.apiKey, signature: sign(canonicalString({ command: "listZones", apiKey: alice.apiKey }), alice.secretKey) })}`,
-    );
-    expect(xml.headers.get("content-type")).toMatch(/^text\/xml/);
-    expect(await xml.text()).toContain(`<name>${ZONE}</name>`);
-  });
-
-  it("runs a VM's life through cs: catalog, network, deploy, list, stop, start, destroy", async () => {
-    const zones = (await cs(alice, "listZones", { name: ZONE })).json.zone as Record<string, unknown>[];
-    expect(zones).toHaveLength(1);
-    expect(zones[0]).toMatchObject({ name: ZONE, networktype: "Advanced" });
-    const zoneId = zones[0]?.id as string;
-    const offerings = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json;
-    expect(offerings).toMatchObject({ count: 1, serviceoffering: [{ cpunumber: 1, memory: 128 }] });
-    const templates = (await cs(alice, "listTemplates", { templatefilter: "executable", zoneid: zoneId }))
-      .json;
-    const template = (templates.template as Record<string, unknown>[]).find(
-      (t) => t.name === `cs-tiny-${suffix}`,
-    );
-    expect(template).toMatchObject({ isready: true, hypervisor: "KVM", format: "QCOW2" });
-
-    const network = await cs(alice, "createNetwork", {
-      name: "web",
-      displaytext: "web tier",
-      networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
-      zoneid: zoneId,
-      gateway: "10.60.0.1",
-      netmask: "255.255.255.0",
-    });
-    expect(network.ok).toBe(true);
-    expect(network.json.network).toMatchObject({ name: "web", cidr: "10.60.0.0/24", gateway: "10.60.0.1" });
-
-    const deployed = await cs(alice, "deployVirtualMachine", {
-      serviceofferingid: (offerings.serviceoffering as Record<string, unknown>[])[0]?.id as string,
-      templateid: template?.id as string,
-      zoneid: zoneId,
-      name: "web-1",
-      networkids: (network.json.network as Record<string, unknown>).id as string,
-    });
-    expect(deployed.stderr).toBe("");
-    const vm = (deployed.json as { virtualmachine: Record<string, unknown> }).virtualmachine;
-    expect(vm).toMatchObject({ name: "web-1", state: "Running", cpunumber: 1, memory: 128 });
-    expect(vm.nic).toEqual([
-      expect.objectContaining({ ipaddress: "10.60.0.2", isdefault: true, networkname: "web" }),
-    ]);
-
-    const listed = (await cs(alice, "listVirtualMachines")).json;
-    expect(listed).toMatchObject({ count: 1, virtualmachine: [{ id: vm.id, state: "Running" }] });
-    const roots = (await cs(alice, "listVolumes", { type: "ROOT", virtualmachineid: vm.id as string })).json;
-    expect(roots).toMatchObject({
-      count: 1,
-      volume: [{ type: "ROOT", name: "web-1-root", virtualmachineid: vm.id }],
+      const unknown = await raw(alice, { command: "launchRockets" });
+      expect(unknown.status).toBe(432);
+      expect(unknown.body.errorresponse?.errorcode).toBe(432);
+      const missing = await raw(alice, { command: "deployVirtualMachine" });
+      expect(missing.status).toBe(431);
+      expect(missing.body.deployvirtualmachineresponse?.errortext).toBe(
+        "Unable to execute API command deployvirtualmachine due to missing parameter serviceofferingid",
+      );
+      const gone = await raw(alice, {
+        command: "stopVirtualMachine",
+        id: "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+      });
+      expect(gone.status).toBe(431);
+      expect(gone.body.stopvirtualmachineresponse?.errortext).toMatch(
+        /^Invalid parameter id value=7c9e6679-7425-40de-944b-e07fc1f90ae7 due to incorrect long value format, or entity does not exist/,
+      );
+      const xml = await fetch(
+        `${endpoint}?${new URLSearchParams({ command: "listZones", apiKey: alice.apiKey, signature: sign(canonicalString({ command: "listZones", apiKey: alice.apiKey }), alice.secretKey) })}`,
+      );
+      expect(xml.headers.get("content-type")).toMatch(/^text\/xml/);
+      expect(await xml.text()).toContain(`<name>${ZONE}</name>`);
     });
 
-    expect((await cs(alice, "stopVirtualMachine", { id: vm.id as string })).json).toMatchObject({
-      virtualmachine: { id: vm.id, state: "Stopped" },
-    });
-    expect((await cs(alice, "startVirtualMachine", { id: vm.id as string })).json).toMatchObject({
-      virtualmachine: { id: vm.id, state: "Running" },
-    });
+    it("runs a VM's life through cs: catalog, network, deploy, list, stop, start, destroy", async () => {
+      const zones = (await cs(alice, "listZones", { name: ZONE })).json.zone as Record<string, unknown>[];
+      expect(zones).toHaveLength(1);
+      expect(zones[0]).toMatchObject({ name: ZONE, networktype: "Advanced" });
+      const zoneId = zones[0]?.id as string;
+      const offerings = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json;
+      expect(offerings).toMatchObject({ count: 1, serviceoffering: [{ cpunumber: 1, memory: 128 }] });
+      const templates = (await cs(alice, "listTemplates", { templatefilter: "executable", zoneid: zoneId }))
+        .json;
+      const template = (templates.template as Record<string, unknown>[]).find(
+        (t) => t.name === `cs-tiny-${suffix}`,
+      );
+      expect(template).toMatchObject({ isready: true, hypervisor: "KVM", format: "QCOW2" });
 
-    // Another account sees none of it, and cannot touch it.
-    expect((await cs(bob, "listVirtualMachines", { listall: "true" })).json).toEqual({});
-    const denied = await raw(bob, { command: "stopVirtualMachine", id: vm.id as string });
-    expect(denied.status).toBe(531);
+      const network = await cs(alice, "createNetwork", {
+        name: "web",
+        displaytext: "web tier",
+        networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
+        zoneid: zoneId,
+        gateway: "10.60.0.1",
+        netmask: "255.255.255.0",
+      });
+      expect(network.ok).toBe(true);
+      expect(network.json.network).toMatchObject({ name: "web", cidr: "10.60.0.0/24", gateway: "10.60.0.1" });
 
-    expect((await cs(alice, "destroyVirtualMachine", { id: vm.id as string, expunge: "true" })).json).toEqual(
-      {
+      const deployed = await cs(alice, "deployVirtualMachine", {
+        serviceofferingid: (offerings.serviceoffering as Record<string, unknown>[])[0]?.id as string,
+        templateid: template?.id as string,
+        zoneid: zoneId,
+        name: "web-1",
+        networkids: (network.json.network as Record<string, unknown>).id as string,
+      });
+      expect(deployed.stderr).toBe("");
+      const vm = (deployed.json as { virtualmachine: Record<string, unknown> }).virtualmachine;
+      expect(vm).toMatchObject({ name: "web-1", state: "Running", cpunumber: 1, memory: 128 });
+      expect(vm.nic).toEqual([
+        expect.objectContaining({ ipaddress: "10.60.0.2", isdefault: true, networkname: "web" }),
+      ]);
+
+      const listed = (await cs(alice, "listVirtualMachines")).json;
+      expect(listed).toMatchObject({ count: 1, virtualmachine: [{ id: vm.id, state: "Running" }] });
+      const roots = (await cs(alice, "listVolumes", { type: "ROOT", virtualmachineid: vm.id as string }))
+        .json;
+      expect(roots).toMatchObject({
+        count: 1,
+        volume: [{ type: "ROOT", name: "web-1-root", virtualmachineid: vm.id }],
+      });
+
+      expect((await cs(alice, "stopVirtualMachine", { id: vm.id as string })).json).toMatchObject({
+        virtualmachine: { id: vm.id, state: "Stopped" },
+      });
+      expect((await cs(alice, "startVirtualMachine", { id: vm.id as string })).json).toMatchObject({
+        virtualmachine: { id: vm.id, state: "Running" },
+      });
+
+      // Another account sees none of it, and cannot touch it.
+      expect((await cs(bob, "listVirtualMachines", { listall: "true" })).json).toEqual({});
+      const denied = await raw(bob, { command: "stopVirtualMachine", id: vm.id as string });
+      expect(denied.status).toBe(531);
+
+      expect(
+        (await cs(alice, "destroyVirtualMachine", { id: vm.id as string, expunge: "true" })).json,
+      ).toEqual({
         virtualmachine: {},
-      },
-    );
-    expect((await cs(alice, "listVirtualMachines", { id: vm.id as string })).json).toEqual({});
-    expect(
-      (
-        await cs(alice, "deleteNetwork", {
-          id: (network.json.network as Record<string, unknown>).id as string,
-        })
-      ).json,
-    ).toEqual({
-      success: true,
-    });
-  });
-
-  it("reboots, tags, and attaches and detaches volumes through cs", async () => {
-    const [zone] = (await cs(alice, "listZones", { name: ZONE })).json.zone as { id: string }[];
-    const [offering] = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json
-      .serviceoffering as { id: string }[];
-    const template = (
-      (await cs(alice, "listTemplates", { templatefilter: "executable" })).json.template as {
-        id: string;
-        name: string;
-      }[]
-    ).find((t) => t.name === `cs-tiny-${suffix}`);
-    const deployed = await cs(alice, "deployVirtualMachine", {
-      serviceofferingid: offering?.id as string,
-      templateid: template?.id as string,
-      zoneid: zone?.id as string,
-      name: "db-1",
-    });
-    const vm = (deployed.json as { virtualmachine: { id: string } }).virtualmachine;
-    expect((await cs(alice, "rebootVirtualMachine", { id: vm.id })).json).toMatchObject({
-      virtualmachine: { id: vm.id, state: "Running" },
+      });
+      expect((await cs(alice, "listVirtualMachines", { id: vm.id as string })).json).toEqual({});
+      expect(
+        (
+          await cs(alice, "deleteNetwork", {
+            id: (network.json.network as Record<string, unknown>).id as string,
+          })
+        ).json,
+      ).toEqual({
+        success: true,
+      });
     });
 
-    const tagged = await cs(alice, "createTags", {
-      resourcetype: "UserVm",
-      resourceids: vm.id,
-      "tags[0].key": "env",
-      "tags[0].value": "prod",
-    });
-    expect(tagged.json).toEqual({ success: true });
-    expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toMatchObject({
-      count: 1,
-      tag: [{ key: "env", value: "prod", resourceid: vm.id, resourcetype: "UserVm" }],
-    });
-    expect((await cs(alice, "listVirtualMachines", { id: vm.id })).json).toMatchObject({
-      virtualmachine: [{ tags: [{ key: "env", value: "prod" }] }],
-    });
-    await cs(alice, "deleteTags", { resourcetype: "UserVm", resourceids: vm.id, "tags[0].key": "env" });
-    expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toEqual({});
+    it("reboots, tags, and attaches and detaches volumes through cs", async () => {
+      const [zone] = (await cs(alice, "listZones", { name: ZONE })).json.zone as { id: string }[];
+      const [offering] = (await cs(alice, "listServiceOfferings", { name: `cs-small-${suffix}` })).json
+        .serviceoffering as { id: string }[];
+      const template = (
+        (await cs(alice, "listTemplates", { templatefilter: "executable" })).json.template as {
+          id: string;
+          name: string;
+        }[]
+      ).find((t) => t.name === `cs-tiny-${suffix}`);
+      const deployed = await cs(alice, "deployVirtualMachine", {
+        serviceofferingid: offering?.id as string,
+        templateid: template?.id as string,
+        zoneid: zone?.id as string,
+        name: "db-1",
+      });
+      const vm = (deployed.json as { virtualmachine: { id: string } }).virtualmachine;
+      expect((await cs(alice, "rebootVirtualMachine", { id: vm.id })).json).toMatchObject({
+        virtualmachine: { id: vm.id, state: "Running" },
+      });
 
-    // Volumes attach to a stopped VM (the host redefines it) and show up once it runs.
-    await cs(alice, "stopVirtualMachine", { id: vm.id });
-    const created = (
-      await cs(alice, "createVolume", { name: "data-1", zoneid: zone?.id as string, size: "2" })
-    ).json as {
-      volume: { id: string; name: string; size: number };
-    };
-    expect(created.volume).toMatchObject({ name: "data-1", size: 2 * 1024 ** 3 });
-    const attached = (await cs(alice, "attachVolume", { id: created.volume.id, virtualmachineid: vm.id }))
-      .json;
-    expect(attached).toMatchObject({
-      volume: { id: created.volume.id, virtualmachineid: vm.id, vmname: "db-1" },
-    });
-    await cs(alice, "startVirtualMachine", { id: vm.id });
-    const volumes = (await cs(alice, "listVolumes", { virtualmachineid: vm.id })).json as {
-      count: number;
-      volume: { type: string; name: string }[];
-    };
-    expect(volumes.volume.map((v) => `${v.type}:${v.name}`).sort()).toEqual([
-      "DATADISK:data-1",
-      "ROOT:db-1-root",
-    ]);
-    const inUse = await raw(alice, { command: "deleteVolume", id: created.volume.id });
-    expect(inUse.status).toBe(536);
-    await cs(alice, "stopVirtualMachine", { id: vm.id });
-    const detached = (await cs(alice, "detachVolume", { id: created.volume.id })).json as {
-      volume: Record<string, unknown>;
-    };
-    expect(detached.volume.id).toBe(created.volume.id);
-    expect(detached.volume).not.toHaveProperty("virtualmachineid");
-    expect((await cs(alice, "deleteVolume", { id: created.volume.id })).json).toEqual({ success: true });
-    await cs(alice, "destroyVirtualMachine", { id: vm.id, expunge: "true" });
-  });
+      const tagged = await cs(alice, "createTags", {
+        resourcetype: "UserVm",
+        resourceids: vm.id,
+        "tags[0].key": "env",
+        "tags[0].value": "prod",
+      });
+      expect(tagged.json).toEqual({ success: true });
+      expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toMatchObject({
+        count: 1,
+        tag: [{ key: "env", value: "prod", resourceid: vm.id, resourcetype: "UserVm" }],
+      });
+      expect((await cs(alice, "listVirtualMachines", { id: vm.id })).json).toMatchObject({
+        virtualmachine: [{ tags: [{ key: "env", value: "prod" }] }],
+      });
+      await cs(alice, "deleteTags", { resourcetype: "UserVm", resourceids: vm.id, "tags[0].key": "env" });
+      expect((await cs(alice, "listTags", { resourcetype: "UserVm" })).json).toEqual({});
 
-  it("serves listApis with CloudStack's async flags and parameters", async () => {
-    const apis = (await raw(alice, { command: "listApis", listall: "true" })).body.listapisresponse as {
-      count: number;
-      api: { name: string; isasync: boolean; params: { name: string; required: boolean }[] }[];
-    };
-    const deploy = apis.api.find((a) => a.name === "deployVirtualMachine");
-    expect(deploy?.isasync).toBe(true);
-    expect(deploy?.params).toContainEqual(expect.objectContaining({ name: "zoneid", required: true }));
-    expect(apis.api.find((a) => a.name === "listZones")?.isasync).toBe(false);
-    expect(apis.count).toBe(apis.api.length);
-  });
-});
+      // Volumes attach to a stopped VM (the host redefines it) and show up once it runs.
+      await cs(alice, "stopVirtualMachine", { id: vm.id });
+      const created = (
+        await cs(alice, "createVolume", { name: "data-1", zoneid: zone?.id as string, size: "2" })
+      ).json as {
+        volume: { id: string; name: string; size: number };
+      };
+      expect(created.volume).toMatchObject({ name: "data-1", size: 2 * 1024 ** 3 });
+      const attached = (await cs(alice, "attachVolume", { id: created.volume.id, virtualmachineid: vm.id }))
+        .json;
+      expect(attached).toMatchObject({
+        volume: { id: created.volume.id, virtualmachineid: vm.id, vmname: "db-1" },
+      });
+      await cs(alice, "startVirtualMachine", { id: vm.id });
+      const volumes = (await cs(alice, "listVolumes", { virtualmachineid: vm.id })).json as {
+        count: number;
+        volume: { type: string; name: string }[];
+      };
+      expect(volumes.volume.map((v) => `${v.type}:${v.name}`).sort()).toEqual([
+        "DATADISK:data-1",
+        "ROOT:db-1-root",
+      ]);
+      const inUse = await raw(alice, { command: "deleteVolume", id: created.volume.id });
+      expect(inUse.status).toBe(536);
+      await cs(alice, "stopVirtualMachine", { id: vm.id });
+      const detached = (await cs(alice, "detachVolume", { id: created.volume.id })).json as {
+        volume: Record<string, unknown>;
+      };
+      expect(detached.volume.id).toBe(created.volume.id);
+      expect(detached.volume).not.toHaveProperty("virtualmachineid");
+      expect((await cs(alice, "deleteVolume", { id: created.volume.id })).json).toEqual({ success: true });
+      await cs(alice, "destroyVirtualMachine", { id: vm.id, expunge: "true" });
+    });
+
+    it("serves Apache Libcloud's CloudStack driver: nodes, reboot, volumes", async () => {
+      await client.create(Resources.diskOfferings, { metadata: { name: `cs-custom-${suffix}` }, spec: {} });
+      const result = await runFile(PYTHON, ["test/integration/cloudstack/libcloud_lifecycle.py"], {
+        env: {
+          ...process.env,
+          CLOUDSTACK_ENDPOINT: endpoint,
+          CLOUDSTACK_KEY: alice.apiKey,
+          CLOUDSTACK_SECRET: alice.secretKey,
+          ZONE,
+          OFFERING: `cs-small-${suffix}`,
+          TEMPLATE: `cs-tiny-${suffix}`,
+        },
+        timeout: 120_000,
+      }).catch((error: { stdout?: string; stderr?: string }) => {
+        throw new Error(`libcloud failed:\n${error.stdout}\n${error.stderr}`);
+      });
+      const steps = Object.fromEntries(
+        result.stdout
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line) as { step: string })
+          .map((s) => [s.step, s]),
+      );
+      expect(steps.catalog).toMatchObject({ location: ZONE, ram: 128, image: `cs-tiny-${suffix}` });
+      // Libcloud deploys with startvm=false: the node exists, stopped.
+      expect(steps.create_node).toMatchObject({ state: "stopped" });
+      expect(steps.ex_start).toMatchObject({ state: "running", listed: 1 });
+      expect(steps.reboot_node).toMatchObject({ ok: true });
+      expect(steps.create_volume).toMatchObject({ size: 1 }); // GB, as Libcloud reports it
+      expect(steps.attach_volume).toMatchObject({ ok: true });
+      expect(steps.list_volumes).toMatchObject({ attached: 1 });
+      expect(steps.detach_volume).toMatchObject({ ok: true });
+      expect(steps.destroy_volume).toMatchObject({ ok: true });
+      expect(steps.destroy_node).toMatchObject({ ok: true });
+      expect(steps.after).toMatchObject({ nodes: 0 });
+    });
+
+    it("serves listApis with CloudStack's async flags and parameters", async () => {
+      const apis = (await raw(alice, { command: "listApis", listall: "true" })).body.listapisresponse as {
+        count: number;
+        api: { name: string; isasync: boolean; params: { name: string; required: boolean }[] }[];
+      };
+      const deploy = apis.api.find((a) => a.name === "deployVirtualMachine");
+      expect(deploy?.isasync).toBe(true);
+      expect(deploy?.params).toContainEqual(expect.objectContaining({ name: "zoneid", required: true }));
+      expect(apis.api.find((a) => a.name === "listZones")?.isasync).toBe(false);
+      expect(apis.count).toBe(apis.api.length);
+    });
+  },
+);
