@@ -155,7 +155,8 @@ async function main(): Promise<void> {
       })
     : undefined;
 
-  const server = createServer(async (request, response) => {
+  // CloudStack takes userdata (up to 32 KiB decoded) in a GET query string: allow long URLs.
+  const server = createServer({ maxHeaderSize: 128 * 1024 }, async (request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
     if (url.pathname !== "/client/api" && url.pathname !== "/client/api/") {
       response

@@ -450,6 +450,160 @@ describe.skipIf(!hasCs)(
       expect(steps.after).toMatchObject({ nodes: 0 });
     });
 
+    it("answers every malformed request with the right envelope and code", async () => {
+      const first = async (params: Record<string, string>, list: string, item: string, name: string) => {
+        const body = (await raw(alice, params)).body[list] as Record<string, { id: string; name: string }[]>;
+        return (body[item] ?? []).find((entry) => entry.name === name);
+      };
+      const zone = await first({ command: "listZones" }, "listzonesresponse", "zone", ZONE);
+      const offering = await first(
+        { command: "listServiceOfferings" },
+        "listserviceofferingsresponse",
+        "serviceoffering",
+        `cs-small-${suffix}`,
+      );
+      const template = await first(
+        { command: "listTemplates", templatefilter: "all" },
+        "listtemplatesresponse",
+        "template",
+        `cs-tiny-${suffix}`,
+      );
+      const deploy = {
+        command: "deployVirtualMachine",
+        serviceofferingid: offering?.id ?? "",
+        templateid: template?.id ?? "",
+        zoneid: zone?.id ?? "",
+      };
+      const cases: [string, Record<string, string>, number, RegExp][] = [
+        ["no command", {}, 432, /no command sent/],
+        ["unknown command", { command: "launchRockets" }, 432, /does not exist/],
+        ["missing parameter", { command: "listTemplates" }, 431, /missing parameter templatefilter/],
+        [
+          "non-UUID id",
+          { command: "startVirtualMachine", id: "web-1" },
+          431,
+          /^Invalid parameter id value=web-1/,
+        ],
+        [
+          "unknown UUID",
+          { command: "destroyVirtualMachine", id: "00000000-0000-4000-8000-000000000000" },
+          431,
+          /entity does not exist/,
+        ],
+        [
+          "non-base64 userdata",
+          { ...deploy, name: "bad-1", userdata: "not base64!" },
+          431,
+          /userdata must be base64/,
+        ],
+        [
+          "oversized userdata",
+          { ...deploy, name: "bad-2", userdata: "A".repeat(43_696) },
+          431,
+          /at most 32 KiB/,
+        ],
+        ["bad VM name", { ...deploy, name: "Not_A_Host" }, 431, /a VM name is a host name/],
+        [
+          "bad map syntax",
+          { command: "createTags", resourcetype: "UserVm", resourceids: "x", "tags[x].key": "a" },
+          430,
+          /tags\[0\]\.field=value/,
+        ],
+        [
+          "non-numeric page",
+          { command: "listZones", page: "two" },
+          431,
+          /invalid value two for parameter page/,
+        ],
+        ["zero pagesize", { command: "listZones", pagesize: "0" }, 431, /must be positive/],
+        ["unknown resource type", { command: "listTags", resourcetype: "Spaceship" }, 200, /./],
+      ];
+      for (const [name, params, code, text] of cases) {
+        const { status, body } = await raw(alice, params);
+        expect(status, name).toBe(code);
+        const [envelope] = Object.values(body);
+        if (code !== 200) {
+          expect(envelope?.errorcode, name).toBe(code);
+          expect(String(envelope?.errortext), name).toMatch(text);
+        }
+      }
+      // Duplicated parameters: the first value counts (and is the one signed), as in CloudStack.
+      const signed = { apiKey: alice.apiKey, command: "listZones", name: ZONE, response: "json" };
+      const query = `${new URLSearchParams({ ...signed, signature: sign(canonicalString(signed), alice.secretKey) })}&name=other`;
+      const duplicated = (await (await fetch(`${endpoint}?${query}`)).json()) as {
+        listzonesresponse: { count?: number };
+      };
+      expect(duplicated.listzonesresponse.count).toBe(1);
+    });
+
+    it("stays up through 5,000 random requests, answering each with a valid envelope", async () => {
+      let seed = 42;
+      const random = () => {
+        seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
+      const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+      const implemented = (await raw(alice, { command: "listApis" })).body.listapisresponse?.api as {
+        name: string;
+        params: { name: string }[];
+      }[];
+      const junk = [
+        "",
+        " ",
+        "%",
+        "'; DROP TABLE vm;--",
+        "é☃",
+        "-1",
+        "0",
+        "true",
+        "null",
+        "a".repeat(300),
+        "[]",
+        "{}",
+        "../../etc/passwd",
+      ];
+      const values = () => pick([...junk, crypto.randomUUID(), String(Math.floor(random() * 1e6))]);
+      const statuses = new Map<number, number>();
+      for (let batch = 0; batch < 250; batch++) {
+        await Promise.all(
+          Array.from({ length: 20 }, async () => {
+            const api = pick(implemented);
+            const params: Record<string, string> = {
+              command: random() < 0.9 ? api.name : pick(["", "x", "listZones ", "LISTZONES"]),
+            };
+            for (const param of api.params) if (random() < 0.5) params[param.name] = values();
+            if (random() < 0.2)
+              params[
+                `${pick(["tags", "details", "x"])}[${pick(["0", "a", ""])}]${pick([".key", "", ".k.v"])}`
+              ] = values();
+            const { status, body } = await raw(
+              alice,
+              params,
+              random() < 0.1
+                ? (p) => {
+                    p.junk = "1"; // signed without it: a tampered request
+                  }
+                : undefined,
+            );
+            statuses.set(status, (statuses.get(status) ?? 0) + 1);
+            const keys = Object.keys(body);
+            expect(keys).toHaveLength(1);
+            expect(keys[0]).toMatch(/response$/);
+            if (status !== 200)
+              expect(body[keys[0] as string]).toMatchObject({
+                errorcode: status,
+                cserrorcode: expect.any(Number),
+                errortext: expect.any(String),
+              });
+          }),
+        );
+      }
+      console.log(`5,000 random requests: ${JSON.stringify(Object.fromEntries(statuses))}`);
+      expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(5000);
+      expect(statuses.get(530) ?? 0).toBe(0); // no internal errors
+      expect((await raw(alice, { command: "listZones" })).status).toBe(200);
+    });
+
     it("serves listApis with CloudStack's async flags and parameters", async () => {
       const apis = (await raw(alice, { command: "listApis", listall: "true" })).body.listapisresponse as {
         count: number;
