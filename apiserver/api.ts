@@ -3,6 +3,7 @@
 // system), and answers in CloudStack's envelopes. Lists come from informer caches after an RBAC
 // check (SubjectAccessReview); writes go through the API server as the user. Stateless: any
 // replica answers any request, jobs included.
+import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import {
   type AsyncJob,
@@ -37,6 +38,7 @@ import {
   UNAUTHORIZED_TEXT,
 } from "./envelope.ts";
 import { RequestParams } from "./params.ts";
+import { issueSession, passwordMatches, readSession, SESSION_SECONDS, sessionCookie } from "./sessions.ts";
 import { parseExpires, verifySignature } from "./signature.ts";
 import type { Catalog } from "./views.ts";
 
@@ -91,6 +93,9 @@ export class CloudStackApi implements Catalog {
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
   private readonly keys: Informer<Secret>;
+  private readonly keysNamespace: string;
+  /** Signs login sessions; every replica has the same one (see main.ts). */
+  sessionKey: Buffer = randomBytes(32);
   private readonly decisions = new Map<string, { allowed: boolean; at: number }>();
 
   constructor(options: {
@@ -116,6 +121,7 @@ export class CloudStackApi implements Catalog {
       },
     });
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
+    this.keysNamespace = options.keysNamespace;
     this.keys = informers.for<Secret>(SECRET, {
       namespace: options.keysNamespace,
       labelSelector: API_KEY_LABEL,
@@ -131,12 +137,21 @@ export class CloudStackApi implements Catalog {
   addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
 
   /** Answers one request; never throws. */
-  async handle(sources: URLSearchParams[]): Promise<Rendered> {
+  async handle(sources: URLSearchParams[], cookieHeader?: string): Promise<Rendered> {
     const params = new RequestParams(sources);
     const format = params.get("response")?.toLowerCase() === "json" ? "json" : "xml";
     const command = params.command;
     try {
-      const caller = this.authenticate(params);
+      if (command === "login") return this.login(params, format);
+      const caller = this.authenticate(params, cookieHeader);
+      if (command === "logout")
+        return {
+          ...render(responseName(command), { description: "success" }, format),
+          cookies: [
+            "sessionkey=; Path=/client; Max-Age=0; HttpOnly",
+            "JSESSIONID=; Path=/client; Max-Age=0; HttpOnly",
+          ],
+        };
       const entry = COMMANDS[command];
       if (!command) throw new ApiError(ERROR.UNSUPPORTED_ACTION, "no command sent");
       if (!entry)
@@ -175,10 +190,57 @@ export class CloudStackApi implements Catalog {
     return new ApiError(ERROR.INTERNAL, `Internal error executing command ${command}`);
   }
 
-  private authenticate(params: RequestParams): Caller {
+  /** login: username and password of an account's key Secret give a session (docs/LEGACY-API.md 1.7). */
+  private login(params: RequestParams, format: "json" | "xml"): Rendered {
+    const username = params.required("username");
+    const password = params.required("password");
+    const secret = this.keys.list().find((s) => s.data?.username && decode(s.data.username) === username);
+    const expected = secret?.data?.password ? decode(secret.data.password) : "";
+    if (!secret || !passwordMatches(password, expected))
+      throw new ApiError(
+        ERROR.UNAUTHORIZED,
+        "Failed to authenticate user " + username + "; please provide valid credentials",
+      );
+    const caller = this.callerOf(secret);
+    const sessionKey = issueSession(secret.metadata.name as string, this.sessionKey);
+    return {
+      ...render(
+        "loginresponse",
+        {
+          username,
+          userid: secret.metadata.uid as string,
+          domainid: "0f1e2d3c-4b5a-4968-8776-655443322110",
+          timeout: SESSION_SECONDS,
+          account: caller.account,
+          firstname: username,
+          lastname: username,
+          type: "0",
+          timezone: "UTC",
+          registered: "false",
+          sessionkey: sessionKey,
+          is2faenabled: "false",
+          is2faverified: "true",
+        },
+        format,
+      ),
+      cookies: [
+        `sessionkey=${sessionKey}; Path=/client; HttpOnly`,
+        `JSESSIONID=${randomBytes(16).toString("hex")}; Path=/client; HttpOnly`,
+      ],
+    };
+  }
+
+  private authenticate(params: RequestParams, cookieHeader?: string): Caller {
     const apiKey = params.get("apikey");
     const signature = params.get("signature");
-    if (!apiKey || !signature) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+    if (!apiKey) {
+      const sessionKey = params.get("sessionkey") ?? sessionCookie(cookieHeader);
+      const session = sessionKey ? readSession(sessionKey, this.sessionKey) : undefined;
+      const secret = session ? this.keys.get(`${this.keysNamespace}/${session.keySecret}`) : undefined;
+      if (!secret) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
+      return this.callerOf(secret);
+    }
+    if (!signature) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
     const [secret] = this.keys.byIndex("apiKey", apiKey);
     const secretKey = secret?.data?.secretKey ? decode(secret.data.secretKey) : undefined;
     if (!secret || !secretKey || !verifySignature(params.raw, signature, secretKey))
@@ -188,6 +250,10 @@ export class CloudStackApi implements Catalog {
       if (!expires || expires.getTime() < Date.now())
         throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
     }
+    return this.callerOf(secret);
+  }
+
+  private callerOf(secret: Secret): Caller {
     const data = secret.data ?? {};
     const user = data.user ? decode(data.user) : "";
     const account = data.account ? decode(data.account) : "";

@@ -73,6 +73,8 @@ export interface Rendered {
   status: number;
   contentType: string;
   body: string;
+  /** Set-Cookie values (login and logout). */
+  cookies?: string[];
 }
 
 /** The whole response: `{<name>: body}` as JSON, or the same tree as XML. */

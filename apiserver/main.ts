@@ -1,16 +1,17 @@
 #!/usr/bin/env node
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 // stratus-apiserver: the CloudStack-compatible API (/client/api). Stateless: run as many replicas
 // as you like behind one Service.
 import { createServer, type IncomingMessage } from "node:http";
 import { parseArgs } from "node:util";
-import { KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { isAlreadyExists, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
-import { CloudStackApi } from "./api.ts";
+import { CloudStackApi, SECRET } from "./api.ts";
 import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
 import { jobController } from "./jobs.ts";
 import { SubresourceServer } from "./subresources.ts";
@@ -104,6 +105,24 @@ async function startSubresources(
   return server;
 }
 
+/**
+ * The key login sessions are signed with, the same in every replica: a Secret the first replica
+ * creates (a racing second replica's create fails and it reads the winner's).
+ */
+async function sharedSessionKey(client: KubeClient, namespace: string): Promise<Buffer> {
+  const name = "stratus-apiserver-sessions";
+  try {
+    await client.create(SECRET, {
+      metadata: { name, namespace },
+      data: { key: randomBytes(32).toString("base64") },
+    } as KubeObject);
+  } catch (error) {
+    if (!isAlreadyExists(error)) throw error;
+  }
+  const secret = await client.get<KubeObject & { data?: Record<string, string> }>(SECRET, name, namespace);
+  return Buffer.from(secret.data?.key ?? "", "base64");
+}
+
 const CONFIG_MAP: ResourceType = {
   group: "",
   version: "v1",
@@ -145,6 +164,7 @@ async function main(): Promise<void> {
     keysNamespace: values["keys-namespace"] as string,
     logger,
   });
+  api.sessionKey = await sharedSessionKey(client, values["keys-namespace"] as string);
   const jobs = jobController(api, logger, metrics);
   const subresources = values["subresources-listen"]
     ? await startSubresources(client, logger, {
@@ -166,12 +186,13 @@ async function main(): Promise<void> {
     }
     let rendered: ReturnType<typeof render>;
     try {
-      rendered = await api.handle([url.searchParams, await readForm(request)]);
+      rendered = await api.handle([url.searchParams, await readForm(request)], request.headers.cookie);
     } catch (error) {
       const failure = error instanceof ApiError ? error : new ApiError(ERROR.INTERNAL, "internal error");
       rendered = render("errorresponse", errorBody(failure.code, failure.message), "json", failure.code);
     }
-    const headers: Record<string, string> = { "content-type": rendered.contentType };
+    const headers: Record<string, string | string[]> = { "content-type": rendered.contentType };
+    if (rendered.cookies) headers["set-cookie"] = rendered.cookies;
     if (rendered.status !== 200) headers["x-description"] = encodeURIComponent(rendered.body.slice(0, 200));
     response.writeHead(rendered.status, headers).end(rendered.body);
   });

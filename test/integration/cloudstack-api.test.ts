@@ -133,7 +133,14 @@ describe.skipIf(!hasCs)(
       };
       await client.create(SECRET, {
         metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
-        stringData: { apiKey: account.apiKey, secretKey: account.secretKey, user, account: namespace },
+        stringData: {
+          apiKey: account.apiKey,
+          secretKey: account.secretKey,
+          user,
+          account: namespace,
+          username: user,
+          password: `pw-${account.secretKey}`,
+        },
       } as KubeObject);
       return account;
     }
@@ -602,6 +609,45 @@ describe.skipIf(!hasCs)(
       expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(5000);
       expect(statuses.get(530) ?? 0).toBe(0); // no internal errors
       expect((await raw(alice, { command: "listZones" })).status).toBe(200);
+    });
+
+    it("logs in with a username and password, serves the session, and logs out", async () => {
+      const form = (params: Record<string, string>, cookie?: string) =>
+        fetch(endpoint, {
+          method: "POST",
+          headers: { "content-type": "application/x-www-form-urlencoded", ...(cookie ? { cookie } : {}) },
+          body: new URLSearchParams({ response: "json", ...params }),
+        });
+      const refused = await form({ command: "login", username: alice.user, password: "wrong", domain: "/" });
+      expect(refused.status).toBe(401);
+      const login = await form({
+        command: "login",
+        username: alice.user,
+        password: `pw-${alice.secretKey}`,
+        domain: "/",
+      });
+      expect(login.status).toBe(200);
+      const body = (await login.json()) as {
+        loginresponse: { sessionkey: string; account: string; timeout: number };
+      };
+      expect(body.loginresponse).toMatchObject({ account: alice.namespace, timeout: 1800 });
+      const cookies = login.headers.getSetCookie();
+      expect(cookies.some((c) => c.startsWith(`sessionkey=${body.loginresponse.sessionkey};`))).toBe(true);
+      const cookie = cookies.map((c) => c.split(";")[0]).join("; ");
+      // CloudMonkey sends the key as a parameter and the cookies back.
+      const zones = await form({ command: "listZones", sessionkey: body.loginresponse.sessionkey }, cookie);
+      expect(zones.status).toBe(200);
+      expect(
+        ((await zones.json()) as { listzonesresponse: { count: number } }).listzonesresponse.count,
+      ).toBeGreaterThan(0);
+      const forged = await form({
+        command: "listZones",
+        sessionkey: `${body.loginresponse.sessionkey.slice(0, -2)}xx`,
+      });
+      expect(forged.status).toBe(401);
+      const logout = await form({ command: "logout", sessionkey: body.loginresponse.sessionkey }, cookie);
+      expect(await logout.json()).toEqual({ logoutresponse: { description: "success" } });
+      expect(logout.headers.getSetCookie().some((c) => c.startsWith("sessionkey=;"))).toBe(true);
     });
 
     it("serves listApis with CloudStack's async flags and parameters", async () => {
