@@ -750,6 +750,60 @@ const accountCommands: Record<string, Command> = {
   },
 };
 
+const lifecycleExtras: Record<string, Command> = {
+  expungeVirtualMachine: {
+    async: true,
+    async handler(call) {
+      // Destroy already deletes in Stratus: expunging a VM that still exists deletes it.
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      const job = await submitJob(call, "destroyVirtualMachine", vm);
+      await call.caller.client.delete(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+      );
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  recoverVirtualMachine: {
+    async handler(call) {
+      const id = call.params.requiredUuid("id");
+      const [vm] = call.api.vms.byIndex("uid", id);
+      if (!vm) throw entityNotFound("id", id);
+      throw new ApiError(
+        ERROR.PARAM,
+        `VM ${vm.metadata.name} is not destroyed: Stratus deletes destroyed VMs at once, so there is nothing to recover`,
+      );
+    },
+  },
+  updateVolume: {
+    async: true,
+    async handler(call) {
+      const volume = await ownedById(call, call.api.volumes, Resources.volumes);
+      const job = await submitJob(call, "updateVolume", { ...volume, kind: "Volume" });
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  updateNetwork: {
+    async: true,
+    async handler(call) {
+      const network = await ownedById(call, call.api.networks, Resources.networks);
+      const displayText = call.params.get("displaytext");
+      if (displayText)
+        await call.caller.client.mergePatch(
+          Resources.networks,
+          network.metadata.name as string,
+          network.metadata.namespace,
+          {
+            spec: { displayName: displayText },
+          },
+        );
+      const job = await submitJob(call, "updateNetwork", { ...network, kind: "Network" });
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+};
+
 const ROOT_DOMAIN_ID = "0f1e2d3c-4b5a-4968-8776-655443322110";
 
 export const COMMANDS: Record<string, Command> = {
@@ -759,6 +813,7 @@ export const COMMANDS: Record<string, Command> = {
   ...volumeCommands,
   ...tagCommands,
   ...accountCommands,
+  ...lifecycleExtras,
 };
 
 interface ApiEntry {

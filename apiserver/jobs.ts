@@ -17,7 +17,7 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
 import { ERROR, formatDate, type Json } from "./envelope.ts";
-import { virtualMachineView, volumeView } from "./views.ts";
+import { networkView, virtualMachineView, volumeView } from "./views.ts";
 
 function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const name = volume.status?.attachedTo?.virtualMachine;
@@ -125,6 +125,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       return failure(vm);
     }
     case "createVolume":
+    case "updateVolume":
     case "attachVolume":
     case "detachVolume":
     case "resizeVolume": {
@@ -134,6 +135,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
         Object.entries(job.spec.parameters ?? {}).find(([key]) => key.toLowerCase() === name)?.[1];
       const done = {
         createVolume: () => true,
+        updateVolume: () => true,
         attachVolume: () => {
           const vmId = parameter("virtualmachineid")?.toLowerCase();
           const holder = vmId ? api.vms.byIndex("uid", vmId)[0] : undefined;
@@ -160,6 +162,12 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
     case "createTags":
     case "deleteTags":
       return { result: { success: true } };
+    case "updateNetwork": {
+      const network = targetUid ? api.networks.byIndex("uid", targetUid)[0] : undefined;
+      return network
+        ? { result: { network: networkView(network, api) } }
+        : { error: { code: ERROR.INTERNAL, text: "the network was deleted" } };
+    }
     case "deleteNetwork":
       return targetUid && api.networks.byIndex("uid", targetUid).length > 0
         ? undefined

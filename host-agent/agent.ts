@@ -175,7 +175,15 @@ export class HostAgent {
         this.vmsUsing((vm) => vm.spec.serviceOffering === offering.metadata.name),
       )
       .watch(this.templates, (template) => this.vmsUsing((vm) => vm.spec.template === template.metadata.name))
-      .watch(this.volumes, (volume) => this.vmsUsing((vm) => attaches(vm, volume)))
+      // A data volume concerns the VMs attaching it; a ROOT volume the VM owning it.
+      .watch(this.volumes, (volume) =>
+        this.vmsUsing(
+          (vm) =>
+            attaches(vm, volume) ||
+            (volume.metadata.namespace === vm.metadata.namespace &&
+              (volume.metadata.ownerReferences ?? []).some((o) => o.uid === vm.metadata.uid)),
+        ),
+      )
       .watch(this.networks, (network) =>
         this.vmsUsing(
           (vm) =>

@@ -2,6 +2,8 @@
 // held while VMs use the network, and IPAM. An address is allocated by creating its IPAddress
 // object, whose name is the address: etcd refuses a second create, so two allocators (workers,
 // replicas, a stale leader) can never hand out the same address.
+
+import type { Logger } from "pino";
 import {
   addressPlan,
   addressProblem,
@@ -16,7 +18,7 @@ import {
   Resources,
   type VirtualMachine,
 } from "../../crds/index.ts";
-import { isAlreadyExists, isNotFound, objectKey } from "../../runtime/client.ts";
+import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
@@ -74,6 +76,7 @@ export function networkComponent(settings: ControllerSettings): Component {
         async reconcile(key, log) {
           const network = networks.get(key);
           if (!network) return;
+          await releaseOrphans(key, log);
           const users = vms
             .byIndex("network", key)
             .filter((vm) => !vm.metadata.deletionTimestamp)
@@ -153,6 +156,27 @@ export function networkComponent(settings: ControllerSettings): Component {
         .watch(networks)
         .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`))
         .watch(addresses, (a) => [`${a.metadata.namespace}/${a.spec.network}`]);
+
+      /**
+       * Addresses whose VM is gone go at once: the garbage collector would remove them too, but
+       * when it gets round to it, and a VM waiting for an address should not wait for that.
+       */
+      async function releaseOrphans(networkKey: string, log: Logger): Promise<void> {
+        for (const address of addresses.byIndex("network", networkKey)) {
+          const owner = address.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
+          if (!owner) continue;
+          const vm = vms.get(`${address.metadata.namespace}/${owner.name}`);
+          if (vm && vm.metadata.uid === owner.uid) continue;
+          await client
+            .delete(Resources.ipAddresses, address.metadata.name as string, address.metadata.namespace, {
+              uid: address.metadata.uid as string,
+            })
+            .catch((error: unknown) => {
+              if (!isNotFound(error) && !isConflict(error)) throw error;
+            });
+          log.info({ address: address.spec.address, vm: owner.name }, "released the address of a deleted VM");
+        }
+      }
 
       async function writeNetworkStatus(
         network: Network,

@@ -74,7 +74,8 @@ export const storageComponent: Component = {
             client,
             Resources.volumes,
             volume,
-            { host, ...(volume.status?.host ? {} : { phase: "Pending" }) },
+            // Only the binding: the phase is the agent's, which knows whether the disk exists.
+            { host },
             fieldManager,
           );
           log.info({ host, from: volume.status?.host }, "bound the volume to its VM's host");

@@ -4,7 +4,7 @@
 // SIGKILL without a restart, and leaves no domain, disk or bridge behind when deleted.
 // Needs root and the libvirt/QEMU Debian packages (.ci/run installs them); the daemons are started
 // here when they are not running.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -270,7 +270,8 @@ describe.skipIf(!(isRoot && hasQemu))(
         );
         viaApi.on("message", (data: Buffer) => {
           output += data.toString("latin1");
-          if (/stratus-guest: ip: \S+/.test(output)) {
+          // The whole line: a chunk may end in the middle of the address.
+          if (output.includes(`stratus-guest: ip: ${address}/24`)) {
             clearTimeout(timer);
             resolve(output);
           }
@@ -278,6 +279,27 @@ describe.skipIf(!(isRoot && hasQemu))(
       });
       viaApi.close();
       expect(relayed).toContain(`stratus-guest: ip: ${address}/24`);
+      // `stratus console` from a terminal: the guest's output, then Ctrl-] leaves cleanly.
+      const terminal = spawn(
+        process.execPath,
+        ["cli/stratus.ts", "console", "guest", "-n", namespace, "--kubeconfig", kubeconfigPath],
+        {
+          stdio: ["pipe", "pipe", "pipe"],
+        },
+      );
+      let printed = "";
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`stratus console printed: ${printed}`)), 30_000);
+        terminal.stdout.on("data", (chunk: Buffer) => {
+          printed += chunk.toString("latin1");
+          if (/stratus-guest: /.test(printed)) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      terminal.stdin.write(Buffer.from([0x1d]));
+      expect(await new Promise((resolve) => terminal.once("exit", resolve))).toBe(0);
       const nobody = await controlPlane.issueIdentity(`nobody-${suffix}`);
       await expect(openConsole(nobody.kubeConfig, namespace, "guest")).rejects.toMatchObject({ status: 403 });
 
