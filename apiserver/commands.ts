@@ -690,6 +690,24 @@ const emptyList = (itemKey: string): Command => ({ handler: async (call) => page
 
 const accountCommands: Record<string, Command> = {
   listPublicIpAddresses: emptyList("publicipaddress"),
+  // No zone has a public IP range yet: CloudStack's answer for that is insufficient capacity.
+  associateIpAddress: {
+    async: true,
+    async handler(call) {
+      const network = call.params.uuid("networkid") ? byId(call.api.networks, call, "networkid") : undefined;
+      const zone = network ? call.api.zones.get(network.spec.zone) : byId(call.api.zones, call, "zoneid");
+      throw new ApiError(
+        ERROR.INSUFFICIENT_CAPACITY,
+        `Insufficient address capacity: zone ${zone?.metadata.name ?? "?"} has no public IP range (Stratus has no public addresses yet)`,
+      );
+    },
+  },
+  disassociateIpAddress: {
+    async: true,
+    async handler(call) {
+      throw entityNotFound("id", call.params.required("id"));
+    },
+  },
   listPortForwardingRules: emptyList("portforwardingrule"),
   listIpForwardingRules: emptyList("ipforwardingrule"),
   listProjects: emptyList("project"),
@@ -751,20 +769,8 @@ const accountCommands: Record<string, Command> = {
 };
 
 const lifecycleExtras: Record<string, Command> = {
-  expungeVirtualMachine: {
-    async: true,
-    async handler(call) {
-      // Destroy already deletes in Stratus: expunging a VM that still exists deletes it.
-      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
-      const job = await submitJob(call, "destroyVirtualMachine", vm);
-      await call.caller.client.delete(
-        Resources.virtualMachines,
-        vm.metadata.name as string,
-        vm.metadata.namespace,
-      );
-      return { jobid: job.metadata.uid as string };
-    },
-  },
+  // Destroy already deletes in Stratus: expunging a VM that still exists is destroying it.
+  expungeVirtualMachine: vmCommands.destroyVirtualMachine as Command,
   recoverVirtualMachine: {
     async handler(call) {
       const id = call.params.requiredUuid("id");

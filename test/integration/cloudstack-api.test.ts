@@ -14,7 +14,7 @@ import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { type StratusProcess, startApiServer, startHostAgent, startOperator } from "./processes.ts";
-import { serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const runFile = promisify(execFile);
 const PYTHON = "/usr/bin/python3";
@@ -54,6 +54,7 @@ describe.skipIf(!hasCs)(
     let workDir: string;
     const processes: StratusProcess[] = [];
     let alice: Account;
+    let keysNamespace: string;
     let bob: Account;
 
     /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
@@ -148,7 +149,7 @@ describe.skipIf(!hasCs)(
     beforeAll(async () => {
       const controlPlane = await sharedControlPlane();
       client = new KubeClient(controlPlane.kubeConfig);
-      const keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
+      keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
       const catalogRole = `cloudstack-catalog-${suffix}`;
       await client.apply(
         RBAC("v1", "clusterroles"),
@@ -648,6 +649,47 @@ describe.skipIf(!hasCs)(
       const logout = await form({ command: "logout", sessionkey: body.loginresponse.sessionkey }, cookie);
       expect(await logout.json()).toEqual({ logoutresponse: { description: "success" } });
       expect(logout.headers.getSetCookie().some((c) => c.startsWith("sessionkey=;"))).toBe(true);
+    });
+
+    it("answers queryAsyncJobResult from any replica", async () => {
+      const controlPlane = await sharedControlPlane();
+      const second = await startApiServer({
+        kubeconfigPath: controlPlane.kubeconfigPath,
+        client,
+        identity: `cs-api-2-${suffix}`,
+        keysNamespace,
+      });
+      processes.push(second.process);
+      const [zone] = ((await raw(alice, { command: "listZones", name: ZONE })).body.listzonesresponse?.zone ??
+        []) as {
+        id: string;
+      }[];
+      const created = await raw(alice, {
+        command: "createVolume",
+        name: "replica-vol",
+        zoneid: zone?.id ?? "",
+        size: "1",
+      });
+      const { jobid } = created.body.createvolumeresponse as { jobid: string };
+      const viaSecond = async () => {
+        const params = { apiKey: alice.apiKey, command: "queryAsyncJobResult", jobid, response: "json" };
+        const query = new URLSearchParams({
+          ...params,
+          signature: sign(canonicalString(params), alice.secretKey),
+        });
+        return (await (await fetch(`${second.endpoint}?${query}`)).json()) as {
+          queryasyncjobresultresponse: {
+            jobstatus: number;
+            jobresultcode: number;
+            jobresult?: { volume?: { name: string } };
+          };
+        };
+      };
+      const answer = await waitFor("the job to be finished, seen from the other replica", async () => {
+        const result = (await viaSecond()).queryasyncjobresultresponse;
+        return result.jobstatus === 1 ? result : undefined;
+      });
+      expect(answer).toMatchObject({ jobresultcode: 0, jobresult: { volume: { name: "replica-vol" } } });
     });
 
     it("serves listApis with CloudStack's async flags and parameters", async () => {
