@@ -11,6 +11,7 @@ const ORCHESTRATION = [
   "test/integration/orchestration.test.ts",
   "test/integration/cloudstack-api.test.ts",
   "test/integration/subresources.test.ts",
+  "test/integration/gitops.test.ts",
   "test/integration/qemu-e2e.test.ts",
 ];
 

@@ -14,7 +14,7 @@ import { ZoneKind } from "./kinds/zone.ts";
 export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 export { RESTART_ANNOTATION } from "./kinds/virtual-machine.ts";
-export { rootVolumeName } from "./kinds/volume.ts";
+export { needsRootVolume, rootVolumeName } from "./kinds/volume.ts";
 
 export const KINDS: readonly KindDefinition[] = [
   ZoneKind,

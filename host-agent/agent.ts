@@ -11,6 +11,7 @@ import {
   type Host,
   type IPAddress,
   type Network,
+  needsRootVolume,
   RESTART_ANNOTATION,
   Resources,
   rootVolumeName,
@@ -450,6 +451,18 @@ export class HostAgent {
           `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
         ),
       );
+      return;
+    }
+    // The root disk is the VM's ROOT Volume (the compute controller creates it): wait for it, so
+    // the VM never runs with a disk no Volume accounts for.
+    const template = this.templates.get(vm.spec.template);
+    const root = this.volumes.get(`${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`);
+    if (
+      template &&
+      needsRootVolume(vm, template) &&
+      !root?.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)
+    ) {
+      await this.reportProblem(vm, new Waiting("WaitingForVolume", "The root volume is not created yet."));
       return;
     }
     const running = (await this.libvirt.domain(name))?.state === "running";

@@ -28,7 +28,13 @@ export interface ObjectMeta {
   annotations?: Record<string, string>;
   finalizers?: string[];
   ownerReferences?: OwnerReference[];
-  managedFields?: { manager: string; operation?: string; subresource?: string; time?: string }[];
+  managedFields?: {
+    manager: string;
+    operation?: string;
+    subresource?: string;
+    time?: string;
+    fieldsV1?: unknown;
+  }[];
 }
 
 export interface OwnerReference {

@@ -4,6 +4,7 @@
 // (Pending, Stopped, Destroyed). Placement, addresses and domains belong to the scheduler, the
 // network controller and the host agents; each writes only its own fields and conditions.
 import {
+  needsRootVolume,
   Resources,
   rootVolumeName,
   type Template,
@@ -15,11 +16,6 @@ import type { Component } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
 import { applyStatus, ownerReference } from "../../runtime/objects.ts";
-
-/** A template that boots a kernel directly has no root disk unless the VM asks for a size. */
-export function needsRootVolume(vm: VirtualMachine, template: Template): boolean {
-  return !template.spec.source.directBoot || vm.spec.rootDisk?.size !== undefined;
-}
 
 export const computeComponent: Component = {
   name: "compute",

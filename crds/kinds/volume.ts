@@ -2,6 +2,14 @@ import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
 import { Conditions, immutable, ObjectName, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
 
+/** A template that boots a kernel directly has no root disk unless the VM asks for a size. */
+export function needsRootVolume(
+  vm: { spec: { rootDisk?: { size?: string } } },
+  template: { spec: { source: { directBoot?: unknown } } },
+): boolean {
+  return !template.spec.source.directBoot || vm.spec.rootDisk?.size !== undefined;
+}
+
 /** The ROOT Volume the compute controller creates for a VM is named after the VM. */
 export function rootVolumeName(vm: string): string {
   return `${vm}-root`;

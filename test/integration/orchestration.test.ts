@@ -187,8 +187,12 @@ describe("orchestration over five simulated hosts", () => {
     for (const vm of vms) {
       const domain = domains.find((d) => d.name === domainName(vm.metadata.uid as string));
       expect(domain?.host).toBe(vm.status?.host);
-      const root = await client.get<Volume>(Resources.volumes, `${vm.metadata.name}-root`, namespace);
-      expect(root.status).toMatchObject({ host: vm.status?.host, phase: "Attached" });
+      // The agent reports the root disk on the VM's ROOT Volume right after the VM itself.
+      const root = await waitFor(`${vm.metadata.name}-root attached`, async () => {
+        const volume = await client.get<Volume>(Resources.volumes, `${vm.metadata.name}-root`, namespace);
+        return volume.status?.phase === "Attached" ? volume : undefined;
+      });
+      expect(root.status?.host).toBe(vm.status?.host);
       expect(domain?.disks).toEqual([root.status?.path]);
     }
 
