@@ -5,9 +5,12 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
+import { KubeClient } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
 
@@ -24,6 +27,7 @@ Usage:
   stratus cluster start            start the local control plane and print its kubeconfig path
   stratus cluster stop [--purge]   stop it (data kept unless --purge)
   stratus cluster status           show which components run
+  stratus status                   the control plane, hosts and VMs
   stratus cluster kubeconfig [--user NAME] [--group GROUP]...
                                    print the admin kubeconfig path, or issue one for NAME/GROUPs
 
@@ -120,17 +124,15 @@ async function main(argv: string[]): Promise<void> {
       for (const [name, path] of Object.entries(binaries)) process.stdout.write(`${name}\t${path}\n`);
       return;
     }
+    case "status": {
+      const controlPlane = await LocalControlPlane.open(clusterDir());
+      await printClusterStatus(controlPlane);
+      if (controlPlane.running().includes("kube-apiserver")) await printCloudStatus(controlPlane.kubeConfig);
+      return;
+    }
     case "cluster status": {
       const controlPlane = await LocalControlPlane.open(clusterDir());
-      const running = controlPlane.running();
-      process.stdout.write(
-        `${clusterDir()}\n${["etcd", "kube-apiserver", "kube-controller-manager"]
-          .map(
-            (c) =>
-              `  ${c}: ${running.includes(c as never) ? `running (pid ${controlPlane.pid(c as never)})` : "stopped"}`,
-          )
-          .join("\n")}\n`,
-      );
+      await printClusterStatus(controlPlane);
       return;
     }
     case `console ${subcommand ?? ""}`.trim(): {
@@ -171,6 +173,43 @@ async function main(argv: string[]): Promise<void> {
 }
 
 class UsageError extends Error {}
+
+async function printClusterStatus(controlPlane: LocalControlPlane): Promise<void> {
+  const running = controlPlane.running();
+  process.stdout.write(
+    `${clusterDir()}\n${["etcd", "kube-apiserver", "kube-controller-manager"]
+      .map(
+        (c) =>
+          `  ${c}: ${running.includes(c as never) ? `running (pid ${controlPlane.pid(c as never)})` : "stopped"}`,
+      )
+      .join("\n")}\n`,
+  );
+}
+
+/** Hosts and VMs at a glance, as the cloud's operators want them. */
+async function printCloudStatus(kubeConfig: KubeConfig): Promise<void> {
+  const client = new KubeClient(kubeConfig);
+  try {
+    const hosts = (await client.list<Host>(Resources.hosts)).items;
+    const vms = (await client.list<VirtualMachine>(Resources.virtualMachines)).items;
+    const condition = (host: Host) =>
+      host.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
+    process.stdout.write(`hosts (${hosts.length}):\n`);
+    for (const host of hosts)
+      process.stdout.write(
+        `  ${host.metadata.name}  zone=${host.spec.zone}  ${condition(host) ? "Ready" : "NotReady"}  ${host.status?.resourceState ?? ""}  vms=${host.status?.allocated?.virtualMachines ?? 0}\n`,
+      );
+    process.stdout.write(`virtual machines (${vms.length}):\n`);
+    for (const vm of vms)
+      process.stdout.write(
+        `  ${vm.metadata.namespace}/${vm.metadata.name}  ${vm.status?.state ?? "Pending"}  host=${vm.status?.host ?? "-"}  ip=${vm.status?.nics?.[0]?.ipAddress ?? "-"}\n`,
+      );
+  } catch (error) {
+    process.stdout.write(`(the Stratus API is not installed: ${(error as Error).message})\n`);
+  } finally {
+    await client.close();
+  }
+}
 
 main(process.argv.slice(2)).catch((error: unknown) => {
   if (

@@ -32,6 +32,11 @@ describe("stratus up and down", () => {
     expect(applied.code, applied.stderr).toBe(0);
     const vms = await kubectl(kubeconfig, ["get", "vm", "-o", "name"]);
     expect(vms.stdout.trim()).toBe("virtualmachine.stratus.io/app-1");
+    const status = await stratus("status");
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/kube-apiserver: running \(pid \d+\)/);
+    expect(status.stdout).toContain("hosts (0):");
+    expect(status.stdout).toMatch(/virtual machines \(1\):\n {2}default\/app-1 {2}Pending {2}host=- {2}ip=-/);
 
     const state = JSON.parse(readFileSync(join(home, "cluster", "state.json"), "utf8")) as {
       pids: Record<string, number>;
