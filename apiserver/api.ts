@@ -199,7 +199,7 @@ export class CloudStackApi implements Catalog {
     if (!secret || !passwordMatches(password, expected))
       throw new ApiError(
         ERROR.UNAUTHORIZED,
-        "Failed to authenticate user " + username + "; please provide valid credentials",
+        `Failed to authenticate user ${username}; please provide valid credentials`,
       );
     const caller = this.callerOf(secret);
     const sessionKey = issueSession(secret.metadata.name as string, this.sessionKey);
