@@ -10,7 +10,7 @@ import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
-import { KubeClient } from "../runtime/client.ts";
+import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
 
@@ -190,8 +190,19 @@ async function printClusterStatus(controlPlane: LocalControlPlane): Promise<void
 async function printCloudStatus(kubeConfig: KubeConfig): Promise<void> {
   const client = new KubeClient(kubeConfig);
   try {
-    const hosts = (await client.list<Host>(Resources.hosts)).items;
-    const vms = (await client.list<VirtualMachine>(Resources.virtualMachines)).items;
+    // Right after `stratus up` a new CRD's storage may still be initialising (429): ask again.
+    const listed = async <T extends KubeObject>(type: ResourceType): Promise<T[]> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return (await client.list<T>(type)).items;
+        } catch (error) {
+          if (!(error instanceof ApiError && error.status === 429) || attempt >= 10) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+    };
+    const hosts = await listed<Host>(Resources.hosts);
+    const vms = await listed<VirtualMachine>(Resources.virtualMachines);
     const condition = (host: Host) =>
       host.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
     process.stdout.write(`hosts (${hosts.length}):\n`);

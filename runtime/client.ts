@@ -147,8 +147,6 @@ export interface ClientOptions {
 }
 
 const APPLY_PATCH = "application/apply-patch+yaml";
-/** How often a request the API server answered 429 is sent before the error is returned. */
-const TOO_MANY_REQUESTS_ATTEMPTS = 5;
 const MERGE_PATCH = "application/merge-patch+json";
 
 export class KubeClient {
@@ -192,18 +190,10 @@ export class KubeClient {
 
   /** Sends one request and returns the parsed JSON answer; non-2xx answers throw ApiError. */
   async request<T>(method: string, path: string, options: RequestOptions): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const response = await this.send(method, path, options);
-      const text = await response.text();
-      if (response.status >= 200 && response.status < 300) return (text ? JSON.parse(text) : undefined) as T;
-      // 429: the API server asks to come back (e.g. a new CRD's storage is still initialising).
-      if (response.status === 429 && attempt < TOO_MANY_REQUESTS_ATTEMPTS && !options.signal?.aborted) {
-        const seconds = Number(response.headers.get("retry-after")) || 1;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(seconds, 5) * 1000));
-        continue;
-      }
-      throw apiError(method, path, response.status, text);
-    }
+    const response = await this.send(method, path, options);
+    const text = await response.text();
+    if (response.status >= 200 && response.status < 300) return (text ? JSON.parse(text) : undefined) as T;
+    throw apiError(method, path, response.status, text);
   }
 
   list<T extends KubeObject>(

@@ -111,7 +111,8 @@ describe("stratus-operator", () => {
     const operator = await run("rollup");
     const status = await waitFor("the zone status", async () => {
       const z = await client.get<Zone>(Resources.zones, zone);
-      return z.status?.hosts?.total === 3 ? z.status : undefined;
+      // Readiness comes from each host's Lease, which the fabric monitor reads on its own time.
+      return z.status?.hosts?.total === 3 && z.status.hosts.ready === 2 ? z.status : undefined;
     });
     expect(status).toMatchObject({
       hosts: { total: 3, ready: 2, schedulable: 2 },
