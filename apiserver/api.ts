@@ -180,6 +180,11 @@ export class CloudStackApi implements Catalog {
         );
       if (error.status === 422 || error.status === 400)
         return new ApiError(ERROR.PARAM, error.body?.message ?? error.message);
+      if (error.status === 409 && error.reason === "AlreadyExists")
+        return new ApiError(
+          ERROR.PARAM,
+          `Unable to execute API command ${command.toLowerCase()}: ${error.body?.message ?? error.message}`,
+        );
       if (error.status === 409)
         return new ApiError(ERROR.RESOURCE_IN_USE, error.body?.message ?? error.message);
     }

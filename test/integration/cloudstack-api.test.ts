@@ -535,6 +535,20 @@ describe.skipIf(!hasCs)(
           expect(String(envelope?.errortext), name).toMatch(text);
         }
       }
+      // A name taken in the account is a parameter error, not a conflict or a crash.
+      const network = {
+        command: "createNetwork",
+        name: "dup-net",
+        networkofferingid: "x",
+        zoneid: zone?.id ?? "",
+      };
+      expect((await raw(alice, network)).status).toBe(200);
+      const again = await raw(alice, network);
+      expect(again.status).toBe(431);
+      expect(String(again.body.createnetworkresponse?.errortext)).toMatch(
+        /networks.stratus.io "dup-net" already exists/,
+      );
+      await client.delete(Resources.networks, "dup-net", alice.namespace);
       // Duplicated parameters: the first value counts (and is the one signed), as in CloudStack.
       const signed = { apiKey: alice.apiKey, command: "listZones", name: ZONE, response: "json" };
       const query = `${new URLSearchParams({ ...signed, signature: sign(canonicalString(signed), alice.secretKey) })}&name=other`;
