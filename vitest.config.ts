@@ -12,6 +12,7 @@ const ORCHESTRATION = [
   "test/integration/cloudstack-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
+  "test/integration/least-privilege.test.ts",
   "test/integration/qemu-e2e.test.ts",
 ];
 

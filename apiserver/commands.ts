@@ -28,6 +28,8 @@ import {
 } from "./views.ts";
 
 const DEFAULT_PAGE_SIZE = 500;
+/** How long queryAsyncJobResult waits for a just-created job to reach this replica's cache. */
+const JOB_CACHE_GRACE_MS = 2_000;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 /** One page of `items` (page/pagesize), with the total count clients page by. */
@@ -318,7 +320,15 @@ const vmCommands: Record<string, Command> = {
   },
   queryAsyncJobResult: {
     async handler(call) {
-      const job = byId(call.api.jobs, call, "jobid");
+      // Clients poll at once: a job created a moment ago (here or by another replica) may not be
+      // in this replica's cache yet, so a miss waits briefly before it is an unknown id.
+      const id = call.params.requiredUuid("jobid");
+      let job = call.api.jobs.byIndex("uid", id)[0];
+      for (let waited = 0; !job && waited < JOB_CACHE_GRACE_MS; waited += 100) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        job = call.api.jobs.byIndex("uid", id)[0];
+      }
+      if (!job) throw entityNotFound("jobid", id);
       if (!(await call.api.can(call.caller, "get", Resources.asyncJobs, job.metadata.namespace)))
         throw entityNotFound("jobid", job.metadata.uid as string);
       return jobView(job);

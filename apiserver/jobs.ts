@@ -7,6 +7,7 @@ import {
   type AsyncJob,
   RESTART_ANNOTATION,
   Resources,
+  rootVolumeName,
   type VirtualMachine,
   type Volume,
 } from "../crds/index.ts";
@@ -101,7 +102,11 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
       const wanted =
         job.spec.command === "stopVirtualMachine" || vm.spec.runStrategy === "Halted" ? "Stopped" : "Running";
-      if (vm.status?.state === wanted) return { result: { virtualmachine: virtualMachineView(vm, api) } };
+      // Running also means its root disk is reported, so what the client lists next is consistent.
+      const root = api.volumes.get(`${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`);
+      const rootPending = wanted === "Running" && root !== undefined && root.status?.phase !== "Attached";
+      if (vm.status?.state === wanted && !rootPending)
+        return { result: { virtualmachine: virtualMachineView(vm, api) } };
       return failure(vm);
     }
     case "destroyVirtualMachine": {
@@ -199,57 +204,63 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .list()
       .filter((job) => job.spec.target?.uid === uid && !job.status?.finishedAt)
       .map((job) => `${job.metadata.namespace}/${job.metadata.name}`);
-  return new Controller({
-    name: "async-jobs",
-    logger,
-    metrics,
-    async reconcile(key, log) {
-      const job = api.jobs.get(key);
-      if (!job) return undefined;
-      if (job.status?.finishedAt) {
-        const age = Date.now() - Date.parse(job.status.finishedAt);
-        if (age < JOB_RETENTION_MS) return { requeueAfterMs: JOB_RETENTION_MS - age };
-        await api.client
-          .delete(Resources.asyncJobs, job.metadata.name as string, job.metadata.namespace)
-          .catch((error) => {
-            if (!isNotFound(error)) throw error;
-          });
-        return undefined;
-      }
-      const result = outcome(job, api);
-      const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-      if (!result) {
-        if (!job.status?.state)
-          await applyStatus(
-            api.client,
-            Resources.asyncJobs,
-            job,
-            { state: "InProgress", startedAt: now },
-            FIELD_MANAGER,
-          );
-        return undefined;
-      }
-      await applyStatus(
-        api.client,
-        Resources.asyncJobs,
-        job,
-        {
-          state: "result" in result ? "Succeeded" : "Failed",
-          ...(job.status?.startedAt ? {} : { startedAt: now }),
-          finishedAt: now,
-          ...("result" in result ? { result: result.result } : { error: result.error }),
-        },
-        FIELD_MANAGER,
-      );
-      log.info(
-        { command: job.spec.command, state: "result" in result ? "Succeeded" : "Failed" },
-        "job finished",
-      );
-      return { requeueAfterMs: JOB_RETENTION_MS };
-    },
-  })
-    .watch(api.jobs)
-    .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
-    .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
-    .watch(api.volumes, (volume) => byTarget(volume.metadata.uid as string));
+  return (
+    new Controller({
+      name: "async-jobs",
+      logger,
+      metrics,
+      async reconcile(key, log) {
+        const job = api.jobs.get(key);
+        if (!job) return undefined;
+        if (job.status?.finishedAt) {
+          const age = Date.now() - Date.parse(job.status.finishedAt);
+          if (age < JOB_RETENTION_MS) return { requeueAfterMs: JOB_RETENTION_MS - age };
+          await api.client
+            .delete(Resources.asyncJobs, job.metadata.name as string, job.metadata.namespace)
+            .catch((error) => {
+              if (!isNotFound(error)) throw error;
+            });
+          return undefined;
+        }
+        const result = outcome(job, api);
+        const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+        if (!result) {
+          if (!job.status?.state)
+            await applyStatus(
+              api.client,
+              Resources.asyncJobs,
+              job,
+              { state: "InProgress", startedAt: now },
+              FIELD_MANAGER,
+            );
+          return undefined;
+        }
+        await applyStatus(
+          api.client,
+          Resources.asyncJobs,
+          job,
+          {
+            state: "result" in result ? "Succeeded" : "Failed",
+            ...(job.status?.startedAt ? {} : { startedAt: now }),
+            finishedAt: now,
+            ...("result" in result ? { result: result.result } : { error: result.error }),
+          },
+          FIELD_MANAGER,
+        );
+        log.info(
+          { command: job.spec.command, state: "result" in result ? "Succeeded" : "Failed" },
+          "job finished",
+        );
+        return { requeueAfterMs: JOB_RETENTION_MS };
+      },
+    })
+      .watch(api.jobs)
+      .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
+      .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
+      // A volume concerns its own jobs, and (a ROOT volume) those of the VM that owns it.
+      .watch(api.volumes, (volume) => [
+        ...byTarget(volume.metadata.uid as string),
+        ...(volume.metadata.ownerReferences ?? []).flatMap((owner) => byTarget(owner.uid)),
+      ])
+  );
 }

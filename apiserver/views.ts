@@ -215,7 +215,8 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
     domain: "ROOT",
     zoneid: zone ? uid(zone) : undefined,
     zonename: volume.spec.zone,
-    virtualmachineid: attached && vm ? uid(vm) : undefined,
+    // A ROOT volume always belongs to its VM; a data volume to the VM it is attached to.
+    virtualmachineid: vm && (attached || volume.spec.type === "ROOT") ? uid(vm) : undefined,
     vmname: attached?.virtualMachine,
     vmstate: vm ? vmStateView(vm) : undefined,
     deviceid: attached ? device : undefined,

@@ -1,0 +1,233 @@
+// RBAC for real: the manifests' ServiceAccounts, roles and admission policy applied to the real API
+// server, and every component run with a token of its own ServiceAccount (TokenRequest API). The
+// VM lifecycle works with exactly those rights; a host agent is refused on another host's Host and
+// VMs; the API component cannot read Secrets outside its keys namespace.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { SECRET } from "../../apiserver/api.ts";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import { kubeConfigFrom } from "../../runtime/config.ts";
+import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
+import { kubectl, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+
+const COMPONENTS = ["compute", "scheduler", "network", "storage", "fabric"];
+const NODE: ResourceType = { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false };
+const POD: ResourceType = { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true };
+const suffix = randomBytes(3).toString("hex");
+const ZONE = `lp-zone-${suffix}`;
+const [NODE_A, NODE_B] = [`lp-a-${suffix}`, `lp-b-${suffix}`];
+
+describe("least privilege, with the manifests' own identities", () => {
+  let admin: KubeClient;
+  let workDir: string;
+  let namespace: string;
+  let agentA: KubeClient;
+  const processes: StratusProcess[] = [];
+  let server: string;
+  let caData: string;
+
+  /** A kubeconfig holding a token of the ServiceAccount, optionally bound to a pod on a node. */
+  async function identity(serviceAccount: string, boundPod?: KubeObject): Promise<string> {
+    const request = await admin.request<{ status: { token: string } }>(
+      "POST",
+      `/api/v1/namespaces/stratus-system/serviceaccounts/${serviceAccount}/token`,
+      {
+        verb: "create",
+        resource: "serviceaccounts/token",
+        body: {
+          apiVersion: "authentication.k8s.io/v1",
+          kind: "TokenRequest",
+          spec: {
+            expirationSeconds: 3600,
+            ...(boundPod
+              ? {
+                  boundObjectRef: {
+                    apiVersion: "v1",
+                    kind: "Pod",
+                    name: boundPod.metadata.name,
+                    uid: boundPod.metadata.uid,
+                  },
+                }
+              : {}),
+          },
+        },
+      },
+    );
+    const path = join(workDir, `${serviceAccount}-${boundPod?.metadata.name ?? "sa"}.kubeconfig`);
+    await writeFile(
+      path,
+      stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [{ name: "c", cluster: { server, "certificate-authority-data": caData } }],
+        users: [{ name: serviceAccount, user: { token: request.status.token } }],
+        contexts: [{ name: "c", context: { cluster: "c", user: serviceAccount } }],
+        "current-context": "c",
+      }),
+      { mode: 0o600 },
+    );
+    return path;
+  }
+
+  /** A Node and a pod of the host agent on it: its token then carries the node's name. */
+  async function agentPodOn(node: string): Promise<KubeObject> {
+    await admin.create(NODE, { metadata: { name: node } } as KubeObject);
+    return admin.create(POD, {
+      metadata: { name: `agent-${node}`, namespace: "stratus-system" },
+      spec: {
+        nodeName: node,
+        serviceAccountName: "stratus-host-agent",
+        containers: [{ name: "agent", image: "stratus/host-agent" }],
+      },
+    } as KubeObject);
+  }
+
+  beforeAll(async () => {
+    const controlPlane = await sharedControlPlane();
+    admin = new KubeClient(controlPlane.kubeConfig);
+    const cluster = controlPlane.kubeConfig.getCurrentCluster();
+    server = cluster?.server as string;
+    caData = cluster?.caData as string;
+    workDir = await mkdtemp(join(tmpdir(), "stratus-lp-"));
+    namespace = await useNamespace(controlPlane.kubeConfig, "lp");
+    for (const file of ["namespace.yaml", "rbac.yaml", "admission.yaml"]) {
+      const applied = await kubectl(controlPlane.kubeconfigPath, [
+        "apply",
+        "--server-side",
+        "-f",
+        `manifests/base/${file}`,
+      ]);
+      expect(applied.code, applied.stderr).toBe(0);
+    }
+    const { url, checksum } = await serveTinyImage();
+    await admin.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
+    await admin.create(Resources.serviceOfferings, {
+      metadata: { name: `lp-small-${suffix}` },
+      spec: { cpu: 1, memory: "64Mi" },
+    });
+    await admin.create(Resources.templates, {
+      metadata: { name: `lp-tiny-${suffix}` },
+      spec: { source: { url }, checksum },
+    });
+    for (const component of COMPONENTS)
+      processes.push(
+        await startOperator({
+          kubeconfigPath: await identity(`stratus-${component}`),
+          identity: `lp-${component}-${suffix}`,
+          args: [`--components=${component}`],
+        }),
+      );
+    const podA = await agentPodOn(NODE_A);
+    const kubeconfigA = await identity("stratus-host-agent", podA);
+    agentA = new KubeClient(kubeConfigFrom(kubeconfigA));
+    processes.push(
+      await startStratusProcess({
+        script: "host-agent/main.ts",
+        kubeconfigPath: kubeconfigA,
+        identity: NODE_A,
+        args: [
+          `--host-name=${NODE_A}`,
+          `--zone=${ZONE}`,
+          "--libvirt-uri=test:///default",
+          "--heartbeat-interval=1",
+          `--pool-path=${join(workDir, "pool")}`,
+          `--cache-dir=${join(workDir, "cache")}`,
+          `--console-dir=${join(workDir, "console")}`,
+        ],
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    for (const p of processes) await p.stop("SIGKILL");
+    await admin?.delete(POD, `agent-${NODE_A}`, "stratus-system").catch(() => undefined);
+    await admin?.delete(NODE, NODE_A).catch(() => undefined);
+    await agentA?.close();
+    await admin?.close();
+    await rm(workDir, { recursive: true, force: true });
+  });
+
+  it("runs a VM's whole life with each component's own rights", async () => {
+    await admin.create(Resources.virtualMachines, {
+      metadata: { name: "vm1", namespace },
+      spec: { zone: ZONE, serviceOffering: `lp-small-${suffix}`, template: `lp-tiny-${suffix}` },
+    });
+    const running = await waitFor(
+      "vm1 Running",
+      async () => {
+        const vm = await admin.get<VirtualMachine>(Resources.virtualMachines, "vm1", namespace);
+        return vm.status?.state === "Running" ? vm : undefined;
+      },
+      { timeoutMs: 90_000 },
+    ).catch(async (error: Error) => {
+      throw new Error(
+        `${error.message}\n${processes.map((p) => `--- ${p.identity}\n${p.logs().slice(-1500)}`).join("\n")}`,
+      );
+    });
+    expect(running.status?.host).toBe(NODE_A);
+    await admin.delete(Resources.virtualMachines, "vm1", namespace);
+    await waitFor("vm1 gone", async () =>
+      admin.get(Resources.virtualMachines, "vm1", namespace).then(
+        () => false,
+        () => true,
+      ),
+    );
+  });
+
+  it("refuses a host agent another host's Host and VMs", async () => {
+    await admin.create(Resources.hosts, { metadata: { name: NODE_B }, spec: { zone: ZONE } });
+    // Its role lets it write Host status; the admission policy lets it write only its own.
+    const refusal = (await agentA
+      .mergePatch(Resources.hosts, NODE_B, undefined, { status: { agentVersion: "forged" } }, "status")
+      .catch((error: unknown) => error)) as ApiError;
+    expect(refusal).toBeInstanceOf(ApiError);
+    expect(refusal.status).toBe(403);
+    expect(refusal.message).toContain("a host agent may change only its own Host");
+
+    await admin.create(Resources.virtualMachines, {
+      metadata: { name: "elsewhere", namespace },
+      spec: {
+        zone: `lp-nowhere-${suffix}`,
+        serviceOffering: `lp-small-${suffix}`,
+        template: `lp-tiny-${suffix}`,
+      },
+    });
+    await admin.mergePatch(
+      Resources.virtualMachines,
+      "elsewhere",
+      namespace,
+      { status: { host: NODE_B } },
+      "status",
+    );
+    const vmRefusal = (await agentA
+      .mergePatch(Resources.virtualMachines, "elsewhere", namespace, {
+        metadata: { finalizers: ["host.stratus.io/x"] },
+      })
+      .catch((error: unknown) => error)) as ApiError;
+    expect(vmRefusal.status).toBe(403);
+    expect(vmRefusal.message).toContain("a host agent may change only the VMs and volumes bound to its host");
+    // Its own Host it may change.
+    await agentA.mergePatch(
+      Resources.hosts,
+      NODE_A,
+      undefined,
+      { status: { agentVersion: "0.1.0" } },
+      "status",
+    );
+  });
+
+  it("keeps the API component out of every Secret but its keys", async () => {
+    const api = new KubeClient(kubeConfigFrom(await identity("stratus-apiserver")));
+    const denied = (await api
+      .list(SECRET, { namespace: "stratus-system" })
+      .catch((error: unknown) => error)) as ApiError;
+    expect(denied.status).toBe(403);
+    expect((await api.list(SECRET, { namespace: "stratus-api-keys" })).items).toBeDefined();
+    await api.close();
+  });
+});
