@@ -120,6 +120,18 @@ function setRunStrategy(call: Call, vm: VirtualMachine, runStrategy: "Always" | 
   );
 }
 
+/** start and stop: the VM's runStrategy, then a job that ends when the VM gets there. */
+function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): Command {
+  return {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      await setRunStrategy(call, vm, runStrategy);
+      return vmJob(call, command, vm);
+    },
+  };
+}
+
 async function vmJob(call: Call, command: string, vm: VirtualMachine): Promise<Json> {
   const job = await submitJob(call, command, vm);
   return { jobid: job.metadata.uid as string };
@@ -288,22 +300,8 @@ const vmCommands: Record<string, Command> = {
       return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
     },
   },
-  startVirtualMachine: {
-    async: true,
-    async handler(call) {
-      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
-      await setRunStrategy(call, vm, "Always");
-      return vmJob(call, "startVirtualMachine", vm);
-    },
-  },
-  stopVirtualMachine: {
-    async: true,
-    async handler(call) {
-      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
-      await setRunStrategy(call, vm, "Halted");
-      return vmJob(call, "stopVirtualMachine", vm);
-    },
-  },
+  startVirtualMachine: runStrategyCommand("startVirtualMachine", "Always"),
+  stopVirtualMachine: runStrategyCommand("stopVirtualMachine", "Halted"),
   destroyVirtualMachine: {
     async: true,
     async handler(call) {
