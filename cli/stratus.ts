@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The `stratus` command: brings up a local cloud and manages its control plane.
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +11,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
+import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
@@ -17,8 +20,11 @@ import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
 const HELP = `stratus: Apache CloudStack rebuilt as a Kubernetes operator.
 
 Usage:
-  stratus up                       start the local cloud (today: the control plane with the Stratus CRDs)
-  stratus down [--purge]           stop it; --purge also deletes its data
+  stratus up                       start the local cloud: control plane, CRDs, operator, API component and a
+                                   host agent on local libvirt (real QEMU as root, else the test driver),
+                                   seeded with a zone, offerings, the tiny template and a default network
+  stratus down [--purge]           stop it all and remove its domains, networks and pool from libvirt;
+                                   the API objects and disks are kept unless --purge
   stratus test [VITEST ARGS]       build or reuse the control plane, then run every test (vitest run)
   stratus console VM [-n NAMESPACE] [--kubeconfig PATH]
                                    the VM's serial console, through the API server (Ctrl-] leaves)
@@ -39,23 +45,21 @@ Environment:
   KUBEBUILDER_ASSETS    use envtest binaries from this directory instead of building
 `;
 
-function clusterDir(): string {
-  const home =
+function stateDir(): string {
+  return (
     process.env.STRATUS_HOME ||
-    join(process.env.XDG_STATE_HOME || join(homedir(), ".local", "state"), "stratus");
-  return join(home, "cluster");
+    join(process.env.XDG_STATE_HOME || join(homedir(), ".local", "state"), "stratus")
+  );
 }
+const clusterDir = () => join(stateDir(), "cluster");
+const cloudDir = () => join(stateDir(), "cloud");
 
 const progress = (message: string) => process.stderr.write(`• ${message}\n`);
 
-async function startCluster(options: { withCrds: boolean }): Promise<void> {
+async function startCluster(): Promise<void> {
   const dir = clusterDir();
   const started = Date.now();
   const controlPlane = await LocalControlPlane.start({ dir, detached: true, progress });
-  if (options.withCrds) {
-    progress("installing the Stratus CRDs (stratus.io/v1alpha1)");
-    await installCustomResourceDefinitions(controlPlane.kubeConfig);
-  }
   progress(
     `control plane ready in ${((Date.now() - started) / 1000).toFixed(1)} s at ${controlPlane.server}`,
   );
@@ -64,6 +68,59 @@ async function startCluster(options: { withCrds: boolean }): Promise<void> {
       `kubectl (v1.37.2): ${controlPlane.binaries.kubectl}\n` +
       `Try: ${controlPlane.binaries.kubectl} --kubeconfig ${controlPlane.kubeconfigPath} get namespaces\n`,
   );
+}
+
+/** `stratus up`: the whole local cloud; run again, it restarts the Stratus processes and changes nothing else. */
+async function up(): Promise<void> {
+  const started = Date.now();
+  const existing = await LocalControlPlane.open(clusterDir()).catch(() => undefined);
+  let controlPlane: LocalControlPlane;
+  if (existing && existing.running().length === 3) {
+    progress(`the control plane is already running at ${existing.server}`);
+    controlPlane = existing;
+  } else {
+    if (existing && existing.running().length > 0) await existing.stopComponents();
+    controlPlane = await LocalControlPlane.start({ dir: clusterDir(), detached: true, progress });
+  }
+  progress("installing the Stratus CRDs (stratus.io/v1alpha1)");
+  await installCustomResourceDefinitions(controlPlane.kubeConfig);
+  const { access } = await LocalCloud.up({
+    dir: cloudDir(),
+    kubeConfig: controlPlane.kubeConfig,
+    kubeconfigPath: controlPlane.kubeconfigPath,
+    progress,
+  });
+  progress(`the cloud is up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  const kubectl = controlPlane.binaries.kubectl;
+  const simulated = access.libvirtUri.startsWith("test:");
+  const cs = cloudStackClient();
+  process.stdout.write(
+    `\nStratus is up: one host on ${access.libvirtUri}${simulated ? " (simulated: no guest boots)" : " (real QEMU)"}.\n\n` +
+      `  export KUBECONFIG=${controlPlane.kubeconfigPath}\n` +
+      `  export CLOUDSTACK_ENDPOINT=${access.apiEndpoint} CLOUDSTACK_KEY=${access.apiKey} CLOUDSTACK_SECRET=${access.secretKey}\n\n` +
+      `kubectl is ${kubectl}; \`cs\` (apt-get install python3-cs) reads the CLOUDSTACK_* variables.\n` +
+      "Try:\n" +
+      `  ${kubectl} apply -f ${access.firstVmManifest}\n` +
+      `  ${kubectl} wait vm/first-vm --for=jsonpath='{.status.state}'=Running --timeout=300s && ${kubectl} get vm first-vm -o wide\n` +
+      `  ${cs ?? "cs"} listVirtualMachines\n` +
+      "\n`stratus status` shows the hosts and VMs; `stratus down` stops everything.\n",
+  );
+}
+
+/** The `cs` client's command: Debian's package names it `cloudstack` (its `cs` is another program). */
+function cloudStackClient(): string | undefined {
+  const path = (process.env.PATH ?? "").split(":");
+  return ["cs", "cloudstack"].find((command) => path.some((dir) => dir && existsSync(join(dir, command))));
+}
+
+async function down(purge: boolean): Promise<void> {
+  const cloud = await LocalCloud.open(cloudDir(), progress);
+  if (cloud) {
+    await cloud.down({ purge });
+    if (purge) await rm(cloudDir(), { recursive: true, force: true });
+  }
+  if (await LocalControlPlane.open(clusterDir()).catch(() => undefined)) await stopCluster(purge);
+  else progress("no control plane was ever started");
 }
 
 async function stopCluster(purge: boolean): Promise<void> {
@@ -113,10 +170,11 @@ async function main(argv: string[]): Promise<void> {
   }
   switch (`${command} ${subcommand ?? ""}`.trim()) {
     case "up":
-      return startCluster({ withCrds: true });
+      return up();
     case "cluster start":
-      return startCluster({ withCrds: false });
+      return startCluster();
     case "down":
+      return down(values.purge ?? false);
     case "cluster stop":
       return stopCluster(values.purge ?? false);
     case "cluster build": {
@@ -127,6 +185,14 @@ async function main(argv: string[]): Promise<void> {
     case "status": {
       const controlPlane = await LocalControlPlane.open(clusterDir());
       await printClusterStatus(controlPlane);
+      const cloud = await LocalCloud.open(cloudDir());
+      if (cloud)
+        process.stdout.write(
+          `${CLOUD_PROCESSES.map((name) => {
+            const pid = cloud.pid(name);
+            return `  ${name}: ${pid ? `running (pid ${pid})` : "stopped"}`;
+          }).join("\n")}\n  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}\n`,
+        );
       if (controlPlane.running().includes("kube-apiserver")) await printCloudStatus(controlPlane.kubeConfig);
       return;
     }

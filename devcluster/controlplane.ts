@@ -481,7 +481,7 @@ async function isApiServerReady(server: string, caPem: string): Promise<boolean>
 }
 
 /** Starts a control-plane binary in its own process group, output appended to its log. */
-async function launch(
+export async function launch(
   command: string,
   args: string[],
   cwd: string,
@@ -556,7 +556,11 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-async function terminate(pid: number, child: ChildProcess | undefined, graceMs = 10_000): Promise<void> {
+export async function terminate(
+  pid: number,
+  child: ChildProcess | undefined,
+  graceMs = 10_000,
+): Promise<void> {
   if (!isAlive(pid)) return;
   const exited =
     child && child.exitCode === null && child.signalCode === null
@@ -609,7 +613,7 @@ export function httpsGet(url: string, caPem: string): Promise<{ status: number; 
   });
 }
 
-async function tail(path: string, lines: number): Promise<string> {
+export async function tail(path: string, lines: number): Promise<string> {
   try {
     return (await readFile(path, "utf8")).trimEnd().split("\n").slice(-lines).join("\n");
   } catch {

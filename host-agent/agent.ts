@@ -35,6 +35,7 @@ import {
   DATA_VOLUME_PREFIX,
   DiskManager,
   dataVolumeName,
+  STORAGE_POOL,
   type VmDisks,
 } from "./disks.ts";
 import { buildDomainXml, disksIn, diskTarget, diskXml, domainName, macFor, vmUidOf } from "./domain-xml.ts";
@@ -94,8 +95,6 @@ export interface HostAgentOptions {
   /** HOST:PORT of this agent's console relay, advertised in Host status for the API component. */
   consoleEndpoint?: string;
 }
-
-const STORAGE_POOL = "stratus";
 
 export class HostAgent {
   readonly hostName: string;

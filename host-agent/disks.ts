@@ -31,6 +31,8 @@ export interface VmDisks {
   dataVolumes: AttachedVolume[];
 }
 
+/** The libvirt directory pool every agent keeps its disks in. */
+export const STORAGE_POOL = "stratus";
 export const rootVolumeName = (vmUid: string) => `root-${vmUid}`;
 export const DATA_VOLUME_PREFIX = "data-";
 export const dataVolumeName = (volumeUid: string) => `${DATA_VOLUME_PREFIX}${volumeUid}`;

@@ -3,7 +3,7 @@
 // known escape. The agent reads the qcow2 header itself and refuses any image with a backing file
 // it did not create.
 import { createHash } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, type ReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { get as httpGet } from "node:http";
@@ -71,8 +71,8 @@ export async function checkImage(path: string, expectedFormat: "qcow2" | "raw"):
 }
 
 /**
- * Downloads `url` to `target` (through a temporary file, renamed when complete), verifying a
- * sha256 checksum when one is given. An existing target is reused.
+ * Downloads `url` (or copies an absolute path on this host) to `target`, through a temporary file
+ * renamed when complete, verifying a sha256 checksum when one is given. An existing target is reused.
  */
 export async function downloadOnce(url: string, target: string, checksum?: string): Promise<void> {
   try {
@@ -82,7 +82,7 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
   await mkdir(dirname(target), { recursive: true });
   const partial = `${target}.partial-${process.pid}`;
   try {
-    const response = await get(url);
+    const response = url.startsWith("/") ? await readLocal(url) : await get(url);
     const hash = createHash("sha256");
     await pipeline(
       response,
@@ -105,6 +105,15 @@ export async function downloadOnce(url: string, target: string, checksum?: strin
   } finally {
     await rm(partial, { force: true });
   }
+}
+
+async function readLocal(path: string): Promise<ReadStream> {
+  try {
+    await stat(path);
+  } catch (error) {
+    throw new HostProblem("DownloadFailed", `cannot read ${path}: ${(error as Error).message}`);
+  }
+  return createReadStream(path);
 }
 
 /**

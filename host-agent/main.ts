@@ -11,6 +11,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
 import { ConsoleServer } from "./console.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
+import { tearDownHost } from "./teardown.ts";
 
 const HELP = `stratus-host-agent: runs the VMs bound to this host on libvirt.
 
@@ -29,6 +30,9 @@ Options:
   --console-token-file=PATH  bearer token the API component presents for consoles
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
+  --teardown                 take the host out of service and exit: shut down (within --shutdown-grace)
+                             and undefine every Stratus domain, remove the Stratus networks and pool;
+                             disk files and API objects stay, so an agent started later brings the VMs back
 `;
 
 async function main(): Promise<void> {
@@ -49,6 +53,7 @@ async function main(): Promise<void> {
       "console-address": { type: "string" },
       "console-token-file": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
+      teardown: { type: "boolean" },
     },
   });
   if (values.help) {
@@ -59,9 +64,10 @@ async function main(): Promise<void> {
   const uri = values["libvirt-uri"] ?? process.env.LIBVIRT_URI ?? "qemu:///system";
   const heartbeatSeconds = Number(values["heartbeat-interval"]);
   const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
+  if (!(Number(values["shutdown-grace"]) >= 0)) await fail(`--shutdown-grace must be a number of seconds`);
+  if (values.teardown) return tearDown(uri, Number(values["shutdown-grace"]) * 1000);
   if (!values.zone) await fail("--zone is required: the zone this host registers in");
   if (!(heartbeatSeconds > 0)) await fail(`--heartbeat-interval must be a positive number of seconds`);
-  if (!(Number(values["shutdown-grace"]) >= 0)) await fail(`--shutdown-grace must be a number of seconds`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
 
   const logger = createLogger("stratus-host-agent").child({ host: hostName });
@@ -149,6 +155,23 @@ async function main(): Promise<void> {
   logger.info("host agent stopped");
   await stopEventLoop();
   process.exit(0);
+}
+
+async function tearDown(uri: string, shutdownGraceMs: number): Promise<void> {
+  const log = createLogger("stratus-host-agent");
+  let libvirt: LibvirtConnection;
+  try {
+    libvirt = await LibvirtConnection.open(uri);
+  } catch (error) {
+    return fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
+  }
+  const removed = await tearDownHost(libvirt, { shutdownGraceMs, log });
+  log.info(removed, "host taken out of service");
+  process.stdout.write(
+    `removed ${removed.domains.length} domain(s) and ${removed.networks.length} network(s) from ${uri}\n`,
+  );
+  await libvirt.close();
+  await stopEventLoop();
 }
 
 async function fail(message: string): Promise<never> {

@@ -14,6 +14,19 @@ const HttpUrl = (description: string) =>
     ],
   });
 
+/** Direct-boot files may also sit on every host already (the local cloud's tiny guest does). */
+const HttpUrlOrPath = (description: string) =>
+  Type.String({
+    maxLength: 4096,
+    description: `${description} An http(s) URL, or an absolute path on the host.`,
+    "x-kubernetes-validations": [
+      {
+        rule: "self.startsWith('/') || (isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '')",
+        message: "must be an http:// or https:// URL, or an absolute path on the host",
+      },
+    ],
+  });
+
 const AbsolutePath = (description: string) =>
   Type.String({
     maxLength: 4096,
@@ -38,8 +51,8 @@ export const TemplateKind = defineKind({
           directBoot: Type.Optional(
             Type.Object(
               {
-                kernel: HttpUrl("Where to download the kernel."),
-                initrd: HttpUrl("Where to download the initial RAM disk."),
+                kernel: HttpUrlOrPath("The kernel."),
+                initrd: HttpUrlOrPath("The initial RAM disk."),
                 commandLine: Type.Optional(
                   Type.String({
                     maxLength: 1024,

@@ -111,6 +111,8 @@ const api = {
   storagePoolRefresh: lib.func("int virStoragePoolRefresh(void *pool, unsigned int flags)"),
   storagePoolGetInfo: lib.func("int virStoragePoolGetInfo(void *pool, _Out_ virStoragePoolInfo *info)"),
   storagePoolFree: lib.func("int virStoragePoolFree(void *pool)"),
+  storagePoolDestroy: lib.func("int virStoragePoolDestroy(void *pool)"),
+  storagePoolUndefine: lib.func("int virStoragePoolUndefine(void *pool)"),
   storageVolLookupByName: lib.func("void *virStorageVolLookupByName(void *pool, const char *name)"),
   storageVolCreateXML: lib.func(
     "void *virStorageVolCreateXML(void *pool, const char *xml, unsigned int flags)",
@@ -565,6 +567,19 @@ export class LibvirtConnection {
       await this.intCall(`start pool ${name}`, api.storagePoolCreate, pool, 0);
     });
     return this.poolInfo(name);
+  }
+
+  /** Stops and undefines a pool; its directory and the files in it stay. */
+  async deletePool(name: string): Promise<void> {
+    try {
+      await this.withPool(name, async (pool) => {
+        if ((await call<number>(api.storagePoolIsActive, pool)) === 1)
+          await this.intCall(`stop pool ${name}`, api.storagePoolDestroy, pool);
+        await this.intCall(`undefine pool ${name}`, api.storagePoolUndefine, pool);
+      });
+    } catch (error) {
+      if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_POOL)) throw error;
+    }
   }
 
   poolInfo(name: string): Promise<PoolInfo> {

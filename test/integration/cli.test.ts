@@ -1,17 +1,85 @@
-// The README's first command: `stratus up` brings up the control plane with the Stratus API, and
-// `stratus down --purge` leaves no process or directory behind.
-import { existsSync, readFileSync } from "node:fs";
+// The README's first command, scripted: `stratus up` on a machine where nothing runs brings up the
+// whole local cloud, the three commands it prints work exactly as printed (a VM reaches Running
+// with an address and the `cs` client lists it), `stratus down` leaves no Stratus process, port or
+// libvirt object behind, and the next `stratus up` brings the VM back from the API objects alone.
+// As root with libvirt and QEMU installed (CI) the guest is real and must take its address by DHCP.
+import { execFile } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isAlive } from "../../devcluster/controlplane.ts";
-import { kubectl, run } from "./support.ts";
+import { kubectl, run, waitFor } from "./support.ts";
 
-describe("stratus up and down", () => {
+const execFileAsync = promisify(execFile);
+const virsh = (...args: string[]) =>
+  execFileAsync("virsh", ["-c", "qemu:///system", ...args]).then(
+    (r) => r.stdout,
+    () => undefined,
+  );
+
+interface Printed {
+  exports: string;
+  commands: string[];
+}
+
+/** The `export` lines and the commands under "Try:", as a user would copy them. */
+function printedCommands(stdout: string): Printed {
+  const lines = stdout.split("\n");
+  const exports = lines.filter((l) => l.trim().startsWith("export ")).map((l) => l.trim());
+  const start = lines.indexOf("Try:");
+  const commands = [];
+  for (const line of lines.slice(start + 1)) {
+    if (!line.startsWith("  ")) break;
+    commands.push(line.trim());
+  }
+  return { exports: exports.join("\n"), commands };
+}
+
+function portIsClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", () => resolve(true));
+  });
+}
+
+/** Processes whose command line mentions `needle` (zombies, which run nothing, excepted). */
+function processesMentioning(needle: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
+      if (cmdline.includes(needle) && isAlive(Number(pid)) && Number(pid) !== process.pid)
+        found.push(`${pid}: ${cmdline.slice(0, 200)}`);
+    } catch {}
+  }
+  return found;
+}
+
+describe("stratus up, the printed commands, stratus down", () => {
   let home: string;
   const stratus = (...args: string[]) =>
     run(process.execPath, ["cli/stratus.ts", ...args], { env: { ...process.env, STRATUS_HOME: home } });
+  const shell = (printed: Printed, command: string) =>
+    run("bash", ["-c", `${printed.exports}\n${command}`], { env: { ...process.env, KUBECONFIG: "" } });
+  const cloudState = () =>
+    JSON.parse(readFileSync(join(home, "cloud", "state.json"), "utf8")) as {
+      libvirtUri: string;
+      apiEndpoint: string;
+      processes: Record<string, { pid: number; healthPort: number }>;
+    };
+  const clusterState = () =>
+    JSON.parse(readFileSync(join(home, "cluster", "state.json"), "utf8")) as {
+      pids: Record<string, number>;
+      ports: Record<string, number>;
+    };
 
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), "stratus-home-"));
@@ -21,31 +89,112 @@ describe("stratus up and down", () => {
     await rm(home, { recursive: true, force: true });
   });
 
-  it("starts a cloud whose API answers kubectl, and stops it without leftovers", async () => {
+  it("brings up a cloud whose printed commands work, and stops it without leftovers", async () => {
     const up = await stratus("up");
     expect(up.code, up.stderr).toBe(0);
-    expect(up.stderr).toContain("installing the Stratus CRDs");
-    const kubeconfig = /export KUBECONFIG=(\S+)/.exec(up.stdout)?.[1] as string;
-    expect(existsSync(kubeconfig)).toBe(true);
+    for (const step of [
+      "installing the Stratus CRDs",
+      "starting operator",
+      "starting apiserver",
+      "starting host-agent",
+    ])
+      expect(up.stderr).toContain(step);
+    const printed = printedCommands(up.stdout);
+    expect(printed.exports).toMatch(/export KUBECONFIG=\S+/);
+    expect(printed.exports).toMatch(
+      /CLOUDSTACK_ENDPOINT=http:\/\/127\.0\.0\.1:\d+\/client\/api CLOUDSTACK_KEY=\S+ CLOUDSTACK_SECRET=\S+/,
+    );
+    expect(printed.commands).toHaveLength(3);
+    const [create, wait, list] = printed.commands as [string, string, string];
 
-    const applied = await kubectl(kubeconfig, ["apply", "--server-side", "-k", "examples/small-cloud"]);
-    expect(applied.code, applied.stderr).toBe(0);
-    const vms = await kubectl(kubeconfig, ["get", "vm", "-o", "name"]);
-    expect(vms.stdout.trim()).toBe("virtualmachine.stratus.io/app-1");
+    const created = await shell(printed, create);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toContain("virtualmachine.stratus.io/first-vm created");
+    const running = await shell(printed, wait);
+    expect(running.code, running.stderr).toBe(0);
+    const address = /first-vm\s+Running\s+\S+\s+(10\.\d+\.0\.\d+)/.exec(running.stdout)?.[1];
+    expect(address, running.stdout).toBeDefined();
+
+    const listed = await shell(printed, list);
+    expect(listed.code, listed.stderr).toBe(0);
+    const vms = (
+      JSON.parse(listed.stdout) as {
+        virtualmachine: { name: string; state: string; nic: { ipaddress: string }[] }[];
+      }
+    ).virtualmachine;
+    expect(vms.map((vm) => [vm.name, vm.state, vm.nic[0]?.ipaddress])).toEqual([
+      ["first-vm", "Running", address],
+    ]);
+
+    const { libvirtUri, apiEndpoint, processes } = cloudState();
+    const kubeconfig = /export KUBECONFIG=(\S+)/.exec(printed.exports)?.[1] as string;
+    const uid = (await kubectl(kubeconfig, ["get", "vm", "first-vm", "-o", "jsonpath={.metadata.uid}"]))
+      .stdout;
+    expect(uid).toMatch(/^[0-9a-f-]{36}$/);
+    if (libvirtUri === "qemu:///system") {
+      // The guest itself asked for its address: dnsmasq leased exactly that one to it.
+      await waitFor(
+        "the guest's DHCP lease",
+        async () => {
+          const networks =
+            (await virsh("net-list", "--name"))?.split("\n").filter((n) => n.startsWith("stratus-net-")) ??
+            [];
+          for (const network of networks)
+            if ((await virsh("net-dhcp-leases", network))?.includes(`${address}/24`)) return true;
+          return false;
+        },
+        { timeoutMs: 120_000 },
+      );
+    }
     const status = await stratus("status");
-    expect(status.code, status.stderr).toBe(0);
-    expect(status.stdout).toMatch(/kube-apiserver: running \(pid \d+\)/);
-    expect(status.stdout).toContain("hosts (0):");
-    expect(status.stdout).toMatch(/virtual machines \(1\):\n {2}default\/app-1 {2}Pending {2}host=- {2}ip=-/);
+    expect(status.stdout).toMatch(/host-agent: running \(pid \d+\)/);
+    expect(status.stdout).toMatch(/hosts \(1\):\n {2}\S+ {2}zone=local {2}Ready/);
 
-    const state = JSON.parse(readFileSync(join(home, "cluster", "state.json"), "utf8")) as {
-      pids: Record<string, number>;
-    };
-    const pids = Object.values(state.pids);
-    expect(pids).toHaveLength(3);
-    const down = await stratus("down", "--purge");
+    const pids = [...Object.values(clusterState().pids), ...Object.values(processes).map((p) => p.pid)];
+    expect(pids).toHaveLength(6);
+    const ports = [
+      Number(new URL(apiEndpoint).port),
+      ...Object.values(processes).map((p) => p.healthPort),
+      clusterState().ports.apiserver as number,
+      clusterState().ports.etcdClient as number,
+    ];
+    const down = await stratus("down");
     expect(down.code, down.stderr).toBe(0);
     expect(pids.filter(isAlive)).toEqual([]);
+    for (const port of ports) expect(await portIsClosed(port), `port ${port}`).toBe(true);
+    expect(processesMentioning(home)).toEqual([]);
+    expect(processesMentioning(uid)).toEqual([]); // no QEMU left
+    if (libvirtUri === "qemu:///system" && (await virsh("version")) !== undefined) {
+      // libvirtd ran before `stratus up`, so it still runs: it must hold nothing of Stratus.
+      expect(
+        (await virsh("list", "--all", "--name"))
+          ?.trim()
+          .split("\n")
+          .filter((d) => d.startsWith("stratus-")),
+      ).toEqual([]);
+      expect(
+        (await virsh("net-list", "--all", "--name"))
+          ?.trim()
+          .split("\n")
+          .filter((n) => n.startsWith("stratus-")),
+      ).toEqual([]);
+      expect((await virsh("pool-list", "--all", "--name"))?.trim().split("\n")).not.toContain("stratus");
+    }
+    expect(processesMentioning("stratus-net-")).toEqual([]); // no dnsmasq of a Stratus network
+
+    // Level-triggered: the next `stratus up` runs the VM again from the API objects and its disks.
+    const again = await stratus("up");
+    expect(again.code, again.stderr).toBe(0);
+    const back = await shell(printedCommands(again.stdout), wait);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stdout).toMatch(
+      new RegExp(`first-vm\\s+Running\\s+\\S+\\s+${address?.replaceAll(".", "\\.")}`),
+    );
+
+    const purged = await stratus("down", "--purge");
+    expect(purged.code, purged.stderr).toBe(0);
     expect(existsSync(join(home, "cluster"))).toBe(false);
-  });
+    expect(existsSync(join(home, "cloud"))).toBe(false);
+    expect(processesMentioning(home)).toEqual([]);
+  }, 900_000);
 });

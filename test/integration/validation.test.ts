@@ -197,6 +197,12 @@ const invalidObjects: [string, string, Mutation, string][] = [
   ],
   [
     "Template",
+    "direct-boot kernel neither URL nor absolute path",
+    (o) => (o.spec.source = { directBoot: { kernel: "vmlinuz", initrd: "/boot/initrd.gz" } }),
+    'spec.source.directBoot.kernel: Invalid value: "vmlinuz": must be an http:// or https:// URL, or an absolute path on the host',
+  ],
+  [
+    "Template",
     "url and hostPath",
     (o) => (o.spec.source = { url: "https://a.example/x.qcow2", hostPath: "/images/x.qcow2" }),
     "source must set exactly one of url, hostPath or directBoot",

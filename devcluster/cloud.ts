@@ -1,0 +1,454 @@
+// The local cloud `stratus up` runs on one machine: the operator, the API component and one host
+// agent as background processes next to the local control plane, the cloud seeded with a zone,
+// offerings, the tiny template and a default network, and an API key for CloudStack clients.
+// `stratus down` stops them and takes the host out of service (no domain, network or pool is left
+// in libvirt); the API objects and disk files stay, so the next `stratus up` brings the VMs back.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
+import { type Host, type Network, Resources } from "../crds/index.ts";
+import { KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { sleep } from "../runtime/time.ts";
+import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
+import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
+
+const run = promisify(execFile);
+const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+export const CLOUD_PROCESSES = ["operator", "apiserver", "host-agent"] as const;
+export type CloudProcess = (typeof CLOUD_PROCESSES)[number];
+const SCRIPTS: Record<CloudProcess, string> = {
+  operator: "operator/main.ts",
+  apiserver: "apiserver/main.ts",
+  "host-agent": "host-agent/main.ts",
+};
+
+/** The names `stratus up` seeds; `first-vm.yaml` and the printed commands use them. */
+export const SEED = {
+  zone: "local",
+  namespace: "default",
+  network: "default",
+  serviceOffering: "tiny",
+  diskOffering: "small-disk",
+  template: "tiny-linux",
+  keysNamespace: "stratus-api-keys",
+  apiKeySecret: "stratus-up-admin",
+  fieldManager: "stratus-up",
+} as const;
+
+const NAMESPACE: ResourceType = {
+  group: "",
+  version: "v1",
+  plural: "namespaces",
+  kind: "Namespace",
+  namespaced: false,
+};
+const LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock";
+
+interface CloudState {
+  libvirtUri: string;
+  /** libvirtd/virtlogd were started by `stratus up`, so `stratus down` stops them. */
+  startedLibvirtDaemons: boolean;
+  hostName: string;
+  apiEndpoint: string;
+  /** Directories of the host agent's pool, image cache and console sockets. */
+  hostDirs: string[];
+  processes: Partial<Record<CloudProcess, { pid: number; healthPort: number }>>;
+}
+
+export interface CloudAccess {
+  apiEndpoint: string;
+  apiKey: string;
+  secretKey: string;
+  libvirtUri: string;
+  /** A VirtualMachine manifest on the default network, for the first `kubectl apply`. */
+  firstVmManifest: string;
+}
+
+export class LocalCloud {
+  readonly dir: string;
+  private readonly state: CloudState;
+  private readonly progress: Progress;
+
+  private constructor(dir: string, state: CloudState, progress: Progress) {
+    this.dir = dir;
+    this.state = state;
+    this.progress = progress;
+  }
+
+  /** The cloud's state in `dir`, whether or not anything runs. */
+  static async open(dir: string, progress: Progress = () => {}): Promise<LocalCloud | undefined> {
+    try {
+      return new LocalCloud(dir, JSON.parse(await readFile(join(dir, "state.json"), "utf8")), progress);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new ControlPlaneSetupError(`${join(dir, "state.json")} is damaged: ${(error as Error).message}`);
+    }
+  }
+
+  /** Starts the cloud's processes against a running control plane and seeds it. */
+  static async up(options: {
+    dir: string;
+    kubeConfig: KubeConfig;
+    kubeconfigPath: string;
+    progress: Progress;
+  }) {
+    const { dir, progress } = options;
+    const previous = await LocalCloud.open(dir, progress);
+    if (previous && previous.running().length > 0) await previous.stopProcesses();
+    await mkdir(join(dir, "logs"), { recursive: true });
+
+    progress("building or reusing the tiny guest (test/images/build-tiny-guest.sh)");
+    const guest = await buildTinyGuest();
+    const hypervisor = await chooseHypervisor(progress);
+    const hostName = hostname();
+    const hostDirs = hypervisor.uri.startsWith("test:")
+      ? ["pool", "cache", "console"].map((d) => join(dir, "host", d))
+      : // Under qemu:///system QEMU runs as libvirt-qemu and must reach the disks: the agent's
+        // defaults under /var/lib and /run, not the (private) state directory.
+        [
+          `/var/lib/stratus/pools/${hostName}`,
+          `/var/lib/stratus/cache/${hostName}`,
+          `/run/stratus/console/${hostName}`,
+        ];
+    const cloud = new LocalCloud(
+      dir,
+      {
+        libvirtUri: hypervisor.uri,
+        startedLibvirtDaemons: hypervisor.startedDaemons || (previous?.state.startedLibvirtDaemons ?? false),
+        hostName,
+        apiEndpoint: "",
+        hostDirs,
+        processes: {},
+      },
+      progress,
+    );
+    const client = new KubeClient(options.kubeConfig);
+    try {
+      for (const name of ["stratus-system", SEED.keysNamespace])
+        await client.apply(NAMESPACE, { metadata: { name } }, { fieldManager: SEED.fieldManager });
+      const apiPort = await freePortPreferring(8080);
+      cloud.state.apiEndpoint = `http://127.0.0.1:${apiPort}/client/api`;
+      const kubeconfig = `--kubeconfig=${options.kubeconfigPath}`;
+      await cloud.start("operator", [kubeconfig, `--identity=${hostName}-operator`]);
+      await cloud.start("apiserver", [
+        kubeconfig,
+        `--listen=127.0.0.1:${apiPort}`,
+        `--keys-namespace=${SEED.keysNamespace}`,
+      ]);
+      const [pool, cache, consoleDir] = hostDirs as [string, string, string];
+      await cloud.start("host-agent", [
+        kubeconfig,
+        `--host-name=${hostName}`,
+        `--zone=${SEED.zone}`,
+        `--libvirt-uri=${hypervisor.uri}`,
+        `--pool-path=${pool}`,
+        `--cache-dir=${cache}`,
+        `--console-dir=${consoleDir}`,
+      ]);
+      progress(
+        `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,
+      );
+      await seed(client, guest);
+      const access = await issueApiKey(client);
+      progress(`waiting for host ${hostName} to be Ready`);
+      await waitUntil(`host ${hostName} to be Ready`, 120_000, async () => {
+        const host = await client.get<Host>(Resources.hosts, hostName).catch(() => undefined);
+        return host?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+      });
+      await waitUntil(`network "${SEED.network}" to be Ready`, 60_000, async () => {
+        const network = await client
+          .get<Network>(Resources.networks, SEED.network, SEED.namespace)
+          .catch(() => undefined);
+        return network?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+      });
+      const firstVmManifest = join(dir, "first-vm.yaml");
+      await writeFile(firstVmManifest, FIRST_VM);
+      return {
+        cloud,
+        access: {
+          ...access,
+          apiEndpoint: cloud.state.apiEndpoint,
+          libvirtUri: hypervisor.uri,
+          firstVmManifest,
+        },
+      };
+    } finally {
+      await client.close();
+    }
+  }
+
+  running(): CloudProcess[] {
+    return CLOUD_PROCESSES.filter((name) => {
+      const pid = this.state.processes[name]?.pid;
+      return pid !== undefined && isStratusProcess(pid, name);
+    });
+  }
+
+  pid(name: CloudProcess): number | undefined {
+    return this.running().includes(name) ? this.state.processes[name]?.pid : undefined;
+  }
+
+  get libvirtUri(): string {
+    return this.state.libvirtUri;
+  }
+
+  get apiEndpoint(): string {
+    return this.state.apiEndpoint;
+  }
+
+  logPath(name: CloudProcess): string {
+    return join(this.dir, "logs", `${name}.log`);
+  }
+
+  /**
+   * Stops the processes, then takes the host out of service (the agent's --teardown) and stops the
+   * libvirt daemons `stratus up` started. With `purge`, the disks and image cache go too.
+   */
+  async down(options: { purge: boolean }): Promise<void> {
+    await this.stopProcesses();
+    this.progress(`removing the Stratus domains, networks and pool from ${this.state.libvirtUri}`);
+    if (this.state.libvirtUri.startsWith("qemu:") && !(await libvirtAnswers())) {
+      this.progress("libvirtd is not running: nothing to remove from it");
+    } else if (!this.state.libvirtUri.startsWith("test:")) {
+      // The test driver's state lives in the agent's process: it went with it.
+      const { stdout } = await run(
+        process.execPath,
+        [
+          join(PROJECT_ROOT, SCRIPTS["host-agent"]),
+          "--teardown",
+          `--libvirt-uri=${this.state.libvirtUri}`,
+          "--shutdown-grace=10",
+        ],
+        { env: { ...process.env, STRATUS_LOG_LEVEL: "warn" } },
+      );
+      this.progress(stdout.trim());
+    }
+    if (this.state.startedLibvirtDaemons) {
+      this.progress("stopping libvirtd and virtlogd (stratus up started them)");
+      await stopDaemon("libvirtd");
+      await stopDaemon("virtlogd");
+      this.state.startedLibvirtDaemons = false;
+    }
+    if (options.purge)
+      for (const path of this.state.hostDirs) await rm(path, { recursive: true, force: true });
+    await this.save();
+  }
+
+  private async stopProcesses(): Promise<void> {
+    // The agent first: it must not see the control plane's components vanish and report on it.
+    for (const name of ["host-agent", "apiserver", "operator"] as const) {
+      const pid = this.pid(name);
+      if (pid !== undefined) {
+        this.progress(`stopping ${name} (pid ${pid})`);
+        await terminate(pid, undefined, 30_000);
+      }
+      delete this.state.processes[name];
+    }
+    await this.save();
+  }
+
+  private async start(name: CloudProcess, args: string[]): Promise<void> {
+    const healthPort = await freePort();
+    this.progress(`starting ${name}`);
+    const child = await launch(
+      process.execPath,
+      [join(PROJECT_ROOT, SCRIPTS[name]), ...args, `--health-address=127.0.0.1:${healthPort}`],
+      PROJECT_ROOT,
+      this.logPath(name),
+      name,
+    );
+    child.unref();
+    const pid = child.pid as number;
+    this.state.processes[name] = { pid, healthPort };
+    await this.save();
+    await waitUntil(`${name} to serve /healthz`, 60_000, async () => {
+      if (!isAlive(pid))
+        throw new ControlPlaneSetupError(
+          `${name} exited during start-up. The end of ${this.logPath(name)}:\n${await tail(this.logPath(name), 20)}`,
+        );
+      return (await fetch(`http://127.0.0.1:${healthPort}/healthz`).catch(() => undefined))?.ok ?? false;
+    });
+  }
+
+  private async save(): Promise<void> {
+    await writeFile(join(this.dir, "state.json"), `${JSON.stringify(this.state, null, 2)}\n`);
+  }
+}
+
+/** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
+async function chooseHypervisor(progress: Progress): Promise<{ uri: string; startedDaemons: boolean }> {
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot || !existsSync("/usr/sbin/libvirtd") || !existsSync("/usr/bin/qemu-system-x86_64")) {
+    progress(
+      `${isRoot ? "libvirt or QEMU is not installed" : "not root"}: using libvirt's test driver ` +
+        "(test:///default); VMs are simulated, nothing boots",
+    );
+    return { uri: "test:///default", startedDaemons: false };
+  }
+  if (await libvirtAnswers()) {
+    progress("using real QEMU through qemu:///system (libvirtd is running)");
+    return { uri: "qemu:///system", startedDaemons: false };
+  }
+  progress("starting virtlogd and libvirtd");
+  await run("virtlogd", ["-d"]).catch(() => undefined);
+  await run("libvirtd", ["-d"]);
+  await waitUntil("libvirtd to answer", 30_000, libvirtAnswers);
+  progress("using real QEMU through qemu:///system (no KVM here: software emulation)");
+  return { uri: "qemu:///system", startedDaemons: true };
+}
+
+async function libvirtAnswers(): Promise<boolean> {
+  if (!existsSync(LIBVIRT_SOCKET)) return false;
+  return run("virsh", ["-c", "qemu:///system", "version"]).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function stopDaemon(name: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number((await readFile(`/run/${name}.pid`, "utf8")).trim());
+  } catch {
+    return;
+  }
+  if (pid > 0) await terminate(pid, undefined, 15_000);
+}
+
+async function buildTinyGuest(): Promise<{ kernel: string; initrd: string }> {
+  try {
+    const { stdout } = await run("bash", [join(PROJECT_ROOT, "test/images/build-tiny-guest.sh")], {
+      maxBuffer: 1 << 20,
+    });
+    const directory = stdout.trim();
+    return { kernel: join(directory, "vmlinuz"), initrd: join(directory, "initrd.gz") };
+  } catch (error) {
+    throw new ControlPlaneSetupError(
+      `cannot build the tiny guest: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`,
+    );
+  }
+}
+
+/** The catalogue and the default network, applied (so a second `stratus up` changes nothing). */
+async function seed(client: KubeClient, guest: { kernel: string; initrd: string }): Promise<void> {
+  const apply = (type: ResourceType, object: KubeObject & { spec: object }) =>
+    client.apply(
+      type,
+      { apiVersion: "stratus.io/v1alpha1", kind: type.kind, ...object },
+      { fieldManager: SEED.fieldManager },
+    );
+  await apply(Resources.zones, {
+    metadata: { name: SEED.zone },
+    spec: { displayName: "Local zone (stratus up)" },
+  });
+  await apply(Resources.serviceOfferings, {
+    metadata: { name: SEED.serviceOffering },
+    spec: { displayName: "Tiny (1 vCPU, 128 MiB)", cpu: 1, memory: "128Mi" },
+  });
+  await apply(Resources.serviceOfferings, {
+    metadata: { name: "small" },
+    spec: { displayName: "Small (1 vCPU, 512 MiB)", cpu: 1, memory: "512Mi" },
+  });
+  await apply(Resources.diskOfferings, {
+    metadata: { name: SEED.diskOffering },
+    spec: { displayName: "Small disk (1 GiB)", size: "1Gi" },
+  });
+  await apply(Resources.templates, {
+    metadata: { name: SEED.template },
+    spec: {
+      displayName: "Tiny Linux (busybox, boots in seconds)",
+      osType: "Other Linux (64-bit)",
+      source: { directBoot: { kernel: guest.kernel, initrd: guest.initrd, commandLine: "console=ttyS0" } },
+    },
+  });
+  await apply(Resources.networks, {
+    metadata: { name: SEED.network, namespace: SEED.namespace },
+    spec: { zone: SEED.zone, cidr: await freeSubnet() },
+  });
+}
+
+/** A fresh API key for `admin` (CloudStack's root admin: every account), account `default`. */
+async function issueApiKey(client: KubeClient): Promise<{ apiKey: string; secretKey: string }> {
+  const apiKey = randomBytes(24).toString("base64url");
+  const secretKey = randomBytes(32).toString("base64url");
+  await client.apply(
+    SECRET,
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: {
+        name: SEED.apiKeySecret,
+        namespace: SEED.keysNamespace,
+        labels: { [API_KEY_LABEL]: "true" },
+      },
+      stringData: { apiKey, secretKey, user: "admin", groups: "system:masters", account: SEED.namespace },
+    } as KubeObject & Record<string, unknown>,
+    { fieldManager: SEED.fieldManager },
+  );
+  return { apiKey, secretKey };
+}
+
+/** The first 10.250+n.0.0/24 no route on this machine covers (the default network's CIDR). */
+async function freeSubnet(): Promise<string> {
+  const routes = await run("ip", ["-4", "route"]).then(
+    (r) => r.stdout,
+    () => "",
+  );
+  for (let second = 250; second < 255; second++) {
+    if (!routes.includes(`10.${second}.`)) return `10.${second}.0.0/24`;
+  }
+  return "10.255.0.0/24";
+}
+
+async function freePortPreferring(port: number): Promise<number> {
+  const free = await new Promise<boolean>((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+  return free ? port : freePort();
+}
+
+function isStratusProcess(pid: number, name: CloudProcess): boolean {
+  if (!isAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8")
+      .split("\0")
+      .includes(join(PROJECT_ROOT, SCRIPTS[name]));
+  } catch {
+    return false;
+  }
+}
+
+async function waitUntil(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline)
+      throw new ControlPlaneSetupError(`gave up waiting for ${what} after ${timeoutMs / 1000} s`);
+    await sleep(500);
+  }
+}
+
+const FIRST_VM = `# Written by \`stratus up\`: a VM from the tiny template on the default network.
+apiVersion: stratus.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: first-vm
+  namespace: ${SEED.namespace}
+spec:
+  zone: ${SEED.zone}
+  serviceOffering: ${SEED.serviceOffering}
+  template: ${SEED.template}
+  nics:
+    - name: eth0
+      network: ${SEED.network}
+`;
