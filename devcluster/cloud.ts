@@ -5,7 +5,7 @@
 // in libvirt); the API objects and disk files stay, so the next `stratus up` brings the VMs back.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { hostname } from "node:os";
@@ -15,10 +15,11 @@ import { promisify } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
-import { KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { isNotFound, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { sleep } from "../runtime/time.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
+import { canRunQemu, ensureLibvirtDaemons, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
 
 const run = promisify(execFile);
 const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -51,7 +52,6 @@ const NAMESPACE: ResourceType = {
   kind: "Namespace",
   namespaced: false,
 };
-const LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock";
 
 interface CloudState {
   libvirtUri: string;
@@ -234,8 +234,7 @@ export class LocalCloud {
     }
     if (this.state.startedLibvirtDaemons) {
       this.progress("stopping libvirtd and virtlogd (stratus up started them)");
-      await stopDaemon("libvirtd");
-      await stopDaemon("virtlogd");
+      await stopLibvirtDaemons();
       this.state.startedLibvirtDaemons = false;
     }
     if (options.purge)
@@ -286,42 +285,16 @@ export class LocalCloud {
 
 /** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
 async function chooseHypervisor(progress: Progress): Promise<{ uri: string; startedDaemons: boolean }> {
-  const isRoot = process.getuid?.() === 0;
-  if (!isRoot || !existsSync("/usr/sbin/libvirtd") || !existsSync("/usr/bin/qemu-system-x86_64")) {
+  if (!canRunQemu()) {
     progress(
-      `${isRoot ? "libvirt or QEMU is not installed" : "not root"}: using libvirt's test driver ` +
+      `${process.getuid?.() === 0 ? "libvirt or QEMU is not installed" : "not root"}: using libvirt's test driver ` +
         "(test:///default); VMs are simulated, nothing boots",
     );
     return { uri: "test:///default", startedDaemons: false };
   }
-  if (await libvirtAnswers()) {
-    progress("using real QEMU through qemu:///system (libvirtd is running)");
-    return { uri: "qemu:///system", startedDaemons: false };
-  }
-  progress("starting virtlogd and libvirtd");
-  await run("virtlogd", ["-d"]).catch(() => undefined);
-  await run("libvirtd", ["-d"]);
-  await waitUntil("libvirtd to answer", 30_000, libvirtAnswers);
-  progress("using real QEMU through qemu:///system (no KVM here: software emulation)");
-  return { uri: "qemu:///system", startedDaemons: true };
-}
-
-async function libvirtAnswers(): Promise<boolean> {
-  if (!existsSync(LIBVIRT_SOCKET)) return false;
-  return run("virsh", ["-c", "qemu:///system", "version"]).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function stopDaemon(name: string): Promise<void> {
-  let pid: number;
-  try {
-    pid = Number((await readFile(`/run/${name}.pid`, "utf8")).trim());
-  } catch {
-    return;
-  }
-  if (pid > 0) await terminate(pid, undefined, 15_000);
+  const startedDaemons = await ensureLibvirtDaemons(progress);
+  progress("using real QEMU through qemu:///system (software emulation)");
+  return { uri: "qemu:///system", startedDaemons };
 }
 
 async function buildTinyGuest(): Promise<{ kernel: string; initrd: string }> {
@@ -370,9 +343,13 @@ async function seed(client: KubeClient, guest: { kernel: string; initrd: string 
       source: { directBoot: { kernel: guest.kernel, initrd: guest.initrd, commandLine: "console=ttyS0" } },
     },
   });
+  // A CIDR is fixed once chosen: an existing default network (and its VMs' addresses) stays as it is.
+  const existing = await client
+    .get<Network>(Resources.networks, SEED.network, SEED.namespace)
+    .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error)));
   await apply(Resources.networks, {
     metadata: { name: SEED.network, namespace: SEED.namespace },
-    spec: { zone: SEED.zone, cidr: await freeSubnet() },
+    spec: { zone: SEED.zone, cidr: existing?.spec.cidr ?? (await freeSubnet()) },
   });
 }
 

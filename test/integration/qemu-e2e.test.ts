@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
+import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
@@ -30,30 +31,6 @@ import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./supp
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
-
-const isRoot = process.getuid?.() === 0;
-const hasQemu = existsSync("/usr/sbin/libvirtd") && existsSync("/usr/bin/qemu-system-x86_64");
-
-async function ensureLibvirtDaemons(): Promise<void> {
-  if (
-    await virsh("version").then(
-      () => true,
-      () => false,
-    )
-  )
-    return;
-  await run("virtlogd", ["-d"]).catch(() => undefined);
-  await run("libvirtd", ["-d"]);
-  await waitFor(
-    "libvirtd to answer",
-    () =>
-      virsh("version").then(
-        () => true,
-        () => false,
-      ),
-    { timeoutMs: 30_000 },
-  );
-}
 
 /**
  * Types a line on the guest's serial console. The connection stays open a moment: QEMU drops what
@@ -97,7 +74,7 @@ function readConsoleUntil(socket: string, pattern: RegExp, timeoutMs = 90_000): 
   });
 }
 
-describe.skipIf(!(isRoot && hasQemu))(
+describe.skipIf(!canRunQemu())(
   "a real QEMU guest through the host agent (needs root and libvirt/QEMU)",
   () => {
     const suffix = randomBytes(3).toString("hex");
