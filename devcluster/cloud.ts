@@ -3,7 +3,7 @@
 // offerings, the tiny template and a default network, and an API key for CloudStack clients.
 // `stratus down` stops them and takes the host out of service (no domain, network or pool is left
 // in libvirt); the API objects and disk files stay, so the next `stratus up` brings the VMs back.
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -158,7 +158,13 @@ export class LocalCloud {
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,
       );
       await seed(client, guest);
-      const access = await issueApiKey(client);
+      const access = await issueApiKey(client, {
+        name: SEED.apiKeySecret,
+        keysNamespace: SEED.keysNamespace,
+        user: "admin",
+        groups: ["system:masters"],
+        account: SEED.namespace,
+      });
       progress(`waiting for host ${hostName} to be Ready`);
       await waitUntil(`host ${hostName} to be Ready`, 120_000, async () => {
         const host = await client.get<Host>(Resources.hosts, hostName).catch(() => undefined);
@@ -256,31 +262,55 @@ export class LocalCloud {
   }
 
   private async start(name: CloudProcess, args: string[]): Promise<void> {
-    const healthPort = await freePort();
     this.progress(`starting ${name}`);
-    const child = await launch(
-      process.execPath,
-      [join(PROJECT_ROOT, SCRIPTS[name]), ...args, `--health-address=127.0.0.1:${healthPort}`],
-      PROJECT_ROOT,
-      this.logPath(name),
-      name,
-    );
-    child.unref();
-    const pid = child.pid as number;
-    this.state.processes[name] = { pid, healthPort };
+    const started = await launchComponent({ script: SCRIPTS[name], args, logPath: this.logPath(name) });
+    started.child.unref();
+    this.state.processes[name] = { pid: started.pid, healthPort: started.healthPort };
     await this.save();
-    await waitUntil(`${name} to serve /healthz`, 60_000, async () => {
-      if (!isAlive(pid))
-        throw new ControlPlaneSetupError(
-          `${name} exited during start-up. The end of ${this.logPath(name)}:\n${await tail(this.logPath(name), 20)}`,
-        );
-      return (await fetch(`http://127.0.0.1:${healthPort}/healthz`).catch(() => undefined))?.ok ?? false;
-    });
+    await started.ready;
   }
 
   private async save(): Promise<void> {
     await writeFile(join(this.dir, "state.json"), `${JSON.stringify(this.state, null, 2)}\n`);
   }
+}
+
+export interface LaunchedComponent {
+  child: ChildProcess;
+  pid: number;
+  healthPort: number;
+  /** Resolves once /healthz answers; rejects with the end of the log if the process exits first. */
+  ready: Promise<void>;
+}
+
+/**
+ * Starts a Stratus process (`operator/main.ts`, …) on this Node, in its own process group, output
+ * appended to `logPath`, with a health port of its own.
+ */
+export async function launchComponent(options: {
+  script: string;
+  args: string[];
+  logPath: string;
+  env?: NodeJS.ProcessEnv;
+}): Promise<LaunchedComponent> {
+  const healthPort = await freePort();
+  const child = await launch(
+    process.execPath,
+    [join(PROJECT_ROOT, options.script), ...options.args, `--health-address=127.0.0.1:${healthPort}`],
+    PROJECT_ROOT,
+    options.logPath,
+    options.script,
+    options.env,
+  );
+  const pid = child.pid as number;
+  const ready = waitUntil(`${options.script} to serve /healthz`, 60_000, async () => {
+    if (!isAlive(pid))
+      throw new ControlPlaneSetupError(
+        `${options.script} exited during start-up. The end of ${options.logPath}:\n${await tail(options.logPath, 20)}`,
+      );
+    return (await fetch(`http://127.0.0.1:${healthPort}/healthz`).catch(() => undefined))?.ok ?? false;
+  });
+  return { child, pid, healthPort, ready };
 }
 
 /** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
@@ -297,7 +327,7 @@ async function chooseHypervisor(progress: Progress): Promise<{ uri: string; star
   return { uri: "qemu:///system", startedDaemons };
 }
 
-async function buildTinyGuest(): Promise<{ kernel: string; initrd: string }> {
+export async function buildTinyGuest(): Promise<{ kernel: string; initrd: string }> {
   try {
     const { stdout } = await run("bash", [join(PROJECT_ROOT, "test/images/build-tiny-guest.sh")], {
       maxBuffer: 1 << 20,
@@ -353,8 +383,14 @@ async function seed(client: KubeClient, guest: { kernel: string; initrd: string 
   });
 }
 
-/** A fresh API key for `admin` (CloudStack's root admin: every account), account `default`. */
-async function issueApiKey(client: KubeClient): Promise<{ apiKey: string; secretKey: string }> {
+/**
+ * A fresh API key Secret (in `keysNamespace`) for a Kubernetes user acting in `account` (a
+ * namespace); `stratus up` issues one for `admin` in system:masters (CloudStack's root admin).
+ */
+export async function issueApiKey(
+  client: KubeClient,
+  key: { name: string; keysNamespace: string; user: string; groups: string[]; account: string },
+): Promise<{ apiKey: string; secretKey: string }> {
   const apiKey = randomBytes(24).toString("base64url");
   const secretKey = randomBytes(32).toString("base64url");
   await client.apply(
@@ -362,12 +398,8 @@ async function issueApiKey(client: KubeClient): Promise<{ apiKey: string; secret
     {
       apiVersion: "v1",
       kind: "Secret",
-      metadata: {
-        name: SEED.apiKeySecret,
-        namespace: SEED.keysNamespace,
-        labels: { [API_KEY_LABEL]: "true" },
-      },
-      stringData: { apiKey, secretKey, user: "admin", groups: "system:masters", account: SEED.namespace },
+      metadata: { name: key.name, namespace: key.keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
+      stringData: { apiKey, secretKey, user: key.user, groups: key.groups.join(","), account: key.account },
     } as KubeObject & Record<string, unknown>,
     { fieldManager: SEED.fieldManager },
   );
@@ -375,7 +407,7 @@ async function issueApiKey(client: KubeClient): Promise<{ apiKey: string; secret
 }
 
 /** The first 10.250+n.0.0/24 no route on this machine covers (the default network's CIDR). */
-async function freeSubnet(): Promise<string> {
+export async function freeSubnet(): Promise<string> {
   const routes = await run("ip", ["-4", "route"]).then(
     (r) => r.stdout,
     () => "",

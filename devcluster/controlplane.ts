@@ -487,10 +487,12 @@ export async function launch(
   cwd: string,
   logPath: string,
   what: string,
+  env?: NodeJS.ProcessEnv,
 ): Promise<ChildProcess> {
   const log = openSync(logPath, "a");
   const child = spawn(command, args, {
     cwd,
+    ...(env ? { env } : {}),
     stdio: ["ignore", log, log],
     // Its own process group: a Ctrl-C meant for a test run does not kill etcd under the API server.
     detached: true,

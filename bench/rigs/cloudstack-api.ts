@@ -1,0 +1,88 @@
+// The CloudStack-compatible API under load: listVirtualMachines (the default first page, as
+// CloudMonkey and Terraform ask for it) with 1,000 and 10,000 VMs in the account, and
+// queryAsyncJobResult, each asked sequentially so the figure is one request's latency.
+import { canonicalString, sign } from "../../apiserver/signature.ts";
+import { Resources } from "../../crds/index.ts";
+import { issueApiKey } from "../../devcluster/cloud.ts";
+import { freePort } from "../../devcluster/controlplane.ts";
+import { BenchContext, withConcurrency } from "../lib/context.ts";
+import { type Summary, summarize } from "../lib/stats.ts";
+import { benchVm } from "./ceiling.ts";
+
+export interface ApiResult {
+  listVirtualMachines: { vms: number; latency: Summary; samples: number[] }[];
+  queryAsyncJobResult: Summary;
+  apiComponentRss: number;
+}
+
+export async function measureCloudStackApi(
+  context: BenchContext,
+  options: { sizes: readonly number[]; requests: number; concurrency: number },
+): Promise<ApiResult> {
+  const namespace = "bench-api";
+  await context.namespace(namespace);
+  await context.namespace("bench-keys");
+  const port = await freePort();
+  const api = await context.start("apiserver", "apiserver/main.ts", [
+    `--listen=127.0.0.1:${port}`,
+    "--keys-namespace=bench-keys",
+  ]);
+  await api.ready;
+  const key = await issueApiKey(context.client, {
+    name: "bench-admin",
+    keysNamespace: "bench-keys",
+    user: "bench-admin",
+    groups: ["system:masters"],
+    account: namespace,
+  });
+  const endpoint = `http://127.0.0.1:${port}/client/api`;
+  const call = async (params: Record<string, string>) => {
+    const all = { apiKey: key.apiKey, response: "json", ...params };
+    const query = new URLSearchParams({ ...all, signature: sign(canonicalString(all), key.secretKey) });
+    const response = await fetch(`${endpoint}?${query}`);
+    const body = (await response.json()) as Record<string, Record<string, unknown>>;
+    if (!response.ok) throw new Error(`${params.command}: HTTP ${response.status} ${JSON.stringify(body)}`);
+    return Object.values(body)[0] as Record<string, unknown>;
+  };
+  const timed = async (params: Record<string, string>) => {
+    const started = performance.now();
+    const answer = await call(params);
+    return { seconds: (performance.now() - started) / 1000, answer };
+  };
+
+  const lists: ApiResult["listVirtualMachines"] = [];
+  let created = 0;
+  for (const size of options.sizes) {
+    context.progress(`CloudStack API: ${size} VMs in the account`);
+    const names = Array.from({ length: size - created }, (_, i) => `api-${created + i}`);
+    await withConcurrency(names, options.concurrency, async (name) => {
+      await context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench"));
+    });
+    created = size;
+    // The API component answers from its cache: wait until it holds them all.
+    for (;;) {
+      const { answer } = await timed({ command: "listVirtualMachines", pagesize: "1" });
+      if (answer.count === size) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    for (let i = 0; i < 5; i++) await timed({ command: "listVirtualMachines" }); // warm-up
+    const samples: number[] = [];
+    for (let i = 0; i < options.requests; i++) {
+      const { seconds, answer } = await timed({ command: "listVirtualMachines" });
+      if (answer.count !== size) throw new Error(`listVirtualMachines counted ${answer.count}, not ${size}`);
+      samples.push(seconds);
+    }
+    lists.push({ vms: size, latency: summarize(samples), samples });
+  }
+
+  context.progress("CloudStack API: queryAsyncJobResult");
+  const { answer } = await timed({ command: "listVirtualMachines", pagesize: "1" });
+  const vmId = (answer.virtualmachine as { id: string }[])[0]?.id as string;
+  const job = await call({ command: "stopVirtualMachine", id: vmId });
+  const jobSamples: number[] = [];
+  for (let i = 0; i < options.requests * 3; i++)
+    jobSamples.push((await timed({ command: "queryAsyncJobResult", jobid: job.jobid as string })).seconds);
+  const apiComponentRss = BenchContext.rss(api.pid);
+  await api.stop();
+  return { listVirtualMachines: lists, queryAsyncJobResult: summarize(jobSamples), apiComponentRss };
+}

@@ -1,0 +1,303 @@
+// Rig 1, the control plane alone: many simulated hosts (host agents on libvirt's test driver),
+// VMs created at a fixed rate, then a burst at the ceiling's concurrency. Measured: create->Running
+// percentiles and the phase each VM spent longest in, throughput against the ceiling, API requests
+// per VM by verb and resource (kube-apiserver's /metrics), operator and agent memory per VM, and
+// the work queues' wait.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { type Host, Resources } from "../../crds/index.ts";
+import { qcow2Header } from "../../test/fixtures/qcow2.ts";
+import { BenchContext, type StratusProcess, sleep, withConcurrency } from "../lib/context.ts";
+import { addBuckets, bucketDifference, difference, type MetricsSnapshot } from "../lib/metrics.ts";
+import { perSecond } from "../lib/plots.ts";
+import { histogramQuantile, type Summary, summarize } from "../lib/stats.ts";
+import { STEPS, type Step, VmWatch } from "../lib/vm-watch.ts";
+import { benchVm } from "./ceiling.ts";
+
+export interface ControlPlaneOptions {
+  hosts: number;
+  vms: number;
+  ratePerSecond: number;
+  burst: number;
+  concurrency: number;
+}
+
+export interface ControlPlaneResult {
+  options: ControlPlaneOptions;
+  /** create->Running, seconds, of the fixed-rate VMs. */
+  createToRunning: Summary;
+  /** Seconds from the previous step (create for the first) to each step, fixed-rate VMs. */
+  phases: Record<Step, Summary>;
+  /** VMs Running per second over the fixed-rate phase, when it was sustained (steady part). */
+  sustainedPerSecond: number;
+  /** Burst: VMs Running per second from the first create to the last Running. */
+  burstRunningPerSecond: number;
+  burstCreateToRunning: Summary;
+  /** Requests per fixed-rate VM, by "VERB resource[/subresource]"; leases (heartbeats) apart. */
+  requestsPerVm: Record<string, number>;
+  writesPerVm: number;
+  heartbeatWritesPerSecond: number;
+  memory: {
+    operatorRssPerVm: number;
+    operatorHeapPerVm: number;
+    agentsRssPerVm: number;
+    operatorRss: number;
+    apiServerRss: number;
+    etcdRss: number;
+  };
+  /** p99 seconds a key waited in each work queue, fixed-rate phase. */
+  queueWaitP99: Record<string, number>;
+  series: { created: number[]; running: number[] };
+  samples: { createToRunning: number[] };
+}
+
+const WRITE_VERBS = new Set(["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"]);
+const requestKey = (labels: Record<string, string>) =>
+  `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ""}`;
+
+/** Serves a 1 GiB qcow2 header: the template the simulated hosts "download". */
+async function serveImage(): Promise<{ server: Server; url: string }> {
+  const image = qcow2Header(2n ** 30n);
+  const server = createServer((request, response) => {
+    if (request.url === "/bench.qcow2") response.end(image);
+    else response.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.qcow2` };
+}
+
+export async function seedCatalogue(context: BenchContext, templateUrl: string): Promise<void> {
+  await context.apply(Resources.zones, { metadata: { name: "bench" }, spec: {} });
+  await context.apply(Resources.serviceOfferings, {
+    metadata: { name: "bench-tiny" },
+    spec: { cpu: 1, memory: "64Mi" },
+  });
+  await context.apply(Resources.templates, {
+    metadata: { name: "bench-image" },
+    spec: { source: { url: templateUrl }, format: "qcow2" },
+  });
+}
+
+export async function measureControlPlane(
+  context: BenchContext,
+  operator: StratusProcess,
+  options: ControlPlaneOptions,
+): Promise<ControlPlaneResult> {
+  const namespace = "bench-rig1";
+  await context.namespace(namespace);
+  const image = await serveImage();
+  try {
+    await seedCatalogue(context, image.url);
+    context.progress(`rig 1: starting ${options.hosts} simulated hosts`);
+    const agents: StratusProcess[] = [];
+    for (let i = 0; i < options.hosts; i++) {
+      const host = `sim-${String(i).padStart(3, "0")}`;
+      agents.push(
+        await context.start(`agent-${host}`, "host-agent/main.ts", [
+          `--host-name=${host}`,
+          "--zone=bench",
+          "--libvirt-uri=test:///default",
+          `--pool-path=${join(context.workDir, "hosts", host, "pool")}`,
+          `--cache-dir=${join(context.workDir, "hosts", host, "cache")}`,
+          `--console-dir=${join(context.workDir, "hosts", host, "console")}`,
+        ]),
+      );
+    }
+    await Promise.all(agents.map((a) => a.ready));
+    // Room for every VM of the run: a test-driver host is small; overcommit is the admin's lever.
+    const hostNames = agents.map((a) => a.name.replace(/^agent-/, ""));
+    for (const host of hostNames)
+      await context.client.mergePatch(Resources.hosts, host, undefined, {
+        spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
+      });
+    await waitUntil(async () => {
+      const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
+        hostNames.includes(h.metadata.name as string),
+      );
+      return (
+        hosts.filter((h) => h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"))
+          .length === options.hosts
+      );
+    }, 180_000);
+    await sleep(3_000); // let start-up writes settle before the baseline
+
+    const watch = new VmWatch(context.client, namespace);
+    await watch.start();
+    const before = await readings(context, operator, agents);
+
+    // Fixed rate: the create of VM i is sent at i/R seconds, whatever the previous ones do.
+    context.progress(`rig 1: ${options.vms} VMs at ${options.ratePerSecond}/s on ${options.hosts} hosts`);
+    const sentAt = new Map<string, number>();
+    const start = Date.now();
+    const creates: Promise<unknown>[] = [];
+    for (let i = 0; i < options.vms; i++) {
+      const due = start + (i * 1000) / options.ratePerSecond;
+      if (due > Date.now()) await sleep(due - Date.now());
+      const name = `vm-${i}`;
+      sentAt.set(name, Date.now());
+      creates.push(context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench")));
+    }
+    await Promise.all(creates);
+    await watch.until(
+      () => watch.count("Running") >= options.vms,
+      300_000 + options.vms * 100,
+      `${options.vms} VMs Running`,
+    );
+    const after = await readings(context, operator, agents);
+
+    // Burst: as fast as the ceiling's concurrency allows.
+    context.progress(`rig 1: burst of ${options.burst} VMs at concurrency ${options.concurrency}`);
+    const burstNames = Array.from({ length: options.burst }, (_, i) => `burst-${i}`);
+    const burstStart = Date.now();
+    await withConcurrency(burstNames, options.concurrency, async (name) => {
+      sentAt.set(name, Date.now());
+      await context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench"));
+    });
+    await watch.until(
+      () => watch.count("Running") >= options.vms + options.burst,
+      300_000 + options.burst * 100,
+      "the burst Running",
+    );
+    await sleep(5_000); // caches and heaps settle before memory is read
+    const loaded = await readings(context, operator, agents);
+    await watch.stop();
+
+    const stampsOf = (prefix: string) =>
+      [...watch.stamps].filter(([name]) => name.startsWith(prefix)) as [
+        string,
+        Partial<Record<Step, number>>,
+      ][];
+    const fixed = stampsOf("vm-");
+    const burst = stampsOf("burst-");
+    const seconds = (ms: number) => ms / 1000;
+    const createToRunning = fixed.map(([name, s]) =>
+      seconds((s.Running as number) - (sentAt.get(name) as number)),
+    );
+    const phases = Object.fromEntries(
+      STEPS.map((step, i) => [
+        step,
+        summarize(
+          fixed
+            .map(([name, s]) => {
+              const previous = i === 0 ? sentAt.get(name) : s[STEPS[i - 1] as Step];
+              const at = s[step];
+              return at !== undefined && previous !== undefined
+                ? seconds(Math.max(0, at - previous))
+                : undefined;
+            })
+            .filter((v): v is number => v !== undefined),
+        ),
+      ]),
+    ) as Record<Step, Summary>;
+    const runningTimes = fixed.map(([, s]) => s.Running as number);
+    const running = perSecond(runningTimes, start);
+    const created = perSecond(
+      [...sentAt].filter(([n]) => n.startsWith("vm-")).map(([, t]) => t),
+      start,
+    );
+    // Steady state: the middle of the run (ramp-up and the tail left out).
+    const steady = running.slice(Math.floor(running.length * 0.2), Math.ceil(running.length * 0.8));
+    const lastBurstRunning = Math.max(...burst.map(([, s]) => s.Running as number));
+
+    const requests = difference(after.requests, before.requests);
+    const requestsPerVm: Record<string, number> = {};
+    let writes = 0;
+    let heartbeatWrites = 0;
+    for (const [key, count] of [...requests].sort((a, b) => b[1] - a[1])) {
+      if (count <= 0) continue;
+      const [verb, resource] = key.split(" ") as [string, string];
+      if (resource.startsWith("leases")) {
+        if (WRITE_VERBS.has(verb)) heartbeatWrites += count;
+        continue;
+      }
+      requestsPerVm[key] = count / options.vms;
+      if (WRITE_VERBS.has(verb)) writes += count;
+    }
+    const phaseSeconds = (after.at - before.at) / 1000;
+    const vmsNow = options.vms + options.burst;
+    const queueWaitP99: Record<string, number> = {};
+    for (const controller of new Set([...after.operatorQueues.keys()]))
+      queueWaitP99[controller] = histogramQuantile(
+        0.99,
+        bucketDifference(
+          after.operatorQueues.get(controller) ?? new Map(),
+          before.operatorQueues.get(controller) ?? new Map(),
+        ),
+      );
+    queueWaitP99["host-agent-vm (all hosts)"] = histogramQuantile(
+      0.99,
+      bucketDifference(after.agentQueue, before.agentQueue),
+    );
+    for (const agent of agents) await agent.stop();
+    return {
+      options,
+      createToRunning: summarize(createToRunning),
+      phases,
+      sustainedPerSecond: steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : Number.NaN,
+      burstRunningPerSecond: options.burst / seconds(lastBurstRunning - burstStart),
+      burstCreateToRunning: summarize(
+        burst.map(([name, s]) => seconds((s.Running as number) - (sentAt.get(name) as number))),
+      ),
+      requestsPerVm,
+      writesPerVm: writes / options.vms,
+      heartbeatWritesPerSecond: heartbeatWrites / phaseSeconds,
+      memory: {
+        operatorRssPerVm: (loaded.operatorRss - before.operatorRss) / vmsNow,
+        operatorHeapPerVm: (loaded.operatorHeap - before.operatorHeap) / vmsNow,
+        agentsRssPerVm: (loaded.agentsRss - before.agentsRss) / vmsNow,
+        operatorRss: loaded.operatorRss,
+        apiServerRss: BenchContext.rss(context.controlPlane.pid("kube-apiserver") as number),
+        etcdRss: BenchContext.rss(context.controlPlane.pid("etcd") as number),
+      },
+      queueWaitP99,
+      series: { created, running },
+      samples: { createToRunning },
+    };
+  } finally {
+    await new Promise<void>((resolve) => image.server.close(() => resolve()));
+  }
+}
+
+interface Readings {
+  at: number;
+  requests: Map<string, number>;
+  operatorRss: number;
+  operatorHeap: number;
+  agentsRss: number;
+  operatorQueues: Map<string, Map<number, number>>;
+  agentQueue: Map<number, number>;
+}
+
+async function readings(
+  context: BenchContext,
+  operator: StratusProcess,
+  agents: StratusProcess[],
+): Promise<Readings> {
+  const apiServer = await context.apiServerMetrics();
+  const operatorMetrics = await operator.metrics();
+  const agentMetrics: MetricsSnapshot[] = await Promise.all(agents.map((a) => a.metrics()));
+  const queue = "stratus_workqueue_queue_duration_seconds";
+  const controllers = [...operatorMetrics.sum(`${queue}_count`, (l) => l.controller).keys()];
+  return {
+    at: Date.now(),
+    requests: apiServer.sum("apiserver_request_total", requestKey),
+    operatorRss: BenchContext.rss(operator.pid),
+    operatorHeap: operatorMetrics.sum("nodejs_heap_size_used_bytes").get("") ?? Number.NaN,
+    agentsRss: agents.reduce((total, agent) => total + BenchContext.rss(agent.pid), 0),
+    operatorQueues: new Map(
+      controllers.map((c) => [c, operatorMetrics.histogram(queue, (l) => l.controller === c)]),
+    ),
+    agentQueue: addBuckets(
+      agentMetrics.map((m) => m.histogram(queue, (l) => l.controller === "host-agent-vm")),
+    ),
+  };
+}
+
+async function waitUntil(probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs / 1000} s`);
+    await sleep(500);
+  }
+}

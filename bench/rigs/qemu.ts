@@ -1,0 +1,123 @@
+// Rig 2, real QEMU: a burst of VMs from the tiny template on one host agent on qemu:///system
+// (software emulation here), create -> Running and create -> guest IP, where "guest IP" is the
+// moment dnsmasq leased the VM its address (the guest's own DHCP request). Needs root and QEMU.
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { buildTinyGuest, freeSubnet } from "../../devcluster/cloud.ts";
+import { canRunQemu, ensureLibvirtDaemons, stopLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { sleep } from "../lib/context.ts";
+import { type Summary, summarize } from "../lib/stats.ts";
+import { VmWatch } from "../lib/vm-watch.ts";
+
+const run = promisify(execFile);
+
+export type QemuResult =
+  | { skipped: string }
+  | { vms: number; createToRunning: Summary; createToGuestIp: Summary; samples: number[] };
+
+export async function measureQemu(context: BenchContext, options: { vms: number }): Promise<QemuResult> {
+  if (!canRunQemu()) return { skipped: "needs root with libvirt and QEMU installed" };
+  const startedDaemons = await ensureLibvirtDaemons(context.progress);
+  const namespace = "bench-rig2";
+  const zone = "bench-qemu";
+  const host = "bench-qemu";
+  try {
+    await context.namespace(namespace);
+    const guest = await buildTinyGuest();
+    await context.apply(Resources.zones, { metadata: { name: zone }, spec: {} });
+    await context.apply(Resources.serviceOfferings, {
+      metadata: { name: "bench-qemu-tiny" },
+      spec: { cpu: 1, memory: "128Mi" },
+    });
+    await context.apply(Resources.templates, {
+      metadata: { name: "bench-tiny-linux" },
+      spec: {
+        source: { directBoot: { kernel: guest.kernel, initrd: guest.initrd, commandLine: "console=ttyS0" } },
+      },
+    });
+    const network = (await context.apply(Resources.networks, {
+      metadata: { name: "bench-net", namespace },
+      spec: { zone, cidr: await freeSubnet() },
+    })) as { metadata: { uid?: string } };
+    const agent = await context.start("agent-qemu", "host-agent/main.ts", [
+      `--host-name=${host}`,
+      `--zone=${zone}`,
+      "--libvirt-uri=qemu:///system",
+      `--pool-path=/var/lib/stratus/bench/pool`,
+      `--cache-dir=/var/lib/stratus/bench/cache`,
+      `--console-dir=/run/stratus/bench-console`,
+      "--shutdown-grace=5",
+    ]);
+    await agent.ready;
+    const watch = new VmWatch(context.client, namespace);
+    await watch.start();
+    context.progress(`rig 2: ${options.vms} real QEMU guests at once`);
+    const sentAt = new Map<string, number>();
+    await Promise.all(
+      Array.from({ length: options.vms }, async (_, i) => {
+        const name = `guest-${i}`;
+        sentAt.set(name, Date.now());
+        await context.client.create(Resources.virtualMachines, {
+          metadata: { name, namespace },
+          spec: {
+            zone,
+            serviceOffering: "bench-qemu-tiny",
+            template: "bench-tiny-linux",
+            nics: [{ name: "eth0", network: "bench-net" }],
+          },
+        } as VirtualMachine);
+      }),
+    );
+    // Leases by MAC as dnsmasq hands them out; the VM's MAC is in its status.
+    const leasedAt = new Map<string, number>();
+    const libvirtNetwork = libvirtNetworkName(network.metadata.uid as string);
+    const deadline = Date.now() + 600_000;
+    while (leasedAt.size < options.vms) {
+      if (Date.now() > deadline)
+        throw new Error(`only ${leasedAt.size}/${options.vms} guests took an address`);
+      const leases = await run("virsh", ["-c", "qemu:///system", "net-dhcp-leases", libvirtNetwork]).then(
+        (r) => r.stdout,
+        () => "",
+      );
+      for (const vm of (await context.client.list<VirtualMachine>(Resources.virtualMachines, { namespace }))
+        .items) {
+        const mac = vm.status?.nics?.[0]?.macAddress;
+        const name = vm.metadata.name as string;
+        if (mac && !leasedAt.has(name) && leases.includes(mac)) leasedAt.set(name, Date.now());
+      }
+      await sleep(250);
+    }
+    await watch.stop();
+    const toIp = [...leasedAt].map(([name, at]) => (at - (sentAt.get(name) as number)) / 1000);
+    const toRunning = [...watch.stamps]
+      .filter(([, s]) => s.Running !== undefined)
+      .map(([name, s]) => ((s.Running as number) - (sentAt.get(name) as number)) / 1000);
+    // Leave nothing: the agent removes the domains and the network once the VMs are gone.
+    for (const name of sentAt.keys()) await context.client.delete(Resources.virtualMachines, name, namespace);
+    for (;;) {
+      const left = (await context.client.list(Resources.virtualMachines, { namespace })).items.length;
+      if (left === 0) break;
+      await sleep(500);
+    }
+    await agent.stop();
+    await run(
+      process.execPath,
+      [join("host-agent", "main.ts"), "--teardown", "--libvirt-uri=qemu:///system"],
+      {
+        env: { ...process.env, STRATUS_LOG_LEVEL: "warn" },
+      },
+    );
+    return {
+      vms: options.vms,
+      createToRunning: summarize(toRunning),
+      createToGuestIp: summarize(toIp),
+      samples: toIp,
+    };
+  } finally {
+    if (startedDaemons) await stopLibvirtDaemons();
+  }
+}
