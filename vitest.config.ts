@@ -16,6 +16,8 @@ const ORCHESTRATION = [
   "test/integration/qemu-e2e.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.
   "test/integration/cli.test.ts",
+  // the benchmark's smoke mode: an operator, host agents and the API component of its own.
+  "test/integration/bench.test.ts",
 ];
 
 // Unit tests sit next to the code they test and need nothing running; integration tests

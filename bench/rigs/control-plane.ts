@@ -27,7 +27,7 @@ export interface ControlPlaneResult {
   options: ControlPlaneOptions;
   /** create->Running, seconds, of the fixed-rate VMs. */
   createToRunning: Summary;
-  /** Seconds from the previous step (create for the first) to each step, fixed-rate VMs. */
+  /** Seconds from the create to each step, fixed-rate VMs. */
   phases: Record<Step, Summary>;
   /** VMs Running per second over the fixed-rate phase, when it was sustained (steady part). */
   sustainedPerSecond: number;
@@ -37,6 +37,8 @@ export interface ControlPlaneResult {
   /** Requests per fixed-rate VM, by "VERB resource[/subresource]"; leases (heartbeats) apart. */
   requestsPerVm: Record<string, number>;
   writesPerVm: number;
+  /** Writes that reached etcd (create/update/delete) per VM, leases apart: no-op applies are not among them. */
+  etcdWritesPerVm: number;
   heartbeatWritesPerSecond: number;
   memory: {
     operatorRssPerVm: number;
@@ -48,6 +50,8 @@ export interface ControlPlaneResult {
   };
   /** p99 seconds a key waited in each work queue, fixed-rate phase. */
   queueWaitP99: Record<string, number>;
+  /** Per operator controller, fixed-rate phase: reconciles per VM, p99 seconds of one, retries per VM. */
+  controllers: Record<string, { reconcilesPerVm: number; reconcileP99: number; retriesPerVm: number }>;
   series: { created: number[]; running: number[] };
   samples: { createToRunning: number[] };
 }
@@ -107,18 +111,24 @@ export async function measureControlPlane(
     await Promise.all(agents.map((a) => a.ready));
     // Room for every VM of the run: a test-driver host is small; overcommit is the admin's lever.
     const hostNames = agents.map((a) => a.name.replace(/^agent-/, ""));
-    for (const host of hostNames)
-      await context.client.mergePatch(Resources.hosts, host, undefined, {
-        spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
-      });
+    // An agent serves /healthz before it has registered its Host: wait for each, then patch it.
+    const patched = new Set<string>();
     await waitUntil(async () => {
       const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
         hostNames.includes(h.metadata.name as string),
       );
-      return (
-        hosts.filter((h) => h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"))
-          .length === options.hosts
+      for (const host of hosts) {
+        const name = host.metadata.name as string;
+        if (patched.has(name)) continue;
+        await context.client.mergePatch(Resources.hosts, name, undefined, {
+          spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
+        });
+        patched.add(name);
+      }
+      const ready = hosts.filter((h) =>
+        h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
       );
+      return patched.size === options.hosts && ready.length === options.hosts;
     }, 180_000);
     await sleep(3_000); // let start-up writes settle before the baseline
 
@@ -174,18 +184,15 @@ export async function measureControlPlane(
     const createToRunning = fixed.map(([name, s]) =>
       seconds((s.Running as number) - (sentAt.get(name) as number)),
     );
+    // Each step as seen from the create: which of them comes late shows whose work dominates.
     const phases = Object.fromEntries(
-      STEPS.map((step, i) => [
+      STEPS.map((step) => [
         step,
         summarize(
           fixed
-            .map(([name, s]) => {
-              const previous = i === 0 ? sentAt.get(name) : s[STEPS[i - 1] as Step];
-              const at = s[step];
-              return at !== undefined && previous !== undefined
-                ? seconds(Math.max(0, at - previous))
-                : undefined;
-            })
+            .map(([name, s]) =>
+              s[step] === undefined ? undefined : seconds((s[step] as number) - (sentAt.get(name) as number)),
+            )
             .filter((v): v is number => v !== undefined),
         ),
       ]),
@@ -229,8 +236,23 @@ export async function measureControlPlane(
       0.99,
       bucketDifference(after.agentQueue, before.agentQueue),
     );
+    const controllers: ControlPlaneResult["controllers"] = {};
+    for (const controller of after.operatorReconciles.keys()) {
+      const reconciles = bucketDifference(
+        after.operatorReconciles.get(controller) ?? new Map(),
+        before.operatorReconciles.get(controller) ?? new Map(),
+      );
+      controllers[controller] = {
+        reconcilesPerVm: (reconciles.get(Number.POSITIVE_INFINITY) ?? 0) / options.vms,
+        reconcileP99: histogramQuantile(0.99, reconciles),
+        retriesPerVm:
+          ((after.operatorRetries.get(controller) ?? 0) - (before.operatorRetries.get(controller) ?? 0)) /
+          options.vms,
+      };
+    }
     for (const agent of agents) await agent.stop();
     return {
+      controllers,
       options,
       createToRunning: summarize(createToRunning),
       phases,
@@ -241,6 +263,10 @@ export async function measureControlPlane(
       ),
       requestsPerVm,
       writesPerVm: writes / options.vms,
+      etcdWritesPerVm:
+        [...difference(after.etcdWrites, before.etcdWrites)]
+          .filter(([resource]) => resource !== "leases")
+          .reduce((total, [, count]) => total + count, 0) / options.vms,
       heartbeatWritesPerSecond: heartbeatWrites / phaseSeconds,
       memory: {
         operatorRssPerVm: (loaded.operatorRss - before.operatorRss) / vmsNow,
@@ -262,10 +288,13 @@ export async function measureControlPlane(
 interface Readings {
   at: number;
   requests: Map<string, number>;
+  etcdWrites: Map<string, number>;
   operatorRss: number;
   operatorHeap: number;
   agentsRss: number;
   operatorQueues: Map<string, Map<number, number>>;
+  operatorReconciles: Map<string, Map<number, number>>;
+  operatorRetries: Map<string, number>;
   agentQueue: Map<number, number>;
 }
 
@@ -282,12 +311,22 @@ async function readings(
   return {
     at: Date.now(),
     requests: apiServer.sum("apiserver_request_total", requestKey),
+    etcdWrites: apiServer.sum("etcd_requests_total", (l) =>
+      ["create", "update", "delete"].includes(l.operation as string) ? (l.resource as string) : undefined,
+    ),
     operatorRss: BenchContext.rss(operator.pid),
     operatorHeap: operatorMetrics.sum("nodejs_heap_size_used_bytes").get("") ?? Number.NaN,
     agentsRss: agents.reduce((total, agent) => total + BenchContext.rss(agent.pid), 0),
     operatorQueues: new Map(
       controllers.map((c) => [c, operatorMetrics.histogram(queue, (l) => l.controller === c)]),
     ),
+    operatorReconciles: new Map(
+      controllers.map((c) => [
+        c,
+        operatorMetrics.histogram("stratus_reconcile_duration_seconds", (l) => l.controller === c),
+      ]),
+    ),
+    operatorRetries: operatorMetrics.sum("stratus_workqueue_retries_total", (l) => l.controller),
     agentQueue: addBuckets(
       agentMetrics.map((m) => m.histogram(queue, (l) => l.controller === "host-agent-vm")),
     ),
