@@ -111,9 +111,10 @@ export class BenchContext {
   }
 
   async close(): Promise<void> {
-    for (const process of [...this.processes]) await process.stop().catch(() => undefined);
-    await this.client.close();
+    await Promise.all([...this.processes].map((p) => p.stop().catch(() => undefined)));
     await this.controlPlane.stop();
+    // Interrupted, a watch may still hold a connection: the client gets a moment, not forever.
+    await Promise.race([this.client.close(), sleep(2_000)]);
   }
 }
 
