@@ -103,7 +103,8 @@ async function up(): Promise<void> {
       `  ${kubectl} apply -f ${access.firstVmManifest}\n` +
       `  ${kubectl} wait vm/first-vm --for=jsonpath='{.status.state}'=Running --timeout=300s && ${kubectl} get vm first-vm -o wide\n` +
       `  ${cs ?? "cs"} listVirtualMachines\n` +
-      "\n`stratus status` shows the hosts and VMs; `stratus down` stops everything.\n",
+      `\n${simulated ? "" : "`stratus console first-vm` attaches to its serial console (Ctrl-] leaves); "}` +
+      "`stratus status` shows the hosts and VMs; `stratus down` stops everything.\n",
   );
 }
 

@@ -17,6 +17,7 @@ import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
 import { isNotFound, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { sleep } from "../runtime/time.ts";
+import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
@@ -138,12 +139,21 @@ export class LocalCloud {
       const apiPort = await freePortPreferring(8080);
       cloud.state.apiEndpoint = `http://127.0.0.1:${apiPort}/client/api`;
       const kubeconfig = `--kubeconfig=${options.kubeconfigPath}`;
+      // The consoles: the agent relays them to the API component, which serves them (and
+      // start/stop/restart) to kubectl and `stratus console` through the aggregated API.
+      const consoleToken = join(dir, "console-token");
+      await writeFile(consoleToken, randomBytes(24).toString("hex"), { mode: 0o600 });
+      const subresources = await prepareSubresources({ namespace: "stratus-system", dir });
       await cloud.start("operator", [kubeconfig, `--identity=${hostName}-operator`]);
       await cloud.start("apiserver", [
         kubeconfig,
         `--listen=127.0.0.1:${apiPort}`,
         `--keys-namespace=${SEED.keysNamespace}`,
+        ...subresources.args,
+        `--console-token-file=${consoleToken}`,
       ]);
+      progress("registering the aggregated API subresources.stratus.io (consoles, start/stop/restart)");
+      await registerSubresources(client, subresources, SEED.fieldManager);
       const [pool, cache, consoleDir] = hostDirs as [string, string, string];
       await cloud.start("host-agent", [
         kubeconfig,
@@ -153,6 +163,8 @@ export class LocalCloud {
         `--pool-path=${pool}`,
         `--cache-dir=${cache}`,
         `--console-dir=${consoleDir}`,
+        "--console-address=127.0.0.1:0",
+        `--console-token-file=${consoleToken}`,
       ]);
       progress(
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,

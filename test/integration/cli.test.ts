@@ -11,7 +11,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openConsole } from "../../cli/console.ts";
 import { isAlive } from "../../devcluster/controlplane.ts";
+import { kubeConfigFrom } from "../../runtime/config.ts";
 import { kubectl, run, waitFor } from "./support.ts";
 
 const execFileAsync = promisify(execFile);
@@ -145,6 +147,23 @@ describe("stratus up, the printed commands, stratus down", () => {
         },
         { timeoutMs: 120_000 },
       );
+    }
+    if (libvirtUri === "qemu:///system") {
+      // `stratus console first-vm`, as printed: the kube-apiserver → API component → agent relay.
+      const serial = await openConsole(kubeConfigFrom(kubeconfig), "default", "first-vm");
+      const seen = await new Promise<string>((resolve, reject) => {
+        let output = "";
+        const timer = setTimeout(() => reject(new Error(`no guest output: ${output}`)), 60_000);
+        serial.on("message", (data: Buffer) => {
+          output += data.toString("latin1");
+          if (output.includes(`stratus-guest: ip: ${address}/24`)) {
+            clearTimeout(timer);
+            resolve(output);
+          }
+        });
+      });
+      serial.close();
+      expect(seen).toContain(`stratus-guest: ip: ${address}/24`);
     }
     const status = await stratus("status");
     expect(status.stdout).toMatch(/host-agent: running \(pid \d+\)/);

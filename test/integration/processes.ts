@@ -1,13 +1,16 @@
 // Runs Stratus processes (operator, host agent, API component) for tests, each with its own health port and log capture.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll } from "vitest";
-import { SUBRESOURCE_GROUP, SUBRESOURCE_VERSION } from "../../apiserver/subresources.ts";
+import {
+  APISERVICE,
+  prepareSubresources,
+  registerSubresources,
+  SUBRESOURCE_APISERVICE,
+} from "../../devcluster/aggregation.ts";
 import { freePort, isAlive } from "../../devcluster/controlplane.ts";
-import { createCertificateAuthority, issueCertificate } from "../../devcluster/pki.ts";
-import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
+import type { KubeClient } from "../../runtime/client.ts";
 import { waitFor } from "./support.ts";
 
 export interface StratusProcess {
@@ -113,21 +116,6 @@ export function startHostAgent(options: {
   });
 }
 
-const APISERVICE: ResourceType = {
-  group: "apiregistration.k8s.io",
-  version: "v1",
-  plural: "apiservices",
-  kind: "APIService",
-  namespaced: false,
-};
-const SERVICE: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "services",
-  kind: "Service",
-  namespaced: true,
-};
-
 export interface ApiServerProcess {
   process: StratusProcess;
   /** http://127.0.0.1:PORT/client/api */
@@ -150,27 +138,11 @@ export async function startApiServer(options: {
   const port = await freePort();
   const args = [`--listen=127.0.0.1:${port}`, `--keys-namespace=${options.keysNamespace}`];
   const aggregated = options.subresources;
-  let caPem = "";
-  let subresourcesPort = 0;
-  if (aggregated) {
-    const ca = await createCertificateAuthority("stratus-subresources-ca");
-    const serviceHost = `stratus-subresources.${aggregated.namespace}.svc`;
-    const serving = await issueCertificate(ca, {
-      commonName: serviceHost,
-      usage: "server",
-      dnsNames: [serviceHost, "localhost"],
-    });
-    await writeFile(join(aggregated.workDir, "subresources.crt"), serving.certPem);
-    await writeFile(join(aggregated.workDir, "subresources.key"), serving.keyPem, { mode: 0o600 });
-    caPem = ca.certPem;
-    subresourcesPort = await freePort();
-    args.push(
-      `--subresources-listen=127.0.0.1:${subresourcesPort}`,
-      `--tls-cert-file=${join(aggregated.workDir, "subresources.crt")}`,
-      `--tls-key-file=${join(aggregated.workDir, "subresources.key")}`,
-      ...(aggregated.consoleTokenFile ? [`--console-token-file=${aggregated.consoleTokenFile}`] : []),
-    );
-  }
+  const served = aggregated
+    ? await prepareSubresources({ namespace: aggregated.namespace, dir: aggregated.workDir })
+    : undefined;
+  if (served) args.push(...served.args);
+  if (aggregated?.consoleTokenFile) args.push(`--console-token-file=${aggregated.consoleTokenFile}`);
   const apiProcess = await startStratusProcess({
     script: "apiserver/main.ts",
     kubeconfigPath: options.kubeconfigPath,
@@ -181,45 +153,11 @@ export async function startApiServer(options: {
     "the API component to be ready",
     async () => (await apiProcess.get("/readyz")).status === 200,
   );
-  if (aggregated) {
-    const { client } = options;
-    await client.apply(
-      SERVICE,
-      {
-        metadata: { name: "stratus-subresources", namespace: aggregated.namespace },
-        spec: { type: "ExternalName", externalName: "localhost" },
-      },
-      { fieldManager: "stratus-test" },
-    );
-    const name = `${SUBRESOURCE_VERSION}.${SUBRESOURCE_GROUP}`;
-    await client.apply(
-      APISERVICE,
-      {
-        metadata: { name },
-        spec: {
-          group: SUBRESOURCE_GROUP,
-          version: SUBRESOURCE_VERSION,
-          service: { namespace: aggregated.namespace, name: "stratus-subresources", port: subresourcesPort },
-          caBundle: Buffer.from(caPem).toString("base64"),
-          groupPriorityMinimum: 1000,
-          versionPriority: 15,
-        },
-      },
-      { fieldManager: "stratus-test" },
-    );
+  if (served) {
+    await registerSubresources(options.client, served, "stratus-test");
     afterAll(async () => {
-      await client.delete(APISERVICE, name).catch(() => undefined);
+      await options.client.delete(APISERVICE, SUBRESOURCE_APISERVICE).catch(() => undefined);
     });
-    await waitFor(
-      "the aggregated API to be Available",
-      async () => {
-        const service = await client.get<
-          KubeObject & { status?: { conditions?: { type: string; status: string }[] } }
-        >(APISERVICE, name);
-        return service.status?.conditions?.some((c) => c.type === "Available" && c.status === "True");
-      },
-      { timeoutMs: 60_000 },
-    );
   }
   return { process: apiProcess, endpoint: `http://127.0.0.1:${port}/client/api` };
 }
