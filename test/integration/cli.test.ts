@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { isAlive } from "../../devcluster/controlplane.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
-import { kubectl, run, waitFor } from "./support.ts";
+import { kubectl, readWebConsoleUntil, run, waitFor } from "./support.ts";
 
 const execFileAsync = promisify(execFile);
 const virsh = (...args: string[]) =>
@@ -151,19 +151,7 @@ describe("stratus up, the printed commands, stratus down", () => {
     if (libvirtUri === "qemu:///system") {
       // `stratus console first-vm`, as printed: the kube-apiserver → API component → agent relay.
       const serial = await openConsole(kubeConfigFrom(kubeconfig), "default", "first-vm");
-      const seen = await new Promise<string>((resolve, reject) => {
-        let output = "";
-        const timer = setTimeout(() => reject(new Error(`no guest output: ${output}`)), 60_000);
-        serial.on("message", (data: Buffer) => {
-          output += data.toString("latin1");
-          if (output.includes(`stratus-guest: ip: ${address}/24`)) {
-            clearTimeout(timer);
-            resolve(output);
-          }
-        });
-      });
-      serial.close();
-      expect(seen).toContain(`stratus-guest: ip: ${address}/24`);
+      expect(await readWebConsoleUntil(serial, `stratus-guest: ip: ${address}/24`)).toContain(address);
     }
     const status = await stratus("status");
     expect(status.stdout).toMatch(/host-agent: running \(pid \d+\)/);

@@ -27,7 +27,7 @@ import {
   startOperator,
   startStratusProcess,
 } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
+import { readWebConsoleUntil, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
@@ -239,22 +239,7 @@ describe.skipIf(!canRunQemu())(
       // `stratus console` opens it; a user without virtualmachines/console is refused.
       const controlPlane = await sharedControlPlane();
       const viaApi = await openConsole(controlPlane.kubeConfig, namespace, "guest");
-      const relayed = await new Promise<string>((resolve, reject) => {
-        let output = "";
-        const timer = setTimeout(
-          () => reject(new Error(`no guest output through the API: ${output}`)),
-          30_000,
-        );
-        viaApi.on("message", (data: Buffer) => {
-          output += data.toString("latin1");
-          // The whole line: a chunk may end in the middle of the address.
-          if (output.includes(`stratus-guest: ip: ${address}/24`)) {
-            clearTimeout(timer);
-            resolve(output);
-          }
-        });
-      });
-      viaApi.close();
+      const relayed = await readWebConsoleUntil(viaApi, `stratus-guest: ip: ${address}/24`, 30_000);
       expect(relayed).toContain(`stratus-guest: ip: ${address}/24`);
       // `stratus console` from a terminal: the guest's output, then Ctrl-] leaves cleanly.
       const terminal = spawn(

@@ -6,6 +6,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, inject } from "vitest";
+import type WebSocket from "ws";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
@@ -136,4 +137,26 @@ export async function serveTinyImage(): Promise<{
     checksum: `sha256:${createHash("sha256").update(image).digest("hex")}`,
     image,
   };
+}
+
+/**
+ * Reads a console WebSocket (as `openConsole` returns it) until `text` has appeared, then closes
+ * it; the whole output so far, since a chunk may end in the middle of a line.
+ */
+export function readWebConsoleUntil(console: WebSocket, text: string, timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => {
+      console.close();
+      reject(new Error(`the console never showed "${text}"; it showed:\n${output.slice(-2000)}`));
+    }, timeoutMs);
+    console.on("message", (data: Buffer) => {
+      output += data.toString("latin1");
+      if (output.includes(text)) {
+        clearTimeout(timer);
+        console.close();
+        resolve(output);
+      }
+    });
+  });
 }
