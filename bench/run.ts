@@ -117,10 +117,13 @@ async function main(): Promise<void> {
     await writeFile(join(outDir, "summary.txt"), summary);
     process.stdout.write(summary);
     progress(`results in ${outDir}`);
+  } catch (error) {
+    progress(`failed; the processes' logs stay in ${join(workDir, "logs")}`);
+    throw error;
   } finally {
     await context.close();
-    await rm(workDir, { recursive: true, force: true });
   }
+  await rm(workDir, { recursive: true, force: true });
 }
 
 await main();

@@ -113,23 +113,29 @@ export async function measureControlPlane(
     const hostNames = agents.map((a) => a.name.replace(/^agent-/, ""));
     // An agent serves /healthz before it has registered its Host: wait for each, then patch it.
     const patched = new Set<string>();
-    await waitUntil(async () => {
-      const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
-        hostNames.includes(h.metadata.name as string),
-      );
-      for (const host of hosts) {
-        const name = host.metadata.name as string;
-        if (patched.has(name)) continue;
-        await context.client.mergePatch(Resources.hosts, name, undefined, {
-          spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
-        });
-        patched.add(name);
-      }
-      const ready = hosts.filter((h) =>
-        h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
-      );
-      return patched.size === options.hosts && ready.length === options.hosts;
-    }, 180_000);
+    let waitingFor = "";
+    await waitUntil(
+      async () => {
+        const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
+          hostNames.includes(h.metadata.name as string),
+        );
+        for (const host of hosts) {
+          const name = host.metadata.name as string;
+          if (patched.has(name)) continue;
+          await context.client.mergePatch(Resources.hosts, name, undefined, {
+            spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
+          });
+          patched.add(name);
+        }
+        const ready = hosts.filter((h) =>
+          h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+        );
+        waitingFor = `hosts: ${hosts.length} registered, ${patched.size} patched, ${ready.length} Ready of ${options.hosts}`;
+        return patched.size === options.hosts && ready.length === options.hosts;
+      },
+      300_000,
+      () => waitingFor,
+    );
     await sleep(3_000); // let start-up writes settle before the baseline
 
     const watch = new VmWatch(context.client, namespace);
@@ -333,10 +339,14 @@ async function readings(
   };
 }
 
-async function waitUntil(probe: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+async function waitUntil(
+  probe: () => Promise<boolean>,
+  timeoutMs: number,
+  what: () => string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs / 1000} s`);
+    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs / 1000} s waiting for ${what()}`);
     await sleep(500);
   }
 }
