@@ -13,6 +13,7 @@ import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
+import { ensureDebianPackages } from "../devcluster/packages.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
@@ -73,6 +74,7 @@ async function startCluster(): Promise<void> {
 /** `stratus up`: the whole local cloud; run again, it restarts the Stratus processes and changes nothing else. */
 async function up(): Promise<void> {
   const started = Date.now();
+  await ensureDebianPackages(progress);
   const existing = await LocalControlPlane.open(clusterDir()).catch(() => undefined);
   let controlPlane: LocalControlPlane;
   if (existing && existing.running().length === 3) {
