@@ -18,6 +18,7 @@ export function packageNames(text: string): string[] {
 }
 
 async function isInstalled(name: string): Promise<boolean> {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
   return run("dpkg-query", ["-W", "-f=${db:Status-Status}", name]).then(
     (r) => r.stdout.trim() === "installed",
     () => false,
