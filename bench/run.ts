@@ -4,7 +4,7 @@
 // published figures. Writes bench/results/<mode>/{results.json,latency.svg,throughput.svg,summary.txt}
 // (--out=DIR elsewhere); --skip-qemu leaves out the real-QEMU rig.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
     const results = {
       mode,
       date: new Date().toISOString(),
-      machine: { cpus: (await import("node:os")).cpus().length, node: process.version },
+      machine: { cpus: cpus().length, node: process.version },
       ceiling: { ...ceiling, samples: undefined },
       controlPlane: { ...controlPlane, samples: undefined },
       cloudStackApi: {

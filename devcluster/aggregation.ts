@@ -6,7 +6,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SUBRESOURCE_GROUP, SUBRESOURCE_VERSION } from "../apiserver/subresources.ts";
 import type { KubeClient, KubeObject, ResourceType } from "../runtime/client.ts";
-import { sleep } from "../runtime/time.ts";
+import { pollUntil } from "../runtime/time.ts";
 import { freePort } from "./controlplane.ts";
 import { createCertificateAuthority, issueCertificate } from "./pki.ts";
 
@@ -93,14 +93,14 @@ export async function registerSubresources(
     },
     { fieldManager },
   );
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const service = await client.get<
-      KubeObject & { status?: { conditions?: { type: string; status: string }[] } }
-    >(APISERVICE, SUBRESOURCE_APISERVICE);
-    if (service.status?.conditions?.some((c) => c.type === "Available" && c.status === "True")) return;
-    if (Date.now() > deadline)
-      throw new Error(`the aggregated API ${SUBRESOURCE_APISERVICE} was not Available after 60 s`);
-    await sleep(250);
-  }
+  await pollUntil(
+    `the aggregated API ${SUBRESOURCE_APISERVICE} to be Available`,
+    async () => {
+      const service = await client.get<
+        KubeObject & { status?: { conditions?: { type: string; status: string }[] } }
+      >(APISERVICE, SUBRESOURCE_APISERVICE);
+      return service.status?.conditions?.some((c) => c.type === "Available" && c.status === "True") ?? false;
+    },
+    { timeoutMs: 60_000 },
+  );
 }

@@ -16,7 +16,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
 import { isNotFound, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
-import { sleep } from "../runtime/time.ts";
+import { pollUntil } from "../runtime/time.ts";
 import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
@@ -238,17 +238,7 @@ export class LocalCloud {
       this.progress("libvirtd is not running: nothing to remove from it");
     } else if (!this.state.libvirtUri.startsWith("test:")) {
       // The test driver's state lives in the agent's process: it went with it.
-      const { stdout } = await run(
-        process.execPath,
-        [
-          join(PROJECT_ROOT, SCRIPTS["host-agent"]),
-          "--teardown",
-          `--libvirt-uri=${this.state.libvirtUri}`,
-          "--shutdown-grace=10",
-        ],
-        { env: { ...process.env, STRATUS_LOG_LEVEL: "warn" } },
-      );
-      this.progress(stdout.trim());
+      this.progress(await tearDownHost(this.state.libvirtUri, 10));
     }
     if (this.state.startedLibvirtDaemons) {
       this.progress("stopping libvirtd and virtlogd (stratus up started them)");
@@ -323,6 +313,24 @@ export async function launchComponent(options: {
     return (await fetch(`http://127.0.0.1:${healthPort}/healthz`).catch(() => undefined))?.ok ?? false;
   });
   return { child, pid, healthPort, ready };
+}
+
+/**
+ * `stratus-host-agent --teardown` on this machine: the Stratus domains (shut down within
+ * `shutdownGraceSeconds`), networks and pool leave libvirt. Returns what the agent says it removed.
+ */
+export async function tearDownHost(libvirtUri: string, shutdownGraceSeconds: number): Promise<string> {
+  const { stdout } = await run(
+    process.execPath,
+    [
+      join(PROJECT_ROOT, SCRIPTS["host-agent"]),
+      "--teardown",
+      `--libvirt-uri=${libvirtUri}`,
+      `--shutdown-grace=${shutdownGraceSeconds}`,
+    ],
+    { env: { ...process.env, STRATUS_LOG_LEVEL: "warn" } },
+  );
+  return stdout.trim();
 }
 
 /** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
@@ -450,13 +458,13 @@ function isStratusProcess(pid: number, name: CloudProcess): boolean {
   }
 }
 
-async function waitUntil(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline)
-      throw new ControlPlaneSetupError(`gave up waiting for ${what} after ${timeoutMs / 1000} s`);
-    await sleep(500);
-  }
+/** Polls until `probe` holds; a timeout is a set-up error the CLI reports in one line. */
+function waitUntil(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+  return pollUntil(what, probe, {
+    timeoutMs,
+    intervalMs: 500,
+    timeoutError: (message) => new ControlPlaneSetupError(message),
+  });
 }
 
 const FIRST_VM = `# Written by \`stratus up\`: a VM from the tiny template on the default network.

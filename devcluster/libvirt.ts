@@ -4,7 +4,7 @@ import { execFile } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { chmod, chown, readFile } from "node:fs/promises";
 import { promisify } from "node:util";
-import { sleep } from "../runtime/time.ts";
+import { pollUntil } from "../runtime/time.ts";
 import type { Progress } from "./binaries.ts";
 import { ControlPlaneSetupError } from "./binaries.ts";
 import { terminate } from "./controlplane.ts";
@@ -30,11 +30,10 @@ export async function ensureLibvirtDaemons(progress: Progress = () => {}): Promi
   progress("starting virtlogd and libvirtd");
   await run("virtlogd", ["-d"]).catch(() => undefined);
   await run("libvirtd", ["-d"]);
-  const deadline = Date.now() + 30_000;
-  while (!(await libvirtAnswers())) {
-    if (Date.now() > deadline) throw new ControlPlaneSetupError("libvirtd did not answer within 30 s");
-    await sleep(250);
-  }
+  await pollUntil("libvirtd to answer", libvirtAnswers, {
+    timeoutMs: 30_000,
+    timeoutError: (message) => new ControlPlaneSetupError(message),
+  });
   return true;
 }
 

@@ -20,3 +20,22 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Asks `probe` every `intervalMs` until it answers true; throws `timeoutError()` (by default an
+ * Error naming `what`) once `timeoutMs` has passed. A probe that throws ends the wait with it.
+ */
+export async function pollUntil(
+  what: string | (() => string),
+  probe: () => Promise<boolean> | boolean,
+  options: { timeoutMs: number; intervalMs?: number; timeoutError?: (message: string) => Error },
+): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) {
+      const message = `gave up after ${options.timeoutMs / 1000} s waiting for ${typeof what === "string" ? what : what()}`;
+      throw options.timeoutError ? options.timeoutError(message) : new Error(message);
+    }
+    await sleep(options.intervalMs ?? 250);
+  }
+}

@@ -2,7 +2,9 @@
 // them, with the same client, object and concurrency the VM rigs use. VM throughput is reported
 // as a fraction of it, which survives a noisy machine better than absolute figures.
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
-import { type BenchContext, NAMESPACE, sleep, withConcurrency } from "../lib/context.ts";
+import { isNotFound } from "../../runtime/client.ts";
+import { pollUntil } from "../../runtime/time.ts";
+import { type BenchContext, NAMESPACE, withConcurrency } from "../lib/context.ts";
 import { type Summary, summarize } from "../lib/stats.ts";
 
 export interface CeilingResult {
@@ -44,14 +46,11 @@ export async function measureCeiling(
   const seconds = (performance.now() - started) / 1000;
   // Nothing reconciles these: the namespace goes, and the run waits so the next rig starts clean.
   await context.client.delete(NAMESPACE, namespace);
-  for (;;) {
-    try {
-      await context.client.get(NAMESPACE, namespace);
-      await sleep(500);
-    } catch {
-      break;
-    }
-  }
+  await pollUntil(
+    `namespace ${namespace} to be gone`,
+    () => context.client.get(NAMESPACE, namespace).then(() => false, isNotFound),
+    { timeoutMs: 300_000, intervalMs: 500 },
+  );
   return {
     objects: options.objects,
     concurrency: options.concurrency,

@@ -5,6 +5,7 @@ import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
 import { issueApiKey } from "../../devcluster/cloud.ts";
 import { freePort } from "../../devcluster/controlplane.ts";
+import { pollUntil } from "../../runtime/time.ts";
 import { BenchContext, withConcurrency } from "../lib/context.ts";
 import { type Summary, summarize } from "../lib/stats.ts";
 import { benchVm } from "./ceiling.ts";
@@ -60,11 +61,11 @@ export async function measureCloudStackApi(
     });
     created = size;
     // The API component answers from its cache: wait until it holds them all.
-    for (;;) {
-      const { answer } = await timed({ command: "listVirtualMachines", pagesize: "1" });
-      if (answer.count === size) break;
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
+    await pollUntil(
+      `the API component's cache to hold ${size} VMs`,
+      async () => (await timed({ command: "listVirtualMachines", pagesize: "1" })).answer.count === size,
+      { timeoutMs: 300_000, intervalMs: 500 },
+    );
     for (let i = 0; i < 5; i++) await timed({ command: "listVirtualMachines" }); // warm-up
     const samples: number[] = [];
     for (let i = 0; i < options.requests; i++) {

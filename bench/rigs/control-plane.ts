@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { type Host, Resources } from "../../crds/index.ts";
+import { pollUntil } from "../../runtime/time.ts";
 import { qcow2Header } from "../../test/fixtures/qcow2.ts";
 import { BenchContext, type StratusProcess, sleep, withConcurrency } from "../lib/context.ts";
 import { addBuckets, bucketDifference, difference, type MetricsSnapshot } from "../lib/metrics.ts";
@@ -113,8 +114,9 @@ export async function measureControlPlane(
     const hostNames = agents.map((a) => a.name.replace(/^agent-/, ""));
     // An agent serves /healthz before it has registered its Host: wait for each, then patch it.
     const patched = new Set<string>();
-    let waitingFor = "";
-    await waitUntil(
+    let waitingFor = "the hosts";
+    await pollUntil(
+      () => waitingFor,
       async () => {
         const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
           hostNames.includes(h.metadata.name as string),
@@ -133,8 +135,7 @@ export async function measureControlPlane(
         waitingFor = `hosts: ${hosts.length} registered, ${patched.size} patched, ${ready.length} Ready of ${options.hosts}`;
         return patched.size === options.hosts && ready.length === options.hosts;
       },
-      300_000,
-      () => waitingFor,
+      { timeoutMs: 300_000, intervalMs: 500 },
     );
     await sleep(3_000); // let start-up writes settle before the baseline
 
@@ -337,16 +338,4 @@ async function readings(
       agentMetrics.map((m) => m.histogram(queue, (l) => l.controller === "host-agent-vm")),
     ),
   };
-}
-
-async function waitUntil(
-  probe: () => Promise<boolean>,
-  timeoutMs: number,
-  what: () => string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs / 1000} s waiting for ${what()}`);
-    await sleep(500);
-  }
 }

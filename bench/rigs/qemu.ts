@@ -2,15 +2,14 @@
 // (software emulation here), create -> Running and create -> guest IP, where "guest IP" is the
 // moment dnsmasq leased the VM its address (the guest's own DHCP request). Needs root and QEMU.
 import { execFile } from "node:child_process";
-import { join } from "node:path";
 import { promisify } from "node:util";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
-import { buildTinyGuest, freeSubnet } from "../../devcluster/cloud.ts";
+import { buildTinyGuest, freeSubnet, tearDownHost } from "../../devcluster/cloud.ts";
 import { canRunQemu, ensureLibvirtDaemons, stopLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { isNotFound } from "../../runtime/client.ts";
+import { pollUntil } from "../../runtime/time.ts";
 import type { BenchContext } from "../lib/context.ts";
-import { sleep } from "../lib/context.ts";
 import { type Summary, summarize } from "../lib/stats.ts";
 import { VmWatch } from "../lib/vm-watch.ts";
 
@@ -56,17 +55,17 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
     await agent.ready;
     // A burst bigger than this machine's cores: overcommit, as an admin of a small host would
     // (once the agent has registered the Host, which comes after its /healthz).
-    for (;;) {
-      try {
-        await context.client.mergePatch(Resources.hosts, host, undefined, {
-          spec: { cpuOvercommitRatio: 16 },
-        });
-        break;
-      } catch (error) {
-        if (!isNotFound(error)) throw error;
-        await sleep(250);
-      }
-    }
+    await pollUntil(
+      `Host ${host} to be registered`,
+      () =>
+        context.client
+          .mergePatch(Resources.hosts, host, undefined, { spec: { cpuOvercommitRatio: 16 } })
+          .then(
+            () => true,
+            (error: unknown) => (isNotFound(error) ? false : Promise.reject(error)),
+          ),
+      { timeoutMs: 60_000 },
+    );
     const watch = new VmWatch(context.client, namespace);
     await watch.start();
     context.progress(`rig 2: ${options.vms} real QEMU guests at once`);
@@ -89,22 +88,23 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
     // Leases by MAC as dnsmasq hands them out; the VM's MAC is in its status.
     const leasedAt = new Map<string, number>();
     const libvirtNetwork = libvirtNetworkName(network.metadata.uid as string);
-    const deadline = Date.now() + 600_000;
-    while (leasedAt.size < options.vms) {
-      if (Date.now() > deadline)
-        throw new Error(`only ${leasedAt.size}/${options.vms} guests took an address`);
-      const leases = await run("virsh", ["-c", "qemu:///system", "net-dhcp-leases", libvirtNetwork]).then(
-        (r) => r.stdout,
-        () => "",
-      );
-      for (const vm of (await context.client.list<VirtualMachine>(Resources.virtualMachines, { namespace }))
-        .items) {
-        const mac = vm.status?.nics?.[0]?.macAddress;
-        const name = vm.metadata.name as string;
-        if (mac && !leasedAt.has(name) && leases.includes(mac)) leasedAt.set(name, Date.now());
-      }
-      await sleep(250);
-    }
+    await pollUntil(
+      () => `${options.vms} guests to take an address (${leasedAt.size} did)`,
+      async () => {
+        const leases = await run("virsh", ["-c", "qemu:///system", "net-dhcp-leases", libvirtNetwork]).then(
+          (r) => r.stdout,
+          () => "",
+        );
+        for (const vm of (await context.client.list<VirtualMachine>(Resources.virtualMachines, { namespace }))
+          .items) {
+          const mac = vm.status?.nics?.[0]?.macAddress;
+          const name = vm.metadata.name as string;
+          if (mac && !leasedAt.has(name) && leases.includes(mac)) leasedAt.set(name, Date.now());
+        }
+        return leasedAt.size === options.vms;
+      },
+      { timeoutMs: 600_000 },
+    );
     await watch.stop();
     const toIp = [...leasedAt].map(([name, at]) => (at - (sentAt.get(name) as number)) / 1000);
     const toRunning = [...watch.stamps]
@@ -112,19 +112,13 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
       .map(([name, s]) => ((s.Running as number) - (sentAt.get(name) as number)) / 1000);
     // Leave nothing: the agent removes the domains and the network once the VMs are gone.
     for (const name of sentAt.keys()) await context.client.delete(Resources.virtualMachines, name, namespace);
-    for (;;) {
-      const left = (await context.client.list(Resources.virtualMachines, { namespace })).items.length;
-      if (left === 0) break;
-      await sleep(500);
-    }
-    await agent.stop();
-    await run(
-      process.execPath,
-      [join("host-agent", "main.ts"), "--teardown", "--libvirt-uri=qemu:///system"],
-      {
-        env: { ...process.env, STRATUS_LOG_LEVEL: "warn" },
-      },
+    await pollUntil(
+      "the guests to be gone",
+      async () => (await context.client.list(Resources.virtualMachines, { namespace })).items.length === 0,
+      { timeoutMs: 300_000, intervalMs: 500 },
     );
+    await agent.stop();
+    await tearDownHost("qemu:///system", 5);
     return {
       vms: options.vms,
       createToRunning: summarize(toRunning),

@@ -173,18 +173,10 @@ describe("stratus up, the printed commands, stratus down", () => {
     expect(processesMentioning(uid)).toEqual([]); // no QEMU left
     if (libvirtUri === "qemu:///system" && (await virsh("version")) !== undefined) {
       // libvirtd ran before `stratus up`, so it still runs: it must hold nothing of Stratus.
-      expect(
-        (await virsh("list", "--all", "--name"))
-          ?.trim()
-          .split("\n")
-          .filter((d) => d.startsWith("stratus-")),
-      ).toEqual([]);
-      expect(
-        (await virsh("net-list", "--all", "--name"))
-          ?.trim()
-          .split("\n")
-          .filter((n) => n.startsWith("stratus-")),
-      ).toEqual([]);
+      const stratusNames = async (list: string) =>
+        ((await virsh(list, "--all", "--name")) ?? "").split("\n").filter((n) => n.startsWith("stratus-"));
+      expect(await stratusNames("list")).toEqual([]);
+      expect(await stratusNames("net-list")).toEqual([]);
       expect((await virsh("pool-list", "--all", "--name"))?.trim().split("\n")).not.toContain("stratus");
     }
     expect(processesMentioning("stratus-net-")).toEqual([]); // no dnsmasq of a Stratus network
