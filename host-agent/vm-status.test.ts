@@ -76,3 +76,11 @@ describe("desiredVmStatus", () => {
     expect(status.conditions[0]).toMatchObject({ status: "False", reason: "Converging" });
   });
 });
+
+describe("a stopped VM with no domain", () => {
+  it("is Stopped and Ready, not Pending", () => {
+    const status = desiredVmStatus(vm("Halted"), "h1", undefined);
+    expect(status.state).toBe("Stopped");
+    expect(status.conditions[0]).toMatchObject({ status: "True", reason: "Stopped" });
+  });
+});

@@ -59,7 +59,9 @@ export function desiredVmStatus(
 ) {
   const intent = runIntent(vm, domain);
   // CloudStack's transitional states: a guest asked to stop that still runs is Stopping.
-  const state = intent === "stop" && vmState(domain) === "Running" ? "Stopping" : vmState(domain);
+  // A VM asked to stop that has no domain here yet is simply stopped (nothing is defined for it).
+  const observed = !domain && intent === "stop" ? "Stopped" : vmState(domain);
+  const state = intent === "stop" && observed === "Running" ? "Stopping" : observed;
   const settled =
     (intent === "run" && state === "Running") ||
     (intent === "stop" && state === "Stopped") ||
@@ -72,7 +74,9 @@ export function desiredVmStatus(
         reason: guestShutdown ? "GuestShutdown" : (state as string),
         message: guestShutdown
           ? `The guest powered itself off on ${host}; runStrategy ${vm.spec.runStrategy} does not restart it.`
-          : `The domain is ${domain?.state} on ${host}.`,
+          : domain
+            ? `The domain is ${domain.state} on ${host}.`
+            : `The VM is stopped; no domain is defined on ${host}.`,
       }
     : {
         type: "Ready",
