@@ -15,7 +15,7 @@ import { promisify } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
-import { isNotFound, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { isNotFound, KubeClient, type KubeObject, NAMESPACE, type ResourceType } from "../runtime/client.ts";
 import { pollUntil } from "../runtime/time.ts";
 import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
@@ -45,14 +45,6 @@ export const SEED = {
   apiKeySecret: "stratus-up-admin",
   fieldManager: "stratus-up",
 } as const;
-
-const NAMESPACE: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "namespaces",
-  kind: "Namespace",
-  namespaced: false,
-};
 
 interface CloudState {
   libvirtUri: string;

@@ -5,13 +5,7 @@ import type { Logger } from "pino";
 import { HOST_LEASE_LABEL, hostLeaseName } from "../crds/host-lease.ts";
 import { type Host, Resources } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
-import {
-  isAlreadyExists,
-  isConflict,
-  isNotFound,
-  type KubeClient,
-  type ResourceType,
-} from "../runtime/client.ts";
+import { isAlreadyExists, isConflict, isNotFound, type KubeClient, NAMESPACE } from "../runtime/client.ts";
 import { LEASE, type Lease } from "../runtime/leader-election.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
@@ -19,14 +13,6 @@ import { AGENT_FIELD_MANAGER } from "./agent-writes.ts";
 import type { HostFacts } from "./hypervisor.ts";
 
 export const AGENT_VERSION = "0.2.0";
-
-const NAMESPACE: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "namespaces",
-  kind: "Namespace",
-  namespaced: false,
-};
 
 /**
  * The cluster's identity: the UID of its kube-system namespace, as other cluster-aware tools use.

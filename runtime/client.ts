@@ -15,6 +15,15 @@ export interface ResourceType {
   namespaced: boolean;
 }
 
+/** Kubernetes' own Namespaces (a Stratus account is one). */
+export const NAMESPACE: ResourceType = {
+  group: "",
+  version: "v1",
+  plural: "namespaces",
+  kind: "Namespace",
+  namespaced: false,
+};
+
 export interface ObjectMeta {
   name?: string;
   generateName?: string;

@@ -7,9 +7,8 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -30,6 +29,7 @@ import {
 import {
   agentOwner,
   readWebConsoleUntil,
+  serveTinyGuest,
   sharedControlPlane,
   useNamespace,
   waitFor,
@@ -95,7 +95,6 @@ describe.skipIf(!canRunQemu())(
     let client: KubeClient;
     let namespace: string;
     let kubeconfigPath: string;
-    let server: Server;
     let agent: StratusProcess;
     let operator: StratusProcess;
     let api: ApiServerProcess;
@@ -135,15 +134,8 @@ describe.skipIf(!canRunQemu())(
       await ensureLibvirtDaemons();
       await run("ip", ["link", "add", uplink, "type", "veth", "peer", "name", `stuq${suffix}`]);
       await run("ip", ["link", "set", uplink, "up"]);
-      const guest = (await run("bash", ["test/images/build-tiny-guest.sh"])).stdout.trim();
       await mkdir(workDir, { recursive: true, mode: 0o755 });
-      server = createServer(async (request, response) => {
-        const file = { "/vmlinuz": "vmlinuz", "/initrd.gz": "initrd.gz" }[request.url ?? ""];
-        if (file) response.end(await readFile(join(guest, file)));
-        else response.writeHead(404).end();
-      });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const tinyGuest = await serveTinyGuest();
 
       const controlPlane = await sharedControlPlane();
       kubeconfigPath = controlPlane.kubeconfigPath;
@@ -156,13 +148,7 @@ describe.skipIf(!canRunQemu())(
       await client.create(Resources.templates, {
         metadata: { name: `tiny-${suffix}` },
         spec: {
-          source: {
-            directBoot: {
-              kernel: `${base}/vmlinuz`,
-              initrd: `${base}/initrd.gz`,
-              commandLine: "console=ttyS0",
-            },
-          },
+          source: tinyGuest,
         },
       });
       await client.create(Resources.networks, {
@@ -201,7 +187,6 @@ describe.skipIf(!canRunQemu())(
       await agent?.stop("SIGKILL");
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
-      server?.close();
       await client?.close();
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
       await virsh("pool-destroy", "stratus").catch(() => undefined);

@@ -6,9 +6,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,7 +18,7 @@ import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) =>
@@ -49,8 +47,7 @@ describe.skipIf(!canRunQemu())(
     );
     const clouds: Cloud[] = [];
     let ownControlPlane: LocalControlPlane | undefined;
-    let server: Server;
-    let base: string;
+    let tinyGuest: Awaited<ReturnType<typeof serveTinyGuest>>;
 
     const startAgent = async (cloud: Cloud) => {
       cloud.agent = await startStratusProcess({
@@ -86,15 +83,7 @@ describe.skipIf(!canRunQemu())(
         Resources.templates,
         {
           metadata: { name: `shared-tiny-${suffix}` },
-          spec: {
-            source: {
-              directBoot: {
-                kernel: `${base}/vmlinuz`,
-                initrd: `${base}/initrd.gz`,
-                commandLine: "console=ttyS0",
-              },
-            },
-          },
+          spec: { source: tinyGuest },
         },
         { fieldManager: "test" },
       );
@@ -138,14 +127,7 @@ describe.skipIf(!canRunQemu())(
 
     beforeAll(async () => {
       await ensureLibvirtDaemons();
-      const guest = (await run("bash", ["test/images/build-tiny-guest.sh"])).stdout.trim();
-      server = createServer(async (request, response) => {
-        const file = { "/vmlinuz": "vmlinuz", "/initrd.gz": "initrd.gz" }[request.url ?? ""];
-        if (file) response.end(await readFile(join(guest, file)));
-        else response.writeHead(404).end();
-      });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      tinyGuest = await serveTinyGuest();
 
       const shared = await sharedControlPlane();
       ownControlPlane = await LocalControlPlane.start();
@@ -173,7 +155,6 @@ describe.skipIf(!canRunQemu())(
         await rm(cloud.workDir, { recursive: true, force: true });
       }
       await ownControlPlane?.stop();
-      server?.close();
       // Whatever a failed run left behind on the shared daemon.
       for (const name of (await virsh("list", "--all", "--name")).split("\n")) {
         if (!name.startsWith("stratus-") || !(await virsh("dumpxml", name)).includes(host)) continue;

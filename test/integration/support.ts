@@ -2,8 +2,10 @@
 // the built kubectl, and waiting on conditions (never on fixed sleeps).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, inject } from "vitest";
 import type WebSocket from "ws";
@@ -137,6 +139,27 @@ export async function serveTinyImage(): Promise<{
     url: `${base}/tiny.qcow2`,
     checksum: `sha256:${createHash("sha256").update(image).digest("hex")}`,
     image,
+  };
+}
+
+/**
+ * Builds (or reuses) the tiny guest and serves its kernel and initrd over HTTP for a direct-boot
+ * Template, until the calling file ends. Returns the spec.source of such a Template.
+ */
+export async function serveTinyGuest(): Promise<{
+  directBoot: { kernel: string; initrd: string; commandLine: string };
+}> {
+  const guest = (await run("bash", ["test/images/build-tiny-guest.sh"])).stdout.trim();
+  const server = createServer(async (request, response) => {
+    const file = { "/vmlinuz": "vmlinuz", "/initrd.gz": "initrd.gz" }[request.url ?? ""];
+    if (file) response.end(await readFile(join(guest, file)));
+    else response.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    directBoot: { kernel: `${base}/vmlinuz`, initrd: `${base}/initrd.gz`, commandLine: "console=ttyS0" },
   };
 }
 
