@@ -21,7 +21,7 @@ import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtim
 import type { Component } from "../../runtime/component.ts";
 import type { Condition } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
-import { ownerReference, removeFinalizer, statusSays } from "../../runtime/objects.ts";
+import { notWrittenIfGone, ownerReference, removeFinalizer, statusSays } from "../../runtime/objects.ts";
 import { ADDRESS_INDEXERS, AddressAllocator } from "../network/ipam.ts";
 import { HostUsageCache, VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import type { Algorithm } from "../scheduler/placement.ts";
@@ -95,7 +95,11 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
       async function releaseDeleted(vm: VirtualMachine, log: Logger): Promise<void> {
         // Placed VMs are the agent's to release: only it knows the domain and disk are gone.
         if (vm.status?.host) return;
-        if (await removeFinalizer(client, Resources.virtualMachines, vm, DOMAIN_FINALIZER).catch(ignoreGone))
+        if (
+          await removeFinalizer(client, Resources.virtualMachines, vm, DOMAIN_FINALIZER).catch(
+            notWrittenIfGone,
+          )
+        )
           log.info("deleted before it had a host: released");
       }
 
@@ -224,9 +228,4 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
       return [controller];
     },
   };
-}
-
-function ignoreGone(error: unknown): false {
-  if (isNotFound(error) || isConflict(error)) return false;
-  throw error;
 }
