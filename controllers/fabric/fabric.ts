@@ -20,6 +20,7 @@ import {
 import { Controller } from "../../runtime/controller.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { applyStatus } from "../../runtime/objects.ts";
+import { VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredHostStatus, type PlacedUsage } from "./host-status.ts";
 import { desiredZoneStatus } from "./zone-status.ts";
@@ -41,7 +42,7 @@ export function fabricComponent(settings: ControllerSettings): Component {
         labelSelector: "stratus.io/host",
       });
       const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
-        indexers: { host: (vm) => (vm.status?.host ? [vm.status.host] : []) },
+        indexers: VMS_BY_HOST,
       });
       const offerings = informers.for<ServiceOffering>(Resources.serviceOfferings);
 
