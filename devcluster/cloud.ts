@@ -59,6 +59,8 @@ interface CloudState {
   /** libvirtd/virtlogd were started by `stratus up`, so `stratus down` stops them. */
   startedLibvirtDaemons: boolean;
   hostName: string;
+  /** The admin kubeconfig: the agent's teardown reads the cluster's identity with it. */
+  kubeconfigPath?: string;
   apiEndpoint: string;
   /** Directories of the host agent's pool, image cache and console sockets. */
   hostDirs: string[];
@@ -126,6 +128,7 @@ export class LocalCloud {
         libvirtUri: hypervisor.uri,
         startedLibvirtDaemons: hypervisor.startedDaemons || (previous?.state.startedLibvirtDaemons ?? false),
         hostName,
+        kubeconfigPath: options.kubeconfigPath,
         apiEndpoint: "",
         hostDirs,
         processes: {},
@@ -238,7 +241,15 @@ export class LocalCloud {
       this.progress("libvirtd is not running: nothing to remove from it");
     } else if (!this.state.libvirtUri.startsWith("test:")) {
       // The test driver's state lives in the agent's process: it went with it.
-      this.progress(await tearDownHost(this.state.libvirtUri, 10));
+      const { hostName, kubeconfigPath } = this.state;
+      if (!kubeconfigPath) this.progress("no kubeconfig recorded by `stratus up`: leaving libvirt as it is");
+      else
+        this.progress(
+          await tearDownHost(this.state.libvirtUri, 10, { hostName, kubeconfig: kubeconfigPath }).catch(
+            (error: Error) =>
+              `could not take the host out of service (libvirt left as it is): ${error.message}`,
+          ),
+        );
     }
     if (this.state.startedLibvirtDaemons) {
       this.progress("stopping libvirtd and virtlogd (stratus up started them)");
@@ -319,7 +330,11 @@ export async function launchComponent(options: {
  * `stratus-host-agent --teardown` on this machine: the Stratus domains (shut down within
  * `shutdownGraceSeconds`), networks and pool leave libvirt. Returns what the agent says it removed.
  */
-export async function tearDownHost(libvirtUri: string, shutdownGraceSeconds: number): Promise<string> {
+export async function tearDownHost(
+  libvirtUri: string,
+  shutdownGraceSeconds: number,
+  agent: { hostName: string; kubeconfig: string },
+): Promise<string> {
   const { stdout } = await run(
     process.execPath,
     [
@@ -327,6 +342,8 @@ export async function tearDownHost(libvirtUri: string, shutdownGraceSeconds: num
       "--teardown",
       `--libvirt-uri=${libvirtUri}`,
       `--shutdown-grace=${shutdownGraceSeconds}`,
+      `--host-name=${agent.hostName}`,
+      `--kubeconfig=${agent.kubeconfig}`,
     ],
     { env: { ...process.env, STRATUS_LOG_LEVEL: "warn" } },
   );

@@ -1,9 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { buildDomainXml, type DomainSpec, domainName, macFor, vmUidOf } from "./domain-xml.ts";
+import {
+  buildDomainXml,
+  type DomainSpec,
+  domainMetadataIn,
+  domainName,
+  macFor,
+  vmUidOf,
+} from "./domain-xml.ts";
 
 const UID = "0b8e5c3e-2f6d-4c1a-9a55-6d1f3e2b7c90";
 const base: DomainSpec = {
   vm: { namespace: "team-a", name: "web-1", uid: UID },
+  owner: { cluster: "c0ffee00-0000-4000-8000-000000000001", host: "h1" },
   type: "qemu",
   vcpus: 2,
   memoryBytes: 512n * 1024n * 1024n,
@@ -77,5 +85,20 @@ describe("domain XML", () => {
   it("derives stable, unicast, locally administered MACs", () => {
     expect(macFor(UID, 0)).toBe("52:54:00:0b:8e:5c");
     expect(macFor(UID, 1)).toBe("52:54:00:0b:8e:5d");
+  });
+
+  it("marks the domain with its owner, and reads the mark back as libvirt keeps it", () => {
+    const xml = buildDomainXml({ ...base, vm: { ...base.vm, name: "o'brien" } });
+    expect(domainMetadataIn(xml)).toEqual({
+      owner: { cluster: "c0ffee00-0000-4000-8000-000000000001", host: "h1" },
+      vm: { namespace: "team-a", name: "o'brien" },
+    });
+    // libvirt rewrites the element with its own prefix and double quotes.
+    const kept = `<metadata>\n    <stratus:vm xmlns:stratus="https://stratus.io/xmlns/virtualmachine/v1alpha1" namespace="team-a" name="web-1" uid="${UID}" cluster="c1" host="h9"/>\n  </metadata>`;
+    expect(domainMetadataIn(kept)).toEqual({
+      owner: { cluster: "c1", host: "h9" },
+      vm: { namespace: "team-a", name: "web-1" },
+    });
+    expect(domainMetadataIn("<domain><name>stratus-x</name></domain>")).toEqual({});
   });
 });

@@ -1,5 +1,6 @@
 // Pure: the libvirt domain XML of a VM. Only values Stratus computed go in, every one escaped;
 // users never supply XML or libvirt options (a known class of CloudStack vulnerabilities).
+import type { Owner } from "./hypervisor.ts";
 import { escapeXml, unescapeXml } from "./xml.ts";
 
 // The MAC derivation lives with the API: the orchestrator records the same MAC in VM status.
@@ -21,6 +22,8 @@ export function vmUidOf(domain: string): string | undefined {
 
 export interface DomainSpec {
   vm: { namespace: string; name: string; uid: string };
+  /** The defining agent's mark: another cluster's or host's agent never touches the domain. */
+  owner: Owner;
   /** kvm with hardware virtualisation, qemu for emulation (TCG), test for libvirt's test driver. */
   type: "kvm" | "qemu" | "test";
   vcpus: number;
@@ -66,6 +69,24 @@ export function disksIn(xml: string): { path: string; target: string }[] {
   });
 }
 
+/** The VM and the owner a Stratus domain's metadata names (libvirt keeps the element as written). */
+export function domainMetadataIn(xml: string): { owner?: Owner; vm?: { namespace: string; name: string } } {
+  const element =
+    /<(?:\w+:)?vm\b[^>]*xmlns(?::\w+)?=["']https:\/\/stratus\.io\/xmlns\/virtualmachine\/v1alpha1["'][^>]*>/.exec(
+      xml,
+    )?.[0];
+  if (!element) return {};
+  const attribute = (name: string) => {
+    const value = new RegExp(`\\s${name}=["']([^"']*)["']`).exec(element)?.[1];
+    return value === undefined ? undefined : unescapeXml(value);
+  };
+  const [namespace, name, cluster, host] = ["namespace", "name", "cluster", "host"].map(attribute);
+  return {
+    ...(cluster !== undefined && host !== undefined ? { owner: { cluster, host } } : {}),
+    ...(namespace !== undefined && name !== undefined ? { vm: { namespace, name } } : {}),
+  };
+}
+
 export function buildDomainXml(spec: DomainSpec): string {
   if (spec.vcpus < 1) throw new Error(`a domain needs at least one vCPU, not ${spec.vcpus}`);
   if (spec.memoryBytes < 16n * 1024n * 1024n) throw new Error(`a domain needs at least 16 MiB of memory`);
@@ -78,7 +99,7 @@ export function buildDomainXml(spec: DomainSpec): string {
     `  <uuid>${e(spec.vm.uid)}</uuid>`,
     `  <title>${e(`${spec.vm.namespace}/${spec.vm.name}`)}</title>`,
     "  <metadata>",
-    `    <stratus:vm xmlns:stratus='${METADATA_NAMESPACE}' namespace='${e(spec.vm.namespace)}' name='${e(spec.vm.name)}' uid='${e(spec.vm.uid)}'/>`,
+    `    <stratus:vm xmlns:stratus='${METADATA_NAMESPACE}' namespace='${e(spec.vm.namespace)}' name='${e(spec.vm.name)}' uid='${e(spec.vm.uid)}' cluster='${e(spec.owner.cluster)}' host='${e(spec.owner.host)}'/>`,
     "  </metadata>",
     `  <memory unit='KiB'>${memoryKiB}</memory>`,
     `  <vcpu placement='static'>${spec.vcpus}</vcpu>`,

@@ -11,6 +11,8 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
 import { ConsoleServer } from "./console.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
+import { LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { clusterIdentity } from "./registration.ts";
 import { tearDownHost } from "./teardown.ts";
 
 const HELP = `stratus-host-agent: runs the VMs bound to this host on libvirt.
@@ -31,8 +33,9 @@ Options:
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
   --teardown                 take the host out of service and exit: shut down (within --shutdown-grace)
-                             and undefine every Stratus domain, remove the Stratus networks and pool;
-                             disk files and API objects stay, so an agent started later brings the VMs back
+                             and undefine every domain this host's agent of this cluster defined, remove
+                             its networks and pool (other clusters' and hosts' are never touched); disk
+                             files and API objects stay, so an agent started later brings the VMs back
 `;
 
 async function main(): Promise<void> {
@@ -65,7 +68,8 @@ async function main(): Promise<void> {
   const heartbeatSeconds = Number(values["heartbeat-interval"]);
   const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
   if (!(Number(values["shutdown-grace"]) >= 0)) await fail(`--shutdown-grace must be a number of seconds`);
-  if (values.teardown) return tearDown(uri, Number(values["shutdown-grace"]) * 1000);
+  if (values.teardown)
+    return tearDown(uri, hostName, values.kubeconfig, Number(values["shutdown-grace"]) * 1000);
   if (!values.zone) await fail("--zone is required: the zone this host registers in");
   if (!(heartbeatSeconds > 0)) await fail(`--heartbeat-interval must be a positive number of seconds`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
@@ -157,18 +161,37 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-async function tearDown(uri: string, shutdownGraceMs: number): Promise<void> {
+async function tearDown(
+  uri: string,
+  hostName: string,
+  kubeconfig: string | undefined,
+  shutdownGraceMs: number,
+) {
   const log = createLogger("stratus-host-agent");
+  const client = new KubeClient(kubeConfigFrom(kubeconfig), { userAgent: `stratus-host-agent/${hostName}` });
+  let cluster: string;
+  try {
+    cluster = await clusterIdentity(client);
+  } catch (error) {
+    return fail(
+      `cannot read the cluster's identity (kube-system namespace) to know which domains are this agent's: ${(error as Error).message}`,
+    );
+  } finally {
+    await client.close();
+  }
   let libvirt: LibvirtConnection;
   try {
     libvirt = await LibvirtConnection.open(uri);
   } catch (error) {
     return fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
   }
-  const removed = await tearDownHost(libvirt, { shutdownGraceMs, log });
+  const owner = { cluster, host: hostName };
+  const hypervisor = new LibvirtHypervisor(libvirt, { owner, poolPath: "" });
+  const removed = await tearDownHost(hypervisor, owner, { shutdownGraceMs, log });
   log.info(removed, "host taken out of service");
   process.stdout.write(
-    `removed ${removed.domains.length} domain(s) and ${removed.networks.length} network(s) from ${uri}\n`,
+    `removed ${removed.domains.length} domain(s) and ${removed.networks.length} network(s) of host ${hostName} from ${uri}` +
+      (removed.foreign ? `; left ${removed.foreign} domain(s) of other agents alone\n` : "\n"),
   );
   await libvirt.close();
   await stopEventLoop();

@@ -1,46 +1,83 @@
 // Pure: the libvirt network of a Stratus Network on one host: a bridge, and for networks with a
-// CIDR the gateway address and DHCP that hands each VM NIC exactly its allocated address.
+// CIDR the gateway address and DHCP that hands each VM NIC exactly its allocated address. Names
+// carry the owning agent's tag, so two clusters (or two hosts) on one libvirt daemon never take
+// each other's networks for their own.
+import { createHash } from "node:crypto";
 import { addressPlan } from "../crds/addressing.ts";
 import type { Network } from "../crds/index.ts";
+import type { DhcpReservation, Owner } from "./hypervisor.ts";
 import { escapeXml } from "./xml.ts";
 
-export const NETWORK_PREFIX = "stratus-net-";
+/** Every libvirt object a Stratus agent creates starts with this. */
+export const STRATUS_PREFIX = "stratus-";
 
-export function libvirtNetworkName(networkUid: string): string {
-  return `${NETWORK_PREFIX}${networkUid}`;
+/** 8 hex digits naming one agent (cluster and host) in libvirt object names. */
+export function ownerTag(owner: Owner): string {
+  return createHash("sha256").update(`${owner.cluster}/${owner.host}`).digest("hex").slice(0, 8);
 }
 
-/** Linux limits interface names to 15 characters. */
-export function bridgeName(networkUid: string): string {
-  return `sbr${networkUid.replaceAll("-", "").slice(0, 12)}`;
+/** The prefix of the networks one agent owns. */
+export function networkPrefix(owner: Owner): string {
+  return `${STRATUS_PREFIX}${ownerTag(owner)}-net-`;
 }
 
-export interface DhcpHost {
-  mac: string;
-  ip: string;
+export function libvirtNetworkName(owner: Owner, networkUid: string): string {
+  return `${networkPrefix(owner)}${networkUid}`;
+}
+
+/** Linux limits interface names to 15 characters; the owner is in the hash, so agents never collide. */
+export function bridgeName(owner: Owner, networkUid: string): string {
+  return `sbr${createHash("sha256")
+    .update(`${ownerTag(owner)}/${networkUid}`)
+    .digest("hex")
+    .slice(0, 12)}`;
+}
+
+export interface NetworkSpec {
+  /** The libvirt network's name. */
   name: string;
+  bridge: string;
+  /** namespace/name of the Stratus Network. */
+  title: string;
+  ip?: { gateway: string; netmask: string; start: string; end: string };
+  dhcp: boolean;
+  /** The VLAN the network's traffic carries between hosts. */
+  vlan?: number;
 }
 
-export function dhcpHostXml(host: DhcpHost): string {
+export function networkSpecFor(network: Network, owner: Owner): NetworkSpec {
+  const uid = network.metadata.uid as string;
+  const plan = addressPlan(network);
+  const vlan = network.status?.vlan ?? network.spec.vlan;
+  return {
+    name: libvirtNetworkName(owner, uid),
+    bridge: bridgeName(owner, uid),
+    title: `${network.metadata.namespace}/${network.metadata.name}`,
+    ...(plan
+      ? { ip: { gateway: plan.gateway, netmask: plan.netmask, start: plan.start, end: plan.end } }
+      : {}),
+    dhcp: network.spec.dhcp ?? true,
+    ...(vlan !== undefined ? { vlan } : {}),
+  };
+}
+
+export function dhcpHostXml(host: DhcpReservation): string {
   return `<host mac='${escapeXml(host.mac)}' name='${escapeXml(host.name)}' ip='${escapeXml(host.ip)}'/>`;
 }
 
-export function buildNetworkXml(network: Network, hosts: readonly DhcpHost[]): string {
-  const uid = network.metadata.uid as string;
-  const plan = addressPlan(network);
-  const dhcp = network.spec.dhcp ?? true;
+export function buildNetworkXml(spec: NetworkSpec, hosts: readonly DhcpReservation[]): string {
+  const e = escapeXml;
   const lines = [
     "<network>",
-    `  <name>${libvirtNetworkName(uid)}</name>`,
-    `  <title>${escapeXml(`${network.metadata.namespace}/${network.metadata.name}`)}</title>`,
-    `  <bridge name='${bridgeName(uid)}' stp='off'/>`,
-    ...(plan
+    `  <name>${e(spec.name)}</name>`,
+    `  <bridge name='${e(spec.bridge)}' stp='off'/>`,
+    ...(spec.ip
       ? [
-          `  <ip address='${escapeXml(plan.gateway)}' netmask='${escapeXml(plan.netmask)}'>`,
-          ...(dhcp
+          `  <ip address='${e(spec.ip.gateway)}' netmask='${e(spec.ip.netmask)}'>`,
+          ...(spec.dhcp
             ? [
                 "    <dhcp>",
-                `      <range start='${escapeXml(plan.start)}' end='${escapeXml(plan.end)}'/>`,
+                `      <range start='${e(spec.ip.start)}' end='${e(spec.ip.end)}'/>`,
                 ...hosts.map((h) => `      ${dhcpHostXml(h)}`),
                 "    </dhcp>",
               ]
@@ -54,9 +91,21 @@ export function buildNetworkXml(network: Network, hosts: readonly DhcpHost[]): s
 }
 
 /** The DHCP host entries a network's XML holds now. */
-export function dhcpHostsIn(xml: string): DhcpHost[] {
+export function dhcpHostsIn(xml: string): DhcpReservation[] {
   return [...xml.matchAll(/<host\s+([^>]*)\/>/g)].map((match) => {
     const attribute = (name: string) => new RegExp(`${name}='([^']*)'`).exec(match[1] ?? "")?.[1] ?? "";
     return { mac: attribute("mac"), ip: attribute("ip"), name: attribute("name") };
   });
+}
+
+/** Which reservations to delete and add so a network holds exactly `desired`. */
+export function reservationChanges(
+  current: readonly DhcpReservation[],
+  desired: readonly DhcpReservation[],
+): { remove: DhcpReservation[]; add: DhcpReservation[] } {
+  const same = (a: DhcpReservation, b: DhcpReservation) => a.mac === b.mac && a.ip === b.ip;
+  return {
+    remove: current.filter((c) => !desired.some((d) => same(c, d))),
+    add: desired.filter((d) => !current.some((c) => same(c, d))),
+  };
 }

@@ -10,9 +10,9 @@ const run = promisify(execFile);
 /** Every VLAN link Stratus creates starts with this; others are never touched. */
 export const VLAN_LINK_PREFIX = "svl";
 
-/** Linux limits interface names to 15 characters: one link per network, named after its UID. */
-export function vlanLinkName(networkUid: string): string {
-  return `${VLAN_LINK_PREFIX}${networkUid.replaceAll("-", "").slice(0, 12)}`;
+/** Linux limits interface names to 15 characters: one link per network bridge (sbrXXXX -> svlXXXX). */
+export function vlanLinkName(bridge: string): string {
+  return `${VLAN_LINK_PREFIX}${bridge.slice(3)}`;
 }
 
 interface LinkInfo {
@@ -63,14 +63,10 @@ export async function ensureVlanLink(options: {
   if (!current?.flags?.includes("UP") || !right) await ip("link", "set", "dev", name, "up");
 }
 
-/** Removes Stratus VLAN links whose network UID prefix is not in `keep`. */
-export async function removeVlanLinks(keep: ReadonlySet<string>): Promise<string[]> {
-  const removed: string[] = [];
-  for (const link of await links()) {
-    if (!link.ifname.startsWith(VLAN_LINK_PREFIX) || link.linkinfo?.info_kind !== "vlan") continue;
-    if (keep.has(link.ifname)) continue;
-    await ip("link", "delete", "dev", link.ifname);
-    removed.push(link.ifname);
-  }
-  return removed;
+/** Removes the VLAN link of a bridge this agent removed; other agents' links are never touched. */
+export async function removeVlanLink(bridge: string): Promise<boolean> {
+  const name = vlanLinkName(bridge);
+  if (!(await links()).some((l) => l.ifname === name && l.linkinfo?.info_kind === "vlan")) return false;
+  await ip("link", "delete", "dev", name);
+  return true;
 }

@@ -68,7 +68,6 @@ describe("desiredVmStatus", () => {
 
   it("says Stopping while a guest asked to stop still runs, and owns only the Ready condition", () => {
     const status = desiredVmStatus(vm("Halted", 3), "h1", {
-      name: "stratus-u1",
       uuid: "u1",
       state: "running",
     });

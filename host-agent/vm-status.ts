@@ -1,7 +1,10 @@
 // Pure: what the agent reports for a VM, from its spec and the domain libvirt shows.
 import type { VirtualMachine } from "../crds/index.ts";
 import { type Condition, ownConditions } from "../runtime/conditions.ts";
-import type { DomainInfo } from "./libvirt/connection.ts";
+import type { ObservedDomain } from "./hypervisor.ts";
+
+/** What the status needs of a domain (libvirt's DomainInfo and the seam's ObservedDomain both fit). */
+type DomainInfo = Pick<ObservedDomain, "state" | "shutoffReason" | "uuid">;
 
 export type RunIntent = "run" | "stop" | "leave";
 

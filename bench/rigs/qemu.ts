@@ -7,6 +7,7 @@ import { Resources, type VirtualMachine } from "../../crds/index.ts";
 import { buildTinyGuest, freeSubnet, tearDownHost } from "../../devcluster/cloud.ts";
 import { canRunQemu, ensureLibvirtDaemons, stopLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
+import { clusterIdentity } from "../../host-agent/registration.ts";
 import { isNotFound } from "../../runtime/client.ts";
 import { pollUntil } from "../../runtime/time.ts";
 import type { BenchContext } from "../lib/context.ts";
@@ -87,7 +88,8 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
     );
     // Leases by MAC as dnsmasq hands them out; the VM's MAC is in its status.
     const leasedAt = new Map<string, number>();
-    const libvirtNetwork = libvirtNetworkName(network.metadata.uid as string);
+    const owner = { cluster: await clusterIdentity(context.client), host };
+    const libvirtNetwork = libvirtNetworkName(owner, network.metadata.uid as string);
     await pollUntil(
       () => `${options.vms} guests to take an address (${leasedAt.size} did)`,
       async () => {
@@ -118,7 +120,10 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
       { timeoutMs: 300_000, intervalMs: 500 },
     );
     await agent.stop();
-    await tearDownHost("qemu:///system", 5);
+    await tearDownHost("qemu:///system", 5, {
+      hostName: host,
+      kubeconfig: context.controlPlane.kubeconfigPath,
+    });
     return {
       vms: options.vms,
       createToRunning: summarize(toRunning),

@@ -180,6 +180,12 @@ export const VirtualMachineKind = defineKind({
         }),
       ),
       domainUUID: Type.Optional(Type.String({ maxLength: 36, description: "UUID of the libvirt domain." })),
+      evacuatedFrom: Type.Optional(
+        ObjectName({
+          description:
+            "Written by the host agent: this host stopped the VM for maintenance and removed its domain, so the orchestration may place it elsewhere.",
+        }),
+      ),
       restartedAt: Type.Optional(
         Type.String({
           maxLength: 64,

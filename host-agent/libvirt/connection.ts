@@ -72,6 +72,7 @@ const api = {
   connectGetLibVersion: lib.func("int virConnectGetLibVersion(void *conn, _Out_ unsigned long *version)"),
   connectGetVersion: lib.func("int virConnectGetVersion(void *conn, _Out_ unsigned long *version)"),
   connectGetType: lib.func("const char *virConnectGetType(void *conn)"),
+  connectGetCapabilities: lib.func("void *virConnectGetCapabilities(void *conn)"),
   nodeGetInfo: lib.func("int virNodeGetInfo(void *conn, _Out_ virNodeInfo *info)"),
   connectListAllDomains: lib.func(
     "int virConnectListAllDomains(void *conn, _Out_ void **domains, unsigned int flags)",
@@ -409,6 +410,11 @@ export class LibvirtConnection {
       hypervisor: formatVersion(Number(hypervisor[0])),
       libvirt: formatVersion(Number(lib[0])),
     };
+  }
+
+  /** The host's capabilities XML: the guest architectures and domain types (qemu, kvm) it offers. */
+  capabilities(): Promise<string> {
+    return this.heapString("capabilities", () => call<Pointer>(api.connectGetCapabilities, this.conn));
   }
 
   async listDomains(): Promise<DomainInfo[]> {

@@ -17,7 +17,15 @@ import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
-import { run, serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
+import {
+  agentOwner,
+  run,
+  serveTinyImage,
+  sharedControlPlane,
+  useNamespace,
+  waitFor,
+  waitUntilGone,
+} from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const HOSTS = ["a", "b", "c"].map((h) => `agent-${h}-${suffix}`);
@@ -298,8 +306,9 @@ describe("host agents on simulated hosts", () => {
         name: string;
         dhcpHosts: { mac: string; ip: string }[];
       }[];
+    const owner = await agentOwner(client, host);
     const reservations = async () =>
-      (await networks()).find((n) => n.name === libvirtNetworkName(network.metadata.uid as string))
+      (await networks()).find((n) => n.name === libvirtNetworkName(owner, network.metadata.uid as string))
         ?.dhcpHosts ?? [];
     await waitFor("both reservations", async () => (await reservations()).length === 2);
     expect((await reservations()).map((h) => [h.mac, h.ip]).sort()).toEqual(

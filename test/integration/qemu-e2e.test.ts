@@ -27,7 +27,14 @@ import {
   startOperator,
   startStratusProcess,
 } from "./processes.ts";
-import { readWebConsoleUntil, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
+import {
+  agentOwner,
+  readWebConsoleUntil,
+  sharedControlPlane,
+  useNamespace,
+  waitFor,
+  waitUntilGone,
+} from "./support.ts";
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
@@ -232,7 +239,10 @@ describe.skipIf(!canRunQemu())(
       ).toBeTruthy();
       const network = (await client.get<KubeObject>(Resources.networks, "e2e-net", namespace)).metadata
         .uid as string;
-      const leases = await virsh("net-dhcp-leases", libvirtNetworkName(network));
+      const leases = await virsh(
+        "net-dhcp-leases",
+        libvirtNetworkName(await agentOwner(client, host), network),
+      );
       expect(leases).toMatch(new RegExp(`${mac}\\s+ipv4\\s+${address.replaceAll(".", "\\.")}/24`));
 
       // The console through the Kubernetes API server (aggregator → API component → agent), as
@@ -374,7 +384,7 @@ describe.skipIf(!canRunQemu())(
       await waitUntilGone(client, Resources.virtualMachines, "guest", namespace);
       expect(await virsh("list", "--all", "--name")).not.toContain(uid);
       const links = (await run("ip", ["-o", "link", "show"])).stdout;
-      expect(links).not.toContain(bridgeName(network));
+      expect(links).not.toContain(bridgeName(await agentOwner(client, host), network));
       await client.delete(Resources.volumes, "e2e-data", namespace);
       await waitUntilGone(client, Resources.volumes, "e2e-data", namespace);
       expect(existsSync(volume.status?.path as string)).toBe(false);
@@ -425,11 +435,19 @@ describe.skipIf(!canRunQemu())(
       if (kernelHasVlans) {
         await waitFor("the tagged VM to run", async () => (await getTagged()).status?.state === "Running");
         const [link] = JSON.parse(
-          (await run("ip", ["-j", "-d", "link", "show", vlanLinkName(networkUid)])).stdout,
+          (
+            await run("ip", [
+              "-j",
+              "-d",
+              "link",
+              "show",
+              vlanLinkName(bridgeName(await agentOwner(client, host), networkUid)),
+            ])
+          ).stdout,
         );
         expect(link).toMatchObject({
           link: uplink,
-          master: bridgeName(networkUid),
+          master: bridgeName(await agentOwner(client, host), networkUid),
           linkinfo: { info_kind: "vlan", info_data: { id: vlan } },
         });
       } else {
@@ -443,8 +461,8 @@ describe.skipIf(!canRunQemu())(
       await client.delete(Resources.virtualMachines, "tagged", namespace);
       await waitUntilGone(client, Resources.virtualMachines, "tagged", namespace);
       const links = (await run("ip", ["-o", "link", "show"])).stdout;
-      expect(links).not.toContain(vlanLinkName(networkUid));
-      expect(links).not.toContain(bridgeName(networkUid));
+      expect(links).not.toContain(vlanLinkName(bridgeName(await agentOwner(client, host), networkUid)));
+      expect(links).not.toContain(bridgeName(await agentOwner(client, host), networkUid));
     }, 300_000);
   },
 );

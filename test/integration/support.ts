@@ -8,6 +8,7 @@ import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { afterAll, inject } from "vitest";
 import type WebSocket from "ws";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { clusterIdentity } from "../../host-agent/registration.ts";
 import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 
@@ -159,4 +160,12 @@ export function readWebConsoleUntil(console: WebSocket, text: string, timeoutMs 
       }
     });
   });
+}
+
+/** The mark a host agent puts on what it creates in libvirt: its cluster and host. */
+export async function agentOwner(
+  client: KubeClient,
+  host: string,
+): Promise<{ cluster: string; host: string }> {
+  return { cluster: await clusterIdentity(client), host };
 }

@@ -1,0 +1,92 @@
+// Everything the host agent writes to the API server, behind one small interface so the reconcile
+// loop's unit tests can count and inspect writes without an API server. Status goes through
+// server-side apply with the field manager all agents share (`stratus-host-agent`): when a VM
+// moves, the next host's agent takes over the same fields instead of fighting over them.
+import { Resources, type VirtualMachine, type Volume } from "../crds/index.ts";
+import { isNotFound, type KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import type { EventRecorder } from "../runtime/events.ts";
+import { isSubset, removeFinalizer, statusSays } from "../runtime/objects.ts";
+
+export const AGENT_FIELD_MANAGER = "stratus-host-agent";
+/** On every VM from its create (the stratus-finalizers admission policy): its domain may exist. */
+export const DOMAIN_FINALIZER = "stratus.io/domain";
+/** On every Volume from its create: its disk file may exist on the host in status.host. */
+export const DISK_FINALIZER = "stratus.io/disk";
+
+export interface ObjectRef {
+  namespace: string;
+  name: string;
+}
+
+export type AgentEvent = { type: "Normal" | "Warning"; reason: string; action: string; note: string };
+
+export interface AgentWrites {
+  /** Applies the agent's part of a VM's status unless it already says that; returns whether it wrote. */
+  vmStatus(vm: VirtualMachine, status: Record<string, unknown>): Promise<boolean>;
+  /**
+   * Applies the agent's part of a Volume's status. `current` is the cached object when the agent
+   * has one. Returns "gone" when the Volume no longer exists.
+   */
+  volumeStatus(
+    ref: ObjectRef,
+    current: Volume | undefined,
+    status: Record<string, unknown>,
+  ): Promise<"wrote" | "same" | "gone">;
+  /** Removes a finalizer; false when it was not there. */
+  removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean>;
+  event(type: ResourceType, object: KubeObject, event: AgentEvent): Promise<void>;
+}
+
+export class KubeAgentWrites implements AgentWrites {
+  private readonly client: KubeClient;
+  private readonly events: EventRecorder;
+  /** What this agent last applied to each Volume: its cache may not show its own write yet. */
+  private readonly applied = new Map<string, Record<string, unknown>>();
+
+  constructor(client: KubeClient, events: EventRecorder) {
+    this.client = client;
+    this.events = events;
+  }
+
+  async vmStatus(vm: VirtualMachine, status: Record<string, unknown>): Promise<boolean> {
+    if (statusSays(status, (vm.status ?? {}) as Record<string, unknown>)) return false;
+    await this.apply(Resources.virtualMachines, vm.metadata as ObjectRef, status);
+    return true;
+  }
+
+  async volumeStatus(ref: ObjectRef, current: Volume | undefined, status: Record<string, unknown>) {
+    const key = `${ref.namespace}/${ref.name}`;
+    const said = current ? statusSays(status, (current.status ?? {}) as Record<string, unknown>) : false;
+    const last = this.applied.get(key);
+    if (said || (!current && last && isSubset(status, last) && isSubset(last, status)))
+      return "same" as const;
+    try {
+      await this.apply(Resources.volumes, ref, status);
+    } catch (error) {
+      if (isNotFound(error)) {
+        this.applied.delete(key);
+        return "gone" as const;
+      }
+      throw error;
+    }
+    this.applied.set(key, status);
+    if (this.applied.size > 50_000) this.applied.clear(); // a bound, not a cache worth keeping
+    return "wrote" as const;
+  }
+
+  removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean> {
+    return removeFinalizer(this.client, type, object, finalizer);
+  }
+
+  event(type: ResourceType, object: KubeObject, event: AgentEvent): Promise<void> {
+    return this.events.record(type, object, event);
+  }
+
+  private async apply(type: ResourceType, ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
+    await this.client.apply(
+      type,
+      { metadata: { name: ref.name, namespace: ref.namespace }, status },
+      { fieldManager: AGENT_FIELD_MANAGER, subresource: "status" },
+    );
+  }
+}

@@ -1,0 +1,262 @@
+import { describe, expect, it } from "vitest";
+import type { Network, Template, VirtualMachine, Volume } from "../crds/index.ts";
+import type { ObservedDomain } from "./hypervisor.ts";
+import { diskChanges, type PlanInput, planVm, type RunPlan, reservationsFor, vmNics } from "./planner.ts";
+import {
+  dataVolume,
+  directBootTemplate,
+  diskTemplate,
+  HOST,
+  network,
+  OWNER,
+  offering,
+  preparedVm,
+} from "./testing/fixtures.ts";
+
+function input(
+  vm: VirtualMachine,
+  overrides: Partial<PlanInput> & { volumes?: Volume[]; networks?: Network[] } = {},
+): PlanInput {
+  const volumes = overrides.volumes ?? [];
+  const networks = overrides.networks ?? [network];
+  return {
+    vm,
+    host: HOST,
+    owner: OWNER,
+    domain: undefined,
+    inMaintenance: false,
+    domainType: "kvm",
+    offering,
+    template: diskTemplate,
+    volume: (name) => volumes.find((v) => v.metadata.name === name),
+    diskOffering: () => undefined,
+    network: (name) => networks.find((n) => n.metadata.name === name),
+    paths: { pool: "/pool", cache: "/cache", consoleSocket: "/console/x.sock" },
+    ...overrides,
+  };
+}
+
+const domain = (state: ObservedDomain["state"], extra: Partial<ObservedDomain> = {}): ObservedDomain => ({
+  vmUid: "u",
+  uuid: "u",
+  state,
+  owner: OWNER,
+  disks: [],
+  ...extra,
+});
+
+const condition = (type: string, status: "True" | "False", reason = "R") => ({
+  type,
+  status,
+  reason,
+  message: "m",
+  lastTransitionTime: "2026-11-30T00:00:00Z",
+});
+
+describe("planVm", () => {
+  it("runs a prepared VM: a KVM domain with a root overlay of the template, its NIC and the published address", () => {
+    const vm = preparedVm("web");
+    const plan = planVm(input(vm)) as RunPlan;
+    expect(plan.kind).toBe("run");
+    expect(plan.intent).toBe("run");
+    expect(plan.root).toEqual({
+      name: `root-${vm.metadata.uid}`,
+      requestedBytes: 0n,
+      image: { path: "/images/tiny.qcow2", format: "qcow2" },
+    });
+    expect(plan.domain).toMatchObject({
+      type: "kvm",
+      vcpus: 1,
+      memoryBytes: 256n * 2n ** 20n,
+      disks: [{ path: `/pool/root-${vm.metadata.uid}`, format: "qcow2", serial: "root" }],
+      consoleSocket: "/console/x.sock",
+    });
+    expect(plan.nics).toMatchObject([{ name: "eth0", mac: "52:54:00:00:00:01", ip: "10.20.0.10" }]);
+    expect(plan.domain.nics).toEqual([{ mac: "52:54:00:00:00:01", network: plan.nics[0]?.spec.name }]);
+  });
+
+  it("follows every runStrategy", () => {
+    const cases: [
+      NonNullable<VirtualMachine["spec"]["runStrategy"]>,
+      ObservedDomain | undefined,
+      string,
+      string?,
+    ][] = [
+      ["Always", undefined, "run", "run"],
+      ["Always", domain("shutoff", { shutoffReason: "shutdown" }), "run", "run"],
+      ["RerunOnFailure", domain("shutoff", { shutoffReason: "crashed" }), "run", "run"],
+      ["Halted", domain("running"), "run", "stop"],
+      ["Halted", undefined, "power", "stop"],
+      ["Manual", domain("shutoff"), "run", "leave"],
+      ["Manual", undefined, "run", "leave"],
+    ];
+    for (const [runStrategy, observed, kind, intent] of cases) {
+      const plan = planVm(input(preparedVm("vm", { spec: { runStrategy } }), { domain: observed }));
+      expect({
+        runStrategy,
+        state: observed?.state,
+        kind: plan.kind,
+        intent: "intent" in plan ? plan.intent : undefined,
+      }).toEqual({
+        runStrategy,
+        state: observed?.state,
+        kind,
+        intent,
+      });
+    }
+  });
+
+  it("leaves a guest that powered itself off alone under RerunOnFailure once that was reported", () => {
+    const vm = preparedVm("vm", { spec: { runStrategy: "RerunOnFailure" } });
+    vm.status?.conditions?.push({ ...condition("Ready", "True"), observedGeneration: 1 });
+    const plan = planVm(input(vm, { domain: domain("shutoff", { shutoffReason: "shutdown" }) }));
+    expect(plan).toMatchObject({ kind: "run", intent: "leave" });
+  });
+
+  it("waits, writing nothing, until the orchestration has prepared volumes and networks", () => {
+    for (const [type, conditions] of [
+      ["VolumesReady", [condition("VolumesReady", "False", "Creating"), condition("NetworksReady", "True")]],
+      [
+        "NetworksReady",
+        [condition("VolumesReady", "True"), condition("NetworksReady", "False", "AddressesExhausted")],
+      ],
+      ["VolumesReady", []],
+    ] as const) {
+      const plan = planVm(input(preparedVm("vm", { status: { conditions: [...conditions] } })));
+      expect(plan).toMatchObject({ kind: "wait", reason: `Waiting${type}` });
+    }
+    // A NIC whose address is not published yet: DHCP must know it first.
+    const unaddressed = preparedVm("vm", { status: { nics: [] } });
+    expect(planVm(input(unaddressed))).toMatchObject({ kind: "wait", reason: "WaitingForAddress" });
+    // A data volume whose disk lives on another host is never recreated here.
+    const elsewhere = preparedVm("vm", { spec: { dataVolumes: [{ name: "data", volume: "d1" }] } });
+    const onH2 = dataVolume("d1", {}, { host: "h2" });
+    expect(planVm(input(elsewhere, { volumes: [onH2] }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForVolume",
+    });
+  });
+
+  it("still stops a running guest while the orchestration re-evaluates it", () => {
+    const vm = preparedVm("vm", {
+      spec: { runStrategy: "Halted" },
+      status: { conditions: [condition("VolumesReady", "False")] },
+    });
+    expect(planVm(input(vm, { domain: domain("running") }))).toEqual({ kind: "power", intent: "stop" });
+  });
+
+  it("reports what a user can fix", () => {
+    const vm = preparedVm("vm", { spec: { dataVolumes: [{ name: "data", volume: "gone" }] } });
+    const problems: [PlanInput, string][] = [
+      [input(preparedVm("vm"), { offering: undefined }), "ServiceOfferingNotFound"],
+      [input(preparedVm("vm"), { template: undefined }), "TemplateNotFound"],
+      [input(vm), "VolumeNotFound"],
+      [input(preparedVm("vm"), { networks: [] }), "NetworkNotFound"],
+      [
+        input(preparedVm("vm", { spec: { dataVolumes: [{ name: "data", volume: "d" }] } }), {
+          volumes: [dataVolume("d", { size: undefined as never, diskOffering: "missing" })],
+        }),
+        "VolumeSizeUnknown",
+      ],
+    ];
+    for (const [given, reason] of problems) {
+      const plan = planVm(given);
+      expect(plan.kind === "problem" ? plan.problem.reason : plan.kind).toBe(reason);
+    }
+  });
+
+  it("plans data volumes as disks after the root disk, sized by their Volume", () => {
+    const vm = preparedVm("vm", { spec: { dataVolumes: [{ name: "logs", volume: "d1" }] } });
+    const plan = planVm(input(vm, { volumes: [dataVolume("d1", { size: "2Gi" })] })) as RunPlan;
+    expect(plan.dataDisks).toMatchObject([
+      { name: "data-vol-d1", capacityBytes: 2n * 2n ** 30n, serial: "logs" },
+    ]);
+    expect(plan.domain.disks.map((d) => d.path)).toEqual([
+      `/pool/root-${vm.metadata.uid}`,
+      "/pool/data-vol-d1",
+    ]);
+  });
+
+  it("boots a direct-boot template from its cached kernel, with no root disk unless a size is asked for", () => {
+    const vm = preparedVm("vm", { spec: { template: "kernel" } });
+    const template: Template = directBootTemplate;
+    const plan = planVm(input(vm, { template })) as RunPlan;
+    expect(plan.root).toBeUndefined();
+    expect(plan.domain.directBoot).toEqual({
+      kernel: "/cache/tmpl-2.kernel",
+      initrd: "/cache/tmpl-2.initrd",
+      commandLine: "console=ttyS0",
+    });
+    const sized = planVm(
+      input(preparedVm("vm", { spec: { template: "kernel", rootDisk: { size: "1Gi" } } }), { template }),
+    ) as RunPlan;
+    expect(sized.root).toEqual({ name: `root-${vm.metadata.uid}`, requestedBytes: 2n ** 30n });
+  });
+
+  it("asks for a restart only while the annotation differs from what was done", () => {
+    const asked = preparedVm("vm", {
+      metadata: { annotations: { "stratus.io/restart-requested-at": "t1" } },
+    });
+    expect((planVm(input(asked)) as RunPlan).restartRequest).toBe("t1");
+    const done = preparedVm("vm", {
+      metadata: { annotations: { "stratus.io/restart-requested-at": "t1" } },
+      status: { restartedAt: "t1" },
+    });
+    expect((planVm(input(done)) as RunPlan).restartRequest).toBeUndefined();
+  });
+
+  it("releases a deleted VM and evacuates on maintenance before anything else", () => {
+    const deleting = preparedVm("vm", { metadata: { deletionTimestamp: "2026-11-30T00:00:00Z" } });
+    expect(planVm(input(deleting, { inMaintenance: true }))).toEqual({ kind: "release" });
+    expect(planVm(input(preparedVm("vm"), { inMaintenance: true }))).toEqual({ kind: "evacuate" });
+  });
+});
+
+describe("diskChanges", () => {
+  const root = { path: "/pool/root-u", format: "qcow2" as const, serial: "root" };
+  const data = { path: "/pool/data-v", format: "qcow2" as const, serial: "logs" };
+
+  it("redefines a stopped domain whose disks differ, and leaves an identical one", () => {
+    const off = domain("shutoff", { disks: [{ path: root.path, target: "vda" }] });
+    expect(diskChanges(off, [root, data])).toEqual({ redefine: true, attach: [], detach: [] });
+    expect(diskChanges(off, [root])).toEqual({ redefine: false, attach: [], detach: [] });
+  });
+
+  it("hot plugs into a running domain: the next free device for a new volume, only data disks detached", () => {
+    const running = domain("running", {
+      disks: [
+        { path: root.path, target: "vda" },
+        { path: "/pool/data-old", target: "vdb" },
+      ],
+    });
+    expect(diskChanges(running, [root, data])).toEqual({
+      redefine: false,
+      attach: [{ disk: data, target: "vdb" }],
+      detach: [{ path: "/pool/data-old", target: "vdb" }],
+    });
+    const withoutRoot = domain("running", { disks: [{ path: root.path, target: "vda" }] });
+    expect(diskChanges(withoutRoot, []).detach).toEqual([]);
+  });
+});
+
+describe("NICs and DHCP reservations", () => {
+  it("takes the orchestration's MAC and address, and reserves only live VMs' addressed NICs on that network", () => {
+    const a = preparedVm("a");
+    const b = preparedVm("b", {
+      status: {
+        nics: [
+          { name: "eth0", network: "backend", macAddress: "52:54:00:00:00:02", ipAddress: "10.20.0.11" },
+        ],
+      },
+    });
+    const gone = preparedVm("c", { metadata: { deletionTimestamp: "2026-11-30T00:00:00Z" } });
+    const other = preparedVm("d", { spec: { nics: [{ name: "eth0", network: "frontend" }] } });
+    expect(vmNics(a)).toEqual([
+      { name: "eth0", network: "backend", mac: "52:54:00:00:00:01", ip: "10.20.0.10" },
+    ]);
+    expect(reservationsFor(network, [a, b, gone, other])).toEqual([
+      { mac: "52:54:00:00:00:01", ip: "10.20.0.10", name: "a" },
+      { mac: "52:54:00:00:00:02", ip: "10.20.0.11", name: "b" },
+    ]);
+  });
+});

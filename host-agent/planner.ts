@@ -1,0 +1,296 @@
+// Pure: what the agent does for one VM bound to its host. From the VM, what it references and the
+// domain the hypervisor shows, the planner says: release it (deleted), evacuate it (maintenance),
+// wait (the orchestration has not prepared it), report a problem, or run it with this domain,
+// these disks and these NICs. The reconcile loop (vm-sync.ts) does the I/O around it.
+import type {
+  DiskOffering,
+  Network,
+  ServiceOffering,
+  Template,
+  VirtualMachine,
+  Volume,
+} from "../crds/index.ts";
+import { needsRootVolume, RESTART_ANNOTATION } from "../crds/index.ts";
+import { parseQuantity } from "../crds/quantity.ts";
+import { type Condition, findCondition } from "../runtime/conditions.ts";
+import { type DomainSpec, diskTarget, macFor } from "./domain-xml.ts";
+import type { DhcpReservation, ObservedDomain, Owner } from "./hypervisor.ts";
+import { type NetworkSpec, networkSpecFor } from "./network-xml.ts";
+import { HostProblem, Waiting } from "./problem.ts";
+import { type RunIntent, runIntent } from "./vm-status.ts";
+
+export const rootDiskName = (vmUid: string) => `root-${vmUid}`;
+export const DATA_DISK_PREFIX = "data-";
+export const dataDiskName = (volumeUid: string) => `${DATA_DISK_PREFIX}${volumeUid}`;
+
+/** The conditions the orchestration (compute) publishes before a host may run the VM. */
+export const PREPARED_CONDITIONS = ["VolumesReady", "NetworksReady"] as const;
+
+export interface PlanInput {
+  vm: VirtualMachine;
+  host: string;
+  owner: Owner;
+  domain: ObservedDomain | undefined;
+  inMaintenance: boolean;
+  domainType: DomainSpec["type"];
+  offering: ServiceOffering | undefined;
+  template: Template | undefined;
+  /** A volume of the VM's namespace by name, if the agent knows it. */
+  volume(name: string): Volume | undefined;
+  diskOffering(name: string): DiskOffering | undefined;
+  /** A network of the VM's namespace by name. */
+  network(name: string): Network | undefined;
+  paths: { pool: string; cache: string; consoleSocket: string };
+}
+
+export interface RootDiskPlan {
+  name: string;
+  /** The size asked for; an image's own virtual size wins when larger. */
+  requestedBytes: bigint;
+  /** A copy-on-write overlay of the template image (downloaded first when it has a URL). */
+  image?: { path: string; format: "qcow2" | "raw"; url?: string; checksum?: string };
+}
+
+export interface DataDiskPlan {
+  volume: Volume;
+  name: string;
+  capacityBytes: bigint;
+  serial: string;
+}
+
+export interface PlannedNic {
+  name: string;
+  network: Network;
+  spec: NetworkSpec;
+  mac: string;
+  ip?: string;
+}
+
+export interface RunPlan {
+  kind: "run";
+  intent: RunIntent;
+  /** The restart annotation's value when a restart was asked for and not yet done. */
+  restartRequest?: string;
+  root?: RootDiskPlan;
+  directBoot?: {
+    kernel: { url: string; path: string };
+    initrd: { url: string; path: string };
+    commandLine: string;
+  };
+  dataDisks: DataDiskPlan[];
+  nics: PlannedNic[];
+  domain: Omit<DomainSpec, "owner">;
+}
+
+export type VmPlan =
+  | { kind: "release" }
+  | { kind: "evacuate" }
+  /** The orchestration has not prepared the VM for this host yet: nothing to write, its watch brings it back. */
+  | { kind: "wait"; reason: string; message: string }
+  /** Something a user can fix: the VM's Ready condition says it. */
+  | { kind: "problem"; problem: HostProblem }
+  /** Only power changes: the domain stays as it is (nothing new to plug while the VM is not prepared). */
+  | { kind: "power"; intent: RunIntent }
+  | RunPlan;
+
+export function planVm(input: PlanInput): VmPlan {
+  const { vm, domain } = input;
+  if (vm.metadata.deletionTimestamp) return { kind: "release" };
+  if (input.inMaintenance) return { kind: "evacuate" };
+  const intent = runIntent(vm, domain);
+  const conditions = vm.status?.conditions as Condition[] | undefined;
+  const unprepared = PREPARED_CONDITIONS.map((type) => ({
+    type,
+    condition: findCondition(conditions, type),
+  })).find(({ condition }) => condition?.status !== "True");
+  if (unprepared) {
+    // A running guest can still be stopped; nothing is defined or started until compute is done.
+    if (domain && intent === "stop") return { kind: "power", intent };
+    const { type, condition } = unprepared;
+    return {
+      kind: "wait",
+      reason: `Waiting${type}`,
+      message: condition
+        ? `${type} is ${condition.status} (${condition.reason}${condition.message ? `: ${condition.message}` : ""}).`
+        : `${type} is not evaluated yet.`,
+    };
+  }
+  if (!domain && intent === "stop") return { kind: "power", intent };
+  try {
+    return planRun(input, intent);
+  } catch (error) {
+    if (error instanceof Waiting) return { kind: "wait", reason: error.reason, message: error.message };
+    if (error instanceof HostProblem) return { kind: "problem", problem: error };
+    throw error;
+  }
+}
+
+function planRun(input: PlanInput, intent: RunIntent): RunPlan {
+  const { vm, template, offering } = input;
+  const uid = vm.metadata.uid as string;
+  const namespace = vm.metadata.namespace as string;
+  if (!offering)
+    throw new HostProblem(
+      "ServiceOfferingNotFound",
+      `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
+    );
+  if (!template) throw new HostProblem("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
+  const diskPath = (name: string) => `${input.paths.pool}/${name}`;
+  const requestedRoot = vm.spec.rootDisk?.size ? parseQuantity(vm.spec.rootDisk.size) : 0n;
+  const { source } = template.spec;
+  const disks: DomainSpec["disks"] = [];
+  let root: RootDiskPlan | undefined;
+  let directBoot: RunPlan["directBoot"];
+  if (source.directBoot) {
+    const cached = (part: "kernel" | "initrd") => ({
+      url: source.directBoot?.[part] as string,
+      path: `${input.paths.cache}/${template.metadata.uid}.${part}`,
+    });
+    directBoot = {
+      kernel: cached("kernel"),
+      initrd: cached("initrd"),
+      commandLine: source.directBoot.commandLine ?? "console=ttyS0",
+    };
+  }
+  if (needsRootVolume(vm, template)) {
+    const format = template.spec.format ?? "qcow2";
+    root = {
+      name: rootDiskName(uid),
+      requestedBytes: requestedRoot,
+      ...(source.directBoot
+        ? {}
+        : {
+            image: {
+              path: source.url
+                ? `${input.paths.cache}/${template.metadata.uid}.${format}`
+                : (source.hostPath as string),
+              format,
+              ...(source.url ? { url: source.url } : {}),
+              ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
+            },
+          }),
+    };
+    disks.push({ path: diskPath(root.name), format: "qcow2", serial: "root" });
+  }
+  const dataDisks = (vm.spec.dataVolumes ?? []).map((slot): DataDiskPlan => {
+    const volume = input.volume(slot.volume);
+    if (!volume)
+      throw new HostProblem(
+        "VolumeNotFound",
+        `Volume "${slot.volume}" does not exist in namespace ${namespace}.`,
+      );
+    if (volume.status?.host && volume.status.host !== input.host)
+      throw new Waiting(
+        "WaitingForVolume",
+        `Volume "${slot.volume}" is on host ${volume.status.host}, not ${input.host}.`,
+      );
+    const holder = volume.status?.attachedTo?.virtualMachine;
+    if (holder && holder !== vm.metadata.name)
+      throw new Waiting("WaitingForVolume", `Volume "${slot.volume}" is attached to VM ${holder}.`);
+    const size =
+      volume.spec.size ??
+      (volume.spec.diskOffering ? input.diskOffering(volume.spec.diskOffering)?.spec.size : undefined);
+    if (!size)
+      throw new HostProblem(
+        "VolumeSizeUnknown",
+        `Volume "${slot.volume}" has no size and its disk offering gives none.`,
+      );
+    const name = dataDiskName(volume.metadata.uid as string);
+    disks.push({ path: diskPath(name), format: "qcow2", serial: slot.name });
+    return { volume, name, capacityBytes: parseQuantity(size), serial: slot.name };
+  });
+  const nics = vmNics(vm).map((nic): PlannedNic => {
+    const network = input.network(nic.network);
+    if (!network)
+      throw new HostProblem(
+        "NetworkNotFound",
+        `Network "${nic.network}" does not exist in namespace ${namespace}.`,
+      );
+    // The orchestration allocates the address and publishes it on the VM; DHCP must know it first.
+    if (network.spec.cidr && !nic.ip)
+      throw new Waiting("WaitingForAddress", `NIC ${nic.name} has no address on ${nic.network} yet.`);
+    return { ...nic, network, spec: networkSpecFor(network, input.owner) };
+  });
+  const restartRequest = vm.metadata.annotations?.[RESTART_ANNOTATION];
+  return {
+    kind: "run",
+    intent,
+    ...(restartRequest !== undefined && restartRequest !== vm.status?.restartedAt ? { restartRequest } : {}),
+    ...(root ? { root } : {}),
+    ...(directBoot ? { directBoot } : {}),
+    dataDisks,
+    nics,
+    domain: {
+      vm: { namespace, name: vm.metadata.name as string, uid },
+      type: input.domainType,
+      vcpus: offering.spec.cpu,
+      memoryBytes: parseQuantity(offering.spec.memory),
+      disks,
+      ...(directBoot
+        ? {
+            directBoot: {
+              kernel: directBoot.kernel.path,
+              initrd: directBoot.initrd.path,
+              commandLine: directBoot.commandLine,
+            },
+          }
+        : {}),
+      consoleSocket: input.paths.consoleSocket,
+      nics: nics.map((nic) => ({ mac: nic.mac, network: nic.spec.name })),
+    },
+  };
+}
+
+export interface DiskChanges {
+  /** A stopped domain whose disks differ is simply defined again (any driver can do that). */
+  redefine: boolean;
+  attach: { disk: DomainSpec["disks"][number]; target: string }[];
+  /** Only data disks are ever detached; the root disk stays whatever the spec says. */
+  detach: { path: string; target: string }[];
+}
+
+/** How the domain's disks become the planned ones: redefine when off, hot plug when running. */
+export function diskChanges(domain: ObservedDomain, wanted: DomainSpec["disks"]): DiskChanges {
+  const wantedPaths = new Set(wanted.map((d) => d.path));
+  if (domain.state === "shutoff") {
+    const same = domain.disks.length === wanted.length && domain.disks.every((d) => wantedPaths.has(d.path));
+    return { redefine: !same, attach: [], detach: [] };
+  }
+  const detach = domain.disks.filter(
+    (d) => !wantedPaths.has(d.path) && (d.path.split("/").pop() ?? "").startsWith(DATA_DISK_PREFIX),
+  );
+  const used = new Set(domain.disks.filter((d) => !detach.includes(d)).map((d) => d.target));
+  const attach: DiskChanges["attach"] = [];
+  for (const disk of wanted) {
+    if (domain.disks.some((d) => d.path === disk.path)) continue;
+    let index = 0;
+    while (used.has(diskTarget(index))) index++;
+    used.add(diskTarget(index));
+    attach.push({ disk, target: diskTarget(index) });
+  }
+  return { redefine: false, attach, detach };
+}
+
+/** Each NIC of the VM with its MAC and the address the orchestration published for it. */
+export function vmNics(vm: VirtualMachine): { name: string; network: string; mac: string; ip?: string }[] {
+  return (vm.spec.nics ?? []).map((nic, index) => {
+    const published = vm.status?.nics?.find((n) => n.name === nic.name && n.network === nic.network);
+    return {
+      name: nic.name,
+      network: nic.network,
+      mac: published?.macAddress ?? nic.macAddress ?? macFor(vm.metadata.uid as string, index),
+      ...(published?.ipAddress ? { ip: published.ipAddress } : {}),
+    };
+  });
+}
+
+/** The DHCP reservations of one network on this host: each addressed NIC of each live VM on it. */
+export function reservationsFor(network: Network, vms: readonly VirtualMachine[]): DhcpReservation[] {
+  return vms
+    .filter((vm) => !vm.metadata.deletionTimestamp && vm.metadata.namespace === network.metadata.namespace)
+    .flatMap((vm) =>
+      vmNics(vm)
+        .filter((nic) => nic.network === network.metadata.name && nic.ip)
+        .map((nic) => ({ mac: nic.mac, ip: nic.ip as string, name: vm.metadata.name as string })),
+    );
+}

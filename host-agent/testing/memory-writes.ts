@@ -1,0 +1,55 @@
+// AgentWrites kept in memory for unit tests: statuses apply onto the test's objects (as the API
+// server would), and every write is counted, so a test can say "a start costs two writes".
+import type { VirtualMachine, Volume } from "../../crds/index.ts";
+import type { KubeObject, ResourceType } from "../../runtime/client.ts";
+import { statusSays } from "../../runtime/objects.ts";
+import type { AgentEvent, AgentWrites, ObjectRef } from "../agent-writes.ts";
+
+export class MemoryWrites implements AgentWrites {
+  readonly writes: string[] = [];
+  readonly events: AgentEvent[] = [];
+  readonly volumeStatuses = new Map<string, Record<string, unknown>>();
+  private readonly vms: Map<string, VirtualMachine>;
+
+  constructor(vms: Map<string, VirtualMachine>) {
+    this.vms = vms;
+  }
+
+  async vmStatus(vm: VirtualMachine, status: Record<string, unknown>): Promise<boolean> {
+    if (statusSays(status, (vm.status ?? {}) as Record<string, unknown>)) return false;
+    const key = `${vm.metadata.namespace}/${vm.metadata.name}`;
+    this.writes.push(`vm ${key}`);
+    const current = this.vms.get(key) ?? vm;
+    // Server-side apply: the agent's fields replace its earlier ones; others' conditions stay.
+    const mine = new Set((status.conditions as { type: string }[] | undefined)?.map((c) => c.type));
+    const conditions = [
+      ...(current.status?.conditions ?? []).filter((c) => !mine.has(c.type)),
+      ...((status.conditions as NonNullable<VirtualMachine["status"]>["conditions"]) ?? []),
+    ];
+    const { evacuatedFrom: _dropped, ...kept } = current.status ?? {};
+    this.vms.set(key, {
+      ...current,
+      status: { ...kept, ...status, conditions } as NonNullable<VirtualMachine["status"]>,
+    });
+    return true;
+  }
+
+  async volumeStatus(ref: ObjectRef, current: Volume | undefined, status: Record<string, unknown>) {
+    const key = `${ref.namespace}/${ref.name}`;
+    const known = (current?.status as Record<string, unknown> | undefined) ?? this.volumeStatuses.get(key);
+    if (known && statusSays(status, known)) return "same" as const;
+    this.writes.push(`volume ${key}`);
+    this.volumeStatuses.set(key, status);
+    return "wrote" as const;
+  }
+
+  async removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean> {
+    if (!object.metadata.finalizers?.includes(finalizer)) return false;
+    this.writes.push(`finalizer ${type.plural}/${object.metadata.namespace}/${object.metadata.name}`);
+    return true;
+  }
+
+  async event(_type: ResourceType, _object: KubeObject, event: AgentEvent): Promise<void> {
+    this.events.push(event);
+  }
+}

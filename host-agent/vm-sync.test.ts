@@ -1,0 +1,300 @@
+import pino from "pino";
+import { beforeEach, describe, expect, it } from "vitest";
+import type { Template, VirtualMachine, Volume } from "../crds/index.ts";
+import { FakeHypervisor } from "./fake-hypervisor.ts";
+import { networkPrefix } from "./network-xml.ts";
+import { dataVolume, diskTemplate, network, OWNER, offering, preparedVm } from "./testing/fixtures.ts";
+import { MemoryWrites } from "./testing/memory-writes.ts";
+import { VmSync } from "./vm-sync.ts";
+
+const log = pino({ level: "silent" });
+
+class Rig {
+  readonly vms = new Map<string, VirtualMachine>();
+  readonly volumes = new Map<string, Volume>();
+  readonly hv = new FakeHypervisor(OWNER, "/pool");
+  readonly writes = new MemoryWrites(this.vms);
+  templates: Template[] = [diskTemplate];
+  maintenance = false;
+  clock = 0;
+  sync = this.newSync();
+
+  newSync(): VmSync {
+    return new VmSync({
+      owner: OWNER,
+      hypervisor: this.hv,
+      writes: this.writes,
+      domainType: () => "test",
+      paths: { pool: "/pool", cache: "/cache", consoleSocket: (uid) => `/console/${uid}.sock` },
+      shutdownGraceMs: 60_000,
+      now: () => this.clock,
+      images: { download: async () => undefined, check: async () => ({ virtualSize: 2n ** 30n }) },
+      world: {
+        vm: (key) => this.vms.get(key),
+        boundVms: () => [...this.vms.values()].filter((vm) => vm.status?.host === OWNER.host),
+        offering: (name) => (name === offering.metadata.name ? offering : undefined),
+        template: (name) => this.templates.find((t) => t.metadata.name === name),
+        diskOffering: () => undefined,
+        inMaintenance: () => this.maintenance,
+        volumes: async () => new Map([...this.volumes.values()].map((v) => [v.metadata.name as string, v])),
+        networks: async () => new Map([[network.metadata.name as string, network]]),
+      },
+    });
+  }
+
+  put(vm: VirtualMachine): string {
+    const key = `${vm.metadata.namespace}/${vm.metadata.name}`;
+    this.vms.set(key, vm);
+    return key;
+  }
+
+  vm(key: string): VirtualMachine {
+    return this.vms.get(key) as VirtualMachine;
+  }
+
+  /** Changes the VM's spec as a user would (a new generation the orchestration has vetted). */
+  edit(key: string, spec: Partial<VirtualMachine["spec"]>): void {
+    const vm = this.vm(key);
+    const generation = (vm.metadata.generation ?? 1) + 1;
+    this.vms.set(key, {
+      ...vm,
+      metadata: { ...vm.metadata, generation },
+      spec: { ...vm.spec, ...spec },
+      status: {
+        ...vm.status,
+        conditions: (vm.status?.conditions ?? []).map((c) =>
+          c.type === "Ready" ? c : { ...c, observedGeneration: generation },
+        ),
+      },
+    });
+  }
+
+  async run(key: string, rounds = 1) {
+    let result: Awaited<ReturnType<VmSync["sync"]>>;
+    for (let i = 0; i < rounds; i++) result = await this.sync.sync(key, this.vm(key)?.metadata.uid, log);
+    // biome-ignore lint/style/noNonNullAssertion: assigned in the loop (rounds >= 1)
+    return result!;
+  }
+}
+
+describe("the VM reconcile loop, against the fake hypervisor", () => {
+  let rig: Rig;
+  beforeEach(() => {
+    rig = new Rig();
+  });
+
+  it("starts a prepared VM with two writes (the VM's status and its root volume's), and a second pass writes nothing", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    expect(rig.hv.domains.get(uid)?.state).toBe("running");
+    expect(rig.hv.domains.get(uid)?.owner).toEqual(OWNER);
+    expect(rig.writes.writes).toEqual([`vm ${key}`, "volume team-a/web-root"]);
+    expect(rig.vm(key).status).toMatchObject({ state: "Running", domainUUID: uid });
+    expect(rig.writes.volumeStatuses.get("team-a/web-root")).toMatchObject({
+      phase: "Attached",
+      host: OWNER.host,
+      path: `/pool/root-${uid}`,
+      attachedTo: { virtualMachine: "web", device: "vda" },
+    });
+    const [net] = rig.hv.networks.values();
+    expect(net?.reservations).toEqual([{ mac: "52:54:00:00:00:01", ip: "10.20.0.10", name: "web" }]);
+    expect(net?.spec.name.startsWith(networkPrefix(OWNER))).toBe(true);
+    expect(rig.writes.events).toEqual([]); // a normal start is no Event
+    const calls = rig.hv.calls.length;
+    await rig.run(key, 2);
+    expect(rig.writes.writes).toHaveLength(2);
+    expect(rig.hv.calls).toHaveLength(calls);
+  });
+
+  it("adopts its running domains after a restart: no redefinition, no restart, no write", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const before = [...rig.hv.calls];
+    rig.sync = rig.newSync(); // the agent restarted: nothing in memory
+    await rig.run(key);
+    expect(rig.hv.calls).toEqual(before);
+    expect(rig.writes.writes).toHaveLength(2);
+  });
+
+  it("writes nothing and defines nothing while the orchestration has not prepared the VM", async () => {
+    const vm = preparedVm("web", { status: { conditions: [] } });
+    const key = rig.put(vm);
+    await rig.run(key);
+    expect(rig.hv.calls).toEqual([]);
+    expect(rig.writes.writes).toEqual([]);
+  });
+
+  it("stops gracefully for Halted, and powers off a guest that ignores ACPI once the grace period is over", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    rig.edit(key, { runStrategy: "Halted" });
+    rig.hv.settings.guestIgnoresShutdown = true;
+    expect(await rig.run(key)).toEqual({ requeueAfterMs: 2_000 });
+    expect(rig.vm(key).status?.state).toBe("Stopping");
+    rig.clock = 30_000;
+    expect(await rig.run(key)).toEqual({ requeueAfterMs: 2_000 });
+    rig.clock = 61_000;
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    expect(rig.hv.domains.get(uid)).toMatchObject({ state: "shutoff", shutoffReason: "destroyed" });
+    expect(rig.vm(key).status?.state).toBe("Stopped");
+    expect(rig.writes.events.map((e) => e.reason)).toEqual(["ForcedOff"]);
+    expect(rig.hv.calls.filter((c) => c.startsWith("shutdown"))).toHaveLength(1);
+    rig.edit(key, { runStrategy: "Always" });
+    await rig.run(key);
+    expect(rig.vm(key).status?.state).toBe("Running");
+  });
+
+  it("restarts a guest RerunOnFailure after a crash, not after it powered itself off", async () => {
+    const key = rig.put(preparedVm("web", { spec: { runStrategy: "RerunOnFailure" } }));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    rig.hv.guestStops(uid, "crashed");
+    await rig.run(key);
+    expect(rig.hv.domains.get(uid)?.state).toBe("running");
+    rig.hv.guestStops(uid, "shutdown");
+    await rig.run(key, 2);
+    expect(rig.hv.domains.get(uid)?.state).toBe("shutoff");
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      reason: "GuestShutdown",
+    });
+  });
+
+  it("hot plugs a data volume into the running guest, grows it there, and unplugs it", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    rig.volumes.set("d1", dataVolume("d1"));
+    rig.edit(key, { dataVolumes: [{ name: "logs", volume: "d1" }] });
+    await rig.run(key);
+    expect(rig.hv.domains.get(uid)?.disks).toContainEqual({ path: "/pool/data-vol-d1", target: "vdb" });
+    expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({
+      attachedTo: { virtualMachine: "web", device: "vdb" },
+    });
+    rig.volumes.set(
+      "d1",
+      dataVolume(
+        "d1",
+        { size: "3Gi" },
+        { host: OWNER.host, attachedTo: { virtualMachine: "web", device: "vdb" } },
+      ),
+    );
+    await rig.run(key);
+    expect(rig.hv.calls).toContain(`grow ${uid} vdb ${3n * 2n ** 30n}`);
+    rig.edit(key, { dataVolumes: [] });
+    await rig.run(key);
+    expect(rig.hv.domains.get(uid)?.disks.map((d) => d.target)).toEqual(["vda"]);
+    expect(rig.hv.disks.has("data-vol-d1")).toBe(true); // the volume's disk outlives the attachment
+    expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({ phase: "Ready" });
+  });
+
+  it("says so when the hypervisor cannot hot plug, and redefines the stopped domain instead", async () => {
+    rig.hv.settings.hotPlug = false;
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    rig.volumes.set("d1", dataVolume("d1"));
+    rig.edit(key, { dataVolumes: [{ name: "logs", volume: "d1" }] });
+    await rig.run(key);
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      status: "False",
+      reason: "HotPlugUnsupported",
+    });
+    rig.edit(key, { runStrategy: "Halted" });
+    await rig.run(key);
+    rig.edit(key, { runStrategy: "Always" });
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    expect(rig.hv.domains.get(uid)?.disks.map((d) => d.path)).toEqual([
+      `/pool/root-${uid}`,
+      "/pool/data-vol-d1",
+    ]);
+    expect(rig.vm(key).status?.state).toBe("Running");
+  });
+
+  it("reports a problem the user can fix on the Ready condition with one Warning, and keeps nothing half-done", async () => {
+    rig.templates = [];
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key, 2);
+    expect(rig.vm(key).status).toMatchObject({ state: "Error" });
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      reason: "TemplateNotFound",
+    });
+    expect(rig.writes.events.map((e) => e.reason)).toEqual(["TemplateNotFound"]);
+    expect(rig.hv.domains.size).toBe(0);
+  });
+
+  it("releases a deleted VM: domain and root disk go, data disks stay, its network goes with its last VM, then the finalizer", async () => {
+    rig.volumes.set("d1", dataVolume("d1"));
+    const key = rig.put(preparedVm("web", { spec: { dataVolumes: [{ name: "logs", volume: "d1" }] } }));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    const vm = rig.vm(key);
+    rig.put({
+      ...vm,
+      metadata: {
+        ...vm.metadata,
+        deletionTimestamp: "2026-11-30T00:00:00Z",
+        finalizers: ["stratus.io/domain"],
+      },
+    });
+    await rig.run(key);
+    expect(rig.hv.domains.has(uid)).toBe(false);
+    expect(rig.hv.disks.has(`root-${uid}`)).toBe(false);
+    expect(rig.hv.disks.has("data-vol-d1")).toBe(true);
+    expect(rig.hv.networks.size).toBe(0);
+    expect(rig.writes.writes.at(-1)).toBe("finalizer virtualmachines/team-a/web");
+  });
+
+  it("evacuates for maintenance: stops, removes the domain, keeps every disk, and says where from", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    rig.maintenance = true;
+    await rig.run(key);
+    expect(rig.hv.domains.has(uid)).toBe(false);
+    expect(rig.hv.disks.has(`root-${uid}`)).toBe(true);
+    expect(rig.vm(key).status).toMatchObject({ state: "Stopped", evacuatedFrom: OWNER.host });
+    expect(rig.writes.events.map((e) => e.reason)).toEqual(["Evacuated"]);
+    const writes = rig.writes.writes.length;
+    await rig.run(key);
+    expect(rig.writes.writes).toHaveLength(writes);
+  });
+
+  it("powers off, but keeps, the domain of a VM bound to another host without this host letting go", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const vm = rig.vm(key);
+    const uid = vm.metadata.uid as string;
+    rig.put({ ...vm, status: { ...vm.status, host: "h2" } });
+    await rig.sync.sync(key, uid, log);
+    expect(rig.hv.domains.get(uid)).toMatchObject({ state: "shutoff" });
+    expect(rig.hv.disks.has(`root-${uid}`)).toBe(true);
+  });
+
+  it("leaves a domain another agent defined alone, and says so", async () => {
+    const vm = preparedVm("web");
+    const uid = vm.metadata.uid as string;
+    rig.hv.plant({
+      vmUid: uid,
+      uuid: uid,
+      state: "running",
+      owner: { cluster: "another-cluster", host: OWNER.host },
+      disks: [],
+      spec: {
+        vm: { namespace: "team-a", name: "web", uid },
+        type: "test",
+        vcpus: 1,
+        memoryBytes: 2n ** 28n,
+        disks: [],
+        nics: [],
+      },
+    });
+    const key = rig.put(vm);
+    await rig.run(key);
+    expect(rig.hv.calls).toEqual([]);
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      reason: "DomainOwnedElsewhere",
+    });
+  });
+});

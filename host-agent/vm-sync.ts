@@ -1,0 +1,496 @@
+// The host agent's reconcile loop for one VM: plan (planner.ts), then make the hypervisor match
+// and report what it runs. A start costs two writes: the VM's status once the domain runs, and the
+// root Volume's status. Everything goes through the Hypervisor seam and the AgentWrites interface,
+// so the loop is unit-tested against the in-memory fakes.
+import type { Logger } from "pino";
+import {
+  type DiskOffering,
+  type Network,
+  Resources,
+  rootVolumeName,
+  type ServiceOffering,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+} from "../crds/index.ts";
+import { formatQuantity } from "../crds/quantity.ts";
+import { type AgentWrites, DOMAIN_FINALIZER } from "./agent-writes.ts";
+import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
+import { checkImage, downloadOnce } from "./images.ts";
+import { LibvirtError } from "./libvirt/connection.ts";
+import { bridgeName, networkPrefix, networkSpecFor } from "./network-xml.ts";
+import {
+  type DataDiskPlan,
+  dataDiskName,
+  diskChanges,
+  planVm,
+  type RunPlan,
+  reservationsFor,
+  rootDiskName,
+} from "./planner.ts";
+import { HostProblem } from "./problem.ts";
+import { desiredVmStatus } from "./vm-status.ts";
+
+/** What the agent knows from the API server (informer caches, or maps in tests). */
+export interface VmWorld {
+  vm(key: string): VirtualMachine | undefined;
+  /** The VMs bound to this host. */
+  boundVms(): VirtualMachine[];
+  offering(name: string): ServiceOffering | undefined;
+  template(name: string): Template | undefined;
+  diskOffering(name: string): DiskOffering | undefined;
+  inMaintenance(): boolean;
+  /** The data and root Volumes the VM names (cached, or read once when not on this host yet). */
+  volumes(vm: VirtualMachine): Promise<Map<string, Volume>>;
+  networks(vm: VirtualMachine): Promise<Map<string, Network>>;
+}
+
+export interface VmSyncOptions {
+  owner: Owner;
+  hypervisor: Hypervisor;
+  world: VmWorld;
+  writes: AgentWrites;
+  domainType: () => "kvm" | "qemu" | "test";
+  paths: { pool: string; cache: string; consoleSocket: (vmUid: string) => string };
+  shutdownGraceMs: number;
+  /** Template images: fetched once into the cache, then checked (real files unless a test says otherwise). */
+  images?: ImageStore;
+  /** Host-side network plumbing beyond libvirt (VLAN links); optional. */
+  afterNetworkSync?: (network: RunPlan["nics"][number]) => Promise<void>;
+  /** Called with the bridge of each network this agent removed. */
+  afterNetworkRemoved?: (bridge: string) => Promise<void>;
+  now?: () => number;
+}
+
+export interface ImageStore {
+  download(source: string, target: string, checksum: string | undefined): Promise<void>;
+  check(path: string, format: "qcow2" | "raw"): Promise<{ virtualSize: bigint }>;
+}
+
+const FILE_IMAGES: ImageStore = { download: downloadOnce, check: checkImage };
+
+export interface SyncResult {
+  requeueAfterMs?: number;
+}
+
+export class VmSync {
+  private readonly o: VmSyncOptions;
+  private readonly hv: Hypervisor;
+  private readonly images: ImageStore;
+  /** When a graceful shutdown was asked for, per VM UID. */
+  private readonly shutdownRequested = new Map<string, number>();
+
+  constructor(options: VmSyncOptions) {
+    this.o = options;
+    this.hv = options.hypervisor;
+    this.images = options.images ?? FILE_IMAGES;
+  }
+
+  private get host(): string {
+    return this.o.owner.host;
+  }
+
+  /** Reconciles the VM with this key; `knownUid` is its UID when the VM is gone from the cache. */
+  async sync(key: string, knownUid: string | undefined, log: Logger): Promise<SyncResult | undefined> {
+    const vm = this.o.world.vm(key);
+    if (!vm || vm.status?.host !== this.host) {
+      if (knownUid) await this.supersede(knownUid, log);
+      await this.removeUnusedNetworks(log);
+      return undefined;
+    }
+    const uid = vm.metadata.uid as string;
+    const domain = await this.hv.observe(uid);
+    if (domain && !this.owns(domain)) {
+      return this.report(
+        vm,
+        undefined,
+        new HostProblem(
+          "DomainOwnedElsewhere",
+          `A domain for this VM on ${this.host} belongs to ${domain.owner ? `host ${domain.owner.host} of cluster ${domain.owner.cluster}` : "an unmarked agent"}; it is left alone.`,
+        ),
+      );
+    }
+    const [volumes, networks] = await Promise.all([this.o.world.volumes(vm), this.o.world.networks(vm)]);
+    const plan = planVm({
+      vm,
+      host: this.host,
+      owner: this.o.owner,
+      domain,
+      inMaintenance: this.o.world.inMaintenance(),
+      domainType: this.o.domainType(),
+      offering: this.o.world.offering(vm.spec.serviceOffering),
+      template: this.o.world.template(vm.spec.template),
+      volume: (name) => volumes.get(name),
+      diskOffering: (name) => this.o.world.diskOffering(name),
+      network: (name) => networks.get(name),
+      paths: {
+        pool: this.o.paths.pool,
+        cache: this.o.paths.cache,
+        consoleSocket: this.o.paths.consoleSocket(uid),
+      },
+    });
+    switch (plan.kind) {
+      case "release":
+        await this.release(vm, domain, volumes, log);
+        return undefined;
+      case "evacuate":
+        return this.evacuate(vm, domain, volumes, log);
+      case "wait":
+        log.debug({ reason: plan.reason }, plan.message);
+        return undefined;
+      case "problem":
+        return this.report(vm, domain, plan.problem);
+      case "power": {
+        const requeue = domain ? await this.applyPower(vm, domain, plan.intent) : undefined;
+        await this.report(vm, await this.hv.observe(uid));
+        return requeue;
+      }
+      case "run":
+        try {
+          return await this.run(vm, domain, plan, volumes, log);
+        } catch (error) {
+          if (error instanceof HostProblem) return this.report(vm, await this.hv.observe(uid), error);
+          throw error;
+        }
+    }
+  }
+
+  private owns(domain: ObservedDomain): boolean {
+    return domain.owner?.cluster === this.o.owner.cluster && domain.owner.host === this.host;
+  }
+
+  private async run(
+    vm: VirtualMachine,
+    existing: ObservedDomain | undefined,
+    plan: RunPlan,
+    volumes: Map<string, Volume>,
+    log: Logger,
+  ): Promise<SyncResult | undefined> {
+    const uid = vm.metadata.uid as string;
+    const live = existing?.state === "running";
+    const root = await this.prepareDisks(vm, plan, !live);
+    for (const nic of plan.nics) {
+      await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
+      await this.o.afterNetworkSync?.(nic);
+    }
+    let domain = existing;
+    if (domain && plan.intent === "stop" && domain.state !== "shutoff") {
+      // Stop first: a stopped domain takes disk changes by redefinition, which any driver can do.
+      const stopping = await this.applyPower(vm, domain, "stop");
+      domain = await this.hv.observe(uid);
+      if (stopping) {
+        await this.report(vm, domain);
+        return stopping;
+      }
+    }
+    if (domain) {
+      const changes = diskChanges(domain, plan.domain.disks);
+      if (changes.redefine) {
+        log.info("redefining the stopped domain with its new disks");
+        domain = await this.hv.define(plan.domain);
+      }
+      for (const { path, target } of changes.detach) {
+        await this.hv.detachDisk(uid, path, target, live);
+        log.info({ path, target }, "detached a volume");
+      }
+      for (const { disk, target } of changes.attach) {
+        await this.hv.attachDisk(uid, disk, target, live);
+        log.info({ path: disk.path, target, live }, "attached a volume");
+      }
+    } else {
+      domain = await this.hv.define(plan.domain);
+      log.info("domain defined");
+    }
+    const requeue = await this.applyPower(vm, domain, plan.intent);
+    let restartedAt = vm.status?.restartedAt;
+    if (
+      plan.restartRequest !== undefined &&
+      plan.intent === "run" &&
+      (await this.hv.observe(uid))?.state === "running"
+    ) {
+      // A hard restart: the guest may ignore ACPI, and a reboot request must not hang on it.
+      await this.hv.powerOff(uid);
+      await this.hv.start(uid);
+      restartedAt = plan.restartRequest;
+      log.info({ requestedAt: restartedAt }, "restarted");
+      await this.o.writes.event(Resources.virtualMachines, vm, {
+        type: "Normal",
+        reason: "Restarted",
+        action: "Restart",
+        note: `Restarted on ${this.host}.`,
+      });
+    }
+    const observed = await this.hv.observe(uid);
+    const targets = new Map((observed?.disks ?? []).map((d) => [d.path, d.target]));
+    if (observed?.state === "running") await this.growLive(uid, plan.dataDisks, targets, log);
+    await this.report(vm, observed, undefined, restartedAt);
+    if (root)
+      await this.reportVolume(
+        vm,
+        volumes.get(rootVolumeName(vm.metadata.name as string)),
+        rootVolumeName(vm.metadata.name as string),
+        root,
+        targets.get(root.path) ?? "vda",
+      );
+    for (const disk of plan.dataDisks) {
+      const info = await this.hv.disk(disk.name);
+      if (info)
+        await this.reportVolume(
+          vm,
+          disk.volume,
+          disk.volume.metadata.name as string,
+          info,
+          targets.get(info.path) ?? "",
+        );
+    }
+    await this.detachVolumes(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
+    return requeue;
+  }
+
+  /** The root disk (image downloaded and checked first) and the data disks, created when missing. */
+  private async prepareDisks(vm: VirtualMachine, plan: RunPlan, grow: boolean) {
+    const what = `VM ${vm.metadata.namespace}/${vm.metadata.name}`;
+    if (plan.directBoot)
+      for (const part of [plan.directBoot.kernel, plan.directBoot.initrd])
+        await this.images.download(part.url, part.path, undefined);
+    let root: Awaited<ReturnType<Hypervisor["ensureDisk"]>> | undefined;
+    if (plan.root) {
+      let size = plan.root.requestedBytes;
+      const image = plan.root.image;
+      if (image) {
+        if (image.url) await this.images.download(image.url, image.path, image.checksum);
+        const facts = await this.images.check(image.path, image.format).catch((error: unknown) => {
+          if (error instanceof HostProblem) throw error;
+          throw new HostProblem(
+            "ImageUnreadable",
+            `template image ${image.path} cannot be read on host ${this.host}: ${(error as Error).message}`,
+          );
+        });
+        if (facts.virtualSize > size) size = facts.virtualSize;
+      }
+      root = await this.hv.ensureDisk({
+        name: plan.root.name,
+        capacityBytes: size,
+        ...(image ? { backing: { path: image.path, format: image.format } } : {}),
+        what: `root disk of ${what}`,
+        grow,
+      });
+    }
+    for (const disk of plan.dataDisks)
+      await this.hv.ensureDisk({
+        name: disk.name,
+        capacityBytes: disk.capacityBytes,
+        what: `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`,
+        grow,
+      });
+    return root;
+  }
+
+  /** A volume grown while its domain runs grows in the running guest (QEMU holds the file). */
+  private async growLive(uid: string, disks: DataDiskPlan[], targets: Map<string, string>, log: Logger) {
+    for (const disk of disks) {
+      const info = await this.hv.disk(disk.name);
+      const target = info ? targets.get(info.path) : undefined;
+      if (!info || !target || disk.capacityBytes <= info.capacityBytes) continue;
+      if ((await this.hv.liveDiskBytes(uid, target)) < disk.capacityBytes) {
+        await this.hv.growLiveDisk(uid, target, disk.capacityBytes);
+        log.info({ target, bytes: String(disk.capacityBytes) }, "grew a volume in the running guest");
+      }
+    }
+  }
+
+  /** Starts or stops the domain as the intent says. Returns a requeue while a shutdown is under way. */
+  private async applyPower(
+    vm: VirtualMachine,
+    domain: ObservedDomain,
+    intent: string,
+  ): Promise<SyncResult | undefined> {
+    const uid = vm.metadata.uid as string;
+    if (intent === "run" && domain.state !== "running") {
+      this.shutdownRequested.delete(uid);
+      await this.hv.start(uid);
+      return undefined;
+    }
+    if (intent === "stop" && domain.state !== "shutoff")
+      return (await this.stopGracefully(vm)) ? undefined : { requeueAfterMs: 2_000 };
+    if (intent !== "stop") this.shutdownRequested.delete(uid);
+    return undefined;
+  }
+
+  /** ACPI shutdown, then power off once the grace period is over. True once the domain is off. */
+  private async stopGracefully(vm: VirtualMachine): Promise<boolean> {
+    const uid = vm.metadata.uid as string;
+    const now = this.o.now?.() ?? Date.now();
+    let domain = await this.hv.observe(uid);
+    if (!domain || domain.state === "shutoff") return true;
+    const requestedAt = this.shutdownRequested.get(uid);
+    if (requestedAt === undefined) {
+      this.shutdownRequested.set(uid, now);
+      await this.hv.requestShutdown(uid);
+    } else if (now - requestedAt > this.o.shutdownGraceMs) {
+      await this.hv.powerOff(uid);
+      await this.o.writes.event(Resources.virtualMachines, vm, {
+        type: "Warning",
+        reason: "ForcedOff",
+        action: "Stop",
+        note: `The guest ignored the shutdown request for ${Math.round(this.o.shutdownGraceMs / 1000)} s; the domain was powered off.`,
+      });
+    }
+    domain = await this.hv.observe(uid);
+    const off = !domain || domain.state === "shutoff";
+    if (off) this.shutdownRequested.delete(uid);
+    return off;
+  }
+
+  /** The VM's status as this host sees it: one apply, only when something changed. */
+  private async report(
+    vm: VirtualMachine,
+    domain: ObservedDomain | undefined,
+    problem?: HostProblem,
+    restartedAt = vm.status?.restartedAt,
+    evacuated = false,
+  ): Promise<SyncResult | undefined> {
+    const status: Record<string, unknown> = { ...desiredVmStatus(vm, this.host, domain) };
+    if (restartedAt) status.restartedAt = restartedAt;
+    if (problem || evacuated) {
+      const ready = evacuated
+        ? {
+            reason: "Evacuated",
+            message: `Stopped on ${this.host} for maintenance; it starts again on another host.`,
+          }
+        : { reason: (problem as HostProblem).reason, message: (problem as HostProblem).message };
+      status.conditions = (status.conditions as { type: string }[]).map((c) =>
+        c.type === "Ready" ? { ...c, status: "False", ...ready } : c,
+      );
+      if (problem) status.state = domain ? status.state : "Error";
+      if (evacuated) Object.assign(status, { state: "Stopped", evacuatedFrom: this.host });
+    }
+    const wrote = await this.o.writes.vmStatus(vm, status);
+    if (wrote && problem)
+      await this.o.writes.event(Resources.virtualMachines, vm, {
+        type: "Warning",
+        reason: problem.reason,
+        action: "Define",
+        note: problem.message,
+      });
+    return undefined;
+  }
+
+  private async reportVolume(
+    vm: VirtualMachine | undefined,
+    cached: Volume | undefined,
+    name: string,
+    disk: { path: string; capacityBytes: bigint },
+    device: string,
+  ) {
+    const namespace = (vm?.metadata.namespace ?? cached?.metadata.namespace) as string;
+    const result = await this.o.writes.volumeStatus({ namespace, name }, cached, {
+      ...(cached ? { observedGeneration: cached.metadata.generation ?? 0 } : {}),
+      phase: vm ? "Attached" : "Ready",
+      host: this.host,
+      pool: this.o.paths.pool,
+      path: disk.path,
+      capacity: formatQuantity(disk.capacityBytes),
+      ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),
+    });
+    return result;
+  }
+
+  /** Volumes that say they are attached to the VM but are not in its spec (or it is going) become Ready. */
+  private async detachVolumes(vm: VirtualMachine, volumes: Map<string, Volume>, keep: ReadonlySet<string>) {
+    for (const volume of volumes.values()) {
+      const name = volume.metadata.name as string;
+      if (
+        volume.spec.type === "ROOT" ||
+        keep.has(name) ||
+        volume.status?.attachedTo?.virtualMachine !== vm.metadata.name
+      )
+        continue;
+      if (volume.status?.host !== this.host) continue;
+      const info = await this.hv.disk(dataDiskName(volume.metadata.uid as string));
+      if (info) await this.reportVolume(undefined, volume, name, info, "");
+    }
+  }
+
+  /** Deleted: the domain and the root disk go, data volumes are let go, then the finalizer. */
+  private async release(
+    vm: VirtualMachine,
+    domain: ObservedDomain | undefined,
+    volumes: Map<string, Volume>,
+    log: Logger,
+  ) {
+    const uid = vm.metadata.uid as string;
+    if (domain) await this.removeDomain(uid, domain);
+    await this.hv.deleteDisk(rootDiskName(uid));
+    await this.detachVolumes(vm, volumes, new Set());
+    await this.removeUnusedNetworks(log, vm);
+    if (await this.o.writes.removeFinalizer(Resources.virtualMachines, vm, DOMAIN_FINALIZER))
+      log.info("domain deleted; finalizer removed");
+  }
+
+  /**
+   * Maintenance: the VM stops gracefully and its domain goes; its disks stay (moving them is the
+   * storage's work). `evacuatedFrom` tells the orchestration it may place the VM elsewhere.
+   */
+  private async evacuate(
+    vm: VirtualMachine,
+    domain: ObservedDomain | undefined,
+    volumes: Map<string, Volume>,
+    log: Logger,
+  ) {
+    if (vm.status?.evacuatedFrom === this.host && !domain) return undefined;
+    if (domain && !(await this.stopGracefully(vm))) return { requeueAfterMs: 2_000 };
+    if (domain) await this.removeDomain(vm.metadata.uid as string, domain);
+    await this.detachVolumes(vm, volumes, new Set());
+    await this.report(vm, undefined, undefined, vm.status?.restartedAt, true);
+    await this.removeUnusedNetworks(log, vm);
+    log.info("stopped for maintenance; handed back to the orchestration");
+    await this.o.writes.event(Resources.virtualMachines, vm, {
+      type: "Normal",
+      reason: "Evacuated",
+      action: "Stop",
+      note: `Stopped on ${this.host} for maintenance; it starts again on another host.`,
+    });
+    return undefined;
+  }
+
+  private async removeDomain(uid: string, domain: ObservedDomain): Promise<void> {
+    if (domain.state !== "shutoff") await this.hv.powerOff(uid);
+    await this.hv.undefine(uid);
+  }
+
+  /**
+   * The VM is no longer bound here, and this host did not let it go: it may run elsewhere now, so
+   * its domain here is powered off (never two copies running); the definition and disks stay.
+   */
+  private async supersede(uid: string, log: Logger): Promise<void> {
+    const domain = await this.hv.observe(uid);
+    if (!domain || !this.owns(domain) || domain.state === "shutoff") return;
+    await this.hv.powerOff(uid);
+    log.warn({ uid }, "powered off a domain whose VM is no longer bound to this host; its disks stay");
+  }
+
+  /** Networks no live VM here uses are torn down; the others keep exactly their reservations. */
+  async removeUnusedNetworks(log: Logger, leaving?: VirtualMachine): Promise<void> {
+    const vms = this.o.world.boundVms().filter((vm) => !vm.metadata.deletionTimestamp && vm !== leaving);
+    const used = new Map<string, RunPlan["nics"][number]["spec"]>();
+    const prefix = networkPrefix(this.o.owner);
+    for (const vm of vms) {
+      for (const network of (await this.o.world.networks(vm)).values()) {
+        const spec = networkSpecFor(network, this.o.owner);
+        used.set(spec.name, spec);
+        await this.hv.syncNetwork(spec, reservationsFor(network, vms));
+      }
+    }
+    for (const name of await this.hv.ownNetworks()) {
+      if (used.has(name)) continue;
+      await this.hv.removeNetwork(name);
+      await this.o.afterNetworkRemoved?.(bridgeName(this.o.owner, name.slice(prefix.length)));
+      log.info({ network: name }, "removed a network no VM here uses");
+    }
+  }
+}
+
+export function isHypervisorFailure(error: unknown): boolean {
+  return error instanceof LibvirtError;
+}
