@@ -173,12 +173,6 @@ export const VirtualMachineKind = defineKind({
       host: Type.Optional(
         ObjectName({ description: "The host the VM is placed on, recorded by the orchestrator (compute)." }),
       ),
-      evacuatedFrom: Type.Optional(
-        ObjectName({
-          description:
-            "The host that stopped the VM and removed its domain for maintenance; equal to host, it asks for a new placement.",
-        }),
-      ),
       domainUUID: Type.Optional(Type.String({ maxLength: 36, description: "UUID of the libvirt domain." })),
       evacuatedFrom: Type.Optional(
         ObjectName({
