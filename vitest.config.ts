@@ -9,6 +9,7 @@ const ORCHESTRATION = [
   "test/integration/operator.test.ts",
   "test/integration/host-agent.test.ts",
   "test/integration/orchestration.test.ts",
+  "test/integration/orchestration-writes.test.ts",
   "test/integration/cloudstack-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",

@@ -1,5 +1,6 @@
 // The CloudStack commands Stratus serves, each over the Stratus kinds (docs/LEGACY-API.md 4).
 import { readFileSync } from "node:fs";
+import { displayState } from "../crds/display-state.ts";
 import {
   type Network,
   RESTART_ANNOTATION,
@@ -543,7 +544,7 @@ const volumeCommands: Record<string, Command> = {
     async: true,
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
-      if (vm.status?.state !== "Running")
+      if (displayState(vm) !== "Running")
         throw new ApiError(
           ERROR.PARAM,
           `Invalid state of VM ${vm.metadata.name}: only a running VM can be rebooted`,
@@ -758,7 +759,7 @@ const accountCommands: Record<string, Command> = {
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       const offering = byId(call.api.serviceOfferings, call, "serviceofferingid");
-      if (vm.status?.state !== "Stopped")
+      if (displayState(vm) !== "Stopped")
         throw new ApiError(
           ERROR.PARAM,
           `Unable to change the service offering of VM ${vm.metadata.name}: stop it first`,

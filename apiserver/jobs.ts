@@ -3,6 +3,7 @@
 // target reaches the state the command asked for, freezes the result, and deletes the job an hour
 // after it ended.
 import type { Logger } from "pino";
+import { displayState } from "../crds/display-state.ts";
 import {
   type AsyncJob,
   RESTART_ANNOTATION,
@@ -105,7 +106,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       // Running also means its root disk is reported, so what the client lists next is consistent.
       const root = api.volumes.get(`${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`);
       const rootPending = wanted === "Running" && root !== undefined && root.status?.phase !== "Attached";
-      if (vm.status?.state === wanted && !rootPending)
+      if (displayState(vm) === wanted && !rootPending)
         return { result: { virtualmachine: virtualMachineView(vm, api) } };
       return failure(vm);
     }
@@ -125,7 +126,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
     case "rebootVirtualMachine": {
       if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
       const requested = vm.metadata.annotations?.[RESTART_ANNOTATION];
-      if (requested && vm.status?.restartedAt === requested && vm.status.state === "Running")
+      if (requested && vm.status?.restartedAt === requested && displayState(vm) === "Running")
         return { result: { virtualmachine: virtualMachineView(vm, api) } };
       return failure(vm);
     }
@@ -193,7 +194,7 @@ function failure(vm: VirtualMachine): Outcome {
       },
     };
   const ready = vm.status?.conditions?.find((c) => c.type === "Ready");
-  if (vm.status?.state === "Error")
+  if (displayState(vm) === "Error")
     return { error: { code: ERROR.INTERNAL, text: ready?.message ?? "the VM failed" } };
   return undefined;
 }

@@ -11,6 +11,7 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import WebSocket, { WebSocketServer } from "ws";
+import { displayState } from "../crds/display-state.ts";
 import { type Host, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
 import { isAllowed } from "../runtime/authorization.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
@@ -159,7 +160,7 @@ export class SubresourceServer {
     const vm = await this.options.client
       .get<VirtualMachine>(Resources.virtualMachines, name, namespace)
       .catch(() => undefined);
-    if (!vm?.status?.host || vm.status.state !== "Running") return refuse(409, "Conflict");
+    if (!vm?.status?.host || displayState(vm) !== "Running") return refuse(409, "Conflict");
     const host = await this.options.client.get<Host>(Resources.hosts, vm.status.host).catch(() => undefined);
     const endpoint = host?.status?.consoleEndpoint;
     if (!endpoint || !this.options.consoleToken) return refuse(503, "Service Unavailable");

@@ -3,6 +3,7 @@
 // expects (ints, int64 bytes, booleans).
 
 import { addressPlan } from "../crds/addressing.ts";
+import { displayState } from "../crds/display-state.ts";
 import type {
   DiskOffering,
   IPAddress,
@@ -132,8 +133,8 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
 }
 
 /** Stratus states are CloudStack's; Pending is shown as Starting (libcloud knows no Pending). */
-function vmStateView(vm: VirtualMachine): string {
-  const state = vm.metadata.deletionTimestamp ? "Destroyed" : (vm.status?.state ?? "Starting");
+export function vmStateView(vm: VirtualMachine): string {
+  const state = displayState(vm);
   return state === "Pending" ? "Starting" : state;
 }
 

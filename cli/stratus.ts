@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
+import { displayState } from "../crds/display-state.ts";
 import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
@@ -282,7 +283,7 @@ async function printCloudStatus(kubeConfig: KubeConfig): Promise<void> {
     process.stdout.write(`virtual machines (${vms.length}):\n`);
     for (const vm of vms)
       process.stdout.write(
-        `  ${vm.metadata.namespace}/${vm.metadata.name}  ${vm.status?.state ?? "Pending"}  host=${vm.status?.host ?? "-"}  ip=${vm.status?.nics?.[0]?.ipAddress ?? "-"}\n`,
+        `  ${vm.metadata.namespace}/${vm.metadata.name}  ${displayState(vm)}  host=${vm.status?.host ?? "-"}  ip=${vm.status?.nics?.[0]?.ipAddress ?? "-"}\n`,
       );
   } catch (error) {
     process.stdout.write(`(the Stratus API is not installed: ${(error as Error).message})\n`);

@@ -1,6 +1,9 @@
 // Settings the operator's flags give the controllers.
 import type { Algorithm } from "./scheduler/placement.ts";
 
+/** How long roll-ups (host allocation, zone, network usage) wait after a change: a burst is one write. */
+export const ROLLUP_DELAY_MS = 2_000;
+
 export interface ControllerSettings {
   /** Namespace of the host agents' heartbeat Leases. */
   leaseNamespace: string;

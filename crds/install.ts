@@ -1,5 +1,6 @@
-// Installs (or updates) the Stratus CRDs with server-side apply and waits until the API server
-// serves every kind. Used by `stratus up`, the tests and anything else that needs the API.
+// Installs (or updates) the Stratus CRDs and the finalizer admission policy with server-side
+// apply, and waits until the API server serves every kind. Used by `stratus up`, the tests, the
+// benchmarks and anything else that needs the API.
 import {
   ApiextensionsV1Api,
   type KubeConfig,
@@ -9,6 +10,7 @@ import {
   PatchStrategy,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
+import { renderFinalizerPolicy } from "./finalizers.ts";
 import { KINDS } from "./index.ts";
 import { crdName, renderCustomResourceDefinition } from "./render.ts";
 
@@ -19,18 +21,20 @@ export async function installCustomResourceDefinitions(
   timeoutMs = 60_000,
 ): Promise<void> {
   const objects = KubernetesObjectApi.makeApiClient(kubeConfig);
-  for (const kind of KINDS) {
-    // client-node serialises built-in kinds from its typed models (`default` is `_default` there);
-    // loadYaml turns the wire form into that model, so no schema keyword is lost on the way.
-    await objects.patch(
-      loadYaml<KubernetesObject>(JSON.stringify(renderCustomResourceDefinition(kind))),
+  // client-node serialises built-in kinds from its typed models (`default` is `_default` there);
+  // loadYaml turns the wire form into that model, so no schema keyword is lost on the way.
+  const apply = (object: Record<string, unknown>) =>
+    objects.patch(
+      loadYaml<KubernetesObject>(JSON.stringify(object)),
       undefined,
       undefined,
       CRD_FIELD_MANAGER,
       true,
       PatchStrategy.ServerSideApply,
     );
-  }
+  for (const kind of KINDS) await apply(renderCustomResourceDefinition(kind));
+  // Before any VM or Volume can be created: from their first write they carry their finalizers.
+  for (const object of renderFinalizerPolicy()) await apply(object);
   const extensions = kubeConfig.makeApiClient(ApiextensionsV1Api);
   const deadline = Date.now() + timeoutMs;
   for (const kind of KINDS) {

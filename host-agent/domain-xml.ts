@@ -3,6 +3,9 @@
 import type { Owner } from "./hypervisor.ts";
 import { escapeXml, unescapeXml } from "./xml.ts";
 
+// The MAC derivation lives with the API: the orchestrator records the same MAC in VM status.
+export { macFor } from "../crds/nics.ts";
+
 /** Every domain Stratus defines is named with this prefix and the VM's UID. */
 export const DOMAIN_PREFIX = "stratus-";
 export const METADATA_NAMESPACE = "https://stratus.io/xmlns/virtualmachine/v1alpha1";
@@ -143,18 +146,4 @@ export function buildDomainXml(spec: DomainSpec): string {
     "</domain>",
   ];
   return `${lines.join("\n")}\n`;
-}
-
-/** A locally administered unicast MAC derived from the VM UID and NIC index (stable across restarts). */
-export function macFor(vmUid: string, nicIndex: number): string {
-  const hex = vmUid.replaceAll("-", "");
-  const bytes = [
-    0x52,
-    0x54,
-    0x00,
-    Number.parseInt(hex.slice(0, 2), 16),
-    Number.parseInt(hex.slice(2, 4), 16),
-    (Number.parseInt(hex.slice(4, 6), 16) + nicIndex) % 256,
-  ];
-  return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
 }

@@ -28,7 +28,7 @@ Options:
   --health-address=HOST:PORT /healthz, /readyz and /metrics (default 127.0.0.1:8081; port 0 picks one)
   --resync=SECONDS           re-examine every object this often (default 300)
   --workers=N                workers per controller (default 2)
-  --scheduler-algorithm=A    ${ALGORITHMS.join(" or ")} (default ${DEFAULT_SETTINGS.schedulerAlgorithm})
+  --scheduler-algorithm=A    how compute places VMs: ${ALGORITHMS.join(" or ")} (default ${DEFAULT_SETTINGS.schedulerAlgorithm})
   --host-grace=SECONDS       a host stays Ready this long past its heartbeat Lease (default ${DEFAULT_SETTINGS.hostGraceMs / 1000})
   --vlan-range=FIRST-LAST    VLANs for networks that name none (default ${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last})
   Host heartbeat Leases are read from --lease-namespace too.

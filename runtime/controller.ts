@@ -28,6 +28,11 @@ export interface ControllerOptions {
   backoff?: BackoffOptions;
 }
 
+export interface WatchOptions {
+  /** Enqueue keys this long after a change instead of at once (coalescing bursts). */
+  delayMs?: number;
+}
+
 export class Controller {
   readonly name: string;
   /** Replaced on every run: a queue that was shut down accepts nothing. */
@@ -50,13 +55,19 @@ export class Controller {
   /**
    * Enqueues keys for changes of an informer's objects. `keysOf` maps an object to the keys of
    * this controller it affects (by default its own key); deletions pass the last known object.
+   * With `delayMs`, a key is enqueued that long after the first change: a burst of changes
+   * (roll-ups over many VMs) coalesces into one reconcile and one write.
    */
   watch<T extends KubeObject>(
     informer: Informer<T>,
     keysOf: (object: T) => string[] = (o) => [objectKey(o)],
+    options: WatchOptions = {},
   ): this {
+    const { delayMs } = options;
     const enqueue = (object: T) => {
-      for (const key of keysOf(object)) this.queue.add(key);
+      for (const key of keysOf(object))
+        if (delayMs === undefined) this.queue.add(key);
+        else this.queue.addAfter(key, delayMs);
     };
     this.sources.push(() => informer.list().flatMap(keysOf));
     informer.addHandlers({

@@ -1,6 +1,8 @@
 // Writes a reconciler makes: status only when it changed, finalizers, owner references.
 import {
   apiVersionOf,
+  isConflict,
+  isNotFound,
   type KubeClient,
   type KubeObject,
   type OwnerReference,
@@ -102,6 +104,15 @@ async function setFinalizer(
     },
   });
   return true;
+}
+
+/**
+ * For a finalizer write that found the object gone or changed meanwhile: "did not write" instead of
+ * an error, since the watch brings the next version and the reconciler looks again.
+ */
+export function notWrittenIfGone(error: unknown): false {
+  if (isNotFound(error) || isConflict(error)) return false;
+  throw error;
 }
 
 /** An owner reference to `owner`, so garbage collection removes the child with it. */

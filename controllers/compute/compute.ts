@@ -1,204 +1,231 @@
-// Compute (the orchestration engine): carries a VM across the kinds it needs. It creates the root
-// Volume from the template (owned by the VM, so it goes with it), decides whether the VM's volumes
-// are ready for its host (VolumesReady), and keeps the CloudStack state while no host reports one
-// (Pending, Stopped, Destroyed). Placement, addresses and domains belong to the scheduler, the
-// network controller and the host agents; each writes only its own fields and conditions.
+// Compute, the orchestration engine: carries a VM from its create to a host in one status write.
+// It makes sure the ROOT Volume and each NIC's IPAddress exist (creates, in parallel; their
+// responses prove them), decides VolumesReady and NetworksReady, and places the VM once both hold,
+// as CloudStack's VirtualMachineManagerImpl calls the planner, VolumeOrchestrator and
+// NetworkOrchestrator. The host agent of status.host owns everything after that.
+import type { Logger } from "pino";
+import { DOMAIN_FINALIZER } from "../../crds/finalizers.ts";
 import {
-  needsRootVolume,
+  type Host,
+  type IPAddress,
+  type Network,
   Resources,
   rootVolumeName,
+  type ServiceOffering,
   type Template,
   type VirtualMachine,
   type Volume,
+  type Zone,
 } from "../../crds/index.ts";
-import { isAlreadyExists, isNotFound, objectKey } from "../../runtime/client.ts";
+import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
-import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
+import type { Condition } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
-import { applyStatus, ownerReference } from "../../runtime/objects.ts";
+import { notWrittenIfGone, ownerReference, removeFinalizer, statusSays } from "../../runtime/objects.ts";
+import { ADDRESS_INDEXERS, AddressAllocator } from "../network/ipam.ts";
+import { HostUsageCache, VMS_BY_HOST } from "../scheduler/host-usage.ts";
+import type { Algorithm } from "../scheduler/placement.ts";
+import { decideOrchestration, type RootVolumeFact, wantsRootVolume } from "./orchestration.ts";
 
-export const computeComponent: Component = {
-  name: "compute",
-  description: "orchestration: root volumes, volume readiness, VM state before and after a host",
-  setup({ client, informers, metrics, logger, fieldManager }) {
-    const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
-      indexers: {
-        volume: (vm) => (vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
-      },
-    });
-    const volumes = informers.for<Volume>(Resources.volumes);
-    const templates = informers.for<Template>(Resources.templates);
+const notReadyYet = (vm: VirtualMachine, type: string) =>
+  vm.status?.conditions?.some((c) => c.type === type && c.status !== "True") ?? true;
 
-    /** Why the VM's volumes are not ready for it, or undefined when they are. */
-    function volumeProblem(vm: VirtualMachine, template: Template | undefined): ConditionInput | undefined {
-      const namespace = vm.metadata.namespace as string;
-      if (!template)
-        return {
-          type: "VolumesReady",
-          status: "False",
-          reason: "TemplateNotFound",
-          message: `Template "${vm.spec.template}" does not exist.`,
-        };
-      if (
-        needsRootVolume(vm, template) &&
-        !volumes.get(`${namespace}/${rootVolumeName(vm.metadata.name as string)}`)
-      )
-        return {
-          type: "VolumesReady",
-          status: "False",
-          reason: "Creating",
-          message: "Creating the root volume.",
-        };
-      for (const slot of vm.spec.dataVolumes ?? []) {
-        const volume = volumes.get(`${namespace}/${slot.volume}`);
-        if (!volume || volume.metadata.deletionTimestamp)
-          return {
-            type: "VolumesReady",
-            status: "False",
-            reason: "VolumeNotFound",
-            message: `Volume "${slot.volume}" ${volume ? "is being deleted" : "does not exist"}.`,
-          };
-        if (volume.spec.type === "ROOT")
-          return {
-            type: "VolumesReady",
-            status: "False",
-            reason: "NotADataVolume",
-            message: `Volume "${slot.volume}" is another VM's root volume.`,
-          };
-        const holder = volume.status?.attachedTo?.virtualMachine;
-        if (holder && holder !== vm.metadata.name)
-          return {
-            type: "VolumesReady",
-            status: "False",
-            reason: "VolumeAttachedElsewhere",
-            message: `Volume "${slot.volume}" is attached to VM ${holder}.`,
-          };
-        if (volume.spec.zone !== vm.spec.zone)
-          return {
-            type: "VolumesReady",
-            status: "False",
-            reason: "VolumeInOtherZone",
-            message: `Volume "${slot.volume}" is in zone ${volume.spec.zone}, the VM in ${vm.spec.zone}.`,
-          };
-      }
-      return undefined;
-    }
+export function computeComponent(algorithm: Algorithm = "least-allocated"): Component {
+  return {
+    name: "compute",
+    description: `orchestration: root volumes, addresses and placement (filters, then ${algorithm}) in one write`,
+    setup({ client, informers, metrics, logger, fieldManager, events }) {
+      const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
+        indexers: {
+          ...VMS_BY_HOST,
+          unplaced: (vm) => (vm.status?.host ? [] : [vm.spec.zone]),
+          volume: (vm) => (vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
+          network: (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`),
+        },
+      });
+      const volumes = informers.for<Volume>(Resources.volumes);
+      const templates = informers.for<Template>(Resources.templates);
+      const hosts = informers.for<Host>(Resources.hosts);
+      const zones = informers.for<Zone>(Resources.zones);
+      const offerings = informers.for<ServiceOffering>(Resources.serviceOfferings);
+      const networks = informers.for<Network>(Resources.networks);
+      const addresses = informers.for<IPAddress>(Resources.ipAddresses, { indexers: ADDRESS_INDEXERS });
+      const usage = new HostUsageCache(vms, offerings);
+      const allocator = new AddressAllocator(client, addresses, networks);
 
-    const controller = new Controller({
-      name: "compute",
-      logger,
-      metrics,
-      async reconcile(key, log) {
-        const vm = vms.get(key);
-        if (!vm) return;
-        const name = vm.metadata.name as string;
+      /** The ROOT Volume exists (from the cache, else by creating it now), or why it does not. */
+      async function ensureRootVolume(
+        vm: VirtualMachine,
+        template: Template,
+        log: Logger,
+      ): Promise<RootVolumeFact> {
+        const name = rootVolumeName(vm.metadata.name as string);
         const namespace = vm.metadata.namespace as string;
-        if (vm.metadata.deletionTimestamp) {
-          // Children go by owner reference; the agents' finalizers hold the VM until its domain is gone.
-          await applyStatus(
-            client,
-            Resources.virtualMachines,
-            vm,
-            { state: "Destroyed" },
-            fieldManager,
-          ).catch((error: unknown) => {
-            if (!isNotFound(error)) throw error;
-          });
-          return;
-        }
-        const template = templates.get(vm.spec.template);
-        let createRoot: Promise<void> | undefined;
-        if (template && needsRootVolume(vm, template)) {
-          const rootKey = `${namespace}/${rootVolumeName(name)}`;
-          const root = volumes.get(rootKey);
-          if (!root) {
-            // Sent alongside the status write below, not before it: two writes in parallel keep
-            // this controller's reconcile at one round trip (it is the busiest under load).
-            createRoot = (async () => {
-              try {
-                await client.create<Volume>(Resources.volumes, {
-                  apiVersion: "stratus.io/v1alpha1",
-                  kind: "Volume",
-                  metadata: {
-                    name: rootVolumeName(name),
-                    namespace,
-                    labels: { "stratus.io/virtual-machine": name },
-                    ownerReferences: [ownerReference(Resources.virtualMachines, vm)],
-                  },
-                  spec: {
-                    zone: vm.spec.zone,
-                    type: "ROOT",
-                    size: vm.spec.rootDisk?.size ?? template.spec.minimumDiskSize ?? "1Gi",
-                    ...(vm.spec.rootDisk?.diskOffering
-                      ? { diskOffering: vm.spec.rootDisk.diskOffering }
-                      : {}),
-                    source: { template: vm.spec.template },
-                  },
-                });
-                log.info({ volume: rootVolumeName(name) }, "created the root volume");
-              } catch (error) {
-                if (!isAlreadyExists(error)) throw error;
-              }
-            })();
-          } else if (!root.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)) {
-            const problem: ConditionInput = {
-              type: "VolumesReady",
-              status: "False",
-              reason: "RootVolumeNameTaken",
-              message: `Volume "${rootVolumeName(name)}" exists and does not belong to this VM; delete or rename it.`,
-            };
-            await writeStatus(vm, problem);
-            return;
-          }
-        }
-        await Promise.all([
-          createRoot,
-          writeStatus(
-            vm,
-            volumeProblem(vm, template) ?? {
-              type: "VolumesReady",
-              status: "True",
-              reason: "VolumesAvailable",
-              message: `${(vm.spec.dataVolumes ?? []).length} data volume(s) available.`,
+        const cached = volumes.get(`${namespace}/${name}`);
+        if (cached)
+          return cached.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)
+            ? "ready"
+            : "foreign";
+        try {
+          await client.create<Volume>(Resources.volumes, {
+            apiVersion: "stratus.io/v1alpha1",
+            kind: "Volume",
+            metadata: {
+              name,
+              namespace,
+              labels: { "stratus.io/virtual-machine": vm.metadata.name as string },
+              ownerReferences: [ownerReference(Resources.virtualMachines, vm)],
             },
-          ),
-        ]);
-      },
-    });
+            spec: {
+              zone: vm.spec.zone,
+              type: "ROOT",
+              size: vm.spec.rootDisk?.size ?? template.spec.minimumDiskSize ?? "1Gi",
+              ...(vm.spec.rootDisk?.diskOffering ? { diskOffering: vm.spec.rootDisk.diskOffering } : {}),
+              source: { template: vm.spec.template },
+            },
+          });
+          log.info({ volume: name }, "created the root volume");
+          return "ready";
+        } catch (error) {
+          if (isAlreadyExists(error)) return "unconfirmed";
+          throw error;
+        }
+      }
 
-    async function writeStatus(vm: VirtualMachine, volumesReady: ConditionInput): Promise<void> {
-      const conditions = ownConditions(
-        vm.status?.conditions as Condition[] | undefined,
-        vm.metadata.generation,
-        [volumesReady],
-      );
-      // Until a host reports on the VM, its state is the orchestration's to tell.
-      const unplaced = !vm.status?.host;
-      const state = vm.spec.runStrategy === "Halted" ? "Stopped" : "Pending";
-      await applyStatus(
-        client,
-        Resources.virtualMachines,
-        vm,
-        { ...(unplaced ? { state } : {}), conditions },
-        fieldManager,
-      );
-    }
+      async function releaseDeleted(vm: VirtualMachine, log: Logger): Promise<void> {
+        // Placed VMs are the agent's to release: only it knows the domain and disk are gone.
+        if (vm.status?.host) return;
+        if (
+          await removeFinalizer(client, Resources.virtualMachines, vm, DOMAIN_FINALIZER).catch(
+            notWrittenIfGone,
+          )
+        )
+          log.info("deleted before it had a host: released");
+      }
 
-    controller
-      .watch(vms)
-      .watch(volumes, (volume) => {
-        const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
-        return [
-          ...vms.byIndex("volume", objectKey(volume)).map(objectKey),
-          ...(owner ? [`${volume.metadata.namespace}/${owner.name}`] : []),
-        ];
-      })
-      .watch(templates, (template) =>
+      const controller = new Controller({
+        name: "compute",
+        logger,
+        metrics,
+        async reconcile(key, log) {
+          const vm = vms.get(key);
+          if (!vm) return undefined;
+          if (vm.metadata.deletionTimestamp) {
+            await releaseDeleted(vm, log);
+            return undefined;
+          }
+          // Placed a moment ago by this process; the cache shows it soon and re-queues the VM.
+          if (usage.isAssumed(key)) return undefined;
+          const namespace = vm.metadata.namespace as string;
+          const template = templates.get(vm.spec.template);
+          const [rootVolume, nics] = await Promise.all([
+            wantsRootVolume(vm, template)
+              ? ensureRootVolume(vm, template as Template, log)
+              : Promise.resolve<RootVolumeFact>("not-needed"),
+            allocator.ensureAddresses(vm, log),
+          ]);
+          const dataVolumes = new Map<string, Volume>();
+          for (const slot of vm.spec.dataVolumes ?? []) {
+            const volume = volumes.get(`${namespace}/${slot.volume}`);
+            if (volume) dataVolumes.set(slot.volume, volume);
+          }
+          const decision = decideOrchestration({
+            vm,
+            template,
+            offering: offerings.get(vm.spec.serviceOffering),
+            zone: zones.get(vm.spec.zone),
+            rootVolume,
+            dataVolumes,
+            nics,
+            hostUsages: () => hosts.list().map((h) => usage.usageOf(h)),
+            algorithm,
+          });
+          const { status, placement } = decision;
+          const requeue =
+            decision.requeueAfterMs === undefined ? undefined : { requeueAfterMs: decision.requeueAfterMs };
+          if (!status || statusSays(status, (vm.status ?? {}) as Record<string, unknown>)) return requeue;
+          // Assumed before the write, with no await between choosing and assuming: another worker
+          // choosing meanwhile already counts this VM.
+          if (placement) usage.assume(key, placement.host, placement.demand);
+          try {
+            await client.apply(
+              Resources.virtualMachines,
+              {
+                metadata: {
+                  name: vm.metadata.name as string,
+                  namespace,
+                  // The precondition: placed from what this VM was, never twice by racing orchestrators.
+                  ...(placement ? { resourceVersion: vm.metadata.resourceVersion as string } : {}),
+                },
+                status,
+              },
+              { fieldManager, subresource: "status" },
+            );
+          } catch (error) {
+            if (placement) usage.forget(key);
+            // Changed meanwhile (or gone): the watch brings the new version, which is tried afresh.
+            if (isConflict(error) || isNotFound(error)) return undefined;
+            throw error;
+          }
+          if (placement) log.info({ host: placement.host, from: vm.status?.evacuatedFrom }, "placed");
+          await reportProblems(vm, status.conditions);
+          return requeue;
+        },
+      });
+
+      /** An Event for each of compute's conditions that just turned False for a new reason. */
+      async function reportProblems(vm: VirtualMachine, conditions: readonly Condition[]): Promise<void> {
+        for (const condition of conditions) {
+          if (condition.status !== "False" || condition.reason === "WaitingForResources") continue;
+          const before = vm.status?.conditions?.find((c) => c.type === condition.type);
+          if (before?.status === "False" && before.reason === condition.reason) continue;
+          await events.record(Resources.virtualMachines, vm, {
+            type: "Warning",
+            reason: condition.reason,
+            action: condition.type === "Scheduled" ? "Schedule" : "Prepare",
+            note: condition.message,
+          });
+        }
+      }
+
+      const unplacedIn = (zone: string) => vms.byIndex("unplaced", zone).map(objectKey);
+      const waitingFor = (index: string, key: string, type: string) =>
         vms
-          .list()
-          .filter((vm) => vm.spec.template === template.metadata.name)
-          .map(objectKey),
-      );
-    return [controller];
-  },
-};
+          .byIndex(index, key)
+          .filter((vm) => notReadyYet(vm, type))
+          .map(objectKey);
+      controller
+        // A VM that takes or frees room on a host may let a waiting VM of its zone in.
+        .watch(vms, (vm) =>
+          vm.status?.host ? [objectKey(vm), ...unplacedIn(vm.spec.zone)] : [objectKey(vm)],
+        )
+        .watch(volumes, (volume) => {
+          const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
+          return [
+            ...vms.byIndex("volume", objectKey(volume)).map(objectKey),
+            ...(owner ? [`${volume.metadata.namespace}/${owner.name}`] : []),
+          ];
+        })
+        .watch(templates, (template) =>
+          vms
+            .list()
+            .filter((vm) => vm.spec.template === template.metadata.name)
+            .map(objectKey),
+        )
+        .watch(hosts, (host) => unplacedIn(host.spec.zone))
+        .watch(zones, (zone) => unplacedIn(zone.metadata.name as string))
+        .watch(offerings, () =>
+          vms
+            .list()
+            .filter((vm) => !vm.status?.host)
+            .map(objectKey),
+        )
+        // A network that appears, or an address that is freed, may unblock VMs waiting for one.
+        .watch(networks, (network) => waitingFor("network", objectKey(network), "NetworksReady"))
+        .watch(addresses, (address) =>
+          waitingFor("network", `${address.metadata.namespace}/${address.spec.network}`, "NetworksReady"),
+        );
+      return [controller];
+    },
+  };
+}

@@ -1,5 +1,6 @@
 // Fabric monitoring and admin: Host Ready from the agents' heartbeat Leases, host resource states
-// through maintenance, VMs on a lost host shown Unknown, and zone roll-ups.
+// through maintenance, the HostReady condition on VMs of a lost host, and roll-ups (host
+// allocation, zones) that wait a moment after a change so a burst of VM changes is one write.
 import {
   type Host,
   Resources,
@@ -10,11 +11,17 @@ import {
 import { parseQuantity } from "../../crds/quantity.ts";
 import { isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
-import { type Condition, isConditionTrue, ownConditions } from "../../runtime/conditions.ts";
+import {
+  type Condition,
+  type ConditionInput,
+  isConditionTrue,
+  ownConditions,
+} from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { applyStatus } from "../../runtime/objects.ts";
-import type { ControllerSettings } from "../settings.ts";
+import { VMS_BY_HOST } from "../scheduler/host-usage.ts";
+import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredHostStatus, type PlacedUsage } from "./host-status.ts";
 import { desiredZoneStatus } from "./zone-status.ts";
 
@@ -35,7 +42,7 @@ export function fabricComponent(settings: ControllerSettings): Component {
         labelSelector: "stratus.io/host",
       });
       const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
-        indexers: { host: (vm) => (vm.status?.host ? [vm.status.host] : []) },
+        indexers: VMS_BY_HOST,
       });
       const offerings = informers.for<ServiceOffering>(Resources.serviceOfferings);
 
@@ -79,48 +86,65 @@ export function fabricComponent(settings: ControllerSettings): Component {
           const host = lease.metadata.labels?.["stratus.io/host"];
           return host ? [host] : [];
         })
-        .watch(vms, (vm) => (vm.status?.host ? [vm.status.host] : []))
-        .watch(offerings, () => hosts.list().map((h) => h.metadata.name as string));
+        .watch(vms, (vm) => (vm.status?.host ? [vm.status.host] : []), { delayMs: ROLLUP_DELAY_MS })
+        .watch(offerings, () => hosts.list().map((h) => h.metadata.name as string), {
+          delayMs: ROLLUP_DELAY_MS,
+        });
 
-      // A VM on a host that is not Ready is Unknown: nobody can say whether it still runs.
+      // A VM on a host that is not Ready is Unknown: nobody can say whether it still runs. Only VMs
+      // whose HostReady must change are looked at, so healthy hosts cost nothing.
+      const hostLost = (vm: VirtualMachine): ConditionInput | undefined => {
+        const host = vm.status?.host ? hosts.get(vm.status.host) : undefined;
+        const ready = (host?.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "Ready");
+        if (!host || !ready || ready.status === "True") return undefined;
+        return {
+          type: "HostReady",
+          status: "False",
+          reason: "HostNotReady",
+          message: `Host ${vm.status?.host} is not ready (${ready.reason}: ${ready.message}): the VM's state is unknown.`,
+        };
+      };
+      const hostReadyOf = (vm: VirtualMachine) =>
+        (vm.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "HostReady");
+      const needsLook = (vm: VirtualMachine): boolean => {
+        if (vm.metadata.deletionTimestamp) return false;
+        const lost = hostLost(vm);
+        const current = hostReadyOf(vm);
+        return lost ? current?.message !== lost.message : current !== undefined;
+      };
       const lostVms = new Controller({
         name: "fabric-lost-vms",
         logger,
         metrics,
         async reconcile(key) {
           const vm = vms.get(key);
-          const hostName = vm?.status?.host;
-          const host = hostName ? hosts.get(hostName) : undefined;
-          if (!vm || !host || vm.metadata.deletionTimestamp) return;
-          const ready = (host.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "Ready");
-          if (!ready || ready.status === "True") return;
-          const conditions = ownConditions(
-            vm.status?.conditions as Condition[] | undefined,
-            vm.metadata.generation,
-            [
-              {
-                type: "Ready",
-                status: "Unknown",
-                reason: "HostNotReady",
-                message: `Host ${hostName} is not ready (${ready.reason}): the VM's state is unknown.`,
-              },
-            ],
-          );
-          try {
-            await applyStatus(
-              client,
+          if (!vm || !needsLook(vm)) return;
+          const lost = hostLost(vm);
+          const conditions = lost
+            ? ownConditions(vm.status?.conditions as Condition[] | undefined, vm.metadata.generation, [lost])
+            : [];
+          // Applying no condition of its own drops the one fabric owned (server-side apply).
+          await client
+            .apply(
               Resources.virtualMachines,
-              vm,
-              { state: "Unknown", conditions },
-              fieldManager,
-            );
-          } catch (error) {
-            if (!isNotFound(error)) throw error;
-          }
+              {
+                metadata: { name: vm.metadata.name as string, namespace: vm.metadata.namespace as string },
+                status: { conditions },
+              },
+              { fieldManager, subresource: "status" },
+            )
+            .catch((error: unknown) => {
+              if (!isNotFound(error)) throw error;
+            });
         },
       })
-        .watch(vms)
-        .watch(hosts, (host) => vms.byIndex("host", host.metadata.name as string).map(objectKey));
+        .watch(vms, (vm) => (needsLook(vm) ? [objectKey(vm)] : []))
+        .watch(hosts, (host) =>
+          vms
+            .byIndex("host", host.metadata.name as string)
+            .filter(needsLook)
+            .map(objectKey),
+        );
 
       const zoneRollup = new Controller({
         name: "fabric-zone-rollup",
@@ -138,7 +162,7 @@ export function fabricComponent(settings: ControllerSettings): Component {
         },
       })
         .watch(zones)
-        .watch(hosts, (host) => [host.spec.zone]);
+        .watch(hosts, (host) => [host.spec.zone], { delayMs: ROLLUP_DELAY_MS });
       return [hostMonitor, lostVms, zoneRollup];
     },
   };

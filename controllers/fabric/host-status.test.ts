@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Host } from "../../crds/index.ts";
 import type { Lease } from "../../runtime/leader-election.ts";
+import { statusSays } from "../../runtime/objects.ts";
 import { desiredHostStatus } from "./host-status.ts";
 
 const NOW = new Date("2026-11-25T10:00:00Z");
@@ -49,6 +50,18 @@ describe("desiredHostStatus", () => {
       },
     );
     expect(desiredHostStatus(host(), lease(31), idle, OPTIONS, NOW).recheckAfterMs).toBeUndefined();
+  });
+
+  it("asks for no write when only the Lease was renewed", () => {
+    const first = desiredHostStatus(host(), lease(5), idle, OPTIONS, NOW).status;
+    const written = { ...host(), status: first as NonNullable<Host["status"]> };
+    const later = new Date(NOW.getTime() + 8_000);
+    const renewed = {
+      ...lease(0),
+      spec: { ...lease(0).spec, renewTime: later.toISOString().replace("Z", "000Z") },
+    };
+    const { status } = desiredHostStatus(written, renewed, idle, OPTIONS, later);
+    expect(statusSays(status, first)).toBe(true);
   });
 
   it("walks maintenance: PrepareForMaintenance while VMs remain, then Maintenance; ErrorInMaintenance when the host is down", () => {

@@ -1,39 +1,24 @@
-// Networking: a VLAN for each network that names none, address usage in Network status, deletion
-// held while VMs use the network, and IPAM. An address is allocated by creating its IPAddress
-// object, whose name is the address: etcd refuses a second create, so two allocators (workers,
-// replicas, a stale leader) can never hand out the same address.
-
+// Networking: a VLAN for each network that names none, address usage in Network status (rate
+// limited: it changes with every allocation), deletion held while VMs use the network, and the
+// release of addresses whose VM is gone. Allocation is compute's, through ipam.ts.
 import type { Logger } from "pino";
-import {
-  addressPlan,
-  addressProblem,
-  allocatableAddresses,
-  allocatableCount,
-  ipToNumber,
-} from "../../crds/addressing.ts";
-import {
-  type IPAddress,
-  ipAddressName,
-  type Network,
-  Resources,
-  type VirtualMachine,
-} from "../../crds/index.ts";
-import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
+import { addressPlan, allocatableCount } from "../../crds/addressing.ts";
+import { type IPAddress, type Network, Resources, type VirtualMachine } from "../../crds/index.ts";
+import { isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
-import { addFinalizer, applyStatus, ownerReference, removeFinalizer } from "../../runtime/objects.ts";
-import type { ControllerSettings } from "../settings.ts";
+import { addFinalizer, applyStatus, removeFinalizer } from "../../runtime/objects.ts";
+import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
+import { ADDRESS_INDEXERS } from "./ipam.ts";
 
 export const NETWORK_FINALIZER = "stratus.io/network";
-
-type Nic = NonNullable<VirtualMachine["spec"]["nics"]>[number];
 
 export function networkComponent(settings: ControllerSettings): Component {
   return {
     name: "network",
-    description: "networking: VLAN allocation, IPAM, network deletion guard",
-    setup({ client, informers, metrics, logger, fieldManager, events }) {
+    description: "networking: VLAN allocation, address usage, network deletion guard",
+    setup({ client, informers, metrics, logger, fieldManager }) {
       const networks = informers.for<Network>(Resources.networks, {
         indexers: { zone: (n) => [n.spec.zone] },
       });
@@ -42,17 +27,10 @@ export function networkComponent(settings: ControllerSettings): Component {
           network: (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`),
         },
       });
-      const addresses = informers.for<IPAddress>(Resources.ipAddresses, {
-        indexers: {
-          network: (a) => [`${a.metadata.namespace}/${a.spec.network}`],
-          vm: (a) => (a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : []),
-        },
-      });
-      // VLANs and address names this process handed out that its cache may not show yet. Claims
-      // are made synchronously (no await between looking and claiming), so workers never collide.
+      const addresses = informers.for<IPAddress>(Resources.ipAddresses, { indexers: ADDRESS_INDEXERS });
+      // VLANs this process handed out that its cache may not show yet. Claims are made
+      // synchronously (no await between looking and claiming), so workers never collide.
       const claimedVlans = new Map<string, number>();
-      /** IPAddress key -> the VM key and NIC it was created for. */
-      const claimedAddresses = new Map<string, { vm: string; nic: string }>();
 
       const vlanInUse = (zone: string, except: string): Set<number> => {
         const used = new Set<number>();
@@ -154,8 +132,11 @@ export function networkComponent(settings: ControllerSettings): Component {
         },
       })
         .watch(networks)
-        .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`))
-        .watch(addresses, (a) => [`${a.metadata.namespace}/${a.spec.network}`]);
+        // Usage changes with every VM and address: a burst of them is one status write.
+        .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`), {
+          delayMs: ROLLUP_DELAY_MS,
+        })
+        .watch(addresses, (a) => [`${a.metadata.namespace}/${a.spec.network}`], { delayMs: ROLLUP_DELAY_MS });
 
       /**
        * Addresses whose VM is gone go at once: the garbage collector would remove them too, but
@@ -200,178 +181,7 @@ export function networkComponent(settings: ControllerSettings): Component {
         );
       }
 
-      /** Creates the IPAddress for a NIC; returns why not when it cannot. */
-      async function allocate(vm: VirtualMachine, nic: Nic, network: Network): Promise<string | undefined> {
-        const plan = addressPlan(network);
-        if (!plan) return undefined;
-        const namespace = vm.metadata.namespace as string;
-        const claim = (address: string) =>
-          client.create<IPAddress>(Resources.ipAddresses, {
-            apiVersion: "stratus.io/v1alpha1",
-            kind: "IPAddress",
-            metadata: {
-              name: ipAddressName(network.metadata.name as string, address),
-              namespace,
-              ownerReferences: [ownerReference(Resources.virtualMachines, vm)],
-            },
-            spec: {
-              network: network.metadata.name as string,
-              address,
-              virtualMachine: vm.metadata.name as string,
-              nic: nic.name,
-              static: nic.ipAddress !== undefined,
-            },
-          });
-        if (nic.ipAddress) {
-          const problem = addressProblem(plan, nic.ipAddress);
-          if (problem) return `NIC ${nic.name}: ${problem}`;
-          try {
-            await claim(nic.ipAddress);
-            return undefined;
-          } catch (error) {
-            if (!isAlreadyExists(error)) throw error;
-            const holder = await client
-              .get<IPAddress>(Resources.ipAddresses, ipAddressName(nic.network, nic.ipAddress), namespace)
-              .catch(() => undefined);
-            if (holder && holder.spec.virtualMachine === vm.metadata.name && holder.spec.nic === nic.name)
-              return undefined;
-            return `NIC ${nic.name}: ${nic.ipAddress} is already held by ${holder?.spec.virtualMachine ? `VM ${holder.spec.virtualMachine}` : "another allocation"}`;
-          }
-        }
-        const taken = new Set(addresses.byIndex("network", objectKey(network)).map((a) => a.spec.address));
-        for (const address of allocatableAddresses(plan)) {
-          const name = `${namespace}/${ipAddressName(network.metadata.name as string, address)}`;
-          if (taken.has(address)) {
-            claimedAddresses.delete(name); // the cache shows it now: no need to remember the claim
-            continue;
-          }
-          if (claimedAddresses.has(name)) continue;
-          claimedAddresses.set(name, { vm: objectKey(vm), nic: nic.name });
-          try {
-            await claim(address);
-            return undefined;
-          } catch (error) {
-            if (!isAlreadyExists(error)) {
-              claimedAddresses.delete(name);
-              throw error;
-            }
-            // Someone else holds it (our cache had not shown it yet): remember that, try the next one.
-            claimedAddresses.set(name, { vm: "", nic: "" });
-          }
-        }
-        return `network ${network.metadata.name} has no free address left (${allocatableCount(plan)} in its range)`;
-      }
-
-      const ipam = new Controller({
-        name: "ipam",
-        logger,
-        metrics,
-        async reconcile(key, log) {
-          const vm = vms.get(key);
-          if (!vm || vm.metadata.deletionTimestamp) return; // addresses go with the VM (owner references)
-          const namespace = vm.metadata.namespace as string;
-          const held = addresses.byIndex("vm", key);
-          // Forget claims the cache now shows, so the set stays small.
-          for (const a of held) claimedAddresses.delete(objectKey(a));
-          const problems: { reason: string; message: string }[] = [];
-          const wanted = new Set<string>();
-          let pending = false;
-          for (const nic of vm.spec.nics ?? []) {
-            const network = networks.get(`${namespace}/${nic.network}`);
-            if (!network || network.metadata.deletionTimestamp) {
-              problems.push({
-                reason: "NetworkNotFound",
-                message: `NIC ${nic.name}: Network "${nic.network}" ${network ? "is being deleted" : "does not exist"}.`,
-              });
-              continue;
-            }
-            if (!network.spec.cidr) continue; // L2: no addressing
-            // One address per NIC. Should two ever exist (two allocators racing), every allocator
-            // keeps the same one, the lowest, and the other is released below.
-            const mine = held
-              .filter(
-                (a) =>
-                  a.spec.nic === nic.name &&
-                  a.spec.network === nic.network &&
-                  (nic.ipAddress === undefined || a.spec.address === nic.ipAddress),
-              )
-              .sort((a, b) => ipToNumber(a.spec.address) - ipToNumber(b.spec.address))[0];
-            if (mine) {
-              wanted.add(mine.metadata.name as string);
-              continue;
-            }
-            if ([...claimedAddresses.values()].some((c) => c.vm === key && c.nic === nic.name)) {
-              pending = true; // created moments ago; the watch brings it
-              continue;
-            }
-            const problem = await allocate(vm, nic, network);
-            if (problem)
-              problems.push({
-                reason: problem.includes("no free address") ? "AddressesExhausted" : "AddressUnavailable",
-                message: problem,
-              });
-            else if (nic.ipAddress) wanted.add(ipAddressName(nic.network, nic.ipAddress));
-            else pending = true;
-          }
-          if (pending) return undefined; // the new addresses re-queue the VM when the cache has them
-          // Addresses of NICs that are gone, moved to another network, or changed static address.
-          for (const stale of held.filter((a) => !wanted.has(a.metadata.name as string))) {
-            await client
-              .delete(Resources.ipAddresses, stale.metadata.name as string, namespace)
-              .catch((error) => {
-                if (!isNotFound(error)) throw error;
-              });
-            log.info({ address: stale.spec.address }, "released an address the VM no longer uses");
-          }
-          const [first] = problems;
-          const condition: ConditionInput = first
-            ? {
-                type: "NetworksReady",
-                status: "False",
-                reason: first.reason,
-                message: problems.map((p) => p.message).join(" "),
-              }
-            : {
-                type: "NetworksReady",
-                status: "True",
-                reason: "AddressesAllocated",
-                message: `${(vm.spec.nics ?? []).length} NIC(s) ready.`,
-              };
-          const conditions = ownConditions(
-            vm.status?.conditions as Condition[] | undefined,
-            vm.metadata.generation,
-            [condition],
-          );
-          const before = (vm.status?.conditions as Condition[] | undefined)?.find(
-            (c) => c.type === "NetworksReady",
-          );
-          if (await applyStatus(client, Resources.virtualMachines, vm, { conditions }, fieldManager)) {
-            if (first && before?.reason !== first.reason)
-              await events.record(Resources.virtualMachines, vm, {
-                type: "Warning",
-                reason: first.reason,
-                action: "AllocateAddress",
-                note: condition.message,
-              });
-          }
-          return undefined;
-        },
-      })
-        .watch(vms)
-        .watch(addresses, (a) =>
-          a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : [],
-        )
-        // A network that appears, or frees addresses, may unblock VMs waiting for it.
-        .watch(networks, (n) =>
-          vms
-            .byIndex("network", objectKey(n))
-            .filter(
-              (vm) =>
-                vm.status?.conditions?.some((c) => c.type === "NetworksReady" && c.status !== "True") ?? true,
-            )
-            .map(objectKey),
-        );
-      return [networkController, ipam];
+      return [networkController];
     },
   };
 }

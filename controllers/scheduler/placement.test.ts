@@ -68,6 +68,18 @@ describe("unfitReason", () => {
     expect(unfitReason({ ...small, pinnedHost: "b" }, usage(host("a")))).toBe("not the pinned host");
   });
 
+  it("keeps a VM on the host whose local pool holds its data volume", () => {
+    const bound = { ...small, volumeHosts: [{ volume: "data", host: "b" }] };
+    expect(unfitReason(bound, usage(host("a")))).toBe("volume data is on host b");
+    expect(unfitReason(bound, usage(host("b")))).toBe(undefined);
+    expect(place(bound, [usage(host("a")), usage(host("b"), 6)], "least-allocated")).toMatchObject({
+      host: "b",
+    });
+    expect(
+      place(bound, [usage(host("a")), usage(host("b", { status: { conditions: [] } }))], "first-fit"),
+    ).toMatchObject({ message: "0/2 hosts: 1 not ready, 1 volume data is on host b" });
+  });
+
   it("lets overcommit admit more than the physical capacity", () => {
     expect(unfitReason(small, usage(host("a"), 8))).toBe("insufficient CPU");
     expect(unfitReason(small, usage(host("a", { spec: { cpuOvercommitRatio: 2 } }), 8))).toBe(undefined);

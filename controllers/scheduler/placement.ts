@@ -16,6 +16,8 @@ export interface Demand {
   /** `<namespace>/<group>` when the VM is in an anti-affinity group. */
   antiAffinityGroup?: string;
   pinnedHost?: string;
+  /** Data volumes whose disk already lives in a host's local pool: the VM can run only there. */
+  volumeHosts?: readonly { volume: string; host: string }[];
 }
 
 /** A host with what the VMs already placed on it use. */
@@ -44,6 +46,8 @@ export function allocatable(host: Host): { cpu: number; memoryBytes: bigint } {
 export function unfitReason(demand: Demand, usage: HostUsage): string | undefined {
   const { host } = usage;
   if (demand.pinnedHost && host.metadata.name !== demand.pinnedHost) return "not the pinned host";
+  const elsewhere = demand.volumeHosts?.find((v) => v.host !== host.metadata.name);
+  if (elsewhere) return `volume ${elsewhere.volume} is on host ${elsewhere.host}`;
   if (!isHostReady(host)) return "not ready";
   if (host.spec.maintenance || MAINTENANCE_STATES.has(host.status?.resourceState ?? ""))
     return "in maintenance";

@@ -1,16 +1,15 @@
-// Storage: binds each volume to the storage pool of the host its VM is placed on (Volume
-// status.host, which that host's agent watches), follows the VM when it moves, and holds the
-// deletion of a volume some VM still attaches.
-import { Resources, rootVolumeName, type VirtualMachine, type Volume } from "../../crds/index.ts";
+// Storage: the deletion guard of data volumes (InUse, and the stratus.io/storage finalizer held
+// while a VM attaches the volume), and the release of volumes no host ever made a disk for. Where
+// a disk lives (status.host, phase, path) is a fact only the agent whose pool holds it can tell.
+import { DISK_FINALIZER, STORAGE_FINALIZER } from "../../crds/finalizers.ts";
+import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { isNotFound } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import { type Condition, ownConditions } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
-import { addFinalizer, applyStatus, removeFinalizer } from "../../runtime/objects.ts";
+import { applyStatus, notWrittenIfGone, removeFinalizer } from "../../runtime/objects.ts";
 
-export const STORAGE_FINALIZER = "stratus.io/storage";
-
-/** The VM a volume belongs to: its owner for a ROOT volume, else the VM attaching it. */
+/** The VM a data volume belongs to: the VM attaching it, else the oldest VM asking for it. */
 export function volumeUser(volume: Volume, attaching: readonly VirtualMachine[]): VirtualMachine | undefined {
   const live = attaching.filter((vm) => !vm.metadata.deletionTimestamp);
   const holder = volume.status?.attachedTo?.virtualMachine;
@@ -25,18 +24,16 @@ export function volumeUser(volume: Volume, attaching: readonly VirtualMachine[])
   );
 }
 
+const dataVolumeKeys = (vm: VirtualMachine) =>
+  (vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`);
+
 export const storageComponent: Component = {
   name: "storage",
-  description: "storage: volume binding to host pools, deletion guard for attached volumes",
+  description: "storage: deletion guard for attached data volumes, release of volumes without a disk",
   setup({ client, informers, metrics, logger, fieldManager }) {
     const volumes = informers.for<Volume>(Resources.volumes);
     const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
-      indexers: {
-        volume: (vm) => [
-          ...(vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
-          `${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`,
-        ],
-      },
+      indexers: { dataVolume: dataVolumeKeys },
     });
 
     const controller = new Controller({
@@ -46,48 +43,35 @@ export const storageComponent: Component = {
       async reconcile(key, log) {
         const volume = volumes.get(key);
         if (!volume) return;
-        const candidates = vms
-          .byIndex("volume", key)
-          .filter((vm) =>
-            volume.spec.type === "ROOT"
-              ? volume.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)
-              : (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name),
-          );
-        const user = volumeUser(volume, candidates);
-        if (volume.metadata.deletionTimestamp) {
-          if (user && volume.spec.type !== "ROOT") {
-            await writeInUse(
-              volume,
-              `Deletion waits: VM ${user.metadata.name} attaches the volume; detach it first.`,
-            );
-            return;
-          }
-          if (await removeFinalizer(client, Resources.volumes, volume, STORAGE_FINALIZER))
-            log.info("no VM attaches the volume; released it for deletion");
+        const isData = volume.spec.type !== "ROOT";
+        const user = isData ? volumeUser(volume, vms.byIndex("dataVolume", key)) : undefined;
+        if (!volume.metadata.deletionTimestamp) {
+          if (isData) await writeInUse(volume, undefined, user);
           return;
         }
-        if (await addFinalizer(client, Resources.volumes, volume, STORAGE_FINALIZER)) return;
-        const host = user?.status?.host;
-        if (host && volume.status?.host !== host) {
-          // Bound (or moved) to the pool of the host that runs its VM; that host's agent creates it.
-          await applyStatus(
-            client,
-            Resources.volumes,
+        if (user) {
+          await writeInUse(
             volume,
-            // Only the binding: the phase is the agent's, which knows whether the disk exists.
-            { host },
-            fieldManager,
+            `Deletion waits: VM ${user.metadata.name} attaches the volume; detach it first.`,
           );
-          log.info({ host, from: volume.status?.host }, "bound the volume to its VM's host");
+          return;
         }
-        await writeInUse(volume, undefined, user);
+        if (
+          await removeFinalizer(client, Resources.volumes, volume, STORAGE_FINALIZER).catch(notWrittenIfGone)
+        ) {
+          log.info("no VM attaches the volume; released it for deletion");
+          return; // the next version comes through the watch
+        }
+        // No host's pool ever held it: no agent will come to remove a disk that does not exist.
+        if (
+          !volume.status?.host &&
+          (await removeFinalizer(client, Resources.volumes, volume, DISK_FINALIZER).catch(notWrittenIfGone))
+        )
+          log.info("no disk was ever created for the volume; released it");
       },
     })
       .watch(volumes)
-      .watch(vms, (vm) => [
-        ...(vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
-        `${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`,
-      ]);
+      .watch(vms, dataVolumeKeys);
 
     async function writeInUse(
       volume: Volume,

@@ -32,7 +32,13 @@ export const VM_STATES = [
   "Destroyed",
 ] as const;
 
-export const VM_CONDITION_TYPES = ["Scheduled", "VolumesReady", "NetworksReady", "Ready"] as const;
+export const VM_CONDITION_TYPES = [
+  "Scheduled",
+  "VolumesReady",
+  "NetworksReady",
+  "Ready",
+  "HostReady",
+] as const;
 
 /** 32 KiB of user data, base64-encoded, as CloudStack allows with HTTP GET. */
 const USER_DATA_MAX_BASE64 = 43_692;
@@ -165,7 +171,7 @@ export const VirtualMachineKind = defineKind({
       observedGeneration: ObservedGeneration,
       state: Type.Optional(StringEnum(VM_STATES, { description: "CloudStack state of the VM." })),
       host: Type.Optional(
-        ObjectName({ description: "The host the VM is placed on, recorded by the scheduler." }),
+        ObjectName({ description: "The host the VM is placed on, recorded by the orchestrator (compute)." }),
       ),
       domainUUID: Type.Optional(Type.String({ maxLength: 36, description: "UUID of the libvirt domain." })),
       evacuatedFrom: Type.Optional(
@@ -195,7 +201,9 @@ export const VirtualMachineKind = defineKind({
           { description: "NICs with their addresses.", maxItems: 16 },
         ),
       ),
-      conditions: Conditions("Scheduled, VolumesReady, NetworksReady and Ready."),
+      conditions: Conditions(
+        "Scheduled, VolumesReady, NetworksReady, Ready, and HostReady while the host is lost.",
+      ),
     },
     { description: "The VM as observed." },
   ),

@@ -78,7 +78,6 @@ const CASES: [string, string, unknown, string, RegExp?][] = [
     vm(
       {},
       {
-        state: "Pending",
         conditions: [condition("Scheduled", "False", "Unschedulable", "0/5 hosts: 5 insufficient memory")],
       },
     ),
@@ -90,6 +89,26 @@ const CASES: [string, string, unknown, string, RegExp?][] = [
     "host lost",
     vm({}, { state: "Unknown", conditions: [condition("Ready", "Unknown", "HostNotReady")] }),
     "Unknown",
+  ],
+  [
+    "virtualmachine",
+    "host lost (HostReady False from fabric)",
+    vm(
+      {},
+      {
+        state: "Running",
+        host: "h1",
+        conditions: [condition("HostReady", "False", "HostNotReady", "Host h1 is not ready")],
+      },
+    ),
+    "Unknown",
+    /Host h1 is not ready/,
+  ],
+  [
+    "virtualmachine",
+    "Halted and never placed",
+    vm({ runStrategy: "Halted" }, { conditions: [condition("Scheduled", "False", "Halted")] }),
+    "Healthy",
   ],
   [
     "virtualmachine",

@@ -15,7 +15,7 @@ import { kubeConfigFrom } from "../../runtime/config.ts";
 import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
 import { kubectl, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
-const COMPONENTS = ["compute", "scheduler", "network", "storage", "fabric"];
+const COMPONENTS = ["compute", "network", "storage", "fabric"];
 const NODE: ResourceType = { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false };
 const POD: ResourceType = { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true };
 const suffix = randomBytes(3).toString("hex");

@@ -35,10 +35,13 @@ describe("install manifests", () => {
       expect(result.stdout).toContain(
         "apiservice.apiregistration.k8s.io/v1alpha1.subresources.stratus.io serverside-applied (server dry run)",
       );
+      expect(result.stdout).toContain(
+        "mutatingadmissionpolicy.admissionregistration.k8s.io/stratus-finalizers serverside-applied (server dry run)",
+      );
     },
   );
 
-  it("runs every control-plane component once: five Deployments, or one all-in-one", async () => {
+  it("runs every control-plane component once: four Deployments, or one all-in-one", async () => {
     const deployments = async (dir: string) => {
       const built = await kubectl(kubeconfigPath, ["kustomize", dir]);
       return [...built.stdout.matchAll(/kind: Deployment\nmetadata:\n(?:.*\n)*?\s+name: (\S+)/g)]
@@ -50,7 +53,6 @@ describe("install manifests", () => {
       "stratus-compute",
       "stratus-fabric",
       "stratus-network",
-      "stratus-scheduler",
       "stratus-storage",
     ]);
     expect(await deployments("manifests/overlays/all-in-one")).toEqual([

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { allocatable } from "../../controllers/scheduler/placement.ts";
+import { displayState } from "../../crds/display-state.ts";
 import {
   type Host,
   type IPAddress,
@@ -145,7 +146,7 @@ describe("orchestration over five simulated hosts", () => {
         const vm = await client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
         const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
         return (
-          scheduled?.status === "False" && scheduled.message === message && vm.status?.state === "Pending"
+          scheduled?.status === "False" && scheduled.message === message && displayState(vm) === "Pending"
         );
       });
     await refused("huge", "0/5 hosts: 4 insufficient memory, 1 disabled");
@@ -203,7 +204,7 @@ describe("orchestration over five simulated hosts", () => {
     });
     expect(pending).toMatchObject({ reason: "Unschedulable", message: "0/5 hosts: 5 insufficient CPU" });
     expect(
-      (await client.get<VirtualMachine>(Resources.virtualMachines, "one-too-many", namespace)).status?.state,
+      displayState(await client.get<VirtualMachine>(Resources.virtualMachines, "one-too-many", namespace)),
     ).toBe("Pending");
     // Room made: it is placed.
     await client.delete(Resources.virtualMachines, "spread-0", namespace);
@@ -358,7 +359,7 @@ describe("orchestration over five simulated hosts", () => {
     });
   });
 
-  it("marks a host whose agent died NotReady within the lease duration plus grace, and its VMs Unknown", async () => {
+  it("marks a host whose agent died NotReady within the lease duration plus grace, and its VMs Unknown (HostReady False)", async () => {
     const host = HOSTS[4] as string;
     const onHost = (await listVms("spread-")).filter((vm) => vm.status?.host === host);
     expect(onHost.length).toBeGreaterThan(0);
@@ -376,15 +377,27 @@ describe("orchestration over five simulated hosts", () => {
     // 20 s Lease + 2 s grace, less the time since the last renewal; plus the poll interval.
     expect(seconds).toBeLessThanOrEqual(20 + 2 + 2);
     console.log(`host NotReady ${seconds.toFixed(1)} s after its agent was killed`);
-    await waitFor("its VMs to be Unknown", async () => {
+    const hostReadyOf = (vm: VirtualMachine) => vm.status?.conditions?.find((c) => c.type === "HostReady");
+    const lost = await waitFor("its VMs to be Unknown", async () => {
       const vms = (await listVms("spread-")).filter((vm) => vm.status?.host === host);
-      return vms.every((vm) => vm.status?.state === "Unknown");
+      return vms.every((vm) => displayState(vm) === "Unknown") ? vms : undefined;
     });
-    // The agent comes back: the host is Ready and its VMs Running again, on the same domains.
+    expect(hostReadyOf(lost[0] as VirtualMachine)).toMatchObject({ status: "False", reason: "HostNotReady" });
+    expect(hostReadyOf(lost[0] as VirtualMachine)?.message).toContain(
+      `Host ${host} is not ready (HeartbeatExpired`,
+    );
+    // VMs on healthy hosts never get the condition.
+    expect((await listVms("spread-")).filter((vm) => vm.status?.host !== host && hostReadyOf(vm))).toEqual(
+      [],
+    );
+    // The agent comes back: the host is Ready, the condition goes, and its VMs run again on the same domains.
     await startAgent(host);
     await waitFor("its VMs to run again", async () => {
       const vms = (await listVms("spread-")).filter((vm) => vm.status?.host === host);
-      return vms.length === onHost.length && vms.every((vm) => vm.status?.state === "Running");
+      return (
+        vms.length === onHost.length &&
+        vms.every((vm) => displayState(vm) === "Running" && hostReadyOf(vm) === undefined)
+      );
     });
   });
 

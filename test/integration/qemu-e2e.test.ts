@@ -159,7 +159,7 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "e2e-data", namespace },
         spec: { zone: "e2e", size: "1Gi" },
       });
-      // The whole control plane: the scheduler places the guest, IPAM allocates, storage binds.
+      // The whole control plane: compute prepares the guest (root volume, address) and places it.
       operator = await startOperator({
         kubeconfigPath,
         identity: `e2e-operator-${suffix}`,

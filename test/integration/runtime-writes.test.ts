@@ -2,7 +2,7 @@
 // status written only when it changed, finalizers guarded by resourceVersion, owner references
 // that garbage collection follows, and Events.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
+import { type IPAddress, type Network, Resources, type VirtualMachine } from "../../crds/index.ts";
 import { type ApiError, KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT, EventRecorder } from "../../runtime/events.ts";
 import { addFinalizer, applyStatus, ownerReference, removeFinalizer } from "../../runtime/objects.ts";
@@ -16,6 +16,8 @@ describe("runtime writes", () => {
     metadata: { name, namespace },
     spec: { zone: "z1", serviceOffering: "tiny", template: "tiny-linux" },
   });
+  const network = (name: string) =>
+    ({ metadata: { name, namespace }, spec: { zone: "z1", cidr: "10.0.0.0/24" } }) as Network;
 
   beforeAll(async () => {
     const controlPlane = await sharedControlPlane();
@@ -69,45 +71,38 @@ describe("runtime writes", () => {
   });
 
   it("adds and removes finalizers, refusing a stale object", async () => {
-    const created = await client.create<VirtualMachine>(
-      Resources.virtualMachines,
-      vm("finalized") as VirtualMachine,
-    );
-    expect(await addFinalizer(client, Resources.virtualMachines, created, "stratus.io/test")).toBe(true);
+    // A Network: VMs and Volumes get their finalizers from the admission policy at create.
+    const created = await client.create<Network>(Resources.networks, network("finalized"));
+    expect(await addFinalizer(client, Resources.networks, created, "stratus.io/test")).toBe(true);
     // `created` is now stale: a decision based on it must not be written.
     const stale = { ...created, metadata: { ...created.metadata, finalizers: [] } };
-    const conflict = await addFinalizer(client, Resources.virtualMachines, stale, "stratus.io/other").catch(
+    const conflict = await addFinalizer(client, Resources.networks, stale, "stratus.io/other").catch(
       (e: unknown) => e,
     );
     expect((conflict as ApiError).status).toBe(409);
-    const current = await client.get<VirtualMachine>(Resources.virtualMachines, "finalized", namespace);
+    const current = await client.get<Network>(Resources.networks, "finalized", namespace);
     expect(current.metadata.finalizers).toEqual(["stratus.io/test"]);
-    expect(await addFinalizer(client, Resources.virtualMachines, current, "stratus.io/test")).toBe(false);
+    expect(await addFinalizer(client, Resources.networks, current, "stratus.io/test")).toBe(false);
 
-    await client.delete(Resources.virtualMachines, "finalized", namespace);
-    const terminating = await client.get<VirtualMachine>(Resources.virtualMachines, "finalized", namespace);
+    await client.delete(Resources.networks, "finalized", namespace);
+    const terminating = await client.get<Network>(Resources.networks, "finalized", namespace);
     expect(terminating.metadata.deletionTimestamp).toBeDefined();
-    expect(await removeFinalizer(client, Resources.virtualMachines, terminating, "stratus.io/test")).toBe(
-      true,
-    );
-    await waitUntilGone(client, Resources.virtualMachines, "finalized", namespace);
+    expect(await removeFinalizer(client, Resources.networks, terminating, "stratus.io/test")).toBe(true);
+    await waitUntilGone(client, Resources.networks, "finalized", namespace);
   });
 
   it("owner references let garbage collection remove children", async () => {
-    const owner = await client.create<VirtualMachine>(
-      Resources.virtualMachines,
-      vm("owner") as VirtualMachine,
-    );
-    await client.create<Volume>(Resources.volumes, {
+    const owner = await client.create<Network>(Resources.networks, network("owner"));
+    await client.create<IPAddress>(Resources.ipAddresses, {
       metadata: {
-        name: "owner-root",
+        name: "owner-10-0-0-2",
         namespace,
-        ownerReferences: [ownerReference(Resources.virtualMachines, owner)],
+        ownerReferences: [ownerReference(Resources.networks, owner)],
       },
-      spec: { zone: "z1", size: "10Gi", type: "ROOT" },
-    } as Volume);
-    await client.delete(Resources.virtualMachines, "owner", namespace);
-    await waitUntilGone(client, Resources.volumes, "owner-root", namespace);
+      spec: { network: "owner", address: "10.0.0.2" },
+    } as IPAddress);
+    await client.delete(Resources.networks, "owner", namespace);
+    await waitUntilGone(client, Resources.ipAddresses, "owner-10-0-0-2", namespace);
   });
 
   it("records Events about an object, once per repeat window", async () => {

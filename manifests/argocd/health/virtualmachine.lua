@@ -27,9 +27,16 @@ end
 if scheduled ~= nil and scheduled.status == "False" and scheduled.reason == "Unschedulable" then
   return { status = "Degraded", message = scheduled.message }
 end
-if state == "Unknown" then
-  return { status = "Unknown", message = (ready and ready.message) or "The VM's host does not answer" }
+-- fabric sets HostReady False while the VM's host has lost its heartbeat: nobody knows the state.
+local hostReady = condition("HostReady")
+if state == "Unknown" or (hostReady ~= nil and hostReady.status == "False") then
+  return {
+    status = "Unknown",
+    message = (hostReady and hostReady.message) or (ready and ready.message) or "The VM's host does not answer",
+  }
 end
+-- Only agents report a state: a Halted VM that never got a host is stopped as asked.
+if state == nil and strategy == "Halted" and obj.status.host == nil then state = "Stopped" end
 if obj.status.observedGeneration ~= nil and obj.metadata.generation ~= nil
     and obj.status.observedGeneration < obj.metadata.generation then
   return { status = "Progressing", message = "Waiting for the host to act on the new spec" }

@@ -1,0 +1,225 @@
+// Pure: what the orchestrator writes for a VM, from what the cache and its own creates show. As
+// CloudStack's orchestrateStart, volumes and NICs are made ready first and the VM is placed only
+// then, so a host never gets a VM it cannot start; all of it is one status write.
+import {
+  needsRootVolume,
+  type ServiceOffering,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+  type Zone,
+} from "../../crds/index.ts";
+import { nicMacAddress } from "../../crds/nics.ts";
+import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
+import type { NicAddressing } from "../network/ipam.ts";
+import { HostUsageCache } from "../scheduler/host-usage.ts";
+import { type Algorithm, type Demand, type HostUsage, place } from "../scheduler/placement.ts";
+
+/** How often a VM that fits nowhere is tried again even if nothing it depends on changed. */
+export const UNSCHEDULABLE_RETRY_MS = 30_000;
+
+/** The VM's ROOT Volume as far as the orchestrator knows it. */
+export type RootVolumeFact =
+  | "not-needed" // the template boots a kernel directly
+  | "ready" // in the cache and owned by the VM, or created just now
+  | "foreign" // a volume of that name exists and belongs to someone else
+  | "unconfirmed"; // the create said it exists, the cache does not show it yet
+
+export interface OrchestrationInput {
+  vm: VirtualMachine;
+  template: Template | undefined;
+  offering: ServiceOffering | undefined;
+  zone: Zone | undefined;
+  rootVolume: RootVolumeFact;
+  /** The data volumes the spec names, by name, as the cache shows them. */
+  dataVolumes: ReadonlyMap<string, Volume>;
+  nics: readonly NicAddressing[];
+  /** The hosts with what they carry; called only when the VM needs a host. */
+  hostUsages: () => readonly HostUsage[];
+  algorithm: Algorithm;
+  now?: Date;
+}
+
+export interface OrchestrationDecision {
+  /** Compute's whole share of VM status, or undefined when nothing can be said yet. */
+  status?: {
+    host?: string;
+    nics: { name: string; network: string; macAddress: string; ipAddress?: string }[];
+    conditions: Condition[];
+  };
+  /** Set when this decision places the VM: the write needs the VM's resourceVersion as precondition. */
+  placement?: { host: string; demand: Demand };
+  requeueAfterMs?: number;
+}
+
+const volumes = (status: "True" | "False", reason: string, message: string): ConditionInput => ({
+  type: "VolumesReady",
+  status,
+  reason,
+  message,
+});
+
+/** VolumesReady: the root volume exists, and every data volume exists and may be used here. */
+export function volumesReadiness(
+  input: Pick<OrchestrationInput, "vm" | "template" | "rootVolume" | "dataVolumes">,
+): ConditionInput {
+  const { vm, template } = input;
+  if (!template)
+    return volumes("False", "TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
+  if (input.rootVolume === "foreign")
+    return volumes(
+      "False",
+      "RootVolumeNameTaken",
+      `Volume "${vm.metadata.name}-root" exists and does not belong to this VM; delete or rename it.`,
+    );
+  for (const slot of vm.spec.dataVolumes ?? []) {
+    const volume = input.dataVolumes.get(slot.volume);
+    if (!volume || volume.metadata.deletionTimestamp)
+      return volumes(
+        "False",
+        "VolumeNotFound",
+        `Volume "${slot.volume}" ${volume ? "is being deleted" : "does not exist"}.`,
+      );
+    if (volume.spec.type === "ROOT")
+      return volumes("False", "NotADataVolume", `Volume "${slot.volume}" is another VM's root volume.`);
+    const holder = volume.status?.attachedTo?.virtualMachine;
+    if (holder && holder !== vm.metadata.name)
+      return volumes(
+        "False",
+        "VolumeAttachedElsewhere",
+        `Volume "${slot.volume}" is attached to VM ${holder}.`,
+      );
+    if (volume.spec.zone !== vm.spec.zone)
+      return volumes(
+        "False",
+        "VolumeInOtherZone",
+        `Volume "${slot.volume}" is in zone ${volume.spec.zone}, the VM in ${vm.spec.zone}.`,
+      );
+    const placed = vm.status?.host;
+    if (placed && volume.status?.host && volume.status.host !== placed && !isEvacuated(vm))
+      return volumes(
+        "False",
+        "VolumeOnOtherHost",
+        `Volume "${slot.volume}" is on host ${volume.status.host}; the VM runs on ${placed}.`,
+      );
+  }
+  return volumes(
+    "True",
+    "VolumesAvailable",
+    `${(vm.spec.dataVolumes ?? []).length} data volume(s) available.`,
+  );
+}
+
+/** NetworksReady: every NIC's network exists and every NIC that needs an address holds one. */
+export function networksReadiness(vm: VirtualMachine, nics: readonly NicAddressing[]): ConditionInput {
+  const problems = nics.flatMap((n) => (n.problem ? [n.problem] : []));
+  const [first] = problems;
+  return first
+    ? {
+        type: "NetworksReady",
+        status: "False",
+        reason: first.reason,
+        message: problems.map((p) => p.message).join(" "),
+      }
+    : {
+        type: "NetworksReady",
+        status: "True",
+        reason: "AddressesAllocated",
+        message: `${(vm.spec.nics ?? []).length} NIC(s) ready.`,
+      };
+}
+
+/** The host's agent stopped the VM and removed its domain for maintenance: it needs a new host. */
+export function isEvacuated(vm: VirtualMachine): boolean {
+  return vm.status?.host !== undefined && vm.status.evacuatedFrom === vm.status.host;
+}
+
+export function decideOrchestration(input: OrchestrationInput): OrchestrationDecision {
+  const { vm } = input;
+  // The cache will show the volume in a moment and re-queue the VM: one write then, not two.
+  if (input.rootVolume === "unconfirmed") return {};
+  const volumesReady = volumesReadiness(input);
+  const networksReady = networksReadiness(vm, input.nics);
+  const addressOf = new Map(input.nics.map((n) => [n.nic, n.problem ? undefined : n.address]));
+  const nics = (vm.spec.nics ?? []).map((nic, index) => {
+    const ipAddress = addressOf.get(nic.name);
+    return {
+      name: nic.name,
+      network: nic.network,
+      macAddress: nicMacAddress(vm, index),
+      ...(ipAddress ? { ipAddress } : {}),
+    };
+  });
+  const { scheduled, placement, requeueAfterMs } = decideScheduling(input, volumesReady, networksReady);
+  const host = placement?.host ?? vm.status?.host;
+  return {
+    status: {
+      ...(host ? { host } : {}),
+      nics,
+      conditions: ownConditions(
+        vm.status?.conditions as Condition[] | undefined,
+        vm.metadata.generation,
+        [scheduled, volumesReady, networksReady],
+        input.now,
+      ),
+    },
+    ...(placement ? { placement } : {}),
+    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
+  };
+}
+
+function decideScheduling(
+  input: OrchestrationInput,
+  volumesReady: ConditionInput,
+  networksReady: ConditionInput,
+): { scheduled: ConditionInput; placement?: { host: string; demand: Demand }; requeueAfterMs?: number } {
+  const { vm } = input;
+  const notScheduled = (reason: string, message: string) => ({
+    scheduled: { type: "Scheduled", status: "False", reason, message } as ConditionInput,
+  });
+  const current = vm.status?.host;
+  if (current && !isEvacuated(vm)) {
+    const previous = vm.status?.conditions?.find((c) => c.type === "Scheduled");
+    return {
+      scheduled:
+        previous?.status === "True"
+          ? { type: "Scheduled", status: "True", reason: previous.reason, message: previous.message }
+          : { type: "Scheduled", status: "True", reason: "Placed", message: `placed on ${current}` },
+    };
+  }
+  if (!current && vm.spec.runStrategy === "Halted")
+    return notScheduled("Halted", "runStrategy is Halted: the VM is placed when it is asked to run.");
+  const waiting = [volumesReady, networksReady].filter((c) => c.status !== "True");
+  if (waiting.length > 0)
+    return notScheduled(
+      "WaitingForResources",
+      `Placed once ${waiting.map((c) => c.type).join(" and ")} ${waiting.length > 1 ? "are" : "is"} True: ${waiting.map((c) => c.message).join(" ")}`,
+    );
+  const { offering } = input;
+  if (!offering)
+    return notScheduled(
+      "ServiceOfferingNotFound",
+      `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
+    );
+  if (input.zone && (input.zone.spec.allocationState ?? "Enabled") !== "Enabled")
+    return notScheduled("ZoneDisabled", `Zone ${vm.spec.zone} is disabled: no new VMs are placed in it.`);
+  const volumeHosts = (vm.spec.dataVolumes ?? []).flatMap((slot) => {
+    const host = input.dataVolumes.get(slot.volume)?.status?.host;
+    return host ? [{ volume: slot.volume, host }] : [];
+  });
+  const demand = HostUsageCache.demandOf(vm, offering, volumeHosts);
+  // An evacuated VM goes to another host: the one it left is in maintenance.
+  const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== vm.status?.evacuatedFrom);
+  const chosen = place(demand, hosts, input.algorithm);
+  if (!chosen.host)
+    return { ...notScheduled("Unschedulable", chosen.message), requeueAfterMs: UNSCHEDULABLE_RETRY_MS };
+  return {
+    scheduled: { type: "Scheduled", status: "True", reason: "Placed", message: chosen.message },
+    placement: { host: chosen.host, demand },
+  };
+}
+
+/** Whether the VM's template gives it a ROOT Volume. */
+export function wantsRootVolume(vm: VirtualMachine, template: Template | undefined): boolean {
+  return template !== undefined && needsRootVolume(vm, template);
+}

@@ -1,0 +1,61 @@
+// The finalizers every VM and Volume carries from its first write, added by a
+// MutatingAdmissionPolicy on CREATE: no controller spends a patch (and a round trip) adding them,
+// and no object exists for a moment without the guard that keeps its disk or domain from leaking.
+import { GROUP } from "./definition.ts";
+
+/** A libvirt domain may exist for the VM: the agent of status.host (or compute, when unplaced) removes it. */
+export const DOMAIN_FINALIZER = "stratus.io/domain";
+/** A disk file may exist for the volume: the agent whose pool holds it (or storage, when none does) removes it. */
+export const DISK_FINALIZER = "stratus.io/disk";
+/** Deletion guard of a data volume: storage removes it once no VM attaches the volume. */
+export const STORAGE_FINALIZER = "stratus.io/storage";
+
+export const FINALIZER_POLICY_NAME = "stratus-finalizers";
+export const ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1";
+
+type Json = Record<string, unknown>;
+
+/** The policy and its binding, as the API server takes them. */
+export function renderFinalizerPolicy(): [Json, Json] {
+  // Applied like a server-side apply: finalizers is a set, so this merges and adding twice is a no-op.
+  const expression = [
+    "Object{",
+    "  metadata: Object.metadata{",
+    "    finalizers: request.resource.resource == 'virtualmachines'",
+    `      ? ['${DOMAIN_FINALIZER}']`,
+    "      : has(object.spec.type) && object.spec.type == 'ROOT'",
+    `        ? ['${DISK_FINALIZER}']`,
+    `        : ['${DISK_FINALIZER}', '${STORAGE_FINALIZER}']`,
+    "  }",
+    "}",
+  ].join("\n");
+  const labels = { "app.kubernetes.io/part-of": "stratus" };
+  return [
+    {
+      apiVersion: ADMISSION_API_VERSION,
+      kind: "MutatingAdmissionPolicy",
+      metadata: { name: FINALIZER_POLICY_NAME, labels },
+      spec: {
+        failurePolicy: "Fail",
+        reinvocationPolicy: "Never",
+        matchConstraints: {
+          resourceRules: [
+            {
+              apiGroups: [GROUP],
+              apiVersions: ["*"],
+              operations: ["CREATE"],
+              resources: ["virtualmachines", "volumes"],
+            },
+          ],
+        },
+        mutations: [{ patchType: "ApplyConfiguration", applyConfiguration: { expression } }],
+      },
+    },
+    {
+      apiVersion: ADMISSION_API_VERSION,
+      kind: "MutatingAdmissionPolicyBinding",
+      metadata: { name: FINALIZER_POLICY_NAME, labels },
+      spec: { policyName: FINALIZER_POLICY_NAME },
+    },
+  ];
+}
