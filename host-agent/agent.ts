@@ -27,7 +27,8 @@ import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { reconcileHostDomains } from "./adoption.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
-import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
+import { domainName } from "./domain-xml.ts";
+import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { LibvirtHypervisor } from "./libvirt-hypervisor.ts";
 import { HostProblem } from "./problem.ts";
@@ -241,9 +242,15 @@ export class HostAgent {
     return this.informers.unsynced().length === 0;
   }
 
-  /** What the hypervisor runs on this host (for /debug/domains). */
-  async describeDomains(): Promise<ObservedDomain[]> {
-    return this.requireHypervisor().listDomains();
+  /** The Stratus domains on this host's hypervisor, with their owner and disk files (for /debug/domains). */
+  async describeDomains() {
+    const hypervisor = this.requireHypervisor();
+    const stratus = (await hypervisor.listDomains()).map(({ disks, ...domain }) => ({
+      name: domainName(domain.vmUid),
+      ...domain,
+      disks: disks.map((d) => d.path),
+    }));
+    return [...stratus, ...(await hypervisor.otherDomains())];
   }
 
   /** This agent's networks with their DHCP reservations (for /debug/networks). */

@@ -23,6 +23,7 @@ interface FakeDomain extends ObservedDomain {
 
 export class FakeHypervisor implements Hypervisor {
   readonly uri = "fake:///";
+  readonly pool = "fake-pool";
   readonly owner: Owner;
   readonly domains = new Map<string, FakeDomain>();
   readonly disks = new Map<string, DiskInfo>();
@@ -74,6 +75,10 @@ export class FakeHypervisor implements Hypervisor {
   async listDomains(): Promise<ObservedDomain[]> {
     this.check();
     return [...this.domains.values()].map(observed);
+  }
+
+  async otherDomains(): Promise<{ name: string; state: string }[]> {
+    return [];
   }
 
   async observe(vmUid: string): Promise<ObservedDomain | undefined> {

@@ -66,6 +66,8 @@ export interface DhcpReservation {
 
 export interface Hypervisor {
   readonly uri: string;
+  /** The storage pool this agent's disks live in. */
+  readonly pool: string;
   /** Prepares the host (its disk pool) and describes it. */
   prepare(): Promise<HostFacts>;
   /** Reopens the connection when the daemon went away; throws while it does not answer. */
@@ -76,6 +78,8 @@ export interface Hypervisor {
 
   /** Every Stratus domain (by name), whoever defined it. */
   listDomains(): Promise<ObservedDomain[]>;
+  /** Domains Stratus did not create: shown for debugging, never touched. */
+  otherDomains(): Promise<{ name: string; state: string }[]>;
   observe(vmUid: string): Promise<ObservedDomain | undefined>;
   /** Defines (or redefines) the domain, marked with this agent's owner. */
   define(spec: Omit<DomainSpec, "owner">): Promise<ObservedDomain>;

@@ -99,6 +99,12 @@ export class LibvirtHypervisor implements Hypervisor {
     return Promise.all(domains.map((d) => this.describe(d)));
   }
 
+  async otherDomains(): Promise<{ name: string; state: string }[]> {
+    return (await this.libvirt.listDomains())
+      .filter((d) => vmUidOf(d.name) === undefined)
+      .map(({ name, state }) => ({ name, state }));
+  }
+
   async observe(vmUid: string): Promise<ObservedDomain | undefined> {
     const domain = await this.libvirt.domain(domainName(vmUid));
     return domain ? this.describe(domain) : undefined;

@@ -388,7 +388,7 @@ export class VmSync {
       ...(cached ? { observedGeneration: cached.metadata.generation ?? 0 } : {}),
       phase: vm ? "Attached" : "Ready",
       host: this.host,
-      pool: this.o.paths.pool,
+      pool: this.hv.pool,
       path: disk.path,
       capacity: formatQuantity(disk.capacityBytes),
       ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),

@@ -158,7 +158,7 @@ describe("host agents on simulated hosts", () => {
         expect(vm.status?.conditions).toContainEqual(
           expect.objectContaining({ type: "Ready", status: "True" }),
         );
-        expect(vm.metadata.finalizers).toEqual([`host.stratus.io/${host}`]);
+        expect(vm.metadata.finalizers).toEqual(["stratus.io/domain"]);
       }
     }
     for (const [index, host] of HOSTS.entries()) {
@@ -224,7 +224,7 @@ describe("host agents on simulated hosts", () => {
     });
     expect(volume.status).toMatchObject({
       host,
-      pool: "stratus",
+      pool: expect.stringMatching(/^stratus-[0-9a-f]{8}$/),
       capacity: "5Gi",
       attachedTo: { virtualMachine: "vm-disks", device: "vdb" },
     });
@@ -264,7 +264,7 @@ describe("host agents on simulated hosts", () => {
     );
     expect((await vmCondition("vm-huge", "InsufficientStorage")).message).toMatch(
       new RegExp(
-        `^root disk of VM ${namespace}/vm-huge: pool stratus on host ${host} has \\S+ free, needs 64Ti\\.$`,
+        `^root disk of VM ${namespace}/vm-huge: pool stratus-[0-9a-f]{8} on host ${host} has \\S+ free, needs 64Ti\\.$`,
       ),
     );
     expect(existsSync(join(workDir, "cache", host))).toBe(true);
@@ -351,7 +351,7 @@ describe("host agents on simulated hosts", () => {
     const failed = await waitFor("the Scheduled condition", async () => {
       const v = await getVm("vm-no-offering");
       const refused = v.status?.conditions?.some((c) => c.type === "Scheduled" && c.status === "False");
-      return refused && v.status?.state === "Pending" ? v : undefined;
+      return refused && !v.status?.host ? v : undefined;
     });
     expect(failed.status?.conditions).toContainEqual(
       expect.objectContaining({

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
@@ -187,10 +188,11 @@ describe.skipIf(!canRunQemu())(
       await agent?.stop("SIGKILL");
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
-      await client?.close();
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
-      await virsh("pool-destroy", "stratus").catch(() => undefined);
-      await virsh("pool-undefine", "stratus").catch(() => undefined);
+      const pool = poolName(await agentOwner(client, host));
+      await virsh("pool-destroy", pool).catch(() => undefined);
+      await virsh("pool-undefine", pool).catch(() => undefined);
+      await client?.close();
       await rm(workDir, { recursive: true, force: true });
       await run("ip", ["link", "delete", uplink]).catch(() => undefined);
     });
