@@ -30,7 +30,7 @@ import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
-import { LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
@@ -47,6 +47,8 @@ export interface HostAgentOptions {
   /** The hypervisor; or a libvirt connection to build the libvirt one from. */
   hypervisor?: (owner: Owner) => Hypervisor;
   libvirt?: LibvirtConnection;
+  /** kvm, tcg, or auto: KVM when it can run guests here (see kvmUsability). */
+  accelerator?: Accelerator;
   logger: Logger;
   metrics: RuntimeMetrics;
   /** The cluster's identity; read from the API server (kube-system's UID) when not given. */
@@ -175,12 +177,24 @@ export class HostAgent {
       this.options.poolPath ?? `/var/lib/stratus/pools/${this.hostName}-${cluster.slice(0, 8)}`;
     const hypervisor =
       this.options.hypervisor?.(owner) ??
-      new LibvirtHypervisor(this.options.libvirt as LibvirtConnection, { owner, poolPath });
+      new LibvirtHypervisor(this.options.libvirt as LibvirtConnection, {
+        owner,
+        poolPath,
+        ...(this.options.accelerator ? { accelerator: this.options.accelerator } : {}),
+      });
     this.hypervisor = hypervisor;
     // QEMU creates the console sockets here; only root and QEMU may enter.
     await mkdir(this.consoleDir(), { recursive: true, mode: 0o711 });
     const facts = await hypervisor.prepare();
     this.domainType = facts.domainType;
+    this.log.info(
+      {
+        hypervisor: facts.type,
+        domainType: facts.domainType,
+        notes: (hypervisor as { facts?: string[] }).facts,
+      },
+      "host prepared",
+    );
     await registerHost(this.client, {
       hostName: this.hostName,
       zone: this.options.zone,

@@ -35,12 +35,31 @@ export function poolName(owner: Owner): string {
   return `${STRATUS_PREFIX}${ownerTag(owner)}`;
 }
 
-/** Whether libvirt offers hardware virtualisation (a `kvm` domain type) for x86_64 guests. */
-export function offersKvm(capabilitiesXml: string): boolean {
-  return [...capabilitiesXml.matchAll(/<guest>([\s\S]*?)<\/guest>/g)].some(
-    (guest) => /<arch name='x86_64'>/.test(guest[1] ?? "") && /<domain type='kvm'/.test(guest[1] ?? ""),
+/** What a guest CPU needs for today's distribution kernels (x86-64-v2: RHEL 9, Ubuntu, Debian's). */
+const BASELINE_CPU_FEATURES = ["pni", "ssse3", "sse4.1", "sse4.2", "popcnt", "cx16"];
+
+/**
+ * Whether KVM from libvirt's domain capabilities (for virttype kvm) can run real guests: KVM is
+ * offered and the CPU it can give guests keeps the x86-64-v2 baseline. A nested KVM that hides SSE3
+ * and friends starts QEMU, but Linux guests hang before printing a line (seen on these machines).
+ */
+export function kvmUsability(domainCapabilitiesXml: string | undefined): { usable: boolean; reason: string } {
+  if (!domainCapabilitiesXml || !/<domain>kvm<\/domain>/.test(domainCapabilitiesXml))
+    return { usable: false, reason: "libvirt offers no KVM on this host" };
+  const hostModel =
+    /<mode name='host-model' supported='yes'>([\s\S]*?)<\/mode>/.exec(domainCapabilitiesXml)?.[1] ?? "";
+  const missing = BASELINE_CPU_FEATURES.filter((feature) =>
+    new RegExp(`<feature policy='disable' name='${feature.replace(".", "\\.")}'/>`).test(hostModel),
   );
+  return missing.length === 0
+    ? { usable: true, reason: "libvirt offers KVM with a full guest CPU" }
+    : {
+        usable: false,
+        reason: `KVM here cannot give guests ${missing.join(", ")} (a limited nested KVM); using emulation`,
+      };
 }
+
+export type Accelerator = "auto" | "kvm" | "tcg";
 
 export class LibvirtHypervisor implements Hypervisor {
   private readonly libvirt: LibvirtConnection;
@@ -48,8 +67,14 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly poolPath: string;
   readonly pool: string;
 
-  constructor(libvirt: LibvirtConnection, options: { owner: Owner; poolPath: string }) {
+  private readonly accelerator: Accelerator;
+
+  constructor(
+    libvirt: LibvirtConnection,
+    options: { owner: Owner; poolPath: string; accelerator?: Accelerator },
+  ) {
     this.libvirt = libvirt;
+    this.accelerator = options.accelerator ?? "auto";
     this.owner = options.owner;
     this.poolPath = options.poolPath;
     this.pool = poolName(options.owner);
@@ -66,7 +91,7 @@ export class LibvirtHypervisor implements Hypervisor {
       this.libvirt.ensureDirectoryPool(this.pool, this.poolPath),
     ]);
     const simulated = versions.type === "TEST";
-    const kvm = !simulated && offersKvm(await this.libvirt.capabilities());
+    const kvm = !simulated && (await this.useKvm());
     return {
       cpus: node.cpus,
       memoryBytes: node.memoryBytes,
@@ -78,6 +103,18 @@ export class LibvirtHypervisor implements Hypervisor {
       uri: this.libvirt.uri,
     };
   }
+
+  /** KVM when it can run guests here (or when forced), emulation (TCG) otherwise. */
+  private async useKvm(): Promise<boolean> {
+    if (this.accelerator !== "auto") return this.accelerator === "kvm";
+    const capabilities = await this.libvirt.domainCapabilities("kvm").catch(() => undefined);
+    const { usable, reason } = kvmUsability(capabilities);
+    this.facts.push(reason);
+    return usable;
+  }
+
+  /** What the agent learnt about the host while preparing it (logged once). */
+  readonly facts: string[] = [];
 
   ensureConnected(): Promise<void> {
     return this.libvirt.ensureConnected();

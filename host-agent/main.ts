@@ -11,7 +11,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
 import { ConsoleServer } from "./console.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
-import { LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
 import { clusterIdentity } from "./registration.ts";
 import { tearDownHost } from "./teardown.ts";
 
@@ -30,6 +30,8 @@ Options:
   --vlan-uplink=IFACE        interface carrying VLAN-tagged guest traffic (networks with a VLAN get IFACE.<vlan>)
   --console-address=HOST:PORT serve the guests' serial consoles over WebSocket (needs --console-token-file)
   --console-token-file=PATH  bearer token the API component presents for consoles
+  --accelerator=A            kvm, tcg, or auto (default): KVM when libvirt offers it with a guest CPU
+                             today's kernels boot on, emulation (TCG) otherwise
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
   --teardown                 take the host out of service and exit: shut down (within --shutdown-grace)
@@ -52,6 +54,7 @@ async function main(): Promise<void> {
       "cache-dir": { type: "string" },
       "console-dir": { type: "string" },
       "shutdown-grace": { type: "string", default: "60" },
+      accelerator: { type: "string", default: "auto" },
       "vlan-uplink": { type: "string" },
       "console-address": { type: "string" },
       "console-token-file": { type: "string" },
@@ -71,6 +74,9 @@ async function main(): Promise<void> {
   if (values.teardown)
     return tearDown(uri, hostName, values.kubeconfig, Number(values["shutdown-grace"]) * 1000);
   if (!values.zone) await fail("--zone is required: the zone this host registers in");
+  const accelerator = values.accelerator as string;
+  if (!["auto", "kvm", "tcg"].includes(accelerator))
+    await fail(`--accelerator must be kvm, tcg or auto, not "${accelerator}"`);
   if (!(heartbeatSeconds > 0)) await fail(`--heartbeat-interval must be a positive number of seconds`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
 
@@ -119,6 +125,7 @@ async function main(): Promise<void> {
     ...(values["cache-dir"] ? { cacheDir: values["cache-dir"] } : {}),
     ...(values["console-dir"] ? { consoleDir: values["console-dir"] } : {}),
     shutdownGraceMs: Number(values["shutdown-grace"]) * 1000,
+    accelerator: accelerator as Accelerator,
     ...(values["vlan-uplink"] ? { vlanUplink: values["vlan-uplink"] } : {}),
     ...(consoleEndpoint ? { consoleEndpoint } : {}),
   });

@@ -72,7 +72,9 @@ const api = {
   connectGetLibVersion: lib.func("int virConnectGetLibVersion(void *conn, _Out_ unsigned long *version)"),
   connectGetVersion: lib.func("int virConnectGetVersion(void *conn, _Out_ unsigned long *version)"),
   connectGetType: lib.func("const char *virConnectGetType(void *conn)"),
-  connectGetCapabilities: lib.func("void *virConnectGetCapabilities(void *conn)"),
+  connectGetDomainCapabilities: lib.func(
+    "void *virConnectGetDomainCapabilities(void *conn, const char *emulatorbin, const char *arch, const char *machine, const char *virttype, unsigned int flags)",
+  ),
   nodeGetInfo: lib.func("int virNodeGetInfo(void *conn, _Out_ virNodeInfo *info)"),
   connectListAllDomains: lib.func(
     "int virConnectListAllDomains(void *conn, _Out_ void **domains, unsigned int flags)",
@@ -412,9 +414,11 @@ export class LibvirtConnection {
     };
   }
 
-  /** The host's capabilities XML: the guest architectures and domain types (qemu, kvm) it offers. */
-  capabilities(): Promise<string> {
-    return this.heapString("capabilities", () => call<Pointer>(api.connectGetCapabilities, this.conn));
+  /** What libvirt can give x86_64 guests of a domain type (kvm, qemu), or a LibvirtError when nothing. */
+  domainCapabilities(virtType: string): Promise<string> {
+    return this.heapString(`domain capabilities for ${virtType}`, () =>
+      call<Pointer>(api.connectGetDomainCapabilities, this.conn, null, "x86_64", null, virtType, 0),
+    );
   }
 
   async listDomains(): Promise<DomainInfo[]> {

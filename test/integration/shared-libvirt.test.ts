@@ -171,7 +171,7 @@ describe.skipIf(!canRunQemu())(
       // Cluster B starts on the same daemon with the same host name: A's guest is not its own.
       await setUp(b, subnets[1] as string);
       const b1 = await createVm(b, "b1");
-      const b2 = await createVm(b, "b2", { rootDisk: { size: "64Mi" } });
+      const b2 = await createVm(b, "b2", { rootDisk: { size: "1Gi" } });
       expect(await domainState(a1)).toBe("running");
 
       await restartAgent(b);
