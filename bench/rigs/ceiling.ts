@@ -46,9 +46,11 @@ export async function measureCeiling(
   const seconds = (performance.now() - started) / 1000;
   // Nothing reconciles these, so nobody would let go of the finalizer every VM gets at its create:
   // the run lets go itself, the namespace goes, and the next rig starts clean.
-  await withConcurrency(names, options.concurrency, (name) =>
-    context.client.mergePatch(Resources.virtualMachines, name, namespace, { metadata: { finalizers: null } }),
-  );
+  await withConcurrency(names, options.concurrency, async (name) => {
+    await context.client.mergePatch(Resources.virtualMachines, name, namespace, {
+      metadata: { finalizers: null },
+    });
+  });
   await context.client.delete(NAMESPACE, namespace);
   await pollUntil(
     `namespace ${namespace} to be gone`,
