@@ -7,8 +7,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { installCustomResourceDefinitions } from "../../crds/install.ts";
 import { type LaunchedComponent, launchComponent } from "../../devcluster/cloud.ts";
-import { LocalControlPlane, terminate } from "../../devcluster/controlplane.ts";
+import { COMPONENTS, LocalControlPlane, terminate } from "../../devcluster/controlplane.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import type { ProcessRoles } from "./cpu.ts";
 import { MetricsSnapshot, scrape } from "./metrics.ts";
 
 const run = promisify(execFile);
@@ -102,6 +103,15 @@ export class BenchContext {
       { maxBuffer: 256 * 1024 * 1024 },
     );
     return new MetricsSnapshot(stdout);
+  }
+
+  /**
+   * The processes whose CPU a rig reports, by role: the control plane's, the rig's own (`named`:
+   * operator, agents, API component) and this benchmark process.
+   */
+  processRoles(named: ProcessRoles): ProcessRoles {
+    const controlPlane = COMPONENTS.map((name) => [name, [this.controlPlane.pid(name) ?? []].flat()]);
+    return { ...Object.fromEntries(controlPlane), ...named, benchmark: [process.pid] };
   }
 
   /** Resident memory of a process, in bytes (from /proc). */
