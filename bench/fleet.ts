@@ -23,7 +23,8 @@ import { simulatedHostName } from "./lib/hosts.ts";
 const HELP = `bench/fleet.ts: many simulated hosts in one process, each a real host agent.
 
 Options:
-  --hosts=N                  how many hosts (default 10)
+  --hosts=N                  how many hosts (default 10, at most 250: libvirt calls are serialised per
+                             connection, and the FFI queues at most 256 calls at once in a process)
   --first=K                  number of the first host: hosts are sim-K … sim-(K+N-1), zero-padded (default 0)
   --zone=ZONE                zone the hosts register in (required)
   --kubeconfig=PATH          the control plane (default $KUBECONFIG)
@@ -34,6 +35,9 @@ Options:
   --start-concurrency=N      hosts starting (registering, listing) at once (default 20)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /metrics/<host> (default 127.0.0.1:0)
 `;
+
+/** koffi queues at most 256 asynchronous calls per process; each host has at most one in flight. */
+const MAX_HOSTS = 250;
 
 /** A libvirt test driver's node: a host of this size with nothing defined on it. */
 function testDriverNode(cpus: number, memoryKib: number): string {
@@ -80,6 +84,7 @@ async function main(): Promise<void> {
   if (!values.zone || !values["work-dir"]) return fail("--zone and --work-dir are required");
   if (![count, first, concurrency].every((n) => Number.isInteger(n) && n >= 0) || concurrency < 1)
     return fail("--hosts, --first and --start-concurrency must be whole numbers");
+  if (count > MAX_HOSTS) return fail(`--hosts: at most ${MAX_HOSTS} hosts per fleet process`);
   const [healthHost, healthPort] = (values["health-address"] as string).split(/:(?=\d+$)/);
   if (!healthHost || !Number.isInteger(Number(healthPort))) return fail("--health-address must be HOST:PORT");
 

@@ -57,7 +57,7 @@ const verdict = (met: boolean) => (met ? "met" : "MISSED");
 class Table {
   readonly lines: string[] = [];
   private readonly width: number;
-  constructor(width = 46) {
+  constructor(width = 54) {
     this.width = width;
   }
   row(what: string, values: string[], beside = ""): void {

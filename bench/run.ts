@@ -50,7 +50,7 @@ const SCALE: ScaleOptions = {
     { hosts: 100, vms: 2000 },
     { hosts: 1000, vms: 20000 },
   ],
-  hostsPerFleet: 250,
+  hostsPerFleet: 200,
   concurrency: 8,
   heartbeatSeconds: 20,
   leaseDurationSeconds: 60,

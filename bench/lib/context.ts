@@ -23,6 +23,8 @@ export const NAMESPACE: ResourceType = {
 
 export interface StratusProcess extends LaunchedComponent {
   name: string;
+  /** Whether it has exited (crashed, or ran out of memory). */
+  exited(): boolean;
   metrics(): Promise<MetricsSnapshot>;
   stop(): Promise<void>;
 }
@@ -75,16 +77,22 @@ export class BenchContext {
   }
 
   /** Starts operator/main.ts, host-agent/main.ts or apiserver/main.ts against the control plane. */
-  async start(name: string, script: string, args: string[]): Promise<StratusProcess> {
+  async start(
+    name: string,
+    script: string,
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<StratusProcess> {
     const launched = await launchComponent({
       script,
       args: [`--kubeconfig=${this.controlPlane.kubeconfigPath}`, ...args],
       logPath: join(this.workDir, "logs", `${name}.log`),
-      env: { ...process.env, STRATUS_LOG_LEVEL: "warn" },
+      env: { ...process.env, STRATUS_LOG_LEVEL: "warn", ...env },
     });
     const started: StratusProcess = {
       ...launched,
       name,
+      exited: () => launched.child.exitCode !== null || launched.child.signalCode !== null,
       metrics: () => scrape(`http://127.0.0.1:${launched.healthPort}/metrics`),
       stop: async () => {
         this.processes.delete(started);

@@ -11,6 +11,9 @@ import { type MetricsSnapshot, scrape } from "./metrics.ts";
 export const AGENT_MODES = ["processes", "fleet"] as const;
 export type AgentMode = (typeof AGENT_MODES)[number];
 
+/** Heap limit of one fleet process (the machine is shared: a fleet that needs more fails, and says so). */
+const FLEET_HEAP_MB = 2048;
+
 export const simulatedHostName = (index: number) => `sim-${String(index).padStart(4, "0")}`;
 
 export interface SimulatedHostsOptions {
@@ -60,17 +63,23 @@ export class SimulatedHosts {
           ]),
         );
     } else {
-      const perFleet = options.hostsPerFleet ?? 250;
+      const perFleet = options.hostsPerFleet ?? 200;
       for (let first = 0; first < options.hosts; first += perFleet) {
         const count = Math.min(perFleet, options.hosts - first);
         const from = options.first + first;
-        const fleet = await context.start(`fleet-${simulatedHostName(from)}`, "bench/fleet.ts", [
-          `--hosts=${count}`,
-          `--first=${from}`,
-          `--zone=${options.zone}`,
-          `--work-dir=${join(context.workDir, "fleet")}`,
-          ...heartbeat,
-        ]);
+        const fleet = await context.start(
+          `fleet-${simulatedHostName(from)}`,
+          "bench/fleet.ts",
+          [
+            `--hosts=${count}`,
+            `--first=${from}`,
+            `--zone=${options.zone}`,
+            `--work-dir=${join(context.workDir, "fleet")}`,
+            ...heartbeat,
+          ],
+          // A bound, so a fleet that outgrows the machine fails alone instead of starving it.
+          { NODE_OPTIONS: `--max-old-space-size=${FLEET_HEAP_MB}` },
+        );
         group.processes.push(fleet);
         for (let i = from; i < from + count; i++) group.fleetOf.set(simulatedHostName(i), fleet);
       }
@@ -78,6 +87,11 @@ export class SimulatedHosts {
     await Promise.all(group.processes.map((p) => p.ready));
     await waitForHosts(context, group.names);
     return group;
+  }
+
+  /** Processes of this group that have exited. */
+  exited(): string[] {
+    return this.processes.filter((p) => p.exited()).map((p) => p.name);
   }
 
   get pids(): number[] {

@@ -126,29 +126,38 @@ export async function measureScale(
             created++;
           });
           const createsDone = Date.now();
+          // A fleet that ran out of memory ends the stage: its hosts will not come back.
+          const exited = () => groups.flatMap((g) => g.exited());
           await watch
             .until(
-              () => watch.count("Running") >= stage.vms,
+              () => watch.count("Running") >= stage.vms || exited().length > 0,
               Math.max(0, options.stageBudgetSeconds * 1000 - (createsDone - hostsUp)),
               `${stage.vms} VMs Running`,
             )
             .catch((error: unknown) => {
               completed = false;
               stoppedAt = `${label}: ${String(error)}; ${watch.count("Running")} of ${stage.vms} Running`;
-              context.progress(stoppedAt);
             });
+          if (exited().length > 0) {
+            completed = false;
+            stoppedAt = `${label}: ${exited().join(", ")} exited (see their logs); ${watch.count("Running")} of ${stage.vms} Running`;
+          }
+          if (stoppedAt) context.progress(stoppedAt);
           vms = stage.vms;
           hosts = stage.hosts;
           const running = Date.now();
           await sleep(5_000); // caches and heaps settle before memory is read
           const cpu = cpuUse(cpuBefore, sampleCpu(roles), names.length);
           const memoryAfter = memory(context, operator);
-          const events = difference(
-            (await group.hostMetrics(observer)).sum("stratus_informer_watch_events_total", (l) =>
-              l.type === "BOOKMARK" ? undefined : l.resource,
-            ),
-            eventsBefore,
+          // Its fleet may be the one that exited: then its traffic is unknown (empty).
+          const eventsAfter = await group.hostMetrics(observer).then(
+            (m) =>
+              m.sum("stratus_informer_watch_events_total", (l) =>
+                l.type === "BOOKMARK" ? undefined : l.resource,
+              ),
+            () => eventsBefore,
           );
+          const events = difference(eventsAfter, eventsBefore);
           const ownVms = (
             await context.client.list<VirtualMachine>(Resources.virtualMachines, {
               namespace,
