@@ -25,6 +25,8 @@ export interface SimulatedHostsOptions {
   /** Fleet mode: hosts per fleet process. */
   hostsPerFleet?: number;
   heartbeatSeconds?: number;
+  /** Fleet mode: hosts of one fleet starting at once (each lists every resource it watches). */
+  startConcurrency?: number;
   leaseDurationSeconds?: number;
 }
 
@@ -75,6 +77,7 @@ export class SimulatedHosts {
             `--first=${from}`,
             `--zone=${options.zone}`,
             `--work-dir=${join(context.workDir, "fleet")}`,
+            ...(options.startConcurrency ? [`--start-concurrency=${options.startConcurrency}`] : []),
             ...heartbeat,
           ],
           // A bound, so a fleet that outgrows the machine fails alone instead of starving it.

@@ -27,6 +27,8 @@ export interface ScaleOptions {
   listRequests: number;
   /** How long a stage's VMs get to be Running before the run reports how far it got and stops. */
   stageBudgetSeconds: number;
+  /** Hosts of one fleet starting (registering, listing) at once. */
+  startConcurrency: number;
 }
 
 export interface ScaleStage {
@@ -67,6 +69,8 @@ export async function measureScale(
   context: BenchContext,
   operator: StratusProcess,
   options: ScaleOptions,
+  /** Called with the results so far after each stage: a run stopped later keeps them. */
+  onStage: (result: ScaleResult) => Promise<void> = async () => {},
 ): Promise<ScaleResult> {
   const namespace = "bench-scale";
   const zone = "bench-scale";
@@ -93,6 +97,7 @@ export async function measureScale(
           first: hosts,
           hosts: stage.hosts - hosts,
           hostsPerFleet: options.hostsPerFleet,
+          startConcurrency: options.startConcurrency,
           heartbeatSeconds: options.heartbeatSeconds,
           leaseDurationSeconds: options.leaseDurationSeconds,
         });
@@ -201,6 +206,7 @@ export async function measureScale(
             await measureListVirtualMachines(api, stage.vms, options.listRequests)
           ).latency;
           stages.push(result);
+          await onStage({ options, stages, ...(stoppedAt ? { stoppedAt } : {}) });
         } finally {
           clearInterval(ticker);
         }
