@@ -1,20 +1,27 @@
 #!/usr/bin/env node
-// `npm run bench` (about 15 minutes) and `npm run bench:quick` (under 2 minutes): Stratus
+// `npm run bench` (about 30 minutes) and `npm run bench:quick` (about 6 minutes): Stratus
 // against the ceiling of its own API server, measured in the same run, and against KubeVirt's
-// published figures. Writes bench/results/<mode>/{results.json,latency.svg,throughput.svg,summary.txt}
-// (--out=DIR elsewhere); --skip-qemu leaves out the real-QEMU rig.
+// published figures. Rig 1 runs twice, with one host-agent process per simulated host and with
+// the hosts in fleet processes (--agents=processes|fleet|both or a list in the order to run them,
+// --fleet for fleet alone).
+// `npm run bench:scale` (--scale) grows one cluster to 1,000 simulated hosts and 20,000 VMs instead
+// (--scale-stages=100:2000,1000:20000 for other sizes). Writes
+// bench/results/<mode>/{results.json,latency.svg,throughput.svg,summary.txt} (--out=DIR elsewhere);
+// --skip-qemu leaves out the real-QEMU rig.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { BenchContext } from "./lib/context.ts";
+import { AGENT_MODES, type AgentMode } from "./lib/hosts.ts";
 import { latencyDistribution, throughputOverTime } from "./lib/plots.ts";
-import { report } from "./report.ts";
+import { report, reportScale } from "./report.ts";
 import { measureCeiling } from "./rigs/ceiling.ts";
 import { measureCloudStackApi } from "./rigs/cloudstack-api.ts";
-import { measureControlPlane } from "./rigs/control-plane.ts";
+import { type ControlPlaneResult, measureControlPlane, withCatalogue, zoneOf } from "./rigs/control-plane.ts";
 import { measureQemu } from "./rigs/qemu.ts";
+import { measureScale, type ScaleOptions, type ScaleResult } from "./rigs/scale.ts";
 
 const MODES = {
   // For the test that keeps the benchmark working (test/integration/bench.test.ts), not for figures.
@@ -38,6 +45,33 @@ const MODES = {
   },
 } as const;
 
+/** The scale run; the smoke test runs a tiny one (--scale-stages). */
+const SCALE: ScaleOptions = {
+  stages: [
+    { hosts: 100, vms: 2000 },
+    { hosts: 1000, vms: 20000 },
+  ],
+  hostsPerFleet: 200,
+  concurrency: 8,
+  heartbeatSeconds: 20,
+  leaseDurationSeconds: 60,
+  listRequests: 20,
+  stageBudgetSeconds: 1200,
+  // Each starting agent lists every VM of its host by field selector (read from all of them):
+  // twenty at once per fleet made those lists time out at 100 hosts and 2,000 VMs.
+  startConcurrency: 4,
+};
+
+/** "100:2000,1000:20000" -> stages of hosts and VMs. */
+function parseStages(text: string): ScaleOptions["stages"] {
+  return text.split(",").map((stage) => {
+    const [hosts, vms] = stage.split(":").map(Number);
+    if (!Number.isInteger(hosts) || !Number.isInteger(vms) || !(hosts as number) || !(vms as number))
+      throw new Error(`--scale-stages: "${stage}" is not HOSTS:VMS`);
+    return { hosts: hosts as number, vms: vms as number };
+  });
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -46,16 +80,132 @@ async function main(): Promise<void> {
       "skip-qemu": { type: "boolean" },
       out: { type: "string" },
       workers: { type: "string" },
+      agents: { type: "string", default: "both" },
+      fleet: { type: "boolean" },
+      scale: { type: "boolean" },
+      "scale-stages": { type: "string" },
+      "scale-budget": { type: "string" },
+      "hosts-per-fleet": { type: "string" },
+      "start-concurrency": { type: "string" },
     },
   });
+  // In the order given: the second mode runs on a control plane the first has used.
+  const agentModes = (
+    values.fleet ? ["fleet"] : values.agents === "both" ? [...AGENT_MODES] : (values.agents ?? "").split(",")
+  ) as AgentMode[];
+  if (agentModes.length === 0 || agentModes.some((m) => !AGENT_MODES.includes(m)))
+    throw new Error(
+      `--agents must be processes, fleet, both or a list (fleet,processes), not ${values.agents}`,
+    );
+  const out = (mode: string) =>
+    values.out ?? join(fileURLToPath(new URL(".", import.meta.url)), "results", mode);
+  if (values.scale) {
+    const scale: ScaleOptions = {
+      ...SCALE,
+      ...(values["scale-stages"] ? { stages: parseStages(values["scale-stages"]) } : {}),
+      ...(values["scale-budget"] ? { stageBudgetSeconds: Number(values["scale-budget"]) } : {}),
+      ...(values["hosts-per-fleet"] ? { hostsPerFleet: Number(values["hosts-per-fleet"]) } : {}),
+      ...(values["start-concurrency"] ? { startConcurrency: Number(values["start-concurrency"]) } : {}),
+    };
+    const outDir = out("scale");
+    const resultsOf = (scale: ScaleResult) => ({
+      mode: "scale",
+      date: new Date().toISOString(),
+      machine: machine(),
+      scale,
+    });
+    return benchmarkRun(outDir, async (context) => {
+      const operator = await startOperator(context, values.workers);
+      const result = await measureScale(context, operator, scale, async (sofar) => {
+        await mkdir(outDir, { recursive: true });
+        await writeFile(join(outDir, "results.json"), `${JSON.stringify(resultsOf(sofar), null, 2)}\n`);
+      });
+      await operator.stop();
+      const results = resultsOf(result);
+      return { results, summary: reportScale(results), plots: {} };
+    });
+  }
   const mode = values.smoke ? "smoke" : values.quick ? "quick" : "full";
   const plan = MODES[mode];
+  return benchmarkRun(out(mode), async (context) => {
+    context.progress(
+      `ceiling: ${plan.ceiling.objects} raw VirtualMachine creates at concurrency ${plan.ceiling.concurrency}`,
+    );
+    const ceiling = await measureCeiling(context, plan.ceiling);
+    const operator = await startOperator(context, values.workers);
+    const qemu = values["skip-qemu"] ? { skipped: "--skip-qemu" } : await measureQemu(context, plan.qemu);
+    const rig1: Partial<Record<AgentMode, ControlPlaneResult>> = {};
+    await withCatalogue(context, ["bench", ...agentModes.map(zoneOf)], async () => {
+      for (const [i, agents] of agentModes.entries())
+        rig1[agents] = await measureControlPlane(context, operator, {
+          ...plan.rig1,
+          agents,
+          firstHost: i * plan.rig1.hosts,
+        });
+    });
+    await operator.stop();
+    const api = await measureCloudStackApi(context, plan.api);
+
+    const results = {
+      mode,
+      date: new Date().toISOString(),
+      machine: machine(),
+      ceiling: { ...ceiling, samples: undefined },
+      controlPlane: Object.fromEntries(
+        Object.entries(rig1).map(([agents, result]) => [agents, { ...result, samples: undefined }]),
+      ),
+      cloudStackApi: {
+        ...api,
+        listVirtualMachines: api.listVirtualMachines.map((l) => ({ ...l, samples: undefined })),
+      },
+      qemu: "skipped" in qemu ? qemu : { ...qemu, samples: undefined },
+    };
+    const plots = {
+      "latency.svg": await latencyDistribution(`Latency distributions (${mode} run)`, {
+        "raw VirtualMachine create (ceiling)": ceiling.samples,
+        ...Object.fromEntries(
+          Object.entries(rig1).map(([agents, result]) => [
+            `create -> Running, ${plan.rig1.vms} VMs at ${plan.rig1.ratePerSecond}/s (${agents})`,
+            result.samples.createToRunning,
+          ]),
+        ),
+        ...Object.fromEntries(
+          api.listVirtualMachines.map((l) => [`listVirtualMachines, ${l.vms} VMs`, l.samples]),
+        ),
+        ...("skipped" in qemu ? {} : { "real QEMU: create -> guest IP": qemu.samples }),
+      }),
+      "throughput.svg": await throughputOverTime(
+        `VMs per second, ${plan.rig1.hosts} simulated hosts (${mode} run)`,
+        Object.fromEntries(
+          Object.entries(rig1).flatMap(([agents, result]) => [
+            [`created (${agents})`, result.series.created],
+            [`Running (${agents})`, result.series.running],
+          ]),
+        ),
+      ),
+    };
+    return { results, summary: report(results), plots };
+  });
+}
+
+const machine = () => ({ cpus: cpus().length, node: process.version });
+
+/**
+ * One run on a control plane of its own: `measure` returns the results, the summary and plots,
+ * written to `outDir` (results.json, summary.txt, *.svg). Interrupted or failed, the run still stops
+ * what it started (they run in process groups of their own: a Ctrl-C does not reach them).
+ */
+async function benchmarkRun(
+  outDir: string,
+  measure: (
+    context: BenchContext,
+  ) => Promise<{ results: object; summary: string; plots: Record<string, string> }>,
+): Promise<void> {
   const started = Date.now();
   const progress = (message: string) =>
     process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
   const workDir = await mkdtemp(join(tmpdir(), "stratus-bench-"));
   const context = await BenchContext.create(workDir, progress);
-  // Interrupted, the run still stops what it started (they run in process groups of their own).
   for (const signal of ["SIGINT", "SIGTERM"] as const)
     process.once(signal, () => {
       progress(`${signal}: stopping everything the run started`);
@@ -65,55 +215,10 @@ async function main(): Promise<void> {
         .finally(() => process.exit(130));
     });
   try {
-    progress(
-      `ceiling: ${plan.ceiling.objects} raw VirtualMachine creates at concurrency ${plan.ceiling.concurrency}`,
-    );
-    const ceiling = await measureCeiling(context, plan.ceiling);
-    const operator = await context.start("operator", "operator/main.ts", [
-      "--identity=bench-operator",
-      ...(values.workers ? [`--workers=${values.workers}`] : []),
-    ]);
-    await operator.ready;
-    const qemu = values["skip-qemu"] ? { skipped: "--skip-qemu" } : await measureQemu(context, plan.qemu);
-    const controlPlane = await measureControlPlane(context, operator, plan.rig1);
-    await operator.stop();
-    const api = await measureCloudStackApi(context, plan.api);
-
-    const results = {
-      mode,
-      date: new Date().toISOString(),
-      machine: { cpus: cpus().length, node: process.version },
-      ceiling: { ...ceiling, samples: undefined },
-      controlPlane: { ...controlPlane, samples: undefined },
-      cloudStackApi: {
-        ...api,
-        listVirtualMachines: api.listVirtualMachines.map((l) => ({ ...l, samples: undefined })),
-      },
-      qemu: "skipped" in qemu ? qemu : { ...qemu, samples: undefined },
-    };
-    const outDir = values.out ?? join(fileURLToPath(new URL(".", import.meta.url)), "results", mode);
+    const { results, summary, plots } = await measure(context);
     await mkdir(outDir, { recursive: true });
     await writeFile(join(outDir, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
-    await writeFile(
-      join(outDir, "latency.svg"),
-      await latencyDistribution(`Latency distributions (${mode} run)`, {
-        "raw VirtualMachine create (ceiling)": ceiling.samples,
-        [`create -> Running, ${plan.rig1.vms} VMs at ${plan.rig1.ratePerSecond}/s`]:
-          controlPlane.samples.createToRunning,
-        ...Object.fromEntries(
-          api.listVirtualMachines.map((l) => [`listVirtualMachines, ${l.vms} VMs`, l.samples]),
-        ),
-        ...("skipped" in qemu ? {} : { "real QEMU: create -> guest IP": qemu.samples }),
-      }),
-    );
-    await writeFile(
-      join(outDir, "throughput.svg"),
-      await throughputOverTime(`VMs per second, ${plan.rig1.hosts} simulated hosts (${mode} run)`, {
-        created: controlPlane.series.created,
-        Running: controlPlane.series.running,
-      }),
-    );
-    const summary = report(results);
+    for (const [name, svg] of Object.entries(plots)) await writeFile(join(outDir, name), svg);
     await writeFile(join(outDir, "summary.txt"), summary);
     process.stdout.write(summary);
     progress(`results in ${outDir}`);
@@ -124,6 +229,15 @@ async function main(): Promise<void> {
     await context.close();
   }
   await rm(workDir, { recursive: true, force: true });
+}
+
+async function startOperator(context: BenchContext, workers: string | undefined) {
+  const operator = await context.start("operator", "operator/main.ts", [
+    "--identity=bench-operator",
+    ...(workers ? [`--workers=${workers}`] : []),
+  ]);
+  await operator.ready;
+  return operator;
 }
 
 await main();

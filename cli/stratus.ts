@@ -14,7 +14,7 @@ import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
-import { ensureDebianPackages } from "../devcluster/packages.ts";
+import { ensureDebianPackages, PACKAGE_LISTS } from "../devcluster/packages.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
@@ -27,7 +27,8 @@ Usage:
                                    seeded with a zone, offerings, the tiny template and a default network
   stratus down [--purge]           stop it all and remove its domains, networks and pool from libvirt;
                                    the API objects and disks are kept unless --purge
-  stratus test [VITEST ARGS]       build or reuse the control plane, then run every test (vitest run)
+  stratus test [VITEST ARGS]       install the Debian packages the tests need (as root on Debian), build or
+                                   reuse the control plane, then run every test (vitest run)
   stratus console VM [-n NAMESPACE] [--kubeconfig PATH]
                                    the VM's serial console, through the API server (Ctrl-] leaves)
   stratus cluster build [--rebuild]
@@ -136,8 +137,13 @@ async function stopCluster(purge: boolean): Promise<void> {
   );
 }
 
-/** Builds the binaries first, with progress, so the test run itself never waits silently on Go. */
+/**
+ * Installs the Debian packages the tests need (the local cloud's and the test-only ones, as root on
+ * Debian) and builds the binaries first, with progress, so no test is skipped for a missing package
+ * and the test run itself never waits silently on Go.
+ */
 async function runTests(vitestArgs: string[]): Promise<void> {
+  await ensureDebianPackages(progress, [PACKAGE_LISTS.cloud, PACKAGE_LISTS.tests], "the tests need");
   await ensureBinaries({ progress });
   const projectRoot = fileURLToPath(new URL("..", import.meta.url));
   const vitest = spawn(

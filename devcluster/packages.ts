@@ -1,5 +1,7 @@
-// The Debian packages the local cloud needs (devcluster/debian-packages): `stratus up` installs
-// the missing ones when it runs as root on Debian, and otherwise says which are missing.
+// The Debian packages Stratus needs, in two lists read the same way: what the local cloud runs on
+// (devcluster/debian-packages), installed by `stratus up`, and what only the tests need besides
+// (.ci/debian-packages), installed with the first by `stratus test` (and so by .ci/run). Each
+// installs the missing ones when it runs as root on Debian, and otherwise says which are missing.
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -7,7 +9,13 @@ import { promisify } from "node:util";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 
 const run = promisify(execFile);
-const LIST = fileURLToPath(new URL("debian-packages", import.meta.url));
+
+export const PACKAGE_LISTS = {
+  /** What the local cloud runs on. */
+  cloud: fileURLToPath(new URL("debian-packages", import.meta.url)),
+  /** What only the tests need besides (a real CloudStack client, Lua for the Argo CD health checks). */
+  tests: fileURLToPath(new URL("../.ci/debian-packages", import.meta.url)),
+};
 
 /** The package names of a list file: one per line, `#` comments and blank lines aside. */
 export function packageNames(text: string): string[] {
@@ -15,6 +23,12 @@ export function packageNames(text: string): string[] {
     .split("\n")
     .map((line) => line.replace(/#.*/, "").trim())
     .filter(Boolean);
+}
+
+/** The names of several list files, each once, in order. */
+export async function readPackageLists(paths: readonly string[]): Promise<string[]> {
+  const texts = await Promise.all(paths.map((path) => readFile(path, "utf8")));
+  return [...new Set(texts.flatMap(packageNames))];
 }
 
 async function isInstalled(name: string): Promise<boolean> {
@@ -25,24 +39,32 @@ async function isInstalled(name: string): Promise<boolean> {
   );
 }
 
-export async function ensureDebianPackages(progress: Progress): Promise<void> {
+/**
+ * Installs the missing packages of `lists` (default: the local cloud's) with apt-get when root on
+ * Debian, saying what it installs and `why`; elsewhere it says what is missing.
+ */
+export async function ensureDebianPackages(
+  progress: Progress,
+  lists: readonly string[] = [PACKAGE_LISTS.cloud],
+  why = "the local cloud needs",
+): Promise<void> {
   const hasDpkg = await run("dpkg-query", ["--version"]).then(
     () => true,
     () => false,
   );
-  const wanted = packageNames(await readFile(LIST, "utf8"));
+  const wanted = await readPackageLists(lists);
   if (!hasDpkg) {
-    progress(`not a Debian system: install the equivalents of ${wanted.join(", ")} yourself`);
+    progress(`not a Debian system: install the equivalents of ${wanted.join(", ")} yourself (${why})`);
     return;
   }
   const missing: string[] = [];
   for (const name of wanted) if (!(await isInstalled(name))) missing.push(name);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
-    progress(`missing Debian packages ${missing.join(", ")} (run as root and \`stratus up\` installs them)`);
+    progress(`missing Debian packages ${why}: ${missing.join(", ")} (run as root and Stratus installs them)`);
     return;
   }
-  progress(`installing Debian packages: ${missing.join(" ")}`);
+  progress(`installing Debian packages ${why}: ${missing.join(" ")}`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   try {
     await run("apt-get", ["update", "-qq"], { env, maxBuffer: 16 << 20 });

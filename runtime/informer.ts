@@ -255,6 +255,7 @@ export class Informer<T extends KubeObject> {
         },
         (event) => {
           lastActivity = Date.now();
+          this.options.metrics?.informerEvents.inc({ resource: this.type.plural, type: event.type });
           if (this.apply(event) === "gone") {
             gone = true;
             watchAbort.abort();

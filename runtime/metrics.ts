@@ -64,6 +64,12 @@ export class RuntimeMetrics {
     labelNames: ["resource"] as const,
     registers: [this.registry],
   });
+  readonly informerEvents = new Counter({
+    name: "stratus_informer_watch_events_total",
+    help: "Watch events an informer received, by resource and type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).",
+    labelNames: ["resource", "type"] as const,
+    registers: [this.registry],
+  });
   readonly informerRestarts = new Counter({
     name: "stratus_informer_watch_restarts_total",
     help: "Watches an informer restarted, by reason (closed, error, gone, stalled).",

@@ -7,8 +7,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { installCustomResourceDefinitions } from "../../crds/install.ts";
 import { type LaunchedComponent, launchComponent } from "../../devcluster/cloud.ts";
-import { LocalControlPlane, terminate } from "../../devcluster/controlplane.ts";
+import { COMPONENTS, LocalControlPlane, terminate } from "../../devcluster/controlplane.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import type { ProcessRoles } from "./cpu.ts";
 import { MetricsSnapshot, scrape } from "./metrics.ts";
 
 const run = promisify(execFile);
@@ -22,6 +23,8 @@ export const NAMESPACE: ResourceType = {
 
 export interface StratusProcess extends LaunchedComponent {
   name: string;
+  /** Whether it has exited (crashed, or ran out of memory). */
+  exited(): boolean;
   metrics(): Promise<MetricsSnapshot>;
   stop(): Promise<void>;
 }
@@ -74,16 +77,22 @@ export class BenchContext {
   }
 
   /** Starts operator/main.ts, host-agent/main.ts or apiserver/main.ts against the control plane. */
-  async start(name: string, script: string, args: string[]): Promise<StratusProcess> {
+  async start(
+    name: string,
+    script: string,
+    args: string[],
+    env: NodeJS.ProcessEnv = {},
+  ): Promise<StratusProcess> {
     const launched = await launchComponent({
       script,
       args: [`--kubeconfig=${this.controlPlane.kubeconfigPath}`, ...args],
       logPath: join(this.workDir, "logs", `${name}.log`),
-      env: { ...process.env, STRATUS_LOG_LEVEL: "warn" },
+      env: { ...process.env, STRATUS_LOG_LEVEL: "warn", ...env },
     });
     const started: StratusProcess = {
       ...launched,
       name,
+      exited: () => launched.child.exitCode !== null || launched.child.signalCode !== null,
       metrics: () => scrape(`http://127.0.0.1:${launched.healthPort}/metrics`),
       stop: async () => {
         this.processes.delete(started);
@@ -102,6 +111,15 @@ export class BenchContext {
       { maxBuffer: 256 * 1024 * 1024 },
     );
     return new MetricsSnapshot(stdout);
+  }
+
+  /**
+   * The processes whose CPU a rig reports, by role: the control plane's, the rig's own (`named`:
+   * operator, agents, API component) and this benchmark process.
+   */
+  processRoles(named: ProcessRoles): ProcessRoles {
+    const controlPlane = COMPONENTS.map((name) => [name, [this.controlPlane.pid(name) ?? []].flat()]);
+    return { ...Object.fromEntries(controlPlane), ...named, benchmark: [process.pid] };
   }
 
   /** Resident memory of a process, in bytes (from /proc). */

@@ -7,6 +7,7 @@ import { issueApiKey } from "../../devcluster/cloud.ts";
 import { freePort } from "../../devcluster/controlplane.ts";
 import { pollUntil } from "../../runtime/time.ts";
 import { BenchContext, withConcurrency } from "../lib/context.ts";
+import { type CpuUse, cpuUse, sampleCpu } from "../lib/cpu.ts";
 import { type Summary, summarize } from "../lib/stats.ts";
 import { benchVm } from "./ceiling.ts";
 
@@ -14,14 +15,19 @@ export interface ApiResult {
   listVirtualMachines: { vms: number; latency: Summary; samples: number[] }[];
   queryAsyncJobResult: Summary;
   apiComponentRss: number;
+  /** CPU per process over the rig, per VM in the account (creates, caching and the requests). */
+  cpu: Record<string, CpuUse>;
 }
 
-export async function measureCloudStackApi(
-  context: BenchContext,
-  options: { sizes: readonly number[]; requests: number; concurrency: number },
-): Promise<ApiResult> {
-  const namespace = "bench-api";
-  await context.namespace(namespace);
+export interface CloudStackApi {
+  pid: number;
+  call(params: Record<string, string>): Promise<Record<string, unknown>>;
+  timed(params: Record<string, string>): Promise<{ seconds: number; answer: Record<string, unknown> }>;
+  stop(): Promise<void>;
+}
+
+/** Starts the API component with an admin key whose account is `account` (a namespace). */
+export async function startCloudStackApi(context: BenchContext, account: string): Promise<CloudStackApi> {
   await context.namespace("bench-keys");
   const port = await freePort();
   const api = await context.start("apiserver", "apiserver/main.ts", [
@@ -30,11 +36,11 @@ export async function measureCloudStackApi(
   ]);
   await api.ready;
   const key = await issueApiKey(context.client, {
-    name: "bench-admin",
+    name: `bench-admin-${account}`,
     keysNamespace: "bench-keys",
     user: "bench-admin",
     groups: ["system:masters"],
-    account: namespace,
+    account,
   });
   const endpoint = `http://127.0.0.1:${port}/client/api`;
   const call = async (params: Record<string, string>) => {
@@ -50,7 +56,42 @@ export async function measureCloudStackApi(
     const answer = await call(params);
     return { seconds: (performance.now() - started) / 1000, answer };
   };
+  return { pid: api.pid, call, timed, stop: () => api.stop() };
+}
 
+/**
+ * listVirtualMachines' latency with `size` VMs in the account, asked sequentially once the API
+ * component's cache holds them all.
+ */
+export async function measureListVirtualMachines(
+  api: CloudStackApi,
+  size: number,
+  requests: number,
+): Promise<{ vms: number; latency: Summary; samples: number[] }> {
+  await pollUntil(
+    `the API component's cache to hold ${size} VMs`,
+    async () => (await api.timed({ command: "listVirtualMachines", pagesize: "1" })).answer.count === size,
+    { timeoutMs: 300_000, intervalMs: 500 },
+  );
+  for (let i = 0; i < 5; i++) await api.timed({ command: "listVirtualMachines" }); // warm-up
+  const samples: number[] = [];
+  for (let i = 0; i < requests; i++) {
+    const { seconds, answer } = await api.timed({ command: "listVirtualMachines" });
+    if (answer.count !== size) throw new Error(`listVirtualMachines counted ${answer.count}, not ${size}`);
+    samples.push(seconds);
+  }
+  return { vms: size, latency: summarize(samples), samples };
+}
+
+export async function measureCloudStackApi(
+  context: BenchContext,
+  options: { sizes: readonly number[]; requests: number; concurrency: number },
+): Promise<ApiResult> {
+  const namespace = "bench-api";
+  await context.namespace(namespace);
+  const api = await startCloudStackApi(context, namespace);
+  const roles = context.processRoles({ "API component": [api.pid] });
+  const cpuBefore = sampleCpu(roles);
   const lists: ApiResult["listVirtualMachines"] = [];
   let created = 0;
   for (const size of options.sizes) {
@@ -60,30 +101,20 @@ export async function measureCloudStackApi(
       await context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench"));
     });
     created = size;
-    // The API component answers from its cache: wait until it holds them all.
-    await pollUntil(
-      `the API component's cache to hold ${size} VMs`,
-      async () => (await timed({ command: "listVirtualMachines", pagesize: "1" })).answer.count === size,
-      { timeoutMs: 300_000, intervalMs: 500 },
-    );
-    for (let i = 0; i < 5; i++) await timed({ command: "listVirtualMachines" }); // warm-up
-    const samples: number[] = [];
-    for (let i = 0; i < options.requests; i++) {
-      const { seconds, answer } = await timed({ command: "listVirtualMachines" });
-      if (answer.count !== size) throw new Error(`listVirtualMachines counted ${answer.count}, not ${size}`);
-      samples.push(seconds);
-    }
-    lists.push({ vms: size, latency: summarize(samples), samples });
+    lists.push(await measureListVirtualMachines(api, size, options.requests));
   }
 
   context.progress("CloudStack API: queryAsyncJobResult");
-  const { answer } = await timed({ command: "listVirtualMachines", pagesize: "1" });
+  const { answer } = await api.timed({ command: "listVirtualMachines", pagesize: "1" });
   const vmId = (answer.virtualmachine as { id: string }[])[0]?.id as string;
-  const job = await call({ command: "stopVirtualMachine", id: vmId });
+  const job = await api.call({ command: "stopVirtualMachine", id: vmId });
   const jobSamples: number[] = [];
   for (let i = 0; i < options.requests * 3; i++)
-    jobSamples.push((await timed({ command: "queryAsyncJobResult", jobid: job.jobid as string })).seconds);
+    jobSamples.push(
+      (await api.timed({ command: "queryAsyncJobResult", jobid: job.jobid as string })).seconds,
+    );
+  const cpu = cpuUse(cpuBefore, sampleCpu(roles), created);
   const apiComponentRss = BenchContext.rss(api.pid);
   await api.stop();
-  return { listVirtualMachines: lists, queryAsyncJobResult: summarize(jobSamples), apiComponentRss };
+  return { listVirtualMachines: lists, queryAsyncJobResult: summarize(jobSamples), apiComponentRss, cpu };
 }

@@ -1,15 +1,17 @@
-// Rig 1, the control plane alone: many simulated hosts (host agents on libvirt's test driver),
-// VMs created at a fixed rate, then a burst at the ceiling's concurrency. Measured: create->Running
-// percentiles and the phase each VM spent longest in, throughput against the ceiling, API requests
-// per VM by verb and resource (kube-apiserver's /metrics), operator and agent memory per VM, and
-// the work queues' wait.
+// Rig 1, the control plane alone: many simulated hosts (host agents on libvirt's test driver, one
+// process per host or fleets of hosts in one process), VMs created at a fixed rate, then a burst at
+// the ceiling's concurrency. Measured: create->Running percentiles and the phase each VM spent
+// longest in, throughput against the ceiling, API requests per VM by verb and resource
+// (kube-apiserver's /metrics), operator and agent memory per VM, the work queues' wait, and the
+// CPU seconds each process spent per VM (/proc).
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
-import { type Host, Resources } from "../../crds/index.ts";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
 import { pollUntil } from "../../runtime/time.ts";
 import { qcow2Header } from "../../test/fixtures/qcow2.ts";
-import { BenchContext, type StratusProcess, sleep, withConcurrency } from "../lib/context.ts";
+import { BenchContext, NAMESPACE, type StratusProcess, sleep, withConcurrency } from "../lib/context.ts";
+import { type CpuSample, type CpuUse, cpuUse, sampleCpu } from "../lib/cpu.ts";
+import { type AgentMode, SimulatedHosts } from "../lib/hosts.ts";
 import { addBuckets, bucketDifference, difference, type MetricsSnapshot } from "../lib/metrics.ts";
 import { perSecond } from "../lib/plots.ts";
 import { histogramQuantile, type Summary, summarize } from "../lib/stats.ts";
@@ -17,6 +19,10 @@ import { STEPS, type Step, VmWatch } from "../lib/vm-watch.ts";
 import { benchVm } from "./ceiling.ts";
 
 export interface ControlPlaneOptions {
+  /** One host-agent process per host, or the hosts in fleet processes (bench/fleet.ts). */
+  agents: AgentMode;
+  /** Number of the first simulated host: each mode's hosts keep names of their own. */
+  firstHost: number;
   hosts: number;
   vms: number;
   ratePerSecond: number;
@@ -53,6 +59,11 @@ export interface ControlPlaneResult {
   queueWaitP99: Record<string, number>;
   /** Per operator controller, fixed-rate phase: reconciles per VM, p99 seconds of one, retries per VM. */
   controllers: Record<string, { reconcilesPerVm: number; reconcileP99: number; retriesPerVm: number }>;
+  /** CPU per process role over the fixed-rate phase (per fixed-rate VM) and over the burst (per burst VM). */
+  cpu: { fixedRate: Record<string, CpuUse>; burst: Record<string, CpuUse> };
+  /** Processes that ran the simulated hosts. */
+  agentProcesses: number;
+  hostsRegistered: number;
   series: { created: number[]; running: number[] };
   samples: { createToRunning: number[] };
 }
@@ -72,8 +83,12 @@ async function serveImage(): Promise<{ server: Server; url: string }> {
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/bench.qcow2` };
 }
 
-export async function seedCatalogue(context: BenchContext, templateUrl: string): Promise<void> {
-  await context.apply(Resources.zones, { metadata: { name: "bench" }, spec: {} });
+export async function seedCatalogue(
+  context: BenchContext,
+  templateUrl: string,
+  zones: readonly string[],
+): Promise<void> {
+  for (const zone of zones) await context.apply(Resources.zones, { metadata: { name: zone }, spec: {} });
   await context.apply(Resources.serviceOfferings, {
     metadata: { name: "bench-tiny" },
     spec: { cpu: 1, memory: "64Mi" },
@@ -84,67 +99,49 @@ export async function seedCatalogue(context: BenchContext, templateUrl: string):
   });
 }
 
+/** The benchmark's template server (the simulated hosts download the image) and its catalogue. */
+export async function withCatalogue<T>(
+  context: BenchContext,
+  zones: readonly string[],
+  work: () => Promise<T>,
+): Promise<T> {
+  const image = await serveImage();
+  try {
+    await seedCatalogue(context, image.url, zones);
+    return await work();
+  } finally {
+    await new Promise<void>((resolve) => image.server.close(() => resolve()));
+  }
+}
+
+export const zoneOf = (mode: AgentMode) => `bench-${mode}`;
+
 export async function measureControlPlane(
   context: BenchContext,
   operator: StratusProcess,
   options: ControlPlaneOptions,
 ): Promise<ControlPlaneResult> {
-  const namespace = "bench-rig1";
+  const namespace = `bench-rig1-${options.agents}`;
+  const zone = zoneOf(options.agents);
   await context.namespace(namespace);
-  const image = await serveImage();
+  context.progress(`rig 1 (${options.agents}): starting ${options.hosts} simulated hosts`);
+  const hosts = await SimulatedHosts.start(context, {
+    mode: options.agents,
+    zone,
+    first: options.firstHost,
+    hosts: options.hosts,
+  });
   try {
-    await seedCatalogue(context, image.url);
-    context.progress(`rig 1: starting ${options.hosts} simulated hosts`);
-    const agents: StratusProcess[] = [];
-    for (let i = 0; i < options.hosts; i++) {
-      const host = `sim-${String(i).padStart(3, "0")}`;
-      agents.push(
-        await context.start(`agent-${host}`, "host-agent/main.ts", [
-          `--host-name=${host}`,
-          "--zone=bench",
-          "--libvirt-uri=test:///default",
-          `--pool-path=${join(context.workDir, "hosts", host, "pool")}`,
-          `--cache-dir=${join(context.workDir, "hosts", host, "cache")}`,
-          `--console-dir=${join(context.workDir, "hosts", host, "console")}`,
-        ]),
-      );
-    }
-    await Promise.all(agents.map((a) => a.ready));
-    // Room for every VM of the run: a test-driver host is small; overcommit is the admin's lever.
-    const hostNames = agents.map((a) => a.name.replace(/^agent-/, ""));
-    // An agent serves /healthz before it has registered its Host: wait for each, then patch it.
-    const patched = new Set<string>();
-    let waitingFor = "the hosts";
-    await pollUntil(
-      () => waitingFor,
-      async () => {
-        const hosts = (await context.client.list<Host>(Resources.hosts)).items.filter((h) =>
-          hostNames.includes(h.metadata.name as string),
-        );
-        for (const host of hosts) {
-          const name = host.metadata.name as string;
-          if (patched.has(name)) continue;
-          await context.client.mergePatch(Resources.hosts, name, undefined, {
-            spec: { cpuOvercommitRatio: 16, memoryOvercommitRatio: 16 },
-          });
-          patched.add(name);
-        }
-        const ready = hosts.filter((h) =>
-          h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
-        );
-        waitingFor = `hosts: ${hosts.length} registered, ${patched.size} patched, ${ready.length} Ready of ${options.hosts}`;
-        return patched.size === options.hosts && ready.length === options.hosts;
-      },
-      { timeoutMs: 300_000, intervalMs: 500 },
-    );
     await sleep(3_000); // let start-up writes settle before the baseline
-
     const watch = new VmWatch(context.client, namespace);
     await watch.start();
-    const before = await readings(context, operator, agents);
+    const roles = context.processRoles({ operator: [operator.pid], agents: hosts.pids });
+    const before = await readings(context, operator, hosts, roles);
 
     // Fixed rate: the create of VM i is sent at i/R seconds, whatever the previous ones do.
-    context.progress(`rig 1: ${options.vms} VMs at ${options.ratePerSecond}/s on ${options.hosts} hosts`);
+    context.progress(
+      `rig 1 (${options.agents}): ${options.vms} VMs at ${options.ratePerSecond}/s on ${options.hosts} hosts`,
+    );
     const sentAt = new Map<string, number>();
     const start = Date.now();
     const creates: Promise<unknown>[] = [];
@@ -153,7 +150,7 @@ export async function measureControlPlane(
       if (due > Date.now()) await sleep(due - Date.now());
       const name = `vm-${i}`;
       sentAt.set(name, Date.now());
-      creates.push(context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench")));
+      creates.push(context.client.create(Resources.virtualMachines, benchVm(name, namespace, zone)));
     }
     await Promise.all(creates);
     await watch.until(
@@ -161,23 +158,26 @@ export async function measureControlPlane(
       300_000 + options.vms * 100,
       `${options.vms} VMs Running`,
     );
-    const after = await readings(context, operator, agents);
+    const after = await readings(context, operator, hosts, roles);
 
     // Burst: as fast as the ceiling's concurrency allows.
-    context.progress(`rig 1: burst of ${options.burst} VMs at concurrency ${options.concurrency}`);
+    context.progress(
+      `rig 1 (${options.agents}): burst of ${options.burst} VMs at concurrency ${options.concurrency}`,
+    );
     const burstNames = Array.from({ length: options.burst }, (_, i) => `burst-${i}`);
     const burstStart = Date.now();
     await withConcurrency(burstNames, options.concurrency, async (name) => {
       sentAt.set(name, Date.now());
-      await context.client.create(Resources.virtualMachines, benchVm(name, namespace, "bench"));
+      await context.client.create(Resources.virtualMachines, benchVm(name, namespace, zone));
     });
     await watch.until(
       () => watch.count("Running") >= options.vms + options.burst,
       300_000 + options.burst * 100,
       "the burst Running",
     );
+    const burstDone = sampleCpu(roles);
     await sleep(5_000); // caches and heaps settle before memory is read
-    const loaded = await readings(context, operator, agents);
+    const loaded = await readings(context, operator, hosts, roles);
     await watch.stop();
 
     const stampsOf = (prefix: string) =>
@@ -257,10 +257,19 @@ export async function measureControlPlane(
           options.vms,
       };
     }
-    for (const agent of agents) await agent.stop();
+    const registered = (await context.client.list(Resources.hosts)).items.filter((h) =>
+      hosts.names.includes(h.metadata.name as string),
+    ).length;
+    await removeVms(context, namespace, vmsNow);
     return {
       controllers,
       options,
+      cpu: {
+        fixedRate: cpuUse(before.cpu, after.cpu, options.vms),
+        burst: cpuUse(after.cpu, burstDone, options.burst),
+      },
+      agentProcesses: hosts.processes.length,
+      hostsRegistered: registered,
       createToRunning: summarize(createToRunning),
       phases,
       sustainedPerSecond: steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : Number.NaN,
@@ -288,8 +297,24 @@ export async function measureControlPlane(
       samples: { createToRunning },
     };
   } finally {
-    await new Promise<void>((resolve) => image.server.close(() => resolve()));
+    await hosts.stop();
   }
+}
+
+/**
+ * The next mode starts from the same state: this one's VMs go (while their agents still run to
+ * release them), so the operator does not spend the next mode on hosts that went away.
+ */
+async function removeVms(context: BenchContext, namespace: string, vms: number): Promise<void> {
+  context.progress(`rig 1: removing the ${vms} VMs of ${namespace}`);
+  await context.client.delete(NAMESPACE, namespace);
+  await pollUntil(
+    () => `the VMs of ${namespace} to be gone`,
+    async () =>
+      (await context.client.list<VirtualMachine>(Resources.virtualMachines, { namespace })).items.length ===
+      0,
+    { timeoutMs: 120_000 + vms * 200, intervalMs: 1000 },
+  ).catch((error: unknown) => context.progress(`${String(error)}; going on`));
 }
 
 interface Readings {
@@ -303,16 +328,19 @@ interface Readings {
   operatorReconciles: Map<string, Map<number, number>>;
   operatorRetries: Map<string, number>;
   agentQueue: Map<number, number>;
+  cpu: CpuSample;
 }
 
 async function readings(
   context: BenchContext,
   operator: StratusProcess,
-  agents: StratusProcess[],
+  hosts: SimulatedHosts,
+  roles: Record<string, readonly number[]>,
 ): Promise<Readings> {
+  const cpu = sampleCpu(roles);
   const apiServer = await context.apiServerMetrics();
   const operatorMetrics = await operator.metrics();
-  const agentMetrics: MetricsSnapshot[] = await Promise.all(agents.map((a) => a.metrics()));
+  const agentMetrics: MetricsSnapshot[] = await hosts.metrics();
   const queue = "stratus_workqueue_queue_duration_seconds";
   const controllers = [...operatorMetrics.sum(`${queue}_count`, (l) => l.controller).keys()];
   return {
@@ -323,7 +351,7 @@ async function readings(
     ),
     operatorRss: BenchContext.rss(operator.pid),
     operatorHeap: operatorMetrics.sum("nodejs_heap_size_used_bytes").get("") ?? Number.NaN,
-    agentsRss: agents.reduce((total, agent) => total + BenchContext.rss(agent.pid), 0),
+    agentsRss: hosts.pids.reduce((total, pid) => total + BenchContext.rss(pid), 0),
     operatorQueues: new Map(
       controllers.map((c) => [c, operatorMetrics.histogram(queue, (l) => l.controller === c)]),
     ),
@@ -334,6 +362,7 @@ async function readings(
       ]),
     ),
     operatorRetries: operatorMetrics.sum("stratus_workqueue_retries_total", (l) => l.controller),
+    cpu,
     agentQueue: addBuckets(
       agentMetrics.map((m) => m.histogram(queue, (l) => l.controller === "host-agent-vm")),
     ),
