@@ -376,4 +376,49 @@ describe("host agents on simulated hosts", () => {
       async () => (await getVm("vm-no-offering")).status?.state === "Running",
     );
   });
+
+  it("watches only what is its own: VMs, volumes and networks of other hosts reach it as no watch event", async () => {
+    const [busy, quiet] = [HOSTS[0] as string, HOSTS[1] as string];
+    /** Watch events an agent received, by resource (its informers count them). */
+    const received = async (host: string) => {
+      const metrics = (await (agents.get(host) as StratusProcess).get("/metrics")).body;
+      const count: Record<string, number> = {};
+      for (const [, resource, value] of metrics.matchAll(
+        /^stratus_informer_watch_events_total\{[^}]*resource="([^"]+)"[^}]*\} (\d+)/gm,
+      ))
+        count[resource as string] = (count[resource as string] ?? 0) + Number(value);
+      return count;
+    };
+    const before = { busy: await received(busy), quiet: await received(quiet) };
+    await client.create(Resources.networks, {
+      metadata: { name: "busy-net", namespace },
+      spec: { zone: "agent-zone", cidr: "10.56.0.0/24" },
+    });
+    await client.create(Resources.volumes, {
+      metadata: { name: "busy-data", namespace },
+      spec: { zone: "agent-zone", size: "1Gi" },
+    });
+    await createVm("busy-1", busy, {
+      nics: [{ name: "eth0", network: "busy-net" }],
+      dataVolumes: [{ name: "data", volume: "busy-data" }],
+    });
+    await createVm("busy-2", busy, { nics: [{ name: "eth0", network: "busy-net" }] });
+    for (const name of ["busy-1", "busy-2"])
+      await waitFor(`${name} to run`, async () => (await getVm(name)).status?.state === "Running");
+    for (const name of ["busy-1", "busy-2"]) await client.delete(Resources.virtualMachines, name, namespace);
+    for (const name of ["busy-1", "busy-2"])
+      await waitUntilGone(client, Resources.virtualMachines, name, namespace);
+    await client.delete(Resources.volumes, "busy-data", namespace);
+    await waitUntilGone(client, Resources.volumes, "busy-data", namespace);
+    const after = { busy: await received(busy), quiet: await received(quiet) };
+    // The busy host's agent saw its VMs and their volumes come and go (its network it read once)...
+    for (const resource of ["virtualmachines", "volumes"])
+      expect((after.busy[resource] ?? 0) - (before.busy[resource] ?? 0)).toBeGreaterThan(0);
+    // ...and the quiet host's agent, in the same cluster, saw none of it.
+    for (const resource of ["virtualmachines", "volumes", "networks", "ipaddresses"])
+      expect({ resource, events: (after.quiet[resource] ?? 0) - (before.quiet[resource] ?? 0) }).toEqual({
+        resource,
+        events: 0,
+      });
+  });
 });
