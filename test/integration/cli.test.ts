@@ -139,8 +139,9 @@ describe("stratus up, the printed commands, stratus down", () => {
         "the guest's DHCP lease",
         async () => {
           const networks =
-            (await virsh("net-list", "--name"))?.split("\n").filter((n) => n.startsWith("stratus-net-")) ??
-            [];
+            (await virsh("net-list", "--name"))
+              ?.split("\n")
+              .filter((n) => n.startsWith("stratus-") && n.includes("-net-")) ?? [];
           for (const network of networks)
             if ((await virsh("net-dhcp-leases", network))?.includes(`${address}/24`)) return true;
           return false;
@@ -177,9 +178,9 @@ describe("stratus up, the printed commands, stratus down", () => {
         ((await virsh(list, "--all", "--name")) ?? "").split("\n").filter((n) => n.startsWith("stratus-"));
       expect(await stratusNames("list")).toEqual([]);
       expect(await stratusNames("net-list")).toEqual([]);
-      expect((await virsh("pool-list", "--all", "--name"))?.trim().split("\n")).not.toContain("stratus");
+      expect(await stratusNames("pool-list")).toEqual([]);
     }
-    expect(processesMentioning("stratus-net-")).toEqual([]); // no dnsmasq of a Stratus network
+    expect(processesMentioning("dnsmasq/stratus-")).toEqual([]); // no dnsmasq of a Stratus network
 
     // Level-triggered: the next `stratus up` runs the VM again from the API objects and its disks.
     const again = await stratus("up");
