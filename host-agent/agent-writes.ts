@@ -8,10 +8,6 @@ import type { EventRecorder } from "../runtime/events.ts";
 import { isSubset, removeFinalizer, statusSays } from "../runtime/objects.ts";
 
 export const AGENT_FIELD_MANAGER = "stratus-host-agent";
-/** On every VM from its create (the stratus-finalizers admission policy): its domain may exist. */
-export const DOMAIN_FINALIZER = "stratus.io/domain";
-/** On every Volume from its create: its disk file may exist on the host in status.host. */
-export const DISK_FINALIZER = "stratus.io/disk";
 
 export interface ObjectRef {
   namespace: string;

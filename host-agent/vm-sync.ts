@@ -3,6 +3,7 @@
 // root Volume's status. Everything goes through the Hypervisor seam and the AgentWrites interface,
 // so the loop is unit-tested against the in-memory fakes.
 import type { Logger } from "pino";
+import { DOMAIN_FINALIZER } from "../crds/finalizers.ts";
 import {
   type DiskOffering,
   type Network,
@@ -14,7 +15,7 @@ import {
   type Volume,
 } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
-import { type AgentWrites, DOMAIN_FINALIZER } from "./agent-writes.ts";
+import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 import { checkImage, downloadOnce } from "./images.ts";
 import { LibvirtError } from "./libvirt/connection.ts";

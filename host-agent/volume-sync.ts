@@ -2,8 +2,9 @@
 // being deleted loses its disk file here, once no VM on this host uses it, and then its
 // stratus.io/disk finalizer. Disks of Volumes that still exist are never removed.
 import type { Logger } from "pino";
+import { DISK_FINALIZER } from "../crds/finalizers.ts";
 import { Resources, type VirtualMachine, type Volume } from "../crds/index.ts";
-import { type AgentWrites, DISK_FINALIZER } from "./agent-writes.ts";
+import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { dataDiskName, rootDiskName } from "./planner.ts";
 

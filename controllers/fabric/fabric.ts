@@ -1,6 +1,8 @@
 // Fabric monitoring and admin: Host Ready from the agents' heartbeat Leases, host resource states
 // through maintenance, the HostReady condition on VMs of a lost host, and roll-ups (host
 // allocation, zones) that wait a moment after a change so a burst of VM changes is one write.
+
+import { HOST_LEASE_LABEL, hostLeaseName } from "../../crds/host-lease.ts";
 import {
   type Host,
   Resources,
@@ -25,11 +27,6 @@ import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredHostStatus, type PlacedUsage } from "./host-status.ts";
 import { desiredZoneStatus } from "./zone-status.ts";
 
-/** The heartbeat Lease of a host, as its agent names it. */
-export function hostLeaseName(host: string): string {
-  return `host-${host}`;
-}
-
 export function fabricComponent(settings: ControllerSettings): Component {
   return {
     name: "fabric",
@@ -39,7 +36,7 @@ export function fabricComponent(settings: ControllerSettings): Component {
       const hosts = informers.for<Host>(Resources.hosts, { indexers: { zone: (host) => [host.spec.zone] } });
       const leases = informers.for<Lease>(LEASE, {
         namespace: settings.leaseNamespace,
-        labelSelector: "stratus.io/host",
+        labelSelector: HOST_LEASE_LABEL,
       });
       const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
         indexers: VMS_BY_HOST,
@@ -83,7 +80,7 @@ export function fabricComponent(settings: ControllerSettings): Component {
       })
         .watch(hosts)
         .watch(leases, (lease) => {
-          const host = lease.metadata.labels?.["stratus.io/host"];
+          const host = lease.metadata.labels?.[HOST_LEASE_LABEL];
           return host ? [host] : [];
         })
         .watch(vms, (vm) => (vm.status?.host ? [vm.status.host] : []), { delayMs: ROLLUP_DELAY_MS })

@@ -139,8 +139,9 @@ describe("stratus up, the printed commands, stratus down", () => {
         "the guest's DHCP lease",
         async () => {
           const networks =
-            (await virsh("net-list", "--name"))?.split("\n").filter((n) => n.startsWith("stratus-net-")) ??
-            [];
+            (await virsh("net-list", "--name"))
+              ?.split("\n")
+              .filter((n) => n.startsWith("stratus-") && n.includes("-net-")) ?? [];
           for (const network of networks)
             if ((await virsh("net-dhcp-leases", network))?.includes(`${address}/24`)) return true;
           return false;

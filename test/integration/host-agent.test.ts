@@ -8,6 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { displayState } from "../../crds/display-state.ts";
 import { type Host, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { macFor } from "../../crds/nics.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
@@ -347,11 +348,11 @@ describe("host agents on simulated hosts", () => {
   it("reports a missing offering on the VM, keeps serving the others, and recovers when it appears", async () => {
     const missing = `missing-${suffix}`;
     await createVm("vm-no-offering", HOSTS[0] as string, { serviceOffering: missing });
-    // The scheduler cannot size it, so it is not placed; it says why.
+    // The orchestration cannot size it, so it is not placed; it says why.
     const failed = await waitFor("the Scheduled condition", async () => {
       const v = await getVm("vm-no-offering");
       const refused = v.status?.conditions?.some((c) => c.type === "Scheduled" && c.status === "False");
-      return refused && !v.status?.host ? v : undefined;
+      return refused && !v.status?.host && displayState(v) === "Pending" ? v : undefined;
     });
     expect(failed.status?.conditions).toContainEqual(
       expect.objectContaining({

@@ -18,7 +18,7 @@ import {
 } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
-import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
+import type { ObservedDomain } from "../../host-agent/hypervisor.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
@@ -73,15 +73,18 @@ describe("orchestration over five simulated hosts", () => {
       (vm.metadata.name as string).startsWith(prefix),
     );
   const domainsOf = async (host: string) =>
-    JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as (DomainInfo & {
-      disks?: string[];
-    })[];
+    JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as ObservedDomain[];
+  /** Every Stratus domain of every host, by domain name, with its disk files. */
   const stratusDomains = async () => {
     const all: { host: string; name: string; state: string; disks: string[] }[] = [];
     for (const host of agents.keys())
       for (const d of await domainsOf(host))
-        if (d.name.startsWith("stratus-"))
-          all.push({ host, name: d.name, state: d.state, disks: d.disks ?? [] });
+        all.push({
+          host,
+          name: domainName(d.vmUid),
+          state: d.state,
+          disks: d.disks.map((disk) => disk.path),
+        });
     return all;
   };
   const allRunning = (prefix: string, count: number, timeoutMs = 120_000) =>
@@ -247,7 +250,7 @@ describe("orchestration over five simulated hosts", () => {
       { timeoutMs: 120_000 },
     );
     expect(moved).toHaveLength(onHost.length);
-    expect((await domainsOf(host)).filter((d) => d.name.startsWith("stratus-"))).toEqual([]);
+    expect(await domainsOf(host)).toEqual([]);
     await client.mergePatch(Resources.hosts, host, undefined, { spec: { maintenance: false } });
     await waitFor(
       "the host to be Enabled",
