@@ -101,6 +101,11 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
           .items) {
           const mac = vm.status?.nics?.[0]?.macAddress;
           const name = vm.metadata.name as string;
+          // A guest its host refuses (a domain another agent owns, a missing image...) never gets
+          // an address: say why now instead of waiting out the timeout.
+          const ready = vm.status?.conditions?.find((c) => c.type === "Ready");
+          if (ready?.status === "False" && ready.reason !== "Converging")
+            throw new Error(`rig 2: guest ${name} cannot start: ${ready.reason}: ${ready.message}`);
           if (mac && !leasedAt.has(name) && leases.includes(mac)) leasedAt.set(name, Date.now());
         }
         return leasedAt.size === options.vms;
