@@ -313,8 +313,8 @@ export function reportScale(results: ScaleResults): string {
     each((st) => (st.completed ? "yes" : "NO")),
   );
   t.row(
-    "hosts registered / VMs Running",
-    each((st) => `${st.hostsRegistered} / ${st.running}`),
+    "hosts registered / VMs created in the stage / Running",
+    each((st) => `${st.hostsRegistered} / ${st.created} / ${st.running}`),
   );
   t.row(
     "seconds: hosts up, creates sent, all Running",

@@ -37,6 +37,8 @@ export interface ScaleStage {
   /** Every host Ready and every VM of the stage Running within the budget. */
   completed: boolean;
   hostsRegistered: number;
+  /** VMs the stage created within its budget (of `vms` minus the earlier stages'); per-VM figures divide by it. */
+  created: number;
   /** VMs Running at the end of the stage (of `vms`). */
   running: number;
   seconds: { hostsUp: number; creates: number; untilRunning: number };
@@ -126,7 +128,10 @@ export async function measureScale(
         );
         let completed = true;
         try {
+          // The budget covers the creates too: at 1,000 hosts they slowed to a few per second.
+          const deadline = hostsUp + options.stageBudgetSeconds * 1000;
           await withConcurrency(names, options.concurrency, async (name) => {
+            if (Date.now() > deadline) return;
             await context.client.create(Resources.virtualMachines, benchVm(name, namespace, zone));
             created++;
           });
@@ -136,12 +141,12 @@ export async function measureScale(
           await watch
             .until(
               () => watch.count("Running") >= stage.vms || exited().length > 0,
-              Math.max(0, options.stageBudgetSeconds * 1000 - (createsDone - hostsUp)),
+              Math.max(0, deadline - createsDone),
               `${stage.vms} VMs Running`,
             )
             .catch((error: unknown) => {
               completed = false;
-              stoppedAt = `${label}: ${String(error)}; ${watch.count("Running")} of ${stage.vms} Running`;
+              stoppedAt = `${label}: ${String(error)}; ${created} of ${names.length} created, ${watch.count("Running")} of ${stage.vms} Running`;
             });
           if (exited().length > 0) {
             completed = false;
@@ -152,7 +157,7 @@ export async function measureScale(
           hosts = stage.hosts;
           const running = Date.now();
           await sleep(5_000); // caches and heaps settle before memory is read
-          const cpu = cpuUse(cpuBefore, sampleCpu(roles), names.length);
+          const cpu = cpuUse(cpuBefore, sampleCpu(roles), Math.max(created, 1));
           const memoryAfter = memory(context, operator);
           // Its fleet may be the one that exited: then its traffic is unknown (empty).
           const eventsAfter = await group.hostMetrics(observer).then(
@@ -176,6 +181,7 @@ export async function measureScale(
             vms: stage.vms,
             completed,
             hostsRegistered: registered,
+            created,
             running: watch.count("Running"),
             seconds: {
               hostsUp: (hostsUp - stageStart) / 1000,
@@ -183,9 +189,9 @@ export async function measureScale(
               untilRunning: (running - hostsUp) / 1000,
             },
             memoryPerVm: {
-              kubeApiServer: (memoryAfter.kubeApiServer - memoryBefore.kubeApiServer) / names.length,
-              etcd: (memoryAfter.etcd - memoryBefore.etcd) / names.length,
-              operator: (memoryAfter.operator - memoryBefore.operator) / names.length,
+              kubeApiServer: (memoryAfter.kubeApiServer - memoryBefore.kubeApiServer) / Math.max(created, 1),
+              etcd: (memoryAfter.etcd - memoryBefore.etcd) / Math.max(created, 1),
+              operator: (memoryAfter.operator - memoryBefore.operator) / Math.max(created, 1),
             },
             rss: {
               ...memoryAfter,
@@ -197,7 +203,7 @@ export async function measureScale(
               eventsByResource: Object.fromEntries([...events].filter(([, n]) => n > 0)),
               events: total,
               eventsPerOwnVm: ownVms ? total / ownVms : Number.NaN,
-              eventsPerClusterVm: total / names.length,
+              eventsPerClusterVm: total / Math.max(created, 1),
             },
             cpu,
           };
