@@ -3,6 +3,7 @@
 // benchmarks and anything else that needs the API.
 import {
   ApiextensionsV1Api,
+  CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
@@ -10,6 +11,7 @@ import {
   PatchStrategy,
   type V1CustomResourceDefinition,
 } from "@kubernetes/client-node";
+import { GROUP, VERSION } from "./definition.ts";
 import { renderFinalizerPolicy } from "./finalizers.ts";
 import { KINDS } from "./index.ts";
 import { crdName, renderCustomResourceDefinition } from "./render.ts";
@@ -46,6 +48,24 @@ export async function installCustomResourceDefinitions(
           `CRD ${crdName(kind)} is not Established after ${timeoutMs / 1000} s: ${JSON.stringify(crd.status?.conditions)}`,
         );
       }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  // Established is not yet served: for a moment the API server still answers 503 "Resource kind
+  // ... not found" on a new kind. Wait until each kind lists.
+  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  for (const kind of KINDS) {
+    for (;;) {
+      const served = await custom
+        .listClusterCustomObject({ group: GROUP, version: VERSION, plural: kind.plural, limit: 1 })
+        .then(
+          () => true,
+          (error: unknown) => {
+            if (Date.now() > deadline) throw error;
+            return false;
+          },
+        );
+      if (served) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }

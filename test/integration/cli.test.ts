@@ -7,12 +7,15 @@ import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { isAlive } from "../../devcluster/controlplane.ts";
+import { domainName } from "../../host-agent/domain-xml.ts";
+import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
+import { networkPrefix } from "../../host-agent/network-xml.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
 import { kubectl, readWebConsoleUntil, run, waitFor } from "./support.ts";
 
@@ -166,6 +169,11 @@ describe("stratus up, the printed commands, stratus down", () => {
       clusterState().ports.apiserver as number,
       clusterState().ports.etcdClient as number,
     ];
+    // What this cloud's agent marks as its own in libvirt (other clouds on the daemon are not its).
+    const clusterId = (
+      await kubectl(kubeconfig, ["get", "namespace", "kube-system", "-o", "jsonpath={.metadata.uid}"])
+    ).stdout;
+    const owner = { cluster: clusterId, host: hostname() };
     const down = await stratus("down");
     expect(down.code, down.stderr).toBe(0);
     expect(pids.filter(isAlive)).toEqual([]);
@@ -173,12 +181,11 @@ describe("stratus up, the printed commands, stratus down", () => {
     expect(processesMentioning(home)).toEqual([]);
     expect(processesMentioning(uid)).toEqual([]); // no QEMU left
     if (libvirtUri === "qemu:///system" && (await virsh("version")) !== undefined) {
-      // libvirtd ran before `stratus up`, so it still runs: it must hold nothing of Stratus.
-      const stratusNames = async (list: string) =>
-        ((await virsh(list, "--all", "--name")) ?? "").split("\n").filter((n) => n.startsWith("stratus-"));
-      expect(await stratusNames("list")).toEqual([]);
-      expect(await stratusNames("net-list")).toEqual([]);
-      expect(await stratusNames("pool-list")).toEqual([]);
+      // libvirtd ran before `stratus up`, so it still runs: it must hold nothing of this cloud's.
+      const names = async (list: string) => ((await virsh(list, "--all", "--name")) ?? "").split("\n");
+      expect(await names("list")).not.toContain(domainName(uid));
+      expect((await names("net-list")).filter((n) => n.startsWith(networkPrefix(owner)))).toEqual([]);
+      expect(await names("pool-list")).not.toContain(poolName(owner));
     }
     expect(processesMentioning("dnsmasq/stratus-")).toEqual([]); // no dnsmasq of a Stratus network
 

@@ -72,19 +72,21 @@ describe("orchestration over five simulated hosts", () => {
     (await client.list<VirtualMachine>(Resources.virtualMachines, { namespace })).items.filter((vm) =>
       (vm.metadata.name as string).startsWith(prefix),
     );
+  /** The Stratus domains an agent's hypervisor holds (its /debug/domains lists the others too). */
   const domainsOf = async (host: string) =>
-    JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as ObservedDomain[];
+    (
+      JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as {
+        name: string;
+        state: string;
+        disks?: string[];
+      }[]
+    ).filter((d) => d.name.startsWith("stratus-"));
   /** Every Stratus domain of every host, by domain name, with its disk files. */
   const stratusDomains = async () => {
     const all: { host: string; name: string; state: string; disks: string[] }[] = [];
     for (const host of agents.keys())
       for (const d of await domainsOf(host))
-        all.push({
-          host,
-          name: domainName(d.vmUid),
-          state: d.state,
-          disks: d.disks.map((disk) => disk.path),
-        });
+        all.push({ host, name: d.name, state: d.state, disks: d.disks ?? [] });
     return all;
   };
   const allRunning = (prefix: string, count: number, timeoutMs = 120_000) =>
