@@ -51,22 +51,41 @@ export async function installCustomResourceDefinitions(
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-  // Established is not yet served: for a moment the API server still answers 503 "Resource kind
-  // ... not found" on a new kind. Wait until each kind lists.
+  // Established is not yet served: for a few seconds the API server still answers 503 "Resource
+  // kind ... not found" on a new kind, and the finalizer policy cannot mutate a kind whose schema
+  // it has not loaded yet. Wait until a dry-run create of each mutated kind goes through admission.
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
-  for (const kind of KINDS) {
+  const probes = [
+    {
+      plural: "virtualmachines",
+      kind: "VirtualMachine",
+      body: { spec: { zone: "probe", serviceOffering: "probe", template: "probe" } },
+    },
+    { plural: "volumes", kind: "Volume", body: { spec: { zone: "probe", size: "1Gi" } } },
+  ];
+  for (const { plural, kind, body } of probes) {
     for (;;) {
       const served = await custom
-        .listClusterCustomObject({ group: GROUP, version: VERSION, plural: kind.plural, limit: 1 })
+        .createNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: "default",
+          plural,
+          body: { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name: "install-probe" }, ...body },
+          dryRun: "All",
+        })
         .then(
           () => true,
           (error: unknown) => {
+            // Any answer but "not served yet" means admission ran (a conflict or a refusal is fine).
+            const code = (error as { code?: number }).code;
+            if (code !== 503 && code !== 404) return true;
             if (Date.now() > deadline) throw error;
             return false;
           },
         );
       if (served) break;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
 }

@@ -187,7 +187,7 @@ describe("stratus up, the printed commands, stratus down", () => {
       expect((await names("net-list")).filter((n) => n.startsWith(networkPrefix(owner)))).toEqual([]);
       expect(await names("pool-list")).not.toContain(poolName(owner));
     }
-    expect(processesMentioning("dnsmasq/stratus-")).toEqual([]); // no dnsmasq of a Stratus network
+    expect(processesMentioning(`dnsmasq/${networkPrefix(owner)}`)).toEqual([]); // no dnsmasq of its networks
 
     // Level-triggered: the next `stratus up` runs the VM again from the API objects and its disks.
     const again = await stratus("up");

@@ -16,7 +16,7 @@ import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
+import { bridgeName, libvirtNetworkName, networkPrefix } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { sleep } from "../../runtime/time.ts";
@@ -189,7 +189,14 @@ describe.skipIf(!canRunQemu())(
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
-      const pool = poolName(await agentOwner(client, host));
+      const owner = await agentOwner(client, host);
+      // A failed run must not leave its networks (and their dnsmasq) to the next test.
+      for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
+        if (name.startsWith(networkPrefix(owner))) {
+          await virsh("net-destroy", name).catch(() => undefined);
+          await virsh("net-undefine", name).catch(() => undefined);
+        }
+      const pool = poolName(owner);
       await virsh("pool-destroy", pool).catch(() => undefined);
       await virsh("pool-undefine", pool).catch(() => undefined);
       await client?.close();
