@@ -317,8 +317,22 @@ describe.skipIf(!canRunQemu())(
             c.type === "Ready" && c.status === "True" && c.observedGeneration === current.metadata.generation,
         );
       });
-      await typeOnConsole(consoleSocket, "stratus-poweroff");
-      const stopped = await waitState("Stopped");
+      // The serial console serves one client at a time: a line typed while the relay above still
+      // holds it can be lost, so it is typed again; a restarted guest (a new domain id) is a failure.
+      const idBeforePoweroff = (await virsh("domid", `stratus-${uid}`)).trim();
+      let stopped: VirtualMachine | undefined;
+      for (let attempt = 1; !stopped; attempt++) {
+        await typeOnConsole(consoleSocket, "stratus-poweroff");
+        stopped = await waitState("Stopped", 30_000).catch(async (error: Error) => {
+          const id = (await virsh("domid", `stratus-${uid}`).catch(() => "")).trim();
+          if (id && id !== "-" && id !== idBeforePoweroff)
+            throw new Error(
+              `the agent restarted the guest after it powered itself off (domain id ${idBeforePoweroff} -> ${id})`,
+            );
+          if (attempt >= 3) throw error;
+          return undefined;
+        });
+      }
       expect(stopped.status?.conditions?.find((c) => c.type === "Ready")?.reason).toBe("GuestShutdown");
       expect((await virsh("domstate", "--reason", `stratus-${uid}`)).trim()).toBe("shut off (shutdown)");
       await sleep(5_000); // a restart would follow the stop event within a second
