@@ -161,6 +161,20 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     });
   });
 
+  it("does not start a guest that is still shutting down itself; once off, RerunOnFailure leaves it off", async () => {
+    const key = rig.put(preparedVm("web", { spec: { runStrategy: "RerunOnFailure" } }));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    const domain = rig.hv.domains.get(uid);
+    if (domain) domain.state = "shutdown"; // the guest's poweroff under way: libvirt's transitional state
+    const starts = rig.hv.calls.filter((c) => c.startsWith("start")).length;
+    expect(await rig.run(key)).toEqual({ requeueAfterMs: 1_000 });
+    rig.hv.guestStops(uid, "shutdown");
+    await rig.run(key, 2);
+    expect(rig.hv.calls.filter((c) => c.startsWith("start"))).toHaveLength(starts);
+    expect(rig.vm(key).status?.state).toBe("Stopped");
+  });
+
   it("hot plugs a data volume into the running guest, grows it there, and unplugs it", async () => {
     const key = rig.put(preparedVm("web"));
     await rig.run(key);

@@ -308,6 +308,9 @@ export class VmSync {
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
     if (intent === "run" && domain.state !== "running") {
+      // A guest still shutting down is not started: once it is off, its shutoff reason decides
+      // (RerunOnFailure leaves a guest that powered itself off alone).
+      if (domain.state === "shutdown") return { requeueAfterMs: 1_000 };
       this.shutdownRequested.delete(uid);
       await this.hv.start(uid);
       return undefined;

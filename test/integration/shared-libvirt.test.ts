@@ -15,7 +15,7 @@ import { installCustomResourceDefinitions } from "../../crds/install.ts";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
-import { KubeClient } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
 import { serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
@@ -198,16 +198,15 @@ describe.skipIf(!canRunQemu())(
         timeoutMs: 60_000,
       });
       expect(existsSync(b2Disk)).toBe(true);
-      const events = await b.client.list<
-        { reason?: string; note?: string; regarding?: { name?: string } } & { metadata: object }
-      >(EVENT, {
-        namespace: "default",
-      });
-      expect(
-        events.items.some(
+      // The agent stops the guest first and then says so: wait for the Event, do not race it.
+      await waitFor("the OrphanedDomainStopped Event on B's Host", async () => {
+        const events = await b.client.list<{ reason?: string; note?: string } & KubeObject>(EVENT, {
+          namespace: "default",
+        });
+        return events.items.some(
           (e) => e.reason === "OrphanedDomainStopped" && e.note?.includes(b2Vm.metadata.uid as string),
-        ),
-      ).toBe(true);
+        );
+      });
       expect(await domainState(a1)).toBe("running");
       expect(await domainState(b1)).toBe("running");
 
