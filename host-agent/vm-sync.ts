@@ -16,19 +16,11 @@ import {
 } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
+import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
-import { checkImage, downloadOnce } from "./images.ts";
 import { LibvirtError } from "./libvirt/connection.ts";
 import { bridgeName, networkPrefix, networkSpecFor } from "./network-xml.ts";
-import {
-  type DataDiskPlan,
-  dataDiskName,
-  diskChanges,
-  planVm,
-  type RunPlan,
-  reservationsFor,
-  rootDiskName,
-} from "./planner.ts";
+import { dataDiskName, diskChanges, planVm, type RunPlan, reservationsFor, rootDiskName } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
 import { desiredVmStatus } from "./vm-status.ts";
 
@@ -62,13 +54,6 @@ export interface VmSyncOptions {
   afterNetworkRemoved?: (bridge: string) => Promise<void>;
   now?: () => number;
 }
-
-export interface ImageStore {
-  download(source: string, target: string, checksum: string | undefined): Promise<void>;
-  check(path: string, format: "qcow2" | "raw"): Promise<{ virtualSize: bigint }>;
-}
-
-const FILE_IMAGES: ImageStore = { download: downloadOnce, check: checkImage };
 
 export interface SyncResult {
   requeueAfterMs?: number;
@@ -169,7 +154,7 @@ export class VmSync {
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
     const live = existing?.state === "running";
-    const root = await this.prepareDisks(vm, plan, !live);
+    const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live);
     for (const nic of plan.nics) {
       await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
       await this.o.afterNetworkSync?.(nic);
@@ -223,7 +208,7 @@ export class VmSync {
     }
     const observed = await this.hv.observe(uid);
     const targets = new Map((observed?.disks ?? []).map((d) => [d.path, d.target]));
-    if (observed?.state === "running") await this.growLive(uid, plan.dataDisks, targets, log);
+    if (observed?.state === "running") await growLiveDisks(this.hv, uid, plan.dataDisks, targets, log);
     await this.report(vm, observed, undefined, restartedAt);
     if (root)
       await this.reportVolume(
@@ -246,58 +231,6 @@ export class VmSync {
     }
     await this.detachVolumes(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
     return requeue;
-  }
-
-  /** The root disk (image downloaded and checked first) and the data disks, created when missing. */
-  private async prepareDisks(vm: VirtualMachine, plan: RunPlan, grow: boolean) {
-    const what = `VM ${vm.metadata.namespace}/${vm.metadata.name}`;
-    if (plan.directBoot)
-      for (const part of [plan.directBoot.kernel, plan.directBoot.initrd])
-        await this.images.download(part.url, part.path, undefined);
-    let root: Awaited<ReturnType<Hypervisor["ensureDisk"]>> | undefined;
-    if (plan.root) {
-      let size = plan.root.requestedBytes;
-      const image = plan.root.image;
-      if (image) {
-        if (image.url) await this.images.download(image.url, image.path, image.checksum);
-        const facts = await this.images.check(image.path, image.format).catch((error: unknown) => {
-          if (error instanceof HostProblem) throw error;
-          throw new HostProblem(
-            "ImageUnreadable",
-            `template image ${image.path} cannot be read on host ${this.host}: ${(error as Error).message}`,
-          );
-        });
-        if (facts.virtualSize > size) size = facts.virtualSize;
-      }
-      root = await this.hv.ensureDisk({
-        name: plan.root.name,
-        capacityBytes: size,
-        ...(image ? { backing: { path: image.path, format: image.format } } : {}),
-        what: `root disk of ${what}`,
-        grow,
-      });
-    }
-    for (const disk of plan.dataDisks)
-      await this.hv.ensureDisk({
-        name: disk.name,
-        capacityBytes: disk.capacityBytes,
-        what: `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`,
-        grow,
-      });
-    return root;
-  }
-
-  /** A volume grown while its domain runs grows in the running guest (QEMU holds the file). */
-  private async growLive(uid: string, disks: DataDiskPlan[], targets: Map<string, string>, log: Logger) {
-    for (const disk of disks) {
-      const info = await this.hv.disk(disk.name);
-      const target = info ? targets.get(info.path) : undefined;
-      if (!info || !target || disk.capacityBytes <= info.capacityBytes) continue;
-      if ((await this.hv.liveDiskBytes(uid, target)) < disk.capacityBytes) {
-        await this.hv.growLiveDisk(uid, target, disk.capacityBytes);
-        log.info({ target, bytes: String(disk.capacityBytes) }, "grew a volume in the running guest");
-      }
-    }
   }
 
   /** Starts or stops the domain as the intent says. Returns a requeue while a shutdown is under way. */

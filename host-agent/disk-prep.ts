@@ -1,0 +1,81 @@
+// The disks a run plan needs on this host: template images fetched once and checked, the root
+// overlay and the data disks created (or grown while no domain holds them), and growth of data
+// disks inside a running guest.
+import type { Logger } from "pino";
+import type { VirtualMachine } from "../crds/index.ts";
+import type { Hypervisor } from "./hypervisor.ts";
+import { checkImage, downloadOnce } from "./images.ts";
+import type { DataDiskPlan, RunPlan } from "./planner.ts";
+import { HostProblem } from "./problem.ts";
+
+export interface ImageStore {
+  download(source: string, target: string, checksum: string | undefined): Promise<void>;
+  check(path: string, format: "qcow2" | "raw"): Promise<{ virtualSize: bigint }>;
+}
+
+export const FILE_IMAGES: ImageStore = { download: downloadOnce, check: checkImage };
+
+/** The root disk (image downloaded and checked first) and the data disks, created when missing. */
+export async function prepareDisks(
+  hv: Hypervisor,
+  images: ImageStore,
+  host: string,
+  vm: VirtualMachine,
+  plan: RunPlan,
+  grow: boolean,
+) {
+  const what = `VM ${vm.metadata.namespace}/${vm.metadata.name}`;
+  if (plan.directBoot)
+    for (const part of [plan.directBoot.kernel, plan.directBoot.initrd])
+      await images.download(part.url, part.path, undefined);
+  let root: Awaited<ReturnType<Hypervisor["ensureDisk"]>> | undefined;
+  if (plan.root) {
+    let size = plan.root.requestedBytes;
+    const image = plan.root.image;
+    if (image) {
+      if (image.url) await images.download(image.url, image.path, image.checksum);
+      const facts = await images.check(image.path, image.format).catch((error: unknown) => {
+        if (error instanceof HostProblem) throw error;
+        throw new HostProblem(
+          "ImageUnreadable",
+          `template image ${image.path} cannot be read on host ${host}: ${(error as Error).message}`,
+        );
+      });
+      if (facts.virtualSize > size) size = facts.virtualSize;
+    }
+    root = await hv.ensureDisk({
+      name: plan.root.name,
+      capacityBytes: size,
+      ...(image ? { backing: { path: image.path, format: image.format } } : {}),
+      what: `root disk of ${what}`,
+      grow,
+    });
+  }
+  for (const disk of plan.dataDisks)
+    await hv.ensureDisk({
+      name: disk.name,
+      capacityBytes: disk.capacityBytes,
+      what: `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`,
+      grow,
+    });
+  return root;
+}
+
+/** A volume grown while its domain runs grows in the running guest (QEMU holds the file). */
+export async function growLiveDisks(
+  hv: Hypervisor,
+  uid: string,
+  disks: DataDiskPlan[],
+  targets: Map<string, string>,
+  log: Logger,
+) {
+  for (const disk of disks) {
+    const info = await hv.disk(disk.name);
+    const target = info ? targets.get(info.path) : undefined;
+    if (!info || !target || disk.capacityBytes <= info.capacityBytes) continue;
+    if ((await hv.liveDiskBytes(uid, target)) < disk.capacityBytes) {
+      await hv.growLiveDisk(uid, target, disk.capacityBytes);
+      log.info({ target, bytes: String(disk.capacityBytes) }, "grew a volume in the running guest");
+    }
+  }
+}
