@@ -6,6 +6,7 @@ import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
+import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
 import { VolumeKind } from "./kinds/volume.ts";
@@ -13,12 +14,21 @@ import { ZoneKind } from "./kinds/zone.ts";
 
 export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
+export {
+  isSharedPoolType,
+  localPoolName,
+  POOL_TYPES,
+  type PoolType,
+  STORAGE_TYPES,
+  type StorageType,
+} from "./kinds/storage-pool.ts";
 export { RESTART_ANNOTATION } from "./kinds/virtual-machine.ts";
 export { needsRootVolume, rootVolumeName } from "./kinds/volume.ts";
 
 export const KINDS: readonly KindDefinition[] = [
   ZoneKind,
   HostKind,
+  StoragePoolKind,
   ServiceOfferingKind,
   DiskOfferingKind,
   TemplateKind,
@@ -36,6 +46,7 @@ export {
   IPAddressKind,
   NetworkKind,
   ServiceOfferingKind,
+  StoragePoolKind,
   TemplateKind,
   VirtualMachineKind,
   VolumeKind,
@@ -44,6 +55,7 @@ export {
 
 export type Zone = ObjectOf<typeof ZoneKind>;
 export type Host = ObjectOf<typeof HostKind>;
+export type StoragePool = ObjectOf<typeof StoragePoolKind>;
 export type ServiceOffering = ObjectOf<typeof ServiceOfferingKind>;
 export type DiskOffering = ObjectOf<typeof DiskOfferingKind>;
 export type Template = ObjectOf<typeof TemplateKind>;
@@ -57,6 +69,7 @@ export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export const Resources = {
   zones: resourceOf(ZoneKind),
   hosts: resourceOf(HostKind),
+  storagePools: resourceOf(StoragePoolKind),
   serviceOfferings: resourceOf(ServiceOfferingKind),
   diskOfferings: resourceOf(DiskOfferingKind),
   templates: resourceOf(TemplateKind),

@@ -150,3 +150,15 @@ export const Labels = (description: string) =>
       "x-kubernetes-list-type": "set",
     }),
   );
+
+/** An absolute host path with nothing a shell or libvirt XML would read twice. */
+export const AbsolutePath = (description: string) =>
+  Type.String({
+    minLength: 2,
+    maxLength: 1024,
+    pattern: "^/[A-Za-z0-9._/-]*$",
+    description,
+    "x-kubernetes-validations": [
+      { rule: "!self.contains('/../') && !self.endsWith('/..')", message: "the path may not contain .." },
+    ],
+  });

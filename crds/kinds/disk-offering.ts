@@ -1,6 +1,7 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, Labels, ObservedGeneration, Quantity } from "../schema.ts";
+import { Conditions, Labels, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+import { STORAGE_TYPES } from "./storage-pool.ts";
 
 export const DiskOfferingKind = defineKind({
   kind: "DiskOffering",
@@ -32,6 +33,12 @@ export const DiskOfferingKind = defineKind({
             ],
           },
         ),
+      ),
+      storageType: Type.Optional(
+        StringEnum(STORAGE_TYPES, {
+          description:
+            "local: the host's own pool. shared: a pool every host of the zone reaches. Unset: shared where there is one, else local.",
+        }),
       ),
       tags: Labels("Storage tags the pool must have."),
     },

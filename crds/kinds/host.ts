@@ -1,6 +1,7 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
 import {
+  AbsolutePath,
   Conditions,
   IPv4Address,
   immutable,
@@ -104,6 +105,27 @@ export const HostKind = defineKind({
             storage: Type.Optional(Quantity({ description: "Size of the host's local storage pool." })),
           },
           { description: "Physical capacity, written by the agent." },
+        ),
+      ),
+      storagePools: Type.Optional(
+        Type.Array(
+          Type.Object(
+            {
+              name: ObjectName({ description: "The StoragePool." }),
+              ready: Type.Boolean({ description: "The agent can create disks in it." }),
+              path: Type.Optional(AbsolutePath("Where the pool is on this host.")),
+              capacity: Type.Optional(Quantity({ description: "Size of the pool as this host sees it." })),
+              available: Type.Optional(Quantity({ description: "Free space as this host sees it." })),
+              message: Type.Optional(Type.String({ maxLength: 1024, description: "Why it is not ready." })),
+            },
+            { description: "A pool as this host's agent sees it." },
+          ),
+          {
+            description: "The StoragePools this host reaches, written by its agent.",
+            maxItems: 64,
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+          },
         ),
       ),
       allocated: Type.Optional(

@@ -1,6 +1,7 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, Labels, ObservedGeneration, Quantity } from "../schema.ts";
+import { Conditions, Labels, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+import { STORAGE_TYPES } from "./storage-pool.ts";
 
 export const ServiceOfferingKind = defineKind({
   kind: "ServiceOffering",
@@ -25,6 +26,13 @@ export const ServiceOfferingKind = defineKind({
         Type.Boolean({ default: false, description: "Restart the VM on another host when its host fails." }),
       ),
       hostTags: Labels("Place VMs only on hosts that have all of these tags."),
+      storageType: Type.Optional(
+        StringEnum(STORAGE_TYPES, {
+          description:
+            "Where the ROOT volume lives. local: the host's own pool. shared: a pool every host of the zone reaches. Unset: shared where there is one, else local.",
+        }),
+      ),
+      storageTags: Labels("Storage tags the ROOT volume's pool must have."),
     },
     { description: "The offering's resources and placement." },
   ),

@@ -1,6 +1,15 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, immutable, ObjectName, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+import {
+  AbsolutePath,
+  Conditions,
+  immutable,
+  ObjectName,
+  ObservedGeneration,
+  Quantity,
+  StringEnum,
+} from "../schema.ts";
+import { POOL_TYPES } from "./storage-pool.ts";
 
 /** A template that boots a kernel directly has no root disk unless the VM asks for a size. */
 export function needsRootVolume(
@@ -32,7 +41,7 @@ export const VolumeKind = defineKind({
   shortNames: ["vol"],
   scope: "Namespaced",
   description:
-    "A disk: blank or created from a template. It lives in the storage pool of the host its VM runs on.",
+    "A disk: blank or created from a template. It lives in a StoragePool its VM's host reaches; when the VM moves to a host that cannot reach it, its bytes are copied there first.",
   spec: Type.Object(
     {
       displayName: Type.Optional(Type.String({ maxLength: 255, description: "Human-readable name." })),
@@ -95,7 +104,8 @@ export const VolumeKind = defineKind({
       observedGeneration: ObservedGeneration,
       phase: Type.Optional(StringEnum(VOLUME_PHASES, { description: "Where the volume is in its life." })),
       host: Type.Optional(ObjectName({ description: "Host whose pool holds the disk." })),
-      pool: Type.Optional(Type.String({ maxLength: 253, description: "Storage pool holding the disk." })),
+      pool: Type.Optional(ObjectName({ description: "The StoragePool holding the disk." })),
+      poolType: Type.Optional(StringEnum(POOL_TYPES, { description: "The type of that pool." })),
       path: Type.Optional(
         Type.String({ maxLength: 4096, description: "Path of the disk file on the host." }),
       ),
@@ -109,7 +119,52 @@ export const VolumeKind = defineKind({
           { description: "Where the volume is attached." },
         ),
       ),
-      conditions: Conditions("Ready: the disk exists. Attached: it is attached to its VM."),
+      transfer: Type.Optional(
+        Type.Object(
+          {
+            target: Type.Optional(
+              Type.Object(
+                {
+                  pool: ObjectName({ description: "The pool the disk moves to." }),
+                  host: ObjectName({ description: "The host whose agent copies it in." }),
+                },
+                { description: "Where the disk must go, set by the storage controller." },
+              ),
+            ),
+            exported: Type.Optional(
+              Type.Object(
+                {
+                  path: AbsolutePath("The staged copy on the zone's secondary storage."),
+                  sha256: Type.String({
+                    pattern: "^[0-9a-f]{64}$",
+                    description: "Checksum of the staged copy.",
+                  }),
+                  bytes: Type.Integer({ minimum: 0, description: "Size of the staged copy." }),
+                },
+                { description: "The holding agent's staged copy of the stopped disk." },
+              ),
+            ),
+            received: Type.Optional(
+              Type.Object(
+                {
+                  pool: ObjectName({ description: "The pool the copy is in." }),
+                  host: ObjectName({ description: "The agent that made it." }),
+                  path: AbsolutePath("The new disk file."),
+                  sha256: Type.String({
+                    pattern: "^[0-9a-f]{64}$",
+                    description: "Checksum it was verified against.",
+                  }),
+                },
+                { description: "The target agent's verified copy; the old disk is removed only after this." },
+              ),
+            ),
+          },
+          { description: "A move of the disk between pools that its VM's host cannot both reach." },
+        ),
+      ),
+      conditions: Conditions(
+        "Ready: the disk exists. Attached: it is attached to its VM. InUse: a VM uses it.",
+      ),
     },
     { description: "The volume as observed." },
   ),
@@ -123,13 +178,8 @@ export const VolumeKind = defineKind({
       jsonPath: ".status.attachedTo.virtualMachine",
       description: "Attached VM.",
     },
-    {
-      name: "Host",
-      type: "string",
-      jsonPath: ".status.host",
-      description: "Host holding the disk.",
-      priority: 1,
-    },
+    { name: "Pool", type: "string", jsonPath: ".status.pool", description: "StoragePool holding the disk." },
+    { name: "Host", type: "string", jsonPath: ".status.host", description: "Host that uses the disk." },
     {
       name: "Age",
       type: "date",
@@ -137,5 +187,5 @@ export const VolumeKind = defineKind({
       description: "Time since creation.",
     },
   ],
-  selectableFields: [".status.host"],
+  selectableFields: [".status.host", ".status.transfer.target.host"],
 });

@@ -1,6 +1,13 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, IPv4Address, ObservedGeneration, Quantity, StringEnum } from "../schema.ts";
+import {
+  AbsolutePath,
+  Conditions,
+  IPv4Address,
+  ObservedGeneration,
+  Quantity,
+  StringEnum,
+} from "../schema.ts";
 
 export const ALLOCATION_STATES = ["Enabled", "Disabled"] as const;
 
@@ -40,6 +47,19 @@ export const ZoneKind = defineKind({
       ),
       dns: DnsServers("External DNS servers handed to guests by DHCP."),
       internalDns: DnsServers("DNS servers the hosts themselves use."),
+      secondaryStorage: Type.Optional(
+        Type.Object(
+          {
+            path: AbsolutePath(
+              "A directory mounted at the same place on every host of the zone (NFS in production).",
+            ),
+          },
+          {
+            description:
+              "Secondary storage: where volumes moving between local pools are staged, and where snapshots live.",
+          },
+        ),
+      ),
       domain: Type.Optional(
         Type.String({
           maxLength: 253,
