@@ -8,6 +8,11 @@ import type { EventRecorder } from "../runtime/events.ts";
 import { isSubset, removeFinalizer, statusSays } from "../runtime/objects.ts";
 
 export const AGENT_FIELD_MANAGER = "stratus-host-agent";
+/**
+ * The copy steps of a volume move (status.transfer.exported and .received) have a manager of their
+ * own: the two agents of a move each write them without touching where the disk is (host, pool, path).
+ */
+export const TRANSFER_FIELD_MANAGER = "stratus-host-agent-transfer";
 
 export interface ObjectRef {
   namespace: string;
@@ -28,6 +33,11 @@ export interface AgentWrites {
     current: Volume | undefined,
     status: Record<string, unknown>,
   ): Promise<"wrote" | "same" | "gone">;
+  /**
+   * Applies the copy steps of a move (`exported`, `received`); an empty object clears them. The
+   * apply replaces both, so a writer passes on the one it does not change.
+   */
+  volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void>;
   /** Removes a finalizer; false when it was not there. */
   removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean>;
   event(type: ResourceType, object: KubeObject, event: AgentEvent): Promise<void>;
@@ -68,6 +78,14 @@ export class KubeAgentWrites implements AgentWrites {
     this.applied.set(key, status);
     if (this.applied.size > 50_000) this.applied.clear(); // a bound, not a cache worth keeping
     return "wrote" as const;
+  }
+
+  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
+    await this.client.apply(
+      Resources.volumes,
+      { metadata: { name: ref.name, namespace: ref.namespace }, status: { transfer } },
+      { fieldManager: TRANSFER_FIELD_MANAGER, subresource: "status" },
+    );
   }
 
   removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean> {

@@ -14,9 +14,11 @@ import {
   Resources,
   rootVolumeName,
   type ServiceOffering,
+  type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
+  type Zone,
 } from "../crds/index.ts";
 import { isNotFound, type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
@@ -31,14 +33,19 @@ import { domainName } from "./domain-xml.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { PoolSync } from "./pool-sync.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
 import { VmSync, type VmWorld } from "./vm-sync.ts";
 import { syncVolumeDeletion } from "./volume-sync.ts";
+import { syncVolumeTransfer } from "./volume-transfer.ts";
 
 export { AGENT_VERSION };
+
+/** Every how many heartbeats the pools are looked at again (free space, mounts). */
+const POOL_REPORT_EVERY_BEATS = 6;
 
 export interface HostAgentOptions {
   hostName: string;
@@ -84,6 +91,12 @@ export class HostAgent {
   private readonly diskOfferings: Informer<DiskOffering>;
   /** Volumes whose disk is on this host. */
   private readonly localVolumes: Informer<Volume>;
+  /** Volumes moving to a pool of this host. */
+  private readonly incomingVolumes: Informer<Volume>;
+  /** The zone's storage pools, and the zone itself (its secondary storage). */
+  private readonly storagePools: Informer<StoragePool>;
+  private readonly zone: Informer<Zone>;
+  private pools: PoolSync | undefined;
   private readonly networks: ReferencedObjects<Network>;
   private readonly writes: AgentWrites;
   private readonly vmController: Controller;
@@ -120,6 +133,13 @@ export class HostAgent {
     this.localVolumes = this.informers.for<Volume>(Resources.volumes, {
       fieldSelector: `status.host=${this.hostName}`,
     });
+    this.incomingVolumes = this.informers.for<Volume>(Resources.volumes, {
+      fieldSelector: `status.transfer.target.host=${this.hostName}`,
+    });
+    this.storagePools = this.informers.for<StoragePool>(Resources.storagePools, {
+      fieldSelector: `spec.zone=${options.zone}`,
+    });
+    this.zone = this.informers.for<Zone>(Resources.zones, { fieldSelector: `metadata.name=${options.zone}` });
     this.networks = new ReferencedObjects<Network>(
       this.client,
       Resources.networks,
@@ -148,16 +168,10 @@ export class HostAgent {
       name: "host-agent-volume",
       logger: this.log,
       metrics: options.metrics,
-      reconcile: (key, log) =>
-        syncVolumeDeletion(this.localVolumes.get(key), {
-          host: this.hostName,
-          hypervisor: this.requireHypervisor(),
-          writes: this.writes,
-          boundVms: () => this.placed.list(),
-          log,
-        }),
+      reconcile: (key, log) => this.reconcileVolume(key, log),
     })
       .watch(this.localVolumes)
+      .watch(this.incomingVolumes)
       // A VM that goes away may release the volumes it held.
       .watch(this.placed, (vm) => [
         ...(vm.spec.dataVolumes ?? []).map((slot) => `${vm.metadata.namespace}/${slot.volume}`),
@@ -202,13 +216,24 @@ export class HostAgent {
       ...(this.options.consoleEndpoint ? { consoleEndpoint: this.options.consoleEndpoint } : {}),
       log: this.log,
     });
+    const pools = new PoolSync({
+      host: this.hostName,
+      client: this.client,
+      hypervisor,
+      pools: () => this.storagePools.list(),
+      self: () => this.self.get(this.hostName),
+      localPath: poolPath,
+      log: this.log,
+    });
+    this.pools = pools;
     this.sync = new VmSync({
       owner,
       hypervisor,
       world: this.world(),
       writes: this.writes,
       domainType: () => this.domainType,
-      paths: { pool: poolPath, cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
+      storage: pools,
+      paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
       ...(this.options.vlanUplink
         ? {
@@ -223,6 +248,13 @@ export class HostAgent {
     });
     this.informers.start();
     await this.informers.waitForSync();
+    await pools.sync();
+    // A pool added, changed or taken away changes where disks can go: prepare and report again.
+    this.storagePools.addHandlers({
+      onAdd: () => this.resyncPools(),
+      onUpdate: () => this.resyncPools(),
+      onDelete: () => this.resyncPools(),
+    });
     await reconcileHostDomains({
       client: this.client,
       hypervisor,
@@ -232,6 +264,7 @@ export class HostAgent {
       log: this.log,
     });
     await this.sync.removeUnusedNetworks(this.log);
+    let beats = 0;
     await Promise.all([
       this.vmController.run(signal),
       this.volumeController.run(signal),
@@ -243,13 +276,55 @@ export class HostAgent {
           intervalMs: this.options.heartbeatIntervalMs ?? 5_000,
           leaseDurationSeconds: this.options.leaseDurationSeconds ?? 20,
           log: this.log,
-          onBeat: () => this.watchHypervisor(),
+          onBeat: async () => {
+            await this.watchHypervisor();
+            // Free space changes with every disk written: looked at every few beats, reported on a real change.
+            if (++beats % POOL_REPORT_EVERY_BEATS === 0) this.resyncPools();
+          },
         },
         signal,
       ),
     ]);
     await this.networks.stop();
     await this.informers.stop();
+  }
+
+  private resyncPools(): void {
+    const pools = this.pools;
+    if (!pools) return;
+    this.poolSyncing = this.poolSyncing
+      .then(() => pools.sync())
+      .then(
+        () => {
+          // A pool that became usable may unblock VMs and moves waiting for it.
+          for (const key of this.placed.keys()) this.vmController.queue.add(key);
+          for (const key of this.incomingVolumes.keys()) this.volumeController.queue.add(key);
+        },
+        (error: unknown) => this.log.warn({ err: String(error) }, "storage pool sync failed"),
+      );
+  }
+
+  private poolSyncing: Promise<void> = Promise.resolve();
+
+  private async reconcileVolume(key: string, log: Logger) {
+    const volume = this.localVolumes.get(key) ?? this.incomingVolumes.get(key);
+    const hypervisor = this.requireHypervisor();
+    const deletion = await syncVolumeDeletion(volume, {
+      host: this.hostName,
+      hypervisor,
+      writes: this.writes,
+      boundVms: () => this.placed.list(),
+      log,
+    });
+    if (deletion || !this.pools) return deletion;
+    return syncVolumeTransfer(volume, {
+      host: this.hostName,
+      hypervisor,
+      storage: this.pools,
+      writes: this.writes,
+      secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
+      log,
+    });
   }
 
   isSynced(): boolean {

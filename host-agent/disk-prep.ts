@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import type { VirtualMachine } from "../crds/index.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { checkImage, downloadOnce } from "./images.ts";
-import type { DataDiskPlan, RunPlan } from "./planner.ts";
+import type { DataDiskPlan, DiskHome, RunPlan } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
 
 export interface ImageStore {
@@ -43,7 +43,14 @@ export async function prepareDisks(
       });
       if (facts.virtualSize > size) size = facts.virtualSize;
     }
+    await mustExist(
+      hv,
+      plan.root,
+      `root volume ${vm.metadata.namespace}/${plan.root.volume.metadata.name}`,
+      host,
+    );
     root = await hv.ensureDisk({
+      pool: plan.root.pool,
       name: plan.root.name,
       capacityBytes: size,
       ...(image ? { backing: { path: image.path, format: image.format } } : {}),
@@ -51,14 +58,26 @@ export async function prepareDisks(
       grow,
     });
   }
-  for (const disk of plan.dataDisks)
+  for (const disk of plan.dataDisks) {
+    await mustExist(hv, disk, `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`, host);
     await hv.ensureDisk({
+      pool: disk.pool,
       name: disk.name,
       capacityBytes: disk.capacityBytes,
       what: `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`,
       grow,
     });
+  }
   return root;
+}
+
+/** A disk that was made once is never made again: a missing one is a problem to report, not to paper over. */
+async function mustExist(hv: Hypervisor, disk: DiskHome & { name: string }, what: string, host: string) {
+  if (!disk.existing || (await hv.disk(disk.pool, disk.name))) return;
+  throw new HostProblem(
+    "DiskMissing",
+    `The disk of ${what} is not in pool ${disk.pool} on host ${host}; it is not recreated empty (that would lose its data).`,
+  );
 }
 
 /** A volume grown while its domain runs grows in the running guest (QEMU holds the file). */
@@ -70,7 +89,7 @@ export async function growLiveDisks(
   log: Logger,
 ) {
   for (const disk of disks) {
-    const info = await hv.disk(disk.name);
+    const info = await hv.disk(disk.pool, disk.name);
     const target = info ? targets.get(info.path) : undefined;
     if (!info || !target || disk.capacityBytes <= info.capacityBytes) continue;
     if ((await hv.liveDiskBytes(uid, target)) < disk.capacityBytes) {

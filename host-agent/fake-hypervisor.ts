@@ -1,6 +1,10 @@
 // An in-memory Hypervisor for unit tests of the reconcile loop: state-based (domains, disks,
 // networks you can inspect), with the behaviours tests need to provoke: a guest that ignores
-// ACPI, a driver without hot plug, a daemon that goes away, a full pool.
+// ACPI, a driver without hot plug, a daemon that goes away, a full pool. Disks are files in a
+// FakeFiles "file system" that several fakes may share: a shared pool or secondary storage is the
+// same path seen from two hosts, a local pool a path only one of them has.
+import { createHash } from "node:crypto";
+import { localPoolName } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
 import type { DomainSpec } from "./domain-xml.ts";
 import { diskTarget } from "./domain-xml.ts";
@@ -12,10 +16,20 @@ import type {
   Hypervisor,
   ObservedDomain,
   Owner,
+  PoolReport,
+  PoolSpec,
+  StagedDisk,
 } from "./hypervisor.ts";
 import { LibvirtError } from "./libvirt/connection.ts";
 import { type NetworkSpec, networkPrefix } from "./network-xml.ts";
 import { HostProblem } from "./problem.ts";
+
+/** Files by path, with a capacity and a content that stands for the bytes a guest wrote. */
+export class FakeFiles {
+  readonly files = new Map<string, { capacityBytes: bigint; content: string }>();
+}
+
+const sha256 = (content: string) => createHash("sha256").update(content).digest("hex");
 
 interface FakeDomain extends ObservedDomain {
   spec: Omit<DomainSpec, "owner">;
@@ -23,22 +37,86 @@ interface FakeDomain extends ObservedDomain {
 
 export class FakeHypervisor implements Hypervisor {
   readonly uri = "fake:///";
-  readonly pool = "fake-pool";
   readonly owner: Owner;
   readonly domains = new Map<string, FakeDomain>();
-  readonly disks = new Map<string, DiskInfo>();
+  readonly files: FakeFiles;
+  /** The pools this fake reaches, by StoragePool name. */
+  readonly pools = new Map<string, PoolSpec>();
   readonly networks = new Map<string, { spec: NetworkSpec; reservations: DhcpReservation[] }>();
   /** What a test can change. */
-  settings = { guestIgnoresShutdown: false, hotPlug: true, alive: true, poolBytes: 100n * 2n ** 30n };
+  settings = {
+    guestIgnoresShutdown: false,
+    hotPlug: true,
+    alive: true,
+    poolBytes: 100n * 2n ** 30n,
+    /** Pools (by name) whose mount is missing on this host. */
+    unmounted: new Set<string>(),
+    /** Corrupts the next import's copy, as a bad transfer would. */
+    corruptNextImport: false,
+  };
   /** Every mutating call, in order: lets a test see what the loop did (and did not) do. */
   readonly calls: string[] = [];
   private readonly listeners: ((vmUid: string) => void)[] = [];
 
-  private readonly poolPath: string;
-
-  constructor(owner: Owner, poolPath = "/fake/pool") {
+  constructor(owner: Owner, poolPath = "/fake/pool", files = new FakeFiles()) {
     this.owner = owner;
-    this.poolPath = poolPath;
+    this.files = files;
+    this.pools.set(localPoolName(owner.host), {
+      name: localPoolName(owner.host),
+      type: "local",
+      path: poolPath,
+    });
+  }
+
+  /** The disks in this host's pools by name (what a test asks "is it here?"). */
+  get disks(): Map<string, DiskInfo> {
+    const found = new Map<string, DiskInfo>();
+    for (const pool of this.pools.values())
+      for (const [path, file] of this.files.files)
+        if (path.startsWith(`${pool.path}/`)) {
+          const name = path.slice(pool.path.length + 1);
+          found.set(name, { name, path, capacityBytes: file.capacityBytes });
+        }
+    return found;
+  }
+
+  /** What a guest wrote to a disk (tests write and read the "bytes"). */
+  content(path: string): string | undefined {
+    return this.files.files.get(path)?.content;
+  }
+
+  write(path: string, content: string): void {
+    const file = this.files.files.get(path);
+    if (!file) throw new Error(`no disk at ${path}`);
+    file.content = content;
+  }
+
+  async preparePool(pool: PoolSpec): Promise<PoolReport> {
+    this.check();
+    this.pools.set(pool.name, pool);
+    if (this.settings.unmounted.has(pool.name))
+      return { name: pool.name, ready: false, path: pool.path, message: `${pool.path} is not mounted` };
+    return {
+      name: pool.name,
+      ready: true,
+      path: pool.path,
+      capacityBytes: this.settings.poolBytes,
+      availableBytes: this.settings.poolBytes - this.usedBytes(pool.path),
+    };
+  }
+
+  private usedBytes(poolPath: string): bigint {
+    let used = 0n;
+    for (const [path, file] of this.files.files)
+      if (path.startsWith(`${poolPath}/`)) used += file.capacityBytes;
+    return used;
+  }
+
+  private poolPath(pool: string): string {
+    const spec = this.pools.get(pool);
+    if (!spec || this.settings.unmounted.has(pool))
+      throw new LibvirtError(`lookup pool ${pool}`, "Storage pool not found", 49);
+    return spec.path;
   }
 
   async prepare(): Promise<HostFacts> {
@@ -146,50 +224,75 @@ export class FakeHypervisor implements Hypervisor {
 
   async liveDiskBytes(vmUid: string, target: string): Promise<bigint> {
     const path = this.domain(vmUid).disks.find((d) => d.target === target)?.path;
-    return [...this.disks.values()].find((d) => d.path === path)?.capacityBytes ?? 0n;
+    return (path ? this.files.files.get(path)?.capacityBytes : undefined) ?? 0n;
   }
 
   async growLiveDisk(vmUid: string, target: string, bytes: bigint): Promise<void> {
     this.record(`grow ${vmUid} ${target} ${bytes}`);
     const path = this.domain(vmUid).disks.find((d) => d.target === target)?.path;
-    for (const disk of this.disks.values()) if (disk.path === path) disk.capacityBytes = bytes;
+    const file = path ? this.files.files.get(path) : undefined;
+    if (file) file.capacityBytes = bytes;
   }
 
   async ensureDisk(request: DiskRequest): Promise<DiskInfo> {
     this.check();
-    const existing = this.disks.get(request.name);
+    const poolPath = this.poolPath(request.pool);
+    const path = `${poolPath}/${request.name}`;
+    const existing = this.files.files.get(path);
     if (existing) {
       if (request.grow && existing.capacityBytes < request.capacityBytes) {
         this.record(`resize ${request.name} ${request.capacityBytes}`);
         existing.capacityBytes = request.capacityBytes;
       }
-      return { ...existing };
+      return { name: request.name, path, capacityBytes: existing.capacityBytes };
     }
-    const used = [...this.disks.values()].reduce((sum, d) => sum + d.capacityBytes, 0n);
-    const free = this.settings.poolBytes - used;
+    const free = this.settings.poolBytes - this.usedBytes(poolPath);
     if (request.capacityBytes > free)
       throw new HostProblem(
         "InsufficientStorage",
         `${request.what}: pool has ${formatQuantity(free)} free, needs ${formatQuantity(request.capacityBytes)}.`,
       );
     this.record(`create disk ${request.name}`);
-    const disk = {
-      name: request.name,
-      path: `${this.poolPath}/${request.name}`,
-      capacityBytes: request.capacityBytes,
-    };
-    this.disks.set(request.name, disk);
-    return { ...disk };
+    this.files.files.set(path, { capacityBytes: request.capacityBytes, content: "" });
+    return { name: request.name, path, capacityBytes: request.capacityBytes };
   }
 
-  async disk(name: string): Promise<DiskInfo | undefined> {
-    const disk = this.disks.get(name);
-    return disk ? { ...disk } : undefined;
+  async disk(pool: string, name: string): Promise<DiskInfo | undefined> {
+    const path = `${this.poolPath(pool)}/${name}`;
+    const file = this.files.files.get(path);
+    return file ? { name, path, capacityBytes: file.capacityBytes } : undefined;
   }
 
-  async deleteDisk(name: string): Promise<void> {
+  async deleteDisk(pool: string, name: string): Promise<void> {
     this.check();
-    if (this.disks.delete(name)) this.record(`delete disk ${name}`);
+    if (this.files.files.delete(`${this.poolPath(pool)}/${name}`)) this.record(`delete disk ${name}`);
+  }
+
+  async exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk> {
+    this.check();
+    const file = this.files.files.get(`${this.poolPath(pool)}/${name}`);
+    if (!file) throw new LibvirtError(`export ${pool}/${name}`, "Storage volume not found", 50);
+    this.record(`export ${name}`);
+    this.files.files.set(stagingPath, { ...file });
+    return { path: stagingPath, sha256: sha256(file.content), bytes: file.content.length };
+  }
+
+  async importDisk(pool: string, name: string, staged: StagedDisk): Promise<DiskInfo> {
+    this.check();
+    const source = this.files.files.get(staged.path);
+    if (!source) throw new HostProblem("StagedCopyMissing", `the staged copy ${staged.path} is gone`);
+    const content = this.settings.corruptNextImport ? `${source.content}!` : source.content;
+    this.settings.corruptNextImport = false;
+    if (sha256(content) !== staged.sha256)
+      throw new HostProblem("ChecksumMismatch", `the copy of ${name} does not hash to ${staged.sha256}`);
+    this.record(`import ${name}`);
+    const path = `${this.poolPath(pool)}/${name}`;
+    this.files.files.set(path, { capacityBytes: source.capacityBytes, content });
+    return { name, path, capacityBytes: source.capacityBytes };
+  }
+
+  async removeStaged(stagingPath: string): Promise<void> {
+    if (this.files.files.delete(stagingPath)) this.record(`remove staged ${stagingPath}`);
   }
 
   async syncNetwork(network: NetworkSpec, reservations: readonly DhcpReservation[]): Promise<void> {
@@ -209,7 +312,7 @@ export class FakeHypervisor implements Hypervisor {
     if (this.networks.delete(name)) this.record(`remove network ${name}`);
   }
 
-  async removePool(): Promise<void> {}
+  async removePools(): Promise<void> {}
 
   async close(): Promise<void> {}
 

@@ -2,6 +2,7 @@
 // things by what Stratus knows (VM UID, disk name, network), never by libvirt handles, so the
 // reconcile loop runs the same against libvirt (libvirt-hypervisor.ts) and the in-memory fake
 // (fake-hypervisor.ts) its unit tests use.
+import type { PoolType } from "../crds/index.ts";
 import type { DomainSpec } from "./domain-xml.ts";
 import type { DomainState, ShutoffReason } from "./libvirt/connection.ts";
 import type { NetworkSpec } from "./network-xml.ts";
@@ -34,7 +35,36 @@ export interface DiskInfo {
   capacityBytes: bigint;
 }
 
+/** A StoragePool as this host reaches it. */
+export interface PoolSpec {
+  /** The StoragePool's name. */
+  name: string;
+  type: PoolType;
+  /** The directory on this host (for nfs: where the export is mounted). */
+  path: string;
+  nfs?: { server: string; exportPath: string };
+}
+
+/** What the agent tells the pool's roll-up about it (Host status.storagePools). */
+export interface PoolReport {
+  name: string;
+  ready: boolean;
+  path: string;
+  capacityBytes?: bigint;
+  availableBytes?: bigint;
+  message?: string;
+}
+
+/** A disk copied out of its pool for a move: where the copy is and what it must hash to. */
+export interface StagedDisk {
+  path: string;
+  sha256: string;
+  bytes: number;
+}
+
 export interface DiskRequest {
+  /** The StoragePool the disk lives in. */
+  pool: string;
   name: string;
   capacityBytes: bigint;
   /** A copy-on-write overlay of this image. */
@@ -66,10 +96,10 @@ export interface DhcpReservation {
 
 export interface Hypervisor {
   readonly uri: string;
-  /** The storage pool this agent's disks live in. */
-  readonly pool: string;
-  /** Prepares the host (its disk pool) and describes it. */
+  /** Prepares the host (its local pool) and describes it. */
   prepare(): Promise<HostFacts>;
+  /** Makes the pool usable here (defined, started, refreshed) and says how it is; never throws for a pool that is down. */
+  preparePool(pool: PoolSpec): Promise<PoolReport>;
   /** Reopens the connection when the daemon went away; throws while it does not answer. */
   ensureConnected(): Promise<void>;
   isAlive(): boolean;
@@ -99,8 +129,20 @@ export interface Hypervisor {
 
   /** Creates the disk when missing; grows it when asked. Throws HostProblem when the pool is full. */
   ensureDisk(request: DiskRequest): Promise<DiskInfo>;
-  disk(name: string): Promise<DiskInfo | undefined>;
-  deleteDisk(name: string): Promise<void>;
+  disk(pool: string, name: string): Promise<DiskInfo | undefined>;
+  deleteDisk(pool: string, name: string): Promise<void>;
+  /**
+   * Copies a disk that no running domain holds to `stagingPath` as one self-contained image (a
+   * template's overlay is flattened), written under a temporary name and renamed, with its checksum.
+   */
+  exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk>;
+  /**
+   * Copies a staged disk into the pool and checks the copy hashes to `staged.sha256`; throws
+   * HostProblem (and leaves nothing) when it does not. An older disk of that name is replaced.
+   */
+  importDisk(pool: string, name: string, staged: StagedDisk): Promise<DiskInfo>;
+  /** Removes a staged copy (a move that is done with it). */
+  removeStaged(stagingPath: string): Promise<void>;
 
   /** The network's bridge (and DHCP with exactly these reservations), created when missing. */
   syncNetwork(network: NetworkSpec, reservations: readonly DhcpReservation[]): Promise<void>;
@@ -109,7 +151,7 @@ export interface Hypervisor {
   networkReservations(name: string): Promise<DhcpReservation[]>;
   removeNetwork(name: string): Promise<void>;
 
-  /** Removes this agent's pool definition (the files stay). */
-  removePool(): Promise<void>;
+  /** Removes the pool definitions this agent made (the files stay). */
+  removePools(): Promise<void>;
   close(): Promise<void>;
 }

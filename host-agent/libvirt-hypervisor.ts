@@ -1,7 +1,13 @@
 // The Hypervisor seam over libvirt: domains named stratus-<VM UID> and marked with the defining
-// agent's owner in their metadata, disks in the agent's own directory pool, and one libvirt
-// network per Stratus Network with a DHCP reservation per NIC.
+// agent's owner in their metadata, disks in libvirt storage pools (the agent's own directory pool
+// for its local StoragePool, one per shared StoragePool), and one libvirt network per Stratus
+// Network with a DHCP reservation per NIC.
+import { createHash } from "node:crypto";
+import { readFile, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { localPoolName } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
+import { copyVerified, flattenTo } from "./disk-files.ts";
 import { buildDomainXml, disksIn, diskXml, domainMetadataIn, domainName, vmUidOf } from "./domain-xml.ts";
 import type {
   DhcpReservation,
@@ -11,6 +17,9 @@ import type {
   Hypervisor,
   ObservedDomain,
   Owner,
+  PoolReport,
+  PoolSpec,
+  StagedDisk,
 } from "./hypervisor.ts";
 import {
   type DomainInfo,
@@ -29,10 +38,30 @@ import {
   STRATUS_PREFIX,
 } from "./network-xml.ts";
 import { HostProblem } from "./problem.ts";
+import { escapeXml } from "./xml.ts";
 
-/** The directory pool an agent keeps its disks in: one per cluster and host. */
+/** The directory pool an agent keeps its local disks in: one per cluster and host. */
 export function poolName(owner: Owner): string {
   return `${STRATUS_PREFIX}${ownerTag(owner)}`;
+}
+
+/** The libvirt pool of a shared StoragePool: one per cluster, the same for every host of a daemon. */
+export function sharedPoolName(owner: Owner, pool: string): string {
+  const cluster = createHash("sha256").update(owner.cluster).digest("hex").slice(0, 8);
+  return `${STRATUS_PREFIX}${cluster}-pool-${pool}`;
+}
+
+/** libvirt's XML for a StoragePool: a directory, or an NFS export mounted at the pool's path. */
+export function poolXml(name: string, pool: PoolSpec): string {
+  const target = `<target><path>${escapeXml(pool.path)}</path></target>`;
+  if (pool.type !== "nfs" || !pool.nfs)
+    return `<pool type='dir'><name>${escapeXml(name)}</name>${target}</pool>`;
+  return [
+    `<pool type='netfs'><name>${escapeXml(name)}</name>`,
+    `<source><host name='${escapeXml(pool.nfs.server)}'/><dir path='${escapeXml(pool.nfs.exportPath)}'/><format type='nfs'/></source>`,
+    target,
+    "</pool>",
+  ].join("");
 }
 
 /** What a guest CPU needs for today's distribution kernels (x86-64-v2: RHEL 9, Ubuntu, Debian's). */
@@ -65,7 +94,10 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly libvirt: LibvirtConnection;
   private readonly owner: Owner;
   private readonly poolPath: string;
+  /** The libvirt pool of this host's local StoragePool. */
   readonly pool: string;
+  /** The shared pools prepared here, by StoragePool name. */
+  private readonly pools = new Map<string, PoolSpec>();
 
   private readonly accelerator: Accelerator;
 
@@ -88,7 +120,10 @@ export class LibvirtHypervisor implements Hypervisor {
     const [node, versions, pool] = await Promise.all([
       this.libvirt.nodeInfo(),
       this.libvirt.versions(),
-      this.libvirt.ensureDirectoryPool(this.pool, this.poolPath),
+      this.libvirt.ensurePool(
+        this.pool,
+        poolXml(this.pool, { name: this.pool, type: "local", path: this.poolPath }),
+      ),
     ]);
     const simulated = versions.type === "TEST";
     const kvm = !simulated && (await this.useKvm());
@@ -186,18 +221,57 @@ export class LibvirtHypervisor implements Hypervisor {
     await this.libvirt.resizeBlockDevice(domainName(vmUid), target, bytes);
   }
 
+  /** The libvirt pool behind a StoragePool this agent prepared. */
+  private libvirtPool(pool: string): string {
+    if (pool === localPoolName(this.owner.host)) return this.pool;
+    const spec = this.pools.get(pool);
+    if (!spec)
+      throw new HostProblem("PoolNotReachable", `Pool ${pool} is not prepared on host ${this.owner.host}.`);
+    return sharedPoolName(this.owner, pool);
+  }
+
+  private poolDirectory(pool: string): string {
+    if (pool === localPoolName(this.owner.host)) return this.poolPath;
+    const spec = this.pools.get(pool);
+    if (!spec)
+      throw new HostProblem("PoolNotReachable", `Pool ${pool} is not prepared on host ${this.owner.host}.`);
+    return spec.path;
+  }
+
+  async preparePool(pool: PoolSpec): Promise<PoolReport> {
+    const local = pool.name === localPoolName(this.owner.host);
+    const path = local ? this.poolPath : pool.path;
+    const name = local ? this.pool : sharedPoolName(this.owner, pool.name);
+    try {
+      if (pool.type === "sharedMountPoint") await assertMounted(path);
+      const info = await this.libvirt.ensurePool(name, poolXml(name, { ...pool, path }));
+      if (!local) this.pools.set(pool.name, { ...pool, path });
+      return {
+        name: pool.name,
+        ready: true,
+        path,
+        capacityBytes: info.capacityBytes,
+        availableBytes: info.availableBytes,
+      };
+    } catch (error) {
+      this.pools.delete(pool.name);
+      return { name: pool.name, ready: false, path, message: (error as Error).message.slice(0, 1000) };
+    }
+  }
+
   async ensureDisk(request: DiskRequest): Promise<DiskInfo> {
-    const existing = await this.libvirt.volume(this.pool, request.name);
+    const pool = this.libvirtPool(request.pool);
+    const existing = await this.libvirt.volume(pool, request.name);
     if (existing && request.grow && existing.capacityBytes < request.capacityBytes)
-      return this.libvirt.resizeVolume(this.pool, request.name, request.capacityBytes);
+      return this.libvirt.resizeVolume(pool, request.name, request.capacityBytes);
     if (existing) return existing;
-    const { availableBytes } = await this.libvirt.poolInfo(this.pool);
+    const { availableBytes } = await this.libvirt.poolInfo(pool);
     if (request.capacityBytes > availableBytes)
       throw new HostProblem(
         "InsufficientStorage",
-        `${request.what}: pool ${this.pool} on host ${this.owner.host} has ${formatQuantity(availableBytes)} free, needs ${formatQuantity(request.capacityBytes)}.`,
+        `${request.what}: pool ${request.pool} on host ${this.owner.host} has ${formatQuantity(availableBytes)} free, needs ${formatQuantity(request.capacityBytes)}.`,
       );
-    return this.libvirt.createVolume(this.pool, {
+    return this.libvirt.createVolume(pool, {
       name: request.name,
       capacityBytes: request.capacityBytes,
       ...(request.backing
@@ -206,12 +280,32 @@ export class LibvirtHypervisor implements Hypervisor {
     });
   }
 
-  disk(name: string): Promise<DiskInfo | undefined> {
-    return this.libvirt.volume(this.pool, name);
+  disk(pool: string, name: string): Promise<DiskInfo | undefined> {
+    return this.libvirt.volume(this.libvirtPool(pool), name);
   }
 
-  deleteDisk(name: string): Promise<void> {
-    return this.libvirt.deleteVolume(this.pool, name);
+  deleteDisk(pool: string, name: string): Promise<void> {
+    return this.libvirt.deleteVolume(this.libvirtPool(pool), name);
+  }
+
+  async exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk> {
+    const disk = await this.libvirt.volume(this.libvirtPool(pool), name);
+    if (!disk)
+      throw new HostProblem("DiskMissing", `Pool ${pool} on host ${this.owner.host} has no disk ${name}.`);
+    return flattenTo(disk.path, stagingPath);
+  }
+
+  async importDisk(pool: string, name: string, staged: StagedDisk): Promise<DiskInfo> {
+    const libvirtPool = this.libvirtPool(pool);
+    await copyVerified(staged, join(this.poolDirectory(pool), name));
+    await this.libvirt.poolInfo(libvirtPool); // refreshes the pool, so libvirt sees the new volume
+    const disk = await this.libvirt.volume(libvirtPool, name);
+    if (!disk) throw new HostProblem("ImportFailed", `Pool ${pool} does not show the imported disk ${name}.`);
+    return disk;
+  }
+
+  removeStaged(stagingPath: string): Promise<void> {
+    return rm(stagingPath, { force: true });
   }
 
   async syncNetwork(network: NetworkSpec, reservations: readonly DhcpReservation[]): Promise<void> {
@@ -237,7 +331,8 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.libvirt.deleteNetwork(name);
   }
 
-  removePool(): Promise<void> {
+  /** The local pool's definition goes; shared pools' definitions stay for the daemon's other hosts. */
+  removePools(): Promise<void> {
     return this.libvirt.deletePool(this.pool);
   }
 
@@ -272,4 +367,20 @@ export class LibvirtHypervisor implements Hypervisor {
       throw error;
     }
   }
+}
+
+/**
+ * A shared mount point that is not mounted is an empty directory on the root file system: disks
+ * written there would live on this host only. It must be a mount of its own (or hold the marker
+ * file `.stratus-shared` an administrator puts at the top of a shared file system).
+ */
+async function assertMounted(path: string): Promise<void> {
+  const marker = await stat(join(path, ".stratus-shared")).then(
+    () => true,
+    () => false,
+  );
+  if (marker) return;
+  const mounts = await readFile("/proc/self/mountinfo", "utf8");
+  const mounted = mounts.split("\n").some((line) => line.split(" ")[4] === path);
+  if (!mounted) throw new Error(`${path} is not a mount point here (and has no .stratus-shared marker)`);
 }

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import type { Network, Template, VirtualMachine, Volume } from "../crds/index.ts";
+import {
+  type Network,
+  rootVolumeName,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+} from "../crds/index.ts";
 import type { ObservedDomain } from "./hypervisor.ts";
 import { diskChanges, type PlanInput, planVm, type RunPlan, reservationsFor, vmNics } from "./planner.ts";
 import {
@@ -7,10 +13,12 @@ import {
   directBootTemplate,
   diskTemplate,
   HOST,
+  hostStorage,
   network,
   OWNER,
   offering,
   preparedVm,
+  rootVolume,
 } from "./testing/fixtures.ts";
 
 function input(
@@ -28,10 +36,13 @@ function input(
     domainType: "kvm",
     offering,
     template: diskTemplate,
-    volume: (name) => volumes.find((v) => v.metadata.name === name),
+    volume: (name) =>
+      volumes.find((v) => v.metadata.name === name) ??
+      (name === rootVolumeName(vm.metadata.name as string) ? rootVolume(vm) : undefined),
     diskOffering: () => undefined,
     network: (name) => networks.find((n) => n.metadata.name === name),
-    paths: { pool: "/pool", cache: "/cache", consoleSocket: "/console/x.sock" },
+    storage: hostStorage("/pool"),
+    paths: { cache: "/cache", consoleSocket: "/console/x.sock" },
     ...overrides,
   };
 }
@@ -59,10 +70,13 @@ describe("planVm", () => {
     const plan = planVm(input(vm)) as RunPlan;
     expect(plan.kind).toBe("run");
     expect(plan.intent).toBe("run");
-    expect(plan.root).toEqual({
+    expect(plan.root).toMatchObject({
       name: `root-${vm.metadata.uid}`,
       requestedBytes: 0n,
       image: { path: "/images/tiny.qcow2", format: "qcow2" },
+      // A new root disk goes to the pool the placement rule gives.
+      pool: "local-h1",
+      existing: false,
     });
     expect(plan.domain).toMatchObject({
       type: "kvm",
@@ -128,10 +142,21 @@ describe("planVm", () => {
     // A NIC whose address is not published yet: DHCP must know it first.
     const unaddressed = preparedVm("vm", { status: { nics: [] } });
     expect(planVm(input(unaddressed))).toMatchObject({ kind: "wait", reason: "WaitingForAddress" });
-    // A data volume whose disk lives on another host is never recreated here.
+    // A data volume whose disk lives in a pool this host does not reach is never recreated here:
+    // the VM waits for the disk to be copied in.
     const elsewhere = preparedVm("vm", { spec: { dataVolumes: [{ name: "data", volume: "d1" }] } });
-    const onH2 = dataVolume("d1", {}, { host: "h2" });
+    const onH2 = dataVolume("d1", {}, { host: "h2", pool: "local-h2", path: "/h2/data-vol-d1" });
     expect(planVm(input(elsewhere, { volumes: [onH2] }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForVolumeMove",
+    });
+    // The root volume too; and with no root Volume yet, the VM waits for the orchestration.
+    const vm = preparedVm("vm");
+    expect(planVm(input(vm, { volumes: [rootVolume(vm, { host: "h2", pool: "local-h2" })] }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForVolumeMove",
+    });
+    expect(planVm(input(vm, { volume: () => undefined }))).toMatchObject({
       kind: "wait",
       reason: "WaitingForVolume",
     });
@@ -190,7 +215,8 @@ describe("planVm", () => {
     const sized = planVm(
       input(preparedVm("vm", { spec: { template: "kernel", rootDisk: { size: "1Gi" } } }), { template }),
     ) as RunPlan;
-    expect(sized.root).toEqual({ name: `root-${vm.metadata.uid}`, requestedBytes: 2n ** 30n });
+    expect(sized.root).toMatchObject({ name: `root-${vm.metadata.uid}`, requestedBytes: 2n ** 30n });
+    expect(sized.root?.image).toBeUndefined();
   });
 
   it("asks for a restart only while the annotation differs from what was done", () => {

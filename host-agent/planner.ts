@@ -10,7 +10,7 @@ import type {
   VirtualMachine,
   Volume,
 } from "../crds/index.ts";
-import { needsRootVolume, RESTART_ANNOTATION } from "../crds/index.ts";
+import { needsRootVolume, RESTART_ANNOTATION, rootVolumeName } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
 import { type Condition, findCondition } from "../runtime/conditions.ts";
 import { type DomainSpec, diskTarget, macFor } from "./domain-xml.ts";
@@ -40,10 +40,29 @@ export interface PlanInput {
   diskOffering(name: string): DiskOffering | undefined;
   /** A network of the VM's namespace by name. */
   network(name: string): Network | undefined;
-  paths: { pool: string; cache: string; consoleSocket: string };
+  storage: AgentStorage;
+  paths: { cache: string; consoleSocket: string };
 }
 
-export interface RootDiskPlan {
+/** The pools this agent reaches, as the planner needs them. */
+export interface AgentStorage {
+  /** The directory of a pool usable here, or undefined when this host does not reach it. */
+  pathOf(pool: string): string | undefined;
+  /** The pool a new disk of this volume goes to (the shared rule of volume-placement.ts), or why none fits. */
+  poolForNew(
+    volume: Volume,
+    offerings: { disk?: DiskOffering; service?: ServiceOffering },
+  ): { pool: string } | { pool?: undefined; reason: string };
+}
+
+/** Where a disk lives: its pool, and whether the disk was made before (then it is never made again). */
+export interface DiskHome {
+  pool: string;
+  existing: boolean;
+}
+
+export interface RootDiskPlan extends DiskHome {
+  volume: Volume;
   name: string;
   /** The size asked for; an image's own virtual size wins when larger. */
   requestedBytes: bigint;
@@ -51,7 +70,7 @@ export interface RootDiskPlan {
   image?: { path: string; format: "qcow2" | "raw"; url?: string; checksum?: string };
 }
 
-export interface DataDiskPlan {
+export interface DataDiskPlan extends DiskHome {
   volume: Volume;
   name: string;
   capacityBytes: bigint;
@@ -135,7 +154,7 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       `ServiceOffering "${vm.spec.serviceOffering}" does not exist.`,
     );
   if (!template) throw new HostProblem("TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
-  const diskPath = (name: string) => `${input.paths.pool}/${name}`;
+  const diskPath = (home: DiskHome, name: string) => `${input.storage.pathOf(home.pool)}/${name}`;
   const requestedRoot = vm.spec.rootDisk?.size ? parseQuantity(vm.spec.rootDisk.size) : 0n;
   const { source } = template.spec;
   const disks: DomainSpec["disks"] = [];
@@ -154,7 +173,12 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
   }
   if (needsRootVolume(vm, template)) {
     const format = template.spec.format ?? "qcow2";
+    const volume = input.volume(rootVolumeName(vm.metadata.name as string));
+    if (!volume)
+      throw new Waiting("WaitingForVolume", `The root volume of VM ${vm.metadata.name} does not exist yet.`);
     root = {
+      volume,
+      ...diskHome(input, volume),
       name: rootDiskName(uid),
       requestedBytes: requestedRoot,
       ...(source.directBoot
@@ -170,7 +194,7 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
             },
           }),
     };
-    disks.push({ path: diskPath(root.name), format: "qcow2", serial: "root" });
+    disks.push({ path: diskPath(root, root.name), format: "qcow2", serial: "root" });
   }
   const dataDisks = (vm.spec.dataVolumes ?? []).map((slot): DataDiskPlan => {
     const volume = input.volume(slot.volume);
@@ -178,11 +202,6 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       throw new HostProblem(
         "VolumeNotFound",
         `Volume "${slot.volume}" does not exist in namespace ${namespace}.`,
-      );
-    if (volume.status?.host && volume.status.host !== input.host)
-      throw new Waiting(
-        "WaitingForVolume",
-        `Volume "${slot.volume}" is on host ${volume.status.host}, not ${input.host}.`,
       );
     const holder = volume.status?.attachedTo?.virtualMachine;
     if (holder && holder !== vm.metadata.name)
@@ -196,8 +215,9 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
         `Volume "${slot.volume}" has no size and its disk offering gives none.`,
       );
     const name = dataDiskName(volume.metadata.uid as string);
-    disks.push({ path: diskPath(name), format: "qcow2", serial: slot.name });
-    return { volume, name, capacityBytes: parseQuantity(size), serial: slot.name };
+    const home = diskHome(input, volume);
+    disks.push({ path: diskPath(home, name), format: "qcow2", serial: slot.name });
+    return { volume, ...home, name, capacityBytes: parseQuantity(size), serial: slot.name };
   });
   const nics = vmNics(vm).map((nic): PlannedNic => {
     const network = input.network(nic.network);
@@ -239,6 +259,31 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       nics: nics.map((nic) => ({ mac: nic.mac, network: nic.spec.name })),
     },
   };
+}
+
+/**
+ * The pool of a volume's disk on this host. A disk that exists stays in its pool; when this host
+ * does not reach that pool the VM waits for the storage to move it (never a new, empty disk).
+ */
+function diskHome(input: PlanInput, volume: Volume): DiskHome {
+  const name = volume.metadata.name as string;
+  const current = volume.status?.pool;
+  if (current) {
+    if (input.storage.pathOf(current) === undefined)
+      throw new Waiting(
+        "WaitingForVolumeMove",
+        `Volume "${name}" is in pool ${current}, which host ${input.host} does not reach; it is copied here first.`,
+      );
+    return { pool: current, existing: true };
+  }
+  const disk = volume.spec.diskOffering ? input.diskOffering(volume.spec.diskOffering) : undefined;
+  const service = volume.spec.type === "ROOT" ? input.offering : undefined;
+  const choice = input.storage.poolForNew(volume, {
+    ...(disk ? { disk } : {}),
+    ...(service ? { service } : {}),
+  });
+  if ("reason" in choice) throw new HostProblem("NoStoragePool", `Volume "${name}": ${choice.reason}`);
+  return { pool: choice.pool, existing: false };
 }
 
 export interface DiskChanges {

@@ -34,6 +34,6 @@ export async function tearDownHost(
   for (const { vmUid } of own) await hypervisor.undefine(vmUid);
   const networks = await hypervisor.ownNetworks();
   for (const name of networks) await hypervisor.removeNetwork(name);
-  await hypervisor.removePool();
+  await hypervisor.removePools();
   return { domains: own.map((d) => `stratus-${d.vmUid}`), networks, foreign: all.length - own.length };
 }

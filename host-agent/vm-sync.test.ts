@@ -3,7 +3,16 @@ import { beforeEach, describe, expect, it } from "vitest";
 import type { Template, VirtualMachine, Volume } from "../crds/index.ts";
 import { FakeHypervisor } from "./fake-hypervisor.ts";
 import { networkPrefix } from "./network-xml.ts";
-import { dataVolume, diskTemplate, network, OWNER, offering, preparedVm } from "./testing/fixtures.ts";
+import {
+  dataVolume,
+  diskTemplate,
+  hostStorage,
+  network,
+  OWNER,
+  offering,
+  preparedVm,
+  rootVolume,
+} from "./testing/fixtures.ts";
 import { MemoryWrites } from "./testing/memory-writes.ts";
 import { VmSync } from "./vm-sync.ts";
 
@@ -16,6 +25,7 @@ class Rig {
   readonly writes = new MemoryWrites(this.vms);
   templates: Template[] = [diskTemplate];
   maintenance = false;
+  storage = hostStorage("/pool");
   clock = 0;
   sync = this.newSync();
 
@@ -25,7 +35,8 @@ class Rig {
       hypervisor: this.hv,
       writes: this.writes,
       domainType: () => "test",
-      paths: { pool: "/pool", cache: "/cache", consoleSocket: (uid) => `/console/${uid}.sock` },
+      storage: this.storage,
+      paths: { cache: "/cache", consoleSocket: (uid) => `/console/${uid}.sock` },
       shutdownGraceMs: 60_000,
       now: () => this.clock,
       images: { download: async () => undefined, check: async () => ({ virtualSize: 2n ** 30n }) },
@@ -36,7 +47,24 @@ class Rig {
         template: (name) => this.templates.find((t) => t.metadata.name === name),
         diskOffering: () => undefined,
         inMaintenance: () => this.maintenance,
-        volumes: async () => new Map([...this.volumes.values()].map((v) => [v.metadata.name as string, v])),
+        volumes: async (vm) => {
+          // Each Volume as the API server would show it: with what this agent last wrote of its status.
+          const found = new Map(
+            [...this.volumes.values()].map((v) => {
+              const written = this.writes.volumeStatuses.get(`${v.metadata.namespace}/${v.metadata.name}`);
+              return [v.metadata.name as string, written ? ({ ...v, status: written } as Volume) : v];
+            }),
+          );
+          // The root Volume the orchestration made, with what this agent last wrote of its status.
+          const root = rootVolume(vm);
+          const written = this.writes.volumeStatuses.get(`${vm.metadata.namespace}/${root.metadata.name}`);
+          if (!found.has(root.metadata.name as string))
+            found.set(
+              root.metadata.name as string,
+              written ? rootVolume(vm, written as Volume["status"]) : root,
+            );
+          return found;
+        },
         networks: async () => new Map([[network.metadata.name as string, network]]),
       },
     });
@@ -105,6 +133,58 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     await rig.run(key, 2);
     expect(rig.writes.writes).toHaveLength(2);
     expect(rig.hv.calls).toHaveLength(calls);
+  });
+
+  it("never makes a disk again that was made once: a missing disk is a problem, the VM does not start empty", async () => {
+    const key = rig.put(preparedVm("web", { spec: { dataVolumes: [{ name: "data", volume: "d1" }] } }));
+    // The volume says its disk is in this host's pool; the file is gone (a lost disk, a wrong mount).
+    rig.volumes.set(
+      "d1",
+      dataVolume("d1", {}, { phase: "Ready", host: OWNER.host, pool: "local-h1", path: "/pool/data-vol-d1" }),
+    );
+    await rig.run(key, 2);
+    const uid = rig.vm(key).metadata.uid as string;
+    expect(rig.hv.disks.has("data-vol-d1")).toBe(false);
+    expect(rig.hv.domains.get(uid)).toBeUndefined();
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      status: "False",
+      reason: "DiskMissing",
+      message: expect.stringContaining("it is not recreated empty"),
+    });
+  });
+
+  it("puts a volume's disk in the shared pool it lives in, and reports that pool", async () => {
+    rig.storage = hostStorage("/pool", { "shared-1": "/mnt/shared" });
+    rig.sync = rig.newSync();
+    await rig.hv.preparePool({ name: "shared-1", type: "sharedMountPoint", path: "/mnt/shared" });
+    const disk = await rig.hv.ensureDisk({
+      pool: "shared-1",
+      name: "data-vol-d1",
+      capacityBytes: 2n ** 30n,
+      what: "d1",
+      grow: false,
+    });
+    rig.volumes.set(
+      "d1",
+      dataVolume(
+        "d1",
+        {},
+        { phase: "Ready", host: "h2", pool: "shared-1", poolType: "sharedMountPoint", path: disk.path },
+      ),
+    );
+    const key = rig.put(preparedVm("web", { spec: { dataVolumes: [{ name: "data", volume: "d1" }] } }));
+    const before = rig.hv.calls.length;
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    expect(rig.hv.domains.get(uid)?.disks).toContainEqual({ path: "/mnt/shared/data-vol-d1", target: "vdb" });
+    expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({
+      host: OWNER.host,
+      pool: "shared-1",
+      poolType: "sharedMountPoint",
+      path: "/mnt/shared/data-vol-d1",
+    });
+    // The disk moved with nothing copied and nothing made: the same file, seen from this host.
+    expect(rig.hv.calls.slice(before).filter((c) => c.startsWith("create disk data-vol-d1"))).toEqual([]);
   });
 
   it("adopts its running domains after a restart: no redefinition, no restart, no write", async () => {

@@ -7,6 +7,7 @@ import { DOMAIN_FINALIZER } from "../crds/finalizers.ts";
 import {
   type DiskOffering,
   type Network,
+  type PoolType,
   Resources,
   rootVolumeName,
   type ServiceOffering,
@@ -20,7 +21,15 @@ import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./dis
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 import { LibvirtError } from "./libvirt/connection.ts";
 import { bridgeName, networkPrefix, networkSpecFor } from "./network-xml.ts";
-import { dataDiskName, diskChanges, planVm, type RunPlan, reservationsFor, rootDiskName } from "./planner.ts";
+import {
+  type AgentStorage,
+  dataDiskName,
+  diskChanges,
+  planVm,
+  type RunPlan,
+  reservationsFor,
+  rootDiskName,
+} from "./planner.ts";
 import { HostProblem } from "./problem.ts";
 import { desiredVmStatus } from "./vm-status.ts";
 
@@ -44,7 +53,9 @@ export interface VmSyncOptions {
   world: VmWorld;
   writes: AgentWrites;
   domainType: () => "kvm" | "qemu" | "test";
-  paths: { pool: string; cache: string; consoleSocket: (vmUid: string) => string };
+  /** The pools this agent reaches (pool-sync.ts keeps them). */
+  storage: AgentStorage & { typeOf(pool: string): PoolType | undefined };
+  paths: { cache: string; consoleSocket: (vmUid: string) => string };
   shutdownGraceMs: number;
   /** Template images: fetched once into the cache, then checked (real files unless a test says otherwise). */
   images?: ImageStore;
@@ -109,8 +120,8 @@ export class VmSync {
       volume: (name) => volumes.get(name),
       diskOffering: (name) => this.o.world.diskOffering(name),
       network: (name) => networks.get(name),
+      storage: this.o.storage,
       paths: {
-        pool: this.o.paths.pool,
         cache: this.o.paths.cache,
         consoleSocket: this.o.paths.consoleSocket(uid),
       },
@@ -210,22 +221,22 @@ export class VmSync {
     const targets = new Map((observed?.disks ?? []).map((d) => [d.path, d.target]));
     if (observed?.state === "running") await growLiveDisks(this.hv, uid, plan.dataDisks, targets, log);
     await this.report(vm, observed, undefined, restartedAt);
-    if (root)
+    if (root && plan.root)
       await this.reportVolume(
         vm,
         volumes.get(rootVolumeName(vm.metadata.name as string)),
         rootVolumeName(vm.metadata.name as string),
-        root,
+        { ...root, pool: plan.root.pool },
         targets.get(root.path) ?? "vda",
       );
     for (const disk of plan.dataDisks) {
-      const info = await this.hv.disk(disk.name);
+      const info = await this.hv.disk(disk.pool, disk.name);
       if (info)
         await this.reportVolume(
           vm,
           disk.volume,
           disk.volume.metadata.name as string,
-          info,
+          { ...info, pool: disk.pool },
           targets.get(info.path) ?? "",
         );
     }
@@ -317,15 +328,17 @@ export class VmSync {
     vm: VirtualMachine | undefined,
     cached: Volume | undefined,
     name: string,
-    disk: { path: string; capacityBytes: bigint },
+    disk: { path: string; capacityBytes: bigint; pool: string },
     device: string,
   ) {
     const namespace = (vm?.metadata.namespace ?? cached?.metadata.namespace) as string;
+    const poolType = this.o.storage.typeOf(disk.pool);
     const result = await this.o.writes.volumeStatus({ namespace, name }, cached, {
       ...(cached ? { observedGeneration: cached.metadata.generation ?? 0 } : {}),
       phase: vm ? "Attached" : "Ready",
       host: this.host,
-      pool: this.hv.pool,
+      pool: disk.pool,
+      ...(poolType ? { poolType } : {}),
       path: disk.path,
       capacity: formatQuantity(disk.capacityBytes),
       ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),
@@ -343,9 +356,10 @@ export class VmSync {
         volume.status?.attachedTo?.virtualMachine !== vm.metadata.name
       )
         continue;
-      if (volume.status?.host !== this.host) continue;
-      const info = await this.hv.disk(dataDiskName(volume.metadata.uid as string));
-      if (info) await this.reportVolume(undefined, volume, name, info, "");
+      const pool = volume.status?.pool;
+      if (volume.status?.host !== this.host || !pool || this.o.storage.pathOf(pool) === undefined) continue;
+      const info = await this.hv.disk(pool, dataDiskName(volume.metadata.uid as string));
+      if (info) await this.reportVolume(undefined, volume, name, { ...info, pool }, "");
     }
   }
 
@@ -358,7 +372,10 @@ export class VmSync {
   ) {
     const uid = vm.metadata.uid as string;
     if (domain) await this.removeDomain(uid, domain);
-    await this.hv.deleteDisk(rootDiskName(uid));
+    // The root disk goes with its VM (its Volume's finalizer would remove it too, later).
+    const rootPool = volumes.get(rootVolumeName(vm.metadata.name as string))?.status?.pool;
+    if (rootPool && this.o.storage.pathOf(rootPool) !== undefined)
+      await this.hv.deleteDisk(rootPool, rootDiskName(uid));
     await this.detachVolumes(vm, volumes, new Set());
     await this.removeUnusedNetworks(log, vm);
     if (await this.o.writes.removeFinalizer(Resources.virtualMachines, vm, DOMAIN_FINALIZER))

@@ -46,7 +46,8 @@ export async function syncVolumeDeletion(
     return { requeueAfterMs: 10_000 };
   }
   const disk = diskNameOf(volume);
-  if (disk) await context.hypervisor.deleteDisk(disk);
+  const pool = volume.status?.pool;
+  if (disk && pool) await context.hypervisor.deleteDisk(pool, disk);
   if (await context.writes.removeFinalizer(Resources.volumes, volume, DISK_FINALIZER))
     context.log.info({ disk }, "volume disk deleted");
   return undefined;

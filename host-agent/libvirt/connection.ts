@@ -555,13 +555,12 @@ export class LibvirtConnection {
     );
   }
 
-  /** Makes sure a directory pool exists and is active (defined, built, started). */
-  async ensureDirectoryPool(name: string, path: string): Promise<PoolInfo> {
+  /** Makes sure a pool exists and is active (defined from `xml` when missing, built, started). */
+  async ensurePool(name: string, xml: string): Promise<PoolInfo> {
     try {
       await this.withPool(name, async () => undefined);
     } catch (error) {
       if (!(error instanceof LibvirtError && error.code === VIR_ERR_NO_STORAGE_POOL)) throw error;
-      const xml = `<pool type='dir'><name>${escapeXml(name)}</name><target><path>${escapeXml(path)}</path></target></pool>`;
       const pool = await this.serial(
         `define pool ${name}`,
         () => call<Pointer>(api.storagePoolDefineXML, this.conn, xml, 0),

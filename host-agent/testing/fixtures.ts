@@ -1,6 +1,16 @@
 // Objects for the host agent's unit tests: a prepared VM (as the orchestration leaves it), its
 // offering, template, volumes and network. Each builder takes overrides.
-import type { Network, ServiceOffering, Template, VirtualMachine, Volume } from "../../crds/index.ts";
+import {
+  localPoolName,
+  type Network,
+  type PoolType,
+  rootVolumeName,
+  type ServiceOffering,
+  type Template,
+  type VirtualMachine,
+  type Volume,
+} from "../../crds/index.ts";
+import type { AgentStorage } from "../planner.ts";
 
 export const CLUSTER = "c0ffee00-0000-4000-8000-000000000001";
 export const HOST = "h1";
@@ -84,5 +94,43 @@ export function dataVolume(
     metadata: { name, namespace: "team-a", uid: `vol-${name}`, generation: 1 },
     spec: { zone: "z1", type: "DATADISK", size: "1Gi", ...overrides },
     ...(status ? { status } : {}),
+  };
+}
+
+/** The ROOT Volume the orchestration makes for a VM (owned by it). */
+export function rootVolume(vm: VirtualMachine, status?: Volume["status"]): Volume {
+  return {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "Volume",
+    metadata: {
+      name: rootVolumeName(vm.metadata.name as string),
+      namespace: vm.metadata.namespace as string,
+      uid: `root-of-${vm.metadata.uid}`,
+      generation: 1,
+      ownerReferences: [
+        {
+          apiVersion: "stratus.io/v1alpha1",
+          kind: "VirtualMachine",
+          name: vm.metadata.name as string,
+          uid: vm.metadata.uid as string,
+        },
+      ],
+    },
+    spec: { zone: "z1", type: "ROOT", size: "1Gi", source: { template: vm.spec.template } },
+    ...(status ? { status } : {}),
+  };
+}
+
+export const LOCAL_POOL = localPoolName(HOST);
+
+/** The pools of a host that reaches only its local pool at `path` (and, if given, shared pools). */
+export function hostStorage(
+  path = "/pool",
+  shared: Record<string, string> = {},
+): AgentStorage & { typeOf(pool: string): PoolType | undefined } {
+  return {
+    pathOf: (pool) => (pool === LOCAL_POOL ? path : shared[pool]),
+    poolForNew: () => ({ pool: LOCAL_POOL }),
+    typeOf: (pool) => (pool === LOCAL_POOL ? "local" : shared[pool] ? "sharedMountPoint" : undefined),
   };
 }

@@ -43,6 +43,14 @@ export class MemoryWrites implements AgentWrites {
     return "wrote" as const;
   }
 
+  readonly transfers = new Map<string, Record<string, unknown>>();
+
+  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
+    const key = `${ref.namespace}/${ref.name}`;
+    this.writes.push(`transfer ${key}`);
+    this.transfers.set(key, transfer);
+  }
+
   async removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean> {
     if (!object.metadata.finalizers?.includes(finalizer)) return false;
     this.writes.push(`finalizer ${type.plural}/${object.metadata.namespace}/${object.metadata.name}`);

@@ -1,0 +1,80 @@
+// Disk files moving between pools through secondary storage: the holding host flattens the disk
+// into one self-contained qcow2 (a template overlay's backing file does not exist on the other
+// host) and hashes it; the receiving host copies it in, hashing as it copies, and keeps the copy
+// only when the hashes agree and the image names no backing file. Every write goes to a
+// temporary name first and is renamed, so a crash never leaves a half-written file under the real name.
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { chmod, mkdir, rename, rm, stat } from "node:fs/promises";
+import { dirname } from "node:path";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { promisify } from "node:util";
+import type { StagedDisk } from "./hypervisor.ts";
+import { checkImage } from "./images.ts";
+import { HostProblem } from "./problem.ts";
+
+const run = promisify(execFile);
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(path), hash);
+  return hash.digest("hex");
+}
+
+/**
+ * Writes `source` as one qcow2 with no backing file to `target`. qemu-img takes the image's write
+ * lock, so a disk a running QEMU still holds is refused rather than copied torn.
+ */
+export async function flattenTo(source: string, target: string): Promise<StagedDisk> {
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  const part = `${target}.part`;
+  await rm(part, { force: true });
+  try {
+    await run("qemu-img", ["convert", "-O", "qcow2", source, part], { timeout: 3_600_000 });
+  } catch (error) {
+    await rm(part, { force: true });
+    const detail = ((error as { stderr?: string }).stderr ?? (error as Error).message).trim();
+    throw new HostProblem("ExportFailed", `copying ${source} out failed: ${detail}`);
+  }
+  await chmod(part, 0o600);
+  const sha256 = await sha256File(part);
+  const { size } = await stat(part);
+  await rename(part, target);
+  return { path: target, sha256, bytes: size };
+}
+
+/** Copies a staged disk to `target`, keeping it only when it hashes to `staged.sha256` and is self-contained. */
+export async function copyVerified(staged: StagedDisk, target: string): Promise<void> {
+  const part = `${target}.part`;
+  const hash = createHash("sha256");
+  const hashing = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  try {
+    await pipeline(createReadStream(staged.path), hashing, createWriteStream(part, { mode: 0o600 }));
+  } catch (error) {
+    await rm(part, { force: true });
+    if ((error as NodeJS.ErrnoException).code === "ENOENT")
+      throw new HostProblem("StagedCopyMissing", `the staged copy ${staged.path} is gone`);
+    throw error;
+  }
+  const actual = hash.digest("hex");
+  if (actual !== staged.sha256) {
+    await rm(part, { force: true });
+    throw new HostProblem(
+      "ChecksumMismatch",
+      `the copy of ${staged.path} hashes to ${actual}, not ${staged.sha256}; it was discarded`,
+    );
+  }
+  // A staged file is outside any pool: make sure it cannot make QEMU open someone else's file.
+  await checkImage(part, "qcow2").catch(async (error: unknown) => {
+    await rm(part, { force: true });
+    throw error;
+  });
+  await rename(part, target);
+}
