@@ -60,7 +60,7 @@ export class PoolSync implements AgentStorage {
   poolForNew(volume: Volume, offerings: { disk?: DiskOffering; service?: ServiceOffering }) {
     const host = this.hostWithReports();
     if (!host) return { reason: `host ${this.o.host} is not registered yet` };
-    const usages = this.o.pools().map((pool) => ({
+    const usages = this.knownPools(host).map((pool) => ({
       pool,
       allocatedBytes: pool.status?.allocated ? parseQuantity(pool.status.allocated) : 0n,
     }));
@@ -68,6 +68,23 @@ export class PoolSync implements AgentStorage {
     const result = choosePools([need], host, usages);
     if ("reason" in result) return { reason: result.reason };
     return { pool: result.choices.get(need.volume)?.pool as string };
+  }
+
+  /**
+   * The zone's pools; this host's local pool is there even before the storage controller has made
+   * its object (a host has its own disks by definition).
+   */
+  private knownPools(host: Host): StoragePool[] {
+    const pools = [...this.o.pools()];
+    const local = localPoolName(this.o.host);
+    if (!pools.some((p) => p.metadata.name === local))
+      pools.push({
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "StoragePool",
+        metadata: { name: local },
+        spec: { zone: host.spec.zone, type: "local", host: this.o.host },
+      });
+    return pools;
   }
 
   /** Prepares every pool this host reaches and reports them when what it sees changed. */

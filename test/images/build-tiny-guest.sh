@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package-v3"
+out="$cache/$package-v4"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -67,14 +67,22 @@ if ip link show eth0 >/dev/null 2>&1; then
   ip link set eth0 up
   udhcpc -i eth0 -s /etc/udhcpc.script -t 20 -T 2 -q -n >/dev/null 2>&1
 fi
-# A line "stratus-poweroff" typed on the console powers the guest off from inside, as a guest OS
-# shutting itself down does (tests of runStrategy RerunOnFailure use it).
-(while read -r line; do [ "\$line" = stratus-poweroff ] && poweroff -f; done < /dev/console) &
+# Lines typed on the console: "stratus-poweroff" powers the guest off from inside, as a guest OS
+# shutting itself down does (tests of runStrategy RerunOnFailure use it); "stratus-write vdX WORD"
+# writes WORD at the start of a disk with dd (tests of volume moves read it back from "head=").
+(while read -r line; do
+  case "\$line" in
+    stratus-poweroff) poweroff -f ;;
+    "stratus-write "*)
+      set -- \$line
+      printf '%s' "\$3" | dd of=/dev/\$2 bs=512 count=1 conv=sync 2>/dev/null && sync && echo "stratus-guest: wrote \$2 \$3" ;;
+  esac
+done < /dev/console) &
 # Report what the guest sees every few seconds, so a console attached late still reads it.
 while true; do
   echo "stratus-guest: disks: \$(ls /sys/block | tr '\n' ' ')"
   for disk in /sys/block/vd*; do
-    [ -e "\$disk" ] && echo "stratus-guest: disk \$(basename \$disk) serial=\$(cat \$disk/serial 2>/dev/null) sectors=\$(cat \$disk/size)"
+    [ -e "\$disk" ] && echo "stratus-guest: disk \$(basename \$disk) serial=\$(cat \$disk/serial 2>/dev/null) sectors=\$(cat \$disk/size) head=\$(dd if=/dev/\$(basename \$disk) bs=32 count=1 2>/dev/null | tr -dc 'A-Za-z0-9-')"
   done
   echo "stratus-guest: ip: \$(ip -4 -o addr show eth0 2>/dev/null | awk '{print \$4}')"
   sleep 3

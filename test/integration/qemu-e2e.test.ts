@@ -8,7 +8,6 @@ import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +19,7 @@ import { bridgeName, libvirtNetworkName, networkPrefix } from "../../host-agent/
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { sleep } from "../../runtime/time.ts";
+import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import {
   type ApiServerProcess,
   type StratusProcess,
@@ -39,48 +39,6 @@ import {
 
 const run = promisify(execFile);
 const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
-
-/**
- * Types a line on the guest's serial console. The connection stays open a moment: QEMU drops what
- * it has not passed to the UART yet when the client hangs up.
- */
-function typeOnConsole(socket: string, line: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const connection = connect(socket, () => {
-      connection.write(`${line}\n`);
-      setTimeout(() => {
-        connection.destroy();
-        resolve();
-      }, 2_000);
-    });
-    connection.on("error", reject);
-  });
-}
-
-/** Reads the guest's serial console until `pattern` shows up. */
-function readConsoleUntil(socket: string, pattern: RegExp, timeoutMs = 90_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let output = "";
-    const connection = connect(socket);
-    const timer = setTimeout(() => {
-      connection.destroy();
-      reject(new Error(`console never showed ${pattern}; it showed:\n${output.slice(-2000)}`));
-    }, timeoutMs);
-    connection.on("data", (chunk) => {
-      output += chunk.toString("latin1");
-      const match = pattern.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        connection.destroy();
-        resolve(match[0]);
-      }
-    });
-    connection.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-}
 
 describe.skipIf(!canRunQemu())(
   "a real QEMU guest through the host agent (needs root and libvirt/QEMU)",
