@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import type { Host, ServiceOffering, Template, VirtualMachine, Volume, Zone } from "../../crds/index.ts";
+import type {
+  Host,
+  ServiceOffering,
+  StoragePool,
+  Template,
+  VirtualMachine,
+  Volume,
+  Zone,
+} from "../../crds/index.ts";
+import type { PoolUsage, VolumeNeed } from "../../crds/volume-placement.ts";
 import type { Condition } from "../../runtime/conditions.ts";
 import type { NicAddressing } from "../network/ipam.ts";
 import type { HostUsage } from "../scheduler/placement.ts";
@@ -16,6 +25,10 @@ const host = (name: string, ready = true): Host => ({
   spec: { zone: "z1" },
   status: {
     capacity: { cpu: 4, memory: "8Gi" },
+    storagePools: [
+      { name: `local-${name}`, ready: true, capacity: "20Gi" },
+      { name: "shared", ready: true, capacity: "100Gi" },
+    ],
     conditions: [
       { type: "Ready", status: ready ? "True" : "False", reason: "", message: "", lastTransitionTime: "" },
     ],
@@ -27,6 +40,27 @@ const usage = (h: Host, cpu = 0): HostUsage => ({
   memoryBytes: 0n,
   antiAffinityGroups: new Set(),
 });
+
+const GI = 1024n ** 3n;
+const pool = (name: string, spec: Partial<StoragePool["spec"]> = {}): StoragePool => ({
+  apiVersion: "stratus.io/v1alpha1",
+  kind: "StoragePool",
+  metadata: { name },
+  spec: { zone: "z1", type: "local", host: name.replace("local-", ""), ...spec },
+});
+const POOLS = [pool("local-h1"), pool("local-h2")];
+const SHARED = pool("shared", { type: "sharedMountPoint", path: "/mnt/shared" });
+const free =
+  (pools: readonly StoragePool[], allocatedGi = 0n) =>
+  (): PoolUsage[] =>
+    pools.map((p) => ({ pool: p, allocatedBytes: allocatedGi * GI }));
+const disk = (volume: string, sizeGi: bigint, inPool?: string): VolumeNeed => ({
+  volume,
+  sizeBytes: sizeGi * GI,
+  tags: [],
+  ...(inPool ? { pool: inPool } : {}),
+});
+const newRoot = [disk("web-root", 10n)];
 
 const vm = (
   spec: Partial<VirtualMachine["spec"]> = {},
@@ -82,7 +116,12 @@ function input(overrides: Partial<OrchestrationInput> = {}): OrchestrationInput 
     rootVolume: "ready",
     dataVolumes: new Map(),
     nics: addressed,
+    volumeNeeds: newRoot,
+    moveTargets: new Map(),
+    pools: POOLS,
+    hostNamed: (name) => host(name),
     hostUsages: () => [usage(host("h1"), 1), usage(host("h2"))],
+    poolUsages: free(POOLS),
     algorithm: "least-allocated",
     now: NOW,
     ...overrides,
@@ -180,14 +219,97 @@ describe("decideOrchestration", () => {
       },
     ],
     [
-      "a data volume on a host keeps the VM there, even on the busier host",
+      "a data volume in a host's local pool keeps the VM there, even on the busier host",
       {
         vm: vm({ dataVolumes: [{ name: "d", volume: "data" }] }),
         dataVolumes: new Map([["data", dataVolume("h1")]]),
+        volumeNeeds: [...newRoot, disk("data", 1n, "local-h1")],
       },
       {
         host: "h1",
         placed: "h1",
+        scheduled: "True/Placed",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "a data volume in a shared pool does not pin the VM",
+      {
+        vm: vm({ dataVolumes: [{ name: "d", volume: "data" }] }),
+        dataVolumes: new Map([["data", dataVolume("h1")]]),
+        volumeNeeds: [...newRoot, disk("data", 1n, "shared")],
+        pools: [...POOLS, SHARED],
+        poolUsages: free([...POOLS, SHARED]),
+      },
+      {
+        host: "h2",
+        placed: "h2",
+        scheduled: "True/Placed",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "no pool has room for the root disk: Unschedulable",
+      { poolUsages: free(POOLS, 15n) },
+      {
+        host: undefined,
+        placed: undefined,
+        scheduled: "False/Unschedulable",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: UNSCHEDULABLE_RETRY_MS,
+      },
+    ],
+    [
+      "evacuated with a disk in its old host's pool: placed where the disk can go, volumes moving",
+      { vm: vm({}, { host: "h2", evacuatedFrom: "h2" }), volumeNeeds: [disk("web-root", 10n, "local-h2")] },
+      {
+        host: "h1",
+        placed: "h1",
+        scheduled: "True/Placed",
+        volumes: "False/VolumesMoving",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "evacuated with no pool to take its disk: keeps its host and says why",
+      {
+        vm: vm({}, { host: "h2", evacuatedFrom: "h2" }),
+        volumeNeeds: [disk("web-root", 10n, "local-h2")],
+        poolUsages: free(POOLS, 15n),
+      },
+      {
+        host: "h2",
+        placed: undefined,
+        scheduled: "False/Unschedulable",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: UNSCHEDULABLE_RETRY_MS,
+      },
+    ],
+    [
+      "placed on a host while its disk is still copied in: VolumesMoving",
+      { vm: vm({}, { host: "h1" }), volumeNeeds: [disk("web-root", 10n, "local-h2")] },
+      {
+        host: "h1",
+        placed: undefined,
+        scheduled: "True/Placed",
+        volumes: "False/VolumesMoving",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "the disk arrived in the new host's pool: volumes ready",
+      { vm: vm({}, { host: "h1" }), volumeNeeds: [disk("web-root", 10n, "local-h1")] },
+      {
+        host: "h1",
+        placed: undefined,
         scheduled: "True/Placed",
         volumes: "True/VolumesAvailable",
         networks: "True/AddressesAllocated",
@@ -284,6 +406,29 @@ describe("decideOrchestration", () => {
   ];
   it.each(cases)("%s", (_, overrides, expected) => {
     expect(summary(decideOrchestration(input(overrides)))).toEqual(expected);
+  });
+
+  it("says which disk moves where, and why no host can take an evacuated VM's disk", () => {
+    const moving = decideOrchestration(
+      input({
+        vm: vm({}, { host: "h1" }),
+        volumeNeeds: [disk("web-root", 10n, "local-h2")],
+        moveTargets: new Map([["web-root", "local-h1"]]),
+      }),
+    );
+    expect(moving.status?.conditions.find((c) => c.type === "VolumesReady")?.message).toBe(
+      "Volume web-root is being copied from pool local-h2 to pool local-h1.",
+    );
+    const stuck = decideOrchestration(
+      input({
+        vm: vm({}, { host: "h2", evacuatedFrom: "h2" }),
+        volumeNeeds: [disk("web-root", 10n, "local-h2")],
+        poolUsages: free(POOLS, 15n),
+      }),
+    );
+    expect(stuck.status?.conditions.find((c) => c.type === "Scheduled")?.message).toBe(
+      "0/1 hosts: 1 volume web-root cannot move from pool local-h2: pool local-h1 has too little room",
+    );
   });
 
   it("writes nothing while a root volume it could not create is not in the cache yet", () => {
