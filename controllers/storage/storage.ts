@@ -9,6 +9,7 @@ import {
   type DiskOffering,
   type Host,
   Resources,
+  rootVolumeName,
   type ServiceOffering,
   type StoragePool,
   type VirtualMachine,
@@ -52,7 +53,7 @@ const dataVolumeKeys = (vm: VirtualMachine) =>
 /** The volumes whose disk may have to follow the VM: its data volumes and its ROOT volume. */
 const usedVolumeKeys = (vm: VirtualMachine) => [
   ...dataVolumeKeys(vm),
-  `${vm.metadata.namespace}/${vm.metadata.name}-root`,
+  `${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`,
 ];
 
 export const storageComponent: Component = {
