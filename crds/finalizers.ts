@@ -9,6 +9,8 @@ export const DOMAIN_FINALIZER = "stratus.io/domain";
 export const DISK_FINALIZER = "stratus.io/disk";
 /** Deletion guard of a data volume: storage removes it once no VM attaches the volume. */
 export const STORAGE_FINALIZER = "stratus.io/storage";
+/** Deletion guard of a StoragePool: storage removes it once no volume's disk is in the pool. */
+export const STORAGE_POOL_FINALIZER = "stratus.io/storage-pool";
 
 export const FINALIZER_POLICY_NAME = "stratus-finalizers";
 export const ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1";

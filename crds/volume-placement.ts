@@ -167,3 +167,20 @@ export function poolAllocations(
   }
   return allocated;
 }
+
+/**
+ * The hosts the disks hold a VM to: a disk in a local pool is reachable from its host alone. Only
+ * an evacuated VM's disks may move (its host stopped it, so the copy is consistent); the caller
+ * asks this only for VMs that are not evacuated.
+ */
+export function localPoolHosts(
+  needs: readonly VolumeNeed[],
+  pools: readonly StoragePool[],
+): { volume: string; host: string }[] {
+  return needs.flatMap((need) => {
+    const pool = need.pool ? pools.find((p) => p.metadata.name === need.pool) : undefined;
+    return pool?.spec.type === "local" && pool.spec.host
+      ? [{ volume: need.volume, host: pool.spec.host }]
+      : [];
+  });
+}

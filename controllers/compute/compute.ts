@@ -6,12 +6,14 @@
 import type { Logger } from "pino";
 import { DOMAIN_FINALIZER } from "../../crds/finalizers.ts";
 import {
+  type DiskOffering,
   type Host,
   type IPAddress,
   type Network,
   Resources,
   rootVolumeName,
   type ServiceOffering,
+  type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
@@ -25,6 +27,7 @@ import { notWrittenIfGone, ownerReference, removeFinalizer, statusSays } from ".
 import { ADDRESS_INDEXERS, AddressAllocator } from "../network/ipam.ts";
 import { HostUsageCache, VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import type { Algorithm } from "../scheduler/placement.ts";
+import { needOf, POOLS_BY_ZONE, poolUsages, VOLUMES_BY_POOL } from "../storage/pool-usage.ts";
 import { decideOrchestration, type RootVolumeFact, wantsRootVolume } from "./orchestration.ts";
 
 const notReadyYet = (vm: VirtualMachine, type: string) =>
@@ -43,7 +46,10 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
           network: (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`),
         },
       });
-      const volumes = informers.for<Volume>(Resources.volumes);
+      const volumes = informers.for<Volume>(Resources.volumes, { indexers: VOLUMES_BY_POOL });
+      const pools = informers.for<StoragePool>(Resources.storagePools, { indexers: POOLS_BY_ZONE });
+      const diskOfferings = informers.for<DiskOffering>(Resources.diskOfferings);
+      const diskOffering = (name: string | undefined) => (name ? diskOfferings.get(name) : undefined);
       const templates = informers.for<Template>(Resources.templates);
       const hosts = informers.for<Host>(Resources.hosts);
       const zones = informers.for<Zone>(Resources.zones);
@@ -58,16 +64,16 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
         vm: VirtualMachine,
         template: Template,
         log: Logger,
-      ): Promise<RootVolumeFact> {
+      ): Promise<{ fact: RootVolumeFact; volume?: Volume }> {
         const name = rootVolumeName(vm.metadata.name as string);
         const namespace = vm.metadata.namespace as string;
         const cached = volumes.get(`${namespace}/${name}`);
         if (cached)
           return cached.metadata.ownerReferences?.some((o) => o.uid === vm.metadata.uid)
-            ? "ready"
-            : "foreign";
+            ? { fact: "ready", volume: cached }
+            : { fact: "foreign" };
         try {
-          await client.create<Volume>(Resources.volumes, {
+          const created = await client.create<Volume>(Resources.volumes, {
             apiVersion: "stratus.io/v1alpha1",
             kind: "Volume",
             metadata: {
@@ -85,9 +91,9 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
             },
           });
           log.info({ volume: name }, "created the root volume");
-          return "ready";
+          return { fact: "ready", volume: created };
         } catch (error) {
-          if (isAlreadyExists(error)) return "unconfirmed";
+          if (isAlreadyExists(error)) return { fact: "unconfirmed" };
           throw error;
         }
       }
@@ -118,10 +124,10 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
           if (usage.isAssumed(key)) return undefined;
           const namespace = vm.metadata.namespace as string;
           const template = templates.get(vm.spec.template);
-          const [rootVolume, nics] = await Promise.all([
+          const [root, nics] = await Promise.all([
             wantsRootVolume(vm, template)
               ? ensureRootVolume(vm, template as Template, log)
-              : Promise.resolve<RootVolumeFact>("not-needed"),
+              : Promise.resolve<{ fact: RootVolumeFact; volume?: Volume }>({ fact: "not-needed" }),
             allocator.ensureAddresses(vm, log),
           ]);
           const dataVolumes = new Map<string, Volume>();
@@ -129,15 +135,35 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
             const volume = volumes.get(`${namespace}/${slot.volume}`);
             if (volume) dataVolumes.set(slot.volume, volume);
           }
+          const offering = offerings.get(vm.spec.serviceOffering);
+          const own = [...(root.volume ? [root.volume] : []), ...dataVolumes.values()];
+          const zonePools = pools.byIndex("zone", vm.spec.zone);
           const decision = decideOrchestration({
             vm,
             template,
-            offering: offerings.get(vm.spec.serviceOffering),
+            offering,
             zone: zones.get(vm.spec.zone),
-            rootVolume,
+            rootVolume: root.fact,
             dataVolumes,
             nics,
+            volumeNeeds: own.map((v) => needOf(v, diskOffering, offering)),
+            moveTargets: new Map(
+              own.flatMap((v) => {
+                const target = v.status?.transfer?.target?.pool;
+                return target ? [[v.metadata.name as string, target]] : [];
+              }),
+            ),
+            pools: zonePools,
+            hostNamed: (name) => hosts.get(name),
             hostUsages: () => hosts.list().map((h) => usage.usageOf(h)),
+            // The VM's own disks are what is being placed: their room is counted once, as needs.
+            poolUsages: () =>
+              poolUsages(
+                zonePools,
+                (pool) => volumes.byIndex("pool", pool),
+                diskOffering,
+                new Set(own.map(objectKey)),
+              ),
             algorithm,
           });
           const { status, placement } = decision;
@@ -213,6 +239,7 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
             .map(objectKey),
         )
         .watch(hosts, (host) => unplacedIn(host.spec.zone))
+        .watch(pools, (pool) => unplacedIn(pool.spec.zone))
         .watch(zones, (zone) => unplacedIn(zone.metadata.name as string))
         .watch(offerings, () =>
           vms

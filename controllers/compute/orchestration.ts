@@ -2,14 +2,22 @@
 // CloudStack's orchestrateStart, volumes and NICs are made ready first and the VM is placed only
 // then, so a host never gets a VM it cannot start; all of it is one status write.
 import {
+  type Host,
   needsRootVolume,
   type ServiceOffering,
+  type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
   type Zone,
 } from "../../crds/index.ts";
 import { nicMacAddress } from "../../crds/nics.ts";
+import {
+  localPoolHosts,
+  type PoolUsage,
+  unreachableVolume,
+  type VolumeNeed,
+} from "../../crds/volume-placement.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import type { NicAddressing } from "../network/ipam.ts";
 import { HostUsageCache } from "../scheduler/host-usage.ts";
@@ -34,8 +42,18 @@ export interface OrchestrationInput {
   /** The data volumes the spec names, by name, as the cache shows them. */
   dataVolumes: ReadonlyMap<string, Volume>;
   nics: readonly NicAddressing[];
+  /** What each of the VM's volumes (ROOT and data) asks of its pool, and where its disk is. */
+  volumeNeeds: readonly VolumeNeed[];
+  /** Where a disk that is being moved is going (transfer.target.pool), by volume name. */
+  moveTargets: ReadonlyMap<string, string>;
+  /** The StoragePools of the VM's zone. */
+  pools: readonly StoragePool[];
+  /** The Host of that name, from the cache. */
+  hostNamed: (name: string) => Host | undefined;
   /** The hosts with what they carry; called only when the VM needs a host. */
   hostUsages: () => readonly HostUsage[];
+  /** The zone's pools with what their volumes take; called only when the VM needs a host. */
+  poolUsages: () => readonly PoolUsage[];
   algorithm: Algorithm;
   now?: Date;
 }
@@ -95,18 +113,33 @@ export function volumesReadiness(
         "VolumeInOtherZone",
         `Volume "${slot.volume}" is in zone ${volume.spec.zone}, the VM in ${vm.spec.zone}.`,
       );
-    const placed = vm.status?.host;
-    if (placed && volume.status?.host && volume.status.host !== placed && !isEvacuated(vm))
-      return volumes(
-        "False",
-        "VolumeOnOtherHost",
-        `Volume "${slot.volume}" is on host ${volume.status.host}; the VM runs on ${placed}.`,
-      );
   }
   return volumes(
     "True",
     "VolumesAvailable",
     `${(vm.spec.dataVolumes ?? []).length} data volume(s) available.`,
+  );
+}
+
+/**
+ * VolumesReady on the VM's (new) host: False while a disk is in a pool that host does not reach.
+ * The agent starts the VM only once it is True, so the VM runs on the new host only after the
+ * bytes arrived there.
+ */
+export function volumesOnHost(
+  input: Pick<OrchestrationInput, "volumeNeeds" | "moveTargets" | "pools" | "hostNamed">,
+  hostName: string | undefined,
+  ready: ConditionInput,
+): ConditionInput {
+  const host = hostName ? input.hostNamed(hostName) : undefined;
+  if (ready.status !== "True" || !host) return ready;
+  const stray = unreachableVolume(input.volumeNeeds, host, input.pools);
+  if (!stray) return ready;
+  const target = input.moveTargets.get(stray.volume);
+  return volumes(
+    "False",
+    "VolumesMoving",
+    `Volume ${stray.volume} is being copied from pool ${stray.pool} to ${target ? `pool ${target}` : `a pool of host ${hostName}`}.`,
   );
 }
 
@@ -152,6 +185,7 @@ export function decideOrchestration(input: OrchestrationInput): OrchestrationDec
   });
   const { scheduled, placement, requeueAfterMs } = decideScheduling(input, volumesReady, networksReady);
   const host = placement?.host ?? vm.status?.host;
+  const volumesHere = volumesOnHost(input, host, volumesReady);
   return {
     status: {
       ...(host ? { host } : {}),
@@ -159,7 +193,7 @@ export function decideOrchestration(input: OrchestrationInput): OrchestrationDec
       conditions: ownConditions(
         vm.status?.conditions as Condition[] | undefined,
         vm.metadata.generation,
-        [scheduled, volumesReady, networksReady],
+        [scheduled, volumesHere, networksReady],
         input.now,
       ),
     },
@@ -203,14 +237,15 @@ function decideScheduling(
     );
   if (input.zone && (input.zone.spec.allocationState ?? "Enabled") !== "Enabled")
     return notScheduled("ZoneDisabled", `Zone ${vm.spec.zone} is disabled: no new VMs are placed in it.`);
-  const volumeHosts = (vm.spec.dataVolumes ?? []).flatMap((slot) => {
-    const host = input.dataVolumes.get(slot.volume)?.status?.host;
-    return host ? [{ volume: slot.volume, host }] : [];
-  });
+  // A disk in a local pool holds the VM to its host; an evacuated VM's disks move with it.
+  const volumeHosts = isEvacuated(vm) ? [] : localPoolHosts(input.volumeNeeds, input.pools);
   const demand = HostUsageCache.demandOf(vm, offering, volumeHosts);
   // An evacuated VM goes to another host: the one it left is in maintenance.
   const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== vm.status?.evacuatedFrom);
-  const chosen = place(demand, hosts, input.algorithm);
+  const chosen = place(demand, hosts, input.algorithm, {
+    volumes: input.volumeNeeds,
+    pools: input.poolUsages(),
+  });
   if (!chosen.host)
     return { ...notScheduled("Unschedulable", chosen.message), requeueAfterMs: UNSCHEDULABLE_RETRY_MS };
   return {

@@ -24,7 +24,7 @@ import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { applyStatus } from "../../runtime/objects.ts";
 import { VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
-import { desiredHostStatus, type PlacedUsage } from "./host-status.ts";
+import { desiredHostStatus, type PlacedUsage, strandedBy } from "./host-status.ts";
 import { desiredZoneStatus } from "./zone-status.ts";
 
 export function fabricComponent(settings: ControllerSettings): Component {
@@ -44,9 +44,16 @@ export function fabricComponent(settings: ControllerSettings): Component {
       const offerings = informers.for<ServiceOffering>(Resources.serviceOfferings);
 
       const placedOn = (host: string): PlacedUsage => {
-        const usage = { cpu: 0, memoryBytes: 0n, virtualMachines: 0 };
+        const usage = {
+          cpu: 0,
+          memoryBytes: 0n,
+          virtualMachines: 0,
+          stranded: [] as { vm: string; message: string }[],
+        };
         for (const vm of vms.byIndex("host", host)) {
           const offering = offerings.get(vm.spec.serviceOffering);
+          const stranded = strandedBy(host, vm);
+          if (stranded) usage.stranded.push(stranded);
           usage.virtualMachines += 1;
           usage.cpu += offering?.spec.cpu ?? 0;
           usage.memoryBytes += offering ? parseQuantity(offering.spec.memory) : 0n;

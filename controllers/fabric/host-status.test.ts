@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { Host } from "../../crds/index.ts";
+import type { Host, VirtualMachine } from "../../crds/index.ts";
 import type { Lease } from "../../runtime/leader-election.ts";
 import { statusSays } from "../../runtime/objects.ts";
-import { desiredHostStatus } from "./host-status.ts";
+import { desiredHostStatus, strandedBy } from "./host-status.ts";
 
 const NOW = new Date("2026-11-25T10:00:00Z");
 const OPTIONS = { graceMs: 10_000, leaseName: "stratus-system/host-h1" };
@@ -83,5 +83,55 @@ describe("desiredHostStatus", () => {
       desiredHostStatus(host({ allocationState: "Disabled" }), lease(1), idle, OPTIONS, NOW).status
         .resourceState,
     ).toBe("Disabled");
+  });
+});
+
+describe("a VM that maintenance cannot move", () => {
+  const evacuated = (reason: string, from = "h1"): VirtualMachine => ({
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "VirtualMachine",
+    metadata: { name: "web", namespace: "a" },
+    spec: { zone: "z1", serviceOffering: "small", template: "tiny" },
+    status: {
+      host: "h1",
+      evacuatedFrom: from,
+      conditions: [
+        {
+          type: "Scheduled",
+          status: "False",
+          reason,
+          message:
+            "0/1 hosts: 1 volume web-root cannot move from pool local-h1: pool local-h2 has too little room",
+          lastTransitionTime: "2026-11-25T09:00:00Z",
+        },
+      ],
+    },
+  });
+
+  it("is stranded only while evacuated from the host and Unschedulable", () => {
+    expect(strandedBy("h1", evacuated("Unschedulable"))).toEqual({
+      vm: "a/web",
+      message:
+        "0/1 hosts: 1 volume web-root cannot move from pool local-h1: pool local-h2 has too little room",
+    });
+    expect(strandedBy("h1", evacuated("WaitingForResources"))).toBeUndefined();
+    expect(strandedBy("h1", evacuated("Unschedulable", "h0"))).toBeUndefined();
+  });
+
+  it("puts the host in ErrorInMaintenance, naming the VM and why", () => {
+    const stranded = [strandedBy("h1", evacuated("Unschedulable")) as { vm: string; message: string }];
+    const busy = { cpu: 2, memoryBytes: 0n, virtualMachines: 2, stranded };
+    const { status } = desiredHostStatus(host({ maintenance: true }), lease(1), busy, OPTIONS, NOW);
+    expect(status.resourceState).toBe("ErrorInMaintenance");
+    expect(condition(status, "Schedulable")).toMatchObject({
+      status: "False",
+      reason: "ErrorInMaintenance",
+      message:
+        "1 of 2 VM(s) cannot move off the host: VM a/web: 0/1 hosts: 1 volume web-root cannot move from pool local-h1: pool local-h2 has too little room",
+    });
+    const moving = { ...busy, stranded: [] };
+    expect(
+      desiredHostStatus(host({ maintenance: true }), lease(1), moving, OPTIONS, NOW).status.resourceState,
+    ).toBe("PrepareForMaintenance");
   });
 });

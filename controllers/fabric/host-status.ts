@@ -1,7 +1,7 @@
 // Pure: what a Host's status should say, from its heartbeat Lease and the VMs placed on it.
 // Ready follows the Lease (no status write per heartbeat); the resource state follows the
 // administrator's spec and how far maintenance has got.
-import type { Host } from "../../crds/index.ts";
+import type { Host, VirtualMachine } from "../../crds/index.ts";
 import { formatQuantity } from "../../crds/quantity.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import type { Lease } from "../../runtime/leader-election.ts";
@@ -10,6 +10,16 @@ export interface PlacedUsage {
   cpu: number;
   memoryBytes: bigint;
   virtualMachines: number;
+  /** VMs evacuated from the host that no other host can take (Scheduled False, Unschedulable). */
+  stranded?: readonly { vm: string; message: string }[];
+}
+
+/** A VM the host's maintenance evacuated and compute could place nowhere, and why. */
+export function strandedBy(host: string, vm: VirtualMachine): { vm: string; message: string } | undefined {
+  if (vm.status?.host !== host || vm.status.evacuatedFrom !== host) return undefined;
+  const scheduled = vm.status.conditions?.find((c) => c.type === "Scheduled");
+  if (scheduled?.status !== "False" || scheduled.reason !== "Unschedulable") return undefined;
+  return { vm: `${vm.metadata.namespace}/${vm.metadata.name}`, message: scheduled.message };
 }
 
 /** When the heartbeat stops being current, or undefined when there is none. */
@@ -49,10 +59,12 @@ export function desiredHostStatus(
             message: `The host agent last renewed its heartbeat at ${lease?.spec.renewTime}; its VMs are Unknown.`,
           };
   const isReady = ready.status === "True";
+  const stranded = placed.stranded ?? [];
+  // A VM nobody can take would keep the host preparing forever: the admin must act.
   const resourceState = host.spec.maintenance
     ? placed.virtualMachines === 0
       ? "Maintenance"
-      : isReady
+      : isReady && stranded.length === 0
         ? "PrepareForMaintenance"
         : "ErrorInMaintenance"
     : (host.spec.allocationState ?? "Enabled") === "Disabled"
@@ -68,7 +80,12 @@ export function desiredHostStatus(
           message:
             resourceState === "Maintenance"
               ? "The host is in maintenance."
-              : `Moving ${placed.virtualMachines} VM(s) off the host for maintenance.`,
+              : stranded.length > 0
+                ? `${stranded.length} of ${placed.virtualMachines} VM(s) cannot move off the host: ${stranded
+                    .slice(0, 3)
+                    .map((s) => `VM ${s.vm}: ${s.message}`)
+                    .join("; ")}`
+                : `Moving ${placed.virtualMachines} VM(s) off the host for maintenance.`,
         }
       : resourceState === "Disabled"
         ? { type: "Schedulable", status: "False", reason: "Disabled", message: "The host is disabled." }

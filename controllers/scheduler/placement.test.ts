@@ -80,6 +80,36 @@ describe("unfitReason", () => {
     ).toMatchObject({ message: "0/2 hosts: 1 not ready, 1 volume data is on host b" });
   });
 
+  it("drops hosts whose pools cannot take the VM's disks, saying why", () => {
+    const withPool = (name: string) =>
+      host(name, { status: { storagePools: [{ name: `local-${name}`, ready: true, capacity: "10Gi" }] } });
+    const pool = (h: string) => ({
+      apiVersion: "stratus.io/v1alpha1" as const,
+      kind: "StoragePool",
+      metadata: { name: `local-${h}` },
+      spec: { zone: "z1", type: "local" as const, host: h },
+    });
+    const storage = {
+      volumes: [{ volume: "root", sizeBytes: 8n * GI, tags: [] }],
+      pools: [
+        { pool: pool("a"), allocatedBytes: 4n * GI },
+        { pool: pool("b"), allocatedBytes: 0n },
+      ],
+    };
+    expect(unfitReason(small, usage(withPool("a")), storage)).toBe(
+      "volume root: pool local-a has too little room",
+    );
+    expect(unfitReason(small, usage(withPool("b")), storage)).toBe(undefined);
+    expect(
+      place(small, [usage(withPool("a")), usage(withPool("b"), 6)], "least-allocated", storage),
+    ).toMatchObject({
+      host: "b",
+    });
+    expect(place(small, [usage(withPool("a"))], "first-fit", storage).message).toBe(
+      "0/1 hosts: 1 volume root: pool local-a has too little room",
+    );
+  });
+
   it("lets overcommit admit more than the physical capacity", () => {
     expect(unfitReason(small, usage(host("a"), 8))).toBe("insufficient CPU");
     expect(unfitReason(small, usage(host("a", { spec: { cpuOvercommitRatio: 2 } }), 8))).toBe(undefined);

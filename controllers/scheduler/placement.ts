@@ -2,6 +2,7 @@
 // filters first (each failing host gets one reason), then a weight over the hosts that pass.
 import type { Host } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
+import { choosePools, type PoolUsage, type VolumeNeed } from "../../crds/volume-placement.ts";
 import { isHostReady, MAINTENANCE_STATES } from "../fabric/zone-status.ts";
 
 export const ALGORITHMS = ["least-allocated", "first-fit"] as const;
@@ -16,8 +17,14 @@ export interface Demand {
   /** `<namespace>/<group>` when the VM is in an anti-affinity group. */
   antiAffinityGroup?: string;
   pinnedHost?: string;
-  /** Data volumes whose disk already lives in a host's local pool: the VM can run only there. */
+  /** Volumes whose disk lives in a host's local pool and may not move: the VM can run only there. */
   volumeHosts?: readonly { volume: string; host: string }[];
+}
+
+/** The VM's volumes and the zone's pools: a host fits only if every volume can live where it reaches. */
+export interface StorageDemand {
+  volumes: readonly VolumeNeed[];
+  pools: readonly PoolUsage[];
 }
 
 /** A host with what the VMs already placed on it use. */
@@ -43,7 +50,7 @@ export function allocatable(host: Host): { cpu: number; memoryBytes: bigint } {
 }
 
 /** Why the host cannot take the VM, or undefined when it can. */
-export function unfitReason(demand: Demand, usage: HostUsage): string | undefined {
+export function unfitReason(demand: Demand, usage: HostUsage, storage?: StorageDemand): string | undefined {
   const { host } = usage;
   if (demand.pinnedHost && host.metadata.name !== demand.pinnedHost) return "not the pinned host";
   const elsewhere = demand.volumeHosts?.find((v) => v.host !== host.metadata.name);
@@ -59,6 +66,10 @@ export function unfitReason(demand: Demand, usage: HostUsage): string | undefine
   const capacity = allocatable(host);
   if (usage.cpu + demand.cpu > capacity.cpu) return "insufficient CPU";
   if (usage.memoryBytes + demand.memoryBytes > capacity.memoryBytes) return "insufficient memory";
+  if (storage && storage.volumes.length > 0) {
+    const pools = choosePools(storage.volumes, host, storage.pools);
+    if ("reason" in pools) return pools.reason;
+  }
   return undefined;
 }
 
@@ -77,13 +88,18 @@ function freeShareAfter(demand: Demand, usage: HostUsage): number {
  * The host for the VM among the zone's hosts. least-allocated spreads (the most free share after
  * placement wins); first-fit packs (the first host by name that fits), as CloudStack's allocators.
  */
-export function place(demand: Demand, hosts: readonly HostUsage[], algorithm: Algorithm): Placement {
+export function place(
+  demand: Demand,
+  hosts: readonly HostUsage[],
+  algorithm: Algorithm,
+  storage?: StorageDemand,
+): Placement {
   const inZone = hosts.filter((usage) => usage.host.spec.zone === demand.zone);
   if (inZone.length === 0) return { message: `no hosts in zone ${demand.zone}`, reasons: {} };
   const reasons: Record<string, number> = {};
   const fitting: HostUsage[] = [];
   for (const usage of inZone) {
-    const reason = unfitReason(demand, usage);
+    const reason = unfitReason(demand, usage, storage);
     if (reason) reasons[reason] = (reasons[reason] ?? 0) + 1;
     else fitting.push(usage);
   }

@@ -12,6 +12,7 @@ import {
   type VirtualMachine,
   type Volume,
 } from "../../crds/index.ts";
+import { localPoolName } from "../../crds/kinds/storage-pool.ts";
 import { macFor } from "../../crds/nics.ts";
 import { KubeClient, type KubeObject, objectKey } from "../../runtime/client.ts";
 import { Informer } from "../../runtime/informer.ts";
@@ -61,7 +62,13 @@ describe("the orchestration's writes", () => {
     await client.create(Resources.hosts, { metadata: { name: HOST }, spec: { zone: ZONE } });
     await client.apply(
       Resources.hosts,
-      { metadata: { name: HOST }, status: { capacity: { cpu: 4, memory: "8Gi" } } },
+      {
+        metadata: { name: HOST },
+        status: {
+          capacity: { cpu: 4, memory: "8Gi" },
+          storagePools: [{ name: localPoolName(HOST), ready: true, capacity: "100Gi" }],
+        },
+      },
       { fieldManager: "test-agent", subresource: "status" },
     );
     await client.apply(
@@ -81,6 +88,8 @@ describe("the orchestration's writes", () => {
       identity: `writes-${suffix}`,
       args: [`--lease-namespace=${namespace}`, "--leader-elect=false"],
     });
+    // Placement needs the host's local pool (storage makes it) in compute's cache.
+    await waitFor("the host's local pool", () => client.get(Resources.storagePools, localPoolName(HOST)));
     await waitFor("the host Ready", async () =>
       (await client.get<Host>(Resources.hosts, HOST)).status?.conditions?.some(
         (c) => c.type === "Ready" && c.status === "True",
