@@ -114,6 +114,7 @@ const api = {
   storagePoolRefresh: lib.func("int virStoragePoolRefresh(void *pool, unsigned int flags)"),
   storagePoolGetInfo: lib.func("int virStoragePoolGetInfo(void *pool, _Out_ virStoragePoolInfo *info)"),
   storagePoolFree: lib.func("int virStoragePoolFree(void *pool)"),
+  storagePoolGetXMLDesc: lib.func("void *virStoragePoolGetXMLDesc(void *pool, unsigned int flags)"),
   storagePoolDestroy: lib.func("int virStoragePoolDestroy(void *pool)"),
   storagePoolUndefine: lib.func("int virStoragePoolUndefine(void *pool)"),
   storageVolLookupByName: lib.func("void *virStorageVolLookupByName(void *pool, const char *name)"),
@@ -576,6 +577,13 @@ export class LibvirtConnection {
       await this.intCall(`start pool ${name}`, api.storagePoolCreate, pool, 0);
     });
     return this.poolInfo(name);
+  }
+
+  /** The pool's XML as libvirt keeps it. */
+  poolXml(name: string): Promise<string> {
+    return this.withPool(name, (pool) =>
+      this.heapString(`XML of pool ${name}`, () => call<Pointer>(api.storagePoolGetXMLDesc, pool, 0)),
+    );
   }
 
   /** Stops and undefines a pool; its directory and the files in it stay. */

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { displayState } from "../../crds/display-state.ts";
-import { type Host, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
+import { type Host, localPoolName, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { macFor } from "../../crds/nics.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import type { DomainInfo } from "../../host-agent/libvirt/connection.ts";
@@ -225,7 +225,8 @@ describe("host agents on simulated hosts", () => {
     });
     expect(volume.status).toMatchObject({
       host,
-      pool: expect.stringMatching(/^stratus-[0-9a-f]{8}$/),
+      pool: localPoolName(host),
+      poolType: "local",
       capacity: "5Gi",
       attachedTo: { virtualMachine: "vm-disks", device: "vdb" },
     });
