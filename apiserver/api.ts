@@ -8,10 +8,12 @@ import type { Logger } from "pino";
 import {
   type AsyncJob,
   type DiskOffering,
+  type Host,
   type IPAddress,
   type Network,
   Resources,
   type ServiceOffering,
+  type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
@@ -37,6 +39,7 @@ import {
   responseName,
   UNAUTHORIZED_TEXT,
 } from "./envelope.ts";
+import type { Outcome } from "./jobs.ts";
 import { RequestParams } from "./params.ts";
 import { issueSession, passwordMatches, readSession, SESSION_SECONDS, sessionCookie } from "./sessions.ts";
 import { parseExpires, verifySignature } from "./signature.ts";
@@ -76,6 +79,8 @@ export interface Command {
   handler: Handler;
   /** The object name of list items (for XML and listApis), when a list. */
   async?: boolean;
+  /** An async command's own end: whether its job's target got where the command asked. */
+  outcome?: (job: AsyncJob, api: CloudStackApi) => Outcome;
 }
 
 const byUid = <T extends KubeObject>(object: T) => (object.metadata.uid ? [object.metadata.uid] : []);
@@ -86,6 +91,8 @@ export class CloudStackApi implements Catalog {
   readonly zones: Informer<Zone>;
   readonly serviceOfferings: Informer<ServiceOffering>;
   readonly diskOfferings: Informer<DiskOffering>;
+  readonly storagePools: Informer<StoragePool>;
+  readonly hosts: Informer<Host>;
   readonly templates: Informer<Template>;
   readonly vms: Informer<VirtualMachine>;
   readonly volumes: Informer<Volume>;
@@ -111,6 +118,8 @@ export class CloudStackApi implements Catalog {
     this.zones = informers.for<Zone>(Resources.zones, indexed);
     this.serviceOfferings = informers.for<ServiceOffering>(Resources.serviceOfferings, indexed);
     this.diskOfferings = informers.for<DiskOffering>(Resources.diskOfferings, indexed);
+    this.storagePools = informers.for<StoragePool>(Resources.storagePools, indexed);
+    this.hosts = informers.for<Host>(Resources.hosts, indexed);
     this.templates = informers.for<Template>(Resources.templates, indexed);
     this.vms = informers.for<VirtualMachine>(Resources.virtualMachines, indexed);
     this.volumes = informers.for<Volume>(Resources.volumes, indexed);
@@ -132,9 +141,15 @@ export class CloudStackApi implements Catalog {
   // Catalog: what views look up.
   zone = (name: string) => this.zones.get(name);
   serviceOffering = (name: string) => this.serviceOfferings.get(name);
+  diskOffering = (name: string) => this.diskOfferings.get(name);
+  storagePool = (name: string) => this.storagePools.get(name);
   template = (name: string) => this.templates.get(name);
   network = (namespace: string, name: string) => this.networks.get(`${namespace}/${name}`);
   addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
+
+  command(name: string): Command | undefined {
+    return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  }
 
   /** Answers one request; never throws. */
   async handle(sources: URLSearchParams[], cookieHeader?: string): Promise<Rendered> {

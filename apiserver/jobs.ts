@@ -90,7 +90,7 @@ export function jobView(job: AsyncJob): Json {
   return body;
 }
 
-type Outcome = { result: Json } | { error: { code: number; text: string } } | undefined;
+export type Outcome = { result: Json } | { error: { code: number; text: string } } | undefined;
 
 /** Whether the job's target has reached what the command asked for, or cannot. */
 function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
@@ -178,8 +178,12 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       return targetUid && api.networks.byIndex("uid", targetUid).length > 0
         ? undefined
         : { result: { success: true } };
-    default:
-      return { error: { code: ERROR.INTERNAL, text: `no job handler for ${job.spec.command}` } };
+    default: {
+      const own = api.command(job.spec.command)?.outcome;
+      return own
+        ? own(job, api)
+        : { error: { code: ERROR.INTERNAL, text: `no job handler for ${job.spec.command}` } };
+    }
   }
 }
 
@@ -258,6 +262,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.jobs)
       .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
       .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
+      .watch(api.storagePools, (pool) => byTarget(pool.metadata.uid as string))
       // A volume concerns its own jobs, and (a ROOT volume) those of the VM that owns it.
       .watch(api.volumes, (volume) => [
         ...byTarget(volume.metadata.uid as string),

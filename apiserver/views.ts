@@ -9,11 +9,13 @@ import type {
   IPAddress,
   Network,
   ServiceOffering,
+  StoragePool,
   Template,
   VirtualMachine,
   Volume,
   Zone,
 } from "../crds/index.ts";
+import { isSharedPoolType } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
 import type { KubeObject } from "../runtime/client.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
@@ -25,6 +27,8 @@ const GIB = 1024n * MIB;
 export interface Catalog {
   zone(name: string): Zone | undefined;
   serviceOffering(name: string): ServiceOffering | undefined;
+  diskOffering(name: string): DiskOffering | undefined;
+  storagePool(name: string): StoragePool | undefined;
   template(name: string): Template | undefined;
   network(namespace: string, name: string): Network | undefined;
   addresses(namespace: string, vm: string): IPAddress[];
@@ -86,7 +90,8 @@ export function serviceOfferingView(offering: ServiceOffering): Json {
     offerha: offering.spec.highAvailability ?? false,
     iscustomized: false,
     issystem: false,
-    storagetype: "local",
+    storagetype: offering.spec.storageType ?? "local",
+    storagetags: offering.spec.storageTags?.length ? offering.spec.storageTags.join(",") : undefined,
     hosttags: offering.spec.hostTags?.join(","),
     created: formatDate(offering.metadata.creationTimestamp),
   });
@@ -99,7 +104,8 @@ export function diskOfferingView(offering: DiskOffering): Json {
     displaytext: offering.spec.displayName ?? (offering.metadata.name as string),
     disksize: offering.spec.size ? Number(parseQuantity(offering.spec.size) / GIB) : 0,
     iscustomized: offering.spec.size === undefined,
-    storagetype: "local",
+    storagetype: offering.spec.storageType ?? "local",
+    tags: offering.spec.tags?.length ? offering.spec.tags.join(",") : undefined,
     provisioningtype: "thin",
     created: formatDate(offering.metadata.creationTimestamp),
   });
@@ -202,6 +208,8 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
   const size = volume.status?.capacity ?? volume.spec.size;
   const attached = volume.status?.attachedTo;
   const device = attached?.device ? attached.device.charCodeAt(attached.device.length - 1) - 97 : undefined;
+  const diskOffering = volume.spec.diskOffering ? catalog.diskOffering(volume.spec.diskOffering) : undefined;
+  const pool = volume.status?.pool ? catalog.storagePool(volume.status.pool) : undefined;
   return compact({
     id: uid(volume),
     name: volume.metadata.name as string,
@@ -221,7 +229,15 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
     vmname: attached?.virtualMachine,
     vmstate: vm ? vmStateView(vm) : undefined,
     deviceid: attached ? device : undefined,
-    storagetype: "local",
+    diskofferingid: diskOffering ? uid(diskOffering) : undefined,
+    diskofferingname: volume.spec.diskOffering,
+    storage: volume.status?.pool,
+    storageid: pool ? uid(pool) : undefined,
+    storagetype: volume.status?.poolType
+      ? isSharedPoolType(volume.status.poolType)
+        ? "shared"
+        : "local"
+      : undefined,
     deleteprotection: false,
     destroyed: false,
     created: formatDate(volume.metadata.creationTimestamp),

@@ -9,10 +9,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
-import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import { KubeClient } from "../../runtime/client.ts";
+import {
+  type Account,
+  makeAccount as makeCloudStackAccount,
+  RBAC,
+  cs as runCs,
+  signedRequest,
+} from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer, startHostAgent, startOperator } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -23,28 +29,6 @@ const hasCs =
   existsSync("/usr/lib/python3/dist-packages/libcloud/__init__.py");
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `cs-zone-${suffix}`;
-
-const RBAC = (version: string, plural: string): ResourceType => ({
-  group: "rbac.authorization.k8s.io",
-  version,
-  plural,
-  kind:
-    plural === "clusterroles"
-      ? "ClusterRole"
-      : plural === "clusterrolebindings"
-        ? "ClusterRoleBinding"
-        : plural === "roles"
-          ? "Role"
-          : "RoleBinding",
-  namespaced: plural === "roles" || plural === "rolebindings",
-});
-
-interface Account {
-  user: string;
-  namespace: string;
-  apiKey: string;
-  secretKey: string;
-}
 
 describe.skipIf(!hasCs)(
   "the CloudStack API, driven by real clients (needs python3-cs, python3-libcloud)",
@@ -57,94 +41,15 @@ describe.skipIf(!hasCs)(
     let keysNamespace: string;
     let bob: Account;
 
-    /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
-    async function cs(account: Account, command: string, args: Record<string, string> = {}) {
-      const result = await runFile(
-        PYTHON,
-        ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
-        {
-          env: {
-            ...process.env,
-            CLOUDSTACK_ENDPOINT: endpoint,
-            CLOUDSTACK_KEY: account.apiKey,
-            CLOUDSTACK_SECRET: account.secretKey,
-            CLOUDSTACK_TIMEOUT: "60",
-          },
-        },
-      ).then(
-        (r) => ({ ok: true, stdout: r.stdout, stderr: r.stderr }),
-        (e: { stdout?: string; stderr?: string }) => ({
-          ok: false,
-          stdout: e.stdout ?? "",
-          stderr: e.stderr ?? "",
-        }),
-      );
-      const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Record<string, unknown>) : {};
-      return { ...result, json };
-    }
-
-    /** A request signed by hand, for the cases no well-behaved client sends. */
-    async function raw(
+    const cs = (account: Account, command: string, args: Record<string, string> = {}) =>
+      runCs(endpoint, account, command, args);
+    const raw = (
       account: Account,
       params: Record<string, string>,
       tamper?: (p: Record<string, string>) => void,
-    ) {
-      const all = { apiKey: account.apiKey, response: "json", ...params };
-      const signature = sign(canonicalString(all), account.secretKey);
-      tamper?.(all);
-      const query = new URLSearchParams({ ...all, signature });
-      const response = await fetch(`${endpoint}?${query}`);
-      return {
-        status: response.status,
-        body: (await response.json()) as Record<string, Record<string, unknown>>,
-      };
-    }
-
-    async function makeAccount(keysNamespace: string, name: string, catalogRole: string): Promise<Account> {
-      const controlPlane = await sharedControlPlane();
-      const namespace = await useNamespace(controlPlane.kubeConfig, name);
-      const user = `${name}-${suffix}`;
-      const apply = (type: ResourceType, object: KubeObject & Record<string, unknown>) =>
-        client.apply(type, object, { fieldManager: "cs-test" });
-      await apply(RBAC("v1", "roles"), {
-        metadata: { name: "cloudstack-user", namespace },
-        rules: [
-          {
-            apiGroups: ["stratus.io"],
-            resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
-            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
-          },
-        ],
-      });
-      await apply(RBAC("v1", "rolebindings"), {
-        metadata: { name: "cloudstack-user", namespace },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "cloudstack-user" },
-        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
-      });
-      await apply(RBAC("v1", "clusterrolebindings"), {
-        metadata: { name: `${catalogRole}-${user}` },
-        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: catalogRole },
-        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
-      });
-      const account = {
-        user,
-        namespace,
-        apiKey: randomBytes(12).toString("hex"),
-        secretKey: randomBytes(24).toString("base64"),
-      };
-      await client.create(SECRET, {
-        metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
-        stringData: {
-          apiKey: account.apiKey,
-          secretKey: account.secretKey,
-          user,
-          account: namespace,
-          username: user,
-          password: `pw-${account.secretKey}`,
-        },
-      } as KubeObject);
-      return account;
-    }
+    ) => signedRequest(endpoint, account, params, tamper);
+    const makeAccount = (keysNamespace: string, name: string, catalogRole: string) =>
+      makeCloudStackAccount(client, { keysNamespace, name, suffix, clusterRoles: [catalogRole] });
 
     beforeAll(async () => {
       const controlPlane = await sharedControlPlane();

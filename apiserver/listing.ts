@@ -1,0 +1,52 @@
+// What every list and by-id command shares: paging with the total count, CloudStack's id/name/
+// keyword filters, lookup by UID (the CloudStack id), and the RBAC check for cluster-scoped lists.
+import type { KubeObject, ResourceType } from "../runtime/client.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { Call } from "./api.ts";
+import { ApiError, ERROR, entityNotFound, type Json, listBody } from "./envelope.ts";
+
+const DEFAULT_PAGE_SIZE = 500;
+
+/** One page of `items` (page/pagesize), with the total count clients page by. */
+export function page(call: Call, itemKey: string, items: Json[]): Json {
+  const size = call.params.integer("pagesize") ?? DEFAULT_PAGE_SIZE;
+  const number = call.params.integer("page") ?? 1;
+  if (size < 1 || number < 1) throw new ApiError(ERROR.PARAM, "page and pagesize must be positive");
+  return listBody(itemKey, items.slice((number - 1) * size, number * size), items.length);
+}
+
+/** `id`, `name` (exact, as Terraform needs) and `keyword` (substring) filters. */
+export function filtered<T extends KubeObject>(
+  call: Call,
+  objects: T[],
+  displayName: (o: T) => string | undefined = () => undefined,
+): T[] {
+  const id = call.params.get("id")?.toLowerCase();
+  const ids = call.params.list("ids").map((i) => i.toLowerCase());
+  const name = call.params.get("name");
+  const keyword = call.params.get("keyword")?.toLowerCase();
+  return objects
+    .filter((o) => !id || o.metadata.uid === id)
+    .filter((o) => ids.length === 0 || ids.includes(o.metadata.uid as string))
+    .filter((o) => !name || o.metadata.name === name)
+    .filter(
+      (o) =>
+        !keyword ||
+        (o.metadata.name as string).toLowerCase().includes(keyword) ||
+        (displayName(o) ?? "").toLowerCase().includes(keyword),
+    )
+    .sort((a, b) => (a.metadata.creationTimestamp ?? "").localeCompare(b.metadata.creationTimestamp ?? ""));
+}
+
+/** The object with this UID (the CloudStack id), or the 431 Terraform reads as "gone". */
+export function byId<T extends KubeObject>(informer: Informer<T>, call: Call, parameter: string): T {
+  const id = call.params.requiredUuid(parameter);
+  const [object] = informer.byIndex("uid", id);
+  if (!object) throw entityNotFound(parameter, id);
+  return object;
+}
+
+export async function requireClusterRead(call: Call, type: ResourceType): Promise<void> {
+  if (!(await call.api.can(call.caller, "list", type)))
+    throw new ApiError(ERROR.ACCOUNT, `Account ${call.caller.account} may not list ${type.plural}`);
+}

@@ -1,0 +1,140 @@
+// CloudStack accounts for the API tests: a namespace with the user's RBAC, an API key Secret, and
+// the two ways tests call the API: the real Python `cs` client and a request signed by hand.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { promisify } from "node:util";
+import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
+import { canonicalString, sign } from "../../apiserver/signature.ts";
+import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
+import { sharedControlPlane, useNamespace } from "./support.ts";
+
+const runFile = promisify(execFile);
+const PYTHON = "/usr/bin/python3";
+export const hasCs = existsSync("/usr/lib/python3/dist-packages/cs/__init__.py");
+
+export const RBAC = (version: string, plural: string): ResourceType => ({
+  group: "rbac.authorization.k8s.io",
+  version,
+  plural,
+  kind:
+    plural === "clusterroles"
+      ? "ClusterRole"
+      : plural === "clusterrolebindings"
+        ? "ClusterRoleBinding"
+        : plural === "roles"
+          ? "Role"
+          : "RoleBinding",
+  namespaced: plural === "roles" || plural === "rolebindings",
+});
+
+export interface Account {
+  user: string;
+  namespace: string;
+  apiKey: string;
+  secretKey: string;
+}
+
+/** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
+export async function cs(
+  endpoint: string,
+  account: Account,
+  command: string,
+  args: Record<string, string> = {},
+) {
+  const result = await runFile(
+    PYTHON,
+    ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
+    {
+      env: {
+        ...process.env,
+        CLOUDSTACK_ENDPOINT: endpoint,
+        CLOUDSTACK_KEY: account.apiKey,
+        CLOUDSTACK_SECRET: account.secretKey,
+        CLOUDSTACK_TIMEOUT: "60",
+      },
+    },
+  ).then(
+    (r) => ({ ok: true, stdout: r.stdout, stderr: r.stderr }),
+    (e: { stdout?: string; stderr?: string }) => ({
+      ok: false,
+      stdout: e.stdout ?? "",
+      stderr: e.stderr ?? "",
+    }),
+  );
+  const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Record<string, unknown>) : {};
+  return { ...result, json };
+}
+
+/** A request signed by hand, for the cases no well-behaved client sends. */
+export async function signedRequest(
+  endpoint: string,
+  account: Account,
+  params: Record<string, string>,
+  tamper?: (p: Record<string, string>) => void,
+) {
+  const all = { apiKey: account.apiKey, response: "json", ...params };
+  const signature = sign(canonicalString(all), account.secretKey);
+  tamper?.(all);
+  const query = new URLSearchParams({ ...all, signature });
+  const response = await fetch(`${endpoint}?${query}`);
+  return {
+    status: response.status,
+    body: (await response.json()) as Record<string, Record<string, unknown>>,
+  };
+}
+
+/**
+ * An account `name`: its namespace with the user's Role for its own objects, the cluster roles
+ * given (catalog, admin), and its API key Secret in `keysNamespace`.
+ */
+export async function makeAccount(
+  client: KubeClient,
+  options: { keysNamespace: string; name: string; suffix: string; clusterRoles: string[] },
+): Promise<Account> {
+  const { keysNamespace, name, suffix } = options;
+  const controlPlane = await sharedControlPlane();
+  const namespace = await useNamespace(controlPlane.kubeConfig, name);
+  const user = `${name}-${suffix}`;
+  const apply = (type: ResourceType, object: KubeObject & Record<string, unknown>) =>
+    client.apply(type, object, { fieldManager: "cs-test" });
+  await apply(RBAC("v1", "roles"), {
+    metadata: { name: "cloudstack-user", namespace },
+    rules: [
+      {
+        apiGroups: ["stratus.io"],
+        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
+        verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
+      },
+    ],
+  });
+  await apply(RBAC("v1", "rolebindings"), {
+    metadata: { name: "cloudstack-user", namespace },
+    roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "cloudstack-user" },
+    subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+  });
+  for (const role of options.clusterRoles)
+    await apply(RBAC("v1", "clusterrolebindings"), {
+      metadata: { name: `${role}-${user}` },
+      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: role },
+      subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user }],
+    });
+  const account = {
+    user,
+    namespace,
+    apiKey: randomBytes(12).toString("hex"),
+    secretKey: randomBytes(24).toString("base64"),
+  };
+  await client.create(SECRET, {
+    metadata: { name: `key-${name}`, namespace: keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
+    stringData: {
+      apiKey: account.apiKey,
+      secretKey: account.secretKey,
+      user,
+      account: namespace,
+      username: user,
+      password: `pw-${account.secretKey}`,
+    },
+  } as KubeObject);
+  return account;
+}
