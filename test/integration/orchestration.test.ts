@@ -18,7 +18,6 @@ import {
 } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
-import type { ObservedDomain } from "../../host-agent/hypervisor.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
