@@ -83,7 +83,11 @@ export class KubeAgentWrites implements AgentWrites {
   async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
     await this.client.apply(
       Resources.volumes,
-      { metadata: { name: ref.name, namespace: ref.namespace }, status: { transfer } },
+      // Clearing applies no transfer at all: an empty `transfer: {}` would become null, which the schema refuses.
+      {
+        metadata: { name: ref.name, namespace: ref.namespace },
+        status: Object.keys(transfer).length > 0 ? { transfer } : {},
+      },
       { fieldManager: TRANSFER_FIELD_MANAGER, subresource: "status" },
     );
   }

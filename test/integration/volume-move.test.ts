@@ -227,7 +227,7 @@ describe.skipIf(!canRunQemu())("volumes that move with their VM (needs root and 
     await hostState(from, "Maintenance");
     await setMaintenance(from, false);
     await hostState(from, "Enabled");
-  });
+  }, 300_000);
 
   it("a VM whose disks cannot go anywhere stays where it is with its data, and maintenance says why", async () => {
     await client.create(Resources.volumes, {
@@ -256,7 +256,7 @@ describe.skipIf(!canRunQemu())("volumes that move with their VM (needs root and 
       spec: { maintenance: false },
     });
     await client.delete(Resources.virtualMachines, "stuck", namespace);
-  });
+  }, 300_000);
 
   it("on a sharedMountPoint pool the VM moves and no byte is copied: the same files serve it on the other host", async () => {
     await client.create(Resources.storagePools, {
@@ -293,5 +293,5 @@ describe.skipIf(!canRunQemu())("volumes that move with their VM (needs root and 
       expect((await stat(file.path)).ino).toBe(file.inode);
     }
     await setMaintenance(from, false);
-  });
+  }, 300_000);
 });
