@@ -9,6 +9,8 @@ export const DOMAIN_FINALIZER = "stratus.io/domain";
 export const DISK_FINALIZER = "stratus.io/disk";
 /** Deletion guard of a data volume: storage removes it once no VM attaches the volume. */
 export const STORAGE_FINALIZER = "stratus.io/storage";
+/** A snapshot's file may exist on secondary storage: the agent that took it removes the file, then this. */
+export const SNAPSHOT_DATA_FINALIZER = "stratus.io/snapshot-data";
 /** Deletion guard of a StoragePool: storage removes it once no volume's disk is in the pool. */
 export const STORAGE_POOL_FINALIZER = "stratus.io/storage-pool";
 
@@ -25,6 +27,8 @@ export function renderFinalizerPolicy(): [Json, Json] {
     "  metadata: Object.metadata{",
     "    finalizers: request.resource.resource == 'virtualmachines'",
     `      ? ['${DOMAIN_FINALIZER}']`,
+    "      : request.resource.resource == 'volumesnapshots'",
+    `      ? ['${SNAPSHOT_DATA_FINALIZER}']`,
     "      : has(object.spec.type) && object.spec.type == 'ROOT'",
     `        ? ['${DISK_FINALIZER}']`,
     `        : ['${DISK_FINALIZER}', '${STORAGE_FINALIZER}']`,
@@ -46,7 +50,7 @@ export function renderFinalizerPolicy(): [Json, Json] {
               apiGroups: [GROUP],
               apiVersions: ["*"],
               operations: ["CREATE"],
-              resources: ["virtualmachines", "volumes"],
+              resources: ["virtualmachines", "volumes", "volumesnapshots"],
             },
           ],
         },

@@ -6,14 +6,17 @@ import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
+import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
 import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
 import { VolumeKind } from "./kinds/volume.ts";
+import { VolumeSnapshotKind } from "./kinds/volume-snapshot.ts";
 import { ZoneKind } from "./kinds/zone.ts";
 
 export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
+export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
 export {
   isSharedPoolType,
   localPoolName,
@@ -24,6 +27,7 @@ export {
 } from "./kinds/storage-pool.ts";
 export { RESTART_ANNOTATION } from "./kinds/virtual-machine.ts";
 export { needsRootVolume, rootVolumeName } from "./kinds/volume.ts";
+export { REVERT_ANNOTATION, SNAPSHOT_POLICY_LABEL } from "./kinds/volume-snapshot.ts";
 
 export const KINDS: readonly KindDefinition[] = [
   ZoneKind,
@@ -34,6 +38,8 @@ export const KINDS: readonly KindDefinition[] = [
   TemplateKind,
   VirtualMachineKind,
   VolumeKind,
+  VolumeSnapshotKind,
+  SnapshotPolicyKind,
   NetworkKind,
   IPAddressKind,
   AsyncJobKind,
@@ -46,10 +52,12 @@ export {
   IPAddressKind,
   NetworkKind,
   ServiceOfferingKind,
+  SnapshotPolicyKind,
   StoragePoolKind,
   TemplateKind,
   VirtualMachineKind,
   VolumeKind,
+  VolumeSnapshotKind,
   ZoneKind,
 };
 
@@ -61,6 +69,8 @@ export type DiskOffering = ObjectOf<typeof DiskOfferingKind>;
 export type Template = ObjectOf<typeof TemplateKind>;
 export type VirtualMachine = ObjectOf<typeof VirtualMachineKind>;
 export type Volume = ObjectOf<typeof VolumeKind>;
+export type VolumeSnapshot = ObjectOf<typeof VolumeSnapshotKind>;
+export type SnapshotPolicy = ObjectOf<typeof SnapshotPolicyKind>;
 export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
@@ -75,6 +85,8 @@ export const Resources = {
   templates: resourceOf(TemplateKind),
   virtualMachines: resourceOf(VirtualMachineKind),
   volumes: resourceOf(VolumeKind),
+  volumeSnapshots: resourceOf(VolumeSnapshotKind),
+  snapshotPolicies: resourceOf(SnapshotPolicyKind),
   networks: resourceOf(NetworkKind),
   ipAddresses: resourceOf(IPAddressKind),
   asyncJobs: resourceOf(AsyncJobKind),

@@ -62,6 +62,7 @@ export async function installCustomResourceDefinitions(
       body: { spec: { zone: "probe", serviceOffering: "probe", template: "probe" } },
     },
     { plural: "volumes", kind: "Volume", body: { spec: { zone: "probe", size: "1Gi" } } },
+    { plural: "volumesnapshots", kind: "VolumeSnapshot", body: { spec: { volume: "probe" } } },
   ];
   for (const { plural, kind, body } of probes) {
     for (;;) {

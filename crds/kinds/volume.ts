@@ -76,10 +76,22 @@ export const VolumeKind = defineKind({
         Type.Object(
           {
             template: Type.Optional(ObjectName({ description: "Create the disk from this Template." })),
+            snapshot: Type.Optional(
+              ObjectName({
+                description:
+                  "Create the disk from this VolumeSnapshot of the namespace (a copy of its bytes).",
+              }),
+            ),
           },
           {
             description: "Where the disk's content comes from; empty means a blank disk.",
-            "x-kubernetes-validations": [immutable("source")],
+            "x-kubernetes-validations": [
+              immutable("source"),
+              {
+                rule: "!(has(self.template) && has(self.snapshot))",
+                message: "a volume comes from a template or a snapshot, not both",
+              },
+            ],
           },
         ),
       ),
@@ -118,6 +130,13 @@ export const VolumeKind = defineKind({
           },
           { description: "Where the volume is attached." },
         ),
+      ),
+      revertedTo: Type.Optional(
+        Type.String({
+          maxLength: 512,
+          description:
+            "The last revert request (stratus.io/revert-to-snapshot) the holding agent carried out.",
+        }),
       ),
       transfer: Type.Optional(
         Type.Object(

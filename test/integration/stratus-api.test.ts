@@ -74,6 +74,9 @@ describe("the Stratus API on the real API server", () => {
     });
     expect((await get("so", "medium", false)).spec).toMatchObject({ highAvailability: true, memory: "4Gi" });
     expect((await get("tmpl", "debian-12", false)).spec).toMatchObject({ format: "qcow2" });
+    expect((await get("pool", "zone-a-shared", false)).spec).toMatchObject({ maintenance: false });
+    expect((await get("vsnap", "pgdata-before-upgrade")).spec).toMatchObject({ volume: "pgdata" });
+    expect((await get("snappol", "pgdata-nightly")).spec).toMatchObject({ timezone: "Europe/Berlin" });
   });
 
   it("applies examples/small-cloud as it is", async () => {
