@@ -13,6 +13,8 @@ export const AGENT_FIELD_MANAGER = "stratus-host-agent";
  * own: the two agents of a move each write them without touching where the disk is (host, pool, path).
  */
 export const TRANSFER_FIELD_MANAGER = "stratus-host-agent-transfer";
+/** A Volume's `status.revertedTo`: apart, so the agent's other Volume fields never drop it. */
+export const REVERT_FIELD_MANAGER = "stratus-host-agent-revert";
 
 export interface ObjectRef {
   namespace: string;
@@ -38,6 +40,10 @@ export interface AgentWrites {
    * apply replaces both, so a writer passes on the one it does not change.
    */
   volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void>;
+  /** Applies the agent's part of a VolumeSnapshot's status (phase, file, checksum, Ready). */
+  snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
+  /** Records that the Volume's disk was reverted as `request` asked. */
+  volumeReverted(ref: ObjectRef, request: string): Promise<void>;
   /** Removes a finalizer; false when it was not there. */
   removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean>;
   event(type: ResourceType, object: KubeObject, event: AgentEvent): Promise<void>;
@@ -89,6 +95,18 @@ export class KubeAgentWrites implements AgentWrites {
         status: Object.keys(transfer).length > 0 ? { transfer } : {},
       },
       { fieldManager: TRANSFER_FIELD_MANAGER, subresource: "status" },
+    );
+  }
+
+  async snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
+    await this.apply(Resources.volumeSnapshots, ref, status);
+  }
+
+  async volumeReverted(ref: ObjectRef, request: string): Promise<void> {
+    await this.client.apply(
+      Resources.volumes,
+      { metadata: { name: ref.name, namespace: ref.namespace }, status: { revertedTo: request } },
+      { fieldManager: REVERT_FIELD_MANAGER, subresource: "status" },
     );
   }
 

@@ -14,11 +14,10 @@ import {
   Resources,
   rootVolumeName,
   type ServiceOffering,
-  type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
-  type Zone,
+  type VolumeSnapshot,
 } from "../crds/index.ts";
 import { isNotFound, type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
@@ -33,19 +32,14 @@ import { domainName } from "./domain-xml.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
-import { PoolSync } from "./pool-sync.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
+import { StorageWork } from "./storage-work.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
 import { VmSync, type VmWorld } from "./vm-sync.ts";
-import { syncVolumeDeletion } from "./volume-sync.ts";
-import { syncVolumeTransfer } from "./volume-transfer.ts";
 
 export { AGENT_VERSION };
-
-/** Every how many heartbeats the pools are looked at again (free space, mounts). */
-const POOL_REPORT_EVERY_BEATS = 6;
 
 export interface HostAgentOptions {
   hostName: string;
@@ -89,18 +83,11 @@ export class HostAgent {
   private readonly offerings: Informer<ServiceOffering>;
   private readonly templates: Informer<Template>;
   private readonly diskOfferings: Informer<DiskOffering>;
-  /** Volumes whose disk is on this host. */
-  private readonly localVolumes: Informer<Volume>;
-  /** Volumes moving to a pool of this host. */
-  private readonly incomingVolumes: Informer<Volume>;
-  /** The zone's storage pools, and the zone itself (its secondary storage). */
-  private readonly storagePools: Informer<StoragePool>;
-  private readonly zone: Informer<Zone>;
-  private pools: PoolSync | undefined;
+  /** Volumes, snapshots and storage pools: the agent's storage side. */
+  private readonly storage: StorageWork;
   private readonly networks: ReferencedObjects<Network>;
   private readonly writes: AgentWrites;
   private readonly vmController: Controller;
-  private readonly volumeController: Controller;
   /** VM UID <-> key, so hypervisor events (which name domains by UID) find their VM. */
   private readonly keysByUid = new Map<string, string>();
   private hypervisor: Hypervisor | undefined;
@@ -130,16 +117,6 @@ export class HostAgent {
     this.offerings = this.informers.for<ServiceOffering>(Resources.serviceOfferings);
     this.templates = this.informers.for<Template>(Resources.templates);
     this.diskOfferings = this.informers.for<DiskOffering>(Resources.diskOfferings);
-    this.localVolumes = this.informers.for<Volume>(Resources.volumes, {
-      fieldSelector: `status.host=${this.hostName}`,
-    });
-    this.incomingVolumes = this.informers.for<Volume>(Resources.volumes, {
-      fieldSelector: `status.transfer.target.host=${this.hostName}`,
-    });
-    this.storagePools = this.informers.for<StoragePool>(Resources.storagePools, {
-      fieldSelector: `spec.zone=${options.zone}`,
-    });
-    this.zone = this.informers.for<Zone>(Resources.zones, { fieldSelector: `metadata.name=${options.zone}` });
     this.networks = new ReferencedObjects<Network>(
       this.client,
       Resources.networks,
@@ -152,6 +129,20 @@ export class HostAgent {
       this.client,
       new EventRecorder(this.client, "stratus.io/host-agent", this.hostName, this.log),
     );
+    this.storage = new StorageWork({
+      hostName: this.hostName,
+      zone: options.zone,
+      client: this.client,
+      informers: this.informers,
+      writes: this.writes,
+      placed: this.placed,
+      self: () => this.self.get(this.hostName),
+      requeueVms: () => {
+        for (const key of this.placed.keys()) this.vmController.queue.add(key);
+      },
+      logger: this.log,
+      metrics: options.metrics,
+    });
     this.vmController = new Controller({
       name: "host-agent-vm",
       logger: this.log,
@@ -163,20 +154,7 @@ export class HostAgent {
       .watch(this.self, () => this.placed.keys())
       .watch(this.offerings, (o) => this.vmsUsing((vm) => vm.spec.serviceOffering === o.metadata.name))
       .watch(this.templates, (t) => this.vmsUsing((vm) => vm.spec.template === t.metadata.name))
-      .watch(this.localVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)));
-    this.volumeController = new Controller({
-      name: "host-agent-volume",
-      logger: this.log,
-      metrics: options.metrics,
-      reconcile: (key, log) => this.reconcileVolume(key, log),
-    })
-      .watch(this.localVolumes)
-      .watch(this.incomingVolumes)
-      // A VM that goes away may release the volumes it held.
-      .watch(this.placed, (vm) => [
-        ...(vm.spec.dataVolumes ?? []).map((slot) => `${vm.metadata.namespace}/${slot.volume}`),
-        `${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`,
-      ]);
+      .watch(this.storage.localVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)));
     this.placed.addHandlers({
       onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
       onUpdate: (_, vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
@@ -216,16 +194,7 @@ export class HostAgent {
       ...(this.options.consoleEndpoint ? { consoleEndpoint: this.options.consoleEndpoint } : {}),
       log: this.log,
     });
-    const pools = new PoolSync({
-      host: this.hostName,
-      client: this.client,
-      hypervisor,
-      pools: () => this.storagePools.list(),
-      self: () => this.self.get(this.hostName),
-      localPath: poolPath,
-      log: this.log,
-    });
-    this.pools = pools;
+    const pools = this.storage.prepare(hypervisor, poolPath);
     this.sync = new VmSync({
       owner,
       hypervisor,
@@ -248,13 +217,7 @@ export class HostAgent {
     });
     this.informers.start();
     await this.informers.waitForSync();
-    await pools.sync();
-    // A pool added, changed or taken away changes where disks can go: prepare and report again.
-    this.storagePools.addHandlers({
-      onAdd: () => this.resyncPools(),
-      onUpdate: () => this.resyncPools(),
-      onDelete: () => this.resyncPools(),
-    });
+    await this.storage.start();
     await reconcileHostDomains({
       client: this.client,
       hypervisor,
@@ -264,10 +227,9 @@ export class HostAgent {
       log: this.log,
     });
     await this.sync.removeUnusedNetworks(this.log);
-    let beats = 0;
     await Promise.all([
       this.vmController.run(signal),
-      this.volumeController.run(signal),
+      this.storage.run(signal),
       runHeartbeat(
         {
           client: this.client,
@@ -278,8 +240,7 @@ export class HostAgent {
           log: this.log,
           onBeat: async () => {
             await this.watchHypervisor();
-            // Free space changes with every disk written: looked at every few beats, reported on a real change.
-            if (++beats % POOL_REPORT_EVERY_BEATS === 0) this.resyncPools();
+            this.storage.onHeartbeat();
           },
         },
         signal,
@@ -287,44 +248,6 @@ export class HostAgent {
     ]);
     await this.networks.stop();
     await this.informers.stop();
-  }
-
-  private resyncPools(): void {
-    const pools = this.pools;
-    if (!pools) return;
-    this.poolSyncing = this.poolSyncing
-      .then(() => pools.sync())
-      .then(
-        () => {
-          // A pool that became usable may unblock VMs and moves waiting for it.
-          for (const key of this.placed.keys()) this.vmController.queue.add(key);
-          for (const key of this.incomingVolumes.keys()) this.volumeController.queue.add(key);
-        },
-        (error: unknown) => this.log.warn({ err: String(error) }, "storage pool sync failed"),
-      );
-  }
-
-  private poolSyncing: Promise<void> = Promise.resolve();
-
-  private async reconcileVolume(key: string, log: Logger) {
-    const volume = this.localVolumes.get(key) ?? this.incomingVolumes.get(key);
-    const hypervisor = this.requireHypervisor();
-    const deletion = await syncVolumeDeletion(volume, {
-      host: this.hostName,
-      hypervisor,
-      writes: this.writes,
-      boundVms: () => this.placed.list(),
-      log,
-    });
-    if (deletion || !this.pools) return deletion;
-    return syncVolumeTransfer(volume, {
-      host: this.hostName,
-      hypervisor,
-      storage: this.pools,
-      writes: this.writes,
-      secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
-      log,
-    });
   }
 
   isSynced(): boolean {
@@ -394,7 +317,7 @@ export class HostAgent {
           ...(vm.spec.dataVolumes ?? []).map((d) => d.volume),
         ];
         const found = new Map<string, Volume>();
-        for (const volume of this.localVolumes.list())
+        for (const volume of this.storage.localVolumes.list())
           if (
             volume.metadata.namespace === namespace &&
             volume.status?.attachedTo?.virtualMachine === vm.metadata.name
@@ -402,7 +325,7 @@ export class HostAgent {
             found.set(volume.metadata.name as string, volume);
         for (const name of names) {
           const volume =
-            this.localVolumes.get(`${namespace}/${name}`) ??
+            this.storage.localVolumes.get(`${namespace}/${name}`) ??
             (await this.client.get<Volume>(Resources.volumes, name, namespace).catch((error: unknown) => {
               if (isNotFound(error)) return undefined;
               throw error;
@@ -411,6 +334,13 @@ export class HostAgent {
         }
         return found;
       },
+      snapshot: (namespace, name) =>
+        this.client
+          .get<VolumeSnapshot>(Resources.volumeSnapshots, name, namespace)
+          .catch((error: unknown) => {
+            if (isNotFound(error)) return undefined;
+            throw error;
+          }),
       networks: async (vm) => {
         const namespace = vm.metadata.namespace as string;
         const found = new Map<string, Network>();

@@ -24,15 +24,22 @@ export async function sha256File(path: string): Promise<string> {
 }
 
 /**
- * Writes `source` as one qcow2 with no backing file to `target`. qemu-img takes the image's write
- * lock, so a disk a running QEMU still holds is refused rather than copied torn.
+ * Writes `source` as one qcow2 with no backing file to `target`. qemu-img takes the image's lock,
+ * so a disk a running QEMU still holds is refused rather than copied torn (unless the caller paused
+ * that QEMU and says so).
  */
-export async function flattenTo(source: string, target: string): Promise<StagedDisk> {
+export async function flattenTo(
+  source: string,
+  target: string,
+  options: { forceShare?: boolean } = {},
+): Promise<StagedDisk> {
   await mkdir(dirname(target), { recursive: true, mode: 0o700 });
   const part = `${target}.part`;
   await rm(part, { force: true });
   try {
-    await run("qemu-img", ["convert", "-O", "qcow2", source, part], { timeout: 3_600_000 });
+    // -U (force share) only for a guest the caller paused: QEMU flushed the disk and writes nothing.
+    const share = options.forceShare ? ["-U"] : [];
+    await run("qemu-img", ["convert", ...share, "-O", "qcow2", source, part], { timeout: 3_600_000 });
   } catch (error) {
     await rm(part, { force: true });
     const detail = ((error as { stderr?: string }).stderr ?? (error as Error).message).trim();

@@ -2,11 +2,12 @@
 // overlay and the data disks created (or grown while no domain holds them), and growth of data
 // disks inside a running guest.
 import type { Logger } from "pino";
-import type { VirtualMachine } from "../crds/index.ts";
+import type { VirtualMachine, VolumeSnapshot } from "../crds/index.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { checkImage, downloadOnce } from "./images.ts";
 import type { DataDiskPlan, DiskHome, RunPlan } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
+import { stagedFrom } from "./snapshot-sync.ts";
 
 export interface ImageStore {
   download(source: string, target: string, checksum: string | undefined): Promise<void>;
@@ -23,6 +24,7 @@ export async function prepareDisks(
   vm: VirtualMachine,
   plan: RunPlan,
   grow: boolean,
+  snapshot: (namespace: string, name: string) => Promise<VolumeSnapshot | undefined>,
 ) {
   const what = `VM ${vm.metadata.namespace}/${vm.metadata.name}`;
   if (plan.directBoot)
@@ -60,6 +62,7 @@ export async function prepareDisks(
   }
   for (const disk of plan.dataDisks) {
     await mustExist(hv, disk, `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`, host);
+    await fillFromSnapshot(hv, disk, snapshot);
     await hv.ensureDisk({
       pool: disk.pool,
       name: disk.name,
@@ -69,6 +72,24 @@ export async function prepareDisks(
     });
   }
   return root;
+}
+
+/** A new disk of a volume made from a snapshot starts as a verified copy of the snapshot's file. */
+async function fillFromSnapshot(
+  hv: Hypervisor,
+  disk: DataDiskPlan,
+  snapshot: (namespace: string, name: string) => Promise<VolumeSnapshot | undefined>,
+) {
+  const source = disk.volume.spec.source?.snapshot;
+  if (!source || disk.existing || (await hv.disk(disk.pool, disk.name))) return;
+  const found = await snapshot(disk.volume.metadata.namespace as string, source);
+  const staged = found ? stagedFrom(found) : undefined;
+  if (!staged)
+    throw new HostProblem(
+      "SnapshotNotReady",
+      `Volume ${disk.volume.metadata.name} is made from snapshot ${source}, which ${found ? "is not ready" : "does not exist"}.`,
+    );
+  await hv.importDisk(disk.pool, disk.name, staged);
 }
 
 /** A disk that was made once is never made again: a missing one is a problem to report, not to paper over. */

@@ -198,6 +198,16 @@ export class FakeHypervisor implements Hypervisor {
     this.set(vmUid, "shutoff", "destroyed");
   }
 
+  async pause(vmUid: string): Promise<void> {
+    this.record(`pause ${vmUid}`);
+    this.set(vmUid, "paused");
+  }
+
+  async resume(vmUid: string): Promise<void> {
+    this.record(`resume ${vmUid}`);
+    this.set(vmUid, "running");
+  }
+
   /** The guest powers itself off (or crashes), as a libvirt event would report. */
   guestStops(vmUid: string, reason: "shutdown" | "crashed" = "shutdown"): void {
     this.set(vmUid, "shutoff", reason);
@@ -268,10 +278,22 @@ export class FakeHypervisor implements Hypervisor {
     if (this.files.files.delete(`${this.poolPath(pool)}/${name}`)) this.record(`delete disk ${name}`);
   }
 
-  async exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk> {
+  async exportDisk(
+    pool: string,
+    name: string,
+    stagingPath: string,
+    options: { pausedDomain?: boolean } = {},
+  ): Promise<StagedDisk> {
     this.check();
-    const file = this.files.files.get(`${this.poolPath(pool)}/${name}`);
+    const path = `${this.poolPath(pool)}/${name}`;
+    const file = this.files.files.get(path);
     if (!file) throw new LibvirtError(`export ${pool}/${name}`, "Storage volume not found", 50);
+    // As qemu-img's image lock: a disk a running guest holds is not read (a paused one only when asked).
+    const holder = [...this.domains.values()].find(
+      (d) => d.state !== "shutoff" && d.disks.some((x) => x.path === path),
+    );
+    if (holder && !(options.pausedDomain && holder.state === "paused"))
+      throw new HostProblem("ExportFailed", `copying ${path} out failed: Failed to get shared "write" lock`);
     this.record(`export ${name}`);
     this.files.files.set(stagingPath, { ...file });
     return { path: stagingPath, sha256: sha256(file.content), bytes: file.content.length };

@@ -118,6 +118,9 @@ export interface Hypervisor {
   requestShutdown(vmUid: string): Promise<void>;
   /** Pulls the plug. */
   powerOff(vmUid: string): Promise<void>;
+  /** Pauses a running guest (its disks flushed and consistent until it resumes), and resumes it. */
+  pause(vmUid: string): Promise<void>;
+  resume(vmUid: string): Promise<void>;
   /** Removes the domain's definition (it must be off); disks stay. */
   undefine(vmUid: string): Promise<void>;
   /** Hot plug: `live` changes the running guest too. */
@@ -134,8 +137,14 @@ export interface Hypervisor {
   /**
    * Copies a disk that no running domain holds to `stagingPath` as one self-contained image (a
    * template's overlay is flattened), written under a temporary name and renamed, with its checksum.
+   * `pausedDomain`: a paused QEMU still holds the disk; read it anyway (it is consistent while paused).
    */
-  exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk>;
+  exportDisk(
+    pool: string,
+    name: string,
+    stagingPath: string,
+    options?: { pausedDomain?: boolean },
+  ): Promise<StagedDisk>;
   /**
    * Copies a staged disk into the pool and checks the copy hashes to `staged.sha256`; throws
    * HostProblem (and leaves nothing) when it does not. An older disk of that name is replaced.

@@ -198,6 +198,14 @@ export class LibvirtHypervisor implements Hypervisor {
     await this.libvirt.destroyDomain(domainName(vmUid));
   }
 
+  async pause(vmUid: string): Promise<void> {
+    await this.libvirt.suspendDomain(domainName(vmUid));
+  }
+
+  async resume(vmUid: string): Promise<void> {
+    await this.libvirt.resumeDomain(domainName(vmUid));
+  }
+
   async undefine(vmUid: string): Promise<void> {
     await this.libvirt.undefineDomain(domainName(vmUid));
   }

@@ -1,6 +1,6 @@
 import pino from "pino";
 import { beforeEach, describe, expect, it } from "vitest";
-import type { Template, VirtualMachine, Volume } from "../crds/index.ts";
+import type { Template, VirtualMachine, Volume, VolumeSnapshot } from "../crds/index.ts";
 import { FakeHypervisor } from "./fake-hypervisor.ts";
 import { networkPrefix } from "./network-xml.ts";
 import {
@@ -26,6 +26,7 @@ class Rig {
   templates: Template[] = [diskTemplate];
   maintenance = false;
   storage = hostStorage("/pool");
+  readonly snapshots = new Map<string, VolumeSnapshot>();
   clock = 0;
   sync = this.newSync();
 
@@ -66,6 +67,7 @@ class Rig {
           return found;
         },
         networks: async () => new Map([[network.metadata.name as string, network]]),
+        snapshot: async (_namespace, name) => this.snapshots.get(name),
       },
     });
   }
@@ -150,6 +152,37 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
       status: "False",
       reason: "DiskMissing",
       message: expect.stringContaining("it is not recreated empty"),
+    });
+  });
+
+  it("makes a new volume from a snapshot as a verified copy of the snapshot's file, and refuses an unready one", async () => {
+    rig.hv.files.files.set("/secondary/snap.qcow2", {
+      capacityBytes: 2n ** 30n,
+      content: "from-the-snapshot",
+    });
+    const sha256 = (await import("node:crypto"))
+      .createHash("sha256")
+      .update("from-the-snapshot")
+      .digest("hex");
+    rig.snapshots.set("s1", {
+      apiVersion: "stratus.io/v1alpha1",
+      kind: "VolumeSnapshot",
+      metadata: { name: "s1", namespace: "team-a" },
+      spec: { volume: "d0" },
+      status: { phase: "Ready", path: "/secondary/snap.qcow2", sha256 },
+    });
+    rig.volumes.set("d1", dataVolume("d1", { source: { snapshot: "s1" } }));
+    const key = rig.put(preparedVm("web", { spec: { dataVolumes: [{ name: "data", volume: "d1" }] } }));
+    await rig.run(key);
+    expect(rig.hv.content("/pool/data-vol-d1")).toBe("from-the-snapshot");
+    expect(rig.vm(key).status?.state).toBe("Running");
+
+    rig.volumes.set("d2", dataVolume("d2", { source: { snapshot: "missing" } }));
+    const other = rig.put(preparedVm("db", { spec: { dataVolumes: [{ name: "data", volume: "d2" }] } }));
+    await rig.run(other);
+    expect(rig.hv.disks.has("data-vol-d2")).toBe(false);
+    expect(rig.vm(other).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      reason: "SnapshotNotReady",
     });
   });
 

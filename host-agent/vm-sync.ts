@@ -14,6 +14,7 @@ import {
   type Template,
   type VirtualMachine,
   type Volume,
+  type VolumeSnapshot,
 } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
@@ -45,6 +46,8 @@ export interface VmWorld {
   /** The data and root Volumes the VM names (cached, or read once when not on this host yet). */
   volumes(vm: VirtualMachine): Promise<Map<string, Volume>>;
   networks(vm: VirtualMachine): Promise<Map<string, Network>>;
+  /** A VolumeSnapshot of a namespace (a new disk made from it copies its file). */
+  snapshot(namespace: string, name: string): Promise<VolumeSnapshot | undefined>;
 }
 
 export interface VmSyncOptions {
@@ -165,7 +168,9 @@ export class VmSync {
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
     const live = existing?.state === "running";
-    const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live);
+    const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live, (namespace, name) =>
+      this.o.world.snapshot(namespace, name),
+    );
     for (const nic of plan.nics) {
       await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
       await this.o.afterNetworkSync?.(nic);
@@ -251,6 +256,11 @@ export class VmSync {
     intent: string,
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
+    if (intent === "run" && domain.state === "paused") {
+      // Paused only by a snapshot this agent did not live to finish: the guest goes on.
+      await this.hv.resume(uid);
+      return undefined;
+    }
     if (intent === "run" && domain.state !== "running") {
       // A guest still shutting down is not started: once it is off, its shutoff reason decides
       // (RerunOnFailure leaves a guest that powered itself off alone).

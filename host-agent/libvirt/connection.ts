@@ -83,6 +83,8 @@ const api = {
   domainLookupByName: lib.func("void *virDomainLookupByName(void *conn, const char *name)"),
   domainCreate: lib.func("int virDomainCreate(void *dom)"),
   domainShutdown: lib.func("int virDomainShutdown(void *dom)"),
+  domainSuspend: lib.func("int virDomainSuspend(void *dom)"),
+  domainResume: lib.func("int virDomainResume(void *dom)"),
   domainDestroy: lib.func("int virDomainDestroy(void *dom)"),
   domainUndefine: lib.func("int virDomainUndefine(void *dom)"),
   domainFree: lib.func("int virDomainFree(void *dom)"),
@@ -484,6 +486,15 @@ export class LibvirtConnection {
   /** Asks the guest to shut down (ACPI); it may take a while, or never happen. */
   shutdownDomain(name: string): Promise<number> {
     return this.withDomain(name, (dom) => this.intCall(`shut down ${name}`, api.domainShutdown, dom));
+  }
+
+  /** Pauses the guest's CPUs; QEMU flushes its disks first, so the files are consistent while paused. */
+  suspendDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`pause ${name}`, api.domainSuspend, dom));
+  }
+
+  resumeDomain(name: string): Promise<number> {
+    return this.withDomain(name, (dom) => this.intCall(`resume ${name}`, api.domainResume, dom));
   }
 
   /** Pulls the plug. */

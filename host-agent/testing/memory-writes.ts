@@ -51,6 +51,21 @@ export class MemoryWrites implements AgentWrites {
     this.transfers.set(key, transfer);
   }
 
+  readonly snapshotStatuses = new Map<string, Record<string, unknown>>();
+  readonly reverts = new Map<string, string>();
+
+  async snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
+    const key = `${ref.namespace}/${ref.name}`;
+    this.writes.push(`snapshot ${key}`);
+    this.snapshotStatuses.set(key, status);
+  }
+
+  async volumeReverted(ref: ObjectRef, request: string): Promise<void> {
+    const key = `${ref.namespace}/${ref.name}`;
+    this.writes.push(`reverted ${key}`);
+    this.reverts.set(key, request);
+  }
+
   async removeFinalizer(type: ResourceType, object: KubeObject, finalizer: string): Promise<boolean> {
     if (!object.metadata.finalizers?.includes(finalizer)) return false;
     this.writes.push(`finalizer ${type.plural}/${object.metadata.namespace}/${object.metadata.name}`);

@@ -1,0 +1,197 @@
+// The host agent's storage side: the Volumes whose disks are here (deletion, revert, moves out) or
+// coming here (moves in), the snapshots it was given to take, and the StoragePools of its zone. Its
+// own watches and work queues, beside the VM loop (agent.ts), which it tells when a pool changes.
+import type { Logger } from "pino";
+import {
+  type Host,
+  Resources,
+  rootVolumeName,
+  type StoragePool,
+  type VirtualMachine,
+  type Volume,
+  type VolumeSnapshot,
+  type Zone,
+} from "../crds/index.ts";
+import { isNotFound, type KubeClient } from "../runtime/client.ts";
+import type { InformerFactory } from "../runtime/component.ts";
+import { Controller } from "../runtime/controller.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { RuntimeMetrics } from "../runtime/metrics.ts";
+import type { AgentWrites } from "./agent-writes.ts";
+import type { Hypervisor } from "./hypervisor.ts";
+import { PoolSync } from "./pool-sync.ts";
+import { type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
+import { syncVolumeDeletion } from "./volume-sync.ts";
+import { syncVolumeTransfer } from "./volume-transfer.ts";
+
+/** Every how many heartbeats the pools are looked at again (free space, mounts). */
+const POOL_REPORT_EVERY_BEATS = 6;
+
+export interface StorageWorkOptions {
+  hostName: string;
+  zone: string;
+  client: KubeClient;
+  informers: InformerFactory;
+  writes: AgentWrites;
+  /** The VMs bound to this host. */
+  placed: Informer<VirtualMachine>;
+  /** This agent's Host (informer cache). */
+  self: () => Host | undefined;
+  /** Re-queues every VM of this host (a pool became usable or went away). */
+  requeueVms: () => void;
+  logger: Logger;
+  metrics: RuntimeMetrics;
+}
+
+export class StorageWork {
+  /** Volumes whose disk is on this host. */
+  readonly localVolumes: Informer<Volume>;
+  /** Volumes moving to a pool of this host. */
+  private readonly incomingVolumes: Informer<Volume>;
+  private readonly storagePools: Informer<StoragePool>;
+  /** The zone, for its secondary storage. */
+  private readonly zone: Informer<Zone>;
+  /** Snapshots the storage controller gave this host to take. */
+  private readonly snapshots: Informer<VolumeSnapshot>;
+  private readonly volumeController: Controller;
+  private readonly snapshotController: Controller;
+  private readonly o: StorageWorkOptions;
+  private hypervisor: Hypervisor | undefined;
+  private poolSync: PoolSync | undefined;
+  private poolSyncing: Promise<void> = Promise.resolve();
+  private beats = 0;
+
+  constructor(options: StorageWorkOptions) {
+    this.o = options;
+    const { informers, hostName } = options;
+    this.localVolumes = informers.for<Volume>(Resources.volumes, {
+      fieldSelector: `status.host=${hostName}`,
+    });
+    this.incomingVolumes = informers.for<Volume>(Resources.volumes, {
+      fieldSelector: `status.transfer.target.host=${hostName}`,
+    });
+    this.storagePools = informers.for<StoragePool>(Resources.storagePools, {
+      fieldSelector: `spec.zone=${options.zone}`,
+    });
+    this.zone = informers.for<Zone>(Resources.zones, { fieldSelector: `metadata.name=${options.zone}` });
+    this.snapshots = informers.for<VolumeSnapshot>(Resources.volumeSnapshots, {
+      fieldSelector: `status.host=${hostName}`,
+    });
+    const common = { logger: options.logger, metrics: options.metrics };
+    this.volumeController = new Controller({
+      name: "host-agent-volume",
+      ...common,
+      reconcile: (key, log) => this.reconcileVolume(key, log),
+    })
+      .watch(this.localVolumes)
+      .watch(this.incomingVolumes)
+      // A VM that goes away may release the volumes it held.
+      .watch(options.placed, (vm) => [
+        ...(vm.spec.dataVolumes ?? []).map((slot) => `${vm.metadata.namespace}/${slot.volume}`),
+        `${vm.metadata.namespace}/${rootVolumeName(vm.metadata.name as string)}`,
+      ]);
+    this.snapshotController = new Controller({
+      name: "host-agent-snapshot",
+      ...common,
+      reconcile: (key, log) => syncSnapshot(this.snapshots.get(key), this.context(log)),
+    }).watch(this.snapshots);
+  }
+
+  /** Where this host's pools are and where new disks go (the VM loop's view of storage). */
+  get pools(): PoolSync {
+    if (!this.poolSync) throw new Error("the storage work has not started");
+    return this.poolSync;
+  }
+
+  /** Binds the hypervisor and the local pool's directory; call before the informers start. */
+  prepare(hypervisor: Hypervisor, localPath: string): PoolSync {
+    this.hypervisor = hypervisor;
+    this.poolSync = new PoolSync({
+      host: this.o.hostName,
+      client: this.o.client,
+      hypervisor,
+      pools: () => this.storagePools.list(),
+      self: this.o.self,
+      localPath,
+      log: this.o.logger,
+    });
+    return this.poolSync;
+  }
+
+  /** Once the caches are synced: the pools prepared and reported, and kept so as they change. */
+  async start(): Promise<void> {
+    await this.pools.sync();
+    const resync = () => this.resyncPools();
+    this.storagePools.addHandlers({ onAdd: resync, onUpdate: resync, onDelete: resync });
+  }
+
+  run(signal: AbortSignal): Promise<unknown> {
+    return Promise.all([this.volumeController.run(signal), this.snapshotController.run(signal)]);
+  }
+
+  /** Free space changes with every disk written: looked at every few beats, reported on a real change. */
+  onHeartbeat(): void {
+    if (++this.beats % POOL_REPORT_EVERY_BEATS === 0) this.resyncPools();
+  }
+
+  /** A VolumeSnapshot of the namespace, read fresh. */
+  snapshot(namespace: string, name: string): Promise<VolumeSnapshot | undefined> {
+    return orUndefined(this.o.client.get<VolumeSnapshot>(Resources.volumeSnapshots, name, namespace));
+  }
+
+  private resyncPools(): void {
+    const pools = this.poolSync;
+    if (!pools) return;
+    this.poolSyncing = this.poolSyncing
+      .then(() => pools.sync())
+      .then(
+        () => {
+          // A pool that became usable may unblock VMs and moves waiting for it.
+          this.o.requeueVms();
+          for (const key of this.incomingVolumes.keys()) this.volumeController.queue.add(key);
+        },
+        (error: unknown) => this.o.logger.warn({ err: String(error) }, "storage pool sync failed"),
+      );
+  }
+
+  private async reconcileVolume(key: string, log: Logger) {
+    const volume = this.localVolumes.get(key) ?? this.incomingVolumes.get(key);
+    const hypervisor = this.requireHypervisor();
+    const deletion = await syncVolumeDeletion(volume, {
+      host: this.o.hostName,
+      hypervisor,
+      writes: this.o.writes,
+      boundVms: () => this.o.placed.list(),
+      log,
+    });
+    if (deletion) return deletion;
+    const reverting = await syncRevert(volume, this.context(log));
+    if (reverting) return reverting;
+    return syncVolumeTransfer(volume, { ...this.context(log), storage: this.pools });
+  }
+
+  private context(log: Logger): SnapshotContext {
+    return {
+      host: this.o.hostName,
+      hypervisor: this.requireHypervisor(),
+      storage: this.pools,
+      writes: this.o.writes,
+      volume: (namespace, name) => orUndefined(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
+      snapshot: (namespace, name) => this.snapshot(namespace, name),
+      secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
+      log,
+    };
+  }
+
+  private requireHypervisor(): Hypervisor {
+    if (!this.hypervisor) throw new Error("the host agent is not running yet");
+    return this.hypervisor;
+  }
+}
+
+function orUndefined<T>(read: Promise<T>): Promise<T | undefined> {
+  return read.catch((error: unknown) => {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  });
+}
