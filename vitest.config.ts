@@ -16,7 +16,7 @@ const ORCHESTRATION = [
   "test/integration/least-privilege.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // two host agents on the machine's libvirt daemon moving real guests' disks.
-  "test/integration/volume-move.test.ts",
+  "test/integration/storage-e2e.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.
   "test/integration/shared-libvirt.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.
