@@ -105,36 +105,50 @@ describe("scheduleSlots", () => {
   });
 
   describe("DST in Europe/Berlin (2025-03-30 02:00 CET -> 03:00 CEST, 2025-10-26 03:00 CEST -> 02:00 CET)", () => {
-    it("a daily time the clocks skip runs as much later (02:30 -> 03:30 CEST)", () => {
-      expect(slots("DAILY", "30:02", "Europe/Berlin", "2025-03-30T12:00:00Z")).toEqual({
-        last: "2025-03-30T01:30:00.000Z",
-        next: "2025-03-31T00:30:00.000Z",
-      });
-      expect(slots("DAILY", "30:02", "Europe/Berlin", "2025-03-29T12:00:00Z")).toEqual({
-        last: "2025-03-29T01:30:00.000Z",
-        next: "2025-03-30T01:30:00.000Z",
-      });
-    });
-
-    it("a daily time that happens twice runs once, the first time", () => {
-      expect(slots("DAILY", "30:02", "Europe/Berlin", "2025-10-26T12:00:00Z")).toEqual({
-        last: "2025-10-26T00:30:00.000Z",
-        next: "2025-10-27T01:30:00.000Z",
-      });
-    });
-
-    it("hourly runs every hour the clocks show: both 02:30 in autumn", () => {
-      expect(slots("HOURLY", "30", "Europe/Berlin", "2025-10-26T01:00:00Z")).toEqual({
-        last: "2025-10-26T00:30:00.000Z",
-        next: "2025-10-26T01:30:00.000Z",
-      });
-    });
-
-    it("hourly skips no real hour in spring (the skipped 02:30 is 03:30)", () => {
-      expect(slots("HOURLY", "30", "Europe/Berlin", "2025-03-30T01:00:00Z")).toEqual({
-        last: "2025-03-30T00:30:00.000Z",
-        next: "2025-03-30T01:30:00.000Z",
-      });
+    it.each([
+      // [what, interval, schedule, now, last, next]
+      [
+        "a daily time the clocks skip runs as much later (02:30 -> 03:30 CEST)",
+        "DAILY",
+        "30:02",
+        "2025-03-30T12:00:00Z",
+        "2025-03-30T01:30:00.000Z",
+        "2025-03-31T00:30:00.000Z",
+      ],
+      [
+        "the day before the skip, 02:30 CET",
+        "DAILY",
+        "30:02",
+        "2025-03-29T12:00:00Z",
+        "2025-03-29T01:30:00.000Z",
+        "2025-03-30T01:30:00.000Z",
+      ],
+      [
+        "a daily time that happens twice runs once, the first time",
+        "DAILY",
+        "30:02",
+        "2025-10-26T12:00:00Z",
+        "2025-10-26T00:30:00.000Z",
+        "2025-10-27T01:30:00.000Z",
+      ],
+      [
+        "hourly runs every hour the clocks show: both 02:30 in autumn",
+        "HOURLY",
+        "30",
+        "2025-10-26T01:00:00Z",
+        "2025-10-26T00:30:00.000Z",
+        "2025-10-26T01:30:00.000Z",
+      ],
+      [
+        "hourly skips no real hour in spring (the skipped 02:30 is 03:30)",
+        "HOURLY",
+        "30",
+        "2025-03-30T01:00:00Z",
+        "2025-03-30T00:30:00.000Z",
+        "2025-03-30T01:30:00.000Z",
+      ],
+    ] as const)("%s", (_what, interval, schedule, now, last, next) => {
+      expect(slots(interval, schedule, "Europe/Berlin", now)).toEqual({ last, next });
     });
 
     it("instantsOf: one, two or the shifted one", () => {
