@@ -15,6 +15,8 @@ const ORCHESTRATION = [
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",
   "test/integration/qemu-e2e.test.ts",
+  // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
+  "test/integration/volume-snapshots.test.ts",
   // two host agents on the machine's libvirt daemon moving real guests' disks.
   "test/integration/storage-e2e.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.

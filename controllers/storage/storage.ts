@@ -3,6 +3,7 @@
 // disk must move when its VM went to a host that cannot reach it (transfer.target), each host's
 // local StoragePool, and the pools' roll-up and deletion guard. Where a disk is (status.host,
 // pool, path) is a fact only the agent whose pool holds it can tell; the agents copy the bytes.
+// Snapshots (snapshots.ts): which host takes each one, and the recurring snapshot policies.
 import type { Logger } from "pino";
 import { DISK_FINALIZER, STORAGE_FINALIZER, STORAGE_POOL_FINALIZER } from "../../crds/finalizers.ts";
 import {
@@ -30,6 +31,7 @@ import {
 import { ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredPoolStatus, localPoolFor } from "./pool-status.ts";
 import { needOf, POOLS_BY_ZONE, poolUsages, rootVolumeOwner, VOLUMES_BY_POOL } from "./pool-usage.ts";
+import { snapshotControllers } from "./snapshots.ts";
 import { decideVolumeStatus } from "./transfer-target.ts";
 
 /** The VM a data volume belongs to: the VM attaching it, else the oldest VM asking for it. */
@@ -58,8 +60,10 @@ const usedVolumeKeys = (vm: VirtualMachine) => [
 
 export const storageComponent: Component = {
   name: "storage",
-  description: "storage: volume moves between pools, local pools, pool roll-ups, deletion guards",
-  setup({ client, informers, metrics, logger, fieldManager }) {
+  description:
+    "storage: volume moves between pools, local pools, pool roll-ups, deletion guards, snapshot binding and policies",
+  setup(context) {
+    const { client, informers, metrics, logger, fieldManager } = context;
     const volumes = informers.for<Volume>(Resources.volumes, { indexers: VOLUMES_BY_POOL });
     const vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
       indexers: { dataVolume: dataVolumeKeys },
@@ -226,7 +230,7 @@ export const storageComponent: Component = {
       .watch(hosts, (host) => pools.byIndex("zone", host.spec.zone).map((p) => p.metadata.name as string), {
         delayMs: ROLLUP_DELAY_MS,
       });
-    return [volumeController, localPools, poolRollup];
+    return [volumeController, localPools, poolRollup, ...snapshotControllers(context, volumes)];
   },
 };
 

@@ -197,20 +197,34 @@ describe("least privilege, with the manifests' own identities", () => {
         template: `lp-tiny-${suffix}`,
       },
     });
-    await admin.mergePatch(
-      Resources.virtualMachines,
-      "elsewhere",
-      namespace,
-      { status: { host: NODE_B } },
-      "status",
-    );
-    const vmRefusal = (await agentA
-      .mergePatch(Resources.virtualMachines, "elsewhere", namespace, {
-        metadata: { finalizers: ["host.stratus.io/x"] },
-      })
-      .catch((error: unknown) => error)) as ApiError;
+    /** Binds the object to NODE_B as the administrator, then tries `patch` on it as agent A. */
+    const forgedOnB = async (type: ResourceType, name: string, patch: unknown, subresource?: "status") => {
+      await admin.mergePatch(type, name, namespace, { status: { host: NODE_B } }, "status");
+      return (await agentA
+        .mergePatch(type, name, namespace, patch, subresource)
+        .catch((error: unknown) => error)) as ApiError;
+    };
+    const vmRefusal = await forgedOnB(Resources.virtualMachines, "elsewhere", {
+      metadata: { finalizers: ["host.stratus.io/x"] },
+    });
     expect(vmRefusal.status).toBe(403);
     expect(vmRefusal.message).toContain("a host agent may change only the VMs and volumes bound to its host");
+    // Nor another host's snapshots (its role lets it write their status and finalizer).
+    await admin.create(Resources.volumeSnapshots, {
+      metadata: { name: "elsewhere-snap", namespace },
+      spec: { volume: "elsewhere-root" },
+    });
+    const snapshotRefusal = await forgedOnB(
+      Resources.volumeSnapshots,
+      "elsewhere-snap",
+      { status: { phase: "Ready" } },
+      "status",
+    );
+    expect(snapshotRefusal.status).toBe(403);
+    expect(snapshotRefusal.message).toContain("(and their snapshots)");
+    await admin.mergePatch(Resources.volumeSnapshots, "elsewhere-snap", namespace, {
+      metadata: { finalizers: [] },
+    });
     // Its own Host it may change.
     await agentA.mergePatch(
       Resources.hosts,
