@@ -19,6 +19,8 @@ const ORCHESTRATION = [
   "test/integration/volume-snapshots.test.ts",
   // two host agents on the machine's libvirt daemon moving real guests' disks.
   "test/integration/storage-e2e.test.ts",
+  // the operator against volumes and pools whose agents the test plays.
+  "test/integration/storage-pools.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.
   "test/integration/shared-libvirt.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.

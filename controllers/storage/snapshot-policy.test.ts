@@ -137,6 +137,13 @@ describe("slots of snapshots", () => {
     expect(slotSnapshotName("p", new Date("2026-12-31T23:59:00Z"))).toBe("p-202612312359");
   });
 
+  it("never prunes the newest Ready snapshot, even when newer unfinished ones fill the quota", () => {
+    const ready = { ...snap("p-202601010000"), status: { phase: "Ready" as const } };
+    const { kept, pruned } = snapshotsToPrune([snap("p-202601030000"), snap("p-202601020000"), ready], 1);
+    expect(kept.map((s) => s.metadata.name)).toEqual(["p-202601030000", "p-202601010000"]);
+    expect(pruned.map((s) => s.metadata.name)).toEqual(["p-202601020000"]);
+  });
+
   it("snapshots being deleted are neither kept nor deleted again", () => {
     const { kept, pruned } = snapshotsToPrune(
       [

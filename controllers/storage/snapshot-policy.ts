@@ -43,7 +43,11 @@ export function slotOf(snapshot: VolumeSnapshot): number {
   return Date.parse(snapshot.metadata.creationTimestamp ?? "") || 0;
 }
 
-/** Which snapshots go so that the newest `keep` by slot stay; ones already being deleted are not counted. */
+/**
+ * Which snapshots go so that the newest `keep` by slot stay; ones already being deleted are not
+ * counted. The newest Ready one always stays, even past `keep`: a new snapshot that has not
+ * finished (or failed) must never cost the last good copy.
+ */
 export function snapshotsToPrune(
   snapshots: readonly VolumeSnapshot[],
   keep: number,
@@ -56,7 +60,10 @@ export function snapshotsToPrune(
     .sort(
       (a, b) => slotOf(b) - slotOf(a) || (b.metadata.name as string).localeCompare(a.metadata.name as string),
     );
-  return { kept: live.slice(0, keep), pruned: live.slice(keep) };
+  const lastGood = live.find((s) => s.status?.phase === "Ready");
+  const kept = live.slice(0, keep);
+  if (lastGood && !kept.includes(lastGood)) kept.push(lastGood);
+  return { kept, pruned: live.filter((s) => !kept.includes(s)) };
 }
 
 export interface PolicyInput {

@@ -73,6 +73,13 @@ export const SnapshotPolicyKind = defineKind({
     },
     { description: "The policy as its controller runs it." },
   ),
+  validations: [
+    {
+      // The name is the label value on its snapshots, and label values have at most 63 characters.
+      rule: "self.metadata.name.size() <= 63",
+      message: "a snapshot policy's name has at most 63 characters (it labels its snapshots)",
+    },
+  ],
   printerColumns: [
     { name: "Volume", type: "string", jsonPath: ".spec.volume", description: "The volume." },
     { name: "Interval", type: "string", jsonPath: ".spec.intervalType", description: "How often." },
