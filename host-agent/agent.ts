@@ -202,6 +202,7 @@ export class HostAgent {
       writes: this.writes,
       domainType: () => this.domainType,
       storage: pools,
+      pausedForCopy: this.storage.pausedForCopy,
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
       ...(this.options.vlanUplink

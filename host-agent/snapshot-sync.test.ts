@@ -49,6 +49,7 @@ async function rig(content: string) {
     volume: async () => volume,
     snapshot: async (_ns, name) => snapshots.get(name),
     secondaryPath: () => "/secondary",
+    pausedForCopy: new Set(),
     now: () => new Date("2026-11-30T08:00:00Z"),
     log,
   };

@@ -22,6 +22,8 @@ export interface SnapshotContext {
   volume(namespace: string, name: string): Promise<Volume | undefined>;
   snapshot(namespace: string, name: string): Promise<VolumeSnapshot | undefined>;
   secondaryPath(zone: string): string | undefined;
+  /** The VM UIDs this agent paused for a copy right now: the VM loop leaves them paused. */
+  pausedForCopy: Set<string>;
   now?: () => Date;
   log: Logger;
 }
@@ -92,13 +94,15 @@ export async function syncSnapshot(
   try {
     if (running?.state === "running") {
       const pausedAt = Date.now();
-      await hv.pause(running.vmUid);
+      context.pausedForCopy.add(running.vmUid);
       try {
+        await hv.pause(running.vmUid);
         staged = await hv.exportDisk(pool, disk, snapshotPath(secondary, volume, snapshot), {
           pausedDomain: true,
         });
       } finally {
         await hv.resume(running.vmUid);
+        context.pausedForCopy.delete(running.vmUid);
         pausedMs = Date.now() - pausedAt;
       }
     } else {

@@ -60,6 +60,8 @@ export class StorageWork {
   private poolSync: PoolSync | undefined;
   private poolSyncing: Promise<void> = Promise.resolve();
   private beats = 0;
+  /** VMs paused for a snapshot's copy right now (the VM loop leaves them paused). */
+  readonly pausedForCopy = new Set<string>();
 
   constructor(options: StorageWorkOptions) {
     this.o = options;
@@ -179,6 +181,7 @@ export class StorageWork {
       volume: (namespace, name) => orUndefined(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
       snapshot: (namespace, name) => this.snapshot(namespace, name),
       secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
+      pausedForCopy: this.pausedForCopy,
       log,
     };
   }

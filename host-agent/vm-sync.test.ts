@@ -27,6 +27,7 @@ class Rig {
   maintenance = false;
   storage = hostStorage("/pool");
   readonly snapshots = new Map<string, VolumeSnapshot>();
+  readonly pausedForCopy = new Set<string>();
   clock = 0;
   sync = this.newSync();
 
@@ -37,6 +38,7 @@ class Rig {
       writes: this.writes,
       domainType: () => "test",
       storage: this.storage,
+      pausedForCopy: this.pausedForCopy,
       paths: { cache: "/cache", consoleSocket: (uid) => `/console/${uid}.sock` },
       shutdownGraceMs: 60_000,
       now: () => this.clock,
@@ -184,6 +186,19 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     expect(rig.vm(other).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
       reason: "SnapshotNotReady",
     });
+  });
+
+  it("leaves a guest paused for a snapshot's copy alone, and resumes one an earlier run left paused", async () => {
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key);
+    const uid = rig.vm(key).metadata.uid as string;
+    await rig.hv.pause(uid);
+    rig.pausedForCopy.add(uid);
+    await rig.run(key);
+    expect(rig.hv.domains.get(uid)?.state).toBe("paused");
+    rig.pausedForCopy.delete(uid);
+    await rig.run(key);
+    expect(rig.hv.domains.get(uid)?.state).toBe("running");
   });
 
   it("puts a volume's disk in the shared pool it lives in, and reports that pool", async () => {

@@ -64,6 +64,8 @@ export interface VmSyncOptions {
   images?: ImageStore;
   /** Host-side network plumbing beyond libvirt (VLAN links); optional. */
   afterNetworkSync?: (network: RunPlan["nics"][number]) => Promise<void>;
+  /** VM UIDs paused for a snapshot's copy right now (snapshot-sync.ts): not resumed by this loop. */
+  pausedForCopy?: ReadonlySet<string>;
   /** Called with the bridge of each network this agent removed. */
   afterNetworkRemoved?: (bridge: string) => Promise<void>;
   now?: () => number;
@@ -257,8 +259,9 @@ export class VmSync {
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
     if (intent === "run" && domain.state === "paused") {
-      // Paused only by a snapshot this agent did not live to finish: the guest goes on.
-      await this.hv.resume(uid);
+      // Paused for a snapshot's copy: the copy resumes it. Paused otherwise, only by a snapshot an
+      // earlier run of this agent did not live to finish: the guest goes on.
+      if (!this.o.pausedForCopy?.has(uid)) await this.hv.resume(uid);
       return undefined;
     }
     if (intent === "run" && domain.state !== "running") {
