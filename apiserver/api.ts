@@ -13,10 +13,12 @@ import {
   type Network,
   Resources,
   type ServiceOffering,
+  type SnapshotPolicy,
   type StoragePool,
   type Template,
   type VirtualMachine,
   type Volume,
+  type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
 import { isAllowed } from "../runtime/authorization.ts";
@@ -43,6 +45,7 @@ import type { Outcome } from "./jobs.ts";
 import { RequestParams } from "./params.ts";
 import { issueSession, passwordMatches, readSession, SESSION_SECONDS, sessionCookie } from "./sessions.ts";
 import { parseExpires, verifySignature } from "./signature.ts";
+import type { SnapshotCatalog } from "./snapshot-views.ts";
 import type { Catalog } from "./views.ts";
 
 export const SECRET: ResourceType = {
@@ -85,7 +88,7 @@ export interface Command {
 
 const byUid = <T extends KubeObject>(object: T) => (object.metadata.uid ? [object.metadata.uid] : []);
 
-export class CloudStackApi implements Catalog {
+export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly client: KubeClient;
   readonly log: Logger;
   readonly zones: Informer<Zone>;
@@ -97,6 +100,9 @@ export class CloudStackApi implements Catalog {
   readonly vms: Informer<VirtualMachine>;
   readonly volumes: Informer<Volume>;
   readonly networks: Informer<Network>;
+  /** Indexed also by `volume`: `<namespace>/<volume name>`. */
+  readonly volumeSnapshots: Informer<VolumeSnapshot>;
+  readonly snapshotPolicies: Informer<SnapshotPolicy>;
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
   private readonly keys: Informer<Secret>;
@@ -124,6 +130,10 @@ export class CloudStackApi implements Catalog {
     this.vms = informers.for<VirtualMachine>(Resources.virtualMachines, indexed);
     this.volumes = informers.for<Volume>(Resources.volumes, indexed);
     this.networks = informers.for<Network>(Resources.networks, indexed);
+    this.volumeSnapshots = informers.for<VolumeSnapshot>(Resources.volumeSnapshots, {
+      indexers: { uid: byUid, volume: (s) => [`${s.metadata.namespace}/${s.spec.volume}`] },
+    });
+    this.snapshotPolicies = informers.for<SnapshotPolicy>(Resources.snapshotPolicies, indexed);
     this.ipAddresses = informers.for<IPAddress>(Resources.ipAddresses, {
       indexers: {
         vm: (a) => (a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : []),
@@ -146,6 +156,8 @@ export class CloudStackApi implements Catalog {
   template = (name: string) => this.templates.get(name);
   network = (namespace: string, name: string) => this.networks.get(`${namespace}/${name}`);
   addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
+  volume = (namespace: string, name: string) => this.volumes.get(`${namespace}/${name}`);
+  snapshotPolicy = (namespace: string, name: string) => this.snapshotPolicies.get(`${namespace}/${name}`);
 
   command(name: string): Command | undefined {
     return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

@@ -7,14 +7,18 @@ import {
   Resources,
   type VirtualMachine,
   type Volume,
+  type VolumeSnapshot,
 } from "../crds/index.ts";
+import { parseQuantity } from "../crds/quantity.ts";
 import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { jobView, submitJob } from "./jobs.ts";
-import { byId, filtered, page, requireClusterRead } from "./listing.ts";
+import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
+import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
+import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
 import {
   diskOfferingView,
@@ -33,34 +37,8 @@ import {
 
 /** How long queryAsyncJobResult waits for a just-created job to reach this replica's cache. */
 const JOB_CACHE_GRACE_MS = 2_000;
+const GIB = 1024n ** 3n;
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-/** A namespaced object the caller reaches by id: in a namespace it may `get` in, or 531. */
-async function ownedById<T extends KubeObject>(
-  call: Call,
-  informer: Informer<T>,
-  type: ResourceType,
-  parameter = "id",
-): Promise<T> {
-  const object = byId(informer, call, parameter);
-  if (!(await call.api.can(call.caller, "get", type, object.metadata.namespace)))
-    throw new ApiError(
-      ERROR.ACCOUNT,
-      `Account ${call.caller.account} does not have permission to access ${parameter} ${object.metadata.uid}`,
-    );
-  return object;
-}
-
-async function namespaced<T extends KubeObject>(
-  call: Call,
-  informer: Informer<T>,
-  type: ResourceType,
-): Promise<T[]> {
-  const namespaces = new Set(
-    await call.api.listNamespaces(call, type, informer as unknown as Informer<KubeObject>),
-  );
-  return informer.list().filter((o) => namespaces.has(o.metadata.namespace as string));
-}
 
 const vmView = (api: CloudStackApi, vm: VirtualMachine) => virtualMachineView(vm, api);
 const attachedVm = (api: CloudStackApi, volume: Volume) => {
@@ -392,6 +370,46 @@ async function updateDataVolumes(
 }
 
 /** The volume commands: a CloudStack volume is a Volume; attaching is a VM's dataVolumes entry. */
+/** createVolume's snapshotid: a backed-up snapshot of the caller's own account. */
+async function snapshotForVolume(call: Call): Promise<VolumeSnapshot> {
+  const snapshot = await ownedById(call, call.api.volumeSnapshots, Resources.volumeSnapshots, "snapshotid");
+  if (snapshot.metadata.namespace !== call.caller.account)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Snapshot id=${snapshot.metadata.uid} belongs to account ${snapshot.metadata.namespace}: a volume is made from a snapshot of its own account`,
+    );
+  if (snapshotState(snapshot) !== "BackedUp")
+    throw new ApiError(
+      ERROR.PARAM,
+      `Snapshot id=${snapshot.metadata.uid} is not in BackedUp state yet and can't be used for volume creation`,
+    );
+  return snapshot;
+}
+
+function snapshotZone(api: CloudStackApi, snapshot: VolumeSnapshot): string {
+  const zone =
+    snapshot.status?.zone ??
+    api.volume(snapshot.metadata.namespace as string, snapshot.spec.volume)?.spec.zone;
+  if (!zone)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Snapshot ${snapshot.metadata.name} has no zone yet; wait until it is BackedUp`,
+    );
+  return zone;
+}
+
+/** GiB for a volume from the snapshot: the size asked for, which may not be less than the snapshot's disk. */
+function sizeFromSnapshot(snapshot: VolumeSnapshot, asked: number | undefined): number | undefined {
+  const virtual = snapshot.status?.virtualSize ? parseQuantity(snapshot.status.virtualSize) : undefined;
+  const needed = virtual === undefined ? undefined : Number((virtual + GIB - 1n) / GIB);
+  if (asked !== undefined && needed !== undefined && asked < needed)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Invalid parameter size value=${asked}: a volume from snapshot ${snapshot.metadata.name} needs at least ${needed} GiB`,
+    );
+  return asked ?? needed;
+}
+
 const volumeCommands: Record<string, Command> = {
   createVolume: {
     async: true,
@@ -399,10 +417,12 @@ const volumeCommands: Record<string, Command> = {
       const { params, api } = call;
       const name = (params.get("name") ?? `vol-${Math.random().toString(16).slice(2, 10)}`).toLowerCase();
       if (!DNS_LABEL.test(name)) throw new ApiError(ERROR.PARAM, `Invalid parameter name value=${name}`);
-      const zone = byId(api.zones, call, "zoneid");
+      // From a snapshot: its zone, and at least its disk's size (CloudStack ignores zoneid then).
+      const snapshot = params.uuid("snapshotid") ? await snapshotForVolume(call) : undefined;
+      const zoneName = snapshot ? snapshotZone(api, snapshot) : byId(api.zones, call, "zoneid").metadata.name;
       const offeringId = params.uuid("diskofferingid");
       const offering = offeringId ? byId(api.diskOfferings, call, "diskofferingid") : undefined;
-      const size = params.integer("size");
+      const size = snapshot ? sizeFromSnapshot(snapshot, params.integer("size")) : params.integer("size");
       if (!offering?.spec.size && !size)
         throw new ApiError(
           ERROR.PARAM,
@@ -413,10 +433,11 @@ const volumeCommands: Record<string, Command> = {
         kind: "Volume",
         metadata: { name, namespace: call.caller.account },
         spec: {
-          zone: zone.metadata.name as string,
+          zone: zoneName as string,
           type: "DATADISK",
           ...(size ? { size: `${size}Gi` } : {}),
           ...(offering ? { diskOffering: offering.metadata.name as string } : {}),
+          ...(snapshot ? { source: { snapshot: snapshot.metadata.name as string } } : {}),
         },
       });
       const job = await submitJob(call, "createVolume", { ...volume, kind: "Volume" });
@@ -789,6 +810,7 @@ export const COMMANDS: Record<string, Command> = {
   ...lifecycleExtras,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
+  ...SNAPSHOT_COMMANDS,
 };
 
 interface ApiEntry {

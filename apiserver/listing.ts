@@ -50,3 +50,31 @@ export async function requireClusterRead(call: Call, type: ResourceType): Promis
   if (!(await call.api.can(call.caller, "list", type)))
     throw new ApiError(ERROR.ACCOUNT, `Account ${call.caller.account} may not list ${type.plural}`);
 }
+
+/** A namespaced object the caller reaches by id: in a namespace it may `get` in, or 531. */
+export async function ownedById<T extends KubeObject>(
+  call: Call,
+  informer: Informer<T>,
+  type: ResourceType,
+  parameter = "id",
+): Promise<T> {
+  const object = byId(informer, call, parameter);
+  if (!(await call.api.can(call.caller, "get", type, object.metadata.namespace)))
+    throw new ApiError(
+      ERROR.ACCOUNT,
+      `Account ${call.caller.account} does not have permission to access ${parameter} ${object.metadata.uid}`,
+    );
+  return object;
+}
+
+/** The objects of the namespaces a list covers (the caller's account, or with listall every one it may list). */
+export async function namespaced<T extends KubeObject>(
+  call: Call,
+  informer: Informer<T>,
+  type: ResourceType,
+): Promise<T[]> {
+  const namespaces = new Set(
+    await call.api.listNamespaces(call, type, informer as unknown as Informer<KubeObject>),
+  );
+  return informer.list().filter((o) => namespaces.has(o.metadata.namespace as string));
+}
