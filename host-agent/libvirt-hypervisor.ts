@@ -296,11 +296,16 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.libvirt.deleteVolume(this.libvirtPool(pool), name);
   }
 
-  async exportDisk(pool: string, name: string, stagingPath: string): Promise<StagedDisk> {
+  async exportDisk(
+    pool: string,
+    name: string,
+    stagingPath: string,
+    options: { pausedDomain?: boolean } = {},
+  ): Promise<StagedDisk> {
     const disk = await this.libvirt.volume(this.libvirtPool(pool), name);
     if (!disk)
       throw new HostProblem("DiskMissing", `Pool ${pool} on host ${this.owner.host} has no disk ${name}.`);
-    return flattenTo(disk.path, stagingPath);
+    return flattenTo(disk.path, stagingPath, { forceShare: options.pausedDomain === true });
   }
 
   async importDisk(pool: string, name: string, staged: StagedDisk): Promise<DiskInfo> {

@@ -317,9 +317,12 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "snap-1", namespace },
         spec: { volume: "snap-data" },
       });
+      let seen: VolumeSnapshot | undefined;
       const snapshot = await waitFor("the snapshot Ready", async () => {
-        const s = await client.get<VolumeSnapshot>(Resources.volumeSnapshots, "snap-1", namespace);
-        return s.status?.phase === "Ready" ? s : undefined;
+        seen = await client.get<VolumeSnapshot>(Resources.volumeSnapshots, "snap-1", namespace);
+        return seen.status?.phase === "Ready" ? seen : undefined;
+      }).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}; it says ${JSON.stringify(seen?.status)}`);
       });
       // Taken while the guest ran: it was paused for the copy only, and the file is what the status says.
       expect(snapshot.status?.host).toBe(host);
