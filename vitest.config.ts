@@ -11,6 +11,9 @@ const ORCHESTRATION = [
   "test/integration/orchestration.test.ts",
   "test/integration/orchestration-writes.test.ts",
   "test/integration/cloudstack-api.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/storage-api.test.ts",
+  "test/integration/snapshot-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",

@@ -114,6 +114,10 @@ export class LocalCloud {
           `/var/lib/stratus/cache/${hostName}`,
           `/run/stratus/console/${hostName}`,
         ];
+    // The zone's secondary storage: snapshots and disks moving between pools are kept there.
+    const secondary = hypervisor.uri.startsWith("test:")
+      ? join(dir, "secondary")
+      : "/var/lib/stratus/secondary";
     const cloud = new LocalCloud(
       dir,
       {
@@ -164,7 +168,7 @@ export class LocalCloud {
       progress(
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,
       );
-      await seed(client, guest);
+      await seed(client, guest, secondary);
       const access = await issueApiKey(client, {
         name: SEED.apiKeySecret,
         keysNamespace: SEED.keysNamespace,
@@ -371,7 +375,11 @@ export async function buildTinyGuest(): Promise<{ kernel: string; initrd: string
 }
 
 /** The catalogue and the default network, applied (so a second `stratus up` changes nothing). */
-async function seed(client: KubeClient, guest: { kernel: string; initrd: string }): Promise<void> {
+async function seed(
+  client: KubeClient,
+  guest: { kernel: string; initrd: string },
+  secondary: string,
+): Promise<void> {
   const apply = (type: ResourceType, object: KubeObject & { spec: object }) =>
     client.apply(
       type,
@@ -380,7 +388,7 @@ async function seed(client: KubeClient, guest: { kernel: string; initrd: string 
     );
   await apply(Resources.zones, {
     metadata: { name: SEED.zone },
-    spec: { displayName: "Local zone (stratus up)" },
+    spec: { displayName: "Local zone (stratus up)", secondaryStorage: { path: secondary } },
   });
   await apply(Resources.serviceOfferings, {
     metadata: { name: SEED.serviceOffering },

@@ -6,7 +6,7 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { chmod, mkdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -84,4 +84,40 @@ export async function copyVerified(staged: StagedDisk, target: string): Promise<
     throw error;
   });
   await rename(part, target);
+}
+
+/**
+ * libvirt's test driver (a simulated host) has volumes but no files: a move between simulated
+ * hosts stages a small descriptor of the disk instead of its bytes, through the same secondary
+ * storage, checksum and hand-over as a real move.
+ */
+export async function stageDescriptor(target: string, capacityBytes: bigint): Promise<StagedDisk> {
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+  const part = `${target}.part`;
+  await writeFile(part, JSON.stringify({ simulated: true, capacityBytes: String(capacityBytes) }), {
+    mode: 0o600,
+  });
+  const sha256 = await sha256File(part);
+  const { size } = await stat(part);
+  await rename(part, target);
+  return { path: target, sha256, bytes: size };
+}
+
+/** The capacity a staged descriptor names, once its checksum is right. */
+export async function readDescriptor(staged: StagedDisk): Promise<bigint> {
+  const text = await readFile(staged.path, "utf8").catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT")
+      throw new HostProblem("StagedCopyMissing", `the staged copy ${staged.path} is gone`);
+    throw error;
+  });
+  const actual = createHash("sha256").update(text).digest("hex");
+  if (actual !== staged.sha256)
+    throw new HostProblem(
+      "ChecksumMismatch",
+      `the copy of ${staged.path} hashes to ${actual}, not ${staged.sha256}`,
+    );
+  const parsed = JSON.parse(text) as { simulated?: boolean; capacityBytes?: string };
+  if (!parsed.simulated || !/^[0-9]{1,20}$/.test(parsed.capacityBytes ?? ""))
+    throw new HostProblem("UnsafeImage", `${staged.path} is no simulated disk`);
+  return BigInt(parsed.capacityBytes as string);
 }

@@ -94,7 +94,7 @@ async function fillFromSnapshot(
 
 /** A disk that was made once is never made again: a missing one is a problem to report, not to paper over. */
 async function mustExist(hv: Hypervisor, disk: DiskHome & { name: string }, what: string, host: string) {
-  if (!disk.existing || (await hv.disk(disk.pool, disk.name))) return;
+  if (!disk.existing || !hv.disksPersist || (await hv.disk(disk.pool, disk.name))) return;
   throw new HostProblem(
     "DiskMissing",
     `The disk of ${what} is not in pool ${disk.pool} on host ${host}; it is not recreated empty (that would lose its data).`,

@@ -37,6 +37,7 @@ interface FakeDomain extends ObservedDomain {
 
 export class FakeHypervisor implements Hypervisor {
   readonly uri = "fake:///";
+  readonly disksPersist = true;
   readonly owner: Owner;
   readonly domains = new Map<string, FakeDomain>();
   readonly files: FakeFiles;

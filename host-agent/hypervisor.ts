@@ -96,6 +96,12 @@ export interface DhcpReservation {
 
 export interface Hypervisor {
   readonly uri: string;
+  /**
+   * Whether disks outlive this agent's connection. libvirt's test driver forgets every volume when
+   * its connection closes, so a simulated host that restarts has no disks to protect and makes
+   * them again; on a real hypervisor a missing disk is never made again.
+   */
+  readonly disksPersist: boolean;
   /** Prepares the host (its local pool) and describes it. */
   prepare(): Promise<HostFacts>;
   /** Makes the pool usable here (defined, started, refreshed) and says how it is; never throws for a pool that is down. */

@@ -264,11 +264,12 @@ describe("host agents on simulated hosts", () => {
     expect((await vmCondition("vm-tampered", "ChecksumMismatch")).message).toBe(
       `${imageBase}/tiny.qcow2 has checksum ${IMAGE_CHECKSUM}, the template expects sha256:${"1".repeat(64)}`,
     );
-    expect((await vmCondition("vm-huge", "InsufficientStorage")).message).toMatch(
-      new RegExp(
-        `^root disk of VM ${namespace}/vm-huge: pool stratus-[0-9a-f]{8} on host ${host} has \\S+ free, needs 64Ti\\.$`,
-      ),
-    );
+    // A disk larger than any pool it could go to: the scheduler says so before any host tries.
+    const huge = await waitFor("vm-huge to be refused by placement", async () => {
+      const scheduled = (await getVm("vm-huge")).status?.conditions?.find((c) => c.type === "Scheduled");
+      return scheduled?.status === "False" ? scheduled : undefined;
+    });
+    expect(huge.message).toMatch(new RegExp(`volume vm-huge-root: pool local-${host} has too little room`));
     expect(existsSync(join(workDir, "cache", host))).toBe(true);
     await createVm("vm-fine", host);
     await waitFor(

@@ -105,7 +105,12 @@ describe("orchestration over five simulated hosts", () => {
     namespace = await useNamespace(controlPlane.kubeConfig, "orch");
     workDir = await mkdtemp(join(tmpdir(), "stratus-orch-"));
     const { url, checksum } = await serveTinyImage();
-    await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
+    // Secondary storage: where a VM's disks are staged when maintenance moves them between the
+    // simulated hosts' local pools.
+    await client.create(Resources.zones, {
+      metadata: { name: ZONE },
+      spec: { secondaryStorage: { path: join(workDir, "secondary") } },
+    });
     await client.create(Resources.serviceOfferings, {
       metadata: { name: OFFERING },
       spec: { cpu: 1, memory: "64Mi" },
@@ -252,6 +257,11 @@ describe("orchestration over five simulated hosts", () => {
     );
     expect(moved).toHaveLength(onHost.length);
     expect(await domainsOf(host)).toEqual([]);
+    // Their root disks moved with them (copied, verified, handed over), never made anew.
+    for (const vm of moved) {
+      const root = await client.get<Volume>(Resources.volumes, `${vm.metadata.name}-root`, namespace);
+      expect(root.status).toMatchObject({ host: vm.status?.host, pool: `local-${vm.status?.host}` });
+    }
     await client.mergePatch(Resources.hosts, host, undefined, { spec: { maintenance: false } });
     await waitFor(
       "the host to be Enabled",
@@ -262,7 +272,7 @@ describe("orchestration over five simulated hosts", () => {
       const vm = await client.get<VirtualMachine>(Resources.virtualMachines, "after-maintenance", namespace);
       return vm.status?.state === "Running" && vm.status.host === host;
     });
-  });
+  }, 300_000);
 
   it("allocates 200 addresses concurrently without a duplicate, says when a network is exhausted, and takes addresses back", async () => {
     // Addresses do not need a host: these VMs are in a zone without hosts and stay Pending.
