@@ -23,8 +23,11 @@ import type { AgentStorage } from "./planner.ts";
 /** The pool report has a field manager of its own: the agent's other Host status fields stay its registration's. */
 export const POOL_REPORT_FIELD_MANAGER = "stratus-host-agent-pools";
 
-/** A pool's free space is reported again when it moved by more than this share of its capacity. */
-const REPORT_CHANGE = 0.01;
+/**
+ * A pool's free space is reported again when it moved by more than this share of its capacity:
+ * placement counts volume sizes, not free space, so the report is for people and need not be fresh.
+ */
+const REPORT_CHANGE = 0.1;
 
 export interface PoolSyncOptions {
   host: string;
@@ -87,8 +90,16 @@ export class PoolSync implements AgentStorage {
     return pools;
   }
 
-  /** Prepares every pool this host reaches and reports them when what it sees changed. */
-  async sync(): Promise<void> {
+  /**
+   * Prepares every pool this host reaches and reports them when what it sees changed. True when
+   * the set of pools usable here changed.
+   */
+  async sync(): Promise<boolean> {
+    const before = [...this.reports.values()]
+      .filter((r) => r.ready)
+      .map((r) => r.name)
+      .sort()
+      .join();
     const self = this.o.self();
     const local = localPoolName(this.o.host);
     const specs = [
@@ -117,6 +128,14 @@ export class PoolSync implements AgentStorage {
     }
     for (const name of this.reports.keys()) if (!seen.has(name)) this.reports.delete(name);
     await this.report(self);
+    return (
+      before !==
+      [...this.reports.values()]
+        .filter((r) => r.ready)
+        .map((r) => r.name)
+        .sort()
+        .join()
+    );
   }
 
   private async report(self: Host | undefined): Promise<void> {

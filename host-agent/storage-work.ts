@@ -124,7 +124,15 @@ export class StorageWork {
   async start(): Promise<void> {
     await this.pools.sync();
     const resync = () => this.resyncPools();
-    this.storagePools.addHandlers({ onAdd: resync, onUpdate: resync, onDelete: resync });
+    // The storage controller rolls every pool's status up as volumes come and go: only a new,
+    // changed (spec) or removed pool concerns this host.
+    this.storagePools.addHandlers({
+      onAdd: resync,
+      onUpdate: (old, pool) => {
+        if (old.metadata.generation !== pool.metadata.generation) resync();
+      },
+      onDelete: resync,
+    });
   }
 
   run(signal: AbortSignal): Promise<unknown> {
@@ -147,8 +155,9 @@ export class StorageWork {
     this.poolSyncing = this.poolSyncing
       .then(() => pools.sync())
       .then(
-        () => {
-          // A pool that became usable may unblock VMs and moves waiting for it.
+        (usable) => {
+          if (!usable) return;
+          // A pool that became usable (or went away) may unblock VMs and moves waiting for it.
           this.o.requeueVms();
           for (const key of this.incomingVolumes.keys()) this.volumeController.queue.add(key);
         },

@@ -11,8 +11,8 @@ function fakeInformer(objects: KubeObject[]) {
     list: () => objects,
     addHandlers: (h: InformerHandlers<KubeObject>) => handlers.push(h),
   } as unknown as Informer<KubeObject>;
-  const update = (object: KubeObject) => {
-    for (const h of handlers) h.onUpdate?.(object, object);
+  const update = (object: KubeObject, previous = object) => {
+    for (const h of handlers) h.onUpdate?.(previous, object);
   };
   return { informer, update };
 }
@@ -54,6 +54,21 @@ describe("Controller.watch", () => {
     // A change after the delayed add starts a new delay: still one reconcile per burst.
     update(vm("v51"));
     vi.advanceTimersByTime(2000);
+    expect(controller.queue.len()).toBe(1);
+  });
+
+  it("with specChangesOnly, a status-only update enqueues nothing and a spec change does", () => {
+    const { informer, update } = fakeInformer([]);
+    const controller = new Controller({
+      name: "t",
+      logger: pino({ level: "silent" }),
+      reconcile: async () => undefined,
+    });
+    controller.watch(informer, (o) => [o.metadata.name as string], { specChangesOnly: true });
+    const pool = { metadata: { name: "p1", generation: 3 } };
+    update({ ...pool, metadata: { ...pool.metadata, resourceVersion: "9" } }, pool);
+    expect(controller.queue.len()).toBe(0);
+    update({ metadata: { name: "p1", generation: 4 } }, pool);
     expect(controller.queue.len()).toBe(1);
   });
 });

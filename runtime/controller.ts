@@ -31,6 +31,11 @@ export interface ControllerOptions {
 export interface WatchOptions {
   /** Enqueue keys this long after a change instead of at once (coalescing bursts). */
   delayMs?: number;
+  /**
+   * Only additions, deletions and changes of the spec (metadata.generation) count, as
+   * controller-runtime's GenerationChangedPredicate: for objects whose status churns.
+   */
+  specChangesOnly?: boolean;
 }
 
 export class Controller {
@@ -63,7 +68,7 @@ export class Controller {
     keysOf: (object: T) => string[] = (o) => [objectKey(o)],
     options: WatchOptions = {},
   ): this {
-    const { delayMs } = options;
+    const { delayMs, specChangesOnly } = options;
     const enqueue = (object: T) => {
       for (const key of keysOf(object))
         if (delayMs === undefined) this.queue.add(key);
@@ -73,6 +78,7 @@ export class Controller {
     informer.addHandlers({
       onAdd: enqueue,
       onUpdate: (previous, object) => {
+        if (specChangesOnly && previous.metadata.generation === object.metadata.generation) return;
         // An object can move between keys (e.g. a host changing zone): both need a look.
         enqueue(previous);
         enqueue(object);

@@ -239,7 +239,8 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
             .map(objectKey),
         )
         .watch(hosts, (host) => unplacedIn(host.spec.zone))
-        .watch(pools, (pool) => unplacedIn(pool.spec.zone))
+        // Placement reads a pool's spec (tags, maintenance); its rolled-up status churns with every volume.
+        .watch(pools, (pool) => unplacedIn(pool.spec.zone), { specChangesOnly: true })
         .watch(zones, (zone) => unplacedIn(zone.metadata.name as string))
         .watch(offerings, () =>
           vms
