@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import type { SnapshotPolicy, Volume, VolumeSnapshot } from "../crds/index.ts";
-import { ApiError } from "./envelope.ts";
 import {
   generatedSnapshotName,
   intervalType,
@@ -11,17 +10,7 @@ import {
   timeZone,
 } from "./snapshot-input.ts";
 import { snapshotPolicyView, snapshotState, snapshotView } from "./snapshot-views.ts";
-
-function refusal(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApiError);
-    expect((error as ApiError).code).toBe(431);
-    return (error as ApiError).message;
-  }
-  throw new Error("accepted");
-}
+import { refusal } from "./testing/refusal.ts";
 
 describe("snapshot parameters", () => {
   it("reads interval types in any case and refuses others", () => {

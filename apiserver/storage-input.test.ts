@@ -1,17 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ApiError } from "./envelope.ts";
 import { parsePoolUrl, storageType, tagList } from "./storage-input.ts";
-
-function refusal(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApiError);
-    expect((error as ApiError).code).toBe(431);
-    return (error as ApiError).message;
-  }
-  throw new Error("accepted");
-}
+import { refusal } from "./testing/refusal.ts";
 
 describe("parsePoolUrl", () => {
   it.each([

@@ -5,7 +5,8 @@
 // host must never cost a guest its disks.
 import type { Logger } from "pino";
 import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
-import { isNotFound, type KubeClient } from "../runtime/client.ts";
+import type { KubeClient } from "../runtime/client.ts";
+import { unlessGone } from "../runtime/objects.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 
@@ -79,10 +80,5 @@ async function readVm(
   namespace: string,
   name: string,
 ): Promise<VirtualMachine | undefined> {
-  try {
-    return await client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
-  } catch (error) {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  }
+  return unlessGone(client.get<VirtualMachine>(Resources.virtualMachines, name, namespace));
 }

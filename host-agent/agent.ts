@@ -12,14 +12,12 @@ import {
   type Host,
   type Network,
   Resources,
-  rootVolumeName,
   type ServiceOffering,
   type Template,
   type VirtualMachine,
   type Volume,
-  type VolumeSnapshot,
 } from "../crds/index.ts";
-import { isNotFound, type KubeClient, objectKey } from "../runtime/client.ts";
+import { type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { type Condition, ownConditions } from "../runtime/conditions.ts";
 import { Controller } from "../runtime/controller.ts";
@@ -27,6 +25,7 @@ import { EventRecorder } from "../runtime/events.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { reconcileHostDomains } from "./adoption.ts";
+import { agentWorld } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
@@ -37,7 +36,7 @@ import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
 import { StorageWork } from "./storage-work.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
-import { VmSync, type VmWorld } from "./vm-sync.ts";
+import { VmSync } from "./vm-sync.ts";
 
 export { AGENT_VERSION };
 
@@ -198,7 +197,17 @@ export class HostAgent {
     this.sync = new VmSync({
       owner,
       hypervisor,
-      world: this.world(),
+      world: agentWorld({
+        hostName: this.hostName,
+        client: this.client,
+        placed: this.placed,
+        self: this.self,
+        offerings: this.offerings,
+        templates: this.templates,
+        diskOfferings: this.diskOfferings,
+        localVolumes: this.storage.localVolumes,
+        networks: this.networks,
+      }),
       writes: this.writes,
       domainType: () => this.domainType,
       storage: pools,
@@ -300,58 +309,6 @@ export class HostAgent {
 
   private vmsUsing(uses: (vm: VirtualMachine) => boolean): string[] {
     return this.placed.list().filter(uses).map(objectKey);
-  }
-
-  /** The VM's view of the API server: caches, plus one read for a volume not on this host yet. */
-  private world(): VmWorld {
-    return {
-      vm: (key) => this.placed.get(key),
-      boundVms: () => this.placed.list(),
-      offering: (name) => this.offerings.get(name),
-      template: (name) => this.templates.get(name),
-      diskOffering: (name) => this.diskOfferings.get(name),
-      inMaintenance: () => this.self.get(this.hostName)?.spec.maintenance === true,
-      volumes: async (vm) => {
-        const namespace = vm.metadata.namespace as string;
-        const names = [
-          rootVolumeName(vm.metadata.name as string),
-          ...(vm.spec.dataVolumes ?? []).map((d) => d.volume),
-        ];
-        const found = new Map<string, Volume>();
-        for (const volume of this.storage.localVolumes.list())
-          if (
-            volume.metadata.namespace === namespace &&
-            volume.status?.attachedTo?.virtualMachine === vm.metadata.name
-          )
-            found.set(volume.metadata.name as string, volume);
-        for (const name of names) {
-          const volume =
-            this.storage.localVolumes.get(`${namespace}/${name}`) ??
-            (await this.client.get<Volume>(Resources.volumes, name, namespace).catch((error: unknown) => {
-              if (isNotFound(error)) return undefined;
-              throw error;
-            }));
-          if (volume) found.set(name, volume);
-        }
-        return found;
-      },
-      snapshot: (namespace, name) =>
-        this.client
-          .get<VolumeSnapshot>(Resources.volumeSnapshots, name, namespace)
-          .catch((error: unknown) => {
-            if (isNotFound(error)) return undefined;
-            throw error;
-          }),
-      networks: async (vm) => {
-        const namespace = vm.metadata.namespace as string;
-        const found = new Map<string, Network>();
-        for (const nic of vm.spec.nics ?? []) {
-          const network = await this.networks.get(namespace, nic.network);
-          if (network) found.set(nic.network, network);
-        }
-        return found;
-      },
-    };
   }
 
   /**

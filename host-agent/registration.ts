@@ -5,9 +5,9 @@ import type { Logger } from "pino";
 import { HOST_LEASE_LABEL, hostLeaseName } from "../crds/host-lease.ts";
 import { type Host, Resources } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
-import { isAlreadyExists, isConflict, isNotFound, type KubeClient, NAMESPACE } from "../runtime/client.ts";
+import { isAlreadyExists, isConflict, type KubeClient, NAMESPACE } from "../runtime/client.ts";
 import { LEASE, type Lease } from "../runtime/leader-election.ts";
-import { applyStatus } from "../runtime/objects.ts";
+import { applyStatus, unlessGone } from "../runtime/objects.ts";
 import { kubeMicroTime, sleep } from "../runtime/time.ts";
 import { AGENT_FIELD_MANAGER } from "./agent-writes.ts";
 import type { HostFacts } from "./hypervisor.ts";
@@ -78,10 +78,7 @@ export async function runHeartbeat(options: HeartbeatOptions, signal: AbortSigna
   while (!signal.aborted) {
     const now = kubeMicroTime();
     try {
-      lease ??= await client.get<Lease>(LEASE, name, namespace).catch((error: unknown) => {
-        if (isNotFound(error)) return undefined;
-        throw error;
-      });
+      lease ??= await unlessGone(client.get<Lease>(LEASE, name, namespace));
       lease = lease
         ? await client.replace<Lease>(LEASE, {
             ...lease,

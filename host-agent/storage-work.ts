@@ -12,11 +12,12 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
-import { isNotFound, type KubeClient } from "../runtime/client.ts";
+import type { KubeClient } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import { Controller } from "../runtime/controller.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
+import { unlessGone } from "../runtime/objects.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { PoolSync } from "./pool-sync.ts";
@@ -146,7 +147,7 @@ export class StorageWork {
 
   /** A VolumeSnapshot of the namespace, read fresh. */
   snapshot(namespace: string, name: string): Promise<VolumeSnapshot | undefined> {
-    return orUndefined(this.o.client.get<VolumeSnapshot>(Resources.volumeSnapshots, name, namespace));
+    return unlessGone(this.o.client.get<VolumeSnapshot>(Resources.volumeSnapshots, name, namespace));
   }
 
   private resyncPools(): void {
@@ -187,7 +188,7 @@ export class StorageWork {
       hypervisor: this.requireHypervisor(),
       storage: this.pools,
       writes: this.o.writes,
-      volume: (namespace, name) => orUndefined(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
+      volume: (namespace, name) => unlessGone(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
       snapshot: (namespace, name) => this.snapshot(namespace, name),
       secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
       pausedForCopy: this.pausedForCopy,
@@ -199,11 +200,4 @@ export class StorageWork {
     if (!this.hypervisor) throw new Error("the host agent is not running yet");
     return this.hypervisor;
   }
-}
-
-function orUndefined<T>(read: Promise<T>): Promise<T | undefined> {
-  return read.catch((error: unknown) => {
-    if (isNotFound(error)) return undefined;
-    throw error;
-  });
 }

@@ -20,8 +20,7 @@ import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
-import { LibvirtError } from "./libvirt/connection.ts";
-import { bridgeName, networkPrefix, networkSpecFor } from "./network-xml.ts";
+import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
   dataDiskName,
@@ -438,26 +437,7 @@ export class VmSync {
   }
 
   /** Networks no live VM here uses are torn down; the others keep exactly their reservations. */
-  async removeUnusedNetworks(log: Logger, leaving?: VirtualMachine): Promise<void> {
-    const vms = this.o.world.boundVms().filter((vm) => !vm.metadata.deletionTimestamp && vm !== leaving);
-    const used = new Map<string, RunPlan["nics"][number]["spec"]>();
-    const prefix = networkPrefix(this.o.owner);
-    for (const vm of vms) {
-      for (const network of (await this.o.world.networks(vm)).values()) {
-        const spec = networkSpecFor(network, this.o.owner);
-        used.set(spec.name, spec);
-        await this.hv.syncNetwork(spec, reservationsFor(network, vms));
-      }
-    }
-    for (const name of await this.hv.ownNetworks()) {
-      if (used.has(name)) continue;
-      await this.hv.removeNetwork(name);
-      await this.o.afterNetworkRemoved?.(bridgeName(this.o.owner, name.slice(prefix.length)));
-      log.info({ network: name }, "removed a network no VM here uses");
-    }
+  removeUnusedNetworks(log: Logger, leaving?: VirtualMachine): Promise<void> {
+    return syncHostNetworks({ ...this.o, hypervisor: this.hv }, log, leaving);
   }
-}
-
-export function isHypervisorFailure(error: unknown): boolean {
-  return error instanceof LibvirtError;
 }

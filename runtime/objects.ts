@@ -115,6 +115,14 @@ export function notWrittenIfGone(error: unknown): false {
   throw error;
 }
 
+/** A read of an object that may not exist: undefined when it does not. */
+export function unlessGone<T>(read: Promise<T>): Promise<T | undefined> {
+  return read.catch((error: unknown) => {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  });
+}
+
 /** An owner reference to `owner`, so garbage collection removes the child with it. */
 export function ownerReference(type: ResourceType, owner: KubeObject, controller = true): OwnerReference {
   return {

@@ -52,7 +52,7 @@ describe("storage pools in libvirt", () => {
   });
 
   it.skipIf(!canRunQemu())(
-    "on this machine's real daemon the nfs pool is not ready, with libvirt's reason (the kernel has no NFS client)",
+    "on this machine's real daemon the nfs pool is not ready, with libvirt's reason (the kernel has no NFS client; needs root and libvirt/QEMU)",
     async () => {
       await ensureLibvirtDaemons();
       const libvirt = await LibvirtConnection.open("qemu:///system");
