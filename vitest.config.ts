@@ -20,6 +20,8 @@ const ORCHESTRATION = [
   "test/integration/qemu-e2e.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",
+  // HA failover: two agents frozen, fenced and restarted under an operator of its own.
+  "test/integration/failover.test.ts",
   // two host agents on the machine's libvirt daemon moving real guests' disks.
   "test/integration/storage-e2e.test.ts",
   // the operator against volumes and pools whose agents the test plays.

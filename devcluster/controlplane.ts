@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { isAlive } from "../runtime/process-alive.ts";
 import {
   type ControlPlaneBinaries,
   ControlPlaneSetupError,
@@ -24,6 +25,8 @@ import {
   loadCertificateAuthority,
   type PemPair,
 } from "./pki.ts";
+
+export { isAlive };
 
 export const COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
 export type ComponentName = (typeof COMPONENTS)[number];
@@ -539,20 +542,6 @@ function isOurProcess(pid: number, binaries: ControlPlaneBinaries, component: Co
   }[component];
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] === binary;
-  } catch {
-    return false;
-  }
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie still answers signal 0 until its parent reaps it; it is dead all the same.
-  try {
-    return !/^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
   } catch {
     return false;
   }

@@ -28,6 +28,7 @@ import { reconcileHostDomains } from "./adoption.ts";
 import { agentWorld } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
+import { Fencing } from "./fencing.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
@@ -69,6 +70,8 @@ export interface HostAgentOptions {
   vlanUplink?: string;
   /** HOST:PORT of this agent's console relay, advertised in Host status for the API component. */
   consoleEndpoint?: string;
+  /** Where the fence watchdog's files live (see fencing.ts); without it no watchdog runs. */
+  fenceDir?: string;
 }
 
 export class HostAgent {
@@ -93,6 +96,7 @@ export class HostAgent {
   private sync: VmSync | undefined;
   private domainType: "kvm" | "qemu" | "test" = "qemu";
   private hypervisorReachable = true;
+  private fencing: Fencing | undefined;
 
   constructor(options: HostAgentOptions) {
     if (!options.hypervisor && !options.libvirt)
@@ -194,6 +198,7 @@ export class HostAgent {
       log: this.log,
     });
     const pools = this.storage.prepare(hypervisor, poolPath);
+    const fencing = this.startFencing(hypervisor, cluster);
     this.sync = new VmSync({
       owner,
       hypervisor,
@@ -214,6 +219,12 @@ export class HostAgent {
       pausedForCopy: this.storage.pausedForCopy,
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
+      mayStart: async (vm) => {
+        if (!this.isHighlyAvailable(vm)) return undefined;
+        const held = await fencing.claimStart(vm);
+        if (held) this.log.info({ vm: objectKey(vm), reason: held }, "HA guest not started");
+        return held;
+      },
       ...(this.options.vlanUplink
         ? {
             afterNetworkSync: (nic) => this.tagVlan(nic.spec),
@@ -246,8 +257,12 @@ export class HostAgent {
           hostName: this.hostName,
           namespace: this.options.leaseNamespace ?? "stratus-system",
           intervalMs: this.options.heartbeatIntervalMs ?? 5_000,
-          leaseDurationSeconds: this.options.leaseDurationSeconds ?? 20,
+          leaseDurationSeconds: this.leaseDurationSeconds(),
           log: this.log,
+          onRenewed: async (renewedAtMs) => {
+            await fencing.renewed(renewedAtMs);
+            await this.reportFencing();
+          },
           onBeat: async () => {
             await this.watchHypervisor();
             this.storage.onHeartbeat();
@@ -256,8 +271,67 @@ export class HostAgent {
         signal,
       ),
     ]);
+    fencing.stop();
     await this.networks.stop();
     await this.informers.stop();
+  }
+
+  private leaseDurationSeconds(): number {
+    return this.options.leaseDurationSeconds ?? 20;
+  }
+
+  private isHighlyAvailable(vm: VirtualMachine): boolean {
+    return this.offerings.get(vm.spec.serviceOffering)?.spec.highAvailability === true;
+  }
+
+  private startFencing(hypervisor: Hypervisor, cluster: string): Fencing {
+    this.fencing = new Fencing({
+      client: this.client,
+      host: this.hostName,
+      cluster,
+      libvirtUri: hypervisor.uri,
+      leaseDurationMs: this.leaseDurationSeconds() * 1000,
+      log: this.log,
+      ...(this.options.fenceDir ? { dir: this.options.fenceDir } : {}),
+      haVms: () =>
+        this.placed
+          .list()
+          .filter((vm) => this.isHighlyAvailable(vm))
+          .map((vm) => vm.metadata.uid as string),
+      powerOff: async (uid) => {
+        const domain = await hypervisor.observe(uid);
+        if (!domain || domain.state === "shutoff") return false;
+        await hypervisor.powerOff(uid);
+        return true;
+      },
+    });
+    return this.fencing;
+  }
+
+  /** Once the Lease is renewed again: what was fenced while this host could not say so. */
+  private async reportFencing(): Promise<void> {
+    const record = await this.fencing?.takeFenceRecord();
+    const host = this.self.get(this.hostName);
+    if (!record || !host) return;
+    const how =
+      record.how === "agent-killed"
+        ? "the simulated host's agent was killed with its guests"
+        : `its watchdog powered off ${record.domains.length} HA guest(s)`;
+    const note = `The heartbeat Lease was not renewed by ${new Date(record.deadline).toISOString()}: ${how} at ${new Date(record.at).toISOString()}.`;
+    this.log.warn({ record }, note);
+    await this.writes.event(Resources.hosts, host, {
+      type: "Warning",
+      reason: "Fenced",
+      action: "Fence",
+      note,
+    });
+    for (const vm of this.placed.list().filter((v) => record.domains.includes(v.metadata.uid as string)))
+      await this.writes.event(Resources.virtualMachines, vm, {
+        type: "Warning",
+        reason: "Fenced",
+        action: "Fence",
+        note: `Powered off on ${this.hostName}: ${note}`,
+      });
   }
 
   isSynced(): boolean {

@@ -24,6 +24,9 @@ Options:
   --kubeconfig=PATH          default $KUBECONFIG, else the in-cluster service account
   --lease-namespace=NS       namespace of the heartbeat Lease (default stratus-system)
   --heartbeat-interval=S     seconds between Lease renewals (default 5)
+  --lease-duration=S         the heartbeat Lease's duration (default 20); HA guests are fenced a
+                             quarter of it before it expires without a renewal
+  --fence-dir=DIR            the fence watchdog's state (default /run/stratus/fence/<host>)
   --pool-path=DIR            the host's storage pool directory (default /var/lib/stratus/pools/<host>)
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
   --console-dir=DIR          serial console sockets (default /run/stratus/console/<host>)
@@ -50,6 +53,8 @@ async function main(): Promise<void> {
       kubeconfig: { type: "string" },
       "lease-namespace": { type: "string", default: "stratus-system" },
       "heartbeat-interval": { type: "string", default: "5" },
+      "lease-duration": { type: "string", default: "20" },
+      "fence-dir": { type: "string" },
       "pool-path": { type: "string" },
       "cache-dir": { type: "string" },
       "console-dir": { type: "string" },
@@ -78,6 +83,9 @@ async function main(): Promise<void> {
   if (!["auto", "kvm", "tcg"].includes(accelerator))
     await fail(`--accelerator must be kvm, tcg or auto, not "${accelerator}"`);
   if (!(heartbeatSeconds > 0)) await fail(`--heartbeat-interval must be a positive number of seconds`);
+  const leaseSeconds = Number(values["lease-duration"]);
+  if (!Number.isInteger(leaseSeconds) || leaseSeconds < 2 || leaseSeconds < 2 * heartbeatSeconds)
+    await fail(`--lease-duration must be whole seconds, at least 2 and twice --heartbeat-interval`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
 
   const logger = createLogger("stratus-host-agent").child({ host: hostName });
@@ -121,6 +129,8 @@ async function main(): Promise<void> {
     metrics,
     leaseNamespace: values["lease-namespace"] as string,
     heartbeatIntervalMs: heartbeatSeconds * 1000,
+    leaseDurationSeconds: leaseSeconds,
+    fenceDir: values["fence-dir"] ?? `/run/stratus/fence/${hostName}`,
     ...(values["pool-path"] ? { poolPath: values["pool-path"] } : {}),
     ...(values["cache-dir"] ? { cacheDir: values["cache-dir"] } : {}),
     ...(values["console-dir"] ? { consoleDir: values["console-dir"] } : {}),

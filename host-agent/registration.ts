@@ -68,6 +68,8 @@ export interface HeartbeatOptions {
   log: Logger;
   /** Runs after each renewal (the agent checks its libvirt daemon there). */
   onBeat?: () => Promise<void>;
+  /** Runs after a renewal succeeded, with the renewTime it wrote (the fence deadline counts from it). */
+  onRenewed?: (renewedAtMs: number) => Promise<void>;
 }
 
 /** Renews the host's Lease until `signal` aborts; the fabric monitor reads it. */
@@ -88,6 +90,7 @@ export async function runHeartbeat(options: HeartbeatOptions, signal: AbortSigna
             metadata: { name, namespace, labels: { [HOST_LEASE_LABEL]: hostName } },
             spec: { holderIdentity: hostName, leaseDurationSeconds, acquireTime: now, renewTime: now },
           });
+      await options.onRenewed?.(Date.parse(now));
     } catch (error) {
       lease = undefined; // read it again next time (someone else changed it, or it is gone)
       if (!isConflict(error) && !isAlreadyExists(error))

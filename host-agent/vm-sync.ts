@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { DOMAIN_FINALIZER } from "../crds/finalizers.ts";
 import {
   type DiskOffering,
+  isReleasedByFailover,
   type Network,
   type PoolType,
   Resources,
@@ -67,8 +68,16 @@ export interface VmSyncOptions {
   pausedForCopy?: ReadonlySet<string>;
   /** Called with the bridge of each network this agent removed. */
   afterNetworkRemoved?: (bridge: string) => Promise<void>;
+  /**
+   * Asked before a guest starts: why it must not start here now (an HA VM this host may no longer
+   * hold, see fencing.ts), or undefined. The guard logs its reason; the VM is looked at again.
+   */
+  mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
   now?: () => number;
 }
+
+/** A guest the start guard held back is looked at again after this long. */
+const START_HELD_RETRY_MS = 1_000;
 
 export interface SyncResult {
   requeueAfterMs?: number;
@@ -100,6 +109,11 @@ export class VmSync {
       return undefined;
     }
     const uid = vm.metadata.uid as string;
+    // Its host was lost and the fabric let it go: it runs elsewhere next, never here meanwhile.
+    if (isReleasedByFailover(vm)) {
+      await this.supersede(uid, log);
+      return undefined;
+    }
     const domain = await this.hv.observe(uid);
     if (domain && !this.owns(domain)) {
       return this.report(
@@ -212,6 +226,8 @@ export class VmSync {
       (await this.hv.observe(uid))?.state === "running"
     ) {
       // A hard restart: the guest may ignore ACPI, and a reboot request must not hang on it.
+      const held = await this.o.mayStart?.(vm);
+      if (held) return { requeueAfterMs: START_HELD_RETRY_MS };
       await this.hv.powerOff(uid);
       await this.hv.start(uid);
       restartedAt = plan.restartRequest;
@@ -268,6 +284,8 @@ export class VmSync {
       // (RerunOnFailure leaves a guest that powered itself off alone).
       if (domain.state === "shutdown") return { requeueAfterMs: 1_000 };
       this.shutdownRequested.delete(uid);
+      const held = await this.o.mayStart?.(vm);
+      if (held) return { requeueAfterMs: START_HELD_RETRY_MS };
       await this.hv.start(uid);
       return undefined;
     }

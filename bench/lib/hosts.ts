@@ -61,7 +61,8 @@ export class SimulatedHosts {
             `--pool-path=${join(context.workDir, "hosts", host, "pool")}`,
             `--cache-dir=${join(context.workDir, "hosts", host, "cache")}`,
             `--console-dir=${join(context.workDir, "hosts", host, "console")}`,
-            ...heartbeat.filter((a) => !a.startsWith("--lease-duration")),
+            `--fence-dir=${join(context.workDir, "hosts", host, "fence")}`,
+            ...heartbeat,
           ]),
         );
     } else {

@@ -51,6 +51,7 @@ export async function measureQemu(context: BenchContext, options: { vms: number 
       `--pool-path=/var/lib/stratus/bench/pool`,
       `--cache-dir=/var/lib/stratus/bench/cache`,
       `--console-dir=/run/stratus/bench-console`,
+      `--fence-dir=/run/stratus/bench-fence`,
       "--shutdown-grace=5",
     ]);
     await agent.ready;

@@ -3,6 +3,7 @@
 // then, so a host never gets a VM it cannot start; all of it is one status write.
 import {
   type Host,
+  isReleasedByFailover,
   needsRootVolume,
   type ServiceOffering,
   type StoragePool,
@@ -162,9 +163,14 @@ export function networksReadiness(vm: VirtualMachine, nics: readonly NicAddressi
       };
 }
 
-/** The host's agent stopped the VM and removed its domain for maintenance: it needs a new host. */
+/**
+ * The VM needs a host other than its own: that host's agent stopped it and removed its domain for
+ * maintenance, or the host was lost and the fabric released the HA VM (its guest is fenced there).
+ */
 export function isEvacuated(vm: VirtualMachine): boolean {
-  return vm.status?.host !== undefined && vm.status.evacuatedFrom === vm.status.host;
+  return (
+    vm.status?.host !== undefined && (vm.status.evacuatedFrom === vm.status.host || isReleasedByFailover(vm))
+  );
 }
 
 export function decideOrchestration(input: OrchestrationInput): OrchestrationDecision {
@@ -240,8 +246,9 @@ function decideScheduling(
   // A disk in a local pool holds the VM to its host; an evacuated VM's disks move with it.
   const volumeHosts = isEvacuated(vm) ? [] : localPoolHosts(input.volumeNeeds, input.pools);
   const demand = HostUsageCache.demandOf(vm, offering, volumeHosts);
-  // An evacuated VM goes to another host: the one it left is in maintenance.
-  const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== vm.status?.evacuatedFrom);
+  // An evacuated VM goes to another host: the one it left is in maintenance, or lost.
+  const leaving = isEvacuated(vm) ? vm.status?.host : undefined;
+  const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== leaving);
   const chosen = place(demand, hosts, input.algorithm, {
     volumes: input.volumeNeeds,
     pools: input.poolUsages(),

@@ -11,27 +11,22 @@ import {
   type Zone,
 } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
-import { isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
-import {
-  type Condition,
-  type ConditionInput,
-  isConditionTrue,
-  ownConditions,
-} from "../../runtime/conditions.ts";
+import { type Condition, isConditionTrue } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
 import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import { applyStatus } from "../../runtime/objects.ts";
 import { VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredHostStatus, type PlacedUsage, strandedBy } from "./host-status.ts";
+import { lostVmsController } from "./lost-vms.ts";
 import { desiredZoneStatus } from "./zone-status.ts";
 
 export function fabricComponent(settings: ControllerSettings): Component {
   return {
     name: "fabric",
     description: "fabric monitoring and admin: host heartbeats, maintenance, zone roll-ups",
-    setup({ client, informers, metrics, logger, fieldManager }) {
+    setup({ client, informers, metrics, logger, fieldManager, events }) {
       const zones = informers.for<Zone>(Resources.zones);
       const hosts = informers.for<Host>(Resources.hosts, { indexers: { zone: (host) => [host.spec.zone] } });
       const leases = informers.for<Lease>(LEASE, {
@@ -95,60 +90,18 @@ export function fabricComponent(settings: ControllerSettings): Component {
           delayMs: ROLLUP_DELAY_MS,
         });
 
-      // A VM on a host that is not Ready is Unknown: nobody can say whether it still runs. Only VMs
-      // whose HostReady must change are looked at, so healthy hosts cost nothing.
-      const hostLost = (vm: VirtualMachine): ConditionInput | undefined => {
-        const host = vm.status?.host ? hosts.get(vm.status.host) : undefined;
-        const ready = (host?.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "Ready");
-        if (!host || !ready || ready.status === "True") return undefined;
-        return {
-          type: "HostReady",
-          status: "False",
-          reason: "HostNotReady",
-          message: `Host ${vm.status?.host} is not ready (${ready.reason}: ${ready.message}): the VM's state is unknown.`,
-        };
-      };
-      const hostReadyOf = (vm: VirtualMachine) =>
-        (vm.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "HostReady");
-      const needsLook = (vm: VirtualMachine): boolean => {
-        if (vm.metadata.deletionTimestamp) return false;
-        const lost = hostLost(vm);
-        const current = hostReadyOf(vm);
-        return lost ? current?.message !== lost.message : current !== undefined;
-      };
-      const lostVms = new Controller({
-        name: "fabric-lost-vms",
+      const lostVms = lostVmsController({
+        client,
         logger,
         metrics,
-        async reconcile(key) {
-          const vm = vms.get(key);
-          if (!vm || !needsLook(vm)) return;
-          const lost = hostLost(vm);
-          const conditions = lost
-            ? ownConditions(vm.status?.conditions as Condition[] | undefined, vm.metadata.generation, [lost])
-            : [];
-          // Applying no condition of its own drops the one fabric owned (server-side apply).
-          await client
-            .apply(
-              Resources.virtualMachines,
-              {
-                metadata: { name: vm.metadata.name as string, namespace: vm.metadata.namespace as string },
-                status: { conditions },
-              },
-              { fieldManager, subresource: "status" },
-            )
-            .catch((error: unknown) => {
-              if (!isNotFound(error)) throw error;
-            });
-        },
-      })
-        .watch(vms, (vm) => (needsLook(vm) ? [objectKey(vm)] : []))
-        .watch(hosts, (host) =>
-          vms
-            .byIndex("host", host.metadata.name as string)
-            .filter(needsLook)
-            .map(objectKey),
-        );
+        events,
+        fieldManager,
+        settings,
+        vms,
+        hosts,
+        leases,
+        offerings,
+      });
 
       const zoneRollup = new Controller({
         name: "fabric-zone-rollup",

@@ -17,6 +17,17 @@ import {
 /** Setting it to a new value (a timestamp) asks for a restart; status.restartedAt echoes it when done. */
 export const RESTART_ANNOTATION = "stratus.io/restart-requested-at";
 
+/**
+ * Released by the fabric after its host was lost (status.failover) and not yet placed elsewhere:
+ * the orchestration places it on another host, and no agent may start it until then.
+ */
+export function isReleasedByFailover(vm: {
+  status?: { host?: string; failover?: { from: string; restartedOn?: string } };
+}): boolean {
+  const failover = vm.status?.failover;
+  return failover !== undefined && failover.from === vm.status?.host && failover.restartedOn === undefined;
+}
+
 export const RUN_STRATEGIES = ["Always", "RerunOnFailure", "Manual", "Halted"] as const;
 
 /** CloudStack's VM states, plus Pending for a VM that has no host yet. */
@@ -179,6 +190,43 @@ export const VirtualMachineKind = defineKind({
           description:
             "Written by the host agent: this host stopped the VM for maintenance and removed its domain, so the orchestration may place it elsewhere.",
         }),
+      ),
+      startClaim: Type.Optional(
+        Type.Object(
+          {
+            host: ObjectName({ description: "The host whose agent is about to start the VM." }),
+            at: Type.String({ maxLength: 64, description: "When (RFC 3339)." }),
+          },
+          {
+            description:
+              "Written by the host agent, on the version of the VM it has just read, before it starts an HA VM: a failover (written the same way by the fabric) and a start on the old host can never both succeed.",
+          },
+        ),
+      ),
+      failover: Type.Optional(
+        Type.Object(
+          {
+            from: ObjectName({ description: "The host that was lost." }),
+            lostAt: Type.String({
+              maxLength: 64,
+              description: "When its heartbeat Lease expired (RFC 3339).",
+            }),
+            releasedAt: Type.String({
+              maxLength: 64,
+              description:
+                "When the fabric let the VM go to another host: past the Lease's expiry plus the fencing margin, by which time the lost host's watchdog has powered it off.",
+            }),
+            restartedOn: Type.Optional(ObjectName({ description: "The host it runs on again." })),
+            restartedAt: Type.Optional(Type.String({ maxLength: 64, description: "When it ran again." })),
+            downtimeSeconds: Type.Optional(
+              Type.Integer({ minimum: 0, description: "From the loss of the host to running again." }),
+            ),
+          },
+          {
+            description:
+              "Written by the fabric controller: the last restart of this HA VM after its host was lost.",
+          },
+        ),
       ),
       restartedAt: Type.Optional(
         Type.String({

@@ -138,6 +138,7 @@ describe("least privilege, with the manifests' own identities", () => {
           `--pool-path=${join(workDir, "pool")}`,
           `--cache-dir=${join(workDir, "cache")}`,
           `--console-dir=${join(workDir, "console")}`,
+          `--fence-dir=${join(workDir, "fence")}`,
         ],
       }),
     );

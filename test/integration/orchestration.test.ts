@@ -19,7 +19,7 @@ import {
 import { parseQuantity } from "../../crds/quantity.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient } from "../../runtime/client.ts";
-import { type StratusProcess, startHostAgent, startOperator } from "./processes.ts";
+import { SimulatedAgents, type StratusProcess, startOperator } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -38,21 +38,10 @@ describe("orchestration over five simulated hosts", () => {
   let kubeconfigPath: string;
   let workDir: string;
   let operator: StratusProcess;
-  const agents = new Map<string, StratusProcess>();
 
-  const startAgent = async (host: string) => {
-    agents.set(
-      host,
-      await startHostAgent({
-        kubeconfigPath,
-        hostName: host,
-        zone: ZONE,
-        leaseNamespace: namespace,
-        workDir,
-        args: ["--shutdown-grace=1"],
-      }),
-    );
-  };
+  let simulated: SimulatedAgents;
+  const agents = () => simulated.agents;
+  const startAgent = (host: string) => simulated.start(host);
   const startTheOperator = async (identity: string, extra: string[] = []) =>
     startOperator({
       kubeconfigPath,
@@ -71,19 +60,11 @@ describe("orchestration over five simulated hosts", () => {
     (await client.list<VirtualMachine>(Resources.virtualMachines, { namespace })).items.filter((vm) =>
       (vm.metadata.name as string).startsWith(prefix),
     );
-  /** The Stratus domains an agent's hypervisor holds (its /debug/domains lists the others too). */
-  const domainsOf = async (host: string) =>
-    (
-      JSON.parse((await (agents.get(host) as StratusProcess).get("/debug/domains")).body) as {
-        name: string;
-        state: string;
-        disks?: string[];
-      }[]
-    ).filter((d) => d.name.startsWith("stratus-"));
+  const domainsOf = (host: string) => simulated.domains(host);
   /** Every Stratus domain of every host, by domain name, with its disk files. */
   const stratusDomains = async () => {
     const all: { host: string; name: string; state: string; disks: string[] }[] = [];
-    for (const host of agents.keys())
+    for (const host of agents().keys())
       for (const d of await domainsOf(host))
         all.push({ host, name: d.name, state: d.state, disks: d.disks ?? [] });
     return all;
@@ -104,6 +85,13 @@ describe("orchestration over five simulated hosts", () => {
     client = new KubeClient(controlPlane.kubeConfig);
     namespace = await useNamespace(controlPlane.kubeConfig, "orch");
     workDir = await mkdtemp(join(tmpdir(), "stratus-orch-"));
+    simulated = new SimulatedAgents({
+      kubeconfigPath,
+      zone: ZONE,
+      leaseNamespace: namespace,
+      workDir,
+      args: ["--shutdown-grace=1"],
+    });
     const { url, checksum } = await serveTinyImage();
     // Secondary storage: where a VM's disks are staged when maintenance moves them between the
     // simulated hosts' local pools.
@@ -127,14 +115,11 @@ describe("orchestration over five simulated hosts", () => {
       });
     operator = await startTheOperator(`orch-operator-${suffix}`);
     await Promise.all(HOSTS.map(startAgent));
-    await waitFor("every host Ready", async () => {
-      const hosts = await Promise.all(HOSTS.map((h) => client.get<Host>(Resources.hosts, h)));
-      return hosts.every((h) => h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
-    });
+    await simulated.waitReady(client, HOSTS);
   });
 
   afterAll(async () => {
-    for (const agent of agents.values()) await agent.stop("SIGKILL");
+    await simulated?.stopAll();
     await operator?.stop("SIGKILL");
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
@@ -377,7 +362,7 @@ describe("orchestration over five simulated hosts", () => {
     const host = HOSTS[4] as string;
     const onHost = (await listVms("spread-")).filter((vm) => vm.status?.host === host);
     expect(onHost.length).toBeGreaterThan(0);
-    await agents.get(host)?.stop("SIGKILL");
+    await agents().get(host)?.stop("SIGKILL");
     const killedAt = Date.now();
     await waitFor(
       "the host to be NotReady",
@@ -447,7 +432,9 @@ describe("orchestration over five simulated hosts", () => {
       await chaotic.stop("SIGKILL");
       if (kills === 4) {
         // One agent dies too, and comes back.
-        await agents.get(HOSTS[2] as string)?.stop("SIGKILL");
+        await agents()
+          .get(HOSTS[2] as string)
+          ?.stop("SIGKILL");
         await startAgent(HOSTS[2] as string);
       }
     }

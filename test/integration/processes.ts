@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { afterAll } from "vitest";
+import { type Host, Resources } from "../../crds/index.ts";
 import {
   APISERVICE,
   prepareSubresources,
@@ -111,6 +112,7 @@ export function startHostAgent(options: {
       `--pool-path=${join(workDir, "pools", hostName)}`,
       `--cache-dir=${join(workDir, "cache", hostName)}`,
       `--console-dir=${join(workDir, "console", hostName)}`,
+      `--fence-dir=${join(workDir, "fence", hostName)}`,
       ...(options.args ?? []),
     ],
   });
@@ -160,4 +162,51 @@ export async function startApiServer(options: {
     });
   }
   return { process: apiProcess, endpoint: `http://127.0.0.1:${port}/client/api` };
+}
+
+/** A Stratus domain as an agent's /debug/domains shows it. */
+export interface DebugDomain {
+  name: string;
+  state: string;
+  disks?: string[];
+}
+
+/** Host agents on libvirt's test driver for one zone, started (and restarted) by host name. */
+export class SimulatedAgents {
+  readonly agents = new Map<string, StratusProcess>();
+  private readonly options: Omit<Parameters<typeof startHostAgent>[0], "hostName">;
+
+  constructor(options: Omit<Parameters<typeof startHostAgent>[0], "hostName">) {
+    this.options = options;
+  }
+
+  async start(host: string): Promise<StratusProcess> {
+    const agent = await startHostAgent({ ...this.options, hostName: host });
+    this.agents.set(host, agent);
+    return agent;
+  }
+
+  /** Waits until every named Host reports Ready. */
+  waitReady(client: KubeClient, hosts: readonly string[]): Promise<boolean> {
+    return waitFor("every host Ready", async () => {
+      const found = await Promise.all(hosts.map((h) => client.get<Host>(Resources.hosts, h)));
+      return found.every((h) => h.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"));
+    });
+  }
+
+  /** The Stratus domains the host's hypervisor holds (its /debug/domains lists the others too). */
+  async domains(host: string, timeoutMs = 10_000): Promise<DebugDomain[]> {
+    const response = await fetch(`${this.agents.get(host)?.healthUrl}/debug/domains`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return ((await response.json()) as DebugDomain[]).filter((d) => d.name.startsWith("stratus-"));
+  }
+
+  /** Kills every agent, waking frozen ones first. */
+  async stopAll(): Promise<void> {
+    for (const agent of this.agents.values()) {
+      if (agent.child.exitCode === null) agent.child.kill("SIGCONT");
+      await agent.stop("SIGKILL");
+    }
+  }
 }

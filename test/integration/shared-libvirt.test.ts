@@ -62,6 +62,7 @@ describe.skipIf(!canRunQemu())(
           `--pool-path=${join(cloud.workDir, "pool")}`,
           `--cache-dir=${join(cloud.workDir, "cache")}`,
           `--console-dir=${join(cloud.workDir, "console")}`,
+          `--fence-dir=${join(cloud.workDir, "fence")}`,
           "--shutdown-grace=3",
         ],
       });

@@ -164,6 +164,7 @@ describe.skipIf(!canRunQemu())(
               `--pool-path=${join(dir, "pool")}`,
               `--cache-dir=${join(dir, "cache")}`,
               `--console-dir=${join(dir, "console")}`,
+              `--fence-dir=${join(dir, "fence")}`,
               "--shutdown-grace=3",
               "--heartbeat-interval=1",
             ],

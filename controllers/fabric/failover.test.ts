@@ -1,0 +1,167 @@
+import { describe, expect, it } from "vitest";
+import type { Host, VirtualMachine } from "../../crds/index.ts";
+import type { Lease } from "../../runtime/leader-election.ts";
+import { decideLostVm, type LostVmInput } from "./failover.ts";
+
+const NOW = Date.parse("2026-11-30T10:00:00Z");
+const GRACE_MS = 10_000;
+
+const host = (ready: boolean): Host => ({
+  apiVersion: "stratus.io/v1alpha1",
+  kind: "Host",
+  metadata: { name: "h1" },
+  spec: { zone: "z1" },
+  status: {
+    conditions: [
+      {
+        type: "Ready",
+        status: ready ? "True" : "False",
+        reason: ready ? "HeartbeatCurrent" : "HeartbeatExpired",
+        message: "m",
+        lastTransitionTime: "2026-11-30T09:00:00Z",
+      },
+    ],
+  },
+});
+
+const lease = (secondsAgo: number): Lease => ({
+  metadata: { name: "host-h1", namespace: "stratus-system" },
+  spec: {
+    holderIdentity: "h1",
+    leaseDurationSeconds: 20,
+    renewTime: new Date(NOW - secondsAgo * 1000).toISOString().replace("Z", "000Z"),
+  },
+});
+
+const vm = (
+  status: Partial<NonNullable<VirtualMachine["status"]>> = {},
+  runStrategy = "Always",
+): VirtualMachine =>
+  ({
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "VirtualMachine",
+    metadata: { name: "web", namespace: "t1", uid: "u1", generation: 1 },
+    spec: { zone: "z1", serviceOffering: "ha", template: "t", runStrategy },
+    status: { host: "h1", state: "Running", ...status },
+  }) as VirtualMachine;
+
+const input = (overrides: Partial<LostVmInput> = {}): LostVmInput => ({
+  vm: vm(),
+  host: host(false),
+  lease: lease(35),
+  highAvailability: true,
+  volumes: [{ name: "web-root", pool: "shared-1", poolType: "sharedMountPoint" }],
+  graceMs: GRACE_MS,
+  now: NOW,
+  ...overrides,
+});
+
+describe("decideLostVm", () => {
+  it("says nothing about a VM whose host is Ready", () => {
+    const decision = decideLostVm(input({ host: host(true), lease: lease(1) }));
+    expect(decision).toEqual({ conditional: false });
+  });
+
+  it("leaves a VM without HA on its lost host, Unknown, with the reason", () => {
+    const decision = decideLostVm(input({ highAvailability: false }));
+    expect(decision.hostReady).toMatchObject({ status: "False", reason: "HostNotReady" });
+    expect(decision.hostReady?.message).toContain("not highly available");
+    expect(decision.failover).toBeUndefined();
+    expect(decision.conditional).toBe(false);
+  });
+
+  it("does not release an HA VM before the Lease has expired past the grace, and says when it will", () => {
+    // 20 s Lease + 10 s grace: renewed 25 s ago, so 5 s to go.
+    const decision = decideLostVm(input({ lease: lease(25) }));
+    expect(decision.hostReady).toMatchObject({ reason: "FailoverPending" });
+    expect(decision.failover).toBeUndefined();
+    expect(decision.recheckAfterMs).toBe(5_000);
+  });
+
+  it("releases an HA VM once the Lease expired past the grace, on the version it read", () => {
+    const decision = decideLostVm(input({ lease: lease(31) }));
+    expect(decision.conditional).toBe(true);
+    expect(decision.failover).toEqual({
+      from: "h1",
+      lostAt: new Date(NOW - 31_000).toISOString(),
+      releasedAt: new Date(NOW).toISOString(),
+    });
+    expect(decision.hostReady).toMatchObject({ reason: "FailingOver" });
+    expect(decision.event).toMatchObject({ type: "Warning", reason: "HostLost" });
+  });
+
+  it("never releases a VM whose disk is on a pool local to the lost host", () => {
+    const decision = decideLostVm(
+      input({ volumes: [{ name: "web-root", pool: "local-h1", poolType: "local" }], lease: lease(300) }),
+    );
+    expect(decision.hostReady).toMatchObject({ reason: "FailoverBlocked" });
+    expect(decision.hostReady?.message).toContain("volume web-root is on local-h1");
+    expect(decision.failover).toBeUndefined();
+  });
+
+  it("does not release a halted VM, nor one whose host never renewed a heartbeat", () => {
+    expect(decideLostVm(input({ vm: vm({}, "Halted") })).failover).toBeUndefined();
+    const never = decideLostVm(input({ lease: undefined }));
+    expect(never.failover).toBeUndefined();
+    expect(never.hostReady).toMatchObject({ reason: "FailoverPending" });
+  });
+
+  it("keeps a released VM released while it waits for a new host, without writing again", () => {
+    const failover = {
+      from: "h1",
+      lostAt: "2026-11-30T09:59:20.000Z",
+      releasedAt: "2026-11-30T09:59:50.000Z",
+    };
+    const decision = decideLostVm(input({ vm: vm({ failover }) }));
+    expect(decision.failover).toBe(failover);
+    expect(decision.conditional).toBe(false);
+    expect(decision.event).toBeUndefined();
+  });
+
+  it("records the restart once the VM runs on its new host, with the time since the last heartbeat", () => {
+    const failover = {
+      from: "h1",
+      lostAt: "2026-11-30T09:59:00.000Z",
+      releasedAt: "2026-11-30T09:59:35.000Z",
+    };
+    const starting = decideLostVm(
+      input({ vm: vm({ host: "h2", state: "Starting", failover }), host: host(true) }),
+    );
+    expect(starting.failover).toBe(failover);
+    const running = decideLostVm(input({ vm: vm({ host: "h2", failover }), host: host(true) }));
+    expect(running.failover).toEqual({
+      ...failover,
+      restartedOn: "h2",
+      restartedAt: new Date(NOW).toISOString(),
+      downtimeSeconds: 60,
+    });
+    expect(running.event?.note).toBe(
+      "Restarted on h2 after 60 s (host h1 last renewed its heartbeat at 2026-11-30T09:59:00.000Z).",
+    );
+  });
+
+  it("gives a released VM back to its host when no other host could take it and the host is back", () => {
+    const failover = {
+      from: "h1",
+      lostAt: "2026-11-30T09:59:00.000Z",
+      releasedAt: "2026-11-30T09:59:35.000Z",
+    };
+    const unschedulable = {
+      type: "Scheduled",
+      status: "False" as const,
+      reason: "Unschedulable",
+      message: "no host fits",
+      lastTransitionTime: "2026-11-30T09:59:36Z",
+    };
+    const decision = decideLostVm(
+      input({ vm: vm({ failover, conditions: [unschedulable] }), host: host(true), lease: lease(1) }),
+    );
+    expect(decision.failover).toBeUndefined();
+    expect(decision.conditional).toBe(true);
+    expect(decision.event?.reason).toBe("FailoverCancelled");
+    // While another host may still take it, it stays released.
+    expect(decideLostVm(input({ vm: vm({ failover }), host: host(true), lease: lease(1) })).failover).toBe(
+      failover,
+    );
+  });
+});
