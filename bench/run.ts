@@ -5,7 +5,8 @@
 // the hosts in fleet processes (--agents=processes|fleet|both or a list in the order to run them,
 // --fleet for fleet alone).
 // `npm run bench:scale` (--scale) grows one cluster to 1,000 simulated hosts and 20,000 VMs instead
-// (--scale-stages=100:2000,1000:20000 for other sizes). Writes
+// (--scale-stages=100:2000,1000:20000 for other sizes). `npm run bench:ha` (--ha, about 25 minutes;
+// --quick 100 trials) runs the HA fault trials instead (rigs/ha-trials.ts). Writes
 // bench/results/<mode>/{results.json,latency.svg,throughput.svg,summary.txt} (--out=DIR elsewhere);
 // --skip-qemu leaves out the real-QEMU rig.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -17,9 +18,17 @@ import { BenchContext } from "./lib/context.ts";
 import { AGENT_MODES, type AgentMode } from "./lib/hosts.ts";
 import { latencyDistribution, throughputOverTime } from "./lib/plots.ts";
 import { report, reportScale } from "./report.ts";
+import { reportHa } from "./report-ha.ts";
 import { measureCeiling } from "./rigs/ceiling.ts";
 import { measureCloudStackApi } from "./rigs/cloudstack-api.ts";
-import { type ControlPlaneResult, measureControlPlane, withCatalogue, zoneOf } from "./rigs/control-plane.ts";
+import {
+  type ControlPlaneResult,
+  measureControlPlane,
+  withCatalogue,
+  withTemplateServer,
+  zoneOf,
+} from "./rigs/control-plane.ts";
+import { type HaTrialsOptions, measureHaTrials } from "./rigs/ha-trials.ts";
 import { measureQemu } from "./rigs/qemu.ts";
 import { measureScale, type ScaleOptions, type ScaleResult } from "./rigs/scale.ts";
 
@@ -62,6 +71,14 @@ const SCALE: ScaleOptions = {
   startConcurrency: 4,
 };
 
+/** HA fault trials (--ha): `full` is the issue's thousand trials; the smoke test runs a handful. */
+const HA = {
+  smoke: { hosts: 3, vmsPerHost: 1, trials: 5, concurrency: 1 },
+  quick: { hosts: 8, vmsPerHost: 2, trials: 100, concurrency: 3 },
+  full: { hosts: 16, vmsPerHost: 3, trials: 1000, concurrency: 6 },
+} satisfies Record<string, Pick<HaTrialsOptions, "hosts" | "vmsPerHost" | "trials" | "concurrency">>;
+const HA_TIMING = { leaseSeconds: 4, graceSeconds: 1, trialTimeoutSeconds: 120 };
+
 /** "100:2000,1000:20000" -> stages of hosts and VMs. */
 function parseStages(text: string): ScaleOptions["stages"] {
   return text.split(",").map((stage) => {
@@ -83,6 +100,8 @@ async function main(): Promise<void> {
       agents: { type: "string", default: "both" },
       fleet: { type: "boolean" },
       scale: { type: "boolean" },
+      ha: { type: "boolean" },
+      "ha-trials": { type: "string" },
       "scale-stages": { type: "string" },
       "scale-budget": { type: "string" },
       "hosts-per-fleet": { type: "string" },
@@ -99,6 +118,22 @@ async function main(): Promise<void> {
     );
   const out = (mode: string) =>
     values.out ?? join(fileURLToPath(new URL(".", import.meta.url)), "results", mode);
+  if (values.ha) {
+    const mode = values.smoke ? "smoke" : values.quick ? "quick" : "full";
+    const outDir = values.out ?? join(fileURLToPath(new URL(".", import.meta.url)), "results", "ha");
+    return benchmarkRun(outDir, async (context) => {
+      const ha = await withTemplateServer(async (templateUrl) =>
+        measureHaTrials(context, {
+          ...HA[mode],
+          ...HA_TIMING,
+          ...(values["ha-trials"] ? { trials: Number(values["ha-trials"]) } : {}),
+          templateUrl,
+        }),
+      );
+      const results = { mode: `ha-${mode}`, date: new Date().toISOString(), machine: machine(), ha };
+      return { results, summary: reportHa(results), plots: {} };
+    });
+  }
   if (values.scale) {
     const scale: ScaleOptions = {
       ...SCALE,

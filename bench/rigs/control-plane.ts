@@ -99,19 +99,26 @@ export async function seedCatalogue(
   });
 }
 
-/** The benchmark's template server (the simulated hosts download the image) and its catalogue. */
-export async function withCatalogue<T>(
+/** The benchmark's template server (the simulated hosts download the image) while `work` runs. */
+export async function withTemplateServer<T>(work: (templateUrl: string) => Promise<T>): Promise<T> {
+  const image = await serveImage();
+  try {
+    return await work(image.url);
+  } finally {
+    await new Promise<void>((resolve) => image.server.close(() => resolve()));
+  }
+}
+
+/** The template server and the catalogue of rig 1. */
+export function withCatalogue<T>(
   context: BenchContext,
   zones: readonly string[],
   work: () => Promise<T>,
 ): Promise<T> {
-  const image = await serveImage();
-  try {
-    await seedCatalogue(context, image.url, zones);
-    return await work();
-  } finally {
-    await new Promise<void>((resolve) => image.server.close(() => resolve()));
-  }
+  return withTemplateServer(async (url) => {
+    await seedCatalogue(context, url, zones);
+    return work();
+  });
 }
 
 export const zoneOf = (mode: AgentMode) => `bench-${mode}`;

@@ -75,6 +75,26 @@ describe("npm run bench (smoke mode)", () => {
       expect(await readFile(join(out, plot), "utf8")).toMatch(/^<svg [^>]*>.*<\/svg>$/s);
   }, 900_000);
 
+  it("runs HA fault trials of every kind and finds no VM on two hosts, every VM running again", async () => {
+    const out = await mkdtemp(join(tmpdir(), "stratus-bench-ha-"));
+    outs.push(out);
+    const bench = await run(process.execPath, ["bench/run.ts", "--ha", "--smoke", `--out=${out}`]);
+    expect(bench.code, `${bench.stderr}\n${bench.stdout}`).toBe(0);
+    const { ha } = JSON.parse(await readFile(join(out, "results.json"), "utf8"));
+    expect(ha.trials).toBe(5);
+    expect(Object.values(ha.byFault)).toEqual([1, 1, 1, 1, 1]);
+    expect(ha.twice).toEqual([]);
+    expect(ha.failures).toEqual([]);
+    expect(ha.operatorKills).toBe(1);
+    expect(ha.samplingRounds).toBeGreaterThan(10);
+    // Every VM of every trial ran again (a host holds one VM here, or more after a failover).
+    expect(ha.restartSeconds.count).toBeGreaterThanOrEqual(5);
+    expect(ha.fencedSeconds.count).toBe(2);
+    expect(await readFile(join(out, "summary.txt"), "utf8")).toContain(
+      "a VM on two hosts at once      never",
+    );
+  }, 600_000);
+
   it("grows a cluster of fleet hosts in stages and reports memory, listVirtualMachines and one agent's watch traffic", async () => {
     const out = await mkdtemp(join(tmpdir(), "stratus-bench-scale-"));
     outs.push(out);
