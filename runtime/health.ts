@@ -24,10 +24,17 @@ export class HealthServer {
   constructor(options: HealthServerOptions) {
     this.options = options;
     this.server = createServer((request, response) => {
-      void this.handle(request.url ?? "/").then(({ status, body, contentType }) => {
-        response.writeHead(status, { "content-type": contentType });
-        response.end(body);
-      });
+      // A failing handler (a debug page asked before the process is up) is a 500, never a crash.
+      void this.handle(request.url ?? "/")
+        .catch((error: unknown) => ({
+          status: 500,
+          body: `${error instanceof Error ? error.message : String(error)}\n`,
+          contentType: "text/plain",
+        }))
+        .then(({ status, body, contentType }) => {
+          response.writeHead(status, { "content-type": contentType });
+          response.end(body);
+        });
     });
   }
 

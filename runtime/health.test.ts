@@ -1,0 +1,28 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { HealthServer } from "./health.ts";
+import { RuntimeMetrics } from "./metrics.ts";
+
+describe("HealthServer", () => {
+  let server: HealthServer | undefined;
+  afterEach(async () => {
+    await server?.close();
+  });
+
+  it("answers a debug page that fails with a 500 and keeps serving", async () => {
+    server = new HealthServer({
+      metrics: new RuntimeMetrics(),
+      readiness: {},
+      port: 0,
+      debug: {
+        "/debug/domains": async () => {
+          throw new Error("the host agent is not running yet");
+        },
+      },
+    });
+    const port = await server.listen();
+    const failed = await fetch(`http://127.0.0.1:${port}/debug/domains`);
+    expect(failed.status).toBe(500);
+    expect(await failed.text()).toBe("the host agent is not running yet\n");
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+  });
+});
