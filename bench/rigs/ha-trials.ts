@@ -187,9 +187,7 @@ export async function measureHaTrials(
       // The watchdog kills a simulated host's agent, whose guests live in it, by the deadline.
       if (await waitForExit(agent, leaseMs * 2)) fenced.push((Date.now() - t0) / 1000);
       else {
-        failures.push(
-          `trial ${number} (${fault}, ${host.name}): the agent was not fenced within ${leaseMs * 2} ms`,
-        );
+        fail(`trial ${number} (${fault}, ${host.name}): the agent was not fenced within ${leaseMs * 2} ms`);
         agent.child.kill("SIGKILL");
       }
     } else await waitForExit(agent);
@@ -213,10 +211,17 @@ export async function measureHaTrials(
       }
       await sleep(200);
     }
-    if (pending.size > 0)
-      failures.push(
-        `trial ${number} (${fault}, ${host.name}): ${pending.size} VM(s) not running again in time`,
+    if (pending.size > 0) {
+      const stuck = (await listVms(context)).filter((vm) => pending.has(vm.metadata.uid as string));
+      const said = stuck.map(
+        (vm) =>
+          `${vm.metadata.name} on ${vm.status?.host} ${vm.status?.state} [${(vm.status?.conditions ?? [])
+            .filter((c) => c.status !== "True")
+            .map((c) => `${c.type}=${c.reason}`)
+            .join(", ")}]`,
       );
+      fail(`trial ${number} (${fault}, ${host.name}): not running again in time: ${said.join("; ")}`);
+    }
     host.proxy.restore();
     if (elsewhere) await startAgent(host);
     await waitForReady(context, [host.name]);
