@@ -3,7 +3,7 @@
 // wrote has passed (its heartbeat Lease could not be renewed: the agent is cut off, hung, stopped
 // or dead), it powers off the host's HA guests before the fabric restarts them elsewhere. On a
 // simulated host (libvirt's test driver) the guests live inside the agent, so it kills the agent.
-import { writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { isAlive } from "../runtime/process-alive.ts";
@@ -58,7 +58,16 @@ async function main(): Promise<void> {
     const state = await readJson<FenceState>(dir, STATE_FILE);
     const agentAlive = state ? isAlive(state.pid) : false;
     const step = watchdogStep(state, Date.now(), agentAlive, fencedDeadline);
-    if (step.kind === "exit") break;
+    if (step.kind === "exit") {
+      // Hand-over with a new agent: it writes its state, then starts a watchdog unless the pid
+      // file names a live one. Removing the file before looking a last time leaves no gap.
+      await rm(join(dir, WATCHDOG_PID_FILE), { force: true });
+      const last = await readJson<FenceState>(dir, STATE_FILE);
+      if (watchdogStep(last, Date.now(), last ? isAlive(last.pid) : false, fencedDeadline).kind === "exit")
+        break;
+      await writeFile(join(dir, WATCHDOG_PID_FILE), String(process.pid));
+      continue;
+    }
     if (step.kind === "fence" && state) {
       const firstTime = fencedDeadline !== state.deadline;
       let domains = step.domains;
