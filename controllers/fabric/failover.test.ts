@@ -6,11 +6,11 @@ import { decideLostVm, type LostVmInput } from "./failover.ts";
 const NOW = Date.parse("2026-11-30T10:00:00Z");
 const GRACE_MS = 10_000;
 
-const host = (ready: boolean): Host => ({
+const host = (ready: boolean, spec: Partial<Host["spec"]> = {}): Host => ({
   apiVersion: "stratus.io/v1alpha1",
   kind: "Host",
   metadata: { name: "h1" },
-  spec: { zone: "z1" },
+  spec: { zone: "z1", ...spec },
   status: {
     conditions: [
       {
@@ -97,6 +97,23 @@ describe("decideLostVm", () => {
     expect(decision.hostReady).toMatchObject({ reason: "FailoverBlocked" });
     expect(decision.hostReady?.message).toContain("volume web-root is on local-h1");
     expect(decision.failover).toBeUndefined();
+  });
+
+  it("releases any VM of a host an administrator declared degraded at once, HA or not, local disks excepted", () => {
+    const degraded = host(false, { degraded: true });
+    const decision = decideLostVm(input({ host: degraded, highAvailability: false, lease: lease(21) }));
+    expect(decision.failover).toMatchObject({ from: "h1", releasedAt: new Date(NOW).toISOString() });
+    expect(decision.conditional).toBe(true);
+    expect(decision.event?.reason).toBe("HostDegraded");
+    const local = decideLostVm(
+      input({ host: degraded, volumes: [{ name: "web-root", pool: "local-h1", poolType: "local" }] }),
+    );
+    expect(local.failover).toBeUndefined();
+    expect(local.hostReady?.reason).toBe("FailoverBlocked");
+    // Declared degraded while it is Ready: nothing moves (CloudStack refuses the declaration then).
+    expect(decideLostVm(input({ host: host(true, { degraded: true }), lease: lease(1) }))).toEqual({
+      conditional: false,
+    });
   });
 
   it("does not release a halted VM, nor one whose host never renewed a heartbeat", () => {

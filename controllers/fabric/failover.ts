@@ -61,7 +61,7 @@ export function decideLostVm(input: LostVmInput): LostVmDecision {
   const ready = (host?.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "Ready");
   if (!host || !ready || ready.status === "True") {
     // Released, yet nowhere else could take it, and its host is back: it may run there again.
-    if (failover && isReleased(vm) && unschedulable(vm))
+    if (failover && isReleased(vm) && unschedulable(vm) && host?.spec.degraded !== true)
       return { conditional: true, event: reclaimed(current as string) };
     return { conditional: false, ...(failover ? { failover } : {}), ...(event ? { event } : {}) };
   }
@@ -77,10 +77,12 @@ export function decideLostVm(input: LostVmInput): LostVmDecision {
     ...(event ? { event } : {}),
     ...extra,
   });
-  if (!input.highAvailability)
+  // An administrator's word that nothing runs there any more lets any VM go at once.
+  const degraded = host.spec.degraded === true;
+  if (!input.highAvailability && !degraded)
     return lost(
       "HostNotReady",
-      "the VM's state is unknown. Its offering is not highly available: it stays until the host returns.",
+      "the VM's state is unknown. Its offering is not highly available: it stays until the host returns or an administrator declares the host degraded.",
     );
   if (vm.spec.runStrategy === "Halted")
     return lost("HostNotReady", "the VM's state is unknown. It is halted, so it is not restarted elsewhere.");
@@ -93,35 +95,43 @@ export function decideLostVm(input: LostVmInput): LostVmDecision {
   if (local)
     return lost(
       "FailoverBlocked",
-      `the VM is highly available, but volume ${local.name} is on ${local.pool}, a pool local to the lost host: it cannot start anywhere else.`,
+      `the VM could restart elsewhere, but volume ${local.name} is on ${local.pool}, a pool local to the lost host: it cannot start anywhere else.`,
     );
-  const deadline = heartbeatDeadline(input.lease, input.graceMs);
   const renewed = input.lease?.spec.renewTime;
-  if (deadline === undefined || renewed === undefined)
-    return lost(
-      "FailoverPending",
-      "the host never renewed a heartbeat: nothing says when its guests are fenced.",
-    );
-  if (now < deadline)
-    return lost(
-      "FailoverPending",
-      `the VM is highly available: unless the host renews its heartbeat first, it restarts on another host from ${iso(deadline)} (its watchdog powers it off before that).`,
-      { recheckAfterMs: deadline - now },
-    );
+  if (!degraded) {
+    const deadline = heartbeatDeadline(input.lease, input.graceMs);
+    if (deadline === undefined || renewed === undefined)
+      return lost(
+        "FailoverPending",
+        "the host never renewed a heartbeat: nothing says when its guests are fenced.",
+      );
+    if (now < deadline)
+      return lost(
+        "FailoverPending",
+        `the VM is highly available: unless the host renews its heartbeat first, it restarts on another host from ${iso(deadline)} (its watchdog powers it off before that).`,
+        { recheckAfterMs: deadline - now },
+      );
+  }
   const released: Failover = {
     from: current as string,
-    lostAt: iso(Date.parse(renewed)),
+    lostAt: iso(renewed ? Date.parse(renewed) : now),
     releasedAt: iso(now),
   };
   return {
     ...lost("FailingOver", `the VM was released at ${released.releasedAt} and is placed on another host.`),
     failover: released,
     conditional: true,
-    event: {
-      type: "Warning",
-      reason: "HostLost",
-      note: `Host ${current} last renewed its heartbeat at ${released.lostAt} and its guests are fenced: the VM restarts on another host.`,
-    },
+    event: degraded
+      ? {
+          type: "Warning",
+          reason: "HostDegraded",
+          note: `An administrator declared host ${current} degraded (nothing runs there any more): the VM starts on another host.`,
+        }
+      : {
+          type: "Warning",
+          reason: "HostLost",
+          note: `Host ${current} last renewed its heartbeat at ${released.lostAt} and its guests are fenced: the VM restarts on another host.`,
+        },
   };
 }
 

@@ -83,6 +83,9 @@ describe("desiredHostStatus", () => {
       desiredHostStatus(host({ allocationState: "Disabled" }), lease(1), idle, OPTIONS, NOW).status
         .resourceState,
     ).toBe("Disabled");
+    const degraded = desiredHostStatus(host({ degraded: true }), lease(60), idle, OPTIONS, NOW).status;
+    expect(degraded.resourceState).toBe("Degraded");
+    expect(condition(degraded, "Schedulable")).toMatchObject({ status: "False" });
   });
 });
 

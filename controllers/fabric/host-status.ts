@@ -67,9 +67,11 @@ export function desiredHostStatus(
       : isReady && stranded.length === 0
         ? "PrepareForMaintenance"
         : "ErrorInMaintenance"
-    : (host.spec.allocationState ?? "Enabled") === "Disabled"
-      ? "Disabled"
-      : "Enabled";
+    : host.spec.degraded
+      ? "Degraded"
+      : (host.spec.allocationState ?? "Enabled") === "Disabled"
+        ? "Disabled"
+        : "Enabled";
   const schedulable: ConditionInput = !isReady
     ? { type: "Schedulable", status: "False", reason: "NotReady", message: "The host is not ready." }
     : host.spec.maintenance
@@ -87,8 +89,16 @@ export function desiredHostStatus(
                     .join("; ")}`
                 : `Moving ${placed.virtualMachines} VM(s) off the host for maintenance.`,
         }
-      : resourceState === "Disabled"
-        ? { type: "Schedulable", status: "False", reason: "Disabled", message: "The host is disabled." }
+      : resourceState === "Disabled" || resourceState === "Degraded"
+        ? {
+            type: "Schedulable",
+            status: "False",
+            reason: resourceState,
+            message:
+              resourceState === "Degraded"
+                ? "An administrator declared the host degraded."
+                : "The host is disabled.",
+          }
         : { type: "Schedulable", status: "True", reason: "Enabled", message: "The host accepts VMs." };
   const status = {
     resourceState,

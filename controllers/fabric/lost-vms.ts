@@ -78,7 +78,8 @@ export function lostVmsController(context: {
 
   async function decide(vm: VirtualMachine, lease: Lease | undefined): Promise<LostVmDecision> {
     const highAvailability = offerings.get(vm.spec.serviceOffering)?.spec.highAvailability === true;
-    const mayMove = highAvailability && hostNotReady(vm) && !isReleased(vm);
+    const mayMove =
+      (highAvailability || hostOf(vm)?.spec.degraded === true) && hostNotReady(vm) && !isReleased(vm);
     return decideLostVm({
       vm,
       host: hostOf(vm),

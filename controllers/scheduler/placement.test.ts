@@ -53,6 +53,7 @@ describe("unfitReason", () => {
       "in maintenance",
     );
     expect(unfitReason(small, usage(host("a", { spec: { allocationState: "Disabled" } })))).toBe("disabled");
+    expect(unfitReason(small, usage(host("a", { spec: { degraded: true } })))).toBe("declared degraded");
     expect(unfitReason({ ...small, hostTags: ["ssd"] }, usage(host("a", { spec: { tags: ["gpu"] } })))).toBe(
       "missing host tags",
     );

@@ -59,6 +59,7 @@ export function unfitReason(demand: Demand, usage: HostUsage, storage?: StorageD
   if (host.spec.maintenance || MAINTENANCE_STATES.has(host.status?.resourceState ?? ""))
     return "in maintenance";
   if ((host.spec.allocationState ?? "Enabled") !== "Enabled") return "disabled";
+  if (host.spec.degraded) return "declared degraded";
   const tags = new Set(host.spec.tags ?? []);
   if (demand.hostTags.some((tag) => !tags.has(tag))) return "missing host tags";
   if (demand.antiAffinityGroup && usage.antiAffinityGroups.has(demand.antiAffinityGroup))

@@ -13,13 +13,14 @@ import {
 } from "../schema.ts";
 import { ALLOCATION_STATES } from "./zone.ts";
 
-/** CloudStack's resource states; the last three are reached through maintenance. */
+/** CloudStack's resource states; three are reached through maintenance, Degraded by an administrator. */
 export const RESOURCE_STATES = [
   "Enabled",
   "Disabled",
   "PrepareForMaintenance",
   "Maintenance",
   "ErrorInMaintenance",
+  "Degraded",
 ] as const;
 
 const OvercommitRatio = (what: string) =>
@@ -57,6 +58,13 @@ export const HostKind = defineKind({
           default: false,
           description:
             "true moves every VM off the host (PrepareForMaintenance, then Maintenance); false returns it to service.",
+        }),
+      ),
+      degraded: Type.Optional(
+        Type.Boolean({
+          default: false,
+          description:
+            "An administrator's word that nothing runs on the host any more (CloudStack's declareHostAsDegraded): while the host is not Ready, its VMs, with HA or without, start on other hosts at once. No VM is placed here while it is true.",
         }),
       ),
       tags: Labels(

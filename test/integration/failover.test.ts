@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { displayState } from "../../crds/display-state.ts";
-import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { type Host, Resources, type VirtualMachine } from "../../crds/index.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
@@ -217,5 +217,50 @@ describe("HA failover over two simulated hosts", () => {
     sampling = false;
     await sampler;
     expect(twice).toEqual([]);
+  }, 180_000);
+
+  it("starts a VM without HA elsewhere once an administrator declares its lost host degraded", async () => {
+    const haHost = (await vm("ha-1")).status?.host as string;
+    const other = HOSTS.find((h) => h !== haHost) as string;
+    await client.create(Resources.virtualMachines, {
+      metadata: { name: "plain-2", namespace },
+      spec: { zone: ZONE, serviceOffering: PLAIN_OFFERING, template: TEMPLATE, placement: { host: other } },
+    });
+    const placed = await waitFor("plain-2 Running", async () => {
+      const current = await vm("plain-2");
+      return current.status?.state === "Running" ? current : undefined;
+    });
+    // Unpinned, so that it may go elsewhere; it stays where it runs.
+    await client.mergePatch(Resources.virtualMachines, "plain-2", namespace, { spec: { placement: null } });
+    await simulated.agents.get(other)?.stop("SIGKILL");
+    await waitFor("plain-2 Unknown", async () => displayState(await vm("plain-2")) === "Unknown", {
+      timeoutMs: 60_000,
+    });
+    await client.mergePatch(Resources.hosts, other, undefined, { spec: { degraded: true } });
+    const moved = await waitFor(
+      `plain-2 Running on ${haHost}`,
+      async () => {
+        const current = await vm("plain-2");
+        return current.status?.failover?.restartedOn === haHost ? current : undefined;
+      },
+      { timeoutMs: 60_000 },
+    );
+    expect(moved.status?.failover?.from).toBe(other);
+    expect((await events(namespace, "plain-2")).map((e) => e.reason)).toContain("HostDegraded");
+    const host = await waitFor("the host Degraded", async () => {
+      const current = await client.get<Host>(Resources.hosts, other);
+      return current.status?.resourceState === "Degraded" ? current : undefined;
+    });
+    expect(host.status?.conditions?.find((c) => c.type === "Schedulable")?.status).toBe("False");
+    // The host comes back: the VM it lost is not started there.
+    await startAgent(other);
+    await simulated.waitReady(client, [other]);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect(await runningOn(domainName(placed.metadata.uid as string))).toEqual([haHost]);
+    await client.mergePatch(Resources.hosts, other, undefined, { spec: { degraded: false } });
+    await waitFor(
+      "the host Enabled again",
+      async () => (await client.get<Host>(Resources.hosts, other)).status?.resourceState === "Enabled",
+    );
   }, 180_000);
 });
