@@ -14,6 +14,7 @@ import { isConflict, type KubeObject, type ResourceType } from "../runtime/clien
 import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
+import { HOST_COMMANDS } from "./host-commands.ts";
 import { jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
@@ -811,6 +812,7 @@ export const COMMANDS: Record<string, Command> = {
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,
+  ...HOST_COMMANDS,
 };
 
 interface ApiEntry {

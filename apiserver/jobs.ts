@@ -263,6 +263,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.vms, (vm) => byTarget(vm.metadata.uid as string))
       .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
       .watch(api.storagePools, (pool) => byTarget(pool.metadata.uid as string))
+      .watch(api.hosts, (host) => byTarget(host.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, and those of
       // its snapshots (a revert ends when the volume reports it).

@@ -6,8 +6,8 @@ import { Resources, type StoragePool } from "../crds/index.ts";
 import { reaches } from "../crds/volume-placement.ts";
 import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
 import { byId, filtered, page, requireClusterRead } from "./listing.ts";
+import { specToggleCommand } from "./spec-toggle.ts";
 import { parsePoolUrl, tagList } from "./storage-input.ts";
 import { poolPath, poolScope, poolState, storagePoolView } from "./storage-views.ts";
 
@@ -35,28 +35,20 @@ const view = (call: Call, pool: StoragePool): Json => ({ storagepool: storagePoo
 
 /** Sets spec.maintenance; the job ends when this replica's cache shows it. */
 function maintenanceCommand(command: string, maintenance: boolean): Command {
-  return {
-    async: true,
-    async handler(call) {
-      const pool = await poolById(call);
-      if (Boolean(pool.spec.maintenance) === maintenance)
-        throw new ApiError(
-          ERROR.PARAM,
-          `Primary storage ${pool.metadata.name} (id ${pool.metadata.uid}) is ${maintenance ? "already" : "not"} in maintenance; its state is ${poolState(pool)}`,
-        );
-      await call.caller.client.mergePatch(Resources.storagePools, pool.metadata.name as string, undefined, {
-        spec: { maintenance },
-      });
-      const job = await submitJob(call, command, { ...pool, kind: "StoragePool" });
-      return { jobid: job.metadata.uid as string };
-    },
-    outcome(job, api) {
-      const pool = job.spec.target?.uid ? api.storagePools.byIndex("uid", job.spec.target.uid)[0] : undefined;
-      if (!pool) return { error: { code: ERROR.INTERNAL, text: "the storage pool was deleted" } };
-      if (Boolean(pool.spec.maintenance) !== maintenance) return undefined;
-      return { result: { storagepool: storagePoolView(pool, api) } };
-    },
-  };
+  return specToggleCommand<StoragePool>({
+    command,
+    type: Resources.storagePools,
+    field: "maintenance",
+    value: maintenance,
+    find: poolById,
+    informer: (api) => api.storagePools,
+    refusal: (pool) =>
+      Boolean(pool.spec.maintenance) === maintenance
+        ? `Primary storage ${pool.metadata.name} (id ${pool.metadata.uid}) is ${maintenance ? "already" : "not"} in maintenance; its state is ${poolState(pool)}`
+        : undefined,
+    done: () => true,
+    result: (pool, api) => ({ storagepool: storagePoolView(pool, api) }),
+  });
 }
 
 export const STORAGE_POOL_COMMANDS: Record<string, Command> = {

@@ -3,7 +3,9 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
+import { parseAllDocuments } from "yaml";
 import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
@@ -137,4 +139,40 @@ export async function makeAccount(
     },
   } as KubeObject);
   return account;
+}
+
+/**
+ * An administrator with the manifests' own `stratus-cloud-admin` role and a user with only
+ * `stratus-catalog-reader`, both under names of this run's (`suffix`).
+ */
+export async function adminAndUser(
+  client: KubeClient,
+  options: { keysNamespace: string; suffix: string; prefix: string },
+): Promise<{ admin: Account; user: Account }> {
+  const { suffix } = options;
+  const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
+    (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
+  );
+  for (const name of ["stratus-cloud-admin", "stratus-catalog-reader"]) {
+    const role = manifests.find((d) => d.kind === "ClusterRole" && d.metadata.name === name);
+    if (!role) throw new Error(`manifests/base/rbac.yaml has no ClusterRole ${name}`);
+    await client.apply(
+      RBAC("v1", "clusterroles"),
+      { metadata: { name: `${name}-${suffix}` }, rules: role.rules },
+      { fieldManager: "cs-test" },
+    );
+  }
+  const admin = await makeAccount(client, {
+    keysNamespace: options.keysNamespace,
+    name: `${options.prefix}-admin`,
+    suffix,
+    clusterRoles: [`stratus-catalog-reader-${suffix}`, `stratus-cloud-admin-${suffix}`],
+  });
+  const user = await makeAccount(client, {
+    keysNamespace: options.keysNamespace,
+    name: `${options.prefix}-user`,
+    suffix,
+    clusterRoles: [`stratus-catalog-reader-${suffix}`],
+  });
+  return { admin, user };
 }

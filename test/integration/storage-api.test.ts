@@ -4,12 +4,10 @@
 // CloudStack's permission error from Kubernetes' RBAC. No operator runs: where the storage
 // controller and the agents would write status, the test writes it.
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import { Resources, type StoragePool, type Volume, type Zone } from "../../crds/index.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
-import { type Account, hasCs, makeAccount, RBAC, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
+import { KubeClient } from "../../runtime/client.ts";
+import { type Account, adminAndUser, hasCs, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -48,35 +46,7 @@ describe.skipIf(!hasCs)("primary storage through the CloudStack API (needs pytho
     const controlPlane = await sharedControlPlane();
     client = new KubeClient(controlPlane.kubeConfig);
     const keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
-    // The manifests' own administrator role, under a name of this run's.
-    const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
-      (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
-    );
-    const adminRole = manifests.find(
-      (d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-cloud-admin",
-    );
-    const catalogRole = manifests.find(
-      (d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-catalog-reader",
-    );
-    expect(adminRole).toBeDefined();
-    for (const role of [adminRole, catalogRole])
-      await client.apply(
-        RBAC("v1", "clusterroles"),
-        { metadata: { name: `${role?.metadata.name}-${suffix}` }, rules: role?.rules ?? [] },
-        { fieldManager: "storage-api-test" },
-      );
-    admin = await makeAccount(client, {
-      keysNamespace,
-      name: "storage-admin",
-      suffix,
-      clusterRoles: [`stratus-catalog-reader-${suffix}`, `stratus-cloud-admin-${suffix}`],
-    });
-    user = await makeAccount(client, {
-      keysNamespace,
-      name: "storage-user",
-      suffix,
-      clusterRoles: [`stratus-catalog-reader-${suffix}`],
-    });
+    ({ admin, user } = await adminAndUser(client, { keysNamespace, suffix, prefix: "storage" }));
     const zone = await client.create<Zone>(Resources.zones, {
       apiVersion: "stratus.io/v1alpha1",
       kind: "Zone",
