@@ -24,6 +24,7 @@ export function reportHa(results: HaResults): string {
     "",
     `trials                         ${ha.trials} (${FAULTS.map((f) => `${f} ${ha.byFault[f]}`).join(", ")})`,
     `operator SIGKILLs              ${ha.operatorKills}`,
+    `agents restarted outside trials ${ha.unplannedRestarts} (fenced while the API server did not answer)`,
     `sampling rounds (every host)   ${ha.samplingRounds}`,
     `a VM on two hosts at once      ${ha.twice.length === 0 ? "never" : `${ha.twice.length} sample(s): ${JSON.stringify(ha.twice.slice(0, 5))}`}`,
     `failed trials                  ${ha.failures.length}${ha.failures.length ? `: ${ha.failures.slice(0, 5).join("; ")}` : ""}`,

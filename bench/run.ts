@@ -74,10 +74,11 @@ const SCALE: ScaleOptions = {
 /** HA fault trials (--ha): `full` is the issue's thousand trials; the smoke test runs a handful. */
 const HA = {
   smoke: { hosts: 3, vmsPerHost: 1, trials: 5, concurrency: 1 },
-  quick: { hosts: 8, vmsPerHost: 2, trials: 100, concurrency: 3 },
-  full: { hosts: 16, vmsPerHost: 3, trials: 1000, concurrency: 6 },
+  quick: { hosts: 10, vmsPerHost: 2, trials: 100, concurrency: 3 },
+  full: { hosts: 20, vmsPerHost: 3, trials: 1000, concurrency: 5 },
 } satisfies Record<string, Pick<HaTrialsOptions, "hosts" | "vmsPerHost" | "trials" | "concurrency">>;
-const HA_TIMING = { leaseSeconds: 4, graceSeconds: 1, trialTimeoutSeconds: 120 };
+// A short Lease keeps a thousand trials within the hour; production's is 20 s with 10 s of grace.
+const HA_TIMING = { leaseSeconds: 6, graceSeconds: 2, trialTimeoutSeconds: 120 };
 
 /** "100:2000,1000:20000" -> stages of hosts and VMs. */
 function parseStages(text: string): ScaleOptions["stages"] {

@@ -46,6 +46,8 @@ export interface HaTrialsResult {
   /** Seconds from a freeze or cut to the watchdog killing the agent. */
   fencedSeconds: Summary;
   operatorKills: number;
+  /** Agents that died outside a trial (fenced while the API server did not answer) and were restarted. */
+  unplannedRestarts: number;
   samplingRounds: number;
   /** Samples in which a VM ran on two hosts: must be empty. */
   twice: TwiceRunning[];
@@ -158,6 +160,26 @@ export async function measureHaTrials(
     context.progress(`HA trials: FAILED ${message}`);
   };
   let operatorKills = 0;
+  // As a DaemonSet would: an agent that died outside a trial (its watchdog fenced it while the
+  // API server did not answer) is started again, and counted.
+  let unplannedRestarts = 0;
+  let supervising = true;
+  const supervisor = (async () => {
+    while (supervising) {
+      for (const host of hosts)
+        if (!host.busy && host.agent?.exited()) {
+          host.busy = true;
+          unplannedRestarts++;
+          context.progress(`HA trials: ${host.name}'s agent died outside a trial; starting it again`);
+          await startAgent(host)
+            .catch((error: Error) => fail(`restarting ${host.name}: ${error.message}`))
+            .finally(() => {
+              host.busy = false;
+            });
+        }
+      await sleep(1_000);
+    }
+  })();
   let operatorRestart: Promise<void> = Promise.resolve();
   let started = 0;
 
@@ -262,6 +284,8 @@ export async function measureHaTrials(
     }),
   );
   await operatorRestart;
+  supervising = false;
+  await supervisor;
   await sampler.stop();
   for (const host of hosts) await host.proxy.close();
   const { templateUrl: _, ...shown } = options;
@@ -275,6 +299,7 @@ export async function measureHaTrials(
     ) as Record<Fault, Summary>,
     fencedSeconds: summarize(fenced),
     operatorKills,
+    unplannedRestarts,
     samplingRounds: sampler.rounds,
     twice: sampler.twice,
     failures,

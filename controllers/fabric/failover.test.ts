@@ -52,6 +52,7 @@ const input = (overrides: Partial<LostVmInput> = {}): LostVmInput => ({
   highAvailability: true,
   volumes: [{ name: "web-root", pool: "shared-1", poolType: "sharedMountPoint" }],
   graceMs: GRACE_MS,
+  zone: { hosts: 4, settledReady: 3 },
   now: NOW,
   ...overrides,
 });
@@ -88,6 +89,29 @@ describe("decideLostVm", () => {
     });
     expect(decision.hostReady).toMatchObject({ reason: "FailingOver" });
     expect(decision.event).toMatchObject({ type: "Warning", reason: "HostLost" });
+  });
+
+  it("waits while so much of the zone is lost that an outage is likelier than dead hosts", () => {
+    const paused = decideLostVm(input({ lease: lease(300), zone: { hosts: 10, settledReady: 4 } }));
+    expect(paused.failover).toBeUndefined();
+    expect(paused.hostReady).toMatchObject({ reason: "FailoverPaused" });
+    expect(paused.recheckAfterMs).toBeGreaterThan(0);
+    // Nothing settled (every host lost, or just back from an outage): nothing moves.
+    expect(
+      decideLostVm(input({ lease: lease(300), zone: { hosts: 2, settledReady: 0 } })).failover,
+    ).toBeUndefined();
+    // One of two hosts lost is a host failure, and so is 5 of 10.
+    expect(
+      decideLostVm(input({ lease: lease(300), zone: { hosts: 2, settledReady: 1 } })).failover,
+    ).toBeDefined();
+    expect(
+      decideLostVm(input({ lease: lease(300), zone: { hosts: 10, settledReady: 5 } })).failover,
+    ).toBeDefined();
+    // An administrator's word is not a guess: a degraded host's VMs go even then.
+    const degraded = decideLostVm(
+      input({ host: host(false, { degraded: true }), zone: { hosts: 10, settledReady: 0 } }),
+    );
+    expect(degraded.failover).toBeDefined();
   });
 
   it("never releases a VM whose disk is on a pool local to the lost host", () => {

@@ -26,8 +26,23 @@ export interface LostVmInput {
   /** The VM's volumes: where their disks are. */
   volumes: readonly { name: string; pool?: string; poolType?: PoolType }[];
   graceMs: number;
+  /** The zone's hosts, and of them how many have been Ready for a whole Lease duration or more. */
+  zone: { hosts: number; settledReady: number };
   now: number;
 }
+
+/**
+ * Failover waits while so much of the zone is lost that a control-plane or network outage is
+ * likelier than that many dead hosts (as Kubernetes stops evicting from a disrupted zone): no host
+ * settled-Ready, or more than 55 % of a zone of three or more hosts not.
+ */
+export function zoneDisrupted(zone: LostVmInput["zone"]): boolean {
+  if (zone.settledReady === 0) return true;
+  return zone.hosts >= 3 && (zone.hosts - zone.settledReady) / zone.hosts > 0.55;
+}
+
+/** Hosts count as settled once Ready this long: agents back from an outage first get to renew. */
+export const SETTLE_RETRY_MS = 2_000;
 
 export interface LostVmDecision {
   /** The HostReady condition, or undefined for none. */
@@ -112,6 +127,12 @@ export function decideLostVm(input: LostVmInput): LostVmDecision {
         { recheckAfterMs: deadline - now },
       );
   }
+  if (!degraded && zoneDisrupted(input.zone))
+    return lost(
+      "FailoverPaused",
+      `only ${input.zone.settledReady} of the zone's ${input.zone.hosts} hosts have been ready for a whole Lease: failover waits, since an outage of the control plane or the network is likelier than that many lost hosts.`,
+      { recheckAfterMs: SETTLE_RETRY_MS },
+    );
   const released: Failover = {
     from: current as string,
     lostAt: iso(renewed ? Date.parse(renewed) : now),

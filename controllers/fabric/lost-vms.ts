@@ -24,7 +24,7 @@ import { LEASE, type Lease } from "../../runtime/leader-election.ts";
 import type { RuntimeMetrics } from "../../runtime/metrics.ts";
 import { unlessGone } from "../../runtime/objects.ts";
 import type { ControllerSettings } from "../settings.ts";
-import { decideLostVm, type LostVmDecision } from "./failover.ts";
+import { decideLostVm, type LostVmDecision, type LostVmInput } from "./failover.ts";
 
 export function lostVmsController(context: {
   client: KubeClient;
@@ -76,6 +76,17 @@ export function lostVmsController(context: {
     );
   }
 
+  /** The zone's hosts, and how many have been Ready for at least the lost host's Lease duration. */
+  function zoneHealth(zone: string, lease: Lease | undefined): LostVmInput["zone"] {
+    const settleMs = (lease?.spec.leaseDurationSeconds ?? 20) * 1000;
+    const inZone = hosts.byIndex("zone", zone);
+    const settledReady = inZone.filter((host) => {
+      const ready = (host.status?.conditions as Condition[] | undefined)?.find((c) => c.type === "Ready");
+      return ready?.status === "True" && Date.parse(ready.lastTransitionTime) <= Date.now() - settleMs;
+    }).length;
+    return { hosts: inZone.length, settledReady };
+  }
+
   async function decide(vm: VirtualMachine, lease: Lease | undefined): Promise<LostVmDecision> {
     const highAvailability = offerings.get(vm.spec.serviceOffering)?.spec.highAvailability === true;
     const mayMove =
@@ -87,6 +98,7 @@ export function lostVmsController(context: {
       highAvailability,
       volumes: mayMove ? await volumesOf(vm) : [],
       graceMs: settings.hostGraceMs,
+      zone: zoneHealth(vm.spec.zone, lease),
       now: Date.now(),
     });
   }
