@@ -37,9 +37,10 @@ export interface AgentWrites {
   ): Promise<"wrote" | "same" | "gone">;
   /**
    * Applies the copy steps of a move (`exported`, `received`); an empty object clears them. The
-   * apply replaces both, so a writer passes on the one it does not change.
+   * apply replaces both, so a writer passes on the one it does not change. `onVersion`: only on
+   * that resourceVersion of the Volume (a conflict otherwise).
    */
-  volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void>;
+  volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>, onVersion?: string): Promise<void>;
   /** Applies the agent's part of a VolumeSnapshot's status (phase, file, checksum, Ready). */
   snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
   /** Records that the Volume's disk was reverted as `request` asked. */
@@ -86,12 +87,16 @@ export class KubeAgentWrites implements AgentWrites {
     return "wrote" as const;
   }
 
-  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
+  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>, onVersion?: string): Promise<void> {
     await this.client.apply(
       Resources.volumes,
       // Clearing applies no transfer at all: an empty `transfer: {}` would become null, which the schema refuses.
       {
-        metadata: { name: ref.name, namespace: ref.namespace },
+        metadata: {
+          name: ref.name,
+          namespace: ref.namespace,
+          ...(onVersion ? { resourceVersion: onVersion } : {}),
+        },
         status: Object.keys(transfer).length > 0 ? { transfer } : {},
       },
       { fieldManager: TRANSFER_FIELD_MANAGER, subresource: "status" },

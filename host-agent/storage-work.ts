@@ -23,7 +23,7 @@ import type { Hypervisor } from "./hypervisor.ts";
 import { PoolSync } from "./pool-sync.ts";
 import { type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
 import { syncVolumeDeletion } from "./volume-sync.ts";
-import { syncVolumeTransfer } from "./volume-transfer.ts";
+import { discardIncomingCopy, syncVolumeTransfer } from "./volume-transfer.ts";
 
 /** Every how many heartbeats the pools are looked at again (free space, mounts). */
 const POOL_REPORT_EVERY_BEATS = 6;
@@ -169,6 +169,7 @@ export class StorageWork {
   private async reconcileVolume(key: string, log: Logger) {
     const volume = this.localVolumes.get(key) ?? this.incomingVolumes.get(key);
     const hypervisor = this.requireHypervisor();
+    await discardIncomingCopy(volume, { ...this.context(log), storage: this.pools });
     const deletion = await syncVolumeDeletion(volume, {
       host: this.o.hostName,
       hypervisor,
