@@ -236,6 +236,15 @@ describe("planVm", () => {
     expect(planVm(input(deleting, { inMaintenance: true }))).toEqual({ kind: "release" });
     expect(planVm(input(preparedVm("vm"), { inMaintenance: true }))).toEqual({ kind: "evacuate" });
   });
+
+  it("lets a stopped VM pinned to another host go, and never a running one", () => {
+    const pinned = (runStrategy: "Halted" | "Always") =>
+      preparedVm("vm", { spec: { runStrategy, placement: { host: "elsewhere" } } });
+    expect(planVm(input(pinned("Halted")))).toEqual({ kind: "evacuate" });
+    expect(planVm(input(pinned("Always"))).kind).not.toBe("evacuate");
+    const here = preparedVm("vm", { spec: { runStrategy: "Halted", placement: { host: HOST } } });
+    expect(planVm(input(here)).kind).not.toBe("evacuate");
+  });
 });
 
 describe("diskChanges", () => {

@@ -112,10 +112,24 @@ export type VmPlan =
   | { kind: "power"; intent: RunIntent }
   | RunPlan;
 
+/**
+ * A stopped VM an administrator pinned to another host (migrateVirtualMachineWithVolume): this host
+ * lets it go as for maintenance, and its disks follow it. A running one is never moved this way.
+ */
+function pinnedElsewhere({ vm, host, domain }: PlanInput): boolean {
+  const pin = vm.spec.placement?.host;
+  return (
+    pin !== undefined &&
+    pin !== host &&
+    vm.spec.runStrategy === "Halted" &&
+    (!domain || domain.state === "shutoff")
+  );
+}
+
 export function planVm(input: PlanInput): VmPlan {
   const { vm, domain } = input;
   if (vm.metadata.deletionTimestamp) return { kind: "release" };
-  if (input.inMaintenance) return { kind: "evacuate" };
+  if (input.inMaintenance || pinnedElsewhere(input)) return { kind: "evacuate" };
   const intent = runIntent(vm, domain);
   const conditions = vm.status?.conditions as Condition[] | undefined;
   const unprepared = PREPARED_CONDITIONS.map((type) => ({
