@@ -14,6 +14,7 @@ const ORCHESTRATION = [
   // the API component's job controller acts on every namespace's AsyncJobs.
   "test/integration/storage-api.test.ts",
   "test/integration/snapshot-api.test.ts",
+  "test/integration/migration-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",

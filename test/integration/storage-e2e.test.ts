@@ -72,6 +72,20 @@ describe.skipIf(!canRunQemu())(
         { timeoutMs: 180_000, intervalMs: 500 },
       );
 
+    /** The zone's sharedMountPoint pool, made once, ready on both hosts. */
+    async function sharedPoolReady(): Promise<void> {
+      await client
+        .create(Resources.storagePools, {
+          metadata: { name: `shared-${suffix}` },
+          spec: { zone, type: "sharedMountPoint", path: sharedDir },
+        })
+        .catch(() => undefined); // made by an earlier test
+      await waitFor("the shared pool ready on both hosts", async () => {
+        const pool = await client.get<StoragePool>(Resources.storagePools, `shared-${suffix}`);
+        return pool.status?.hosts?.ready === 2 ? pool : undefined;
+      });
+    }
+
     /** Boots a VM with a root and a data disk and has the guest write `word` at the start of each. */
     async function bootAndWrite(name: string, volume: string, word: string): Promise<VirtualMachine> {
       await client.create(Resources.virtualMachines, {
@@ -187,7 +201,7 @@ describe.skipIf(!canRunQemu())(
     });
 
     afterAll(async () => {
-      for (const vm of ["mover", "stuck", "sharer", "snapper", "restored"])
+      for (const vm of ["mover", "stuck", "sharer", "migrant", "snapper", "restored"])
         await client?.delete(Resources.virtualMachines, vm, namespace).catch(() => undefined);
       await waitFor("the test's domains gone", async () => {
         const vms = await client.list<VirtualMachine>(Resources.virtualMachines, { namespace });
@@ -270,14 +284,7 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
 
     it("on a sharedMountPoint pool the VM moves and no byte is copied: the same files serve it on the other host", async () => {
-      await client.create(Resources.storagePools, {
-        metadata: { name: `shared-${suffix}` },
-        spec: { zone, type: "sharedMountPoint", path: sharedDir },
-      });
-      await waitFor("the shared pool ready on both hosts", async () => {
-        const pool = await client.get<StoragePool>(Resources.storagePools, `shared-${suffix}`);
-        return pool.status?.hosts?.ready === 2 ? pool : undefined;
-      });
+      await sharedPoolReady();
       await client.create(Resources.volumes, {
         metadata: { name: "sharer-data", namespace },
         spec: { zone, size: "1Gi" },
@@ -305,6 +312,54 @@ describe.skipIf(!canRunQemu())(
       }
       await setMaintenance(from, false);
     }, 300_000);
+
+    it("moves a stopped VM's data volume on request (spec.pool), then the VM pinned to the other host with its disk: the words read back", async () => {
+      await client.create(Resources.volumes, {
+        metadata: { name: "migrant-data", namespace },
+        spec: { zone, size: "1Gi" },
+      });
+      await sharedPoolReady();
+      const vm = await bootAndWrite("migrant", "migrant-data", `mig${suffix}`);
+      const from = vm.status?.host as string;
+      const to = other(from);
+      const before = await getVolume("migrant-data");
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Halted" },
+      });
+      await waitFor("the VM stopped", async () => (await getVm("migrant")).status?.state === "Stopped", {
+        timeoutMs: 90_000,
+      });
+      const settled = (pool: string, host: string) =>
+        waitFor(
+          `migrant-data in pool ${pool} on ${host}`,
+          async () => {
+            const v = await getVolume("migrant-data");
+            return v.status?.pool === pool && v.status.host === host && !v.status.transfer ? v : undefined;
+          },
+          { timeoutMs: 180_000, intervalMs: 500 },
+        );
+      // 1. To another pool of the same host: copied through secondary storage, verified, the old file gone.
+      const firstPool =
+        before.status?.pool === localPoolName(from) ? `shared-${suffix}` : localPoolName(from);
+      await client.mergePatch(Resources.volumes, "migrant-data", namespace, { spec: { pool: firstPool } });
+      const first = await settled(firstPool, from);
+      expect(first.status?.path).not.toBe(before.status?.path);
+      expect(existsSync(before.status?.path as string)).toBe(false);
+      // 2. The VM pinned to the other host and the disk asked into that host's local pool: they go together.
+      await client.mergePatch(Resources.volumes, "migrant-data", namespace, {
+        spec: { pool: localPoolName(to) },
+      });
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { placement: { host: to } },
+      });
+      const second = await settled(localPoolName(to), to);
+      expect(second.status?.path?.startsWith(join(workDir, to, "pool"))).toBe(true);
+      expect(existsSync(first.status?.path as string)).toBe(false);
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Always" },
+      });
+      await readsBack(await runningOn("migrant", to), to, `mig${suffix}`);
+    }, 400_000);
 
     it("a snapshot of a running guest's disk brings its word back after a revert, and a new volume made from it holds it", async () => {
       await client.create(Resources.volumes, {
