@@ -211,6 +211,28 @@ describe("transferTarget", () => {
       { target: { pool: "local-h2", host: "h2" } },
     ],
     [
+      "asked back into the pool it is in before the copy began: the move is called off",
+      {
+        volume: asking("local-h1", { ...onH1, transfer: { target: { pool: "local-h2", host: "h2" } } }),
+        user: undefined,
+      },
+      {},
+    ],
+    [
+      "asked back once the copy began: the move finishes first",
+      {
+        volume: asking("local-h1", {
+          ...onH1,
+          transfer: {
+            target: { pool: "local-h2", host: "h2" },
+            received: { pool: "local-h2", host: "h2", path: "/p/d", sha256: "a".repeat(64), pending: true },
+          },
+        }),
+        user: undefined,
+      },
+      { target: { pool: "local-h2", host: "h2" } },
+    ],
+    [
       "the move is done: the target goes",
       {
         volume: volume({

@@ -53,11 +53,13 @@ export function transferTarget(input: TransferInput): TargetChoice {
   if (current && volume.status?.transfer?.received) return { target: current };
   const wanted = user?.metadata.deletionTimestamp ? undefined : user?.status?.host;
   const decided = decideTarget(input, wanted);
-  // A move under way finishes unless the VM went to yet another host, or a request for another
-  // pool replaces it before its copy began.
+  // A move under way finishes unless the VM went to yet another host, or, before its copy began, a
+  // request for another pool replaces it or one for the pool it is in calls it off.
   if (current && (wanted === undefined || wanted === current.host)) {
-    const replaced = decided.target && decided.target.pool === volume.spec.pool;
-    return replaced && decided.target?.pool !== current.pool ? decided : { target: current };
+    const asked = decided.target?.pool;
+    const replaced = asked !== undefined && asked === volume.spec.pool && asked !== current.pool;
+    const calledOff = volume.spec.pool === pool && !decided.target && !decided.problem;
+    return replaced ? decided : calledOff ? {} : { target: current };
   }
   return decided;
 }
