@@ -21,6 +21,7 @@ import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
+import { TEMPLATE_COMMANDS } from "./template-commands.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -813,6 +814,7 @@ export const COMMANDS: Record<string, Command> = {
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,
   ...MIGRATION_COMMANDS,
+  ...TEMPLATE_COMMANDS,
 };
 
 interface ApiEntry {

@@ -126,6 +126,35 @@ function pinnedElsewhere({ vm, host, domain }: PlanInput): boolean {
   );
 }
 
+/**
+ * Where the root disk's image comes from: downloaded (url) or made from a volume or snapshot (its
+ * file on secondary storage, copied like a download and checked against its sha256) into the
+ * cache, or a path every host has.
+ */
+function templateImage(template: Template, cache: string) {
+  const { source } = template.spec;
+  const format = template.spec.format ?? "qcow2";
+  const cached = `${cache}/${template.metadata.uid}.${format}`;
+  if (source.volume || source.snapshot) {
+    const image = template.status?.image;
+    if (!image)
+      throw new Waiting(
+        "WaitingForTemplate",
+        `Template ${template.metadata.name} is still being made from its ${source.volume ? "volume" : "snapshot"}.`,
+      );
+    // Written flattened by qemu-img: always qcow2, whatever the spec says.
+    const path = `${cache}/${template.metadata.uid}.qcow2`;
+    return { path, format: "qcow2" as const, url: image.path, checksum: `sha256:${image.sha256}` };
+  }
+  if (!source.url) return { path: source.hostPath as string, format };
+  return {
+    path: cached,
+    format,
+    url: source.url,
+    ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
+  };
+}
+
 export function planVm(input: PlanInput): VmPlan {
   const { vm, domain } = input;
   if (vm.metadata.deletionTimestamp) return { kind: "release" };
@@ -186,7 +215,6 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
     };
   }
   if (needsRootVolume(vm, template)) {
-    const format = template.spec.format ?? "qcow2";
     const volume = input.volume(rootVolumeName(vm.metadata.name as string));
     if (!volume)
       throw new Waiting("WaitingForVolume", `The root volume of VM ${vm.metadata.name} does not exist yet.`);
@@ -195,18 +223,7 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       ...diskHome(input, volume),
       name: rootDiskName(uid),
       requestedBytes: requestedRoot,
-      ...(source.directBoot
-        ? {}
-        : {
-            image: {
-              path: source.url
-                ? `${input.paths.cache}/${template.metadata.uid}.${format}`
-                : (source.hostPath as string),
-              format,
-              ...(source.url ? { url: source.url } : {}),
-              ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
-            },
-          }),
+      ...(source.directBoot ? {} : { image: templateImage(template, input.paths.cache) }),
     };
     disks.push({ path: diskPath(root, root.name), format: "qcow2", serial: "root" });
   }

@@ -65,6 +65,13 @@ export class MemoryWrites implements AgentWrites {
     this.snapshotStatuses.set(key, status);
   }
 
+  readonly templateImages = new Map<string, Record<string, unknown>>();
+
+  async templateImage(name: string, status: Record<string, unknown>): Promise<void> {
+    this.writes.push(`template ${name}`);
+    this.templateImages.set(name, status);
+  }
+
   async volumeReverted(ref: ObjectRef, request: string): Promise<void> {
     const key = `${ref.namespace}/${ref.name}`;
     this.writes.push(`reverted ${key}`);
