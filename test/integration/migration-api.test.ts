@@ -1,13 +1,14 @@
 // Volume migration through the CloudStack API, as a real process driven by the real Python `cs`
 // client: an administrator finds the pools a volume can go to (and why not the others), migrates a
 // detached volume and a stopped VM with its volumes (async jobs that end when the disks are where
-// they were asked to be), and is refused a running VM's volume; another account reaches none of it.
+// they were asked to be), and is refused a running VM's volume; makes a template from a volume and
+// is refused its deletion while a VM uses it; another account reaches none of it.
 // No operator runs: where the storage controller and the agents would write status, the test does.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
+import { Resources, type Template, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { localPoolName } from "../../crds/kinds/storage-pool.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { type Account, hasCs, makeAccount, RBAC, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
@@ -82,7 +83,7 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
   async function submit(params: Record<string, string>) {
     const response = await signedRequest(endpoint, admin, params);
     const body = response.body[`${(params.command as string).toLowerCase()}response`] ?? {};
-    expect(body).toEqual({ jobid: expect.any(String) });
+    expect(body).toMatchObject({ jobid: expect.any(String) });
     return body as { jobid: string };
   }
   async function finished(jobid: string) {
@@ -256,6 +257,70 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
       return r;
     });
     expect(elsewhere.errortext).toContain(`is local to host ${H2}, but its VM is on host ${H1}`);
+  });
+
+  it("makes a template from a detached volume, and refuses to delete one a VM uses", async () => {
+    const submitted = await submit({
+      command: "createTemplate",
+      name: `golden-${suffix}`,
+      displaytext: "Golden image",
+      ostypeid: "Other Linux (64-bit)",
+      volumeid: idOf("loose"),
+    });
+    const made = await client.get<Template>(Resources.templates, `golden-${suffix}`);
+    expect(made.spec.source).toEqual({ volume: { namespace: admin.namespace, name: "loose" } });
+    // The agent holding the disk wrote the image.
+    const image = {
+      zone: ZONE,
+      host: H2,
+      path: "/secondary/templates/t.qcow2",
+      sha256: "c".repeat(64),
+      bytes: 4096,
+    };
+    await writeStatus(Resources.templates, `golden-${suffix}`, undefined, { image });
+    const job = await finished(submitted.jobid);
+    expect(job).toMatchObject({
+      jobstatus: 1,
+      jobresult: { template: { name: `golden-${suffix}`, isready: true, size: 4096 } },
+    });
+    // Another account can neither read the volume nor make templates.
+    const foreign = {
+      command: "createTemplate",
+      name: "stolen",
+      displaytext: "x",
+      ostypeid: "x",
+      volumeid: idOf("loose"),
+    };
+    expect((await refused(bob, foreign)).status).toBe(531);
+
+    await client.create(Resources.virtualMachines, {
+      metadata: { name: "from-golden", namespace: admin.namespace },
+      spec: { zone: ZONE, serviceOffering: "none", template: `golden-${suffix}` },
+    });
+    const inUse = await waitFor("the VM in the cache", async () => {
+      const r = await refused(admin, {
+        command: "deleteTemplate",
+        id: made.metadata.uid as string,
+        forced: "true",
+      });
+      return r.status === 431 ? r : undefined;
+    });
+    expect(inUse.errortext).toBe(
+      `Unable to delete template with id: ${made.metadata.uid} because VM instances: [${admin.namespace}/from-golden] are using it.`,
+    );
+    await client.delete(Resources.virtualMachines, "from-golden", admin.namespace);
+    await client.mergePatch(Resources.virtualMachines, "from-golden", admin.namespace, {
+      metadata: { finalizers: [] },
+    });
+    const deleted = await waitFor("the template deletable", async () => {
+      const response = await signedRequest(endpoint, admin, {
+        command: "deleteTemplate",
+        id: made.metadata.uid as string,
+      });
+      const jobid = response.body.deletetemplateresponse?.jobid as string | undefined;
+      return jobid ? finished(jobid) : undefined;
+    });
+    expect(deleted).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
   });
 
   it("migrates a stopped VM to another host with its volume into the pool asked for", async () => {
