@@ -2,226 +2,54 @@
 // each with a local pool of its own, and a zone whose secondary storage and shared pool are
 // directories both hosts see (as NFS mounts would be). The tiny guest writes a word at the start
 // of its root and data disks with dd; maintenance moves it to the other host and the words read
-// back there; a snapshot taken while it runs brings a word back after it was overwritten.
+// back there; a disk moves to the pool its Volume asks for, and with its stopped VM pinned to the
+// other host; a template made from a stopped VM's root disk deploys a VM there with the same bytes;
+// a snapshot taken while it runs brings a word back after it was overwritten.
 // Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
+
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
-  type Host,
   localPoolName,
   REVERT_ANNOTATION,
   Resources,
-  type StoragePool,
-  type VirtualMachine,
-  type Volume,
+  type Template,
   type VolumeSnapshot,
 } from "../../crds/index.ts";
-import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { sha256File } from "../../host-agent/disk-files.ts";
-import { poolName, sharedPoolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { KubeClient } from "../../runtime/client.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
-import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
-import { agentOwner, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { qemuStorageRig } from "./qemu-storage-rig.ts";
+import { waitFor } from "./support.ts";
 
 const run = promisify(execFile);
-const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
 
 describe.skipIf(!canRunQemu())(
   "volumes that move and snapshots, on real QEMU (needs root and libvirt/QEMU)",
   () => {
-    const suffix = randomBytes(3).toString("hex");
-    const zone = `mv-${suffix}`;
-    const hosts = [`mv1-${suffix}`, `mv2-${suffix}`];
-    const workDir = `/var/lib/stratus/move-${suffix}`;
-    const sharedDir = join(workDir, "shared");
-    let client: KubeClient;
-    let namespace: string;
-    let kubeconfigPath: string;
-    let operator: StratusProcess;
-    const agents = new Map<string, StratusProcess>();
-
-    const getVm = (name: string) => client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
-    const getVolume = (name: string) => client.get<Volume>(Resources.volumes, name, namespace);
-    const consoleOf = (host: string, vm: VirtualMachine) =>
-      join(workDir, host, "console", `${vm.metadata.uid}.sock`);
-    const other = (host: string) => hosts.find((h) => h !== host) as string;
-    const setMaintenance = (host: string, maintenance: boolean) =>
-      client.mergePatch(Resources.hosts, host, undefined, { spec: { maintenance } });
-    const runningOn = (name: string, host: string, timeoutMs = 180_000) =>
-      waitFor(
-        `VM ${name} Running on ${host}`,
-        async () => {
-          const vm = await getVm(name);
-          return vm.status?.host === host && vm.status.state === "Running" ? vm : undefined;
-        },
-        { timeoutMs, intervalMs: 500 },
-      );
-    const hostState = (host: string, state: string) =>
-      waitFor(
-        `host ${host} ${state}`,
-        async () => {
-          const h = await client.get<Host>(Resources.hosts, host);
-          return h.status?.resourceState === state ? h : undefined;
-        },
-        { timeoutMs: 180_000, intervalMs: 500 },
-      );
-
-    /** The zone's sharedMountPoint pool, made once, ready on both hosts. */
-    async function sharedPoolReady(): Promise<void> {
-      await client
-        .create(Resources.storagePools, {
-          metadata: { name: `shared-${suffix}` },
-          spec: { zone, type: "sharedMountPoint", path: sharedDir },
-        })
-        .catch(() => undefined); // made by an earlier test
-      await waitFor("the shared pool ready on both hosts", async () => {
-        const pool = await client.get<StoragePool>(Resources.storagePools, `shared-${suffix}`);
-        return pool.status?.hosts?.ready === 2 ? pool : undefined;
-      });
-    }
-
-    /** Boots a VM with a root and a data disk and has the guest write `word` at the start of each. */
-    async function bootAndWrite(name: string, volume: string, word: string): Promise<VirtualMachine> {
-      await client.create(Resources.virtualMachines, {
-        metadata: { name, namespace },
-        spec: {
-          zone,
-          serviceOffering: `mv-${suffix}`,
-          template: `tiny-${suffix}`,
-          rootDisk: { size: "1Gi" },
-          dataVolumes: [{ name: "data", volume }],
-        },
-      });
-      const vm = await waitFor(
-        `VM ${name} Running`,
-        async () => {
-          const v = await getVm(name);
-          return v.status?.state === "Running" ? v : undefined;
-        },
-        { timeoutMs: 180_000 },
-      );
-      const socket = consoleOf(vm.status?.host as string, vm);
-      await readConsoleUntil(socket, /stratus-guest: disk vdb serial=data/);
-      for (const disk of ["vda", "vdb"]) {
-        await typeOnConsole(socket, `stratus-write ${disk} ${word}-${disk}`);
-        await readConsoleUntil(
-          socket,
-          new RegExp(`stratus-guest: disk ${disk} serial=\\S* sectors=\\d+ head=${word}-${disk}`),
-        );
-      }
-      return vm;
-    }
-
-    /** The guest, wherever it runs now, reads the words back from its disks. */
-    async function readsBack(
-      vm: VirtualMachine,
-      host: string,
-      word: string,
-      disks = ["vda", "vdb"],
-    ): Promise<void> {
-      const socket = consoleOf(host, vm);
-      for (const disk of disks)
-        expect(
-          await readConsoleUntil(
-            socket,
-            new RegExp(`stratus-guest: disk ${disk} serial=\\S* sectors=\\d+ head=${word}-${disk}`),
-          ),
-        ).toBeTruthy();
-    }
-
-    beforeAll(async () => {
-      await ensureLibvirtDaemons();
-      await mkdir(sharedDir, { recursive: true, mode: 0o755 });
-      // What an administrator marks a shared file system with, since this one is no mount of its own.
-      await writeFile(join(sharedDir, ".stratus-shared"), "");
-      const tinyGuest = await serveTinyGuest();
-      const controlPlane = await sharedControlPlane();
-      kubeconfigPath = controlPlane.kubeconfigPath;
-      client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "mv");
-      await client.create(Resources.zones, {
-        metadata: { name: zone },
-        spec: { secondaryStorage: { path: join(workDir, "secondary") } },
-      });
-      await client.create(Resources.serviceOfferings, {
-        metadata: { name: `mv-${suffix}` },
-        spec: { cpu: 1, memory: "128Mi" },
-      });
-      await client.create(Resources.templates, {
-        metadata: { name: `tiny-${suffix}` },
-        spec: { source: tinyGuest },
-      });
-      operator = await startOperator({
-        kubeconfigPath,
-        identity: `mv-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`],
-      });
-      for (const host of hosts) {
-        const dir = join(workDir, host);
-        agents.set(
-          host,
-          await startStratusProcess({
-            script: "host-agent/main.ts",
-            kubeconfigPath,
-            identity: host,
-            args: [
-              `--host-name=${host}`,
-              `--zone=${zone}`,
-              "--libvirt-uri=qemu:///system",
-              `--lease-namespace=${namespace}`,
-              `--pool-path=${join(dir, "pool")}`,
-              `--cache-dir=${join(dir, "cache")}`,
-              `--console-dir=${join(dir, "console")}`,
-              "--shutdown-grace=3",
-              "--heartbeat-interval=1",
-            ],
-          }),
-        );
-      }
-      // Each host's local pool is made by the storage controller and reported ready by its agent.
-      for (const host of hosts)
-        await waitFor(`the local pool of ${host} ready`, async () => {
-          const pool = await client
-            .get<StoragePool>(Resources.storagePools, localPoolName(host))
-            .catch(() => undefined);
-          return pool?.status?.conditions?.find((c) => c.type === "Ready" && c.status === "True");
-        });
-    }, 300_000);
-
-    afterEach((context) => {
-      if (context.task.result?.state === "fail")
-        for (const [host, agent] of agents)
-          process.stderr.write(`agent ${host} log:\n${agent.logs().slice(-6000)}\n`);
-    });
-
-    afterAll(async () => {
-      for (const vm of ["mover", "stuck", "sharer", "migrant", "snapper", "restored"])
-        await client?.delete(Resources.virtualMachines, vm, namespace).catch(() => undefined);
-      await waitFor("the test's domains gone", async () => {
-        const vms = await client.list<VirtualMachine>(Resources.virtualMachines, { namespace });
-        return vms.items.length === 0;
-      }).catch(() => undefined);
-      for (const agent of agents.values()) await agent.stop("SIGKILL");
-      await operator?.stop("SIGKILL");
-      for (const host of hosts) {
-        const owner = await agentOwner(client, host);
-        for (const pool of [poolName(owner), sharedPoolName(owner, `shared-${suffix}`)]) {
-          await virsh("pool-destroy", pool).catch(() => undefined);
-          await virsh("pool-undefine", pool).catch(() => undefined);
-        }
-      }
-      await client?.delete(Resources.zones, zone).catch(() => undefined);
-      await client?.close();
-      await rm(workDir, { recursive: true, force: true });
-    });
+    const rig = qemuStorageRig("mv");
+    const {
+      suffix,
+      zone,
+      workDir,
+      getVm,
+      getVolume,
+      consoleOf,
+      other,
+      setMaintenance,
+      runningOn,
+      hostState,
+      sharedPoolReady,
+      bootAndWrite,
+      readsBack,
+    } = rig;
 
     it("maintenance copies a VM's local root and data disks to the other host, verified, and removes the old copies", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "mover-data", namespace },
         spec: { zone, size: "1Gi" },
@@ -255,6 +83,7 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
 
     it("a VM whose disks cannot go anywhere stays where it is with its data, and maintenance says why", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "stuck-data", namespace },
         spec: { zone, size: "1Gi" },
@@ -284,6 +113,7 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
 
     it("on a sharedMountPoint pool the VM moves and no byte is copied: the same files serve it on the other host", async () => {
+      const { client, namespace } = rig;
       await sharedPoolReady();
       await client.create(Resources.volumes, {
         metadata: { name: "sharer-data", namespace },
@@ -314,6 +144,7 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
 
     it("moves a stopped VM's data volume on request (spec.pool), then the VM pinned to the other host with its disk: the words read back", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "migrant-data", namespace },
         spec: { zone, size: "1Gi" },
@@ -361,7 +192,56 @@ describe.skipIf(!canRunQemu())(
       await readsBack(await runningOn("migrant", to), to, `mig${suffix}`);
     }, 400_000);
 
+    it("a template made from the stopped VM's root volume deploys a VM on the other host with the same bytes", async () => {
+      const { client, namespace } = rig;
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Halted" },
+      });
+      await waitFor("the VM stopped", async () => (await getVm("migrant")).status?.state === "Stopped", {
+        timeoutMs: 90_000,
+      });
+      const root = await getVolume("migrant-root");
+      await client.create(Resources.templates, {
+        metadata: { name: `golden-${suffix}` },
+        spec: { source: { volume: { namespace, name: "migrant-root" } } },
+      });
+      let seen: Template | undefined;
+      const template = await waitFor("the template's image", async () => {
+        seen = await client.get<Template>(Resources.templates, `golden-${suffix}`);
+        return seen.status?.image ? seen : undefined;
+      }).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}; it says ${JSON.stringify(seen?.status)}`);
+      });
+      const image = template.status?.image as NonNullable<NonNullable<Template["status"]>["image"]>;
+      expect(image.host).toBe(root.status?.host);
+      expect(image.path.startsWith(join(workDir, "secondary", "templates"))).toBe(true);
+      expect(await sha256File(image.path)).toBe(image.sha256);
+      const elsewhere = other(root.status?.host as string);
+      await client.create(Resources.virtualMachines, {
+        metadata: { name: "cloned", namespace },
+        spec: {
+          zone,
+          serviceOffering: `mv-${suffix}`,
+          template: `golden-${suffix}`,
+          placement: { host: elsewhere },
+        },
+      });
+      await runningOn("cloned", elsewhere);
+      // The other host copied the image into its cache and checked it (the tiny guest boots a kernel
+      // directly, so its disk holds no boot loader: the bytes are read from the new root disk).
+      const cached = join(workDir, elsewhere, "cache", `${template.metadata.uid}.qcow2`);
+      expect(await sha256File(cached)).toBe(image.sha256);
+      const clonedRoot = await getVolume("cloned-root");
+      expect(clonedRoot.status?.host).toBe(elsewhere);
+      const raw = join(workDir, "cloned-root.raw");
+      await run("qemu-img", ["convert", "-U", "-O", "raw", clonedRoot.status?.path as string, raw]);
+      const head = await readFile(raw).then((b) => b.subarray(0, 64).toString("latin1"));
+      expect(head.startsWith(`mig${suffix}-vda`)).toBe(true);
+      await client.delete(Resources.virtualMachines, "cloned", namespace);
+    }, 400_000);
+
     it("a snapshot of a running guest's disk brings its word back after a revert, and a new volume made from it holds it", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "snap-data", namespace },
         spec: { zone, size: "1Gi" },
