@@ -32,21 +32,7 @@ describe.skipIf(!canRunQemu())(
   "volumes that move and snapshots, on real QEMU (needs root and libvirt/QEMU)",
   () => {
     const rig = qemuStorageRig("mv");
-    const {
-      suffix,
-      zone,
-      workDir,
-      getVm,
-      getVolume,
-      consoleOf,
-      other,
-      setMaintenance,
-      runningOn,
-      hostState,
-      sharedPoolReady,
-      bootAndWrite,
-      readsBack,
-    } = rig;
+    const { suffix, zone, workDir } = rig;
 
     it("maintenance copies a VM's local root and data disks to the other host, verified, and removes the old copies", async () => {
       const { client, namespace } = rig;
@@ -54,19 +40,19 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "mover-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("mover", "mover-data", `local${suffix}`);
+      const vm = await rig.bootAndWrite("mover", "mover-data", `local${suffix}`);
       const from = vm.status?.host as string;
-      const to = other(from);
-      const before = await getVolume("mover-data");
+      const to = rig.other(from);
+      const before = await rig.getVolume("mover-data");
       expect(before.status).toMatchObject({ pool: localPoolName(from), poolType: "local", host: from });
       const oldDisk = before.status?.path as string;
       expect(existsSync(oldDisk)).toBe(true);
 
-      await setMaintenance(from, true);
-      const moved = await runningOn("mover", to);
-      await readsBack(moved, to, `local${suffix}`);
+      await rig.setMaintenance(from, true);
+      const moved = await rig.runningOn("mover", to);
+      await rig.readsBack(moved, to, `local${suffix}`);
       for (const name of ["mover-data", "mover-root"]) {
-        const volume = await getVolume(name);
+        const volume = await rig.getVolume(name);
         expect(volume.status).toMatchObject({ pool: localPoolName(to), host: to });
         expect(volume.status?.path?.startsWith(join(workDir, to, "pool"))).toBe(true);
         expect(volume.status?.transfer?.exported).toBeUndefined();
@@ -77,9 +63,9 @@ describe.skipIf(!canRunQemu())(
         "the staged copies removed",
         () => !existsSync(join(workDir, "secondary", "transfers", `${before.metadata.uid}.qcow2`)),
       );
-      await hostState(from, "Maintenance");
-      await setMaintenance(from, false);
-      await hostState(from, "Enabled");
+      await rig.hostState(from, "Maintenance");
+      await rig.setMaintenance(from, false);
+      await rig.hostState(from, "Enabled");
     }, 300_000);
 
     it("a VM whose disks cannot go anywhere stays where it is with its data, and maintenance says why", async () => {
@@ -88,24 +74,27 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "stuck-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("stuck", "stuck-data", `stay${suffix}`);
+      const vm = await rig.bootAndWrite("stuck", "stuck-data", `stay${suffix}`);
       const from = vm.status?.host as string;
-      const to = other(from);
+      const to = rig.other(from);
       // The only pool the disks could go to takes no new volumes.
       await client.mergePatch(Resources.storagePools, localPoolName(to), undefined, {
         spec: { maintenance: true },
       });
-      await setMaintenance(from, true);
-      const host = await hostState(from, "ErrorInMaintenance");
+      await rig.setMaintenance(from, true);
+      const host = await rig.hostState(from, "ErrorInMaintenance");
       expect(JSON.stringify(host.status?.conditions)).toMatch(/stuck/);
-      const stuck = await getVm("stuck");
+      const stuck = await rig.getVm("stuck");
       expect(stuck.status?.host).toBe(from);
       expect(stuck.status?.conditions?.find((c) => c.type === "Scheduled")?.message).toMatch(/maintenance/);
-      expect((await getVolume("stuck-data")).status).toMatchObject({ pool: localPoolName(from), host: from });
+      expect((await rig.getVolume("stuck-data")).status).toMatchObject({
+        pool: localPoolName(from),
+        host: from,
+      });
       // Maintenance called off: the VM runs again where it was, with its words.
-      await setMaintenance(from, false);
-      const back = await runningOn("stuck", from);
-      await readsBack(back, from, `stay${suffix}`);
+      await rig.setMaintenance(from, false);
+      const back = await rig.runningOn("stuck", from);
+      await rig.readsBack(back, from, `stay${suffix}`);
       await client.mergePatch(Resources.storagePools, localPoolName(to), undefined, {
         spec: { maintenance: false },
       });
@@ -114,16 +103,16 @@ describe.skipIf(!canRunQemu())(
 
     it("on a sharedMountPoint pool the VM moves and no byte is copied: the same files serve it on the other host", async () => {
       const { client, namespace } = rig;
-      await sharedPoolReady();
+      await rig.sharedPoolReady();
       await client.create(Resources.volumes, {
         metadata: { name: "sharer-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("sharer", "sharer-data", `shared${suffix}`);
+      const vm = await rig.bootAndWrite("sharer", "sharer-data", `shared${suffix}`);
       const from = vm.status?.host as string;
       const files = await Promise.all(
         ["sharer-data", "sharer-root"].map(async (name) => {
-          const volume = await getVolume(name);
+          const volume = await rig.getVolume(name);
           expect(volume.status).toMatchObject({ pool: `shared-${suffix}`, poolType: "sharedMountPoint" });
           return {
             name,
@@ -132,15 +121,19 @@ describe.skipIf(!canRunQemu())(
           };
         }),
       );
-      await setMaintenance(from, true);
-      const moved = await runningOn("sharer", other(from));
-      await readsBack(moved, other(from), `shared${suffix}`);
+      await rig.setMaintenance(from, true);
+      const moved = await rig.runningOn("sharer", rig.other(from));
+      await rig.readsBack(moved, rig.other(from), `shared${suffix}`);
       for (const file of files) {
-        const volume = await getVolume(file.name);
-        expect(volume.status).toMatchObject({ pool: `shared-${suffix}`, host: other(from), path: file.path });
+        const volume = await rig.getVolume(file.name);
+        expect(volume.status).toMatchObject({
+          pool: `shared-${suffix}`,
+          host: rig.other(from),
+          path: file.path,
+        });
         expect((await stat(file.path)).ino).toBe(file.inode);
       }
-      await setMaintenance(from, false);
+      await rig.setMaintenance(from, false);
     }, 300_000);
 
     it("moves a stopped VM's data volume on request (spec.pool), then the VM pinned to the other host with its disk: the words read back", async () => {
@@ -149,22 +142,22 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "migrant-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      await sharedPoolReady();
-      const vm = await bootAndWrite("migrant", "migrant-data", `mig${suffix}`);
+      await rig.sharedPoolReady();
+      const vm = await rig.bootAndWrite("migrant", "migrant-data", `mig${suffix}`);
       const from = vm.status?.host as string;
-      const to = other(from);
-      const before = await getVolume("migrant-data");
+      const to = rig.other(from);
+      const before = await rig.getVolume("migrant-data");
       await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
         spec: { runStrategy: "Halted" },
       });
-      await waitFor("the VM stopped", async () => (await getVm("migrant")).status?.state === "Stopped", {
+      await waitFor("the VM stopped", async () => (await rig.getVm("migrant")).status?.state === "Stopped", {
         timeoutMs: 90_000,
       });
       const settled = (pool: string, host: string) =>
         waitFor(
           `migrant-data in pool ${pool} on ${host}`,
           async () => {
-            const v = await getVolume("migrant-data");
+            const v = await rig.getVolume("migrant-data");
             return v.status?.pool === pool && v.status.host === host && !v.status.transfer ? v : undefined;
           },
           { timeoutMs: 180_000, intervalMs: 500 },
@@ -189,7 +182,7 @@ describe.skipIf(!canRunQemu())(
       await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
         spec: { runStrategy: "Always" },
       });
-      await readsBack(await runningOn("migrant", to), to, `mig${suffix}`);
+      await rig.readsBack(await rig.runningOn("migrant", to), to, `mig${suffix}`);
     }, 400_000);
 
     it("a template made from the stopped VM's root volume deploys a VM on the other host with the same bytes", async () => {
@@ -197,10 +190,10 @@ describe.skipIf(!canRunQemu())(
       await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
         spec: { runStrategy: "Halted" },
       });
-      await waitFor("the VM stopped", async () => (await getVm("migrant")).status?.state === "Stopped", {
+      await waitFor("the VM stopped", async () => (await rig.getVm("migrant")).status?.state === "Stopped", {
         timeoutMs: 90_000,
       });
-      const root = await getVolume("migrant-root");
+      const root = await rig.getVolume("migrant-root");
       await client.create(Resources.templates, {
         metadata: { name: `golden-${suffix}` },
         spec: { source: { volume: { namespace, name: "migrant-root" } } },
@@ -216,7 +209,7 @@ describe.skipIf(!canRunQemu())(
       expect(image.host).toBe(root.status?.host);
       expect(image.path.startsWith(join(workDir, "secondary", "templates"))).toBe(true);
       expect(await sha256File(image.path)).toBe(image.sha256);
-      const elsewhere = other(root.status?.host as string);
+      const elsewhere = rig.other(root.status?.host as string);
       await client.create(Resources.virtualMachines, {
         metadata: { name: "cloned", namespace },
         spec: {
@@ -226,12 +219,12 @@ describe.skipIf(!canRunQemu())(
           placement: { host: elsewhere },
         },
       });
-      await runningOn("cloned", elsewhere);
+      await rig.runningOn("cloned", elsewhere);
       // The other host copied the image into its cache and checked it (the tiny guest boots a kernel
       // directly, so its disk holds no boot loader: the bytes are read from the new root disk).
       const cached = join(workDir, elsewhere, "cache", `${template.metadata.uid}.qcow2`);
       expect(await sha256File(cached)).toBe(image.sha256);
-      const clonedRoot = await getVolume("cloned-root");
+      const clonedRoot = await rig.getVolume("cloned-root");
       expect(clonedRoot.status?.host).toBe(elsewhere);
       const raw = join(workDir, "cloned-root.raw");
       await run("qemu-img", ["convert", "-U", "-O", "raw", clonedRoot.status?.path as string, raw]);
@@ -246,7 +239,7 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "snap-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("snapper", "snap-data", `snap${suffix}`);
+      const vm = await rig.bootAndWrite("snapper", "snap-data", `snap${suffix}`);
       const host = vm.status?.host as string;
       await client.create(Resources.volumeSnapshots, {
         metadata: { name: "snap-1", namespace },
@@ -264,16 +257,16 @@ describe.skipIf(!canRunQemu())(
       expect(snapshot.status?.pausedMilliseconds).toBeGreaterThanOrEqual(0);
       expect(snapshot.status?.path?.startsWith(join(workDir, "secondary", "snapshots"))).toBe(true);
       expect(await sha256File(snapshot.status?.path as string)).toBe(snapshot.status?.sha256);
-      expect((await getVm("snapper")).status?.state).toBe("Running");
+      expect((await rig.getVm("snapper")).status?.state).toBe("Running");
 
       // The guest overwrites its word; revert needs the VM stopped, as in CloudStack.
-      const socket = consoleOf(host, vm);
+      const socket = rig.consoleOf(host, vm);
       await typeOnConsole(socket, "stratus-write vdb changed");
       await readConsoleUntil(socket, /stratus-guest: disk vdb serial=\S* sectors=\d+ head=changed/);
       await client.mergePatch(Resources.virtualMachines, "snapper", namespace, {
         spec: { runStrategy: "Halted" },
       });
-      await waitFor("the VM stopped", async () => (await getVm("snapper")).status?.state === "Stopped", {
+      await waitFor("the VM stopped", async () => (await rig.getVm("snapper")).status?.state === "Stopped", {
         timeoutMs: 90_000,
       });
       await client.mergePatch(Resources.volumes, "snap-data", namespace, {
@@ -281,7 +274,7 @@ describe.skipIf(!canRunQemu())(
       });
       await waitFor(
         "the revert done",
-        async () => (await getVolume("snap-data")).status?.revertedTo === "snap-1/first",
+        async () => (await rig.getVolume("snap-data")).status?.revertedTo === "snap-1/first",
         {
           timeoutMs: 90_000,
         },
@@ -289,7 +282,7 @@ describe.skipIf(!canRunQemu())(
       await client.mergePatch(Resources.virtualMachines, "snapper", namespace, {
         spec: { runStrategy: "Always" },
       });
-      await readsBack(await runningOn("snapper", host), host, `snap${suffix}`, ["vdb"]);
+      await rig.readsBack(await rig.runningOn("snapper", host), host, `snap${suffix}`, ["vdb"]);
 
       // A new volume from the snapshot, on another VM: the same word.
       await client.create(Resources.volumes, {
@@ -308,12 +301,12 @@ describe.skipIf(!canRunQemu())(
       const restored = await waitFor(
         "the restored VM Running",
         async () => {
-          const v = await getVm("restored");
+          const v = await rig.getVm("restored");
           return v.status?.state === "Running" ? v : undefined;
         },
         { timeoutMs: 180_000 },
       );
-      const restoredSocket = consoleOf(restored.status?.host as string, restored);
+      const restoredSocket = rig.consoleOf(restored.status?.host as string, restored);
       expect(
         await readConsoleUntil(
           restoredSocket,
