@@ -187,6 +187,9 @@ export function qemuStorageRig(prefix: string) {
           .catch(() => undefined);
         return pool?.status?.conditions?.find((c) => c.type === "Ready" && c.status === "True");
       });
+    // Tiny guests: room for every test's VMs on either host (this machine has 2 CPUs).
+    for (const host of hosts)
+      await client.mergePatch(Resources.hosts, host, undefined, { spec: { cpuOvercommitRatio: 4 } });
   }, 300_000);
 
   afterEach((context) => {
