@@ -15,6 +15,7 @@ const ORCHESTRATION = [
   "test/integration/storage-api.test.ts",
   "test/integration/snapshot-api.test.ts",
   "test/integration/host-api.test.ts",
+  "test/integration/migration-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",

@@ -17,10 +17,12 @@ import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
+import { MIGRATION_COMMANDS } from "./migration-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
+import { TEMPLATE_COMMANDS } from "./template-commands.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -813,6 +815,8 @@ export const COMMANDS: Record<string, Command> = {
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,
   ...HOST_COMMANDS,
+  ...MIGRATION_COMMANDS,
+  ...TEMPLATE_COMMANDS,
 };
 
 interface ApiEntry {

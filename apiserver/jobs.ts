@@ -264,12 +264,15 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.networks, (network) => byTarget(network.metadata.uid as string))
       .watch(api.storagePools, (pool) => byTarget(pool.metadata.uid as string))
       .watch(api.hosts, (host) => byTarget(host.metadata.uid as string))
+      .watch(api.templates, (template) => byTarget(template.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
-      // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, and those of
-      // its snapshots (a revert ends when the volume reports it).
+      // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the
+      // VM it is attached to (a migration with its volumes), and those of its snapshots (a revert
+      // ends when the volume reports it).
       .watch(api.volumes, (volume) => [
         ...byTarget(volume.metadata.uid as string),
         ...(volume.metadata.ownerReferences ?? []).flatMap((owner) => byTarget(owner.uid)),
+        ...byTarget(attachedTo(api, volume)?.metadata.uid ?? ""),
         ...api.volumeSnapshots
           .byIndex("volume", `${volume.metadata.namespace}/${volume.metadata.name}`)
           .flatMap((snapshot) => byTarget(snapshot.metadata.uid as string)),

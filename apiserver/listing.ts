@@ -78,3 +78,19 @@ export async function namespaced<T extends KubeObject>(
   );
   return informer.list().filter((o) => namespaces.has(o.metadata.namespace as string));
 }
+
+/** The object after a merge patch as the caller, or as it is when there is nothing to change. */
+export async function patched<T extends KubeObject>(
+  call: Call,
+  type: ResourceType,
+  object: T,
+  patch: Record<string, unknown> | undefined,
+): Promise<T> {
+  if (patch === undefined) return object;
+  return call.caller.client.mergePatch<T>(
+    type,
+    object.metadata.name as string,
+    object.metadata.namespace,
+    patch,
+  );
+}

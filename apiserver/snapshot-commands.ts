@@ -14,7 +14,7 @@ import { isAlreadyExists, isNotFound, ApiError as KubeApiError } from "../runtim
 import type { CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { submitJob } from "./jobs.ts";
-import { filtered, namespaced, ownedById, page } from "./listing.ts";
+import { filtered, namespaced, ownedById, page, patched } from "./listing.ts";
 import {
   generatedSnapshotName,
   intervalType,
@@ -25,6 +25,7 @@ import {
   timeZone,
 } from "./snapshot-input.ts";
 import {
+  FOR_DISPLAY_ANNOTATION,
   snapshotFailure,
   snapshotPolicyView,
   snapshotState,
@@ -49,7 +50,7 @@ function requireReadyVolume(volume: Volume): void {
 }
 
 /** The VM whose disk the volume is: the one it is attached to, its owner (ROOT) or one listing it. */
-function volumeHolder(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
+export function volumeHolder(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const namespace = volume.metadata.namespace as string;
   const name = volume.status?.attachedTo?.virtualMachine;
   if (name) return api.vms.get(`${namespace}/${name}`);
@@ -260,7 +261,8 @@ const listSnapshotPolicies: Command = {
     const volumeId = call.params.uuid("volumeid");
     const policies = filtered(call, await namespaced(call, api.snapshotPolicies, Resources.snapshotPolicies))
       .map((p) => snapshotPolicyView(p, api) as Record<string, Json>)
-      .filter((p) => !volumeId || p.volumeid === volumeId);
+      .filter((p) => !volumeId || p.volumeid === volumeId)
+      .filter((p) => !call.params.get("fordisplay") || p.fordisplay === call.params.flag("fordisplay"));
     return page(call, "snapshotpolicy", policies);
   },
 };
@@ -292,7 +294,30 @@ const deleteSnapshotPolicies: Command = {
   },
 };
 
+/** CloudStack's updateSnapshotPolicy changes only whether the policy is shown (and its custom id). */
+const updateSnapshotPolicy: Command = {
+  async handler(call) {
+    const policy = await ownedById(call, call.api.snapshotPolicies, Resources.snapshotPolicies);
+    if (call.params.get("customid"))
+      throw new ApiError(
+        ERROR.PARAM,
+        "updateSnapshotPolicy: parameter customid is not supported: a Stratus id is the object's UID and never changes",
+      );
+    const forDisplay = call.params.get("fordisplay");
+    // Boolean.valueOf, as CloudStack parses it: anything but "true" hides the policy.
+    const hide = forDisplay === undefined ? undefined : forDisplay.toLowerCase() === "true" ? null : "false";
+    const updated = await patched(
+      call,
+      Resources.snapshotPolicies,
+      policy,
+      hide === undefined ? undefined : { metadata: { annotations: { [FOR_DISPLAY_ANNOTATION]: hide } } },
+    );
+    return { snapshotpolicy: snapshotPolicyView(updated, call.api) };
+  },
+};
+
 export const SNAPSHOT_COMMANDS: Record<string, Command> = {
+  updateSnapshotPolicy,
   createSnapshot,
   listSnapshots,
   deleteSnapshot,

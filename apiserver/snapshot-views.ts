@@ -87,6 +87,9 @@ export function snapshotView(snapshot: VolumeSnapshot, catalog: SnapshotCatalog)
   });
 }
 
+/** updateSnapshotPolicy's fordisplay=false, kept on the policy (CloudStack's display flag). */
+export const FOR_DISPLAY_ANNOTATION = "stratus.io/for-display";
+
 export function snapshotPolicyView(policy: SnapshotPolicy, catalog: Pick<SnapshotCatalog, "volume">): Json {
   const volume = catalog.volume(policy.metadata.namespace as string, policy.spec.volume);
   return compact({
@@ -96,7 +99,7 @@ export function snapshotPolicyView(policy: SnapshotPolicy, catalog: Pick<Snapsho
     intervaltype: intervalOrdinal(policy.spec.intervalType),
     maxsnaps: policy.spec.maxSnapshots,
     timezone: policy.spec.timezone ?? "UTC",
-    fordisplay: true,
+    fordisplay: policy.metadata.annotations?.[FOR_DISPLAY_ANNOTATION] !== "false",
     hasannotations: false,
     tags: tagsView(policy, "SnapshotPolicy"),
   });

@@ -6,7 +6,7 @@ import { Resources, type StoragePool } from "../crds/index.ts";
 import { reaches } from "../crds/volume-placement.ts";
 import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { byId, filtered, page, requireClusterRead } from "./listing.ts";
+import { byId, filtered, page, patched, requireClusterRead } from "./listing.ts";
 import { specToggleCommand } from "./spec-toggle.ts";
 import { parsePoolUrl, tagList } from "./storage-input.ts";
 import { poolPath, poolScope, poolState, storagePoolView } from "./storage-views.ts";
@@ -144,15 +144,12 @@ export const STORAGE_POOL_COMMANDS: Record<string, Command> = {
       if (call.params.map("details").length > 0)
         throw new ApiError(ERROR.PARAM, "updateStoragePool: details are not supported");
       const tags = tagList("tags", call.params.get("tags"));
-      const updated =
-        tags === undefined
-          ? pool
-          : await call.caller.client.mergePatch<StoragePool>(
-              Resources.storagePools,
-              pool.metadata.name as string,
-              undefined,
-              { spec: { tags: tags.length > 0 ? tags : null } },
-            );
+      const updated = await patched(
+        call,
+        Resources.storagePools,
+        pool,
+        tags === undefined ? undefined : { spec: { tags: tags.length > 0 ? tags : null } },
+      );
       return view(call, updated);
     },
   },

@@ -112,9 +112,14 @@ export function diskOfferingView(offering: DiskOffering): Json {
 }
 
 export function templateView(template: Template, zone: Zone | undefined): Json {
-  const ready = zone
-    ? (template.status?.zones?.find((z) => z.zone === zone.metadata.name)?.ready ?? true)
-    : true;
+  // One made from a volume or snapshot is ready once its image is written.
+  const made = template.spec.source.volume ?? template.spec.source.snapshot;
+  const image = template.status?.image;
+  const ready = made
+    ? image !== undefined
+    : zone
+      ? (template.status?.zones?.find((z) => z.zone === zone.metadata.name)?.ready ?? true)
+      : true;
   return compact({
     id: uid(template),
     name: template.metadata.name as string,
@@ -129,10 +134,14 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     hypervisor: "KVM",
     ostypename: template.spec.osType ?? "Other Linux (64-bit)",
     ostypeid: template.spec.osType ?? "other",
-    size: template.status?.size ? Number(parseQuantity(template.status.size)) : undefined,
+    size: image
+      ? image.bytes
+      : template.status?.size
+        ? Number(parseQuantity(template.status.size))
+        : undefined,
     passwordenabled: false,
     templatetype: "USER",
-    status: ready ? "Download Complete" : "Downloading",
+    status: ready ? "Download Complete" : made ? "Creating" : "Downloading",
     bootable: true,
     created: formatDate(template.metadata.creationTimestamp),
   });

@@ -15,6 +15,8 @@ export const AGENT_FIELD_MANAGER = "stratus-host-agent";
 export const TRANSFER_FIELD_MANAGER = "stratus-host-agent-transfer";
 /** A Volume's `status.revertedTo`: apart, so the agent's other Volume fields never drop it. */
 export const REVERT_FIELD_MANAGER = "stratus-host-agent-revert";
+/** A Template's `status.image` (and Ready): written once, by the agent that made the image. */
+export const TEMPLATE_FIELD_MANAGER = "stratus-host-agent-template";
 
 export interface ObjectRef {
   namespace: string;
@@ -37,11 +39,14 @@ export interface AgentWrites {
   ): Promise<"wrote" | "same" | "gone">;
   /**
    * Applies the copy steps of a move (`exported`, `received`); an empty object clears them. The
-   * apply replaces both, so a writer passes on the one it does not change.
+   * apply replaces both, so a writer passes on the one it does not change. `onVersion`: only on
+   * that resourceVersion of the Volume (a conflict otherwise).
    */
-  volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void>;
+  volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>, onVersion?: string): Promise<void>;
   /** Applies the agent's part of a VolumeSnapshot's status (phase, file, checksum, Ready). */
   snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
+  /** Applies a Template's image made from a volume or snapshot (cluster-scoped: no namespace). */
+  templateImage(name: string, status: Record<string, unknown>): Promise<void>;
   /** Records that the Volume's disk was reverted as `request` asked. */
   volumeReverted(ref: ObjectRef, request: string): Promise<void>;
   /** Removes a finalizer; false when it was not there. */
@@ -86,12 +91,16 @@ export class KubeAgentWrites implements AgentWrites {
     return "wrote" as const;
   }
 
-  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
+  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>, onVersion?: string): Promise<void> {
     await this.client.apply(
       Resources.volumes,
       // Clearing applies no transfer at all: an empty `transfer: {}` would become null, which the schema refuses.
       {
-        metadata: { name: ref.name, namespace: ref.namespace },
+        metadata: {
+          name: ref.name,
+          namespace: ref.namespace,
+          ...(onVersion ? { resourceVersion: onVersion } : {}),
+        },
         status: Object.keys(transfer).length > 0 ? { transfer } : {},
       },
       { fieldManager: TRANSFER_FIELD_MANAGER, subresource: "status" },
@@ -100,6 +109,14 @@ export class KubeAgentWrites implements AgentWrites {
 
   async snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
     await this.apply(Resources.volumeSnapshots, ref, status);
+  }
+
+  async templateImage(name: string, status: Record<string, unknown>): Promise<void> {
+    await this.client.apply(
+      Resources.templates,
+      { metadata: { name }, status },
+      { fieldManager: TEMPLATE_FIELD_MANAGER, subresource: "status" },
+    );
   }
 
   async volumeReverted(ref: ObjectRef, request: string): Promise<void> {

@@ -54,6 +54,19 @@ export async function flattenTo(
 
 /** Copies a staged disk to `target`, keeping it only when it hashes to `staged.sha256` and is self-contained. */
 export async function copyVerified(staged: StagedDisk, target: string): Promise<void> {
+  await copyChecked(staged, target, (part) => checkImage(part, "qcow2"));
+}
+
+/**
+ * Copies `staged` to `target` with a running sha256, keeping it (renamed from a temporary name)
+ * only when it hashes to `staged.sha256` and passes `check`.
+ */
+export async function copyChecked(
+  staged: StagedDisk,
+  target: string,
+  check: (part: string) => Promise<unknown> = async () => undefined,
+): Promise<StagedDisk> {
+  await mkdir(dirname(target), { recursive: true, mode: 0o700 });
   const part = `${target}.part`;
   const hash = createHash("sha256");
   const hashing = new Transform({
@@ -79,11 +92,13 @@ export async function copyVerified(staged: StagedDisk, target: string): Promise<
     );
   }
   // A staged file is outside any pool: make sure it cannot make QEMU open someone else's file.
-  await checkImage(part, "qcow2").catch(async (error: unknown) => {
+  await check(part).catch(async (error: unknown) => {
     await rm(part, { force: true });
     throw error;
   });
+  const { size } = await stat(part);
   await rename(part, target);
+  return { path: target, sha256: actual, bytes: size };
 }
 
 /**

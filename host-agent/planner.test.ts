@@ -236,6 +236,40 @@ describe("planVm", () => {
     expect(planVm(input(deleting, { inMaintenance: true }))).toEqual({ kind: "release" });
     expect(planVm(input(preparedVm("vm"), { inMaintenance: true }))).toEqual({ kind: "evacuate" });
   });
+
+  it("boots from a template made from a volume once its image is written, copied and checked like a download", () => {
+    const made: Template = {
+      ...diskTemplate,
+      spec: { source: { volume: { namespace: "team-a", name: "golden" } } },
+    };
+    expect(planVm(input(preparedVm("vm"), { template: made }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForTemplate",
+    });
+    const image = {
+      zone: "z1",
+      host: "h9",
+      path: "/secondary/templates/t.qcow2",
+      sha256: "b".repeat(64),
+      bytes: 9,
+    };
+    const plan = planVm(input(preparedVm("vm"), { template: { ...made, status: { image } } })) as RunPlan;
+    expect(plan.root?.image).toEqual({
+      path: `/cache/${diskTemplate.metadata.uid}.qcow2`,
+      format: "qcow2",
+      url: image.path,
+      checksum: `sha256:${image.sha256}`,
+    });
+  });
+
+  it("lets a stopped VM pinned to another host go, and never a running one", () => {
+    const pinned = (runStrategy: "Halted" | "Always") =>
+      preparedVm("vm", { spec: { runStrategy, placement: { host: "elsewhere" } } });
+    expect(planVm(input(pinned("Halted")))).toEqual({ kind: "evacuate" });
+    expect(planVm(input(pinned("Always"))).kind).not.toBe("evacuate");
+    const here = preparedVm("vm", { spec: { runStrategy: "Halted", placement: { host: HOST } } });
+    expect(planVm(input(here)).kind).not.toBe("evacuate");
+  });
 });
 
 describe("diskChanges", () => {

@@ -112,10 +112,53 @@ export type VmPlan =
   | { kind: "power"; intent: RunIntent }
   | RunPlan;
 
+/**
+ * A stopped VM an administrator pinned to another host (migrateVirtualMachineWithVolume): this host
+ * lets it go as for maintenance, and its disks follow it. A running one is never moved this way.
+ */
+function pinnedElsewhere({ vm, host, domain }: PlanInput): boolean {
+  const pin = vm.spec.placement?.host;
+  return (
+    pin !== undefined &&
+    pin !== host &&
+    vm.spec.runStrategy === "Halted" &&
+    (!domain || domain.state === "shutoff")
+  );
+}
+
+/**
+ * Where the root disk's image comes from: downloaded (url) or made from a volume or snapshot (its
+ * file on secondary storage, copied like a download and checked against its sha256) into the
+ * cache, or a path every host has.
+ */
+function templateImage(template: Template, cache: string) {
+  const { source } = template.spec;
+  const format = template.spec.format ?? "qcow2";
+  const cached = `${cache}/${template.metadata.uid}.${format}`;
+  if (source.volume || source.snapshot) {
+    const image = template.status?.image;
+    if (!image)
+      throw new Waiting(
+        "WaitingForTemplate",
+        `Template ${template.metadata.name} is still being made from its ${source.volume ? "volume" : "snapshot"}.`,
+      );
+    // Written flattened by qemu-img: always qcow2, whatever the spec says.
+    const path = `${cache}/${template.metadata.uid}.qcow2`;
+    return { path, format: "qcow2" as const, url: image.path, checksum: `sha256:${image.sha256}` };
+  }
+  if (!source.url) return { path: source.hostPath as string, format };
+  return {
+    path: cached,
+    format,
+    url: source.url,
+    ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
+  };
+}
+
 export function planVm(input: PlanInput): VmPlan {
   const { vm, domain } = input;
   if (vm.metadata.deletionTimestamp) return { kind: "release" };
-  if (input.inMaintenance) return { kind: "evacuate" };
+  if (input.inMaintenance || pinnedElsewhere(input)) return { kind: "evacuate" };
   const intent = runIntent(vm, domain);
   const conditions = vm.status?.conditions as Condition[] | undefined;
   const unprepared = PREPARED_CONDITIONS.map((type) => ({
@@ -172,7 +215,6 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
     };
   }
   if (needsRootVolume(vm, template)) {
-    const format = template.spec.format ?? "qcow2";
     const volume = input.volume(rootVolumeName(vm.metadata.name as string));
     if (!volume)
       throw new Waiting("WaitingForVolume", `The root volume of VM ${vm.metadata.name} does not exist yet.`);
@@ -181,18 +223,7 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       ...diskHome(input, volume),
       name: rootDiskName(uid),
       requestedBytes: requestedRoot,
-      ...(source.directBoot
-        ? {}
-        : {
-            image: {
-              path: source.url
-                ? `${input.paths.cache}/${template.metadata.uid}.${format}`
-                : (source.hostPath as string),
-              format,
-              ...(source.url ? { url: source.url } : {}),
-              ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
-            },
-          }),
+      ...(source.directBoot ? {} : { image: templateImage(template, input.paths.cache) }),
     };
     disks.push({ path: diskPath(root, root.name), format: "qcow2", serial: "root" });
   }

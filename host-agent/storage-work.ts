@@ -7,6 +7,7 @@ import {
   Resources,
   rootVolumeName,
   type StoragePool,
+  type Template,
   type VirtualMachine,
   type Volume,
   type VolumeSnapshot,
@@ -22,8 +23,9 @@ import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { PoolSync } from "./pool-sync.ts";
 import { type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
+import { syncTemplate } from "./template-sync.ts";
 import { syncVolumeDeletion } from "./volume-sync.ts";
-import { syncVolumeTransfer } from "./volume-transfer.ts";
+import { discardIncomingCopy, syncVolumeTransfer } from "./volume-transfer.ts";
 
 /** Every how many heartbeats the pools are looked at again (free space, mounts). */
 const POOL_REPORT_EVERY_BEATS = 6;
@@ -54,8 +56,11 @@ export class StorageWork {
   private readonly zone: Informer<Zone>;
   /** Snapshots the storage controller gave this host to take. */
   private readonly snapshots: Informer<VolumeSnapshot>;
+  /** The cluster's templates: those made from a volume or snapshot here get their image from this host. */
+  private readonly templates: Informer<Template>;
   private readonly volumeController: Controller;
   private readonly snapshotController: Controller;
+  private readonly templateController: Controller;
   private readonly o: StorageWorkOptions;
   private hypervisor: Hypervisor | undefined;
   private poolSync: PoolSync | undefined;
@@ -98,6 +103,29 @@ export class StorageWork {
       ...common,
       reconcile: (key, log) => syncSnapshot(this.snapshots.get(key), this.context(log)),
     }).watch(this.snapshots);
+    this.templates = informers.for<Template>(Resources.templates);
+    // A template waits for its source here to exist and to stop being used.
+    const madeFrom = (kind: "volume" | "snapshot") => (o: Volume | VolumeSnapshot) =>
+      this.templates
+        .list()
+        .filter((t) => {
+          const ref = t.spec.source[kind];
+          return ref?.namespace === o.metadata.namespace && ref?.name === o.metadata.name;
+        })
+        .map((t) => t.metadata.name as string);
+    this.templateController = new Controller({
+      name: "host-agent-template",
+      ...common,
+      reconcile: (key, log) =>
+        syncTemplate(this.templates.get(key), {
+          ...this.context(log),
+          localVolume: (namespace, name) => this.localVolumes.get(`${namespace}/${name}`),
+          localSnapshot: (namespace, name) => this.snapshots.get(`${namespace}/${name}`),
+        }),
+    })
+      .watch(this.templates)
+      .watch(this.localVolumes, madeFrom("volume"))
+      .watch(this.snapshots, madeFrom("snapshot"));
   }
 
   /** Where this host's pools are and where new disks go (the VM loop's view of storage). */
@@ -137,7 +165,11 @@ export class StorageWork {
   }
 
   run(signal: AbortSignal): Promise<unknown> {
-    return Promise.all([this.volumeController.run(signal), this.snapshotController.run(signal)]);
+    return Promise.all([
+      this.volumeController.run(signal),
+      this.snapshotController.run(signal),
+      this.templateController.run(signal),
+    ]);
   }
 
   /** Free space changes with every disk written: looked at every few beats, reported on a real change. */
@@ -169,6 +201,7 @@ export class StorageWork {
   private async reconcileVolume(key: string, log: Logger) {
     const volume = this.localVolumes.get(key) ?? this.incomingVolumes.get(key);
     const hypervisor = this.requireHypervisor();
+    await discardIncomingCopy(volume, { ...this.context(log), storage: this.pools });
     const deletion = await syncVolumeDeletion(volume, {
       host: this.o.hostName,
       hypervisor,

@@ -47,6 +47,13 @@ export async function syncVolumeDeletion(
   }
   const disk = diskNameOf(volume);
   const pool = volume.status?.pool;
+  const { exported, received } = volume.status?.transfer ?? {};
+  // Deleted mid-move: the copy's own host removes it first, else nobody would know it is there.
+  if (received && received.host !== context.host && received.pool !== pool) {
+    context.log.info({ host: received.host }, "waiting for the target of the move to remove its copy");
+    return { requeueAfterMs: 10_000 };
+  }
+  if (exported) await context.hypervisor.removeStaged(exported.path);
   if (disk && pool) await context.hypervisor.deleteDisk(pool, disk);
   if (await context.writes.removeFinalizer(Resources.volumes, volume, DISK_FINALIZER))
     context.log.info({ disk }, "volume disk deleted");

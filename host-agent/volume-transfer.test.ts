@@ -4,7 +4,13 @@ import type { Volume } from "../crds/index.ts";
 import { FakeFiles, FakeHypervisor } from "./fake-hypervisor.ts";
 import { CLUSTER, dataVolume } from "./testing/fixtures.ts";
 import { MemoryWrites } from "./testing/memory-writes.ts";
-import { stagingPath, syncVolumeTransfer, type TransferContext } from "./volume-transfer.ts";
+import { syncVolumeDeletion } from "./volume-sync.ts";
+import {
+  discardIncomingCopy,
+  stagingPath,
+  syncVolumeTransfer,
+  type TransferContext,
+} from "./volume-transfer.ts";
 
 const log = pino({ level: "silent" });
 const SECONDARY = "/secondary";
@@ -114,7 +120,10 @@ describe("a volume moving between two hosts' local pools", () => {
     volume = withTransfer(volume, { exported });
     rig.h2.settings.corruptNextImport = true;
     expect(await syncVolumeTransfer(volume, rig.on2)).toEqual({ requeueAfterMs: 15_000 });
-    expect(rig.writes.transfers.get("team-a/d1")?.received).toBeUndefined();
+    // Only the announcement of the copy, no proof.
+    const announced = rig.writes.transfers.get("team-a/d1")?.received as Record<string, unknown>;
+    expect(announced).toMatchObject({ host: "h2", pool: "local-h2", pending: true });
+    volume = withTransfer(volume, { exported, received: announced });
     expect(rig.writes.events.map((e) => e.reason)).toContain("ChecksumMismatch");
     expect(rig.h2.disks.has("data-vol-d1")).toBe(false);
     // The holder, without a proof, keeps its disk whatever happens.
@@ -151,6 +160,78 @@ describe("a volume moving between two hosts' local pools", () => {
     await syncVolumeTransfer(volume, rig.on1);
     expect(rig.h1.disks.has("data-vol-d1")).toBe(true);
     expect(rig.writes.volumeStatuses.size).toBe(0);
+  });
+
+  it("announces its copy on the version naming it the target before it copies a byte", async () => {
+    const rig = twoHosts();
+    let volume = await movingVolume(rig, "announced");
+    volume.metadata.resourceVersion = "41";
+    await syncVolumeTransfer(volume, rig.on1);
+    const exported = rig.writes.transfers.get("team-a/d1")?.exported as Record<string, unknown>;
+    volume = withTransfer(volume, { exported });
+    let copiedBeforeAnnounce = true;
+    const writeTransfer = rig.writes.volumeTransfer.bind(rig.writes);
+    rig.writes.volumeTransfer = async (ref, transfer, onVersion) => {
+      if (onVersion) copiedBeforeAnnounce = rig.h2.disks.has("data-vol-d1");
+      await writeTransfer(ref, transfer, onVersion);
+    };
+    await syncVolumeTransfer(volume, rig.on2);
+    expect(copiedBeforeAnnounce).toBe(false);
+    expect(rig.writes.writes.filter((w) => w.startsWith("transfer"))).toHaveLength(3);
+    // The last write is the proof (no precondition needed: the target cannot change any more).
+    expect(rig.writes.transfers.get("team-a/d1")?.received).not.toHaveProperty("pending");
+  });
+
+  it("moves a disk between two pools of one host: copied, verified, then the old one goes", async () => {
+    const rig = twoHosts();
+    await rig.h1.preparePool({ name: "fast", type: "sharedMountPoint", path: "/mnt/fast" });
+    let volume = await movingVolume(rig, "same-host");
+    volume = { ...volume, status: { ...volume.status, transfer: { target: { pool: "fast", host: "h1" } } } };
+    await syncVolumeTransfer(volume, rig.on1);
+    const exported = rig.writes.transfers.get("team-a/d1")?.exported as Record<string, unknown>;
+    volume = withTransfer(volume, { exported });
+    await syncVolumeTransfer(volume, rig.on1);
+    const received = rig.writes.transfers.get("team-a/d1")?.received as Record<string, unknown>;
+    expect(received).toMatchObject({ pool: "fast", host: "h1", path: "/mnt/fast/data-vol-d1" });
+    volume = withTransfer(volume, { exported, received });
+    await syncVolumeTransfer(volume, rig.on1);
+    expect(rig.files.files.has("/h1/pool/data-vol-d1")).toBe(false);
+    expect(rig.h1.content("/mnt/fast/data-vol-d1")).toBe("same-host");
+    expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({ host: "h1", pool: "fast" });
+  });
+
+  it("a volume deleted mid-move leaves no copy: the target removes its copy, then the holder its disk", async () => {
+    const rig = twoHosts();
+    let volume = await movingVolume(rig, "doomed");
+    await syncVolumeTransfer(volume, rig.on1);
+    const exported = rig.writes.transfers.get("team-a/d1")?.exported as { path: string };
+    volume = withTransfer(volume, { exported });
+    await syncVolumeTransfer(volume, rig.on2);
+    const received = rig.writes.transfers.get("team-a/d1")?.received as Record<string, unknown>;
+    volume = withTransfer(volume, { exported, received });
+    volume.metadata = {
+      ...volume.metadata,
+      deletionTimestamp: "2026-01-01T00:00:00Z",
+      finalizers: ["stratus.io/disk"],
+    };
+    const deletion = (hypervisor: FakeHypervisor, host: string) => ({
+      host,
+      hypervisor,
+      writes: rig.writes,
+      boundVms: () => [],
+      log,
+    });
+    // The holder waits: the copy at h2 is on record and only h2 can remove it.
+    expect(await syncVolumeDeletion(volume, deletion(rig.h1, "h1"))).toEqual({ requeueAfterMs: 10_000 });
+    expect(rig.h1.disks.has("data-vol-d1")).toBe(true);
+    await discardIncomingCopy(volume, rig.on2);
+    expect(rig.h2.disks.has("data-vol-d1")).toBe(false);
+    expect(rig.writes.transfers.get("team-a/d1")).toEqual({ exported });
+    volume = withTransfer(volume, { exported });
+    await syncVolumeDeletion(volume, deletion(rig.h1, "h1"));
+    expect(rig.h1.disks.has("data-vol-d1")).toBe(false);
+    expect(rig.files.files.has(exported.path)).toBe(false);
+    expect(rig.writes.writes).toContain("finalizer volumes/team-a/d1");
   });
 
   it("says why when the zone has no secondary storage, and copies nothing", async () => {

@@ -3,10 +3,14 @@
 // (status.transfer.target); then, level-triggered on the Volume:
 //   1. the holding agent (status.host) flattens the stopped disk into the zone's secondary storage
 //      and writes `exported` (path, sha256);
-//   2. the target agent copies it into the target pool, checks the hash, and writes `received`;
+//   2. the target agent announces its copy (`received` with `pending`, on the version that names it
+//      the target, so the storage controller can no longer change the target), copies the staged
+//      disk into the target pool, checks the hash, and writes `received` without `pending`;
 //   3. the holding agent, seeing a verified copy, deletes its own disk and the staged copy and
 //      rewrites host, pool and path to the new place.
-// The old disk goes only after step 2 proved the new one: a crash at any line repeats a step.
+// The old disk goes only after step 2 proved the new one: a crash at any line repeats a step. The
+// target and the holder may be one host (a move between two pools it reaches). A copy exists only
+// after its announcement, so one left by a Volume deleted mid-move is found and removed by its host.
 import type { Logger } from "pino";
 import { Resources, type Volume } from "../crds/index.ts";
 import type { AgentWrites } from "./agent-writes.ts";
@@ -44,9 +48,34 @@ export async function syncVolumeTransfer(
     volume.status?.host === context.host &&
     volume.status.pool !== undefined &&
     context.storage.pathOf(volume.status.pool) !== undefined;
-  if (holds) return sendSide(volume, disk, transfer, context);
+  if (holds) {
+    const sent = await sendSide(volume, disk, transfer, context);
+    // One host moving a disk between two of its own pools is the target as well.
+    if (sent || transfer?.target?.host !== context.host) return sent;
+  }
   if (transfer?.target?.host === context.host) return receiveSide(volume, disk, transfer, context);
   return undefined;
+}
+
+/** A copy this host made (or began) for a move whose Volume is being deleted: removed, then forgotten. */
+export async function discardIncomingCopy(
+  volume: Volume | undefined,
+  context: TransferContext,
+): Promise<void> {
+  const received = volume?.status?.transfer?.received;
+  const disk = volume ? diskNameOf(volume) : undefined;
+  if (!volume?.metadata.deletionTimestamp || !received || received.host !== context.host || !disk) return;
+  // The hand-over made it the volume's disk: that one goes with the volume, as any other.
+  if (volume.status?.pool === received.pool && volume.status.host === received.host) return;
+  if (context.storage.pathOf(received.pool) === undefined) return; // the pool is back, or gone with its files
+  await context.hypervisor.deleteDisk(received.pool, disk);
+  const { exported } = volume.status?.transfer ?? {};
+  await context.writes.volumeTransfer(
+    volume.metadata as { namespace: string; name: string },
+    exported ? { exported } : {},
+    volume.metadata.resourceVersion,
+  );
+  context.log.info({ pool: received.pool }, "removed the copy of a volume deleted while it moved");
 }
 
 async function sendSide(
@@ -63,7 +92,9 @@ async function sendSide(
     // A finished (or called-off) move leaves its staged copy and steps behind: clean them up.
     if (transfer?.exported || transfer?.received) {
       if (transfer.exported) await hv.removeStaged(transfer.exported.path);
-      await writes.volumeTransfer(ref, {});
+      // A copy elsewhere stays on record until its host removes it.
+      const { received } = transfer;
+      await writes.volumeTransfer(ref, received && received.pool !== pool ? { received } : {});
       log.info("cleared the steps of a finished move");
     }
     return undefined;
@@ -80,6 +111,7 @@ async function sendSide(
   if (
     exported &&
     received &&
+    !received.pending &&
     received.pool === target.pool &&
     received.host === target.host &&
     received.sha256 === exported.sha256
@@ -133,24 +165,37 @@ async function receiveSide(
   const target = transfer.target as NonNullable<Transfer["target"]>;
   const { exported, received } = transfer;
   if (!exported || volume.status?.pool === target.pool) return undefined;
-  if (
+  const ours =
     received &&
     received.pool === target.pool &&
     received.host === context.host &&
-    received.sha256 === exported.sha256
-  )
-    return undefined; // the holding agent's turn
-  if (context.storage.pathOf(target.pool) === undefined) {
+    received.sha256 === exported.sha256;
+  if (ours && !received.pending) return undefined; // the holding agent's turn
+  const poolPath = context.storage.pathOf(target.pool);
+  if (poolPath === undefined) {
     log.warn({ pool: target.pool }, "the target pool of a move is not ready here");
     return { requeueAfterMs: 10_000 };
   }
   const ref = volume.metadata as { namespace: string; name: string };
+  const step = {
+    pool: target.pool,
+    host: context.host,
+    path: `${poolPath}/${disk}`,
+    sha256: exported.sha256,
+  };
+  if (!ours) {
+    // Announced on the version that names this host the target: a conflict means the target
+    // changed meanwhile, and no byte was copied.
+    await writes.volumeTransfer(
+      ref,
+      { exported, received: { ...step, pending: true } },
+      volume.metadata.resourceVersion,
+    );
+    log.info({ pool: target.pool }, "copy of a moving volume announced");
+  }
   try {
     const copy = await hv.importDisk(target.pool, disk, exported);
-    await writes.volumeTransfer(ref, {
-      exported,
-      received: { pool: target.pool, host: context.host, path: copy.path, sha256: exported.sha256 },
-    });
+    await writes.volumeTransfer(ref, { exported, received: { ...step, path: copy.path } });
     log.info({ pool: target.pool, path: copy.path }, "volume copied in and verified");
     return undefined;
   } catch (error) {

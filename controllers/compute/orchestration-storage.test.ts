@@ -130,6 +130,19 @@ describe("decideOrchestration with storage", () => {
     expect(moving.status?.conditions.find((c) => c.type === "VolumesReady")?.message).toBe(
       "Volume web-root is being copied from pool local-h2 to pool local-h1.",
     );
+    // A requested move within reach (migrateVolume): the stopped VM is not started on the old disk meanwhile.
+    const requested = decideOrchestration(
+      input({
+        vm: vm({}, { host: "h1" }),
+        volumeNeeds: [disk("web-root", 10n, "local-h1")],
+        moveTargets: new Map([["web-root", "fast"]]),
+      }),
+    );
+    expect(requested.status?.conditions.find((c) => c.type === "VolumesReady")).toMatchObject({
+      status: "False",
+      reason: "VolumesMoving",
+      message: "Volume web-root is being copied from pool local-h1 to pool fast.",
+    });
     const stuck = decideOrchestration(
       input({
         vm: vm({}, { host: "h2", evacuatedFrom: "h2" }),

@@ -134,7 +134,11 @@ export function volumesOnHost(
 ): ConditionInput {
   const host = hostName ? input.hostNamed(hostName) : undefined;
   if (ready.status !== "True" || !host) return ready;
-  const stray = unreachableVolume(input.volumeNeeds, host, input.pools);
+  // A disk being copied (also a requested move within reach) is not used until its copy is done:
+  // a write made after the copy began would be lost when the old disk is removed.
+  const stray =
+    unreachableVolume(input.volumeNeeds, host, input.pools) ??
+    input.volumeNeeds.find((need) => input.moveTargets.has(need.volume));
   if (!stray) return ready;
   const target = input.moveTargets.get(stray.volume);
   return volumes(

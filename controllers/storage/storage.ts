@@ -100,6 +100,7 @@ export const storageComponent: Component = {
         ),
         user,
         host,
+        hostNamed: (name) => hosts.get(name),
         pools: poolUsages(
           pools.byIndex("zone", volume.spec.zone),
           volumesIn,
@@ -113,7 +114,14 @@ export const storageComponent: Component = {
         await client
           .apply(
             Resources.volumes,
-            { metadata: { name: name as string, namespace: namespace as string }, status: decision.status },
+            {
+              metadata: {
+                name: name as string,
+                namespace: namespace as string,
+                ...(decision.guarded ? { resourceVersion: volume.metadata.resourceVersion as string } : {}),
+              },
+              status: decision.status,
+            },
             { fieldManager, subresource: "status" },
           )
           .catch((error: unknown) => {

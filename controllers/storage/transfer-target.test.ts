@@ -50,6 +50,20 @@ const vm = (status: NonNullable<VirtualMachine["status"]>, deleting = false): Vi
 });
 
 const onH1 = { pool: "local-h1", host: "h1", phase: "Ready" } as const;
+const shared = (name: string): StoragePool => ({
+  ...local("h1"),
+  metadata: { name },
+  spec: { zone: "z1", type: "sharedMountPoint", path: `/mnt/${name}` },
+});
+/** A volume asking for `pool` (spec.pool), its disk where `status` says. */
+const asking = (pool: string, status: NonNullable<Volume["status"]> = onH1): Volume => ({
+  ...volume(status),
+  spec: { zone: "z1", type: "ROOT", size: "10Gi", pool },
+});
+const hostWithPools = (name: string, pools: string[]): Host => ({
+  ...host(name),
+  status: { storagePools: pools.map((p) => ({ name: p, ready: true, capacity: "100Gi" })) },
+});
 const evacuatedToH2 = vm({ host: "h2", evacuatedFrom: "h1" });
 
 function input(overrides: Partial<TransferInput> = {}): TransferInput {
@@ -58,6 +72,7 @@ function input(overrides: Partial<TransferInput> = {}): TransferInput {
     need: { volume: "web-root", sizeBytes: 10n * GI, tags: [] },
     user: evacuatedToH2,
     host: host("h2"),
+    hostNamed: (name) => (name.startsWith("h") ? host(name) : undefined),
     pools: [usage(local("h1")), usage(local("h2"))],
     now: NOW,
     ...overrides,
@@ -123,6 +138,101 @@ describe("transferTarget", () => {
       { target: { pool: "local-h3", host: "h3" } },
     ],
     [
+      "a copy announced at the target is finished first, even when the VM went on to a third host",
+      {
+        volume: volume({
+          ...onH1,
+          transfer: {
+            target: { pool: "local-h2", host: "h2" },
+            received: { pool: "local-h2", host: "h2", path: "/p/d", sha256: "a".repeat(64), pending: true },
+          },
+        }),
+        user: vm({ host: "h3" }),
+        host: host("h3"),
+        pools: [usage(local("h1")), usage(local("h2")), usage(local("h3"))],
+      },
+      { target: { pool: "local-h2", host: "h2" } },
+    ],
+    [
+      "asked for another host's local pool, no VM: that host copies it in",
+      { volume: asking("local-h2"), user: undefined },
+      { target: { pool: "local-h2", host: "h2" } },
+    ],
+    [
+      "asked for a shared pool, the VM stopped on the disk's host: that host copies it in",
+      {
+        volume: asking("fast"),
+        user: vm({ host: "h1" }),
+        host: hostWithPools("h1", ["local-h1", "fast"]),
+        hostNamed: (name) => hostWithPools(name, [`local-${name}`, "fast"]),
+        pools: [usage(local("h1")), usage(shared("fast"))],
+      },
+      { target: { pool: "fast", host: "h1" } },
+    ],
+    [
+      "asked for another host's local pool while the VM is on this host: refused, the disk stays",
+      { volume: asking("local-h2"), user: vm({ host: "h1" }), host: host("h1") },
+      {
+        problem:
+          "volume web-root: pool local-h2 is local to host h2, but its VM is on host h1; move the VM with its volumes instead",
+      },
+    ],
+    [
+      "asked for a pool that does not exist",
+      { volume: asking("nowhere"), user: undefined },
+      { problem: "volume web-root: pool nowhere does not exist in zone z1" },
+    ],
+    [
+      "asked for a full pool: says why",
+      { volume: asking("local-h2"), user: undefined, pools: [usage(local("h1")), usage(local("h2"), 95n)] },
+      { problem: "volume web-root: pool local-h2 has too little room" },
+    ],
+    [
+      "asked for the pool it is in: nothing moves",
+      { volume: asking("local-h1"), user: vm({ host: "h1" }), host: host("h1") },
+      {},
+    ],
+    [
+      "the VM follows to a host: the requested pool when it fits there",
+      {
+        volume: asking("fast"),
+        host: hostWithPools("h2", ["local-h2", "fast"]),
+        hostNamed: (name) => hostWithPools(name, [`local-${name}`, "fast"]),
+        pools: [usage(local("h1")), usage(local("h2")), usage(shared("fast"), 0n)],
+      },
+      { target: { pool: "fast", host: "h2" } },
+    ],
+    [
+      "a request for another pool replaces a move whose copy has not begun",
+      {
+        volume: asking("local-h2", { ...onH1, transfer: { target: { pool: "fast", host: "h1" } } }),
+        user: undefined,
+      },
+      { target: { pool: "local-h2", host: "h2" } },
+    ],
+    [
+      "asked back into the pool it is in before the copy began: the move is called off",
+      {
+        volume: asking("local-h1", { ...onH1, transfer: { target: { pool: "local-h2", host: "h2" } } }),
+        user: undefined,
+      },
+      {},
+    ],
+    [
+      "asked back once the copy began: the move finishes first",
+      {
+        volume: asking("local-h1", {
+          ...onH1,
+          transfer: {
+            target: { pool: "local-h2", host: "h2" },
+            received: { pool: "local-h2", host: "h2", path: "/p/d", sha256: "a".repeat(64), pending: true },
+          },
+        }),
+        user: undefined,
+      },
+      { target: { pool: "local-h2", host: "h2" } },
+    ],
+    [
       "the move is done: the target goes",
       {
         volume: volume({
@@ -160,6 +270,15 @@ describe("decideVolumeStatus", () => {
     const done = decideVolumeStatus(input({ volume: arrived }));
     expect(done).toMatchObject({ write: true, status: { conditions: [] } });
     expect(done.status.transfer).toBeUndefined();
+  });
+
+  it("changes or drops a target only on the version it decided from", () => {
+    expect(decideVolumeStatus(input()).guarded).toBe(false);
+    const moving = volume({ ...onH1, transfer: { target: { pool: "local-h2", host: "h2" } } });
+    const third = { user: vm({ host: "h3" }), host: host("h3") };
+    const pools = [usage(local("h1")), usage(local("h2")), usage(local("h3"))];
+    expect(decideVolumeStatus(input({ volume: moving, ...third, pools })).guarded).toBe(true);
+    expect(decideVolumeStatus(input({ volume: moving })).guarded).toBe(false);
   });
 
   it("says why nothing fits and looks again later", () => {

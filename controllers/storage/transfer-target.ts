@@ -16,6 +16,8 @@ export interface TransferInput {
   user: VirtualMachine | undefined;
   /** The host of `user.status.host`, from the cache. */
   host: Host | undefined;
+  /** Any host by name, from the cache (the receiver of a requested move). */
+  hostNamed: (name: string) => Host | undefined;
   /** The pools of the volume's zone, with what the other volumes take of them. */
   pools: readonly PoolUsage[];
   /** InUse for data volumes (undefined for ROOT volumes, which have no deletion guard). */
@@ -28,28 +30,84 @@ export interface TransferDecision {
   status: { conditions: Condition[]; transfer?: { target: { pool: string; host: string } } };
   /** Whether the status must be written: it says something new, or drops a target or condition. */
   write: boolean;
+  /**
+   * The write changes or drops a target: it must be made on the version decided from (a
+   * resourceVersion precondition), so a copy announced meanwhile is never orphaned.
+   */
+  guarded: boolean;
   requeueAfterMs?: number;
 }
 
 type Target = { pool: string; host: string };
+type TargetChoice = { target?: Target; problem?: string };
 
 /** Where the disk must go, or why it cannot go anywhere; undefined when it stays. */
-export function transferTarget(input: TransferInput): { target?: Target; problem?: string } {
-  const { volume, user, host } = input;
+export function transferTarget(input: TransferInput): TargetChoice {
+  const { volume, user } = input;
   const current = volume.status?.transfer?.target;
   const pool = volume.status?.pool;
   // The move is done: the holding agent rewrote status.pool to the target.
   if (!pool || (current && current.pool === pool)) return {};
+  // A copy begun (announced in `received` before its first byte) is finished before the disk goes
+  // anywhere else, so no copy is ever left behind in a pool that stopped being the target.
+  if (current && volume.status?.transfer?.received) return { target: current };
   const wanted = user?.metadata.deletionTimestamp ? undefined : user?.status?.host;
-  // A move under way finishes unless the VM went to yet another host: half a copy is never left.
-  if (current && (wanted === undefined || wanted === current.host)) return { target: current };
-  if (!wanted || !host || wanted === volume.status?.host) return {};
+  const decided = decideTarget(input, wanted);
+  // A move under way finishes unless the VM went to yet another host, or, before its copy began, a
+  // request for another pool replaces it or one for the pool it is in calls it off.
+  if (current && (wanted === undefined || wanted === current.host)) {
+    const asked = decided.target?.pool;
+    const replaced = asked !== undefined && asked === volume.spec.pool && asked !== current.pool;
+    const calledOff = volume.spec.pool === pool && !decided.target && !decided.problem;
+    return replaced ? decided : calledOff ? {} : { target: current };
+  }
+  return decided;
+}
+
+function decideTarget(input: TransferInput, wanted: string | undefined): TargetChoice {
+  const { volume, host } = input;
+  const pool = volume.status?.pool as string;
+  const requested = volume.spec.pool && volume.spec.pool !== pool ? volume.spec.pool : undefined;
   const here = input.pools.find((u) => u.pool.metadata.name === pool);
-  if (here && reaches(here.pool, host)) return {};
-  const choice = choosePools([{ ...input.need, pool }], host, input.pools);
+  const mustFollow =
+    wanted !== undefined &&
+    host !== undefined &&
+    wanted !== volume.status?.host &&
+    !(here && reaches(here.pool, host));
+  if (mustFollow) {
+    // The VM went to a host that does not reach the disk: it follows, to the requested pool if that fits.
+    const asked = requested ? requestedTarget(input, requested, wanted) : undefined;
+    if (asked?.target) return asked;
+    const choice = choosePools([{ ...input.need, pool }], host, input.pools);
+    if ("reason" in choice) return { problem: choice.reason };
+    const chosen = choice.choices.get(input.need.volume);
+    return chosen?.moves ? { target: { pool: chosen.pool, host: wanted } } : {};
+  }
+  return requested ? requestedTarget(input, requested, wanted) : {};
+}
+
+/**
+ * A move to the pool the volume's spec asks for. The copy is made by the host that will use it:
+ * a local pool's own host, else the VM's host, else the host holding the disk now.
+ */
+function requestedTarget(input: TransferInput, requested: string, vmHost: string | undefined): TargetChoice {
+  const { volume } = input;
+  const name = volume.metadata.name as string;
+  const usage = input.pools.find((u) => u.pool.metadata.name === requested);
+  if (!usage)
+    return { problem: `volume ${name}: pool ${requested} does not exist in zone ${volume.spec.zone}` };
+  const local = usage.pool.spec.type === "local" ? usage.pool.spec.host : undefined;
+  if (local && vmHost && local !== vmHost)
+    return {
+      problem: `volume ${name}: pool ${requested} is local to host ${local}, but its VM is on host ${vmHost}; move the VM with its volumes instead`,
+    };
+  const receiver = local ?? vmHost ?? volume.status?.host;
+  const host = receiver ? input.hostNamed(receiver) : undefined;
+  if (!receiver || !host) return { problem: `volume ${name}: no host to copy it into pool ${requested}` };
+  const { pool: _current, ...fresh } = input.need; // measured as a new disk in that pool
+  const choice = choosePools([fresh], host, [usage]);
   if ("reason" in choice) return { problem: choice.reason };
-  const chosen = choice.choices.get(input.need.volume);
-  return chosen?.moves ? { target: { pool: chosen.pool, host: wanted } } : {};
+  return { target: { pool: requested, host: receiver } };
 }
 
 export function decideVolumeStatus(input: TransferInput): TransferDecision {
@@ -74,9 +132,12 @@ export function decideVolumeStatus(input: TransferInput): TransferDecision {
     !statusSays(status, (volume.status ?? {}) as Record<string, unknown>) ||
     (volume.status?.transfer?.target !== undefined && !target) ||
     (current.some((c) => c.type === "Moved") && !moved);
+  const before = volume.status?.transfer?.target;
+  const guarded = before !== undefined && (before.pool !== target?.pool || before.host !== target?.host);
   return {
     status,
     write,
+    guarded,
     ...(problem ? { requeueAfterMs: NO_TARGET_RETRY_MS } : {}),
   };
 }

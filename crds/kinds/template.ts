@@ -34,6 +34,16 @@ const AbsolutePath = (description: string) =>
     description: `${description} An absolute path on the host.`,
   });
 
+/** A namespaced object the template is made from (only administrators create templates). */
+const ObjectRef = (description: string) =>
+  Type.Object(
+    {
+      namespace: ObjectName({ description: "Its namespace (the account)." }),
+      name: ObjectName({ description: "Its name." }),
+    },
+    { description },
+  );
+
 export const TemplateKind = defineKind({
   kind: "Template",
   plural: "templates",
@@ -48,6 +58,10 @@ export const TemplateKind = defineKind({
         {
           url: Type.Optional(HttpUrl("Where to download the image.")),
           hostPath: Type.Optional(AbsolutePath("An image already present on every host.")),
+          volume: Type.Optional(
+            ObjectRef("A volume whose disk (a stopped VM's or a detached one) becomes the image."),
+          ),
+          snapshot: Type.Optional(ObjectRef("A VolumeSnapshot whose copy becomes the image.")),
           directBoot: Type.Optional(
             Type.Object(
               {
@@ -66,11 +80,12 @@ export const TemplateKind = defineKind({
           ),
         },
         {
-          description: "Exactly one of url, hostPath or directBoot.",
+          description:
+            "Exactly one of url, hostPath, directBoot, volume or snapshot. A volume's or snapshot's image is flattened once onto the zone's secondary storage by the host holding it (status.image), then copied to hosts like any image.",
           "x-kubernetes-validations": [
             {
-              rule: "[has(self.url), has(self.hostPath), has(self.directBoot)].filter(x, x).size() == 1",
-              message: "source must set exactly one of url, hostPath or directBoot",
+              rule: "[has(self.url), has(self.hostPath), has(self.directBoot), has(self.volume), has(self.snapshot)].filter(x, x).size() == 1",
+              message: "source must set exactly one of url, hostPath, directBoot, volume or snapshot",
             },
           ],
         },
@@ -110,6 +125,21 @@ export const TemplateKind = defineKind({
     {
       observedGeneration: ObservedGeneration,
       size: Type.Optional(Quantity({ description: "Size of the downloaded image." })),
+      image: Type.Optional(
+        Type.Object(
+          {
+            zone: ObjectName({ description: "The zone whose secondary storage holds it." }),
+            host: ObjectName({ description: "The host whose agent wrote it." }),
+            path: Type.String({ maxLength: 4096, pattern: "^/", description: "The image file." }),
+            sha256: Type.String({ pattern: "^[0-9a-f]{64}$", description: "Its checksum." }),
+            bytes: Type.Integer({ minimum: 0, description: "Its size in bytes." }),
+          },
+          {
+            description:
+              "A template made from a volume or snapshot: its flattened image on secondary storage, written once by the agent holding the source.",
+          },
+        ),
+      ),
       zones: Type.Optional(
         Type.Array(
           Type.Object(

@@ -72,6 +72,12 @@ export const VolumeKind = defineKind({
       diskOffering: Type.Optional(
         ObjectName({ description: "DiskOffering that gives size and performance." }),
       ),
+      pool: Type.Optional(
+        ObjectName({
+          description:
+            "The StoragePool the disk should be in (as CloudStack's migrateVolume). Empty: wherever its VM's host reaches. The disk is copied there, verified, and only then removed from its old pool; a VM using it stays stopped meanwhile.",
+        }),
+      ),
       source: Type.Optional(
         Type.Object(
           {
@@ -173,6 +179,12 @@ export const VolumeKind = defineKind({
                     pattern: "^[0-9a-f]{64}$",
                     description: "Checksum it was verified against.",
                   }),
+                  pending: Type.Optional(
+                    Type.Boolean({
+                      description:
+                        "The copy is being made: written before the first byte, so a copy is never made without a record of it.",
+                    }),
+                  ),
                 },
                 { description: "The target agent's verified copy; the old disk is removed only after this." },
               ),

@@ -45,10 +45,15 @@ export class MemoryWrites implements AgentWrites {
 
   readonly transfers = new Map<string, Record<string, unknown>>();
 
-  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>): Promise<void> {
+  /** The resourceVersion each transfer write was made on, when it named one. */
+  readonly transferVersions = new Map<string, string>();
+
+  async volumeTransfer(ref: ObjectRef, transfer: Record<string, unknown>, onVersion?: string): Promise<void> {
     const key = `${ref.namespace}/${ref.name}`;
     this.writes.push(`transfer ${key}`);
     this.transfers.set(key, transfer);
+    if (onVersion) this.transferVersions.set(key, onVersion);
+    else this.transferVersions.delete(key);
   }
 
   readonly snapshotStatuses = new Map<string, Record<string, unknown>>();
@@ -58,6 +63,13 @@ export class MemoryWrites implements AgentWrites {
     const key = `${ref.namespace}/${ref.name}`;
     this.writes.push(`snapshot ${key}`);
     this.snapshotStatuses.set(key, status);
+  }
+
+  readonly templateImages = new Map<string, Record<string, unknown>>();
+
+  async templateImage(name: string, status: Record<string, unknown>): Promise<void> {
+    this.writes.push(`template ${name}`);
+    this.templateImages.set(name, status);
   }
 
   async volumeReverted(ref: ObjectRef, request: string): Promise<void> {

@@ -226,6 +226,26 @@ describe("least privilege, with the manifests' own identities", () => {
     await admin.mergePatch(Resources.volumeSnapshots, "elsewhere-snap", namespace, {
       metadata: { finalizers: [] },
     });
+    // A template's image: once, naming its own host; never another host's, never rewritten.
+    const template = `lp-golden-${suffix}`;
+    await admin.create(Resources.templates, {
+      metadata: { name: template },
+      spec: { source: { volume: { namespace, name: "elsewhere-root" } } },
+    });
+    const image = (host: string) => ({
+      status: { image: { zone: ZONE, host, path: "/s/t.qcow2", sha256: "d".repeat(64), bytes: 1 } },
+    });
+    const forgedImage = (await agentA
+      .mergePatch(Resources.templates, template, undefined, image(NODE_B), "status")
+      .catch((error: unknown) => error)) as ApiError;
+    expect(forgedImage.status).toBe(403);
+    expect(forgedImage.message).toContain("a template's image only once, naming its own host");
+    await agentA.mergePatch(Resources.templates, template, undefined, image(NODE_A), "status");
+    const rewritten = (await agentA
+      .mergePatch(Resources.templates, template, undefined, { status: { image: { bytes: 2 } } }, "status")
+      .catch((error: unknown) => error)) as ApiError;
+    expect(rewritten.status).toBe(403);
+    await admin.delete(Resources.templates, template);
     // Its own Host it may change.
     await agentA.mergePatch(
       Resources.hosts,

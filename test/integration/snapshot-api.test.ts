@@ -444,6 +444,23 @@ describe.skipIf(!hasCs)("volume snapshots through the CloudStack API (needs pyth
       (await list(alice, "listSnapshotPolicies", "snapshotpolicy", { id: policyId })).map((p) => p.schedule),
     ).toEqual(["0:4"]);
 
+    // updateSnapshotPolicy: whether it is shown; its id never changes.
+    const hidden = await cs(alice, "updateSnapshotPolicy", { id: policyId, fordisplay: "false" });
+    expect(hidden.json.snapshotpolicy).toMatchObject({ id: policyId, fordisplay: false, schedule: "0:4" });
+    await waitFor(
+      "the hidden policy filtered",
+      async () =>
+        (await list(alice, "listSnapshotPolicies", "snapshotpolicy", { fordisplay: "false" })).length === 1,
+    );
+    const shown = await cs(alice, "updateSnapshotPolicy", { id: policyId, fordisplay: "true" });
+    expect(shown.json.snapshotpolicy).toMatchObject({ fordisplay: true });
+    expect(
+      (await refused(alice, { command: "updateSnapshotPolicy", id: policyId, customid: "x" })).errortext,
+    ).toContain("customid is not supported");
+    expect(
+      (await refused(bob, { command: "updateSnapshotPolicy", id: policyId, fordisplay: "false" })).status,
+    ).toBe(531);
+
     // Bob sees none of Alice's policies and cannot delete them.
     expect(await list(bob, "listSnapshotPolicies", "snapshotpolicy", { listall: "true" })).toEqual([]);
     expect((await refused(bob, { command: "deleteSnapshotPolicies", id: policyId })).status).toBe(531);

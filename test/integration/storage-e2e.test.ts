@@ -2,230 +2,57 @@
 // each with a local pool of its own, and a zone whose secondary storage and shared pool are
 // directories both hosts see (as NFS mounts would be). The tiny guest writes a word at the start
 // of its root and data disks with dd; maintenance moves it to the other host and the words read
-// back there; a snapshot taken while it runs brings a word back after it was overwritten.
+// back there; a disk moves to the pool its Volume asks for, and with its stopped VM pinned to the
+// other host; a template made from a stopped VM's root disk deploys a VM there with the same bytes;
+// a snapshot taken while it runs brings a word back after it was overwritten.
 // Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
+
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
-  type Host,
   localPoolName,
   REVERT_ANNOTATION,
   Resources,
-  type StoragePool,
-  type VirtualMachine,
-  type Volume,
+  type Template,
   type VolumeSnapshot,
 } from "../../crds/index.ts";
-import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { sha256File } from "../../host-agent/disk-files.ts";
-import { poolName, sharedPoolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { KubeClient } from "../../runtime/client.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
-import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
-import { agentOwner, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { qemuStorageRig } from "./qemu-storage-rig.ts";
+import { waitFor } from "./support.ts";
 
 const run = promisify(execFile);
-const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
 
 describe.skipIf(!canRunQemu())(
   "volumes that move and snapshots, on real QEMU (needs root and libvirt/QEMU)",
   () => {
-    const suffix = randomBytes(3).toString("hex");
-    const zone = `mv-${suffix}`;
-    const hosts = [`mv1-${suffix}`, `mv2-${suffix}`];
-    const workDir = `/var/lib/stratus/move-${suffix}`;
-    const sharedDir = join(workDir, "shared");
-    let client: KubeClient;
-    let namespace: string;
-    let kubeconfigPath: string;
-    let operator: StratusProcess;
-    const agents = new Map<string, StratusProcess>();
-
-    const getVm = (name: string) => client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
-    const getVolume = (name: string) => client.get<Volume>(Resources.volumes, name, namespace);
-    const consoleOf = (host: string, vm: VirtualMachine) =>
-      join(workDir, host, "console", `${vm.metadata.uid}.sock`);
-    const other = (host: string) => hosts.find((h) => h !== host) as string;
-    const setMaintenance = (host: string, maintenance: boolean) =>
-      client.mergePatch(Resources.hosts, host, undefined, { spec: { maintenance } });
-    const runningOn = (name: string, host: string, timeoutMs = 180_000) =>
-      waitFor(
-        `VM ${name} Running on ${host}`,
-        async () => {
-          const vm = await getVm(name);
-          return vm.status?.host === host && vm.status.state === "Running" ? vm : undefined;
-        },
-        { timeoutMs, intervalMs: 500 },
-      );
-    const hostState = (host: string, state: string) =>
-      waitFor(
-        `host ${host} ${state}`,
-        async () => {
-          const h = await client.get<Host>(Resources.hosts, host);
-          return h.status?.resourceState === state ? h : undefined;
-        },
-        { timeoutMs: 180_000, intervalMs: 500 },
-      );
-
-    /** Boots a VM with a root and a data disk and has the guest write `word` at the start of each. */
-    async function bootAndWrite(name: string, volume: string, word: string): Promise<VirtualMachine> {
-      await client.create(Resources.virtualMachines, {
-        metadata: { name, namespace },
-        spec: {
-          zone,
-          serviceOffering: `mv-${suffix}`,
-          template: `tiny-${suffix}`,
-          rootDisk: { size: "1Gi" },
-          dataVolumes: [{ name: "data", volume }],
-        },
-      });
-      const vm = await waitFor(
-        `VM ${name} Running`,
-        async () => {
-          const v = await getVm(name);
-          return v.status?.state === "Running" ? v : undefined;
-        },
-        { timeoutMs: 180_000 },
-      );
-      const socket = consoleOf(vm.status?.host as string, vm);
-      await readConsoleUntil(socket, /stratus-guest: disk vdb serial=data/);
-      for (const disk of ["vda", "vdb"]) {
-        await typeOnConsole(socket, `stratus-write ${disk} ${word}-${disk}`);
-        await readConsoleUntil(
-          socket,
-          new RegExp(`stratus-guest: disk ${disk} serial=\\S* sectors=\\d+ head=${word}-${disk}`),
-        );
-      }
-      return vm;
-    }
-
-    /** The guest, wherever it runs now, reads the words back from its disks. */
-    async function readsBack(
-      vm: VirtualMachine,
-      host: string,
-      word: string,
-      disks = ["vda", "vdb"],
-    ): Promise<void> {
-      const socket = consoleOf(host, vm);
-      for (const disk of disks)
-        expect(
-          await readConsoleUntil(
-            socket,
-            new RegExp(`stratus-guest: disk ${disk} serial=\\S* sectors=\\d+ head=${word}-${disk}`),
-          ),
-        ).toBeTruthy();
-    }
-
-    beforeAll(async () => {
-      await ensureLibvirtDaemons();
-      await mkdir(sharedDir, { recursive: true, mode: 0o755 });
-      // What an administrator marks a shared file system with, since this one is no mount of its own.
-      await writeFile(join(sharedDir, ".stratus-shared"), "");
-      const tinyGuest = await serveTinyGuest();
-      const controlPlane = await sharedControlPlane();
-      kubeconfigPath = controlPlane.kubeconfigPath;
-      client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "mv");
-      await client.create(Resources.zones, {
-        metadata: { name: zone },
-        spec: { secondaryStorage: { path: join(workDir, "secondary") } },
-      });
-      await client.create(Resources.serviceOfferings, {
-        metadata: { name: `mv-${suffix}` },
-        spec: { cpu: 1, memory: "128Mi" },
-      });
-      await client.create(Resources.templates, {
-        metadata: { name: `tiny-${suffix}` },
-        spec: { source: tinyGuest },
-      });
-      operator = await startOperator({
-        kubeconfigPath,
-        identity: `mv-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`],
-      });
-      for (const host of hosts) {
-        const dir = join(workDir, host);
-        agents.set(
-          host,
-          await startStratusProcess({
-            script: "host-agent/main.ts",
-            kubeconfigPath,
-            identity: host,
-            args: [
-              `--host-name=${host}`,
-              `--zone=${zone}`,
-              "--libvirt-uri=qemu:///system",
-              `--lease-namespace=${namespace}`,
-              `--pool-path=${join(dir, "pool")}`,
-              `--cache-dir=${join(dir, "cache")}`,
-              `--console-dir=${join(dir, "console")}`,
-              `--fence-dir=${join(dir, "fence")}`,
-              "--shutdown-grace=3",
-              "--heartbeat-interval=1",
-            ],
-          }),
-        );
-      }
-      // Each host's local pool is made by the storage controller and reported ready by its agent.
-      for (const host of hosts)
-        await waitFor(`the local pool of ${host} ready`, async () => {
-          const pool = await client
-            .get<StoragePool>(Resources.storagePools, localPoolName(host))
-            .catch(() => undefined);
-          return pool?.status?.conditions?.find((c) => c.type === "Ready" && c.status === "True");
-        });
-    }, 300_000);
-
-    afterEach((context) => {
-      if (context.task.result?.state === "fail")
-        for (const [host, agent] of agents)
-          process.stderr.write(`agent ${host} log:\n${agent.logs().slice(-6000)}\n`);
-    });
-
-    afterAll(async () => {
-      for (const vm of ["mover", "stuck", "sharer", "snapper", "restored"])
-        await client?.delete(Resources.virtualMachines, vm, namespace).catch(() => undefined);
-      await waitFor("the test's domains gone", async () => {
-        const vms = await client.list<VirtualMachine>(Resources.virtualMachines, { namespace });
-        return vms.items.length === 0;
-      }).catch(() => undefined);
-      for (const agent of agents.values()) await agent.stop("SIGKILL");
-      await operator?.stop("SIGKILL");
-      for (const host of hosts) {
-        const owner = await agentOwner(client, host);
-        for (const pool of [poolName(owner), sharedPoolName(owner, `shared-${suffix}`)]) {
-          await virsh("pool-destroy", pool).catch(() => undefined);
-          await virsh("pool-undefine", pool).catch(() => undefined);
-        }
-      }
-      await client?.delete(Resources.zones, zone).catch(() => undefined);
-      await client?.close();
-      await rm(workDir, { recursive: true, force: true });
-    });
+    const rig = qemuStorageRig("mv");
+    const { suffix, zone, workDir } = rig;
 
     it("maintenance copies a VM's local root and data disks to the other host, verified, and removes the old copies", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "mover-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("mover", "mover-data", `local${suffix}`);
+      const vm = await rig.bootAndWrite("mover", "mover-data", `local${suffix}`);
       const from = vm.status?.host as string;
-      const to = other(from);
-      const before = await getVolume("mover-data");
+      const to = rig.other(from);
+      const before = await rig.getVolume("mover-data");
       expect(before.status).toMatchObject({ pool: localPoolName(from), poolType: "local", host: from });
       const oldDisk = before.status?.path as string;
       expect(existsSync(oldDisk)).toBe(true);
 
-      await setMaintenance(from, true);
-      const moved = await runningOn("mover", to);
-      await readsBack(moved, to, `local${suffix}`);
+      await rig.setMaintenance(from, true);
+      const moved = await rig.runningOn("mover", to);
+      await rig.readsBack(moved, to, `local${suffix}`);
       for (const name of ["mover-data", "mover-root"]) {
-        const volume = await getVolume(name);
+        const volume = await rig.getVolume(name);
         expect(volume.status).toMatchObject({ pool: localPoolName(to), host: to });
         expect(volume.status?.path?.startsWith(join(workDir, to, "pool"))).toBe(true);
         expect(volume.status?.transfer?.exported).toBeUndefined();
@@ -236,34 +63,38 @@ describe.skipIf(!canRunQemu())(
         "the staged copies removed",
         () => !existsSync(join(workDir, "secondary", "transfers", `${before.metadata.uid}.qcow2`)),
       );
-      await hostState(from, "Maintenance");
-      await setMaintenance(from, false);
-      await hostState(from, "Enabled");
+      await rig.hostState(from, "Maintenance");
+      await rig.setMaintenance(from, false);
+      await rig.hostState(from, "Enabled");
     }, 300_000);
 
     it("a VM whose disks cannot go anywhere stays where it is with its data, and maintenance says why", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "stuck-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("stuck", "stuck-data", `stay${suffix}`);
+      const vm = await rig.bootAndWrite("stuck", "stuck-data", `stay${suffix}`);
       const from = vm.status?.host as string;
-      const to = other(from);
+      const to = rig.other(from);
       // The only pool the disks could go to takes no new volumes.
       await client.mergePatch(Resources.storagePools, localPoolName(to), undefined, {
         spec: { maintenance: true },
       });
-      await setMaintenance(from, true);
-      const host = await hostState(from, "ErrorInMaintenance");
+      await rig.setMaintenance(from, true);
+      const host = await rig.hostState(from, "ErrorInMaintenance");
       expect(JSON.stringify(host.status?.conditions)).toMatch(/stuck/);
-      const stuck = await getVm("stuck");
+      const stuck = await rig.getVm("stuck");
       expect(stuck.status?.host).toBe(from);
       expect(stuck.status?.conditions?.find((c) => c.type === "Scheduled")?.message).toMatch(/maintenance/);
-      expect((await getVolume("stuck-data")).status).toMatchObject({ pool: localPoolName(from), host: from });
+      expect((await rig.getVolume("stuck-data")).status).toMatchObject({
+        pool: localPoolName(from),
+        host: from,
+      });
       // Maintenance called off: the VM runs again where it was, with its words.
-      await setMaintenance(from, false);
-      const back = await runningOn("stuck", from);
-      await readsBack(back, from, `stay${suffix}`);
+      await rig.setMaintenance(from, false);
+      const back = await rig.runningOn("stuck", from);
+      await rig.readsBack(back, from, `stay${suffix}`);
       await client.mergePatch(Resources.storagePools, localPoolName(to), undefined, {
         spec: { maintenance: false },
       });
@@ -271,23 +102,17 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
 
     it("on a sharedMountPoint pool the VM moves and no byte is copied: the same files serve it on the other host", async () => {
-      await client.create(Resources.storagePools, {
-        metadata: { name: `shared-${suffix}` },
-        spec: { zone, type: "sharedMountPoint", path: sharedDir },
-      });
-      await waitFor("the shared pool ready on both hosts", async () => {
-        const pool = await client.get<StoragePool>(Resources.storagePools, `shared-${suffix}`);
-        return pool.status?.hosts?.ready === 2 ? pool : undefined;
-      });
+      const { client, namespace } = rig;
+      await rig.sharedPoolReady();
       await client.create(Resources.volumes, {
         metadata: { name: "sharer-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("sharer", "sharer-data", `shared${suffix}`);
+      const vm = await rig.bootAndWrite("sharer", "sharer-data", `shared${suffix}`);
       const from = vm.status?.host as string;
       const files = await Promise.all(
         ["sharer-data", "sharer-root"].map(async (name) => {
-          const volume = await getVolume(name);
+          const volume = await rig.getVolume(name);
           expect(volume.status).toMatchObject({ pool: `shared-${suffix}`, poolType: "sharedMountPoint" });
           return {
             name,
@@ -296,23 +121,126 @@ describe.skipIf(!canRunQemu())(
           };
         }),
       );
-      await setMaintenance(from, true);
-      const moved = await runningOn("sharer", other(from));
-      await readsBack(moved, other(from), `shared${suffix}`);
+      await rig.setMaintenance(from, true);
+      const moved = await rig.runningOn("sharer", rig.other(from));
+      await rig.readsBack(moved, rig.other(from), `shared${suffix}`);
       for (const file of files) {
-        const volume = await getVolume(file.name);
-        expect(volume.status).toMatchObject({ pool: `shared-${suffix}`, host: other(from), path: file.path });
+        const volume = await rig.getVolume(file.name);
+        expect(volume.status).toMatchObject({
+          pool: `shared-${suffix}`,
+          host: rig.other(from),
+          path: file.path,
+        });
         expect((await stat(file.path)).ino).toBe(file.inode);
       }
-      await setMaintenance(from, false);
+      await rig.setMaintenance(from, false);
     }, 300_000);
 
+    it("moves a stopped VM's data volume on request (spec.pool), then the VM pinned to the other host with its disk: the words read back", async () => {
+      const { client, namespace } = rig;
+      await client.create(Resources.volumes, {
+        metadata: { name: "migrant-data", namespace },
+        spec: { zone, size: "1Gi" },
+      });
+      await rig.sharedPoolReady();
+      const vm = await rig.bootAndWrite("migrant", "migrant-data", `mig${suffix}`);
+      const from = vm.status?.host as string;
+      const to = rig.other(from);
+      const before = await rig.getVolume("migrant-data");
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Halted" },
+      });
+      await waitFor("the VM stopped", async () => (await rig.getVm("migrant")).status?.state === "Stopped", {
+        timeoutMs: 90_000,
+      });
+      const settled = (pool: string, host: string) =>
+        waitFor(
+          `migrant-data in pool ${pool} on ${host}`,
+          async () => {
+            const v = await rig.getVolume("migrant-data");
+            return v.status?.pool === pool && v.status.host === host && !v.status.transfer ? v : undefined;
+          },
+          { timeoutMs: 180_000, intervalMs: 500 },
+        );
+      // 1. To another pool of the same host: copied through secondary storage, verified, the old file gone.
+      const firstPool =
+        before.status?.pool === localPoolName(from) ? `shared-${suffix}` : localPoolName(from);
+      await client.mergePatch(Resources.volumes, "migrant-data", namespace, { spec: { pool: firstPool } });
+      const first = await settled(firstPool, from);
+      expect(first.status?.path).not.toBe(before.status?.path);
+      expect(existsSync(before.status?.path as string)).toBe(false);
+      // 2. The VM pinned to the other host and the disk asked into that host's local pool: they go together.
+      await client.mergePatch(Resources.volumes, "migrant-data", namespace, {
+        spec: { pool: localPoolName(to) },
+      });
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { placement: { host: to } },
+      });
+      const second = await settled(localPoolName(to), to);
+      expect(second.status?.path?.startsWith(join(workDir, to, "pool"))).toBe(true);
+      expect(existsSync(first.status?.path as string)).toBe(false);
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Always" },
+      });
+      await rig.readsBack(await rig.runningOn("migrant", to), to, `mig${suffix}`);
+    }, 400_000);
+
+    it("a template made from the stopped VM's root volume deploys a VM on the other host with the same bytes", async () => {
+      const { client, namespace } = rig;
+      await client.mergePatch(Resources.virtualMachines, "migrant", namespace, {
+        spec: { runStrategy: "Halted" },
+      });
+      await waitFor("the VM stopped", async () => (await rig.getVm("migrant")).status?.state === "Stopped", {
+        timeoutMs: 90_000,
+      });
+      const root = await rig.getVolume("migrant-root");
+      await client.create(Resources.templates, {
+        metadata: { name: `golden-${suffix}` },
+        spec: { source: { volume: { namespace, name: "migrant-root" } } },
+      });
+      let seen: Template | undefined;
+      const template = await waitFor("the template's image", async () => {
+        seen = await client.get<Template>(Resources.templates, `golden-${suffix}`);
+        return seen.status?.image ? seen : undefined;
+      }).catch((error: unknown) => {
+        throw new Error(`${(error as Error).message}; it says ${JSON.stringify(seen?.status)}`);
+      });
+      const image = template.status?.image as NonNullable<NonNullable<Template["status"]>["image"]>;
+      expect(image.host).toBe(root.status?.host);
+      expect(image.path.startsWith(join(workDir, "secondary", "templates"))).toBe(true);
+      expect(await sha256File(image.path)).toBe(image.sha256);
+      const elsewhere = rig.other(root.status?.host as string);
+      await client.create(Resources.virtualMachines, {
+        metadata: { name: "cloned", namespace },
+        spec: {
+          zone,
+          serviceOffering: `mv-${suffix}`,
+          template: `golden-${suffix}`,
+          placement: { host: elsewhere },
+        },
+      });
+      await rig.runningOn("cloned", elsewhere);
+      // The other host copied the image into its cache and checked it (the tiny guest boots a kernel
+      // directly, so its disk holds no boot loader: the bytes are read from the new root disk).
+      const cached = join(workDir, elsewhere, "cache", `${template.metadata.uid}.qcow2`);
+      expect(await sha256File(cached)).toBe(image.sha256);
+      const clonedRoot = await rig.getVolume("cloned-root");
+      expect(clonedRoot.status?.host).toBe(elsewhere);
+      const raw = join(workDir, "cloned-root.raw");
+      await run("qemu-img", ["convert", "-U", "-O", "raw", clonedRoot.status?.path as string, raw]);
+      const head = await readFile(raw).then((b) => b.subarray(0, 64).toString("latin1"));
+      expect(head.startsWith(`mig${suffix}-vda`)).toBe(true);
+      // Done with both: their guests would only slow the next test down.
+      for (const vm of ["cloned", "migrant"]) await client.delete(Resources.virtualMachines, vm, namespace);
+    }, 400_000);
+
     it("a snapshot of a running guest's disk brings its word back after a revert, and a new volume made from it holds it", async () => {
+      const { client, namespace } = rig;
       await client.create(Resources.volumes, {
         metadata: { name: "snap-data", namespace },
         spec: { zone, size: "1Gi" },
       });
-      const vm = await bootAndWrite("snapper", "snap-data", `snap${suffix}`);
+      const vm = await rig.bootAndWrite("snapper", "snap-data", `snap${suffix}`);
       const host = vm.status?.host as string;
       await client.create(Resources.volumeSnapshots, {
         metadata: { name: "snap-1", namespace },
@@ -330,16 +258,17 @@ describe.skipIf(!canRunQemu())(
       expect(snapshot.status?.pausedMilliseconds).toBeGreaterThanOrEqual(0);
       expect(snapshot.status?.path?.startsWith(join(workDir, "secondary", "snapshots"))).toBe(true);
       expect(await sha256File(snapshot.status?.path as string)).toBe(snapshot.status?.sha256);
-      expect((await getVm("snapper")).status?.state).toBe("Running");
+      // Resumed after the copy (while paused its agent may report it Stopped for a moment).
+      await rig.runningOn("snapper", host, 60_000);
 
       // The guest overwrites its word; revert needs the VM stopped, as in CloudStack.
-      const socket = consoleOf(host, vm);
+      const socket = rig.consoleOf(host, vm);
       await typeOnConsole(socket, "stratus-write vdb changed");
       await readConsoleUntil(socket, /stratus-guest: disk vdb serial=\S* sectors=\d+ head=changed/);
       await client.mergePatch(Resources.virtualMachines, "snapper", namespace, {
         spec: { runStrategy: "Halted" },
       });
-      await waitFor("the VM stopped", async () => (await getVm("snapper")).status?.state === "Stopped", {
+      await waitFor("the VM stopped", async () => (await rig.getVm("snapper")).status?.state === "Stopped", {
         timeoutMs: 90_000,
       });
       await client.mergePatch(Resources.volumes, "snap-data", namespace, {
@@ -347,7 +276,7 @@ describe.skipIf(!canRunQemu())(
       });
       await waitFor(
         "the revert done",
-        async () => (await getVolume("snap-data")).status?.revertedTo === "snap-1/first",
+        async () => (await rig.getVolume("snap-data")).status?.revertedTo === "snap-1/first",
         {
           timeoutMs: 90_000,
         },
@@ -355,7 +284,7 @@ describe.skipIf(!canRunQemu())(
       await client.mergePatch(Resources.virtualMachines, "snapper", namespace, {
         spec: { runStrategy: "Always" },
       });
-      await readsBack(await runningOn("snapper", host), host, `snap${suffix}`, ["vdb"]);
+      await rig.readsBack(await rig.runningOn("snapper", host), host, `snap${suffix}`, ["vdb"]);
 
       // A new volume from the snapshot, on another VM: the same word.
       await client.create(Resources.volumes, {
@@ -374,12 +303,12 @@ describe.skipIf(!canRunQemu())(
       const restored = await waitFor(
         "the restored VM Running",
         async () => {
-          const v = await getVm("restored");
+          const v = await rig.getVm("restored");
           return v.status?.state === "Running" ? v : undefined;
         },
         { timeoutMs: 180_000 },
       );
-      const restoredSocket = consoleOf(restored.status?.host as string, restored);
+      const restoredSocket = rig.consoleOf(restored.status?.host as string, restored);
       expect(
         await readConsoleUntil(
           restoredSocket,

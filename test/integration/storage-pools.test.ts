@@ -152,6 +152,73 @@ describe("storage pools and volume moves", () => {
     expect(arrived.status?.pool).toBe(localPoolName(H2));
   });
 
+  it("moves a volume to the pool it asks for; a copy begun is finished before the request changes again", async () => {
+    await client.create<Volume>(Resources.volumes, {
+      ...typeMeta("Volume"),
+      metadata: { name: "spare", namespace },
+      spec: { zone: ZONE, size: "1Gi" },
+    });
+    const spare = () => client.get<Volume>(Resources.volumes, "spare", namespace);
+    const onH1 = { phase: "Ready", pool: localPoolName(H1), host: H1, capacity: "1Gi" };
+    await agentWrites(Resources.volumes, { name: "spare", namespace }, onH1);
+    const ask = (pool: string) =>
+      client.mergePatch(Resources.volumes, "spare", namespace, { spec: { pool } });
+    /** The volume once storage decided on its latest spec (its Moved condition, or none, says so). */
+    const decided = (what: string, test: (v: Volume) => boolean) =>
+      waitFor(what, async () => {
+        const v = await spare();
+        return test(v) ? v : undefined;
+      });
+    const target = (v: Volume) => v.status?.transfer?.target;
+
+    await ask(localPoolName(H2));
+    const asked = await decided("the requested target", (v) => target(v)?.pool === localPoolName(H2));
+    expect(target(asked)).toEqual({ pool: localPoolName(H2), host: H2 });
+    // Asked back before any copy began: called off.
+    await ask(localPoolName(H1));
+    await decided("the move called off", (v) => target(v) === undefined);
+
+    // Asked again; h2's agent announces its copy: now the move finishes first, whatever is asked.
+    await ask(localPoolName(H2));
+    await decided("the target again", (v) => target(v)?.pool === localPoolName(H2));
+    await agentWrites(
+      Resources.volumes,
+      { name: "spare", namespace },
+      {
+        ...onH1,
+        transfer: {
+          received: {
+            pool: localPoolName(H2),
+            host: H2,
+            path: "/p/d",
+            sha256: "a".repeat(64),
+            pending: true,
+          },
+        },
+      },
+    );
+    const back = await client.mergePatch<Volume>(Resources.volumes, "spare", namespace, {
+      spec: { pool: localPoolName(H1) },
+    });
+    await decided(
+      "storage to look at the latest request",
+      (v) =>
+        v.status?.conditions?.find((c) => c.type === "Moved")?.observedGeneration ===
+        back.metadata.generation,
+    );
+    expect(target(await spare())).toEqual({ pool: localPoolName(H2), host: H2 });
+    // Handed over to h2; then it goes where it is asked now.
+    await agentWrites(
+      Resources.volumes,
+      { name: "spare", namespace },
+      { ...onH1, pool: localPoolName(H2), host: H2 },
+    );
+    const returning = await decided("the move back", (v) => target(v)?.pool === localPoolName(H1));
+    expect(target(returning)).toEqual({ pool: localPoolName(H1), host: H1 });
+    await client.delete(Resources.volumes, "spare", namespace);
+    await client.mergePatch(Resources.volumes, "spare", namespace, { metadata: { finalizers: [] } });
+  });
+
   it("holds a pool's deletion while a volume is in it, saying so, and lets it go once empty", async () => {
     await client.create(Resources.storagePools, {
       metadata: { name: NFS },
