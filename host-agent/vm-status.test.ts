@@ -84,3 +84,11 @@ describe("a stopped VM with no domain", () => {
     expect(status.conditions[0]).toMatchObject({ status: "True", reason: "Stopped" });
   });
 });
+
+describe("a guest paused for a snapshot's copy", () => {
+  it("is still Running and Ready: the pause lasts a moment and the guest goes on", () => {
+    const status = desiredVmStatus(vm("Always"), "h1", { state: "paused", uuid: "u" });
+    expect(status.state).toBe("Running");
+    expect(status.conditions[0]).toMatchObject({ status: "True", reason: "Running" });
+  });
+});

@@ -35,13 +35,14 @@ function readyGeneration(vm: VirtualMachine): number | undefined {
 
 export function vmState(domain: DomainInfo | undefined): NonNullable<VirtualMachine["status"]>["state"] {
   switch (domain?.state) {
+    // Paused for a snapshot's copy, for a moment: still a running VM, as CloudStack's KVM agent says.
     case "running":
     case "blocked":
+    case "paused":
       return "Running";
     case "shutdown":
       return "Stopping";
     case "shutoff":
-    case "paused":
     case "pmsuspended":
       return "Stopped";
     case "crashed":
