@@ -46,6 +46,25 @@ describe("displayState", () => {
     ["a Ready host", vm({}, { host: "h1", state: "Stopped" }), { hostReady: true }, "Stopped"],
     ["being deleted", vm({}, { host: "h1", state: "Running" }, true), {}, "Destroyed"],
     [
+      "placed on a new host after a failover, before the restart is seen",
+      vm({}, { host: "h2", state: "Running", failover: { from: "h1", lostAt: "t", releasedAt: "t" } }),
+      {},
+      "Starting",
+    ],
+    [
+      "restarted after a failover",
+      vm(
+        {},
+        {
+          host: "h2",
+          state: "Running",
+          failover: { from: "h1", lostAt: "t", releasedAt: "t", restartedOn: "h2" },
+        },
+      ),
+      {},
+      "Running",
+    ],
+    [
       "placed and Halted, before the agent reports",
       vm({ runStrategy: "Halted" }, { host: "h1" }),
       {},

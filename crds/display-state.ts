@@ -1,6 +1,6 @@
 // Pure: the CloudStack state of a VM as people see it. status.state is only what a host agent
 // reports; before an agent reports, and while its host is lost, the state follows from the rest.
-import type { VirtualMachine } from "./index.ts";
+import { awaitingFailoverRestart, type VirtualMachine } from "./index.ts";
 import type { VM_STATES } from "./kinds/virtual-machine.ts";
 
 export type VirtualMachineState = (typeof VM_STATES)[number];
@@ -17,6 +17,9 @@ export function displayState(vm: VirtualMachine, options: DisplayStateOptions = 
     options.hostReady === false ||
     vm.status?.conditions?.some((c) => c.type === "HostReady" && c.status === "False") === true;
   if (placed && hostLost) return "Unknown";
+  // Placed on a new host after a failover: the state the lost host's agent wrote last is stale
+  // until the fabric has seen the guest run on the new one.
+  if (awaitingFailoverRestart(vm)) return "Starting";
   if (vm.status?.state) return vm.status.state;
   if (vm.spec.runStrategy === "Halted") return "Stopped";
   return placed ? "Starting" : "Pending";

@@ -25,7 +25,11 @@ export {
   STORAGE_TYPES,
   type StorageType,
 } from "./kinds/storage-pool.ts";
-export { isReleasedByFailover, RESTART_ANNOTATION } from "./kinds/virtual-machine.ts";
+export {
+  awaitingFailoverRestart,
+  isReleasedByFailover,
+  RESTART_ANNOTATION,
+} from "./kinds/virtual-machine.ts";
 export { needsRootVolume, rootVolumeName } from "./kinds/volume.ts";
 export { REVERT_ANNOTATION, SNAPSHOT_POLICY_LABEL } from "./kinds/volume-snapshot.ts";
 

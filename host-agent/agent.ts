@@ -8,6 +8,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import {
+  awaitingFailoverRestart,
   type DiskOffering,
   type Host,
   type Network,
@@ -220,7 +221,8 @@ export class HostAgent {
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
       mayStart: async (vm) => {
-        if (!this.isHighlyAvailable(vm)) return undefined;
+        // HA guests, and any guest arriving after a failover (a degraded host's), start under a claim.
+        if (!this.isHighlyAvailable(vm) && !awaitingFailoverRestart(vm)) return undefined;
         const held = await fencing.claimStart(vm);
         if (held) this.log.info({ vm: objectKey(vm), reason: held }, "HA guest not started");
         return held;

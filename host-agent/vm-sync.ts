@@ -5,6 +5,7 @@
 import type { Logger } from "pino";
 import { DOMAIN_FINALIZER } from "../crds/finalizers.ts";
 import {
+  awaitingFailoverRestart,
   type DiskOffering,
   isReleasedByFailover,
   type Network,
@@ -218,6 +219,8 @@ export class VmSync {
       domain = await this.hv.define(plan.domain);
       log.info("domain defined");
     }
+    // Arrived after a failover: the state the lost host's agent wrote last goes before the start.
+    if (awaitingFailoverRestart(vm) && vm.status?.state === "Running") await this.report(vm, domain);
     const requeue = await this.applyPower(vm, domain, plan.intent);
     let restartedAt = vm.status?.restartedAt;
     if (

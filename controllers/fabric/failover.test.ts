@@ -169,7 +169,11 @@ describe("decideLostVm", () => {
       input({ vm: vm({ host: "h2", state: "Starting", failover }), host: host(true) }),
     );
     expect(starting.failover).toBe(failover);
-    const running = decideLostVm(input({ vm: vm({ host: "h2", failover }), host: host(true) }));
+    // "Running" written by the lost host's agent is not a restart: the new host's claim comes first.
+    const stale = decideLostVm(input({ vm: vm({ host: "h2", failover }), host: host(true) }));
+    expect(stale.failover).toBe(failover);
+    const startClaim = { host: "h2", at: "2026-11-30T09:59:40.000Z" };
+    const running = decideLostVm(input({ vm: vm({ host: "h2", failover, startClaim }), host: host(true) }));
     expect(running.failover).toEqual({
       ...failover,
       restartedOn: "h2",

@@ -63,7 +63,11 @@ export function decideLostVm(input: LostVmInput): LostVmDecision {
   let failover = vm.status?.failover;
   let event: LostVmDecision["event"];
   if (failover && !failover.restartedOn && current && current !== failover.from) {
-    if (vm.status?.state === "Running") {
+    // Running on the new host: its agent claimed the start after the release (so the state is its
+    // own report, not what the lost host's agent wrote last).
+    const claim = vm.status?.startClaim;
+    const claimed = claim?.host === current && Date.parse(claim.at) >= Date.parse(failover.releasedAt);
+    if (claimed && vm.status?.state === "Running") {
       const seconds = Math.max(0, Math.round((now - Date.parse(failover.lostAt)) / 1000));
       failover = { ...failover, restartedOn: current, restartedAt: iso(now), downtimeSeconds: seconds };
       event = {

@@ -28,6 +28,19 @@ export function isReleasedByFailover(vm: {
   return failover !== undefined && failover.from === vm.status?.host && failover.restartedOn === undefined;
 }
 
+/** Placed on a new host after a failover and not yet seen running there. */
+export function awaitingFailoverRestart(vm: {
+  status?: { host?: string; failover?: { from: string; restartedOn?: string } };
+}): boolean {
+  const failover = vm.status?.failover;
+  return (
+    failover !== undefined &&
+    failover.restartedOn === undefined &&
+    vm.status?.host !== undefined &&
+    vm.status.host !== failover.from
+  );
+}
+
 export const RUN_STRATEGIES = ["Always", "RerunOnFailure", "Manual", "Halted"] as const;
 
 /** CloudStack's VM states, plus Pending for a VM that has no host yet. */
