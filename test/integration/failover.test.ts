@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { displayState } from "../../crds/display-state.ts";
 import { type Host, Resources, type VirtualMachine } from "../../crds/index.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
@@ -23,8 +23,8 @@ const PLAIN_OFFERING = `plain-small-${suffix}`;
 const TEMPLATE = `ha-tiny-${suffix}`;
 const POOL = `ha-shared-${suffix}`;
 /** Seconds: each agent's Lease, and the operator's grace past it. */
-const LEASE = 4;
-const GRACE = 1;
+const LEASE = 8;
+const GRACE = 2;
 
 describe("HA failover over two simulated hosts", () => {
   let client: KubeClient;
@@ -118,6 +118,16 @@ describe("HA failover over two simulated hosts", () => {
     });
     await Promise.all(HOSTS.map(startAgent));
     await simulated.waitReady(client, HOSTS);
+  });
+
+  afterEach(async (context) => {
+    if (context.task.result?.state !== "fail") return;
+    const vms = await client.list<VirtualMachine>(Resources.virtualMachines, { namespace });
+    for (const each of vms.items)
+      process.stderr.write(`--- VM ${each.metadata.name}: ${JSON.stringify(each.status)}\n`);
+    process.stderr.write(`--- operator:\n${operator?.logs().slice(-4000)}\n`);
+    for (const [host, agent] of simulated.agents)
+      process.stderr.write(`--- agent ${host}:\n${agent.logs().slice(-4000)}\n`);
   });
 
   afterAll(async () => {
