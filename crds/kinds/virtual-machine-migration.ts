@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { immutable, ObjectName, StringEnum } from "../schema.ts";
+import { AbsolutePath, immutable, ObjectName, StringEnum } from "../schema.ts";
 
 export const MIGRATION_PHASES = [
   "Pending",
@@ -58,6 +58,18 @@ export const VirtualMachineMigrationKind = defineKind({
       message: Type.Optional(Type.String({ maxLength: 1024, description: "The same, for people." })),
       scheduledAt: Timestamp("When compute chose the target."),
       completedAt: Timestamp("When the migration reached a final phase."),
+      targetPrepared: Type.Optional(
+        Type.Object(
+          {
+            preparedAt: Type.String({ format: "date-time", description: "When the target was ready." }),
+            consoleSocket: Type.Optional(AbsolutePath("Where the target serves the guest's serial console.")),
+          },
+          {
+            description:
+              "The target host's agent made the VM's networks there and is ready to take the guest (field manager stratus-host-agent-migration-target).",
+          },
+        ),
+      ),
       transfer: Type.Optional(
         Type.Object(
           {
