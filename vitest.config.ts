@@ -26,6 +26,8 @@ const ORCHESTRATION = [
   "test/integration/storage-e2e.test.ts",
   // a second libvirt daemon of its own and a host agent on each.
   "test/integration/two-hypervisors.test.ts",
+  // live migration between the two real hypervisors of two-hypervisors.ts.
+  "test/integration/live-migration.test.ts",
   // the operator against volumes and pools whose agents the test plays.
   "test/integration/storage-pools.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.

@@ -30,13 +30,15 @@ export interface AgentCaches {
   /** Volumes whose disk is on this host. */
   localVolumes: Informer<Volume>;
   networks: ReferencedObjects<Network>;
+  /** VMs live-migrating to this host: their networks and DHCP reservations exist here already. */
+  arriving?: () => VirtualMachine[];
 }
 
 export function agentWorld(caches: AgentCaches): VmWorld {
   const { client, placed } = caches;
   return {
     vm: (key) => placed.get(key),
-    boundVms: () => placed.list(),
+    boundVms: () => [...placed.list(), ...(caches.arriving?.() ?? [])],
     offering: (name) => caches.offerings.get(name),
     template: (name) => caches.templates.get(name),
     diskOffering: (name) => caches.diskOfferings.get(name),

@@ -32,6 +32,7 @@ import { Fencing } from "./fencing.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { MigrationWork } from "./migration-sync.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
@@ -72,6 +73,8 @@ export interface HostAgentOptions {
   consoleEndpoint?: string;
   /** Where the fence watchdog's files live (see fencing.ts); without it no watchdog runs. */
   fenceDir?: string;
+  /** Live migration: the URI and address other hosts migrate guests here with, and a cap in MiB/s. */
+  migration?: { uri?: string; address?: string; bandwidthMiBps?: number };
 }
 
 export class HostAgent {
@@ -97,6 +100,7 @@ export class HostAgent {
   private domainType: "kvm" | "qemu" | "test" = "qemu";
   private hypervisorReachable = true;
   private fencing: Fencing | undefined;
+  private readonly migrations: MigrationWork;
 
   constructor(options: HostAgentOptions) {
     if (!options.hypervisor && !options.libvirt)
@@ -145,6 +149,15 @@ export class HostAgent {
       },
       logger: this.log,
       metrics: options.metrics,
+    });
+    this.migrations = new MigrationWork({
+      hostName: this.hostName,
+      client: this.client,
+      informers: this.informers,
+      logger: this.log,
+      metrics: options.metrics,
+      ...(options.migration?.bandwidthMiBps ? { bandwidthMiBps: options.migration.bandwidthMiBps } : {}),
+      requeueVm: (key) => this.vmController.queue.add(key),
     });
     this.vmController = new Controller({
       name: "host-agent-vm",
@@ -195,24 +208,29 @@ export class HostAgent {
       zone: this.options.zone,
       facts,
       ...(this.options.consoleEndpoint ? { consoleEndpoint: this.options.consoleEndpoint } : {}),
+      ...(this.options.migration ? { migration: this.options.migration } : {}),
       log: this.log,
     });
     const pools = this.storage.prepare(hypervisor, poolPath);
     const fencing = this.startFencing(hypervisor, cluster);
+    const world = agentWorld({
+      hostName: this.hostName,
+      client: this.client,
+      placed: this.placed,
+      self: this.self,
+      offerings: this.offerings,
+      templates: this.templates,
+      diskOfferings: this.diskOfferings,
+      localVolumes: this.storage.localVolumes,
+      networks: this.networks,
+      arriving: () => this.migrations.arrivingVms(),
+    });
+    this.migrations.start({ owner, hypervisor, world, consoleSocket: (uid) => this.consoleSocket(uid) });
     this.sync = new VmSync({
       owner,
       hypervisor,
-      world: agentWorld({
-        hostName: this.hostName,
-        client: this.client,
-        placed: this.placed,
-        self: this.self,
-        offerings: this.offerings,
-        templates: this.templates,
-        diskOfferings: this.diskOfferings,
-        localVolumes: this.storage.localVolumes,
-        networks: this.networks,
-      }),
+      world,
+      migration: this.migrations,
       writes: this.writes,
       domainType: () => this.domainType,
       storage: pools,
@@ -250,6 +268,7 @@ export class HostAgent {
     await this.sync.removeUnusedNetworks(this.log);
     await Promise.all([
       this.vmController.run(signal),
+      this.migrations.controller.run(signal),
       this.storage.run(signal),
       runHeartbeat(
         {

@@ -238,6 +238,10 @@ export class FakeHypervisor implements Hypervisor {
     this.calls.push(`abortMigration ${vmUid}`);
   }
 
+  async remoteDomainState(uri: string, vmUid: string) {
+    return this.peers.get(uri)?.domains.get(vmUid)?.state;
+  }
+
   async adopt(vmUid: string): Promise<ObservedDomain | undefined> {
     const domain = this.domains.get(vmUid);
     if (domain) domain.owner = { ...this.owner };

@@ -155,6 +155,8 @@ export interface Hypervisor {
   migrationProgress(vmUid: string): Promise<MigrationProgress | undefined>;
   /** Cancels the migration under way; the guest goes on running here. */
   abortMigration(vmUid: string): Promise<void>;
+  /** The state of the domain on another host's hypervisor (where a migration went), or undefined. */
+  remoteDomainState(uri: string, vmUid: string): Promise<DomainState | undefined>;
   /** Marks a domain that arrived by live migration as this agent's (its metadata, live and persistent). */
   adopt(vmUid: string): Promise<ObservedDomain | undefined>;
   /** Removes the domain's definition (it must be off); disks stay. */

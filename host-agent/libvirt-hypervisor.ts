@@ -33,7 +33,7 @@ import type {
 } from "./hypervisor.ts";
 import {
   type DomainInfo,
-  type LibvirtConnection,
+  LibvirtConnection,
   LibvirtError,
   VIR_ERR_NO_DOMAIN,
   VIR_ERR_NO_SUPPORT,
@@ -260,6 +260,15 @@ export class LibvirtHypervisor implements Hypervisor {
 
   async abortMigration(vmUid: string): Promise<void> {
     await abortJob(this.libvirt, domainName(vmUid));
+  }
+
+  async remoteDomainState(uri: string, vmUid: string) {
+    const remote = await LibvirtConnection.open(uri);
+    try {
+      return (await remote.domain(domainName(vmUid)))?.state;
+    } finally {
+      await remote.close();
+    }
   }
 
   async adopt(vmUid: string): Promise<ObservedDomain | undefined> {

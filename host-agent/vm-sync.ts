@@ -73,6 +73,11 @@ export interface VmSyncOptions {
    * hold, see fencing.ts), or undefined. The guard logs its reason; the VM is looked at again.
    */
   mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
+  /** Live migration (migration-sync.ts): why to leave a VM alone now; the adoption of a guest that arrived. */
+  migration?: {
+    holds(vm: VirtualMachine): string | undefined;
+    adopt(vm: VirtualMachine, domain: ObservedDomain): Promise<ObservedDomain | undefined>;
+  };
   now?: () => number;
 }
 
@@ -114,7 +119,13 @@ export class VmSync {
       await this.supersede(uid, log);
       return undefined;
     }
-    const domain = await this.hv.observe(uid);
+    const held = this.o.migration?.holds(vm);
+    if (held) {
+      log.debug(held);
+      return undefined;
+    }
+    let domain = await this.hv.observe(uid);
+    if (domain && !this.owns(domain)) domain = (await this.o.migration?.adopt(vm, domain)) ?? domain;
     if (domain && !this.owns(domain)) {
       return this.report(
         vm,

@@ -180,8 +180,8 @@ export async function startTwoHypervisorHosts(options: {
   zone: string;
   leaseNamespace: string;
   workDir: string;
-  /** More arguments for both agents. */
-  agentArgs?: (host: string) => string[];
+  /** More arguments for each agent (e.g. its --migration-uri, which is its daemon's URI here). */
+  agentArgs?: (host: { name: string; uri: string }) => string[];
 }): Promise<TwoHypervisorHosts> {
   const { workDir } = options;
   await ensureLibvirtDaemons();
@@ -211,7 +211,7 @@ export async function startTwoHypervisorHosts(options: {
           `--fence-dir=${join(dir, "fence")}`,
           "--shutdown-grace=3",
           "--heartbeat-interval=1",
-          ...(options.agentArgs?.(name) ?? []),
+          ...(options.agentArgs?.({ name, uri }) ?? []),
         ],
       });
       hosts.push({ name, uri, dir, agent, consoleSocket: (uid) => join(dir, "console", `${uid}.sock`) });
