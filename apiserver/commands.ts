@@ -16,6 +16,7 @@ import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
+import { MIGRATION_COMMANDS } from "./migration-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
@@ -811,6 +812,7 @@ export const COMMANDS: Record<string, Command> = {
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,
+  ...MIGRATION_COMMANDS,
 };
 
 interface ApiEntry {
