@@ -29,6 +29,8 @@ export const MIGRATION_TARGET_FIELD_MANAGER = "stratus-host-agent-migration-targ
 /** How often a running transfer's progress is written. */
 const PROGRESS_INTERVAL_MS = 2_000;
 const PROGRESS_SAMPLE_MS = 250;
+/** How long maintenance waits for compute to make a VM's live migration before it stops the guest. */
+const EVACUATION_WAIT_MS = 30_000;
 
 type Transfer = NonNullable<NonNullable<VirtualMachineMigration["status"]>["transfer"]>;
 
@@ -58,6 +60,8 @@ export class MigrationWork {
   private readonly driving = new Map<string, Running>();
   /** VMs moving here, by key: their networks exist here before the guest arrives. */
   private readonly arriving = new Map<string, VirtualMachine>();
+  /** When maintenance first asked about a VM that has no live migration yet, by VM UID. */
+  private readonly evacuationAsked = new Map<string, number>();
   private context:
     | { owner: Owner; hypervisor: Hypervisor; world: VmWorld; consoleSocket: (uid: string) => string }
     | undefined;
@@ -103,6 +107,35 @@ export class MigrationWork {
     return moving
       ? `live migration ${moving.metadata.name} to ${moving.status?.targetHost} is under way`
       : undefined;
+  }
+
+  /**
+   * Maintenance: a running guest compute can move live (it makes `evacuate-<uid>` for those) waits
+   * for that migration; one that failed, or a stopped guest, is evacuated the old way (stop, move,
+   * start). Compute's word is awaited at most EVACUATION_WAIT_MS.
+   */
+  async evacuateLive(vm: VirtualMachine, domain: ObservedDomain | undefined): Promise<string | undefined> {
+    const uid = vm.metadata.uid as string;
+    if (domain?.state !== "running" || vm.status?.state !== "Running") return undefined;
+    const name = `evacuate-${uid}`;
+    const m =
+      this.outgoing.get(`${vm.metadata.namespace}/${name}`) ??
+      (await unlessGone(
+        this.o.client.get<VirtualMachineMigration>(
+          Resources.virtualMachineMigrations,
+          name,
+          vm.metadata.namespace,
+        ),
+      ));
+    const phase = m?.status?.phase;
+    if (phase === "Failed" || phase === "Cancelled" || phase === "Succeeded") return undefined;
+    if (!m) {
+      const since = this.evacuationAsked.get(uid) ?? Date.now();
+      this.evacuationAsked.set(uid, since);
+      if (Date.now() - since > EVACUATION_WAIT_MS) return undefined;
+      return `maintenance: waiting for compute to say whether ${vm.metadata.name} moves live`;
+    }
+    return `maintenance: ${vm.metadata.name} moves live (${m.metadata.name} is ${phase ?? "new"})`;
   }
 
   /** The guest that arrived by a completed migration from its owner's host: marked as this host's. */

@@ -77,6 +77,8 @@ export interface VmSyncOptions {
   migration?: {
     holds(vm: VirtualMachine): string | undefined;
     adopt(vm: VirtualMachine, domain: ObservedDomain): Promise<ObservedDomain | undefined>;
+    /** Maintenance: why to wait for a live migration instead of stopping the guest, or undefined. */
+    evacuateLive(vm: VirtualMachine, domain: ObservedDomain | undefined): Promise<string | undefined>;
   };
   now?: () => number;
 }
@@ -434,6 +436,11 @@ export class VmSync {
     log: Logger,
   ) {
     if (vm.status?.evacuatedFrom === this.host && !domain) return undefined;
+    const live = await this.o.migration?.evacuateLive(vm, domain);
+    if (live) {
+      log.debug(live);
+      return { requeueAfterMs: 2_000 };
+    }
     if (domain && !(await this.stopGracefully(vm))) return { requeueAfterMs: 2_000 };
     if (domain) await this.removeDomain(vm.metadata.uid as string, domain);
     await this.detachVolumes(vm, volumes, new Set());
@@ -462,7 +469,10 @@ export class VmSync {
     const domain = await this.hv.observe(uid);
     if (!domain || !this.owns(domain) || domain.state === "shutoff") return;
     await this.hv.powerOff(uid);
-    log.warn({ uid }, "powered off a domain whose VM is no longer bound to this host; its disks stay");
+    log.warn(
+      { uid, state: domain.state, owner: domain.owner },
+      "powered off a domain whose VM is no longer bound to this host; its disks stay",
+    );
   }
 
   /** Networks no live VM here uses are torn down; the others keep exactly their reservations. */

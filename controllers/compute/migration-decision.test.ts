@@ -158,5 +158,9 @@ describe("decideMigration after the admission follows the source agent's report"
     expect(migratedTo(vm, [admitted({ state: "Completed" })])).toBe("h2");
     expect(migratedTo(vm, [admitted({ state: "Running" })])).toBeUndefined();
     expect(migratedTo(runningVm("Running", "h3"), [admitted({ state: "Completed" })])).toBeUndefined();
+    // A migration that Succeeded is history: the VM came back since and stays where it is.
+    const over = admitted({ state: "Completed" });
+    over.status = { ...over.status, phase: "Succeeded" };
+    expect(migratedTo(vm, [over])).toBeUndefined();
   });
 });

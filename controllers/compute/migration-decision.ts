@@ -206,7 +206,10 @@ function afterAdmission(
   }
 }
 
-/** The target compute binds the VM to: its live migration from its current host completed. */
+/**
+ * The target compute binds the VM to: its live migration from its current host completed and is
+ * not over yet (compute makes it Succeeded only after this move).
+ */
 export function migratedTo(
   vm: VirtualMachine,
   migrations: readonly VirtualMachineMigration[],
@@ -214,6 +217,8 @@ export function migratedTo(
   const done = migrations.find(
     (m) =>
       m.spec.vm === vm.metadata.name &&
+      // A finished migration is history: the VM may have moved again since.
+      !isFinalMigrationPhase(m.status?.phase) &&
       m.status?.transfer?.state === "Completed" &&
       m.status.sourceHost === vm.status?.host &&
       m.status.targetHost !== undefined,

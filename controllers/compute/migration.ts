@@ -25,12 +25,17 @@ import type { RuntimeMetrics } from "../../runtime/metrics.ts";
 import { addFinalizer, notWrittenIfGone, removeFinalizer, statusSays } from "../../runtime/objects.ts";
 import { HostUsageCache } from "../scheduler/host-usage.ts";
 import { type DiskOfferingOf, needOf, poolUsages } from "../storage/pool-usage.ts";
+import { EVACUATING_HOST_LABEL, reconcileMaintenanceMigrations } from "./maintenance-migrations.ts";
 import { decideMigration, type MigrationInput } from "./migration-decision.ts";
 
 /** The informer index of migrations by the VM they move (`namespace/name`). */
 export const MIGRATIONS_BY_VM = {
   vm: (m: VirtualMachineMigration) => [`${m.metadata.namespace}/${m.spec.vm}`],
 };
+
+/** Keys of hosts whose maintenance may make migrations (no namespace has a colon). */
+const MAINTENANCE_KEY = "maintenance:";
+const maintenanceOf = (host: string | undefined) => (host ? [`${MAINTENANCE_KEY}${host}`] : []);
 
 /** Retry for a migration waiting for a free slot. */
 const WAITING_RETRY_MS = 5_000;
@@ -125,6 +130,10 @@ export function migrationController(deps: MigrationControllerDeps): Controller {
     logger: deps.logger,
     metrics: deps.metrics,
     async reconcile(key, log) {
+      if (key.startsWith(MAINTENANCE_KEY)) {
+        await reconcileMaintenanceMigrations(deps, key.slice(MAINTENANCE_KEY.length), log);
+        return undefined;
+      }
       const migration = migrations.get(key);
       if (!migration) {
         slots.forget(key);
@@ -203,8 +212,17 @@ export function migrationController(deps: MigrationControllerDeps): Controller {
       .map(objectKey);
   controller
     // A migration that ends frees a slot for the waiting ones.
-    .watch(migrations, (m) => [objectKey(m), ...waiting()])
-    .watch(vms, (vm) => migrations.byIndex("vm", objectKey(vm)).map(objectKey))
-    .watch(deps.hosts, () => waiting(), { specChangesOnly: true });
+    .watch(migrations, (m) => [
+      objectKey(m),
+      ...waiting(),
+      ...maintenanceOf(m.metadata.labels?.[EVACUATING_HOST_LABEL]),
+    ])
+    .watch(vms, (vm) => [
+      ...migrations.byIndex("vm", objectKey(vm)).map(objectKey),
+      ...maintenanceOf(vm.status?.host),
+    ])
+    .watch(deps.hosts, (host) => [...waiting(), ...maintenanceOf(host.metadata.name)], {
+      specChangesOnly: true,
+    });
   return controller;
 }

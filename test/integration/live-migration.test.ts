@@ -4,9 +4,11 @@
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
 import {
+  type Host,
   Resources,
   type StoragePool,
   type VirtualMachine,
@@ -14,9 +16,10 @@ import {
 } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
-import { KubeClient } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
-import { type StratusProcess, startOperator } from "./processes.ts";
+import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
 import { serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 import { startTwoHypervisorHosts, type TwoHypervisorHosts, virshOn } from "./two-hypervisors.ts";
 
@@ -29,6 +32,10 @@ describe.skipIf(!canRunQemu())(
     const workDir = `/var/lib/stratus/live-migration-${suffix}`;
     let client: KubeClient;
     let namespace: string;
+    let leaseNamespace: string;
+    let admin: Account;
+    let user: Account;
+    let endpoint: string;
     let operator: StratusProcess | undefined;
     let cloud: TwoHypervisorHosts | undefined;
 
@@ -51,7 +58,42 @@ describe.skipIf(!canRunQemu())(
       const tinyGuest = await serveTinyGuest();
       const controlPlane = await sharedControlPlane();
       client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "lm");
+      leaseNamespace = await useNamespace(controlPlane.kubeConfig, "lm");
+      const keysNamespace = await useNamespace(controlPlane.kubeConfig, "lmkeys");
+      // The manifests' own administrator role (CloudStack's migrate commands are root admin's).
+      const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
+        (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
+      );
+      for (const role of ["stratus-cloud-admin", "stratus-catalog-reader"]) {
+        const found = manifests.find((d) => d.kind === "ClusterRole" && d.metadata.name === role);
+        await client.apply(
+          RBAC("v1", "clusterroles"),
+          { metadata: { name: `${role}-${suffix}` }, rules: found?.rules ?? [] },
+          { fieldManager: "live-migration-test" },
+        );
+      }
+      admin = await makeAccount(client, {
+        keysNamespace,
+        name: "lm-admin",
+        suffix,
+        clusterRoles: [`stratus-catalog-reader-${suffix}`, `stratus-cloud-admin-${suffix}`],
+      });
+      user = await makeAccount(client, {
+        keysNamespace,
+        name: "lm-user",
+        suffix,
+        clusterRoles: [`stratus-catalog-reader-${suffix}`],
+      });
+      // The VM is the admin's: CloudStack's admin migrates VMs of every account.
+      namespace = admin.namespace;
+      endpoint = (
+        await startApiServer({
+          kubeconfigPath: controlPlane.kubeconfigPath,
+          client,
+          identity: `lm-api-${suffix}`,
+          keysNamespace,
+        })
+      ).endpoint;
       await client.create(Resources.zones, { metadata: { name: zone }, spec: {} });
       await client.create(Resources.serviceOfferings, {
         metadata: { name: `lm-${suffix}` },
@@ -64,13 +106,13 @@ describe.skipIf(!canRunQemu())(
       operator = await startOperator({
         kubeconfigPath: controlPlane.kubeconfigPath,
         identity: `lm-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`, "--max-migrations-per-host=1"],
+        args: [`--lease-namespace=${leaseNamespace}`, "--max-migrations-per-host=1"],
       });
       cloud = await startTwoHypervisorHosts({
         kubeconfigPath: controlPlane.kubeconfigPath,
         names,
         zone,
-        leaseNamespace: namespace,
+        leaseNamespace,
         workDir,
         // Both daemons are on this machine: each agent's own URI is how the other reaches it.
         agentArgs: ({ uri }) => [`--migration-uri=${uri}`, "--migration-address=127.0.0.1"],
@@ -179,5 +221,86 @@ describe.skipIf(!canRunQemu())(
       await new Promise((resolve) => setTimeout(resolve, 5_000));
       expect(await runningDomains(moved)).toEqual([to]);
     }, 400_000);
+
+    /** The guest answers on the console of the host it runs on now: a word written to its disk reads back. */
+    async function answers(host: string, vm: VirtualMachine, word: string): Promise<void> {
+      const socket = hostOf(host).consoleSocket(vm.metadata.uid as string);
+      await typeOnConsole(socket, `stratus-write vda ${word}`);
+      await readConsoleUntil(socket, new RegExp(`head=${word}`));
+    }
+
+    it("CloudStack's findHostsForMigration and migrateVirtualMachine move it back; a user without the rights gets 531", async () => {
+      const vm = await getVm("mover");
+      const from = vm.status?.host as string;
+      const to = names.find((n) => n !== from) as string;
+      const found = await cs(endpoint, admin, "findHostsForMigration", {
+        virtualmachineid: vm.metadata.uid as string,
+      });
+      expect(found.stderr).toBe("");
+      const hosts = found.json.host as { name: string; suitableformigration: boolean }[];
+      expect(hosts).toEqual([
+        expect.objectContaining({ name: to, suitableformigration: true, requiresStorageMotion: false }),
+      ]);
+      const refused = await cs(endpoint, user, "migrateVirtualMachine", {
+        virtualmachineid: vm.metadata.uid as string,
+      });
+      // cs prints CloudStack's error envelope (and exits 0).
+      expect(refused.json.migratevirtualmachineresponse).toMatchObject({ errorcode: 531 });
+      const toHost = await client.get<Host>(Resources.hosts, to);
+      const started = Date.now();
+      const moved = await cs(endpoint, admin, "migrateVirtualMachine", {
+        virtualmachineid: vm.metadata.uid as string,
+        hostid: toHost.metadata.uid as string,
+      });
+      expect(moved.stderr).toBe("");
+      const result = moved.json.virtualmachine as { hostname?: string; hostid?: string; state: string };
+      expect(result.state).toBe("Running");
+      process.stdout.write(`migrateVirtualMachine job: ${Date.now() - started} ms\n`);
+      const back = await getVm("mover");
+      expect(back.status?.host).toBe(to);
+      expect(await runningDomains(back)).toEqual([to]);
+      await answers(to, back, `api${suffix}`);
+    }, 300_000);
+
+    it("maintenance moves a VM on shared storage live, and the guest runs on without a reboot", async () => {
+      const vm = await getVm("mover");
+      const from = vm.status?.host as string;
+      const to = names.find((n) => n !== from) as string;
+      await client.mergePatch(Resources.hosts, from, undefined, { spec: { maintenance: true } });
+      const evacuation = await waitFor(
+        "the maintenance migration Succeeded",
+        async () => {
+          const m = await getMigration(`evacuate-${vm.metadata.uid}`).catch(() => undefined);
+          if (m?.status?.phase === "Failed")
+            throw new Error(`maintenance migration failed: ${m.status.message}`);
+          return m?.status?.phase === "Succeeded" ? m : undefined;
+        },
+        { timeoutMs: 180_000, intervalMs: 500 },
+      );
+      expect(evacuation.status).toMatchObject({ sourceHost: from, targetHost: to });
+      const moved = await waitFor("the VM Running on the other host", async () => {
+        const v = await getVm("mover");
+        return v.status?.host === to && v.status.state === "Running" ? v : undefined;
+      });
+      // Moved live: the same domain, never stopped (no evacuation), and the guest answers.
+      expect(moved.status?.domainUUID).toBe(vm.status?.domainUUID);
+      expect(moved.status?.evacuatedFrom).toBeUndefined();
+      expect(await runningDomains(moved)).toEqual([to]);
+      await answers(to, moved, `maint${suffix}`);
+      await waitFor(
+        "the host in Maintenance",
+        async () => {
+          const h = await client.get<Host>(Resources.hosts, from);
+          return h.status?.resourceState === "Maintenance";
+        },
+        { timeoutMs: 60_000 },
+      );
+      await client.mergePatch(Resources.hosts, from, undefined, { spec: { maintenance: false } });
+      // The finished maintenance migration goes with the maintenance.
+      await waitFor(
+        "the maintenance migration removed",
+        async () => (await getMigration(`evacuate-${vm.metadata.uid}`).catch(() => undefined)) === undefined,
+      );
+    }, 300_000);
   },
 );
