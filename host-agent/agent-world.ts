@@ -78,3 +78,20 @@ export function agentWorld(caches: AgentCaches): VmWorld {
     },
   };
 }
+
+/** Whether the VM uses the network (its changes concern the VM). */
+export function usesNetwork(vm: VirtualMachine, network: Network): boolean {
+  return (
+    vm.metadata.namespace === network.metadata.namespace &&
+    (vm.spec.nics ?? []).some((n) => n.network === network.metadata.name)
+  );
+}
+
+/** Whether the volume is one of the VM's (its changes concern the VM). */
+export function usesVolume(vm: VirtualMachine, volume: Volume): boolean {
+  if (vm.metadata.namespace !== volume.metadata.namespace) return false;
+  return (
+    (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name) ||
+    (volume.metadata.ownerReferences ?? []).some((o) => o.uid === vm.metadata.uid)
+  );
+}

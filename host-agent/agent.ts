@@ -15,17 +15,15 @@ import {
   type ServiceOffering,
   type Template,
   type VirtualMachine,
-  type Volume,
 } from "../crds/index.ts";
 import { type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
-import { type Condition, ownConditions } from "../runtime/conditions.ts";
 import { Controller } from "../runtime/controller.ts";
 import { EventRecorder } from "../runtime/events.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { reconcileHostDomains } from "./adoption.ts";
-import { agentWorld } from "./agent-world.ts";
+import { agentWorld, usesNetwork, usesVolume } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import { Fencing } from "./fencing.ts";
@@ -38,6 +36,7 @@ import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
 import { StorageWork } from "./storage-work.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
+import { isHypervisorError, readyUnknown } from "./vm-status.ts";
 import { VmSync } from "./vm-sync.ts";
 
 export { AGENT_VERSION };
@@ -474,29 +473,4 @@ export class HostAgent {
       bridge: network.bridge,
     });
   }
-}
-
-function usesNetwork(vm: VirtualMachine, network: Network): boolean {
-  return (
-    vm.metadata.namespace === network.metadata.namespace &&
-    (vm.spec.nics ?? []).some((n) => n.network === network.metadata.name)
-  );
-}
-
-function usesVolume(vm: VirtualMachine, volume: Volume): boolean {
-  if (vm.metadata.namespace !== volume.metadata.namespace) return false;
-  return (
-    (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name) ||
-    (volume.metadata.ownerReferences ?? []).some((o) => o.uid === vm.metadata.uid)
-  );
-}
-
-function isHypervisorError(error: unknown): boolean {
-  return (error as Error)?.name === "LibvirtError";
-}
-
-function readyUnknown(vm: VirtualMachine, message: string) {
-  return ownConditions(vm.status?.conditions as Condition[] | undefined, vm.metadata.generation, [
-    { type: "Ready", status: "Unknown", reason: "HypervisorError", message },
-  ]);
 }

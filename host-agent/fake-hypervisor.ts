@@ -219,7 +219,7 @@ export class FakeHypervisor implements Hypervisor {
   }
 
   async migrate(vmUid: string, target: MigrationTarget): Promise<void> {
-    this.calls.push(`migrate ${vmUid} ${target.uri}`);
+    this.record(`migrate ${vmUid} ${target.uri}`);
     const peer = this.peers.get(target.uri);
     if (!peer)
       throw new HostProblem("MigrationUnsupported", `Host ${this.owner.host} cannot live-migrate guests.`);
@@ -235,7 +235,7 @@ export class FakeHypervisor implements Hypervisor {
   }
 
   async abortMigration(vmUid: string): Promise<void> {
-    this.calls.push(`abortMigration ${vmUid}`);
+    this.record(`abortMigration ${vmUid}`);
   }
 
   async remoteDomainState(uri: string, vmUid: string) {
@@ -245,7 +245,7 @@ export class FakeHypervisor implements Hypervisor {
   async adopt(vmUid: string): Promise<ObservedDomain | undefined> {
     const domain = this.domains.get(vmUid);
     if (domain) domain.owner = { ...this.owner };
-    this.calls.push(`adopt ${vmUid}`);
+    this.record(`adopt ${vmUid}`);
     return this.observe(vmUid);
   }
 

@@ -46,11 +46,21 @@ export interface MigrationWorkOptions {
   requeueVm: (key: string) => void;
 }
 
+/** What the VM loop asks of live migration (MigrationWork answers). */
+export interface MigrationHooks {
+  /** Why to leave the VM's domain alone now, or undefined. */
+  holds(vm: VirtualMachine): string | undefined;
+  /** The guest that arrived by live migration, made this host's; undefined when it is not one. */
+  adopt(vm: VirtualMachine, domain: ObservedDomain): Promise<ObservedDomain | undefined>;
+  /** Maintenance: why to wait for a live migration instead of stopping the guest, or undefined. */
+  evacuateLive(vm: VirtualMachine, domain: ObservedDomain | undefined): Promise<string | undefined>;
+}
+
 interface Running {
   cancelled: boolean;
 }
 
-export class MigrationWork {
+export class MigrationWork implements MigrationHooks {
   private readonly o: MigrationWorkOptions;
   /** Migrations away from this host, and to it. */
   private readonly outgoing: Informer<VirtualMachineMigration>;

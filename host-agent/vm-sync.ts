@@ -21,6 +21,7 @@ import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
+import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
@@ -73,13 +74,8 @@ export interface VmSyncOptions {
    * hold, see fencing.ts), or undefined. The guard logs its reason; the VM is looked at again.
    */
   mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
-  /** Live migration (migration-sync.ts): why to leave a VM alone now; the adoption of a guest that arrived. */
-  migration?: {
-    holds(vm: VirtualMachine): string | undefined;
-    adopt(vm: VirtualMachine, domain: ObservedDomain): Promise<ObservedDomain | undefined>;
-    /** Maintenance: why to wait for a live migration instead of stopping the guest, or undefined. */
-    evacuateLive(vm: VirtualMachine, domain: ObservedDomain | undefined): Promise<string | undefined>;
-  };
+  /** Live migration (migration-sync.ts): VMs to leave alone, guests to adopt, maintenance's live moves. */
+  migration?: MigrationHooks;
   now?: () => number;
 }
 
