@@ -115,7 +115,12 @@ describe.skipIf(!canRunQemu())(
         leaseNamespace,
         workDir,
         // Both daemons are on this machine: each agent's own URI is how the other reaches it.
-        agentArgs: ({ uri }) => [`--migration-uri=${uri}`, "--migration-address=127.0.0.1"],
+        // A cap of 16 MiB/s: a 128 MiB guest takes seconds to move, so a cancel has time to land.
+        agentArgs: ({ uri }) => [
+          `--migration-uri=${uri}`,
+          "--migration-address=127.0.0.1",
+          "--migration-bandwidth=16",
+        ],
       });
       await client.create(Resources.storagePools, {
         metadata: { name: `shared-${suffix}` },
@@ -228,6 +233,39 @@ describe.skipIf(!canRunQemu())(
       await typeOnConsole(socket, `stratus-write vda ${word}`);
       await readConsoleUntil(socket, new RegExp(`head=${word}`));
     }
+
+    it("deleting a running migration cancels it: the guest runs on where it was, once", async () => {
+      const vm = await getVm("mover");
+      const from = vm.status?.host as string;
+      await client.create(Resources.virtualMachineMigrations, {
+        metadata: { name: "cancel-1", namespace },
+        spec: { vm: "mover" },
+      });
+      await waitFor(
+        "the migration transferring",
+        async () => {
+          const m = await getMigration("cancel-1");
+          return m.status?.transfer?.state === "Running" && (m.status.transfer.processedBytes ?? 0) > 0;
+        },
+        { timeoutMs: 120_000, intervalMs: 100 },
+      );
+      await client.delete(Resources.virtualMachineMigrations, "cancel-1", namespace);
+      let last: VirtualMachineMigration | undefined;
+      await waitFor(
+        "the cancelled migration gone",
+        async () => {
+          const m = await getMigration("cancel-1").catch(() => undefined);
+          if (m) last = m;
+          return m === undefined;
+        },
+        { timeoutMs: 120_000, intervalMs: 100 },
+      );
+      expect(last?.status?.transfer?.state).toBe("Cancelled");
+      const stayed = await getVm("mover");
+      expect(stayed.status).toMatchObject({ host: from, state: "Running" });
+      expect(await runningDomains(stayed)).toEqual([from]);
+      await answers(from, stayed, `cancel${suffix}`);
+    }, 300_000);
 
     it("CloudStack's findHostsForMigration and migrateVirtualMachine move it back; a user without the rights gets 531", async () => {
       const vm = await getVm("mover");
