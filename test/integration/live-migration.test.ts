@@ -4,9 +4,11 @@
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
-import { readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
+import { openConsole } from "../../cli/console.ts";
 import {
   type Host,
   Resources,
@@ -20,7 +22,7 @@ import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
-import { serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { readWebConsoleUntil, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 import { startTwoHypervisorHosts, type TwoHypervisorHosts, virshOn } from "./two-hypervisors.ts";
 
 describe.skipIf(!canRunQemu())(
@@ -30,6 +32,7 @@ describe.skipIf(!canRunQemu())(
     const zone = `lm-${suffix}`;
     const names: [string, string] = [`lma-${suffix}`, `lmb-${suffix}`];
     const workDir = `/var/lib/stratus/live-migration-${suffix}`;
+    const consoleToken = join(workDir, "console-token");
     let client: KubeClient;
     let namespace: string;
     let leaseNamespace: string;
@@ -86,12 +89,16 @@ describe.skipIf(!canRunQemu())(
       });
       // The VM is the admin's: CloudStack's admin migrates VMs of every account.
       namespace = admin.namespace;
+      // With the aggregated API: the console through the API server asks the VM's current host.
+      await mkdir(workDir, { recursive: true, mode: 0o755 });
+      await writeFile(consoleToken, randomBytes(24).toString("hex"), { mode: 0o600 });
       endpoint = (
         await startApiServer({
           kubeconfigPath: controlPlane.kubeconfigPath,
           client,
           identity: `lm-api-${suffix}`,
           keysNamespace,
+          subresources: { namespace: leaseNamespace, workDir, consoleTokenFile: consoleToken },
         })
       ).endpoint;
       await client.create(Resources.zones, { metadata: { name: zone }, spec: {} });
@@ -120,6 +127,8 @@ describe.skipIf(!canRunQemu())(
           `--migration-uri=${uri}`,
           "--migration-address=127.0.0.1",
           "--migration-bandwidth=16",
+          "--console-address=127.0.0.1:0",
+          `--console-token-file=${consoleToken}`,
         ],
       });
       await client.create(Resources.storagePools, {
@@ -216,6 +225,11 @@ describe.skipIf(!canRunQemu())(
       const after = hostOf(to).consoleSocket(vm.metadata.uid as string);
       await typeOnConsole(after, `stratus-write vda after${suffix}`);
       await readConsoleUntil(after, new RegExp(`head=after${suffix}`));
+      // Its console through the API server (aggregator, API component, the agent of its host now).
+      const viaApi = await openConsole((await sharedControlPlane()).kubeConfig, namespace, "mover");
+      expect(await readWebConsoleUntil(viaApi, `head=after${suffix}`, 30_000)).toContain(
+        `head=after${suffix}`,
+      );
       // The agent that received it made it its own, and the agent that sent it holds nothing of it.
       const owned = await virshOn(hostOf(to).uri, "dumpxml", domainName(vm.metadata.uid as string));
       expect(owned).toMatch(new RegExp(`host=.${to}.`));
