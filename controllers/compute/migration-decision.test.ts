@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { VirtualMachine, VirtualMachineMigration } from "../../crds/index.ts";
+import { evacuationStep } from "./maintenance-migrations.ts";
 import { decideMigration, judgeTargets, type MigrationInput, migratedTo } from "./migration-decision.ts";
 import { disk, free, host, NOW, POOLS, SHARED, usage } from "./orchestration.fixtures.ts";
 
@@ -162,5 +163,42 @@ describe("decideMigration after the admission follows the source agent's report"
     const over = admitted({ state: "Completed" });
     over.status = { ...over.status, phase: "Succeeded" };
     expect(migratedTo(vm, [over])).toBeUndefined();
+  });
+});
+
+describe("evacuationStep: maintenance's live moves", () => {
+  const step = (vm: VirtualMachine, existing?: VirtualMachineMigration, otherActive = false, live = true) =>
+    evacuationStep(vm, existing, otherActive, live);
+  it.each([
+    ["a running VM on shared storage gets one", runningVm(), undefined, false, true, "create"],
+    ["a stopped VM is evacuated the old way", runningVm("Stopped"), undefined, false, true, "none"],
+    ["a VM with a local disk is evacuated the old way", runningVm(), undefined, false, false, "none"],
+    [
+      "one already under way is left to run",
+      runningVm(),
+      migration({ phase: "Running" }),
+      false,
+      true,
+      "none",
+    ],
+    [
+      "a failed one stays (the agent falls back)",
+      runningVm(),
+      migration({ phase: "Failed" }),
+      false,
+      true,
+      "none",
+    ],
+    ["another migration of the VM comes first", runningVm(), undefined, true, true, "none"],
+    [
+      "a success of an earlier maintenance is stale",
+      runningVm(),
+      migration({ phase: "Succeeded" }),
+      false,
+      true,
+      "delete-stale",
+    ],
+  ] as const)("%s", (_, vm, existing, otherActive, live, expected) => {
+    expect(step(vm, existing, otherActive, live)).toBe(expected);
   });
 });
