@@ -218,7 +218,7 @@ export class FakeHypervisor implements Hypervisor {
     this.set(vmUid, "shutoff", reason);
   }
 
-  async migrate(vmUid: string, target: MigrationTarget): Promise<void> {
+  async migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }> {
     this.record(`migrate ${vmUid} ${target.uri}`);
     const peer = this.peers.get(target.uri);
     if (!peer)
@@ -228,6 +228,7 @@ export class FakeHypervisor implements Hypervisor {
     // It arrives with the source's mark (the target adopts it once bound there) and leaves nothing here.
     peer.domains.set(vmUid, { ...domain });
     this.domains.delete(vmUid);
+    return { downtimeMs: 0 };
   }
 
   async migrationProgress(_vmUid: string): Promise<MigrationProgress | undefined> {

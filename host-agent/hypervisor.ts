@@ -150,7 +150,7 @@ export interface Hypervisor {
    * Moves the running guest to the target's hypervisor while it runs (live, persistent there, gone
    * here); resolves once it runs there. Throws HostProblem where the driver cannot migrate.
    */
-  migrate(vmUid: string, target: MigrationTarget): Promise<void>;
+  migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }>;
   /** The migration job under way for the domain, or undefined when none runs. */
   migrationProgress(vmUid: string): Promise<MigrationProgress | undefined>;
   /** Cancels the migration under way; the guest goes on running here. */

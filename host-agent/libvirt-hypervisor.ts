@@ -232,7 +232,7 @@ export class LibvirtHypervisor implements Hypervisor {
     await this.libvirt.resumeDomain(domainName(vmUid));
   }
 
-  async migrate(vmUid: string, target: MigrationTarget): Promise<void> {
+  async migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }> {
     if (this.simulated)
       throw new HostProblem(
         "MigrationUnsupported",
@@ -240,7 +240,7 @@ export class LibvirtHypervisor implements Hypervisor {
       );
     const name = domainName(vmUid);
     const xml = await this.libvirt.domainXmlWith(name, VIR_DOMAIN_XML_MIGRATABLE);
-    await migrateDomain({
+    const stats = await migrateDomain({
       sourceUri: this.uri,
       name,
       destinationUri: target.uri,
@@ -248,6 +248,7 @@ export class LibvirtHypervisor implements Hypervisor {
       ...(target.migrateUri ? { migrateUri: target.migrateUri } : {}),
       ...(target.bandwidthMiBps ? { bandwidthMiBps: target.bandwidthMiBps } : {}),
     });
+    return stats.downtime !== undefined ? { downtimeMs: stats.downtime } : {};
   }
 
   async migrationProgress(vmUid: string): Promise<MigrationProgress | undefined> {

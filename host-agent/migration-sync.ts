@@ -308,7 +308,7 @@ export class MigrationWork implements MigrationHooks {
     try {
       await this.report(m, transfer);
       log.info({ target: target.metadata.name }, "live migration started");
-      await hypervisor.migrate(uid, {
+      const { downtimeMs } = await hypervisor.migrate(uid, {
         uri: target.status?.migrationUri as string,
         ...(target.status?.migrationAddress ? { migrateUri: `tcp://${target.status.migrationAddress}` } : {}),
         ...(this.o.bandwidthMiBps ? { bandwidthMiBps: this.o.bandwidthMiBps } : {}),
@@ -320,6 +320,7 @@ export class MigrationWork implements MigrationHooks {
       const moved = transfer.totalBytes;
       transfer = {
         ...transfer,
+        ...(downtimeMs !== undefined ? { downtimeMilliseconds: downtimeMs } : {}),
         state: "Completed",
         percent: 100,
         remainingBytes: 0,

@@ -86,6 +86,9 @@ export const VirtualMachineMigrationKind = defineKind({
               Type.Integer({ minimum: 0, maximum: 100, description: "processed of total." }),
             ),
             durationMilliseconds: Bytes("How long the transfer took."),
+            downtimeMilliseconds: Bytes(
+              "How long the guest was paused for the switch to the target (libvirt's job statistics).",
+            ),
           },
           { description: "Written by the source host's agent (field manager stratus-host-agent-migration)." },
         ),

@@ -28,6 +28,10 @@ const api = {
   ),
   getJobInfo: lib.func("int virDomainGetJobInfo(void *dom, _Out_ virDomainJobInfo *info)"),
   abortJob: lib.func("int virDomainAbortJob(void *dom)"),
+  getJobStats: lib.func(
+    "int virDomainGetJobStats(void *dom, _Out_ int *type, _Out_ void **params, _Out_ int *nparams, unsigned int flags)",
+  ),
+  typedParamsFree: lib.func("void virTypedParamsFree(void *params, int nparams)"),
   setMetadata: lib.func(
     "int virDomainSetMetadata(void *dom, int type, const char *metadata, const char *key, const char *uri, unsigned int flags)",
   ),
@@ -44,6 +48,10 @@ export const LIVE_MIGRATION_FLAGS =
   VIR_MIGRATE_LIVE | VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_UNSAFE;
 export const VIR_DOMAIN_XML_MIGRATABLE = 8;
 const JOB_NONE = 0;
+const JOB_STATS_COMPLETED = 1;
+/** virTypedParameter: char field[80], int type, then an 8-byte value union. */
+const TYPED_PARAMETER_BYTES = 96;
+const TYPED_PARAM_ULLONG = 4;
 const METADATA_ELEMENT = 2;
 const AFFECT_LIVE_AND_CONFIG = 1 | 2;
 
@@ -66,13 +74,15 @@ export async function migrateDomain(options: {
   destinationXml: string;
   migrateUri?: string;
   bandwidthMiBps?: number;
-}): Promise<void> {
+}): Promise<Record<string, number>> {
   const source = await LibvirtConnection.open(options.sourceUri);
+  let migrated: Pointer;
+  let stats: Record<string, number> = {};
   try {
     const destination = await LibvirtConnection.open(options.destinationUri);
     try {
       await source.useDomain(options.name, async (dom) => {
-        const migrated = await source.callPointer(
+        migrated = await source.callPointer(
           `live-migrate ${options.name} to ${options.destinationUri}`,
           api.migrate2,
           dom,
@@ -83,13 +93,52 @@ export async function migrateDomain(options: {
           options.migrateUri ?? null,
           options.bandwidthMiBps ?? 0,
         );
-        freeDomain(migrated);
       });
+      // The target keeps the finished job's statistics: how long the guest was paused at the switch.
+      stats = await completedJobStats(destination, migrated).catch(() => ({}));
+      freeDomain(migrated);
     } finally {
       await destination.close();
     }
   } finally {
     await source.close();
+  }
+  return stats;
+}
+
+/** The unsigned numbers of a domain's completed job (downtime, time_elapsed, memory_transferred, ...). */
+async function completedJobStats(
+  connection: LibvirtConnection,
+  dom: Pointer,
+): Promise<Record<string, number>> {
+  const type = [0];
+  const params: [Pointer] = [null];
+  const count = [0];
+  await connection.callInt(
+    "completed job stats",
+    api.getJobStats,
+    dom,
+    type,
+    params,
+    count,
+    JOB_STATS_COMPLETED,
+  );
+  const n = Number(count[0]);
+  if (!params[0] || n === 0) return {};
+  try {
+    const bytes = Buffer.from(
+      koffi.decode(params[0], koffi.array("uint8", n * TYPED_PARAMETER_BYTES)) as number[],
+    );
+    const stats: Record<string, number> = {};
+    for (let i = 0; i < n; i++) {
+      const record = bytes.subarray(i * TYPED_PARAMETER_BYTES, (i + 1) * TYPED_PARAMETER_BYTES);
+      if (record.readInt32LE(80) !== TYPED_PARAM_ULLONG) continue;
+      const field = record.subarray(0, 80).toString("latin1").replace(/\0.*$/s, "");
+      stats[field] = Number(record.readBigUInt64LE(88));
+    }
+    return stats;
+  } finally {
+    api.typedParamsFree(params[0], n);
   }
 }
 

@@ -211,8 +211,9 @@ describe.skipIf(!canRunQemu())(
         transfer: { state: "Completed" },
       });
       expect(seen.has("Running")).toBe(true);
+      expect(done.status?.transfer?.downtimeMilliseconds).toBeGreaterThanOrEqual(0);
       process.stdout.write(
-        `live migration: ${done.status?.transfer?.durationMilliseconds} ms, ${done.status?.transfer?.totalBytes} bytes, phases ${[...seen].join(",")}\n`,
+        `live migration: ${done.status?.transfer?.durationMilliseconds} ms, ${done.status?.transfer?.totalBytes} bytes, guest paused ${done.status?.transfer?.downtimeMilliseconds} ms, phases ${[...seen].join(",")}\n`,
       );
 
       const moved = await waitFor("the VM Running on the target", async () => {
