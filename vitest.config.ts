@@ -28,6 +28,8 @@ const ORCHESTRATION = [
   "test/integration/two-hypervisors.test.ts",
   // live migration between the two real hypervisors of two-hypervisors.ts.
   "test/integration/live-migration.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/migration-api.test.ts",
   // the operator against volumes and pools whose agents the test plays.
   "test/integration/storage-pools.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.

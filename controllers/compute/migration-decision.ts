@@ -10,7 +10,7 @@ import type {
   VirtualMachine,
   VirtualMachineMigration,
 } from "../../crds/index.ts";
-import { isFinalMigrationPhase } from "../../crds/index.ts";
+import { isFinalMigrationPhase, isSharedPoolType } from "../../crds/index.ts";
 import type { VolumeNeed } from "../../crds/volume-placement.ts";
 import { type Demand, type HostUsage, type StorageDemand, unfitReason } from "../scheduler/placement.ts";
 
@@ -54,8 +54,12 @@ export function refusal(input: Pick<MigrationInput, "vm" | "storage" | "otherAct
   return undefined;
 }
 
+/** A volume whose disk is not (known to be) on a shared pool: only shared disks stay reachable. */
 function localVolume(volumes: readonly VolumeNeed[], pools: ReadonlyMap<string, StoragePool>) {
-  return volumes.find((v) => !v.pool || pools.get(v.pool)?.spec.type === "local");
+  return volumes.find((v) => {
+    const pool = v.pool ? pools.get(v.pool) : undefined;
+    return !pool || !isSharedPoolType(pool.spec.type);
+  });
 }
 
 export function refusalMessage(
@@ -72,7 +76,8 @@ export function refusalMessage(
       return `VM ${name} is already migrating (${input.otherActive}).`;
     default: {
       const volume = localVolume(input.storage.volumes, input.storage.poolsByName);
-      return `Volume ${volume?.volume} is ${volume?.pool ? `in local pool ${volume.pool}` : "not created yet"}: only VMs whose volumes are all on shared pools migrate live.`;
+      const where = volume?.pool ? `in pool ${volume.pool}, which is not shared` : "not created yet";
+      return `Volume ${volume?.volume} is ${where}: only VMs whose volumes are all on shared pools migrate live.`;
     }
   }
 }
