@@ -19,6 +19,7 @@ import {
 import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { EVENT } from "../../runtime/events.ts";
 import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
@@ -275,12 +276,57 @@ describe.skipIf(!canRunQemu())(
         },
         { timeoutMs: 120_000, intervalMs: 100 },
       );
-      expect(last?.status?.transfer?.state).toBe("Cancelled");
+      // Gone only once the agent said Cancelled (compute lets go then, and records it on the VM).
+      expect(["Running", "Cancelled"]).toContain(last?.status?.transfer?.state);
+      await waitFor("the MigrationCancelled Event on the VM", async () => {
+        const events = await client.list<{ reason?: string; regarding?: { name?: string } } & KubeObject>(
+          EVENT,
+          {
+            namespace,
+          },
+        );
+        return events.items.some((e) => e.regarding?.name === "mover" && e.reason === "MigrationCancelled");
+      });
       const stayed = await getVm("mover");
       expect(stayed.status).toMatchObject({ host: from, state: "Running" });
       expect(await runningDomains(stayed)).toEqual([from]);
       await answers(from, stayed, `cancel${suffix}`);
     }, 300_000);
+
+    it("a source agent killed mid-transfer: the migration ends, says how, and the guest runs exactly once", async () => {
+      const vm = await getVm("mover");
+      const from = vm.status?.host as string;
+      const to = names.find((n) => n !== from) as string;
+      await client.create(Resources.virtualMachineMigrations, {
+        metadata: { name: "killed-1", namespace },
+        spec: { vm: "mover" },
+      });
+      await waitFor(
+        "the migration transferring",
+        async () => {
+          const m = await getMigration("killed-1");
+          return m.status?.transfer?.state === "Running" && (m.status.transfer.processedBytes ?? 0) > 0;
+        },
+        { timeoutMs: 120_000, intervalMs: 100 },
+      );
+      await hostOf(from).restartAgent("SIGKILL");
+      const ended = await waitFor(
+        "the migration over",
+        async () => {
+          const m = await getMigration("killed-1");
+          return m.status?.phase === "Failed" || m.status?.phase === "Succeeded" ? m : undefined;
+        },
+        { timeoutMs: 180_000, intervalMs: 200 },
+      );
+      process.stdout.write(`agent killed mid-transfer: ${ended.status?.phase}: ${ended.status?.message}\n`);
+      const where = ended.status?.phase === "Succeeded" ? to : from;
+      const now = await waitFor("the VM Running", async () => {
+        const v = await getVm("mover");
+        return v.status?.host === where && v.status.state === "Running" ? v : undefined;
+      });
+      expect(await runningDomains(now)).toEqual([where]);
+      await answers(where, now, `killed${suffix}`);
+    }, 400_000);
 
     it("CloudStack's findHostsForMigration and migrateVirtualMachine move it back; a user without the rights gets 531", async () => {
       const vm = await getVm("mover");

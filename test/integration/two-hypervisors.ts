@@ -158,6 +158,8 @@ export interface HypervisorHost {
   agent: StratusProcess;
   /** The serial console socket of a VM's guest on this host. */
   consoleSocket(vmUid: string): string;
+  /** Kills its agent with `signal` and starts it again with the same arguments. */
+  restartAgent(signal?: NodeJS.Signals): Promise<void>;
 }
 
 export interface TwoHypervisorHosts {
@@ -196,25 +198,37 @@ export async function startTwoHypervisorHosts(options: {
     for (const [index, name] of options.names.entries()) {
       const dir = join(workDir, name);
       const uri = uris[index] as string;
-      const agent = await startStratusProcess({
-        script: "host-agent/main.ts",
-        kubeconfigPath: options.kubeconfigPath,
-        identity: name,
-        args: [
-          `--host-name=${name}`,
-          `--zone=${options.zone}`,
-          `--libvirt-uri=${uri}`,
-          `--lease-namespace=${options.leaseNamespace}`,
-          `--pool-path=${join(dir, "pool")}`,
-          `--cache-dir=${join(dir, "cache")}`,
-          `--console-dir=${join(dir, "console")}`,
-          `--fence-dir=${join(dir, "fence")}`,
-          "--shutdown-grace=3",
-          "--heartbeat-interval=1",
-          ...(options.agentArgs?.({ name, uri }) ?? []),
-        ],
-      });
-      hosts.push({ name, uri, dir, agent, consoleSocket: (uid) => join(dir, "console", `${uid}.sock`) });
+      const start = () =>
+        startStratusProcess({
+          script: "host-agent/main.ts",
+          kubeconfigPath: options.kubeconfigPath,
+          identity: name,
+          args: [
+            `--host-name=${name}`,
+            `--zone=${options.zone}`,
+            `--libvirt-uri=${uri}`,
+            `--lease-namespace=${options.leaseNamespace}`,
+            `--pool-path=${join(dir, "pool")}`,
+            `--cache-dir=${join(dir, "cache")}`,
+            `--console-dir=${join(dir, "console")}`,
+            `--fence-dir=${join(dir, "fence")}`,
+            "--shutdown-grace=3",
+            "--heartbeat-interval=1",
+            ...(options.agentArgs?.({ name, uri }) ?? []),
+          ],
+        });
+      const host: HypervisorHost = {
+        name,
+        uri,
+        dir,
+        agent: await start(),
+        consoleSocket: (uid) => join(dir, "console", `${uid}.sock`),
+        async restartAgent(signal = "SIGKILL") {
+          await host.agent.stop(signal);
+          host.agent = await start();
+        },
+      };
+      hosts.push(host);
     }
   } catch (error) {
     for (const host of hosts) await host.agent.stop("SIGKILL");
