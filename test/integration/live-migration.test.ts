@@ -107,6 +107,14 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: `lm-${suffix}` },
         spec: { cpu: 1, memory: "128Mi", storageType: "shared" },
       });
+      // A random subnet: the machine's own networks (other tests') must not overlap it.
+      await client.create(Resources.networks, {
+        metadata: { name: "lm-net", namespace },
+        spec: {
+          zone,
+          cidr: `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}.0/24`,
+        },
+      });
       await client.create(Resources.templates, {
         metadata: { name: `tiny-${suffix}` },
         spec: { source: tinyGuest },
@@ -122,11 +130,13 @@ describe.skipIf(!canRunQemu())(
         zone,
         leaseNamespace,
         workDir,
+        // Each daemon's bridges in a network namespace of its own: both hosts carry the VM's subnet.
+        separateNetworks: true,
         // Both daemons are on this machine: each agent's own URI is how the other reaches it.
         // A cap of 16 MiB/s: a 128 MiB guest takes seconds to move, so a cancel has time to land.
-        agentArgs: ({ uri }) => [
+        agentArgs: ({ uri, migrationAddress }) => [
           `--migration-uri=${uri}`,
-          "--migration-address=127.0.0.1",
+          `--migration-address=${migrationAddress}`,
           "--migration-bandwidth=16",
           "--console-address=127.0.0.1:0",
           `--console-token-file=${consoleToken}`,
@@ -172,6 +182,7 @@ describe.skipIf(!canRunQemu())(
           serviceOffering: `lm-${suffix}`,
           template: `tiny-${suffix}`,
           rootDisk: { size: "1Gi" },
+          nics: [{ name: "eth0", network: "lm-net" }],
         },
       });
       const vm = await waitFor(
@@ -188,6 +199,10 @@ describe.skipIf(!canRunQemu())(
       await readConsoleUntil(before, /stratus-guest: disk vda/);
       await typeOnConsole(before, `stratus-write vda before${suffix}`);
       await readConsoleUntil(before, new RegExp(`head=before${suffix}`));
+      // Its address, by DHCP from its host's network, answers there (busybox: this machine has no ping).
+      const address = vm.status?.nics?.[0]?.ipAddress as string;
+      await readConsoleUntil(before, new RegExp(`stratus-guest: ip: ${address.replaceAll(".", "\\.")}/24`));
+      await hostOf(from).inNetwork("busybox", "ping", "-c", "2", "-W", "2", address);
 
       await client.create(Resources.virtualMachineMigrations, {
         metadata: { name: "move-1", namespace },
@@ -222,6 +237,16 @@ describe.skipIf(!canRunQemu())(
         return v.status?.host === to && v.status.state === "Running" ? v : undefined;
       });
       expect(moved.status?.domainUUID).toBe(vm.status?.domainUUID);
+      // It kept its address, and answers at it on the target host's network.
+      expect(moved.status?.nics?.[0]?.ipAddress).toBe(address);
+      await waitFor("the guest answering ping on the target's network", () =>
+        hostOf(to)
+          .inNetwork("busybox", "ping", "-c", "1", "-W", "1", address)
+          .then(
+            () => true,
+            () => false,
+          ),
+      );
       expect(await runningDomains(moved)).toEqual([to]);
       // The same guest, not a new boot: it answers on the target's console and its disk holds the word.
       const after = hostOf(to).consoleSocket(vm.metadata.uid as string);

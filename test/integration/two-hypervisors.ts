@@ -34,6 +34,8 @@ export interface SecondHypervisor {
   dir: string;
   /** The daemon's output, for a failing test's report. */
   logs(): Promise<string>;
+  /** Its network namespace, when it has one of its own. */
+  network?: OwnNetwork;
   /** Destroys the guests it still runs, then stops its process group; waits until nothing of it is left. */
   stop(): Promise<void>;
 }
@@ -43,8 +45,25 @@ export async function virshOn(uri: string, ...args: string[]): Promise<string> {
   return (await run("virsh", ["-c", uri, ...args])).stdout;
 }
 
-/** Starts the second daemon with its state under `dir` (created; reused when it exists). */
-export async function startSecondHypervisor(dir: string): Promise<SecondHypervisor> {
+/** A network namespace of the second daemon's own, linked to the machine's by a veth pair. */
+export interface OwnNetwork {
+  /** A PID in the namespace (for `nsenter -t PID -n`). */
+  pid: number;
+  /** The address of the machine's end of the link, and of the namespace's. */
+  hostAddress: string;
+  namespaceAddress: string;
+}
+
+/**
+ * Starts the second daemon with its state under `dir` (created; reused when it exists). With
+ * `ownNetwork` it also gets a network namespace of its own, so its libvirt networks may use the
+ * subnets the machine's daemon uses (one kernel refuses two bridges with one subnet), reached
+ * over a veth pair (QEMU's migration stream takes it).
+ */
+export async function startSecondHypervisor(
+  dir: string,
+  options: { ownNetwork?: boolean } = {},
+): Promise<SecondHypervisor> {
   for (const [, local] of PRIVATE_DIRECTORIES)
     await mkdir(join(dir, local), { recursive: true, mode: 0o755 });
   const hostUuid = randomUUID();
@@ -60,6 +79,7 @@ export async function startSecondHypervisor(dir: string): Promise<SecondHypervis
   // A tmpfs on /run first: pid files and sockets of the machine's daemons stay out of sight.
   const script = [
     "set -e",
+    ...(options.ownNetwork ? ["ip link set lo up"] : []),
     "mount -t tmpfs -o mode=755 tmpfs /run",
     ...mounts,
     `${join(bin, "virtlogd-hv2")} & logger=$!`,
@@ -73,7 +93,8 @@ export async function startSecondHypervisor(dir: string): Promise<SecondHypervis
   const logPath = join(dir, "daemons.log");
   const out = openSync(logPath, "a");
   // detached: a process group of its own (unshare execs bash, the daemons' parent), stopped as one.
-  const child = spawn("unshare", ["-m", "--propagation", "private", "bash", "-c", script], {
+  const unshare = ["-m", ...(options.ownNetwork ? ["-n"] : []), "--propagation", "private"];
+  const child = spawn("unshare", [...unshare, "bash", "-c", script], {
     detached: true,
     stdio: ["ignore", out, out],
   });
@@ -90,7 +111,35 @@ export async function startSecondHypervisor(dir: string): Promise<SecondHypervis
     { timeoutMs: 60_000, intervalMs: 300 },
   );
   const namespace = await readlink(`/proc/${child.pid}/ns/mnt`);
-  return { uri, hostUuid, dir, logs, stop: () => stopSecondHypervisor(child, uri, namespace) };
+  const network = options.ownNetwork ? await linkNetwork(child.pid as number) : undefined;
+  return {
+    uri,
+    hostUuid,
+    dir,
+    logs,
+    ...(network ? { network } : {}),
+    async stop() {
+      await stopSecondHypervisor(child, uri, namespace);
+      if (network) await run("ip", ["link", "del", `hv2h${network.pid}`.slice(0, 15)]).catch(() => undefined);
+    },
+  };
+}
+
+/** A veth pair between the machine's network namespace and that of `pid`, with a /30 on it. */
+async function linkNetwork(pid: number): Promise<OwnNetwork> {
+  const hostSide = `hv2h${pid}`.slice(0, 15);
+  const namespaceSide = `hv2n${pid}`.slice(0, 15);
+  const subnet = `169.254.${1 + Math.floor(Math.random() * 253)}.${4 * Math.floor(Math.random() * 63)}`;
+  const base = subnet.split(".").map(Number);
+  const address = (offset: number) => [...base.slice(0, 3), (base[3] as number) + offset].join(".");
+  const inNamespace = (...args: string[]) => run("nsenter", ["-t", String(pid), "-n", ...args]);
+  await run("ip", ["link", "add", hostSide, "type", "veth", "peer", "name", namespaceSide]);
+  await run("ip", ["link", "set", namespaceSide, "netns", String(pid)]);
+  await run("ip", ["addr", "add", `${address(1)}/30`, "dev", hostSide]);
+  await run("ip", ["link", "set", hostSide, "up"]);
+  await inNamespace("ip", "addr", "add", `${address(2)}/30`, "dev", namespaceSide);
+  await inNamespace("ip", "link", "set", namespaceSide, "up");
+  return { pid, hostAddress: address(1), namespaceAddress: address(2) };
 }
 
 /** The daemon's configuration files (no domain or network definitions), with its own host UUID. */
@@ -160,6 +209,10 @@ export interface HypervisorHost {
   consoleSocket(vmUid: string): string;
   /** Kills its agent with `signal` and starts it again with the same arguments. */
   restartAgent(signal?: NodeJS.Signals): Promise<void>;
+  /** Where QEMU's migration stream reaches this host (with separate networks: its end of the link). */
+  migrationAddress: string;
+  /** Runs a command in this host's network namespace (its bridges and guests). */
+  inNetwork(command: string, ...args: string[]): Promise<string>;
 }
 
 export interface TwoHypervisorHosts {
@@ -183,7 +236,9 @@ export async function startTwoHypervisorHosts(options: {
   leaseNamespace: string;
   workDir: string;
   /** More arguments for each agent (e.g. its --migration-uri, which is its daemon's URI here). */
-  agentArgs?: (host: { name: string; uri: string }) => string[];
+  agentArgs?: (host: { name: string; uri: string; migrationAddress: string }) => string[];
+  /** The second daemon in a network namespace of its own (see startSecondHypervisor). */
+  separateNetworks?: boolean;
 }): Promise<TwoHypervisorHosts> {
   const { workDir } = options;
   await ensureLibvirtDaemons();
@@ -191,13 +246,25 @@ export async function startTwoHypervisorHosts(options: {
   await mkdir(sharedDir, { recursive: true, mode: 0o755 });
   // What an administrator marks a shared file system with, since this one is no mount of its own.
   await writeFile(join(sharedDir, ".stratus-shared"), "");
-  const second = await startSecondHypervisor(join(workDir, "hypervisor-2"));
+  const second = await startSecondHypervisor(join(workDir, "hypervisor-2"), {
+    ...(options.separateNetworks ? { ownNetwork: true } : {}),
+  });
+  const network = second.network;
+  const migrationAddresses = network
+    ? [network.hostAddress, network.namespaceAddress]
+    : ["127.0.0.1", "127.0.0.1"];
   const uris = ["qemu:///system", second.uri];
   const hosts: HypervisorHost[] = [];
   try {
     for (const [index, name] of options.names.entries()) {
       const dir = join(workDir, name);
       const uri = uris[index] as string;
+      const migrationAddress = migrationAddresses[index] as string;
+      const inNetwork = async (command: string, ...args: string[]) =>
+        (index === 1 && network
+          ? await run("nsenter", ["-t", String(network.pid), "-n", command, ...args])
+          : await run(command, args)
+        ).stdout;
       const start = () =>
         startStratusProcess({
           script: "host-agent/main.ts",
@@ -214,7 +281,7 @@ export async function startTwoHypervisorHosts(options: {
             `--fence-dir=${join(dir, "fence")}`,
             "--shutdown-grace=3",
             "--heartbeat-interval=1",
-            ...(options.agentArgs?.({ name, uri }) ?? []),
+            ...(options.agentArgs?.({ name, uri, migrationAddress }) ?? []),
           ],
         });
       const host: HypervisorHost = {
@@ -223,6 +290,8 @@ export async function startTwoHypervisorHosts(options: {
         dir,
         agent: await start(),
         consoleSocket: (uid) => join(dir, "console", `${uid}.sock`),
+        migrationAddress,
+        inNetwork,
         async restartAgent(signal = "SIGKILL") {
           await host.agent.stop(signal);
           host.agent = await start();
