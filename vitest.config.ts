@@ -15,7 +15,7 @@ const ORCHESTRATION = [
   "test/integration/storage-api.test.ts",
   "test/integration/snapshot-api.test.ts",
   "test/integration/host-api.test.ts",
-  "test/integration/migration-api.test.ts",
+  "test/integration/volume-migration-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",
@@ -26,6 +26,12 @@ const ORCHESTRATION = [
   "test/integration/failover.test.ts",
   // two host agents on the machine's libvirt daemon moving real guests' disks.
   "test/integration/storage-e2e.test.ts",
+  // a second libvirt daemon of its own and a host agent on each.
+  "test/integration/two-hypervisors.test.ts",
+  // live migration between the two real hypervisors of two-hypervisors.ts.
+  "test/integration/live-migration.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/vm-migration-api.test.ts",
   // the operator against volumes and pools whose agents the test plays.
   "test/integration/storage-pools.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.

@@ -17,6 +17,7 @@ import {
   type StoragePool,
   type Template,
   type VirtualMachine,
+  type VirtualMachineMigration,
   type Volume,
   type VolumeSnapshot,
   type Zone,
@@ -105,6 +106,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly snapshotPolicies: Informer<SnapshotPolicy>;
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
+  readonly migrations: Informer<VirtualMachineMigration>;
   private readonly keys: Informer<Secret>;
   private readonly keysNamespace: string;
   /** Signs login sessions; every replica has the same one (see main.ts). */
@@ -140,6 +142,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
       },
     });
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
+    this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.keysNamespace = options.keysNamespace;
     this.keys = informers.for<Secret>(SECRET, {
       namespace: options.keysNamespace,

@@ -17,7 +17,6 @@ import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
-import { MIGRATION_COMMANDS } from "./migration-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
@@ -37,6 +36,8 @@ import {
   volumeView,
   zoneView,
 } from "./views.ts";
+import { VM_MIGRATION_COMMANDS } from "./vm-migration-commands.ts";
+import { VOLUME_MIGRATION_COMMANDS } from "./volume-migration-commands.ts";
 
 /** How long queryAsyncJobResult waits for a just-created job to reach this replica's cache. */
 const JOB_CACHE_GRACE_MS = 2_000;
@@ -815,7 +816,8 @@ export const COMMANDS: Record<string, Command> = {
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,
   ...HOST_COMMANDS,
-  ...MIGRATION_COMMANDS,
+  ...VOLUME_MIGRATION_COMMANDS,
+  ...VM_MIGRATION_COMMANDS,
   ...TEMPLATE_COMMANDS,
 };
 

@@ -35,10 +35,15 @@ export async function submitJob(
   call: Call,
   command: string,
   target: KubeObject & { kind?: string },
+  /** What the command's outcome needs besides the request (e.g. the object it made). */
+  extra: Record<string, string> = {},
 ): Promise<AsyncJob> {
-  const parameters = Object.fromEntries(
-    Object.entries(call.params.raw).filter(([name]) => !SIGNATURE_PARAMS.has(name.toLowerCase())),
-  );
+  const parameters = {
+    ...Object.fromEntries(
+      Object.entries(call.params.raw).filter(([name]) => !SIGNATURE_PARAMS.has(name.toLowerCase())),
+    ),
+    ...extra,
+  };
   return call.caller.client.create<AsyncJob>(Resources.asyncJobs, {
     apiVersion: "stratus.io/v1alpha1",
     kind: "AsyncJob",

@@ -12,6 +12,8 @@ export interface ControllerSettings {
   schedulerAlgorithm: Algorithm;
   /** VLAN ids handed to networks that do not name one. */
   vlanRange: { first: number; last: number };
+  /** Live migrations admitted at once per host (as source or target). */
+  maxMigrationsPerHost: number;
 }
 
 export const DEFAULT_SETTINGS: ControllerSettings = {
@@ -19,4 +21,5 @@ export const DEFAULT_SETTINGS: ControllerSettings = {
   hostGraceMs: 10_000,
   schedulerAlgorithm: "least-allocated",
   vlanRange: { first: 100, last: 4094 },
+  maxMigrationsPerHost: 2,
 };

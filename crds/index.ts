@@ -10,6 +10,7 @@ import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
 import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
+import { VirtualMachineMigrationKind } from "./kinds/virtual-machine-migration.ts";
 import { VolumeKind } from "./kinds/volume.ts";
 import { VolumeSnapshotKind } from "./kinds/volume-snapshot.ts";
 import { ZoneKind } from "./kinds/zone.ts";
@@ -30,6 +31,14 @@ export {
   isReleasedByFailover,
   RESTART_ANNOTATION,
 } from "./kinds/virtual-machine.ts";
+export {
+  isFinalMigrationPhase,
+  MIGRATION_FINALIZER,
+  MIGRATION_PHASES,
+  type MigrationPhase,
+  TRANSFER_STATES,
+  type TransferState,
+} from "./kinds/virtual-machine-migration.ts";
 export { needsRootVolume, rootVolumeName } from "./kinds/volume.ts";
 export { REVERT_ANNOTATION, SNAPSHOT_POLICY_LABEL } from "./kinds/volume-snapshot.ts";
 
@@ -41,6 +50,7 @@ export const KINDS: readonly KindDefinition[] = [
   DiskOfferingKind,
   TemplateKind,
   VirtualMachineKind,
+  VirtualMachineMigrationKind,
   VolumeKind,
   VolumeSnapshotKind,
   SnapshotPolicyKind,
@@ -72,6 +82,7 @@ export type ServiceOffering = ObjectOf<typeof ServiceOfferingKind>;
 export type DiskOffering = ObjectOf<typeof DiskOfferingKind>;
 export type Template = ObjectOf<typeof TemplateKind>;
 export type VirtualMachine = ObjectOf<typeof VirtualMachineKind>;
+export type VirtualMachineMigration = ObjectOf<typeof VirtualMachineMigrationKind>;
 export type Volume = ObjectOf<typeof VolumeKind>;
 export type VolumeSnapshot = ObjectOf<typeof VolumeSnapshotKind>;
 export type SnapshotPolicy = ObjectOf<typeof SnapshotPolicyKind>;
@@ -88,6 +99,7 @@ export const Resources = {
   diskOfferings: resourceOf(DiskOfferingKind),
   templates: resourceOf(TemplateKind),
   virtualMachines: resourceOf(VirtualMachineKind),
+  virtualMachineMigrations: resourceOf(VirtualMachineMigrationKind),
   volumes: resourceOf(VolumeKind),
   volumeSnapshots: resourceOf(VolumeSnapshotKind),
   snapshotPolicies: resourceOf(SnapshotPolicyKind),

@@ -30,13 +30,15 @@ export interface AgentCaches {
   /** Volumes whose disk is on this host. */
   localVolumes: Informer<Volume>;
   networks: ReferencedObjects<Network>;
+  /** VMs live-migrating to this host: their networks and DHCP reservations exist here already. */
+  arriving?: () => VirtualMachine[];
 }
 
 export function agentWorld(caches: AgentCaches): VmWorld {
   const { client, placed } = caches;
   return {
     vm: (key) => placed.get(key),
-    boundVms: () => placed.list(),
+    boundVms: () => [...placed.list(), ...(caches.arriving?.() ?? [])],
     offering: (name) => caches.offerings.get(name),
     template: (name) => caches.templates.get(name),
     diskOffering: (name) => caches.diskOfferings.get(name),
@@ -75,4 +77,21 @@ export function agentWorld(caches: AgentCaches): VmWorld {
       return found;
     },
   };
+}
+
+/** Whether the VM uses the network (its changes concern the VM). */
+export function usesNetwork(vm: VirtualMachine, network: Network): boolean {
+  return (
+    vm.metadata.namespace === network.metadata.namespace &&
+    (vm.spec.nics ?? []).some((n) => n.network === network.metadata.name)
+  );
+}
+
+/** Whether the volume is one of the VM's (its changes concern the VM). */
+export function usesVolume(vm: VirtualMachine, volume: Volume): boolean {
+  if (vm.metadata.namespace !== volume.metadata.namespace) return false;
+  return (
+    (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name) ||
+    (volume.metadata.ownerReferences ?? []).some((o) => o.uid === vm.metadata.uid)
+  );
 }

@@ -16,28 +16,28 @@ import {
   type ServiceOffering,
   type Template,
   type VirtualMachine,
-  type Volume,
 } from "../crds/index.ts";
 import { type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
-import { type Condition, ownConditions } from "../runtime/conditions.ts";
 import { Controller } from "../runtime/controller.ts";
 import { EventRecorder } from "../runtime/events.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { reconcileHostDomains } from "./adoption.ts";
-import { agentWorld } from "./agent-world.ts";
+import { agentWorld, usesNetwork, usesVolume } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import { Fencing } from "./fencing.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { MigrationWork } from "./migration-sync.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
 import { StorageWork } from "./storage-work.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
+import { isHypervisorError, readyUnknown } from "./vm-status.ts";
 import { VmSync } from "./vm-sync.ts";
 
 export { AGENT_VERSION };
@@ -73,6 +73,8 @@ export interface HostAgentOptions {
   consoleEndpoint?: string;
   /** Where the fence watchdog's files live (see fencing.ts); without it no watchdog runs. */
   fenceDir?: string;
+  /** Live migration: the URI and address other hosts migrate guests here with, and a cap in MiB/s. */
+  migration?: { uri?: string; address?: string; bandwidthMiBps?: number };
 }
 
 export class HostAgent {
@@ -98,6 +100,7 @@ export class HostAgent {
   private domainType: "kvm" | "qemu" | "test" = "qemu";
   private hypervisorReachable = true;
   private fencing: Fencing | undefined;
+  private readonly migrations: MigrationWork;
 
   constructor(options: HostAgentOptions) {
     if (!options.hypervisor && !options.libvirt)
@@ -146,6 +149,15 @@ export class HostAgent {
       },
       logger: this.log,
       metrics: options.metrics,
+    });
+    this.migrations = new MigrationWork({
+      hostName: this.hostName,
+      client: this.client,
+      informers: this.informers,
+      logger: this.log,
+      metrics: options.metrics,
+      ...(options.migration?.bandwidthMiBps ? { bandwidthMiBps: options.migration.bandwidthMiBps } : {}),
+      requeueVm: (key) => this.vmController.queue.add(key),
     });
     this.vmController = new Controller({
       name: "host-agent-vm",
@@ -196,24 +208,29 @@ export class HostAgent {
       zone: this.options.zone,
       facts,
       ...(this.options.consoleEndpoint ? { consoleEndpoint: this.options.consoleEndpoint } : {}),
+      ...(this.options.migration ? { migration: this.options.migration } : {}),
       log: this.log,
     });
     const pools = this.storage.prepare(hypervisor, poolPath);
     const fencing = this.startFencing(hypervisor, cluster);
+    const world = agentWorld({
+      hostName: this.hostName,
+      client: this.client,
+      placed: this.placed,
+      self: this.self,
+      offerings: this.offerings,
+      templates: this.templates,
+      diskOfferings: this.diskOfferings,
+      localVolumes: this.storage.localVolumes,
+      networks: this.networks,
+      arriving: () => this.migrations.arrivingVms(),
+    });
+    this.migrations.start({ owner, hypervisor, world, consoleSocket: (uid) => this.consoleSocket(uid) });
     this.sync = new VmSync({
       owner,
       hypervisor,
-      world: agentWorld({
-        hostName: this.hostName,
-        client: this.client,
-        placed: this.placed,
-        self: this.self,
-        offerings: this.offerings,
-        templates: this.templates,
-        diskOfferings: this.diskOfferings,
-        localVolumes: this.storage.localVolumes,
-        networks: this.networks,
-      }),
+      world,
+      migration: this.migrations,
       writes: this.writes,
       domainType: () => this.domainType,
       storage: pools,
@@ -252,6 +269,7 @@ export class HostAgent {
     await this.sync.removeUnusedNetworks(this.log);
     await Promise.all([
       this.vmController.run(signal),
+      this.migrations.controller.run(signal),
       this.storage.run(signal),
       runHeartbeat(
         {
@@ -457,29 +475,4 @@ export class HostAgent {
       bridge: network.bridge,
     });
   }
-}
-
-function usesNetwork(vm: VirtualMachine, network: Network): boolean {
-  return (
-    vm.metadata.namespace === network.metadata.namespace &&
-    (vm.spec.nics ?? []).some((n) => n.network === network.metadata.name)
-  );
-}
-
-function usesVolume(vm: VirtualMachine, volume: Volume): boolean {
-  if (vm.metadata.namespace !== volume.metadata.namespace) return false;
-  return (
-    (vm.spec.dataVolumes ?? []).some((d) => d.volume === volume.metadata.name) ||
-    (volume.metadata.ownerReferences ?? []).some((o) => o.uid === vm.metadata.uid)
-  );
-}
-
-function isHypervisorError(error: unknown): boolean {
-  return (error as Error)?.name === "LibvirtError";
-}
-
-function readyUnknown(vm: VirtualMachine, message: string) {
-  return ownConditions(vm.status?.conditions as Condition[] | undefined, vm.metadata.generation, [
-    { type: "Ready", status: "Unknown", reason: "HypervisorError", message },
-  ]);
 }

@@ -14,6 +14,8 @@ import type {
   DiskRequest,
   HostFacts,
   Hypervisor,
+  MigrationProgress,
+  MigrationTarget,
   ObservedDomain,
   Owner,
   PoolReport,
@@ -55,6 +57,8 @@ export class FakeHypervisor implements Hypervisor {
     /** Corrupts the next import's copy, as a bad transfer would. */
     corruptNextImport: false,
   };
+  /** Other fakes by URI, that this one can live-migrate guests to (none: it refuses, as libvirt's test driver). */
+  readonly peers = new Map<string, FakeHypervisor>();
   /** Every mutating call, in order: lets a test see what the loop did (and did not) do. */
   readonly calls: string[] = [];
   private readonly listeners: ((vmUid: string) => void)[] = [];
@@ -212,6 +216,38 @@ export class FakeHypervisor implements Hypervisor {
   /** The guest powers itself off (or crashes), as a libvirt event would report. */
   guestStops(vmUid: string, reason: "shutdown" | "crashed" = "shutdown"): void {
     this.set(vmUid, "shutoff", reason);
+  }
+
+  async migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }> {
+    this.record(`migrate ${vmUid} ${target.uri}`);
+    const peer = this.peers.get(target.uri);
+    if (!peer)
+      throw new HostProblem("MigrationUnsupported", `Host ${this.owner.host} cannot live-migrate guests.`);
+    const domain = this.domains.get(vmUid);
+    if (domain?.state !== "running") throw new LibvirtError("migrate", "domain is not running", 55);
+    // It arrives with the source's mark (the target adopts it once bound there) and leaves nothing here.
+    peer.domains.set(vmUid, { ...domain });
+    this.domains.delete(vmUid);
+    return { downtimeMs: 0 };
+  }
+
+  async migrationProgress(_vmUid: string): Promise<MigrationProgress | undefined> {
+    return undefined;
+  }
+
+  async abortMigration(vmUid: string): Promise<void> {
+    this.record(`abortMigration ${vmUid}`);
+  }
+
+  async remoteDomainState(uri: string, vmUid: string) {
+    return this.peers.get(uri)?.domains.get(vmUid)?.state;
+  }
+
+  async adopt(vmUid: string): Promise<ObservedDomain | undefined> {
+    const domain = this.domains.get(vmUid);
+    if (domain) domain.owner = { ...this.owner };
+    this.record(`adopt ${vmUid}`);
+    return this.observe(vmUid);
   }
 
   async undefine(vmUid: string): Promise<void> {

@@ -5,6 +5,7 @@
 import type { PoolType } from "../crds/index.ts";
 import type { DomainSpec } from "./domain-xml.ts";
 import type { DomainState, ShutoffReason } from "./libvirt/connection.ts";
+import type { MigrationDestination } from "./migration-xml.ts";
 import type { NetworkSpec } from "./network-xml.ts";
 
 /** Who created a domain, disk pool or network: an agent acts only on what carries its own mark. */
@@ -88,6 +89,24 @@ export interface HostFacts {
   uri: string;
 }
 
+/** Where a live migration goes: the target's libvirt and the rewrites its definition needs. */
+export interface MigrationTarget extends MigrationDestination {
+  /** The target's libvirt URI (its Host's status.migrationUri). */
+  uri: string;
+  /** Where QEMU's migration stream connects (tcp://ADDRESS[:PORT]); libvirt picks when absent. */
+  migrateUri?: string;
+  /** A cap on the stream, MiB/s; 0 or absent: none. */
+  bandwidthMiBps?: number;
+}
+
+/** A migration under way, as the hypervisor's job reports it. */
+export interface MigrationProgress {
+  elapsedMs: number;
+  totalBytes: number;
+  processedBytes: number;
+  remainingBytes: number;
+}
+
 export interface DhcpReservation {
   mac: string;
   ip: string;
@@ -127,6 +146,19 @@ export interface Hypervisor {
   /** Pauses a running guest (its disks flushed and consistent until it resumes), and resumes it. */
   pause(vmUid: string): Promise<void>;
   resume(vmUid: string): Promise<void>;
+  /**
+   * Moves the running guest to the target's hypervisor while it runs (live, persistent there, gone
+   * here); resolves once it runs there. Throws HostProblem where the driver cannot migrate.
+   */
+  migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }>;
+  /** The migration job under way for the domain, or undefined when none runs. */
+  migrationProgress(vmUid: string): Promise<MigrationProgress | undefined>;
+  /** Cancels the migration under way; the guest goes on running here. */
+  abortMigration(vmUid: string): Promise<void>;
+  /** The state of the domain on another host's hypervisor (where a migration went), or undefined. */
+  remoteDomainState(uri: string, vmUid: string): Promise<DomainState | undefined>;
+  /** Marks a domain that arrived by live migration as this agent's (its metadata, live and persistent). */
+  adopt(vmUid: string): Promise<ObservedDomain | undefined>;
   /** Removes the domain's definition (it must be off); disks stay. */
   undefine(vmUid: string): Promise<void>;
   /** Hot plug: `live` changes the running guest too. */

@@ -8,13 +8,23 @@ import { join } from "node:path";
 import { localPoolName } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
 import { copyVerified, flattenTo, readDescriptor, stageDescriptor } from "./disk-files.ts";
-import { buildDomainXml, disksIn, diskXml, domainMetadataIn, domainName, vmUidOf } from "./domain-xml.ts";
+import {
+  buildDomainXml,
+  disksIn,
+  diskXml,
+  domainMetadataIn,
+  domainName,
+  METADATA_NAMESPACE,
+  vmUidOf,
+} from "./domain-xml.ts";
 import type {
   DhcpReservation,
   DiskInfo,
   DiskRequest,
   HostFacts,
   Hypervisor,
+  MigrationProgress,
+  MigrationTarget,
   ObservedDomain,
   Owner,
   PoolReport,
@@ -23,10 +33,19 @@ import type {
 } from "./hypervisor.ts";
 import {
   type DomainInfo,
-  type LibvirtConnection,
+  LibvirtConnection,
   LibvirtError,
+  VIR_ERR_NO_DOMAIN,
   VIR_ERR_NO_SUPPORT,
 } from "./libvirt/connection.ts";
+import {
+  abortJob,
+  jobProgress,
+  migrateDomain,
+  setMetadataElement,
+  VIR_DOMAIN_XML_MIGRATABLE,
+} from "./libvirt/migration.ts";
+import { destinationXml } from "./migration-xml.ts";
 import {
   buildNetworkXml,
   dhcpHostsIn,
@@ -211,6 +230,62 @@ export class LibvirtHypervisor implements Hypervisor {
 
   async resume(vmUid: string): Promise<void> {
     await this.libvirt.resumeDomain(domainName(vmUid));
+  }
+
+  async migrate(vmUid: string, target: MigrationTarget): Promise<{ downtimeMs?: number }> {
+    if (this.simulated)
+      throw new HostProblem(
+        "MigrationUnsupported",
+        `Host ${this.owner.host} is simulated (libvirt's test driver), which cannot live-migrate guests.`,
+      );
+    const name = domainName(vmUid);
+    const xml = await this.libvirt.domainXmlWith(name, VIR_DOMAIN_XML_MIGRATABLE);
+    const stats = await migrateDomain({
+      sourceUri: this.uri,
+      name,
+      destinationUri: target.uri,
+      destinationXml: destinationXml(xml, this.owner, target),
+      ...(target.migrateUri ? { migrateUri: target.migrateUri } : {}),
+      ...(target.bandwidthMiBps ? { bandwidthMiBps: target.bandwidthMiBps } : {}),
+    });
+    return stats.downtime !== undefined ? { downtimeMs: stats.downtime } : {};
+  }
+
+  async migrationProgress(vmUid: string): Promise<MigrationProgress | undefined> {
+    if (this.simulated) return undefined;
+    return jobProgress(this.libvirt, domainName(vmUid)).catch((error: unknown) => {
+      if (error instanceof LibvirtError && error.code === VIR_ERR_NO_DOMAIN) return undefined;
+      throw error;
+    });
+  }
+
+  async abortMigration(vmUid: string): Promise<void> {
+    await abortJob(this.libvirt, domainName(vmUid));
+  }
+
+  async remoteDomainState(uri: string, vmUid: string) {
+    const remote = await LibvirtConnection.open(uri);
+    try {
+      return (await remote.domain(domainName(vmUid)))?.state;
+    } finally {
+      await remote.close();
+    }
+  }
+
+  async adopt(vmUid: string): Promise<ObservedDomain | undefined> {
+    const domain = await this.observe(vmUid);
+    if (!domain?.vm) return domain;
+    const e = escapeXml;
+    const { namespace, name } = domain.vm;
+    const { cluster, host } = this.owner;
+    await setMetadataElement(
+      this.libvirt,
+      domainName(vmUid),
+      `<vm namespace='${e(namespace)}' name='${e(name)}' uid='${e(vmUid)}' cluster='${e(cluster)}' host='${e(host)}'/>`,
+      "stratus",
+      METADATA_NAMESPACE,
+    );
+    return this.observe(vmUid);
   }
 
   async undefine(vmUid: string): Promise<void> {

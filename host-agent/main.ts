@@ -35,6 +35,10 @@ Options:
   --console-token-file=PATH  bearer token the API component presents for consoles
   --accelerator=A            kvm, tcg, or auto (default): KVM when libvirt offers it with a guest CPU
                              today's kernels boot on, emulation (TCG) otherwise
+  --migration-uri=URI        the libvirt URI other hosts' agents open to live-migrate guests here (e.g.
+                             qemu+tls://h1.example/system); without it this host takes no migrations
+  --migration-address=ADDR   where QEMU's migration stream connects (tcp://ADDR), default: libvirt's choice
+  --migration-bandwidth=MiBs cap on each outgoing live migration, MiB/s (default 0: none)
   --shutdown-grace=S         seconds a guest gets to shut down on ACPI before it is destroyed (default 60)
   --health-address=HOST:PORT /healthz, /readyz, /metrics, /debug/domains|networks (default 127.0.0.1:8082)
   --teardown                 take the host out of service and exit: shut down (within --shutdown-grace)
@@ -61,6 +65,9 @@ async function main(): Promise<void> {
       "shutdown-grace": { type: "string", default: "60" },
       accelerator: { type: "string", default: "auto" },
       "vlan-uplink": { type: "string" },
+      "migration-uri": { type: "string" },
+      "migration-address": { type: "string" },
+      "migration-bandwidth": { type: "string", default: "0" },
       "console-address": { type: "string" },
       "console-token-file": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
@@ -87,6 +94,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(leaseSeconds) || leaseSeconds < 2 || leaseSeconds < 2 * heartbeatSeconds)
     await fail(`--lease-duration must be whole seconds, at least 2 and twice --heartbeat-interval`);
   if (!healthHost || !Number.isInteger(Number(healthPort))) await fail(`--health-address must be HOST:PORT`);
+  const migration = await migrationOptions(values);
 
   const logger = createLogger("stratus-host-agent").child({ host: hostName });
   const metrics = new RuntimeMetrics();
@@ -138,6 +146,7 @@ async function main(): Promise<void> {
     accelerator: accelerator as Accelerator,
     ...(values["vlan-uplink"] ? { vlanUplink: values["vlan-uplink"] } : {}),
     ...(consoleEndpoint ? { consoleEndpoint } : {}),
+    migration,
   });
   const health = new HealthServer({
     metrics,
@@ -212,6 +221,22 @@ async function tearDown(
   );
   await libvirt.close();
   await stopEventLoop();
+}
+
+/** The live-migration flags, checked: they end up in Host status, where other agents read them. */
+async function migrationOptions(values: Record<string, string | boolean | undefined>) {
+  const uri = values["migration-uri"] as string | undefined;
+  const address = values["migration-address"] as string | undefined;
+  const bandwidthMiBps = Number(values["migration-bandwidth"]);
+  if (uri !== undefined && (uri.length > 512 || !/^(qemu|qemu\+(tcp|tls|ssh|unix)):\/\/[^\s]*$/.test(uri)))
+    await fail(
+      `--migration-uri must be a qemu libvirt URI (qemu+tls://HOST/system, ...) of at most 512 characters`,
+    );
+  if (address !== undefined && !/^[A-Za-z0-9.:[\]-]{1,253}$/.test(address))
+    await fail(`--migration-address must be a host name or address`);
+  if (!Number.isInteger(bandwidthMiBps) || bandwidthMiBps < 0 || bandwidthMiBps > 100_000)
+    await fail(`--migration-bandwidth must be whole MiB/s from 0 (no cap) to 100000`);
+  return { ...(uri ? { uri } : {}), ...(address ? { address } : {}), bandwidthMiBps };
 }
 
 async function fail(message: string): Promise<never> {

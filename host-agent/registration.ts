@@ -26,7 +26,15 @@ export async function clusterIdentity(client: KubeClient): Promise<string> {
 /** Creates the Host (the zone is the administrator's once it exists) and reports its facts. */
 export async function registerHost(
   client: KubeClient,
-  options: { hostName: string; zone: string; facts: HostFacts; consoleEndpoint?: string; log: Logger },
+  options: {
+    hostName: string;
+    zone: string;
+    facts: HostFacts;
+    consoleEndpoint?: string;
+    /** Where other hosts' agents send live migrations (Host status.migrationUri, migrationAddress). */
+    migration?: { uri?: string; address?: string };
+    log: Logger;
+  },
 ): Promise<void> {
   const { hostName, facts } = options;
   try {
@@ -49,6 +57,8 @@ export async function registerHost(
       },
       agentVersion: AGENT_VERSION,
       ...(options.consoleEndpoint ? { consoleEndpoint: options.consoleEndpoint } : {}),
+      ...(options.migration?.uri ? { migrationUri: options.migration.uri } : {}),
+      ...(options.migration?.address ? { migrationAddress: options.migration.address } : {}),
       capacity: {
         cpu: facts.cpus,
         memory: formatQuantity(BigInt(facts.memoryBytes)),

@@ -98,3 +98,15 @@ export function desiredVmStatus(
     ),
   };
 }
+
+/** A failure of libvirt itself (the daemon gone, a call refused), not a problem of the VM. */
+export function isHypervisorError(error: unknown): boolean {
+  return (error as Error)?.name === "LibvirtError";
+}
+
+/** Ready Unknown with libvirt's reason: the host cannot say what the guest does. */
+export function readyUnknown(vm: VirtualMachine, message: string) {
+  return ownConditions(vm.status?.conditions as Condition[] | undefined, vm.metadata.generation, [
+    { type: "Ready", status: "Unknown", reason: "HypervisorError", message },
+  ]);
+}

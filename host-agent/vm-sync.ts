@@ -22,6 +22,7 @@ import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
+import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
@@ -74,6 +75,8 @@ export interface VmSyncOptions {
    * hold, see fencing.ts), or undefined. The guard logs its reason; the VM is looked at again.
    */
   mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
+  /** Live migration (migration-sync.ts): VMs to leave alone, guests to adopt, maintenance's live moves. */
+  migration?: MigrationHooks;
   now?: () => number;
 }
 
@@ -115,7 +118,13 @@ export class VmSync {
       await this.supersede(uid, log);
       return undefined;
     }
-    const domain = await this.hv.observe(uid);
+    const held = this.o.migration?.holds(vm);
+    if (held) {
+      log.debug(held);
+      return undefined;
+    }
+    let domain = await this.hv.observe(uid);
+    if (domain && !this.owns(domain)) domain = (await this.o.migration?.adopt(vm, domain)) ?? domain;
     if (domain && !this.owns(domain)) {
       return this.report(
         vm,
@@ -426,6 +435,11 @@ export class VmSync {
     log: Logger,
   ) {
     if (vm.status?.evacuatedFrom === this.host && !domain) return undefined;
+    const live = await this.o.migration?.evacuateLive(vm, domain);
+    if (live) {
+      log.debug(live);
+      return { requeueAfterMs: 2_000 };
+    }
     if (domain && !(await this.stopGracefully(vm))) return { requeueAfterMs: 2_000 };
     if (domain) await this.removeDomain(vm.metadata.uid as string, domain);
     await this.detachVolumes(vm, volumes, new Set());
@@ -454,7 +468,10 @@ export class VmSync {
     const domain = await this.hv.observe(uid);
     if (!domain || !this.owns(domain) || domain.state === "shutoff") return;
     await this.hv.powerOff(uid);
-    log.warn({ uid }, "powered off a domain whose VM is no longer bound to this host; its disks stay");
+    log.warn(
+      { uid, state: domain.state, owner: domain.owner },
+      "powered off a domain whose VM is no longer bound to this host; its disks stay",
+    );
   }
 
   /** Networks no live VM here uses are torn down; the others keep exactly their reservations. */

@@ -11,7 +11,7 @@ export const COMPONENT_NAMES = ["compute", "network", "storage", "fabric"] as co
 
 export function components(settings: ControllerSettings): Component[] {
   return [
-    computeComponent(settings.schedulerAlgorithm),
+    computeComponent(settings.schedulerAlgorithm, settings.maxMigrationsPerHost),
     networkComponent(settings),
     storageComponent,
     fabricComponent(settings),

@@ -29,6 +29,7 @@ Options:
   --resync=SECONDS           re-examine every object this often (default 300)
   --workers=N                workers per controller (default 2)
   --scheduler-algorithm=A    how compute places VMs: ${ALGORITHMS.join(" or ")} (default ${DEFAULT_SETTINGS.schedulerAlgorithm})
+  --max-migrations-per-host=N live migrations at once per host, as source or target (default ${DEFAULT_SETTINGS.maxMigrationsPerHost})
   --host-grace=SECONDS       a host stays Ready this long past its heartbeat Lease (default ${DEFAULT_SETTINGS.hostGraceMs / 1000})
   --vlan-range=FIRST-LAST    VLANs for networks that name none (default ${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last})
   Host heartbeat Leases are read from --lease-namespace too.
@@ -73,6 +74,7 @@ export function parseOperatorArgs(
       workers: { type: "string", default: "2" },
       "scheduler-algorithm": { type: "string", default: DEFAULT_SETTINGS.schedulerAlgorithm },
       "host-grace": { type: "string", default: String(DEFAULT_SETTINGS.hostGraceMs / 1000) },
+      "max-migrations-per-host": { type: "string", default: String(DEFAULT_SETTINGS.maxMigrationsPerHost) },
       "vlan-range": {
         type: "string",
         default: `${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last}`,
@@ -96,6 +98,9 @@ export function parseOperatorArgs(
   const graceSeconds = Number(values["host-grace"]);
   if (!Number.isFinite(graceSeconds) || graceSeconds < 0)
     throw new UsageError(`--host-grace must be a number of seconds, not "${values["host-grace"]}"`);
+  const maxMigrationsPerHost = Number(values["max-migrations-per-host"]);
+  if (!Number.isInteger(maxMigrationsPerHost) || maxMigrationsPerHost < 1 || maxMigrationsPerHost > 64)
+    throw new UsageError(`--max-migrations-per-host must be a whole number from 1 to 64`);
   const vlanMatch = /^(\d+)-(\d+)$/.exec(values["vlan-range"] as string);
   const vlanRange = vlanMatch ? { first: Number(vlanMatch[1]), last: Number(vlanMatch[2]) } : undefined;
   if (!vlanRange || vlanRange.first < 1 || vlanRange.last > 4094 || vlanRange.first > vlanRange.last)
@@ -120,6 +125,7 @@ export function parseOperatorArgs(
     hostGraceMs: graceSeconds * 1000,
     schedulerAlgorithm: algorithm as Algorithm,
     vlanRange,
+    maxMigrationsPerHost,
   };
   const available = components(settings);
 

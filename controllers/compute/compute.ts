@@ -16,6 +16,7 @@ import {
   type StoragePool,
   type Template,
   type VirtualMachine,
+  type VirtualMachineMigration,
   type Volume,
   type Zone,
 } from "../../crds/index.ts";
@@ -28,12 +29,19 @@ import { ADDRESS_INDEXERS, AddressAllocator } from "../network/ipam.ts";
 import { HostUsageCache, VMS_BY_HOST } from "../scheduler/host-usage.ts";
 import type { Algorithm } from "../scheduler/placement.ts";
 import { needOf, POOLS_BY_ZONE, poolUsages, VOLUMES_BY_POOL } from "../storage/pool-usage.ts";
+import { MIGRATIONS_BY_VM, migrationController } from "./migration.ts";
+import { migratedTo } from "./migration-decision.ts";
 import { decideOrchestration, type RootVolumeFact, wantsRootVolume } from "./orchestration.ts";
+
+const withMigratedTo = (host: string | undefined) => (host ? { migratedTo: host } : {});
 
 const notReadyYet = (vm: VirtualMachine, type: string) =>
   vm.status?.conditions?.some((c) => c.type === type && c.status !== "True") ?? true;
 
-export function computeComponent(algorithm: Algorithm = "least-allocated"): Component {
+export function computeComponent(
+  algorithm: Algorithm = "least-allocated",
+  maxMigrationsPerHost = 2,
+): Component {
   return {
     name: "compute",
     description: `orchestration: root volumes, addresses and placement (filters, then ${algorithm}) in one write`,
@@ -56,6 +64,9 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
       const offerings = informers.for<ServiceOffering>(Resources.serviceOfferings);
       const networks = informers.for<Network>(Resources.networks);
       const addresses = informers.for<IPAddress>(Resources.ipAddresses, { indexers: ADDRESS_INDEXERS });
+      const migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, {
+        indexers: MIGRATIONS_BY_VM,
+      });
       const usage = new HostUsageCache(vms, offerings);
       const allocator = new AddressAllocator(client, addresses, networks);
 
@@ -165,6 +176,7 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
                 new Set(own.map(objectKey)),
               ),
             algorithm,
+            ...withMigratedTo(migratedTo(vm, migrations.byIndex("vm", key))),
           });
           const { status, placement } = decision;
           const requeue =
@@ -252,8 +264,26 @@ export function computeComponent(algorithm: Algorithm = "least-allocated"): Comp
         .watch(networks, (network) => waitingFor("network", objectKey(network), "NetworksReady"))
         .watch(addresses, (address) =>
           waitingFor("network", `${address.metadata.namespace}/${address.spec.network}`, "NetworksReady"),
-        );
-      return [controller];
+        )
+        // A completed live migration moves the VM's binding.
+        .watch(migrations, (m) => [`${m.metadata.namespace}/${m.spec.vm}`]);
+      const migrating = migrationController({
+        client,
+        fieldManager,
+        logger,
+        metrics,
+        events,
+        migrations,
+        vms,
+        volumes,
+        pools,
+        hosts,
+        offerings,
+        diskOffering,
+        usage,
+        maxPerHost: maxMigrationsPerHost,
+      });
+      return [controller, migrating];
     },
   };
 }

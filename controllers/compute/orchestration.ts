@@ -56,6 +56,8 @@ export interface OrchestrationInput {
   /** The zone's pools with what their volumes take; called only when the VM needs a host. */
   poolUsages: () => readonly PoolUsage[];
   algorithm: Algorithm;
+  /** The target of a live migration of the VM from its current host that completed: it runs there now. */
+  migratedTo?: string;
   now?: Date;
 }
 
@@ -222,6 +224,17 @@ function decideScheduling(
     scheduled: { type: "Scheduled", status: "False", reason, message } as ConditionInput,
   });
   const current = vm.status?.host;
+  // The guest already runs on the target: binding it there is the only move (before any failover).
+  if (current && input.migratedTo && input.migratedTo !== current && input.offering)
+    return {
+      scheduled: {
+        type: "Scheduled",
+        status: "True",
+        reason: "Migrated",
+        message: `live-migrated from ${current} to ${input.migratedTo}`,
+      },
+      placement: { host: input.migratedTo, demand: HostUsageCache.demandOf(vm, input.offering) },
+    };
   if (current && !isEvacuated(vm)) {
     const previous = vm.status?.conditions?.find((c) => c.type === "Scheduled");
     return {

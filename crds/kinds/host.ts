@@ -102,6 +102,22 @@ export const HostKind = defineKind({
           description: "HOST:PORT of the agent's serial console relay (WebSocket), for the API component.",
         }),
       ),
+      migrationUri: Type.Optional(
+        Type.String({
+          maxLength: 512,
+          pattern: "^(qemu|qemu\\+(tcp|tls|ssh|unix)|test)://",
+          description:
+            "The libvirt URI other hosts' agents open to live-migrate a guest here, written by the agent (--migration-uri).",
+        }),
+      ),
+      migrationAddress: Type.Optional(
+        Type.String({
+          maxLength: 261,
+          pattern: "^[^\\s/]+$",
+          description:
+            "The address QEMU's migration stream connects to (tcp://ADDRESS:port), written by the agent.",
+        }),
+      ),
       address: Type.Optional(
         IPv4Address({ description: "Address the host is reached at (console relay, migration)." }),
       ),

@@ -153,7 +153,7 @@ const api = {
 const libc = koffi.load("libc.so.6");
 const free = libc.func("void free(void *ptr)");
 
-type Pointer = unknown;
+export type Pointer = unknown;
 
 /** libvirt's domain states (virDomainState). */
 export const DOMAIN_STATES = [
@@ -196,6 +196,8 @@ export const DOMAIN_EVENTS = [
 ] as const;
 
 export const VIR_ERR_NO_SUPPORT = 3;
+/** virDomainFree, for handles sibling modules receive (a migrated domain on its target). */
+export const freeDomain = (dom: Pointer) => api.domainFree(dom);
 export const VIR_ERR_NO_DOMAIN = 42;
 export const VIR_ERR_NO_STORAGE_POOL = 49;
 export const VIR_ERR_NO_STORAGE_VOL = 50;
@@ -808,6 +810,42 @@ export class LibvirtConnection {
       null,
     );
     this.callbacks.push({ id, pointer });
+  }
+
+  /** The raw connection and ordered calls, for the sibling modules that bind more of the API (migration.ts). */
+  get handle(): Pointer {
+    return this.conn;
+  }
+
+  useDomain<T>(name: string, work: (dom: Pointer) => Promise<T>): Promise<T> {
+    return this.withDomain(name, work);
+  }
+
+  callInt(
+    operation: string,
+    fn: { async: (...args: unknown[]) => void },
+    ...args: unknown[]
+  ): Promise<number> {
+    return this.intCall(operation, fn, ...args);
+  }
+
+  callPointer(
+    operation: string,
+    fn: { async: (...args: unknown[]) => void },
+    ...args: unknown[]
+  ): Promise<Pointer> {
+    return this.serial(
+      operation,
+      () => call<Pointer>(fn, ...args),
+      (p) => !p,
+    );
+  }
+
+  /** The domain's XML; `flags` e.g. VIR_DOMAIN_XML_MIGRATABLE. */
+  domainXmlWith(name: string, flags: number): Promise<string> {
+    return this.withDomain(name, (dom) =>
+      this.heapString(`XML of ${name}`, () => call<Pointer>(api.domainGetXMLDesc, dom, flags)),
+    );
   }
 
   async close(): Promise<void> {

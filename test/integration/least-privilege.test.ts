@@ -246,6 +246,57 @@ describe("least privilege, with the manifests' own identities", () => {
       .catch((error: unknown) => error)) as ApiError;
     expect(rewritten.status).toBe(403);
     await admin.delete(Resources.templates, template);
+    // Nor report on migrations between other hosts, nor rename the hosts of its own.
+    await admin.create(Resources.virtualMachineMigrations, {
+      metadata: { name: "elsewhere-move", namespace },
+      spec: { vm: "elsewhere" },
+    });
+    const hosts = (sourceHost: string) => ({
+      status: { sourceHost, targetHost: NODE_B, phase: "Scheduling" },
+    });
+    await admin.mergePatch(
+      Resources.virtualMachineMigrations,
+      "elsewhere-move",
+      namespace,
+      hosts(NODE_B),
+      "status",
+    );
+    const report = { status: { transfer: { state: "Completed" } } };
+    const migrationRefusal = (await agentA
+      .mergePatch(Resources.virtualMachineMigrations, "elsewhere-move", namespace, report, "status")
+      .catch((error: unknown) => error)) as ApiError;
+    expect(migrationRefusal.status).toBe(403);
+    expect(migrationRefusal.message).toContain(
+      "a host agent may report only on migrations from or to its host",
+    );
+    await admin.mergePatch(
+      Resources.virtualMachineMigrations,
+      "elsewhere-move",
+      namespace,
+      hosts(NODE_A),
+      "status",
+    );
+    await agentA.mergePatch(
+      Resources.virtualMachineMigrations,
+      "elsewhere-move",
+      namespace,
+      report,
+      "status",
+    );
+    const renamed = (await agentA
+      .mergePatch(
+        Resources.virtualMachineMigrations,
+        "elsewhere-move",
+        namespace,
+        hosts(`${NODE_A}x`),
+        "status",
+      )
+      .catch((error: unknown) => error)) as ApiError;
+    expect(renamed.status).toBe(403);
+    await admin.mergePatch(Resources.virtualMachineMigrations, "elsewhere-move", namespace, {
+      metadata: { finalizers: [] },
+    });
+    await admin.delete(Resources.virtualMachineMigrations, "elsewhere-move", namespace);
     // Its own Host it may change.
     await agentA.mergePatch(
       Resources.hosts,

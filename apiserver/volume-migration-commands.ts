@@ -267,7 +267,7 @@ const findStoragePoolsForMigration: Command = {
   },
 };
 
-export const MIGRATION_COMMANDS: Record<string, Command> = {
+export const VOLUME_MIGRATION_COMMANDS: Record<string, Command> = {
   migrateVolume,
   migrateVirtualMachineWithVolume,
   findStoragePoolsForMigration,

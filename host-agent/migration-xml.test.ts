@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import { buildDomainXml } from "./domain-xml.ts";
+import { destinationXml } from "./migration-xml.ts";
+import { bridgeName, libvirtNetworkName } from "./network-xml.ts";
+
+const source = { cluster: "c1", host: "h1" };
+const target = { cluster: "c1", host: "h2" };
+const network = "0b6f8a52-6d3c-4a53-9a3e-0ad1d1e3a001";
+
+describe("destinationXml", () => {
+  const xml = buildDomainXml({
+    vm: { namespace: "team-a", name: "web", uid: "7b6f8a52-6d3c-4a53-9a3e-0ad1d1e3a002" },
+    owner: source,
+    type: "qemu",
+    vcpus: 1,
+    memoryBytes: 128n * 1024n * 1024n,
+    disks: [{ path: "/shared/root-1", format: "qcow2", serial: "root" }],
+    nics: [{ mac: "52:54:00:00:00:01", network: libvirtNetworkName(source, network) }],
+    consoleSocket: "/run/stratus/console/h1/web.sock",
+  }).replace("/>\n      <model", ` portid='abc' bridge='${bridgeName(source, network)}'/>\n      <model`);
+
+  it("names the target's network and bridge, drops the port id, and moves the console socket", () => {
+    const out = destinationXml(xml, source, {
+      owner: target,
+      consoleSocket: "/run/stratus/console/h2/web.sock",
+    });
+    expect(out).toContain(`network='${libvirtNetworkName(target, network)}'`);
+    expect(out).toContain(`bridge='${bridgeName(target, network)}'`);
+    expect(out).not.toContain(libvirtNetworkName(source, network));
+    expect(out).not.toContain("portid");
+    expect(out.match(/path='\/run\/stratus\/console\/h2\/web.sock'/g)).toHaveLength(2);
+    expect(out).not.toContain("/console/h1/");
+  });
+
+  it("keeps the disks and the source's owner mark (the target adopts the guest once it is bound there)", () => {
+    const out = destinationXml(xml, source, { owner: target });
+    expect(out).toContain("<source file='/shared/root-1'/>");
+    expect(out).toContain("host='h1'");
+    expect(out).toContain("/run/stratus/console/h1/web.sock");
+  });
+});

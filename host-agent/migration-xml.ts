@@ -1,0 +1,33 @@
+// Pure: the definition a live-migrated guest gets on its target host. It is the source's
+// migratable XML with what is host-specific rewritten, as CloudStack's KVM agent rewrites the
+// migration XML: the libvirt networks and bridges (named after the owning agent) become the
+// target agent's, and the serial console's socket moves to the target's console directory. The
+// owner mark stays the source's until compute binds the VM to the target and its agent adopts it.
+import type { Owner } from "./hypervisor.ts";
+import { bridgeName, networkPrefix } from "./network-xml.ts";
+import { escapeXml } from "./xml.ts";
+
+export interface MigrationDestination {
+  owner: Owner;
+  /** The console socket the target's agent serves this guest's console from. */
+  consoleSocket?: string;
+}
+
+export function destinationXml(xml: string, source: Owner, destination: MigrationDestination): string {
+  const from = networkPrefix(source);
+  const to = networkPrefix(destination.owner);
+  const networkUids = new Set(
+    [...xml.matchAll(new RegExp(`${from}([0-9a-f-]{36})`, "g"))].map((match) => match[1] as string),
+  );
+  let rewritten = xml.replaceAll(from, to).replace(/\s+portid=(['"])[^'"]*\1/g, "");
+  for (const uid of networkUids)
+    rewritten = rewritten.replaceAll(bridgeName(source, uid), bridgeName(destination.owner, uid));
+  if (destination.consoleSocket) {
+    const socket = escapeXml(destination.consoleSocket);
+    rewritten = rewritten.replace(
+      /(<(?:serial|console) type=(['"])unix\2>\s*<source mode=(['"])bind\3 path=)(['"])[^'"]*\4/g,
+      (_match, head: string) => `${head}'${socket}'`,
+    );
+  }
+  return rewritten;
+}
