@@ -28,6 +28,8 @@ const ORCHESTRATION = [
   "test/integration/storage-e2e.test.ts",
   // a second libvirt daemon of its own and a host agent on each.
   "test/integration/two-hypervisors.test.ts",
+  // HA failover between the two real hypervisors of two-hypervisors.ts.
+  "test/integration/ha-qemu.test.ts",
   // live migration between the two real hypervisors of two-hypervisors.ts.
   "test/integration/live-migration.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs.

@@ -4,10 +4,9 @@
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import { openConsole } from "../../cli/console.ts";
 import {
   type Host,
@@ -20,7 +19,7 @@ import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
-import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
+import { type Account, adminAndUser, cs } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
 import { readWebConsoleUntil, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
@@ -65,29 +64,7 @@ describe.skipIf(!canRunQemu())(
       leaseNamespace = await useNamespace(controlPlane.kubeConfig, "lm");
       const keysNamespace = await useNamespace(controlPlane.kubeConfig, "lmkeys");
       // The manifests' own administrator role (CloudStack's migrate commands are root admin's).
-      const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
-        (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
-      );
-      for (const role of ["stratus-cloud-admin", "stratus-catalog-reader"]) {
-        const found = manifests.find((d) => d.kind === "ClusterRole" && d.metadata.name === role);
-        await client.apply(
-          RBAC("v1", "clusterroles"),
-          { metadata: { name: `${role}-${suffix}` }, rules: found?.rules ?? [] },
-          { fieldManager: "live-migration-test" },
-        );
-      }
-      admin = await makeAccount(client, {
-        keysNamespace,
-        name: "lm-admin",
-        suffix,
-        clusterRoles: [`stratus-catalog-reader-${suffix}`, `stratus-cloud-admin-${suffix}`],
-      });
-      user = await makeAccount(client, {
-        keysNamespace,
-        name: "lm-user",
-        suffix,
-        clusterRoles: [`stratus-catalog-reader-${suffix}`],
-      });
+      ({ admin, user } = await adminAndUser(client, { keysNamespace, suffix, prefix: "lm" }));
       // The VM is the admin's: CloudStack's admin migrates VMs of every account.
       namespace = admin.namespace;
       // With the aggregated API: the console through the API server asks the VM's current host.

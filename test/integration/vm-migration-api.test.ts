@@ -3,12 +3,10 @@
 // the VM's own host are refused with CloudStack's texts; findHostsForMigration says why each host
 // does not fit (a simulated host, one in maintenance, one without a migration URI).
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import { type Host, localPoolName, Resources, type VirtualMachine } from "../../crds/index.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
-import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
+import { KubeClient } from "../../runtime/client.ts";
+import { type Account, adminAndUser, cs } from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -81,21 +79,7 @@ describe("CloudStack's migration commands refuse what cannot move", () => {
     const controlPlane = await sharedControlPlane();
     client = new KubeClient(controlPlane.kubeConfig);
     const keysNamespace = await useNamespace(controlPlane.kubeConfig, "mapikeys");
-    const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
-      (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
-    );
-    const role = manifests.find((d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-cloud-admin");
-    await client.apply(
-      RBAC("v1", "clusterroles"),
-      { metadata: { name: `stratus-cloud-admin-${suffix}` }, rules: role?.rules ?? [] },
-      { fieldManager: "migration-api-test" },
-    );
-    admin = await makeAccount(client, {
-      keysNamespace,
-      name: "mapi-admin",
-      suffix,
-      clusterRoles: [`stratus-cloud-admin-${suffix}`],
-    });
+    ({ admin } = await adminAndUser(client, { keysNamespace, suffix, prefix: "mapi" }));
     await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
     await client.create(Resources.serviceOfferings, {
       metadata: { name: `mapi-${suffix}` },

@@ -5,13 +5,18 @@
 // is refused its deletion while a VM uses it; another account reaches none of it.
 // No operator runs: where the storage controller and the agents would write status, the test does.
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import { Resources, type Template, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { localPoolName } from "../../crds/kinds/storage-pool.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
-import { type Account, hasCs, makeAccount, RBAC, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
+import {
+  type Account,
+  adminAndUser,
+  hasCs,
+  makeAccount,
+  cs as runCs,
+  signedRequest,
+} from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -99,23 +104,7 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
     const controlPlane = await sharedControlPlane();
     client = new KubeClient(controlPlane.kubeConfig);
     const keysNamespace = await useNamespace(controlPlane.kubeConfig, "mig-keys");
-    const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
-      (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
-    );
-    const adminRole = manifests.find(
-      (d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-cloud-admin",
-    );
-    await client.apply(
-      RBAC("v1", "clusterroles"),
-      { metadata: { name: `stratus-cloud-admin-${suffix}` }, rules: adminRole?.rules ?? [] },
-      { fieldManager: "migration-api-test" },
-    );
-    admin = await makeAccount(client, {
-      keysNamespace,
-      name: "mig-admin",
-      suffix,
-      clusterRoles: [`stratus-cloud-admin-${suffix}`],
-    });
+    ({ admin } = await adminAndUser(client, { keysNamespace, suffix, prefix: "mig" }));
     bob = await makeAccount(client, { keysNamespace, name: "mig-bob", suffix, clusterRoles: [] });
     await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
     for (const host of [H1, H2]) {
@@ -297,14 +286,17 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
       metadata: { name: "from-golden", namespace: admin.namespace },
       spec: { zone: ZONE, serviceOffering: "none", template: `golden-${suffix}` },
     });
-    const inUse = await waitFor("the VM in the cache", async () => {
-      const r = await refused(admin, {
-        command: "deleteTemplate",
-        id: made.metadata.uid as string,
-        forced: "true",
-      });
-      return r.status === 431 ? r : undefined;
+    // Only once the API component's cache shows the VM: a delete tried before would succeed.
+    await waitFor("the VM in the API's cache", async () => {
+      const listed = await cs(admin, "listVirtualMachines", { name: "from-golden" });
+      return ((listed.json.virtualmachine ?? []) as unknown[]).length === 1;
     });
+    const inUse = await refused(admin, {
+      command: "deleteTemplate",
+      id: made.metadata.uid as string,
+      forced: "true",
+    });
+    expect(inUse.status).toBe(431);
     expect(inUse.errortext).toBe(
       `Unable to delete template with id: ${made.metadata.uid} because VM instances: [${admin.namespace}/from-golden] are using it.`,
     );
