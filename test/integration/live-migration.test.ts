@@ -11,6 +11,7 @@ import { parseAllDocuments } from "yaml";
 import { openConsole } from "../../cli/console.ts";
 import {
   type Host,
+  type Network,
   Resources,
   type StoragePool,
   type VirtualMachine,
@@ -18,12 +19,21 @@ import {
 } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
+import { bridgeName } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type Account, cs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
-import { readWebConsoleUntil, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import {
+  agentOwner,
+  readWebConsoleUntil,
+  run,
+  serveTinyGuest,
+  sharedControlPlane,
+  useNamespace,
+  waitFor,
+} from "./support.ts";
 import { startTwoHypervisorHosts, type TwoHypervisorHosts, virshOn } from "./two-hypervisors.ts";
 
 describe.skipIf(!canRunQemu())(
@@ -57,6 +67,50 @@ describe.skipIf(!canRunQemu())(
       }
       return found;
     };
+
+    /**
+     * Links the source's and the target's bridge of lm-net (a veth pair, each end in its host's
+     * network) once the target made its own, and pings the guest every 100 ms for 30 s from an
+     * address of the target's bridge: how many answers the move cost.
+     */
+    async function pingThroughMove(from: string, to: string, address: string) {
+      const network = await client.get<Network>(Resources.networks, "lm-net", namespace);
+      const bridge = async (host: string) =>
+        bridgeName(await agentOwner(client, host), network.metadata.uid as string);
+      const [source, target] = [hostOf(from), hostOf(to)];
+      const [sourceBridge, targetBridge] = [await bridge(from), await bridge(to)];
+      // The bridge with its gateway address: libvirt started the target's network.
+      await waitFor("the target's bridge up", async () =>
+        (
+          await target.inNetwork("ip", "-o", "-4", "addr", "show", "dev", targetBridge).catch(() => "")
+        ).includes("inet "),
+      );
+      const ends = [`lmA${suffix}`, `lmB${suffix}`] as const;
+      await run("ip", ["link", "add", ends[0], "type", "veth", "peer", "name", ends[1]]);
+      for (const [end, host, bridge_] of [
+        [ends[0], source, sourceBridge],
+        [ends[1], target, targetBridge],
+      ] as const) {
+        if (host === hostOf(names[1]) && cloud?.second.network)
+          await run("ip", ["link", "set", end, "netns", String(cloud.second.network.pid)]);
+        await host.inNetwork("ip", "link", "set", end, "master", bridge_, "up");
+      }
+      const probeAddress = address.replace(/\.\d+$/, ".253");
+      await target.inNetwork("ip", "addr", "add", `${probeAddress}/24`, "dev", targetBridge);
+      await waitFor("the guest answering across the link", () =>
+        target.inNetwork("busybox", "ping", "-c", "1", "-W", "1", "-I", probeAddress, address).then(
+          () => true,
+          () => false,
+        ),
+      );
+      const output = await target
+        .inNetwork("busybox", "ping", "-q", "-i", "0.1", "-w", "30", "-I", probeAddress, address)
+        .catch((error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}`);
+      await source.inNetwork("ip", "link", "del", ends[0]).catch(() => undefined);
+      await target.inNetwork("ip", "link", "del", ends[1]).catch(() => undefined);
+      const [, sent, received] = /(\d+) packets transmitted, (\d+) packets received/.exec(output) ?? [];
+      return { sent: Number(sent ?? 0), received: Number(received ?? 0), ...(sent ? {} : { output }) };
+    }
 
     beforeAll(async () => {
       const tinyGuest = await serveTinyGuest();
@@ -208,6 +262,13 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "move-1", namespace },
         spec: { vm: "mover", targetHost: to },
       });
+      // Pings from the target's network all through the move, once the two hosts' bridges are one
+      // segment (as a VLAN between real hosts makes them).
+      const probe = pingThroughMove(from, to, address).catch((error: unknown) => ({
+        sent: 0,
+        received: 0,
+        error: String(error),
+      }));
       const seen = new Set<string>();
       let percent = 0;
       const done = await waitFor(
@@ -227,6 +288,10 @@ describe.skipIf(!canRunQemu())(
         transfer: { state: "Completed" },
       });
       expect(seen.has("Running")).toBe(true);
+      const pings = await probe;
+      process.stdout.write(`ping through the move: ${JSON.stringify(pings)}\n`);
+      expect(pings.sent).toBeGreaterThan(100);
+      expect(pings.sent - pings.received).toBeLessThanOrEqual(10);
       expect(done.status?.transfer?.downtimeMilliseconds).toBeGreaterThanOrEqual(0);
       process.stdout.write(
         `live migration: ${done.status?.transfer?.durationMilliseconds} ms, ${done.status?.transfer?.totalBytes} bytes, guest paused ${done.status?.transfer?.downtimeMilliseconds} ms, phases ${[...seen].join(",")}\n`,
