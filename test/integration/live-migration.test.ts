@@ -28,13 +28,17 @@ import { type StratusProcess, startApiServer, startOperator } from "./processes.
 import {
   agentOwner,
   readWebConsoleUntil,
-  run,
   serveTinyGuest,
   sharedControlPlane,
   useNamespace,
   waitFor,
 } from "./support.ts";
-import { startTwoHypervisorHosts, type TwoHypervisorHosts, virshOn } from "./two-hypervisors.ts";
+import {
+  pingAcrossMove,
+  startTwoHypervisorHosts,
+  type TwoHypervisorHosts,
+  virshOn,
+} from "./two-hypervisors.ts";
 
 describe.skipIf(!canRunQemu())(
   "live migration between two real hypervisors (needs root and libvirt/QEMU)",
@@ -68,48 +72,18 @@ describe.skipIf(!canRunQemu())(
       return found;
     };
 
-    /**
-     * Links the source's and the target's bridge of lm-net (a veth pair, each end in its host's
-     * network) once the target made its own, and pings the guest every 100 ms for 30 s from an
-     * address of the target's bridge: how many answers the move cost.
-     */
+    /** The guest pinged from the target's network through the move (two-hypervisors.ts). */
     async function pingThroughMove(from: string, to: string, address: string) {
       const network = await client.get<Network>(Resources.networks, "lm-net", namespace);
       const bridge = async (host: string) =>
         bridgeName(await agentOwner(client, host), network.metadata.uid as string);
-      const [source, target] = [hostOf(from), hostOf(to)];
-      const [sourceBridge, targetBridge] = [await bridge(from), await bridge(to)];
-      // The bridge with its gateway address: libvirt started the target's network.
-      await waitFor("the target's bridge up", async () =>
-        (
-          await target.inNetwork("ip", "-o", "-4", "addr", "show", "dev", targetBridge).catch(() => "")
-        ).includes("inet "),
-      );
-      const ends = [`lmA${suffix}`, `lmB${suffix}`] as const;
-      await run("ip", ["link", "add", ends[0], "type", "veth", "peer", "name", ends[1]]);
-      for (const [end, host, bridge_] of [
-        [ends[0], source, sourceBridge],
-        [ends[1], target, targetBridge],
-      ] as const) {
-        if (host === hostOf(names[1]) && cloud?.second.network)
-          await run("ip", ["link", "set", end, "netns", String(cloud.second.network.pid)]);
-        await host.inNetwork("ip", "link", "set", end, "master", bridge_, "up");
-      }
-      const probeAddress = address.replace(/\.\d+$/, ".253");
-      await target.inNetwork("ip", "addr", "add", `${probeAddress}/24`, "dev", targetBridge);
-      await waitFor("the guest answering across the link", () =>
-        target.inNetwork("busybox", "ping", "-c", "1", "-W", "1", "-I", probeAddress, address).then(
-          () => true,
-          () => false,
-        ),
-      );
-      const output = await target
-        .inNetwork("busybox", "ping", "-q", "-i", "0.1", "-w", "30", "-I", probeAddress, address)
-        .catch((error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}`);
-      await source.inNetwork("ip", "link", "del", ends[0]).catch(() => undefined);
-      await target.inNetwork("ip", "link", "del", ends[1]).catch(() => undefined);
-      const [, sent, received] = /(\d+) packets transmitted, (\d+) packets received/.exec(output) ?? [];
-      return { sent: Number(sent ?? 0), received: Number(received ?? 0), ...(sent ? {} : { output }) };
+      return pingAcrossMove({
+        second: cloud?.second as TwoHypervisorHosts["second"],
+        source: { host: hostOf(from), bridge: await bridge(from) },
+        target: { host: hostOf(to), bridge: await bridge(to) },
+        address,
+        linkName: `lm${suffix}`,
+      });
     }
 
     beforeAll(async () => {
