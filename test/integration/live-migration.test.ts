@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import {
   type Host,
+  type Network,
   Resources,
   type StoragePool,
   type VirtualMachine,
@@ -17,13 +18,26 @@ import {
 } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
+import { bridgeName } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type Account, adminAndUser, cs } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
-import { readWebConsoleUntil, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
-import { startTwoHypervisorHosts, type TwoHypervisorHosts, virshOn } from "./two-hypervisors.ts";
+import {
+  agentOwner,
+  readWebConsoleUntil,
+  serveTinyGuest,
+  sharedControlPlane,
+  useNamespace,
+  waitFor,
+} from "./support.ts";
+import {
+  pingAcrossMove,
+  startTwoHypervisorHosts,
+  type TwoHypervisorHosts,
+  virshOn,
+} from "./two-hypervisors.ts";
 
 describe.skipIf(!canRunQemu())(
   "live migration between two real hypervisors (needs root and libvirt/QEMU)",
@@ -56,6 +70,20 @@ describe.skipIf(!canRunQemu())(
       }
       return found;
     };
+
+    /** The guest pinged from the target's network through the move (two-hypervisors.ts). */
+    async function pingThroughMove(from: string, to: string, address: string) {
+      const network = await client.get<Network>(Resources.networks, "lm-net", namespace);
+      const bridge = async (host: string) =>
+        bridgeName(await agentOwner(client, host), network.metadata.uid as string);
+      return pingAcrossMove({
+        second: cloud?.second as TwoHypervisorHosts["second"],
+        source: { host: hostOf(from), bridge: await bridge(from) },
+        target: { host: hostOf(to), bridge: await bridge(to) },
+        address,
+        linkName: `lm${suffix}`,
+      });
+    }
 
     beforeAll(async () => {
       const tinyGuest = await serveTinyGuest();
@@ -185,6 +213,13 @@ describe.skipIf(!canRunQemu())(
         metadata: { name: "move-1", namespace },
         spec: { vm: "mover", targetHost: to },
       });
+      // Pings from the target's network all through the move, once the two hosts' bridges are one
+      // segment (as a VLAN between real hosts makes them).
+      const probe = pingThroughMove(from, to, address).catch((error: unknown) => ({
+        sent: 0,
+        received: 0,
+        error: String(error),
+      }));
       const seen = new Set<string>();
       let percent = 0;
       const done = await waitFor(
@@ -204,6 +239,10 @@ describe.skipIf(!canRunQemu())(
         transfer: { state: "Completed" },
       });
       expect(seen.has("Running")).toBe(true);
+      const pings = await probe;
+      process.stdout.write(`ping through the move: ${JSON.stringify(pings)}\n`);
+      expect(pings.sent).toBeGreaterThan(100);
+      expect(pings.sent - pings.received).toBeLessThanOrEqual(10);
       expect(done.status?.transfer?.downtimeMilliseconds).toBeGreaterThanOrEqual(0);
       process.stdout.write(
         `live migration: ${done.status?.transfer?.durationMilliseconds} ms, ${done.status?.transfer?.totalBytes} bytes, guest paused ${done.status?.transfer?.downtimeMilliseconds} ms, phases ${[...seen].join(",")}\n`,

@@ -314,3 +314,67 @@ export async function startTwoHypervisorHosts(options: {
     },
   };
 }
+
+/**
+ * Joins the source's and the target's bridge of a network into one segment (a veth pair, each end
+ * in its host's network, as a VLAN joins real hosts) once the target made its own, and pings the
+ * guest every 100 ms for `seconds` from an extra address on the target's bridge: how many answers
+ * a live migration in between cost.
+ */
+export async function pingAcrossMove(options: {
+  second: SecondHypervisor;
+  source: { host: HypervisorHost; bridge: string };
+  target: { host: HypervisorHost; bridge: string };
+  address: string;
+  /** At most 12 characters: the veth pair is named with it. */
+  linkName: string;
+  seconds?: number;
+}): Promise<{ sent: number; received: number; output?: string }> {
+  const { source, target, address } = options;
+  // The bridge with its gateway address: libvirt started the target's network.
+  await waitFor("the target's bridge up", async () =>
+    (
+      await target.host.inNetwork("ip", "-o", "-4", "addr", "show", "dev", target.bridge).catch(() => "")
+    ).includes("inet "),
+  );
+  const ends = [`${options.linkName}a`, `${options.linkName}b`] as const;
+  await run("ip", ["link", "add", ends[0], "type", "veth", "peer", "name", ends[1]]);
+  for (const [end, side] of [
+    [ends[0], source],
+    [ends[1], target],
+  ] as const) {
+    if (side.host.uri === options.second.uri && options.second.network)
+      await run("ip", ["link", "set", end, "netns", String(options.second.network.pid)]);
+    await side.host.inNetwork("ip", "link", "set", end, "master", side.bridge, "up");
+  }
+  const probe = address.replace(/\.\d+$/, ".253");
+  await target.host.inNetwork("ip", "addr", "add", `${probe}/24`, "dev", target.bridge);
+  try {
+    await waitFor("the guest answering across the link", () =>
+      target.host.inNetwork("busybox", "ping", "-c", "1", "-W", "1", "-I", probe, address).then(
+        () => true,
+        () => false,
+      ),
+    );
+    // busybox: this machine has no iputils ping.
+    const output = await target.host
+      .inNetwork(
+        "busybox",
+        "ping",
+        "-q",
+        "-i",
+        "0.1",
+        "-w",
+        String(options.seconds ?? 30),
+        "-I",
+        probe,
+        address,
+      )
+      .catch((error: { stdout?: string; stderr?: string }) => `${error.stdout ?? ""}${error.stderr ?? ""}`);
+    const [, sent, received] = /(\d+) packets transmitted, (\d+) packets received/.exec(output) ?? [];
+    return { sent: Number(sent ?? 0), received: Number(received ?? 0), ...(sent ? {} : { output }) };
+  } finally {
+    await source.host.inNetwork("ip", "link", "del", ends[0]).catch(() => undefined);
+    await target.host.inNetwork("ip", "link", "del", ends[1]).catch(() => undefined);
+  }
+}
