@@ -205,13 +205,13 @@ const invalidObjects: [string, string, Mutation, string][] = [
     "Template",
     "url and hostPath",
     (o) => (o.spec.source = { url: "https://a.example/x.qcow2", hostPath: "/images/x.qcow2" }),
-    "source must set exactly one of url, hostPath or directBoot",
+    "source must set exactly one of url, hostPath, directBoot, volume or snapshot",
   ],
   [
     "Template",
     "no source",
     (o) => (o.spec.source = {}),
-    "source must set exactly one of url, hostPath or directBoot",
+    "source must set exactly one of url, hostPath, directBoot, volume or snapshot",
   ],
   [
     "Template",
