@@ -552,6 +552,8 @@ export async function terminate(
   child: ChildProcess | undefined,
   graceMs = 10_000,
 ): Promise<void> {
+  // A child known to have exited is never signalled: its pid may belong to another process now.
+  if (child && (child.exitCode !== null || child.signalCode !== null)) return;
   if (!isAlive(pid)) return;
   const exited =
     child && child.exitCode === null && child.signalCode === null

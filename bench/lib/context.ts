@@ -100,6 +100,8 @@ export class BenchContext {
       },
     };
     this.processes.add(started);
+    // An exited process leaves the set: its pid may be another process's by the end of the run.
+    launched.child.once("exit", () => this.processes.delete(started));
     return started;
   }
 
