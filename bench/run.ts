@@ -5,7 +5,7 @@
 // the hosts in fleet processes (--agents=processes|fleet|both or a list in the order to run them,
 // --fleet for fleet alone).
 // `npm run bench:scale` (--scale) grows one cluster to 1,000 simulated hosts and 20,000 VMs instead
-// (--scale-stages=100:2000,1000:20000 for other sizes). `npm run bench:ha` (--ha, about 25 minutes;
+// (--scale-stages=100:2000,1000:20000 for other sizes). `npm run bench:ha` (--ha, about 85 minutes;
 // --quick 100 trials) runs the HA fault trials instead (rigs/ha-trials.ts). Writes
 // bench/results/<mode>/{results.json,latency.svg,throughput.svg,summary.txt} (--out=DIR elsewhere);
 // --skip-qemu leaves out the real-QEMU rig.
@@ -77,7 +77,7 @@ const HA = {
   quick: { hosts: 10, vmsPerHost: 2, trials: 100, concurrency: 3 },
   full: { hosts: 20, vmsPerHost: 3, trials: 1000, concurrency: 5 },
 } satisfies Record<string, Pick<HaTrialsOptions, "hosts" | "vmsPerHost" | "trials" | "concurrency">>;
-// A short Lease keeps a thousand trials within the hour; production's is 20 s with 10 s of grace.
+// A short Lease keeps a thousand trials short; production's is 20 s with 10 s of grace.
 const HA_TIMING = { leaseSeconds: 6, graceSeconds: 2, trialTimeoutSeconds: 120 };
 
 /** "100:2000,1000:20000" -> stages of hosts and VMs. */
