@@ -2,7 +2,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
-import { afterAll } from "vitest";
+import { afterAll, afterEach } from "vitest";
 import { type Host, Resources } from "../../crds/index.ts";
 import {
   APISERVICE,
@@ -209,4 +209,13 @@ export class SimulatedAgents {
       await agent.stop("SIGKILL");
     }
   }
+}
+
+/** After each failed test of the file, the end of these processes' logs (they may not exist yet). */
+export function logsOnFailure(processes: () => (StratusProcess | undefined)[]): void {
+  afterEach((context) => {
+    if (context.task.result?.state !== "fail") return;
+    for (const each of processes())
+      if (each) process.stderr.write(`--- ${each.identity}:\n${each.logs().slice(-3000)}\n`);
+  });
 }

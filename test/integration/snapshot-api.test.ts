@@ -6,7 +6,7 @@
 // the test writes it as the administrator. Users get the manifests' own stratus-cloud-user role.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import {
   REVERT_ANNOTATION,
@@ -18,7 +18,7 @@ import {
 } from "../../crds/index.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { type Account, hasCs, makeAccount, RBAC, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
-import { type StratusProcess, startApiServer } from "./processes.ts";
+import { logsOnFailure, type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -181,10 +181,7 @@ describe.skipIf(!hasCs)("volume snapshots through the CloudStack API (needs pyth
     });
   });
 
-  afterEach((context) => {
-    if (context.task.result?.state === "fail")
-      process.stderr.write(`--- ${api?.identity}:\n${api?.logs().slice(-3000)}\n`);
-  });
+  logsOnFailure(() => [api]);
 
   afterAll(async () => {
     await api?.stop("SIGKILL");

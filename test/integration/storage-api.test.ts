@@ -4,11 +4,11 @@
 // CloudStack's permission error from Kubernetes' RBAC. No operator runs: where the storage
 // controller and the agents would write status, the test writes it.
 import { randomBytes } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources, type StoragePool, type Volume, type Zone } from "../../crds/index.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { type Account, adminAndUser, hasCs, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
-import { type StratusProcess, startApiServer } from "./processes.ts";
+import { logsOnFailure, type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -64,10 +64,7 @@ describe.skipIf(!hasCs)("primary storage through the CloudStack API (needs pytho
     endpoint = started.endpoint;
   });
 
-  afterEach((context) => {
-    if (context.task.result?.state === "fail")
-      process.stderr.write(`--- ${api?.identity}:\n${api?.logs().slice(-3000)}\n`);
-  });
+  logsOnFailure(() => [api]);
 
   afterAll(async () => {
     await api?.stop("SIGKILL");

@@ -5,7 +5,7 @@
 // is refused its deletion while a VM uses it; another account reaches none of it.
 // No operator runs: where the storage controller and the agents would write status, the test does.
 import { randomBytes } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources, type Template, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { localPoolName } from "../../crds/kinds/storage-pool.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
@@ -17,7 +17,7 @@ import {
   cs as runCs,
   signedRequest,
 } from "./cloudstack-accounts.ts";
-import { type StratusProcess, startApiServer } from "./processes.ts";
+import { logsOnFailure, type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -141,10 +141,7 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
     });
   });
 
-  afterEach((context) => {
-    if (context.task.result?.state === "fail")
-      process.stderr.write(`--- api:\n${api?.logs().slice(-3000)}\n`);
-  });
+  logsOnFailure(() => [api]);
 
   afterAll(async () => {
     await api?.stop("SIGKILL");
