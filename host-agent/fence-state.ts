@@ -4,6 +4,7 @@
 // the deadline passes. Both sides read the same file, so they can never disagree on the deadline.
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { isAlive } from "../runtime/process-alive.ts";
 
 export interface FenceState {
   /** The agent that renews the Lease. */
@@ -79,4 +80,23 @@ export async function writeJson(dir: string, file: string, value: unknown): Prom
   const temporary = join(dir, `.${file}.${process.pid}`);
   await writeFile(temporary, JSON.stringify(value));
   await rename(temporary, join(dir, file));
+}
+
+/**
+ * Ends a host's watchdog at once, for a harness tearing a whole cloud down (its agents already
+ * stopped): otherwise it lives until the deadline passes and it has fenced.
+ */
+export async function stopWatchdog(dir: string, timeoutMs = 10_000): Promise<void> {
+  const pid = await readJson<number>(dir, WATCHDOG_PID_FILE);
+  if (pid === undefined) return;
+  try {
+    // A stale pid file may name a reused pid: only a watchdog of this directory is killed.
+    const command = await readFile(`/proc/${pid}/cmdline`, "utf8");
+    if (!command.includes("fence-watchdog") || !command.includes(`--dir=${dir}`)) return;
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return; // already gone
+  }
+  const end = Date.now() + timeoutMs;
+  while (isAlive(pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
 }

@@ -8,6 +8,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Host, Resources, type VirtualMachine } from "../../crds/index.ts";
+import { stopWatchdog } from "../../host-agent/fence-state.ts";
 import { pollUntil } from "../../runtime/time.ts";
 import { ApiProxy } from "../lib/api-proxy.ts";
 import { type BenchContext, type StratusProcess, sleep } from "../lib/context.ts";
@@ -288,6 +289,13 @@ export async function measureHaTrials(
   await supervisor;
   await sampler.stop();
   for (const host of hosts) await host.proxy.close();
+  // The watchdogs would outlive the agents by a Lease, writing into the run's directory.
+  await Promise.all(
+    hosts.map(async (host) => {
+      await host.agent?.stop();
+      await stopWatchdog(join(dir, host.name, "fence"));
+    }),
+  );
   const { templateUrl: _, ...shown } = options;
   return {
     options: shown,

@@ -11,6 +11,7 @@ import {
   SUBRESOURCE_APISERVICE,
 } from "../../devcluster/aggregation.ts";
 import { freePort, isAlive } from "../../devcluster/controlplane.ts";
+import { stopWatchdog } from "../../host-agent/fence-state.ts";
 import type { KubeClient } from "../../runtime/client.ts";
 import { waitFor } from "./support.ts";
 
@@ -112,7 +113,7 @@ export function startHostAgent(options: {
       `--pool-path=${join(workDir, "pools", hostName)}`,
       `--cache-dir=${join(workDir, "cache", hostName)}`,
       `--console-dir=${join(workDir, "console", hostName)}`,
-      `--fence-dir=${join(workDir, "fence", hostName)}`,
+      `--fence-dir=${fenceDir(workDir, hostName)}`,
       ...(options.args ?? []),
     ],
   });
@@ -171,6 +172,10 @@ export interface DebugDomain {
   disks?: string[];
 }
 
+function fenceDir(workDir: string, host: string): string {
+  return join(workDir, "fence", host);
+}
+
 /** Host agents on libvirt's test driver for one zone, started (and restarted) by host name. */
 export class SimulatedAgents {
   readonly agents = new Map<string, StratusProcess>();
@@ -202,11 +207,12 @@ export class SimulatedAgents {
     return ((await response.json()) as DebugDomain[]).filter((d) => d.name.startsWith("stratus-"));
   }
 
-  /** Kills every agent, waking frozen ones first. */
+  /** Kills every agent, waking frozen ones first, and their watchdogs. */
   async stopAll(): Promise<void> {
-    for (const agent of this.agents.values()) {
+    for (const [host, agent] of this.agents) {
       if (agent.child.exitCode === null) agent.child.kill("SIGCONT");
       await agent.stop("SIGKILL");
+      await stopWatchdog(fenceDir(this.options.workDir, host));
     }
   }
 }
