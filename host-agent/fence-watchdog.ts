@@ -28,6 +28,8 @@ function log(message: string, fields: Record<string, unknown> = {}): void {
 }
 
 async function powerOff(state: FenceState, domains: readonly string[]): Promise<string[]> {
+  // Nothing to fence needs no hypervisor: a host whose libvirtd is down has no guest to reach.
+  if (domains.length === 0) return [];
   const libvirt = await LibvirtConnection.open(state.libvirtUri);
   const hypervisor = new LibvirtHypervisor(libvirt, {
     owner: { cluster: state.cluster, host: state.host },
