@@ -14,6 +14,7 @@ import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
+import { canRunQemu, ensureLibvirtDaemons } from "../devcluster/libvirt.ts";
 import { ensureDebianPackages, PACKAGE_LISTS } from "../devcluster/packages.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
@@ -145,6 +146,8 @@ async function stopCluster(purge: boolean): Promise<void> {
 async function runTests(vitestArgs: string[]): Promise<void> {
   await ensureDebianPackages(progress, [PACKAGE_LISTS.cloud, PACKAGE_LISTS.tests], "the tests need");
   await ensureBinaries({ progress });
+  // Before any test: libvirtd may need a restart to take disk leases, which no test should see.
+  if (canRunQemu()) await ensureLibvirtDaemons(progress);
   const projectRoot = fileURLToPath(new URL("..", import.meta.url));
   const vitest = spawn(
     process.execPath,

@@ -248,7 +248,7 @@ export class LocalCloud {
         );
     }
     if (this.state.startedLibvirtDaemons) {
-      this.progress("stopping libvirtd and virtlogd (stratus up started them)");
+      this.progress("stopping libvirtd, virtlogd and virtlockd (stratus up started them)");
       await stopLibvirtDaemons();
       this.state.startedLibvirtDaemons = false;
     }

@@ -2,8 +2,9 @@
 // running (as root, without systemd), and /dev/kvm given the group access udev gives it on Debian.
 import { execFile } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
-import { chmod, chown, readFile } from "node:fs/promises";
+import { chmod, chown, readFile, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
+import { isAlive } from "../runtime/process-alive.ts";
 import { pollUntil } from "../runtime/time.ts";
 import type { Progress } from "./binaries.ts";
 import { ControlPlaneSetupError } from "./binaries.ts";
@@ -23,25 +24,77 @@ export async function libvirtAnswers(): Promise<boolean> {
   );
 }
 
-/** Starts virtlogd and libvirtd unless libvirtd answers; true when this call started them. */
+/**
+ * Starts virtlockd, virtlogd and libvirtd unless libvirtd answers; true when this call started
+ * libvirtd. libvirtd reads its lock manager only when it starts: one that answers from before disk
+ * leases were enabled is restarted (its guests keep running; nothing else must use it meanwhile,
+ * which is why `stratus test` calls this before any test starts).
+ */
 export async function ensureLibvirtDaemons(progress: Progress = () => {}): Promise<boolean> {
   await grantKvmGroupAccess(progress);
-  if (await libvirtAnswers()) return false;
-  progress("starting virtlogd and libvirtd");
+  const leasesEnabledNow = await enableDiskLeases(QEMU_CONF, progress);
+  await ensureLockDaemon(progress);
+  const answering = await libvirtAnswers();
+  if (answering) {
+    if (!leasesEnabledNow) return false;
+    progress("restarting libvirtd to take disk leases");
+    await stopDaemon("libvirtd");
+  } else progress("starting virtlogd and libvirtd");
   await run("virtlogd", ["-d"]).catch(() => undefined);
   await run("libvirtd", ["-d"]);
   await pollUntil("libvirtd to answer", libvirtAnswers, {
     timeoutMs: 30_000,
     timeoutError: (message) => new ControlPlaneSetupError(message),
   });
-  return true;
+  // A daemon restarted here was someone else's to stop.
+  return !answering;
 }
 
 export async function stopLibvirtDaemons(): Promise<void> {
-  for (const name of ["libvirtd", "virtlogd"]) {
-    const pid = Number(await readFile(`/run/${name}.pid`, "utf8").catch(() => ""));
-    if (pid > 0) await terminate(pid, undefined, 15_000);
+  // virtlockd last: it holds the leases of guests that may still be running.
+  for (const name of ["libvirtd", "virtlogd", "virtlockd"]) await stopDaemon(name);
+}
+
+async function stopDaemon(name: string): Promise<void> {
+  const pid = Number(await readFile(`/run/${name}.pid`, "utf8").catch(() => ""));
+  if (pid > 0) await terminate(pid, undefined, 15_000);
+}
+
+const QEMU_CONF = "/etc/libvirt/qemu.conf";
+const LOCKD_SOCKET = "/run/libvirt/virtlockd-sock";
+const LEASES_LINE = 'lock_manager = "lockd"';
+
+/**
+ * HA's storage fence: libvirt takes a lease (held by virtlockd, an fcntl lock on the disk file) on
+ * every disk before QEMU starts, so no second guest on this host, or on another host of the same
+ * shared pool, opens a disk a guest holds. Returns true when it changed the file. A file that names
+ * another lock manager (sanlock) is left as its administrator set it.
+ */
+export async function enableDiskLeases(conf: string, progress: Progress = () => {}): Promise<boolean> {
+  const text = await readFile(conf, "utf8");
+  const chosen = /^\s*lock_manager\s*=\s*"([^"]*)"/m.exec(text)?.[1];
+  if (chosen === "lockd") return false;
+  if (chosen !== undefined) {
+    progress(`${conf} names the lock manager "${chosen}": left as it is (Stratus sets up "lockd")`);
+    return false;
   }
+  progress(`enabling disk leases (virtlockd) in ${conf}`);
+  await writeFile(
+    conf,
+    `${text.trimEnd()}\n\n# Stratus: disk leases held by virtlockd (HA's storage fence).\n${LEASES_LINE}\n`,
+  );
+  return true;
+}
+
+async function ensureLockDaemon(progress: Progress): Promise<void> {
+  const pid = Number(await readFile("/run/virtlockd.pid", "utf8").catch(() => ""));
+  if (pid > 0 && isAlive(pid) && existsSync(LOCKD_SOCKET)) return;
+  progress("starting virtlockd");
+  await run("virtlockd", ["-d"]);
+  await pollUntil("virtlockd's socket", async () => existsSync(LOCKD_SOCKET), {
+    timeoutMs: 15_000,
+    timeoutError: (message) => new ControlPlaneSetupError(message),
+  });
 }
 
 /**

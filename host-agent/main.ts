@@ -10,6 +10,7 @@ import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
 import { ConsoleServer } from "./console.ts";
+import { installHostGuard } from "./host-guard.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
 import { clusterIdentity } from "./registration.ts";
@@ -102,6 +103,11 @@ async function main(): Promise<void> {
     metrics,
     userAgent: `stratus-host-agent/${hostName}`,
   });
+  // Real guests only: a simulated host (libvirt's test driver) has no bridges for guests to use.
+  if (!uri.startsWith("test:"))
+    await installHostGuard().catch((error: Error) =>
+      fail(`cannot guard the host from its guests: ${error.message}`),
+    );
   let libvirt: LibvirtConnection;
   try {
     libvirt = await LibvirtConnection.open(uri);

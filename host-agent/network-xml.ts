@@ -25,9 +25,12 @@ export function libvirtNetworkName(owner: Owner, networkUid: string): string {
   return `${networkPrefix(owner)}${networkUid}`;
 }
 
+/** Every guest bridge's name starts with this (the host guard matches it). */
+export const BRIDGE_PREFIX = "sbr";
+
 /** Linux limits interface names to 15 characters; the owner is in the hash, so agents never collide. */
 export function bridgeName(owner: Owner, networkUid: string): string {
-  return `sbr${createHash("sha256")
+  return `${BRIDGE_PREFIX}${createHash("sha256")
     .update(`${ownerTag(owner)}/${networkUid}`)
     .digest("hex")
     .slice(0, 12)}`;

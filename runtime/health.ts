@@ -25,7 +25,7 @@ export class HealthServer {
     this.options = options;
     this.server = createServer((request, response) => {
       // A failing handler (a debug page asked before the process is up) is a 500, never a crash.
-      void this.handle(request.url ?? "/")
+      void this.handle(request.url ?? "/", request.socket.remoteAddress)
         .catch((error: unknown) => ({
           status: 500,
           body: `${error instanceof Error ? error.message : String(error)}\n`,
@@ -51,7 +51,10 @@ export class HealthServer {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  private async handle(url: string): Promise<{ status: number; body: string; contentType: string }> {
+  private async handle(
+    url: string,
+    peer: string | undefined,
+  ): Promise<{ status: number; body: string; contentType: string }> {
     const path = url.split("?")[0];
     if (path === "/healthz" || path === "/livez")
       return { status: 200, body: "ok\n", contentType: "text/plain" };
@@ -75,6 +78,10 @@ export class HealthServer {
       };
     }
     const debug = path ? this.options.debug?.[path] : undefined;
+    // Debug pages name guests and networks: on a host network (the agent's DaemonSet) every address
+    // of the host serves this port, so they answer only a process on the host itself.
+    if (debug && !isLoopback(peer))
+      return { status: 403, body: "debug pages answer only on loopback\n", contentType: "text/plain" };
     if (debug)
       return {
         status: 200,
@@ -83,6 +90,10 @@ export class HealthServer {
       };
     return { status: 404, body: "not found\n", contentType: "text/plain" };
   }
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && /^(127\.|::1$|::ffff:127\.)/.test(address);
 }
 
 /** Readiness check: the API server answers within two seconds. */

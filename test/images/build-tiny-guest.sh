@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package-v4"
+out="$cache/$package-v5"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -69,10 +69,16 @@ if ip link show eth0 >/dev/null 2>&1; then
 fi
 # Lines typed on the console: "stratus-poweroff" powers the guest off from inside, as a guest OS
 # shutting itself down does (tests of runStrategy RerunOnFailure use it); "stratus-write vdX WORD"
-# writes WORD at the start of a disk with dd (tests of volume moves read it back from "head=").
+# writes WORD at the start of a disk with dd (tests of volume moves read it back from "head=");
+# "stratus-probe ADDRESS PORT" says, from then on in every report, whether a TCP connection there
+# opened (tests of the host guard).
 (while read -r line; do
   case "\$line" in
     stratus-poweroff) poweroff -f ;;
+    "stratus-probe "*)
+      set -- \$line
+      if nc -w 3 "\$2" "\$3" </dev/null >/dev/null 2>&1; then state=open; else state=closed; fi
+      echo "stratus-guest: probe \$2:\$3 \$state" > "/tmp/probe-\$2-\$3" ;;
     "stratus-write "*)
       set -- \$line
       printf '%s' "\$3" | dd of=/dev/\$2 bs=512 count=1 conv=sync 2>/dev/null && sync && echo "stratus-guest: wrote \$2 \$3" ;;
@@ -85,6 +91,7 @@ while true; do
     [ -e "\$disk" ] && echo "stratus-guest: disk \$(basename \$disk) serial=\$(cat \$disk/serial 2>/dev/null) sectors=\$(cat \$disk/size) head=\$(dd if=/dev/\$(basename \$disk) bs=32 count=1 2>/dev/null | tr -dc 'A-Za-z0-9-')"
   done
   echo "stratus-guest: ip: \$(ip -4 -o addr show eth0 2>/dev/null | awk '{print \$4}')"
+  cat /tmp/probe-* 2>/dev/null
   sleep 3
 done
 SCRIPT

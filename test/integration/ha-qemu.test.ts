@@ -2,10 +2,13 @@
 // to its data disk on the shared pool (vda: the tiny template boots a kernel, no root disk); its agent is frozen with SIGSTOP. The watchdog, a process
 // of its own, destroys the real QEMU domain before the Lease expires; the VM starts on the other
 // hypervisor only after that (both daemons asked every 200 ms), and the guest reads its word back
-// there. The disk was never open twice: no start was refused by QEMU's image lock. The woken agent
+// there. The disk's lease (virtlockd) is held by the first daemon, then by the second; the disk was
+// never open twice: no start was refused by a lease or QEMU's image lock. The woken agent
 // reports the fencing and leaves the guest it lost alone. Needs root and libvirt/QEMU.
 import { randomBytes } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources, type StoragePool, type VirtualMachine } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
@@ -133,6 +136,13 @@ describe.skipIf(!canRunQemu())(
         new RegExp(`stratus-guest: disk vda serial=\\S* sectors=\\d+ head=${word}`),
       );
       expect(await runningOn(vm)).toEqual([lost.name]);
+      // The storage fence: the guest's disk holds a lease of its daemon's virtlockd, and the other
+      // daemon cannot start a second guest on it. (QEMU's own image lock refuses first on one
+      // kernel: libvirt takes leases just before the CPUs start, after QEMU opened its disks.)
+      const disk = await diskSource(lost.uri, vm.metadata.uid as string, "vda");
+      expect(await leaseHolders(disk.file)).toEqual([lockDaemonOf(lost.uri)]);
+      const refused = await startCopyOfDisk(survivor.uri, disk);
+      expect(refused).toMatch(/Lockspace resource '[^']+' is locked|Failed to get "write" lock/);
 
       const frozenAt = Date.now();
       lost.agent.child.kill("SIGSTOP");
@@ -168,6 +178,8 @@ describe.skipIf(!canRunQemu())(
         after,
         new RegExp(`stratus-guest: disk vda serial=\\S* sectors=\\d+ head=${word}`),
       );
+      // The lease moved with the guest: the fenced daemon's virtlockd let it go.
+      expect(await leaseHolders(disk.file)).toEqual([lockDaemonOf(survivor.uri)]);
       // No start was refused for a disk another QEMU still held.
       const reasons = (await eventsOf(namespace, "haq")).map((e) => `${e.reason}: ${e.note}`);
       expect(reasons.filter((r) => /lock/i.test(r))).toEqual([]);
@@ -186,3 +198,60 @@ describe.skipIf(!canRunQemu())(
     }, 300_000);
   },
 );
+
+/** The file and format of the disk `target` of the guest `uid` on the daemon at `uri`. */
+async function diskSource(
+  uri: string,
+  uid: string,
+  target: string,
+): Promise<{ file: string; format: string }> {
+  const xml = await virshOn(uri, "dumpxml", domainName(uid));
+  const disk = [...xml.matchAll(/<disk type='file' device='disk'>[\s\S]*?<\/disk>/g)]
+    .map((m) => m[0])
+    .find((d) => d.includes(`<target dev='${target}'`));
+  const file = disk?.match(/<source file='([^']+)'/)?.[1];
+  const format = disk?.match(/<driver name='qemu' type='([^']+)'/)?.[1];
+  if (!file || !format) throw new Error(`no file disk ${target} in the domain:\n${xml}`);
+  return { file, format };
+}
+
+/** The lock daemon of the machine's libvirtd, or of the second one (two-hypervisors.ts names it). */
+const lockDaemonOf = (uri: string) => (uri === "qemu:///system" ? "virtlockd" : "virtlockd-hv2");
+
+/** The processes (by name) holding a POSIX lock on the file: virtlockd's leases, as the kernel has them. */
+async function leaseHolders(path: string): Promise<string[]> {
+  const inode = (await stat(path)).ino;
+  const holders: string[] = [];
+  for (const line of (await readFile("/proc/locks", "utf8")).split("\n")) {
+    const [, kind, , , pid, file] = line.trim().split(/\s+/);
+    if (kind === "POSIX" && file?.endsWith(`:${inode}`))
+      holders.push((await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "?")).trim());
+  }
+  return holders;
+}
+
+/**
+ * Defines a throwaway domain on `uri` with the disk, starts it, and returns libvirt's refusal
+ * (undefining the domain either way).
+ */
+async function startCopyOfDisk(uri: string, disk: { file: string; format: string }): Promise<string> {
+  const name = `stratus-lockcheck-${randomBytes(4).toString("hex")}`;
+  const file = join(tmpdir(), `${name}.xml`);
+  await writeFile(
+    file,
+    `<domain type='qemu'><name>${name}</name><memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os>` +
+      `<devices><disk type='file' device='disk'><driver name='qemu' type='${disk.format}'/><source file='${disk.file}'/>` +
+      `<target dev='vda' bus='virtio'/></disk></devices></domain>`,
+  );
+  await virshOn(uri, "define", file);
+  try {
+    await virshOn(uri, "start", name);
+    await virshOn(uri, "destroy", name);
+    return "started";
+  } catch (error) {
+    return (error as Error).message;
+  } finally {
+    await virshOn(uri, "undefine", name).catch(() => undefined);
+    await rm(file, { force: true });
+  }
+}

@@ -8,6 +8,7 @@ import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, connect, createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -196,6 +197,34 @@ describe.skipIf(!canRunQemu())(
         libvirtNetworkName(await agentOwner(client, host), network),
       );
       expect(leases).toMatch(new RegExp(`${mac}\\s+ipv4\\s+${address.replaceAll(".", "\\.")}/24`));
+
+      // The host guard: from the guest, its gateway (an address of the host) answers DNS (dnsmasq,
+      // port 53) and nothing else, not even a service the host runs on every address.
+      const hostService = createServer((socket) => socket.end());
+      await new Promise<void>((resolve) => hostService.listen(0, "0.0.0.0", resolve));
+      try {
+        const port = (hostService.address() as AddressInfo).port;
+        const gateway = `${subnet}.1`;
+        const probe = async (target: number) => {
+          await typeOnConsole(consoleSocket, `stratus-probe ${gateway} ${target}`);
+          const seen = await readConsoleUntil(
+            consoleSocket,
+            new RegExp(`stratus-guest: probe ${gateway.replaceAll(".", "\\.")}:${target} (open|closed)`),
+          );
+          return seen.endsWith("open") ? "open" : "closed";
+        };
+        expect(await probe(53)).toBe("open");
+        expect(await probe(port)).toBe("closed");
+        // The same service answers from the host's own namespace: the guard, not the service, refused.
+        await new Promise<void>((resolve, reject) => {
+          const socket = connect(port, gateway, () => {
+            socket.destroy();
+            resolve();
+          }).once("error", reject);
+        });
+      } finally {
+        hostService.close();
+      }
 
       // The console through the Kubernetes API server (aggregator → API component → agent), as
       // `stratus console` opens it; a user without virtualmachines/console is refused.

@@ -1,5 +1,5 @@
 // Two real hypervisors on one machine, for tests: the machine's own libvirtd is the first; the
-// second is a virtlogd + libvirtd of their own inside `unshare -m --propagation private`, with
+// second is a virtlogd + virtlockd + libvirtd of their own inside `unshare -m --propagation private`, with
 // private /run, /run/libvirt, /var/lib/libvirt, /etc/libvirt (its own host_uuid),
 // /var/cache/libvirt and /var/log/libvirt (the recipe in ../shared/docs/HYPERVISOR.md). Both share
 // the kernel, the bridges and every other directory (a shared pool), so a guest live-migrates
@@ -11,7 +11,7 @@ import { existsSync, openSync } from "node:fs";
 import { copyFile, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { enableDiskLeases, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { type StratusProcess, startStratusProcess } from "./processes.ts";
 import { waitFor } from "./support.ts";
 
@@ -70,7 +70,7 @@ export async function startSecondHypervisor(
   await copyLibvirtConfig(join(dir, "etc"), hostUuid);
   const bin = join(dir, "bin");
   await mkdir(bin, { recursive: true });
-  for (const daemon of ["libvirtd", "virtlogd"])
+  for (const daemon of ["libvirtd", "virtlogd", "virtlockd"])
     if (!existsSync(join(bin, `${daemon}-hv2`)))
       await symlink(`/usr/sbin/${daemon}`, join(bin, `${daemon}-hv2`));
   const mounts = PRIVATE_DIRECTORIES.map(
@@ -83,11 +83,13 @@ export async function startSecondHypervisor(
     "mount -t tmpfs -o mode=755 tmpfs /run",
     ...mounts,
     `${join(bin, "virtlogd-hv2")} & logger=$!`,
+    // Its own disk leases: a lock daemon apart takes fcntl locks on the same shared files.
+    `${join(bin, "virtlockd-hv2")} & locker=$!`,
     // libvirtd would spawn a virtlogd of its own (a session apart, outside this group) when its socket is missing.
-    "for i in $(seq 100); do [ -S /run/libvirt/virtlogd-sock ] && break; sleep 0.1; done",
+    "for s in virtlogd virtlockd; do for i in $(seq 100); do [ -S /run/libvirt/$s-sock ] && break; sleep 0.1; done; done",
     `${join(bin, "libvirtd-hv2")} & daemon=$!`,
     // bash stays their parent and reaps them (this machine's init reaps no orphans).
-    `trap 'kill -TERM $daemon $logger 2>/dev/null; wait' TERM INT`,
+    `trap 'kill -TERM $daemon $logger 2>/dev/null; wait $daemon $logger; kill -TERM $locker 2>/dev/null; wait' TERM INT`,
     "wait",
   ].join("\n");
   const logPath = join(dir, "daemons.log");
@@ -151,6 +153,7 @@ async function copyLibvirtConfig(target: string, hostUuid: string): Promise<void
   const conf = join(target, "libvirtd.conf");
   const current = (await readFile(conf, "utf8").catch(() => "")).replace(/^host_uuid\s*=.*$/m, "");
   await writeFile(conf, `${current}\nhost_uuid = "${hostUuid}"\n`);
+  await enableDiskLeases(join(target, "qemu.conf"));
 }
 
 async function stopSecondHypervisor(child: ChildProcess, uri: string, namespace: string): Promise<void> {
