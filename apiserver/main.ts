@@ -58,6 +58,17 @@ async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
   return new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
 }
 
+/**
+ * Whether the client reached us over TLS: this socket, or the proxy in front that says so. A
+ * client that lies only makes its own cookies Secure.
+ */
+function reachedOverTls(request: IncomingMessage): boolean {
+  if ((request.socket as { encrypted?: boolean }).encrypted) return true;
+  const forwarded = request.headers["x-forwarded-proto"];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0];
+  return first?.trim().toLowerCase() === "https";
+}
+
 /** The aggregated API server, trusting the front proxy kube-apiserver publishes for extension servers. */
 async function startSubresources(
   client: KubeClient,
@@ -107,7 +118,8 @@ async function startSubresources(
 
 /**
  * The key login sessions are signed with, the same in every replica: a Secret the first replica
- * creates (a racing second replica's create fails and it reads the winner's).
+ * creates (a racing second replica's create fails and it reads the winner's). One found empty or
+ * short is refused (Authentication.useSigningKey): it would let anyone forge a session.
  */
 async function sharedSessionKey(client: KubeClient, namespace: string): Promise<Buffer> {
   const name = "stratus-apiserver-sessions";
@@ -164,7 +176,14 @@ async function main(): Promise<void> {
     keysNamespace: values["keys-namespace"] as string,
     logger,
   });
-  api.sessionKey = await sharedSessionKey(client, values["keys-namespace"] as string);
+  try {
+    api.authentication.useSigningKey(await sharedSessionKey(client, values["keys-namespace"] as string));
+  } catch (error) {
+    process.stderr.write(
+      `stratus-apiserver: Secret ${values["keys-namespace"]}/stratus-apiserver-sessions: ${error instanceof Error ? error.message : error}; delete it and a replica makes a new one (every session ends)\n`,
+    );
+    process.exit(2);
+  }
   const jobs = jobController(api, logger, metrics);
   const subresources = values["subresources-listen"]
     ? await startSubresources(client, logger, {
@@ -186,7 +205,14 @@ async function main(): Promise<void> {
     }
     let rendered: ReturnType<typeof render>;
     try {
-      rendered = await api.handle([url.searchParams, await readForm(request)], request.headers.cookie);
+      rendered = await api.handle({
+        method: request.method ?? "GET",
+        query: url.searchParams,
+        form: await readForm(request),
+        cookieHeader: request.headers.cookie,
+        remoteAddress: request.socket.remoteAddress ?? "unknown",
+        secure: reachedOverTls(request),
+      });
     } catch (error) {
       const failure = error instanceof ApiError ? error : new ApiError(ERROR.INTERNAL, "internal error");
       rendered = render("errorresponse", errorBody(failure.code, failure.message), "json", failure.code);
@@ -194,6 +220,8 @@ async function main(): Promise<void> {
     const headers: Record<string, string | string[]> = { "content-type": rendered.contentType };
     if (rendered.cookies) headers["set-cookie"] = rendered.cookies;
     if (rendered.status !== 200) headers["x-description"] = encodeURIComponent(rendered.body.slice(0, 200));
+    // A body refused half-read (too large) leaves the connection unusable for another request.
+    if (!request.complete) headers.connection = "close";
     response.writeHead(rendered.status, headers).end(rendered.body);
   });
   let serving = false;
