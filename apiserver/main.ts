@@ -14,6 +14,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { CloudStackApi, SECRET } from "./api.ts";
 import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
 import { jobController } from "./jobs.ts";
+import { CONFIG_MAP } from "./session-revocations.ts";
 import { SubresourceServer } from "./subresources.ts";
 
 const HELP = `stratus-apiserver: the CloudStack-compatible API of Stratus.
@@ -134,14 +135,6 @@ async function sharedSessionKey(client: KubeClient, namespace: string): Promise<
   const secret = await client.get<KubeObject & { data?: Record<string, string> }>(SECRET, name, namespace);
   return Buffer.from(secret.data?.key ?? "", "base64");
 }
-
-const CONFIG_MAP: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "configmaps",
-  kind: "ConfigMap",
-  namespaced: true,
-};
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
