@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 // as you like behind one Service.
 import { createServer, type IncomingMessage } from "node:http";
 import { parseArgs } from "node:util";
-import { isAlreadyExists, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { isAlreadyExists, KubeClient, type KubeObject } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
