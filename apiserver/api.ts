@@ -1,8 +1,8 @@
-// The CloudStack-compatible endpoint, /client/api: authenticates the API key and signature, runs
-// the command as the key's Kubernetes user (impersonation, so RBAC is the one authorization
+// The CloudStack-compatible endpoint, /client/api: authenticates the caller (authentication.ts),
+// runs the command as the key's Kubernetes user (impersonation, so RBAC is the one authorization
 // system), and answers in CloudStack's envelopes. Lists come from informer caches after an RBAC
-// check (SubjectAccessReview); writes go through the API server as the user. Stateless: any
-// replica answers any request, jobs included.
+// check (SubjectAccessReview, access.ts); writes go through the API server as the user.
+// Stateless: any replica answers any request, jobs and sessions included.
 import type { Logger } from "pino";
 import {
   type AsyncJob,
