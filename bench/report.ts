@@ -220,9 +220,7 @@ export function report(results: Results): string {
     ]);
   }
   if (api.listAll)
-    t.row(`access reviews for one listall over ${api.listAll.accounts}+ accounts (cluster-wide role)`, [
-      String(api.listAll.reviews),
-    ]);
+    t.row(`listall over ${api.listAll.accounts}+ accounts: access reviews`, [String(api.listAll.reviews)]);
   t.row("API component RSS", [mb(api.apiComponentRss)]);
   if (api.cpu) {
     t.text("  CPU per VM in the account (creates, caching, requests) and share:");
