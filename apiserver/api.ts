@@ -1,9 +1,8 @@
-// The CloudStack-compatible endpoint, /client/api: authenticates the API key and signature, runs
-// the command as the key's Kubernetes user (impersonation, so RBAC is the one authorization
+// The CloudStack-compatible endpoint, /client/api: authenticates the caller (authentication.ts),
+// runs the command as the key's Kubernetes user (impersonation, so RBAC is the one authorization
 // system), and answers in CloudStack's envelopes. Lists come from informer caches after an RBAC
-// check (SubjectAccessReview); writes go through the API server as the user. Stateless: any
-// replica answers any request, jobs included.
-import { randomBytes } from "node:crypto";
+// check (SubjectAccessReview, access.ts); writes go through the API server as the user.
+// Stateless: any replica answers any request, jobs and sessions included.
 import type { Logger } from "pino";
 import {
   type AsyncJob,
@@ -31,45 +30,16 @@ import {
 } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import type { Informer } from "../runtime/informer.ts";
+import { AccessReviews } from "./access.ts";
+import { Authentication, type Caller, type ClientRequest } from "./authentication.ts";
 import { COMMANDS } from "./commands.ts";
-import {
-  ApiError,
-  ERROR,
-  errorBody,
-  type Json,
-  type Rendered,
-  render,
-  responseName,
-  UNAUTHORIZED_TEXT,
-} from "./envelope.ts";
+import { ApiError, ERROR, errorBody, type Json, type Rendered, render, responseName } from "./envelope.ts";
 import type { Outcome } from "./jobs.ts";
 import { RequestParams } from "./params.ts";
-import { issueSession, passwordMatches, readSession, SESSION_SECONDS, sessionCookie } from "./sessions.ts";
-import { parseExpires, verifySignature } from "./signature.ts";
 import type { SnapshotCatalog } from "./snapshot-views.ts";
 import type { Catalog } from "./views.ts";
 
-export const SECRET: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "secrets",
-  kind: "Secret",
-  namespaced: true,
-};
-export const API_KEY_LABEL = "stratus.io/api-key";
-
-interface Secret extends KubeObject {
-  data?: Record<string, string>;
-}
-
-/** Who is calling: the Kubernetes user an API key maps to, and its account (namespace). */
-export interface Caller {
-  user: string;
-  groups: string[];
-  account: string;
-  /** Requests as that user. */
-  client: KubeClient;
-}
+export { API_KEY_LABEL, type Caller, type ClientRequest, SECRET } from "./authentication.ts";
 
 export interface Call {
   params: RequestParams;
@@ -107,11 +77,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
-  private readonly keys: Informer<Secret>;
-  private readonly keysNamespace: string;
-  /** Signs login sessions; every replica has the same one (see main.ts). */
-  sessionKey: Buffer = randomBytes(32);
-  private readonly decisions = new Map<string, { allowed: boolean; at: number }>();
+  readonly authentication: Authentication;
+  private readonly access: AccessReviews;
 
   constructor(options: {
     client: KubeClient;
@@ -143,12 +110,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     });
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
-    this.keysNamespace = options.keysNamespace;
-    this.keys = informers.for<Secret>(SECRET, {
-      namespace: options.keysNamespace,
-      labelSelector: API_KEY_LABEL,
-      indexers: { apiKey: (secret) => (secret.data?.apiKey ? [decode(secret.data.apiKey)] : []) },
-    });
+    this.authentication = new Authentication(options);
+    this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }
 
   // Catalog: what views look up.
@@ -167,21 +130,15 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   }
 
   /** Answers one request; never throws. */
-  async handle(sources: URLSearchParams[], cookieHeader?: string): Promise<Rendered> {
-    const params = new RequestParams(sources);
-    const format = params.get("response")?.toLowerCase() === "json" ? "json" : "xml";
-    const command = params.command;
+  async handle(request: ClientRequest): Promise<Rendered> {
+    const format = responseFormat([request.query, request.form]);
+    let command = "";
     try {
-      if (command === "login") return this.login(params, format);
-      const caller = this.authenticate(params, cookieHeader);
-      if (command === "logout")
-        return {
-          ...render(responseName(command), { description: "success" }, format),
-          cookies: [
-            "sessionkey=; Path=/client; Max-Age=0; HttpOnly",
-            "JSESSIONID=; Path=/client; Max-Age=0; HttpOnly",
-          ],
-        };
+      const params = new RequestParams([request.query, request.form]);
+      command = params.command;
+      if (command === "login") return this.authentication.login(params, request, format);
+      const { caller, session } = this.authentication.authenticate(params, request);
+      if (command === "logout") return await this.authentication.logout(session, request, format);
       const entry = COMMANDS[command];
       if (!command) throw new ApiError(ERROR.UNSUPPORTED_ACTION, "no command sent");
       if (!entry)
@@ -225,113 +182,28 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     return new ApiError(ERROR.INTERNAL, `Internal error executing command ${command}`);
   }
 
-  /** login: username and password of an account's key Secret give a session (docs/LEGACY-API.md 1.7). */
-  private login(params: RequestParams, format: "json" | "xml"): Rendered {
-    const username = params.required("username");
-    const password = params.required("password");
-    const secret = this.keys.list().find((s) => s.data?.username && decode(s.data.username) === username);
-    const expected = secret?.data?.password ? decode(secret.data.password) : "";
-    if (!secret || !passwordMatches(password, expected))
-      throw new ApiError(
-        ERROR.UNAUTHORIZED,
-        `Failed to authenticate user ${username}; please provide valid credentials`,
-      );
-    const caller = this.callerOf(secret);
-    const sessionKey = issueSession(secret.metadata.name as string, this.sessionKey);
-    return {
-      ...render(
-        "loginresponse",
-        {
-          username,
-          userid: secret.metadata.uid as string,
-          domainid: "0f1e2d3c-4b5a-4968-8776-655443322110",
-          timeout: SESSION_SECONDS,
-          account: caller.account,
-          firstname: username,
-          lastname: username,
-          type: "0",
-          timezone: "UTC",
-          registered: "false",
-          sessionkey: sessionKey,
-          is2faenabled: "false",
-          is2faverified: "true",
-        },
-        format,
-      ),
-      cookies: [
-        `sessionkey=${sessionKey}; Path=/client; HttpOnly`,
-        `JSESSIONID=${randomBytes(16).toString("hex")}; Path=/client; HttpOnly`,
-      ],
-    };
-  }
-
-  private authenticate(params: RequestParams, cookieHeader?: string): Caller {
-    const apiKey = params.get("apikey");
-    const signature = params.get("signature");
-    if (!apiKey) {
-      const sessionKey = params.get("sessionkey") ?? sessionCookie(cookieHeader);
-      const session = sessionKey ? readSession(sessionKey, this.sessionKey) : undefined;
-      const secret = session ? this.keys.get(`${this.keysNamespace}/${session.keySecret}`) : undefined;
-      if (!secret) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
-      return this.callerOf(secret);
-    }
-    if (!signature) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
-    const [secret] = this.keys.byIndex("apiKey", apiKey);
-    const secretKey = secret?.data?.secretKey ? decode(secret.data.secretKey) : undefined;
-    if (!secret || !secretKey || !verifySignature(params.raw, signature, secretKey))
-      throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
-    if (params.get("signatureversion") === "3") {
-      const expires = parseExpires(params.get("expires") ?? "");
-      if (!expires || expires.getTime() < Date.now())
-        throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
-    }
-    return this.callerOf(secret);
-  }
-
-  private callerOf(secret: Secret): Caller {
-    const data = secret.data ?? {};
-    const user = data.user ? decode(data.user) : "";
-    const account = data.account ? decode(data.account) : "";
-    if (!user || !account) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
-    const groups = data.groups
-      ? decode(data.groups)
-          .split(",")
-          .map((g) => g.trim())
-          .filter(Boolean)
-      : [];
-    return { user, groups, account, client: this.client.impersonating(user, groups) };
-  }
-
   /** Whether the caller may `verb` the resource (in `namespace`): a SubjectAccessReview, cached 10 s. */
-  async can(caller: Caller, verb: string, type: ResourceType, namespace?: string): Promise<boolean> {
-    const key = [caller.user, caller.groups.join(","), verb, type.plural, namespace ?? ""].join("|");
-    const cached = this.decisions.get(key);
-    if (cached && Date.now() - cached.at < 10_000) return cached.allowed;
-    const allowed = await isAllowed(this.client, {
-      user: caller.user,
-      groups: caller.groups,
-      verb,
-      group: type.group,
-      resource: type.plural,
-      namespace,
-    });
-    this.decisions.set(key, { allowed, at: Date.now() });
-    return allowed;
+  can(caller: Caller, verb: string, type: ResourceType, namespace?: string): Promise<boolean> {
+    return this.access.can(caller, verb, type, namespace);
   }
 
   /** The namespaces a list covers: the caller's account, or with listall/projectid=-1 every one it may list. */
   async listNamespaces(call: Call, type: ResourceType, informer: Informer<KubeObject>): Promise<string[]> {
     const everywhere = call.params.flag("listall") || call.params.get("projectid") === "-1";
-    const candidates = everywhere
-      ? [...new Set([call.caller.account, ...informer.list().map((o) => o.metadata.namespace as string)])]
-      : [call.caller.account];
-    const allowed: string[] = [];
-    for (const namespace of candidates)
-      if (await this.can(call.caller, "list", type, namespace)) allowed.push(namespace);
-    return allowed;
+    if (!everywhere)
+      return (await this.can(call.caller, "list", type, call.caller.account)) ? [call.caller.account] : [];
+    const candidates = new Set([
+      call.caller.account,
+      ...informer.list().map((o) => o.metadata.namespace as string),
+    ]);
+    return this.access.namespacesAllowed(call.caller, "list", type, [...candidates]);
   }
 }
 
-function decode(value: string): string {
-  return Buffer.from(value, "base64").toString("utf8");
+/** `response=json` or XML, CloudStack's default, read before the parameters are checked. */
+function responseFormat(sources: readonly URLSearchParams[]): "json" | "xml" {
+  for (const source of sources)
+    for (const [name, value] of source)
+      if (name.toLowerCase() === "response") return value.toLowerCase() === "json" ? "json" : "xml";
+  return "xml";
 }

@@ -6,6 +6,8 @@ import { escapeXml } from "../host-agent/xml.ts";
 /** ApiErrorCode values clients see. */
 export const ERROR = {
   UNAUTHORIZED: 401,
+  METHOD_NOT_ALLOWED: 405,
+  API_LIMIT_EXCEEDED: 429,
   MALFORMED_PARAMETER: 430,
   PARAM: 431,
   UNSUPPORTED_ACTION: 432,
@@ -17,7 +19,13 @@ export const ERROR = {
 } as const;
 
 /** CSExceptionErrorCode: ServerApiException's 9999 unless the failure names its own. */
-const CS_ERROR_CODES: Partial<Record<number, number>> = { 531: 4365, 533: 4325, 534: 4380, 536: 4250 };
+const CS_ERROR_CODES: Partial<Record<number, number>> = {
+  429: 4545, // RequestLimitException
+  531: 4365,
+  533: 4325,
+  534: 4380,
+  536: 4250,
+};
 
 /** A failure the client is told about, with CloudStack's code and text. */
 export class ApiError extends Error {

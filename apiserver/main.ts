@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises";
 // as you like behind one Service.
 import { createServer, type IncomingMessage } from "node:http";
 import { parseArgs } from "node:util";
-import { isAlreadyExists, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { isAlreadyExists, KubeClient, type KubeObject } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
@@ -14,6 +14,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { CloudStackApi, SECRET } from "./api.ts";
 import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
 import { jobController } from "./jobs.ts";
+import { CONFIG_MAP } from "./session-revocations.ts";
 import { SubresourceServer } from "./subresources.ts";
 
 const HELP = `stratus-apiserver: the CloudStack-compatible API of Stratus.
@@ -56,6 +57,17 @@ async function readForm(request: IncomingMessage): Promise<URLSearchParams> {
     chunks.push(chunk as Buffer);
   }
   return new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
+}
+
+/**
+ * Whether the client reached us over TLS: this socket, or the proxy in front that says so. A
+ * client that lies only makes its own cookies Secure.
+ */
+function reachedOverTls(request: IncomingMessage): boolean {
+  if ((request.socket as { encrypted?: boolean }).encrypted) return true;
+  const forwarded = request.headers["x-forwarded-proto"];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(",")[0];
+  return first?.trim().toLowerCase() === "https";
 }
 
 /** The aggregated API server, trusting the front proxy kube-apiserver publishes for extension servers. */
@@ -107,7 +119,8 @@ async function startSubresources(
 
 /**
  * The key login sessions are signed with, the same in every replica: a Secret the first replica
- * creates (a racing second replica's create fails and it reads the winner's).
+ * creates (a racing second replica's create fails and it reads the winner's). One found empty or
+ * short is refused (Authentication.useSigningKey): it would let anyone forge a session.
  */
 async function sharedSessionKey(client: KubeClient, namespace: string): Promise<Buffer> {
   const name = "stratus-apiserver-sessions";
@@ -122,14 +135,6 @@ async function sharedSessionKey(client: KubeClient, namespace: string): Promise<
   const secret = await client.get<KubeObject & { data?: Record<string, string> }>(SECRET, name, namespace);
   return Buffer.from(secret.data?.key ?? "", "base64");
 }
-
-const CONFIG_MAP: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "configmaps",
-  kind: "ConfigMap",
-  namespaced: true,
-};
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -164,7 +169,14 @@ async function main(): Promise<void> {
     keysNamespace: values["keys-namespace"] as string,
     logger,
   });
-  api.sessionKey = await sharedSessionKey(client, values["keys-namespace"] as string);
+  try {
+    api.authentication.useSigningKey(await sharedSessionKey(client, values["keys-namespace"] as string));
+  } catch (error) {
+    process.stderr.write(
+      `stratus-apiserver: Secret ${values["keys-namespace"]}/stratus-apiserver-sessions: ${error instanceof Error ? error.message : error}; delete it and a replica makes a new one (every session ends)\n`,
+    );
+    process.exit(2);
+  }
   const jobs = jobController(api, logger, metrics);
   const subresources = values["subresources-listen"]
     ? await startSubresources(client, logger, {
@@ -186,7 +198,14 @@ async function main(): Promise<void> {
     }
     let rendered: ReturnType<typeof render>;
     try {
-      rendered = await api.handle([url.searchParams, await readForm(request)], request.headers.cookie);
+      rendered = await api.handle({
+        method: request.method ?? "GET",
+        query: url.searchParams,
+        form: await readForm(request),
+        cookieHeader: request.headers.cookie,
+        remoteAddress: request.socket.remoteAddress ?? "unknown",
+        secure: reachedOverTls(request),
+      });
     } catch (error) {
       const failure = error instanceof ApiError ? error : new ApiError(ERROR.INTERNAL, "internal error");
       rendered = render("errorresponse", errorBody(failure.code, failure.message), "json", failure.code);
@@ -194,6 +213,8 @@ async function main(): Promise<void> {
     const headers: Record<string, string | string[]> = { "content-type": rendered.contentType };
     if (rendered.cookies) headers["set-cookie"] = rendered.cookies;
     if (rendered.status !== 200) headers["x-description"] = encodeURIComponent(rendered.body.slice(0, 200));
+    // A body refused half-read (too large) leaves the connection unusable for another request.
+    if (!request.complete) headers.connection = "close";
     response.writeHead(rendered.status, headers).end(rendered.body);
   });
   let serving = false;

@@ -6,12 +6,35 @@ const params = (query: string, form = "") =>
   new RequestParams([new URLSearchParams(query), new URLSearchParams(form)]);
 
 describe("RequestParams", () => {
-  it("merges query and form, first value winning, names case-insensitive", () => {
-    const p = params("command=listZones&zoneId=a&zoneid=b", "zoneid=c&name=web");
+  it("merges query and form, names case-insensitive, the same pair twice counting once", () => {
+    const p = params("command=listZones&zoneId=a", "zoneId=a&name=web");
     expect(p.command).toBe("listZones");
     expect(p.get("ZONEID")).toBe("a");
     expect(p.get("name")).toBe("web");
-    expect(p.raw).toEqual({ command: "listZones", zoneId: "a", zoneid: "b", name: "web" });
+    expect(p.raw).toEqual({ command: "listZones", zoneId: "a", name: "web" });
+  });
+
+  it("refuses parameters that collide, too many and too long names (430)", () => {
+    const refused = (query: string, form = "") => {
+      try {
+        params(query, form);
+      } catch (error) {
+        return error instanceof ApiError ? error.code : "not an ApiError";
+      }
+      return "accepted";
+    };
+    // Which of two spellings the server reads and which one the signature covers must not differ.
+    expect(refused("signatureVersion=3&signatureversion=1")).toBe(430);
+    expect(refused("expires=a", "Expires=a")).toBe(430);
+    expect(refused("name=web", "name=other")).toBe(430);
+    expect(refused("name=web&name=other")).toBe(430);
+    expect(refused("a%62c=1&abc=2")).toBe(430); // the same name once decoded
+    expect(refused("K=1&\u212a=1")).toBe(430); // the Kelvin sign lower-cases to k
+    expect(refused(Array.from({ length: 513 }, (_, i) => `p${i}=1`).join("&"))).toBe(430);
+    expect(refused(Array.from({ length: 512 }, (_, i) => `p${i}=1`).join("&"))).toBe("accepted");
+    expect(refused(`${"n".repeat(201)}=1`)).toBe(430);
+    expect(refused(`${"n".repeat(200)}=1`)).toBe("accepted");
+    expect(Object.entries(params("__proto__=x").raw)).toEqual([["__proto__", "x"]]);
   });
 
   it("reads booleans, lists, integers and UUIDs as CloudStack does", () => {

@@ -6,19 +6,51 @@ import { ApiError, ERROR, entityNotFound } from "./envelope.ts";
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const MAP_KEY = /^([^[\].]+)\[(\d+)\]\.(.+)$/;
 
+/** More parameters than any command takes (createTags with 200 tags is 400): a cheap refusal. */
+export const MAX_PARAMETERS = 512;
+/** Longer than any parameter name, map keys (`details[0].cpuNumber`) included. */
+export const MAX_NAME_LENGTH = 200;
+
 export class RequestParams {
   /** Names as sent (the signature covers them so), first value of each. */
   readonly raw: Readonly<Record<string, string>>;
   private readonly byLowerName: ReadonlyMap<string, string>;
   readonly command: string;
 
+  /**
+   * Refuses (430) more than MAX_PARAMETERS parameters, a name longer than MAX_NAME_LENGTH, and
+   * two parameters that collide: the same name but for case (the server reads names
+   * case-insensitively, so which one it used and which one was signed could differ) or the same
+   * name with two values. The same pair twice (query and form, as old CloudMonkey sent) is one.
+   */
   constructor(sources: readonly URLSearchParams[]) {
-    const raw: Record<string, string> = {};
+    const raw: Record<string, string> = Object.create(null);
     const lower = new Map<string, string>();
+    const firstName = new Map<string, string>();
+    let count = 0;
     for (const source of sources) {
       for (const [name, value] of source) {
-        if (!(name in raw)) raw[name] = value;
-        if (!lower.has(name.toLowerCase())) lower.set(name.toLowerCase(), value);
+        if (++count > MAX_PARAMETERS)
+          throw new ApiError(
+            ERROR.MALFORMED_PARAMETER,
+            `A request takes at most ${MAX_PARAMETERS} parameters`,
+          );
+        if (name.length > MAX_NAME_LENGTH)
+          throw new ApiError(
+            ERROR.MALFORMED_PARAMETER,
+            `A parameter name is at most ${MAX_NAME_LENGTH} characters: ${name.slice(0, 40)}...`,
+          );
+        const folded = name.toLowerCase();
+        const seen = firstName.get(folded);
+        if (seen === undefined) {
+          firstName.set(folded, name);
+          lower.set(folded, value);
+          raw[name] = value;
+        } else if (seen !== name || lower.get(folded) !== value)
+          throw new ApiError(
+            ERROR.MALFORMED_PARAMETER,
+            `Parameter ${name} is sent more than once (also as ${seen}) with different names or values; send it once`,
+          );
       }
     }
     this.raw = raw;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { canonicalString, parseExpires, sign, verifySignature } from "./signature.ts";
+import { canonicalString, canonicalStrings, parseExpires, sign, verifySignature } from "./signature.ts";
 
 interface Vectors {
   secret: string;
@@ -69,5 +69,65 @@ describe("CloudStack signatures", () => {
       expect(parseExpires(value)?.getTime(), value).toBe(at);
     expect(parseExpires("tomorrow")).toBeUndefined();
     expect(parseExpires("2026-13-45T99:00:00Z")).toBeUndefined();
+  });
+
+  it("encodes names, so a name holding `=` and `&` cannot stand for two parameters", () => {
+    // A URL signed with an expiry that has passed...
+    const signed = {
+      apiKey: "k",
+      command: "listZones",
+      expires: "2020-01-01T00:00:00+0000",
+      response: "json",
+      signatureVersion: "3",
+    };
+    const signature = sign(canonicalString(signed), "s");
+    // ...replayed with `response` and `signatureVersion` folded into one name, so that no
+    // parameter is called signatureVersion any more and the expiry would go unchecked.
+    const replay = {
+      apiKey: "k",
+      command: "listZones",
+      expires: "2020-01-01T00:00:00+0000",
+      "response=json&signatureVersion": "3",
+    };
+    expect(canonicalString(replay)).toBe(
+      "apikey=k&command=listzones&expires=2020-01-01t00%3a00%3a00%2b0000&response%3djson%26signatureversion=3",
+    );
+    expect(verifySignature(replay, signature, "s")).toBe(false);
+    expect(verifySignature(signed, signature, "s")).toBe(true);
+    // Map parameters keep their brackets, as every client signs them.
+    expect(canonicalString({ "tags[0].key": "a" })).toBe("tags[0].key=a");
+  });
+
+  it("computes each distinct canonical form once, with the one HMAC the signature's length names", () => {
+    const counted = () => {
+      const calls: string[] = [];
+      const hmac: typeof sign = (canonical, secret, algorithm) => {
+        calls.push(algorithm ?? "sha1");
+        return sign(canonical, secret, algorithm);
+      };
+      return { calls, hmac };
+    };
+    const bad20 = Buffer.alloc(20, 1).toString("base64");
+    const bad64 = Buffer.alloc(64, 1).toString("base64");
+    const plain = { apiKey: "k", command: "deployVirtualMachine", userdata: "A".repeat(1024 * 1024) };
+    expect(canonicalStrings(plain)).toHaveLength(1);
+    let work = counted();
+    expect(verifySignature(plain, bad20, "s", work.hmac)).toBe(false);
+    expect(work.calls).toEqual(["sha1"]);
+    work = counted();
+    expect(verifySignature(plain, bad64, "s", work.hmac)).toBe(false);
+    expect(work.calls).toEqual(["sha512"]);
+    // A signature of neither length costs no HMAC at all.
+    work = counted();
+    expect(verifySignature(plain, "AAAA", "s", work.hmac)).toBe(false);
+    expect(work.calls).toEqual([]);
+    // Every variant showing: still one HMAC per distinct form, never two per form.
+    const everything = { apiKey: "k", Command: "x", command: "y", v: "~[*]".repeat(250_000) };
+    const forms = canonicalStrings(everything);
+    expect(new Set(forms).size).toBe(forms.length);
+    expect(forms.length).toBeLessThanOrEqual(7);
+    work = counted();
+    expect(verifySignature(everything, `${bad20.slice(0, -2)} =`, "s", work.hmac)).toBe(false);
+    expect(work.calls).toHaveLength(forms.length);
   });
 });

@@ -1,6 +1,6 @@
 // Pure: CloudStack request signatures (HMAC over the sorted, encoded, lower-cased parameters), as
 // ApiServer.verifyRequest computes them, plus the canonical forms real clients produce instead
-// (docs/LEGACY-API.md 1.4-1.5). Comparison is constant-time; the variants tried are bounded.
+// (docs/LEGACY-API.md 1.4-1.5). Comparison is constant-time; the work per request is bounded.
 import { createHmac, timingSafeEqual } from "node:crypto";
 
 export type Params = Readonly<Record<string, string>>;
@@ -29,52 +29,158 @@ const FORMS: readonly CanonicalForm[] = [
   { ...JAVA, rawTilde: true, escapeStar: true },
 ];
 
-const hex = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`;
+/**
+ * What each byte of a name or value becomes in a form's canonical string: itself lower-cased when
+ * left raw (the canonical string is lower-cased whole), else 0 for a %xx escape. Java's
+ * URLEncoder leaves A-Z a-z 0-9 . - * _ raw and escapes the rest of the UTF-8 bytes.
+ */
+function rawBytes(form: CanonicalForm, name: boolean): Uint8Array {
+  const raw = new Uint8Array(256);
+  for (const c of "abcdefghijklmnopqrstuvwxyz0123456789.-*_") raw[c.charCodeAt(0)] = c.charCodeAt(0);
+  for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZ") raw[c.charCodeAt(0)] = c.toLowerCase().charCodeAt(0);
+  if (form.escapeStar && !name) raw[0x2a] = 0;
+  if (form.rawTilde && !name) raw[0x7e] = 0x7e;
+  // Names keep `[` `]` raw: every client signs map parameters (`tags[0].key`) so.
+  if (form.rawBrackets || name) for (const c of [0x5b, 0x5d]) raw[c] = c;
+  return raw;
+}
 
-/** Java's URLEncoder.encode(value, "UTF-8") with "+" rewritten to "%20", in the given form. */
-function encodeValue(value: string, form: CanonicalForm): string {
-  // encodeURIComponent leaves A-Za-z0-9 - _ . ! ~ * ' ( ) alone; Java escapes ! ' ( ) ~ too.
-  let encoded = encodeURIComponent(value).replace(/[!'()]/g, hex);
-  if (!form.rawTilde) encoded = encoded.replaceAll("~", "%7E");
-  if (form.escapeStar) encoded = encoded.replaceAll("*", "%2A");
-  if (form.rawBrackets) encoded = encoded.replaceAll("%5B", "[").replaceAll("%5D", "]");
-  return encoded;
+const HEX = Buffer.from("0123456789abcdef");
+
+function encodeInto(out: Buffer, at: number, text: Buffer, raw: Uint8Array): number {
+  let position = at;
+  for (let i = 0; i < text.length; i++) {
+    const byte = text[i] as number;
+    const kept = raw[byte] as number;
+    if (kept) out[position++] = kept;
+    else {
+      out[position++] = 0x25;
+      out[position++] = HEX[byte >> 4] as number;
+      out[position++] = HEX[byte & 15] as number;
+    }
+  }
+  return position;
+}
+
+const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const byFoldedCodeUnit = (a: string, b: string) => byCodeUnit(a.toLowerCase(), b.toLowerCase());
+
+/** The signed parameters (all but `signature`) as UTF-8, in the server's (code-unit) order. */
+interface Signed {
+  names: string[];
+  bytes: Map<string, { name: Buffer; value: Buffer }>;
+}
+
+function signedParams(params: Params): Signed {
+  const names = Object.keys(params)
+    .filter((name) => name.toLowerCase() !== "signature")
+    .sort(byCodeUnit);
+  const bytes = new Map(
+    names.map((name) => [name, { name: Buffer.from(name), value: Buffer.from(params[name] as string) }]),
+  );
+  return { names, bytes };
+}
+
+/**
+ * One form's canonical string, in one pass over the bytes. Names are encoded like values, so `=`
+ * and `&` inside a name cannot pose as separators: ApiServer signs names raw, which lets
+ * `response%3Djson%26signatureVersion=3` sign as `response=json&signatureVersion=3`.
+ */
+function canonicalBytes({ names, bytes }: Signed, form: CanonicalForm): Buffer {
+  const ordered = form.foldedSort ? [...names].sort(byFoldedCodeUnit) : names;
+  let size = 0;
+  for (const entry of bytes.values()) size += 3 * (entry.name.length + entry.value.length) + 2;
+  const out = Buffer.allocUnsafe(size);
+  const nameRaw = rawBytes(form, true);
+  const valueRaw = rawBytes(form, false);
+  let at = 0;
+  for (const [i, raw] of ordered.entries()) {
+    const entry = bytes.get(raw) as { name: Buffer; value: Buffer };
+    if (i > 0) out[at++] = 0x26;
+    at = encodeInto(out, at, entry.name, nameRaw);
+    out[at++] = 0x3d;
+    at = encodeInto(out, at, entry.value, valueRaw);
+  }
+  return out.subarray(0, at);
 }
 
 /** The string that is signed: every parameter but `signature`, sorted, encoded, lower-cased. */
 export function canonicalString(params: Params, form: CanonicalForm = JAVA): string {
-  const names = Object.keys(params).filter((name) => name.toLowerCase() !== "signature");
-  const byCodeUnit = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-  names.sort(form.foldedSort ? (a, b) => byCodeUnit(a.toLowerCase(), b.toLowerCase()) : byCodeUnit);
-  return names
-    .map((name) => `${name}=${encodeValue(params[name] as string, form)}`)
-    .join("&")
-    .toLowerCase();
+  return canonicalBytes(signedParams(params), form).toString("latin1");
 }
 
-export function sign(canonical: string, secret: string, algorithm: "sha1" | "sha512" = "sha1"): string {
-  return createHmac(algorithm, secret).update(canonical, "utf8").digest("base64");
+/**
+ * The distinct canonical strings of `params` over the accepted forms: a form whose difference
+ * from another cannot show in this request (no `~` in any value, say) is not computed again.
+ */
+export function canonicalStrings(params: Params): Buffer[] {
+  const signed = signedParams(params);
+  const values = [...signed.bytes.values()].map((e) => e.value);
+  const present = {
+    rawTilde: values.some((v) => v.includes(0x7e)),
+    rawBrackets: values.some((v) => v.includes(0x5b) || v.includes(0x5d)),
+    foldedSort: [...signed.names].sort(byFoldedCodeUnit).some((name, i) => name !== signed.names[i]),
+    escapeStar: values.some((v) => v.includes(0x2a)),
+  };
+  const distinct = new Map<string, CanonicalForm>();
+  for (const form of FORMS) {
+    const effective: CanonicalForm = {
+      rawTilde: form.rawTilde && present.rawTilde,
+      rawBrackets: form.rawBrackets && present.rawBrackets,
+      foldedSort: form.foldedSort && present.foldedSort,
+      escapeStar: form.escapeStar && present.escapeStar,
+    };
+    distinct.set(JSON.stringify(effective), effective);
+  }
+  return [...distinct.values()].map((form) => canonicalBytes(signed, form));
 }
+
+export type Algorithm = "sha1" | "sha512";
+
+export function sign(canonical: string | Buffer, secret: string, algorithm: Algorithm = "sha1"): string {
+  return createHmac(algorithm, secret).update(canonical).digest("base64");
+}
+
+/** Decoded lengths of the accepted HMACs: the signature's own length says which one was used. */
+const ALGORITHM_BY_LENGTH = new Map<number, Algorithm>([
+  [20, "sha1"],
+  [64, "sha512"],
+]);
+
+/** Base64 of the longer HMAC (SHA-512's 64 bytes) is 88 characters. */
+const MAX_SIGNATURE_LENGTH = 88;
 
 /**
  * Whether `signature` signs `params` with `secret` in any accepted form, with HMAC-SHA1 or (newer
  * CloudMonkey) HMAC-SHA512; a signature whose "+" became a space in an unencoded GET also counts.
+ * The work is bounded: a signature of neither length costs no HMAC, and each distinct canonical
+ * string costs one, with the algorithm its length names. `hmac` is a seam for counting that work.
  */
-export function verifySignature(params: Params, signature: string, secret: string): boolean {
-  const candidates = new Set([signature, signature.replaceAll(" ", "+")]);
-  const given = [...candidates].map((s) => Buffer.from(s, "base64")).filter((b) => b.length > 0);
-  let matched = false;
-  for (const form of FORMS) {
-    const canonical = canonicalString(params, form);
-    for (const algorithm of ["sha1", "sha512"] as const) {
-      const expected = Buffer.from(sign(canonical, secret, algorithm), "base64");
-      for (const candidate of given) {
-        // Every variant is computed and compared: the time taken does not depend on which matched.
-        if (candidate.length === expected.length && timingSafeEqual(candidate, expected)) matched = true;
+export function verifySignature(
+  params: Params,
+  signature: string,
+  secret: string,
+  hmac: typeof sign = sign,
+): boolean {
+  if (signature.length > MAX_SIGNATURE_LENGTH) return false;
+  const candidates = [...new Set([signature, signature.replaceAll(" ", "+")])]
+    .map((s) => Buffer.from(s, "base64"))
+    .filter((b) => ALGORITHM_BY_LENGTH.has(b.length));
+  if (candidates.length === 0) return false;
+  for (const canonical of canonicalStrings(params)) {
+    const computed = new Map<Algorithm, Buffer>();
+    for (const candidate of candidates) {
+      const algorithm = ALGORITHM_BY_LENGTH.get(candidate.length) as Algorithm;
+      let expected = computed.get(algorithm);
+      if (!expected) {
+        expected = Buffer.from(hmac(canonical, secret, algorithm), "base64");
+        computed.set(algorithm, expected);
       }
+      // Which form matched is no secret (the request shows it); the bytes compare in constant time.
+      if (timingSafeEqual(candidate, expected)) return true;
     }
   }
-  return matched;
+  return false;
 }
 
 /**

@@ -211,6 +211,16 @@ export function report(results: Results): string {
     ]);
   const q = api.queryAsyncJobResult;
   t.row("queryAsyncJobResult p50 / p95 / p99", [`${ms(q.p50)} / ${ms(q.p95)} / ${ms(q.p99)}`]);
+  const large = api.largeRequest;
+  if (large) {
+    const kib = Math.round(large.bytes / 1024);
+    t.row(`${kib} KiB listZones, signed: p50 / p99`, [`${ms(large.signed.p50)} / ${ms(large.signed.p99)}`]);
+    t.row(`${kib} KiB listZones, wrong signature (401): p50 / p99`, [
+      `${ms(large.badSignature.p50)} / ${ms(large.badSignature.p99)}`,
+    ]);
+  }
+  if (api.listAll)
+    t.row(`listall over ${api.listAll.accounts}+ accounts: access reviews`, [String(api.listAll.reviews)]);
   t.row("API component RSS", [mb(api.apiComponentRss)]);
   if (api.cpu) {
     t.text("  CPU per VM in the account (creates, caching, requests) and share:");

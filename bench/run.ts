@@ -37,19 +37,19 @@ const MODES = {
   smoke: {
     ceiling: { objects: 40, concurrency: 4 },
     rig1: { hosts: 2, vms: 20, ratePerSecond: 10, burst: 10, concurrency: 4 },
-    api: { sizes: [50], requests: 5, concurrency: 4 },
+    api: { sizes: [50], requests: 5, concurrency: 4, accounts: 5 },
     qemu: { vms: 1 },
   },
   quick: {
     ceiling: { objects: 300, concurrency: 8 },
     rig1: { hosts: 10, vms: 200, ratePerSecond: 10, burst: 200, concurrency: 8 },
-    api: { sizes: [1000], requests: 20, concurrency: 8 },
+    api: { sizes: [1000], requests: 20, concurrency: 8, accounts: 50 },
     qemu: { vms: 2 },
   },
   full: {
     ceiling: { objects: 2000, concurrency: 8 },
     rig1: { hosts: 50, vms: 2000, ratePerSecond: 10, burst: 1000, concurrency: 8 },
-    api: { sizes: [1000, 10000], requests: 50, concurrency: 8 },
+    api: { sizes: [1000, 10000], requests: 50, concurrency: 8, accounts: 200 },
     qemu: { vms: 6 },
   },
 } as const;

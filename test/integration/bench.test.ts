@@ -64,6 +64,13 @@ describe("npm run bench (smoke mode)", () => {
     expect(api.listVirtualMachines.map((l: { vms: number }) => l.vms)).toEqual([50]);
     expect(api.queryAsyncJobResult.count).toBe(15);
     expectConsistentCpu(api.cpu, 50, ["kube-apiserver", "API component", "benchmark"]);
+    // A 1 MiB request signed right and wrong, and one listall over the accounts (one cluster-wide review).
+    expect(api.largeRequest.signed.count).toBe(5);
+    expect(api.largeRequest.badSignature.count).toBe(5);
+    expect(api.largeRequest.bytes).toBeGreaterThan(900_000);
+    expect(api.listAll.accounts).toBe(6);
+    expect(api.listAll.reviews).toBeGreaterThan(0);
+    expect(api.listAll.reviews).toBeLessThanOrEqual(2);
     if (!("skipped" in results.qemu)) expect(results.qemu.createToGuestIp.count).toBe(1);
 
     const summary = await readFile(join(out, "summary.txt"), "utf8");

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { SECRET } from "../../apiserver/api.ts";
+import { CONFIG_MAP } from "../../apiserver/session-revocations.ts";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
@@ -314,6 +315,12 @@ describe("least privilege, with the manifests' own identities", () => {
       .catch((error: unknown) => error)) as ApiError;
     expect(denied.status).toBe(403);
     expect((await api.list(SECRET, { namespace: "stratus-api-keys" })).items).toBeDefined();
+    // Revoked sessions: ConfigMaps in the keys namespace only.
+    expect((await api.list(CONFIG_MAP, { namespace: "stratus-api-keys" })).items).toBeDefined();
+    const elsewhere = (await api
+      .list(CONFIG_MAP, { namespace: "stratus-system" })
+      .catch((error: unknown) => error)) as ApiError;
+    expect(elsewhere.status).toBe(403);
     await api.close();
   });
 });
