@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { isAlreadyExists, KubeClient, type KubeObject } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
+import { readConsolePrivateKey } from "../runtime/console-ticket.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
@@ -26,7 +27,8 @@ Options:
   --health-address=HOST:PORT /healthz, /readyz, /metrics (default 127.0.0.1:8083)
   --subresources-listen=HOST:PORT serve the aggregated API subresources.stratus.io (HTTPS; off when unset)
   --tls-cert-file, --tls-key-file   its serving certificate (the APIService's caBundle must sign it)
-  --console-token-file=PATH  bearer token for the host agents' console relays
+  --console-key-file=PATH    the Ed25519 private key (PEM) console tickets are signed with; the host
+                             agents hold its public half
   The front-proxy CA and allowed names come from kube-system/extension-apiserver-authentication.
 `;
 
@@ -78,7 +80,7 @@ async function startSubresources(
     listen: { host: string; port: number };
     certFile?: string | undefined;
     keyFile?: string | undefined;
-    consoleTokenFile?: string | undefined;
+    consoleKeyFile?: string | undefined;
   },
 ): Promise<SubresourceServer> {
   if (!options.certFile || !options.keyFile) {
@@ -108,8 +110,8 @@ async function startSubresources(
       clientCa,
     },
     allowedNames: JSON.parse(authentication.data?.["requestheader-allowed-names"] ?? "[]") as string[],
-    ...(options.consoleTokenFile
-      ? { consoleToken: (await readFile(options.consoleTokenFile, "utf8")).trim() }
+    ...(options.consoleKeyFile
+      ? { consoleKey: readConsolePrivateKey(await readFile(options.consoleKeyFile, "utf8")) }
       : {}),
   });
   const port = await server.listen(options.listen.host, options.listen.port);
@@ -147,7 +149,7 @@ async function main(): Promise<void> {
       "subresources-listen": { type: "string" },
       "tls-cert-file": { type: "string" },
       "tls-key-file": { type: "string" },
-      "console-token-file": { type: "string" },
+      "console-key-file": { type: "string" },
     },
   });
   if (values.help) {
@@ -183,7 +185,7 @@ async function main(): Promise<void> {
         listen: hostPort(values["subresources-listen"], "subresources-listen"),
         certFile: values["tls-cert-file"],
         keyFile: values["tls-key-file"],
-        consoleTokenFile: values["console-token-file"],
+        consoleKeyFile: values["console-key-file"],
       })
     : undefined;
 

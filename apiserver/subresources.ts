@@ -5,16 +5,18 @@
 // with the front-proxy client certificate, reads the user from X-Remote-User/Group, and authorizes
 // every call with a SubjectAccessReview on the full subresource.
 
+import type { KeyObject } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
-import type { Duplex } from "node:stream";
+import { type Duplex, pipeline } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import WebSocket, { WebSocketServer } from "ws";
+import WebSocket, { type ClientOptions, createWebSocketStream, WebSocketServer } from "ws";
 import { displayState } from "../crds/display-state.ts";
 import { type Host, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
 import { isAllowed } from "../runtime/authorization.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
+import { CONSOLE_MAX_MESSAGE_BYTES, issueConsoleTicket } from "../runtime/console-ticket.ts";
 
 export const SUBRESOURCE_GROUP = "subresources.stratus.io";
 export const SUBRESOURCE_VERSION = "v1alpha1";
@@ -30,8 +32,8 @@ export interface SubresourceServerOptions {
   tls: { cert: string; key: string; clientCa: string };
   /** Common names the front-proxy client certificate may have (empty: any the CA signed). */
   allowedNames: readonly string[];
-  /** Bearer token the host agents' console relays expect. */
-  consoleToken?: string;
+  /** The key console tickets are signed with (Ed25519; the host agents hold the public half). */
+  consoleKey?: KeyObject;
 }
 
 interface Requester {
@@ -41,7 +43,7 @@ interface Requester {
 
 export class SubresourceServer {
   private readonly server: Server;
-  private readonly sockets = new WebSocketServer({ noServer: true });
+  private readonly sockets = new WebSocketServer({ noServer: true, maxPayload: CONSOLE_MAX_MESSAGE_BYTES });
   private readonly options: SubresourceServerOptions;
 
   constructor(options: SubresourceServerOptions) {
@@ -163,17 +165,30 @@ export class SubresourceServer {
     if (!vm?.status?.host || displayState(vm) !== "Running") return refuse(409, "Conflict");
     const host = await this.options.client.get<Host>(Resources.hosts, vm.status.host).catch(() => undefined);
     const endpoint = host?.status?.consoleEndpoint;
-    if (!endpoint || !this.options.consoleToken) return refuse(503, "Service Unavailable");
-    const upstream = new WebSocket(`ws://${endpoint}/console/${vm.metadata.uid}`, {
-      headers: { authorization: `Bearer ${this.options.consoleToken}` },
+    const certificate = host?.status?.consoleCertificate;
+    if (!endpoint || !certificate || !this.options.consoleKey) return refuse(503, "Service Unavailable");
+    const ticket = issueConsoleTicket(this.options.consoleKey, {
+      host: vm.status.host,
+      vm: vm.metadata.uid as string,
     });
-    upstream.on("error", () => refuse(502, "Bad Gateway"));
-    upstream.on("open", () => {
+    // The host's own certificate, from its status, is the only one trusted; the name in it is not
+    // checked (an address or a pod IP), the exact certificate is.
+    const upstream = new WebSocket(`wss://${endpoint}/console/${vm.metadata.uid}`, {
+      headers: { authorization: `Bearer ${ticket}` },
+      ca: certificate,
+      // Node's TLS takes undefined for "matches" (ws's types say boolean).
+      checkServerIdentity: (() => undefined) as unknown as ClientOptions["checkServerIdentity"],
+      maxPayload: CONSOLE_MAX_MESSAGE_BYTES,
+    });
+    upstream.once("error", () => refuse(502, "Bad Gateway"));
+    upstream.once("open", () => {
       this.sockets.handleUpgrade(request, socket, head, (client) => {
-        upstream.on("message", (data) => client.send(data));
-        client.on("message", (data) => upstream.send(data));
-        upstream.on("close", () => client.close());
-        client.on("close", () => upstream.close());
+        // Streams keep backpressure both ways: a slow user holds the guest's output at the host.
+        const toHost = createWebSocketStream(upstream);
+        pipeline(toHost, createWebSocketStream(client), toHost, () => {
+          upstream.terminate();
+          client.terminate();
+        });
         this.options.logger.info({ user: requester.user, namespace, name }, "console opened");
       });
     });

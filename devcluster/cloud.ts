@@ -16,6 +16,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
 import { isNotFound, KubeClient, type KubeObject, NAMESPACE, type ResourceType } from "../runtime/client.ts";
+import { writeConsoleKeys } from "../runtime/console-ticket.ts";
 import { pollUntil } from "../runtime/time.ts";
 import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
@@ -140,8 +141,7 @@ export class LocalCloud {
       const kubeconfig = `--kubeconfig=${options.kubeconfigPath}`;
       // The consoles: the agent relays them to the API component, which serves them (and
       // start/stop/restart) to kubectl and `stratus console` through the aggregated API.
-      const consoleToken = join(dir, "console-token");
-      await writeFile(consoleToken, randomBytes(24).toString("hex"), { mode: 0o600 });
+      const consoleKeys = await writeConsoleKeys(dir);
       const subresources = await prepareSubresources({ namespace: "stratus-system", dir });
       await cloud.start("operator", [kubeconfig, `--identity=${hostName}-operator`]);
       await cloud.start("apiserver", [
@@ -149,7 +149,7 @@ export class LocalCloud {
         `--listen=127.0.0.1:${apiPort}`,
         `--keys-namespace=${SEED.keysNamespace}`,
         ...subresources.args,
-        `--console-token-file=${consoleToken}`,
+        `--console-key-file=${consoleKeys.privateKeyFile}`,
       ]);
       progress("registering the aggregated API subresources.stratus.io (consoles, start/stop/restart)");
       await registerSubresources(client, subresources, SEED.fieldManager);
@@ -163,7 +163,7 @@ export class LocalCloud {
         `--cache-dir=${cache}`,
         `--console-dir=${consoleDir}`,
         "--console-address=127.0.0.1:0",
-        `--console-token-file=${consoleToken}`,
+        `--console-key-file=${consoleKeys.publicKeyFile}`,
       ]);
       progress(
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,

@@ -70,7 +70,8 @@ export interface HostAgentOptions {
   /** The interface that carries VLAN-tagged guest traffic between hosts. */
   vlanUplink?: string;
   /** HOST:PORT of this agent's console relay, advertised in Host status for the API component. */
-  consoleEndpoint?: string;
+  /** Where the console server listens, and its certificate (the API component trusts only that). */
+  consoleEndpoint?: { endpoint: string; certificate: string };
   /** Where the fence watchdog's files live (see fencing.ts); without it no watchdog runs. */
   fenceDir?: string;
   /** Live migration: the URI and address other hosts migrate guests here with, and a cap in MiB/s. */

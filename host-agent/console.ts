@@ -1,53 +1,60 @@
-// The guests' serial consoles over WebSocket, for the API component's console relay: one
-// connection is piped to the unix socket QEMU serves the VM's serial port on. Callers prove they
-// are the API component with a shared bearer token (a Secret mounted in both).
-import { timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+// The guests' serial consoles over WebSocket (TLS), for the API component's console relay: one
+// connection is piped to the unix socket QEMU serves the VM's serial port on. Each connection
+// presents a ticket the API component signed for this host and this VM (runtime/console-ticket.ts),
+// taken once. Messages are small and the pipe keeps backpressure: a slow reader stops the guest's
+// output from piling up in memory, and a flood from the client stops at the socket.
+import type { KeyObject } from "node:crypto";
+import { createServer, type Server } from "node:https";
 import { connect } from "node:net";
+import { pipeline } from "node:stream";
 import type { Logger } from "pino";
-import { WebSocketServer } from "ws";
+import { createWebSocketStream, WebSocketServer } from "ws";
+import { CONSOLE_MAX_MESSAGE_BYTES, checkConsoleTicket, TakenTickets } from "../runtime/console-ticket.ts";
 
 export interface ConsoleServerOptions {
   host: string;
   port: number;
-  token: string;
+  hostName: string;
+  /** The API component's console key (Ed25519, public half). */
+  ticketKey: KeyObject;
+  tls: { cert: string; key: string };
   /** The console socket of a VM placed on this host, or undefined. */
   socketOf: (vmUid: string) => string | undefined;
   logger: Logger;
 }
 
-function bearerMatches(request: IncomingMessage, token: string): boolean {
-  const given = Buffer.from(request.headers.authorization ?? "");
-  const expected = Buffer.from(`Bearer ${token}`);
-  return given.length === expected.length && timingSafeEqual(given, expected);
-}
-
 export class ConsoleServer {
   private readonly server: Server;
-  private readonly sockets = new WebSocketServer({ noServer: true });
+  private readonly sockets = new WebSocketServer({ noServer: true, maxPayload: CONSOLE_MAX_MESSAGE_BYTES });
+  private readonly taken = new TakenTickets();
   private readonly options: ConsoleServerOptions;
 
   constructor(options: ConsoleServerOptions) {
     this.options = options;
-    this.server = createServer((_, response) => response.writeHead(426).end("WebSocket only\n"));
+    this.server = createServer(options.tls, (_, response) => response.writeHead(426).end("WebSocket only\n"));
     this.server.on("upgrade", (request, socket, head) => {
+      const refuse = (status: string) => socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\n\r\n`);
       const uid = /^\/console\/([0-9a-f-]{36})$/.exec(request.url ?? "")?.[1];
-      const path = uid ? options.socketOf(uid) : undefined;
-      if (!bearerMatches(request, options.token)) {
-        socket.end("HTTP/1.1 401 Unauthorized\r\n\r\n");
-        return;
+      const ticket = /^Bearer (\S+)$/.exec(request.headers.authorization ?? "")?.[1];
+      if (!uid || !ticket) return refuse("401 Unauthorized");
+      const check = checkConsoleTicket(options.ticketKey, ticket, { host: options.hostName, vm: uid });
+      if (!check.ok) {
+        options.logger.warn({ vm: uid, reason: check.reason }, "console ticket refused");
+        return refuse("401 Unauthorized");
       }
-      if (!path) {
-        socket.end("HTTP/1.1 404 Not Found\r\n\r\n");
-        return;
+      if (!this.taken.take(check.nonce, check.exp)) {
+        options.logger.warn({ vm: uid }, "console ticket presented again");
+        return refuse("401 Unauthorized");
       }
+      const path = options.socketOf(uid);
+      if (!path) return refuse("404 Not Found");
       this.sockets.handleUpgrade(request, socket, head, (ws) => {
         const serial = connect(path);
-        serial.on("data", (chunk) => ws.send(chunk));
-        serial.on("error", (error) => ws.close(1011, error.message.slice(0, 100)));
-        serial.on("close", () => ws.close());
-        ws.on("message", (data) => serial.write(data as Buffer));
-        ws.on("close", () => serial.destroy());
+        const stream = createWebSocketStream(ws);
+        // Either side ending ends both; an error (the guest gone, a message too large) is logged once.
+        pipeline(serial, stream, serial, (error) => {
+          if (error) options.logger.info({ vm: uid, err: error.message }, "console closed");
+        });
         options.logger.info({ vm: uid }, "console attached");
       });
     });
@@ -61,6 +68,7 @@ export class ConsoleServer {
 
   async close(): Promise<void> {
     for (const client of this.sockets.clients) client.terminate();
+    this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }

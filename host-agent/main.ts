@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 // stratus-host-agent: one per hypervisor host (a DaemonSet in a cluster).
-import { readFile } from "node:fs/promises";
+import type { KeyObject } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { KubeClient } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
+import { readConsolePublicKey } from "../runtime/console-ticket.ts";
 import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
 import { ConsoleServer } from "./console.ts";
+import { ensureConsoleCertificate } from "./console-certificate.ts";
 import { installHostGuard } from "./host-guard.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
@@ -32,8 +35,9 @@ Options:
   --cache-dir=DIR            template image cache (default /var/lib/stratus/cache/<host>)
   --console-dir=DIR          serial console sockets (default /run/stratus/console/<host>)
   --vlan-uplink=IFACE        interface carrying VLAN-tagged guest traffic (networks with a VLAN get IFACE.<vlan>)
-  --console-address=HOST:PORT serve the guests' serial consoles over WebSocket (needs --console-token-file)
-  --console-token-file=PATH  bearer token the API component presents for consoles
+  --console-address=HOST:PORT serve the guests' serial consoles over WebSocket and TLS (needs --console-key-file)
+  --console-key-file=PATH    the API component's console key, public half (Ed25519 PEM): it signs the
+                             ticket each console connection presents
   --accelerator=A            kvm, tcg, or auto (default): KVM when libvirt offers it with a guest CPU
                              today's kernels boot on, emulation (TCG) otherwise
   --migration-uri=URI        the libvirt URI other hosts' agents open to live-migrate guests here (e.g.
@@ -70,7 +74,7 @@ async function main(): Promise<void> {
       "migration-address": { type: "string" },
       "migration-bandwidth": { type: "string", default: "0" },
       "console-address": { type: "string" },
-      "console-token-file": { type: "string" },
+      "console-key-file": { type: "string" },
       "health-address": { type: "string", default: "127.0.0.1:8082" },
       teardown: { type: "boolean" },
     },
@@ -115,24 +119,35 @@ async function main(): Promise<void> {
     return fail(`cannot connect to libvirt at ${uri}: ${(error as Error).message}`);
   }
   let consoleServer: ConsoleServer | undefined;
-  let consoleEndpoint: string | undefined;
+  let consoleEndpoint: { endpoint: string; certificate: string } | undefined;
   if (values["console-address"]) {
-    if (!values["console-token-file"]) await fail("--console-address needs --console-token-file");
+    if (!values["console-key-file"]) await fail("--console-address needs --console-key-file");
     const [consoleHost, consolePort] = (values["console-address"] as string).split(/:(?=\d+$)/);
     if (!consoleHost || !Number.isInteger(Number(consolePort)))
       await fail("--console-address must be HOST:PORT");
-    const token = (await readFile(values["console-token-file"] as string, "utf8")).trim();
+    let ticketKey: KeyObject;
+    try {
+      ticketKey = readConsolePublicKey(await readFile(values["console-key-file"] as string, "utf8"));
+    } catch (error) {
+      return fail(`--console-key-file: ${(error as Error).message}`);
+    }
+    // Beside the consoles' sockets: the certificate lives as long as the host's run directory.
+    const certificateDir = values["console-dir"] ?? `/run/stratus/console/${hostName}`;
+    await mkdir(certificateDir, { recursive: true, mode: 0o711 });
+    const tls = await ensureConsoleCertificate(certificateDir, hostName);
     consoleServer = new ConsoleServer({
       host: consoleHost as string,
       port: Number(consolePort),
-      token,
+      hostName,
+      ticketKey,
+      tls,
       socketOf: (uid) => agent.consoleSocketOf(uid),
       logger,
     });
     const port = await consoleServer.listen();
     // A wildcard bind is advertised by the pod or host address the platform gives.
     const advertised = consoleHost === "0.0.0.0" ? (process.env.POD_IP ?? hostname()) : consoleHost;
-    consoleEndpoint = `${advertised}:${port}`;
+    consoleEndpoint = { endpoint: `${advertised}:${port}`, certificate: tls.cert };
   }
   const agent: HostAgent = new HostAgent({
     hostName,

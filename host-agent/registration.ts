@@ -30,7 +30,7 @@ export async function registerHost(
     hostName: string;
     zone: string;
     facts: HostFacts;
-    consoleEndpoint?: string;
+    consoleEndpoint?: { endpoint: string; certificate: string };
     /** Where other hosts' agents send live migrations (Host status.migrationUri, migrationAddress). */
     migration?: { uri?: string; address?: string };
     log: Logger;
@@ -56,7 +56,12 @@ export async function registerHost(
         uri: facts.uri,
       },
       agentVersion: AGENT_VERSION,
-      ...(options.consoleEndpoint ? { consoleEndpoint: options.consoleEndpoint } : {}),
+      ...(options.consoleEndpoint
+        ? {
+            consoleEndpoint: options.consoleEndpoint.endpoint,
+            consoleCertificate: options.consoleEndpoint.certificate,
+          }
+        : {}),
       ...(options.migration?.uri ? { migrationUri: options.migration.uri } : {}),
       ...(options.migration?.address ? { migrationAddress: options.migration.address } : {}),
       capacity: {

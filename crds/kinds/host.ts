@@ -102,6 +102,14 @@ export const HostKind = defineKind({
           description: "HOST:PORT of the agent's serial console relay (WebSocket), for the API component.",
         }),
       ),
+      consoleCertificate: Type.Optional(
+        Type.String({
+          maxLength: 4096,
+          pattern: "^-----BEGIN CERTIFICATE-----",
+          description:
+            "The console relay's self-signed TLS certificate (PEM), the only one the API component trusts for this host.",
+        }),
+      ),
       migrationUri: Type.Optional(
         Type.String({
           maxLength: 512,

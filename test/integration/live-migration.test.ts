@@ -4,8 +4,7 @@
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import {
@@ -20,6 +19,7 @@ import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { bridgeName } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type Account, adminAndUser, cs } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
@@ -46,7 +46,6 @@ describe.skipIf(!canRunQemu())(
     const zone = `lm-${suffix}`;
     const names: [string, string] = [`lma-${suffix}`, `lmb-${suffix}`];
     const workDir = `/var/lib/stratus/live-migration-${suffix}`;
-    const consoleToken = join(workDir, "console-token");
     let client: KubeClient;
     let namespace: string;
     let leaseNamespace: string;
@@ -97,14 +96,14 @@ describe.skipIf(!canRunQemu())(
       namespace = admin.namespace;
       // With the aggregated API: the console through the API server asks the VM's current host.
       await mkdir(workDir, { recursive: true, mode: 0o755 });
-      await writeFile(consoleToken, randomBytes(24).toString("hex"), { mode: 0o600 });
+      const consoleKeys = await writeConsoleKeys(workDir);
       endpoint = (
         await startApiServer({
           kubeconfigPath: controlPlane.kubeconfigPath,
           client,
           identity: `lm-api-${suffix}`,
           keysNamespace,
-          subresources: { namespace: leaseNamespace, workDir, consoleTokenFile: consoleToken },
+          subresources: { namespace: leaseNamespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
         })
       ).endpoint;
       await client.create(Resources.zones, { metadata: { name: zone }, spec: {} });
@@ -144,7 +143,7 @@ describe.skipIf(!canRunQemu())(
           `--migration-address=${migrationAddress}`,
           "--migration-bandwidth=16",
           "--console-address=127.0.0.1:0",
-          `--console-token-file=${consoleToken}`,
+          `--console-key-file=${consoleKeys.publicKeyFile}`,
         ],
       });
       await client.create(Resources.storagePools, {

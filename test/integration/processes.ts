@@ -136,7 +136,8 @@ export async function startApiServer(options: {
   client: KubeClient;
   identity: string;
   keysNamespace: string;
-  subresources?: { namespace: string; workDir: string; consoleTokenFile?: string };
+  /** With `consoleKeyFile`, the private console key (host agents get the public half). */
+  subresources?: { namespace: string; workDir: string; consoleKeyFile?: string };
 }): Promise<ApiServerProcess> {
   const port = await freePort();
   const args = [`--listen=127.0.0.1:${port}`, `--keys-namespace=${options.keysNamespace}`];
@@ -145,7 +146,7 @@ export async function startApiServer(options: {
     ? await prepareSubresources({ namespace: aggregated.namespace, dir: aggregated.workDir })
     : undefined;
   if (served) args.push(...served.args);
-  if (aggregated?.consoleTokenFile) args.push(`--console-token-file=${aggregated.consoleTokenFile}`);
+  if (aggregated?.consoleKeyFile) args.push(`--console-key-file=${aggregated.consoleKeyFile}`);
   const apiProcess = await startStratusProcess({
     script: "apiserver/main.ts",
     kubeconfigPath: options.kubeconfigPath,

@@ -7,7 +7,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { type AddressInfo, connect, createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -19,6 +19,7 @@ import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { bridgeName, libvirtNetworkName, networkPrefix } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import { sleep } from "../../runtime/time.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import {
@@ -75,7 +76,7 @@ describe.skipIf(!canRunQemu())(
           `--console-dir=${join(workDir, "console")}`,
           "--shutdown-grace=3",
           "--console-address=127.0.0.1:0",
-          `--console-token-file=${join(workDir, "console-token")}`,
+          `--console-key-file=${join(workDir, "console-key.pub.pem")}`,
           ...extraArgs,
         ],
       });
@@ -126,13 +127,13 @@ describe.skipIf(!canRunQemu())(
         args: [`--lease-namespace=${namespace}`],
       });
       // The API component with the aggregated API, for the console through the API server.
-      await writeFile(join(workDir, "console-token"), randomBytes(24).toString("hex"), { mode: 0o600 });
+      const consoleKeys = await writeConsoleKeys(workDir);
       api = await startApiServer({
         kubeconfigPath,
         client,
         identity: `e2e-api-${suffix}`,
         keysNamespace: namespace,
-        subresources: { namespace, workDir, consoleTokenFile: join(workDir, "console-token") },
+        subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
       });
       await startAgent();
     }, 300_000);
