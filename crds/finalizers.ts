@@ -13,7 +13,10 @@ export const STORAGE_FINALIZER = "stratus.io/storage";
 export const SNAPSHOT_DATA_FINALIZER = "stratus.io/snapshot-data";
 /** Deletion guard of a StoragePool: storage removes it once no volume's disk is in the pool. */
 export const STORAGE_POOL_FINALIZER = "stratus.io/storage-pool";
-/** A template's image may be on secondary storage: storage removes this once each zone's copy is gone. */
+/**
+ * A template's image may be on secondary storage or in host caches: storage removes this once
+ * nothing uses the template and each zone's copy is gone (hosts then drop their cached copies).
+ */
 export const TEMPLATE_IMAGES_FINALIZER = "stratus.io/template-images";
 
 export const FINALIZER_POLICY_NAME = "stratus-finalizers";
@@ -31,9 +34,11 @@ export function renderFinalizerPolicy(): [Json, Json] {
     `      ? ['${DOMAIN_FINALIZER}']`,
     "      : request.resource.resource == 'volumesnapshots'",
     `      ? ['${SNAPSHOT_DATA_FINALIZER}']`,
-    // Only templates whose image is written to secondary storage; a host path or kernel has no copy there.
+    // Templates with copies (secondary storage, host caches); not images already on every host.
     "      : request.resource.resource == 'templates'",
-    "      ? (has(object.spec.source.url) || has(object.spec.source.volume) || has(object.spec.source.snapshot)",
+    "      ? (has(object.spec.source.url) || has(object.spec.source.volume) || has(object.spec.source.snapshot) ||",
+    "          (has(object.spec.source.directBoot) &&",
+    "            !(object.spec.source.directBoot.kernel.startsWith('/') && object.spec.source.directBoot.initrd.startsWith('/')))",
     `        ? ['${TEMPLATE_IMAGES_FINALIZER}'] : [])`,
     "      : has(object.spec.type) && object.spec.type == 'ROOT'",
     `        ? ['${DISK_FINALIZER}']`,

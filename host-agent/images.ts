@@ -84,6 +84,8 @@ export interface VerifiedWrite {
   onProgress?: (bytes: number) => void;
   signal?: AbortSignal;
   mode?: number;
+  /** Names the writer in the temporary name (`<target>.partial-<tag>-…`), so it can find its own leftovers. */
+  tag?: string;
 }
 
 /**
@@ -98,7 +100,7 @@ export async function writeVerified(
   options: VerifiedWrite = {},
 ): Promise<{ path: string; sha256: string; bytes: number }> {
   // Unique per write: two writers of one target (two VMs, two hosts) never share a half file.
-  const partial = `${target}${PARTIAL_MARK}${randomBytes(4).toString("hex")}`;
+  const partial = `${target}${PARTIAL_MARK}${options.tag ? `${options.tag}-` : ""}${randomBytes(4).toString("hex")}`;
   const hash = createHash("sha256");
   let bytes = 0;
   const { maxBytes } = options;
@@ -141,6 +143,7 @@ export interface ImageFetch {
   /** Bytes so far, and the size the source announced when it did. */
   onProgress?: (bytes: number, totalBytes: number | undefined) => void;
   signal?: AbortSignal;
+  tag?: string;
 }
 
 /**
@@ -178,6 +181,7 @@ export async function fetchImage(
     what: source,
     ...(options.onProgress ? { onProgress: (bytes: number) => options.onProgress?.(bytes, totalBytes) } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.tag ? { tag: options.tag } : {}),
   });
 }
 
