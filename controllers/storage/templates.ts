@@ -44,7 +44,7 @@ export function templateController({
       .filter((t) => downloadsPerZone(t) || t.metadata.deletionTimestamp)
       .filter((t) => {
         const entry = t.status?.zones?.find((z) => z.zone === host.spec.zone);
-        return entry?.host === host.metadata.name || entry?.state !== (entry?.remove ? "Removed" : "Ready");
+        return entry?.state !== (entry?.remove ? "Removed" : "Ready");
       })
       .map(objectKey);
 
