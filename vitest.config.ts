@@ -38,6 +38,8 @@ const ORCHESTRATION = [
   "test/integration/vm-migration-api.test.ts",
   // the operator against volumes and pools whose agents the test plays.
   "test/integration/storage-pools.test.ts",
+  // URL templates downloaded once per zone: the operator and two host agents.
+  "test/integration/zone-templates.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.
   "test/integration/shared-libvirt.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.

@@ -31,6 +31,7 @@ import {
   TAGS_ANNOTATION,
   tagsOf,
   tagsView,
+  templateAvailability,
   templateView,
   virtualMachineView,
   volumeView,
@@ -119,10 +120,12 @@ const catalogCommands: Record<string, Command> = {
       const zones = zoneId ? call.api.zones.byIndex("uid", zoneId) : call.api.zones.list();
       if (zoneId && zones.length === 0) throw entityNotFound("zoneid", zoneId);
       const templates = filtered(call, call.api.templates.list(), (t) => t.spec.displayName);
+      const isready = call.params.get("isready") === undefined ? undefined : call.params.flag("isready");
       // One entry per template and zone it is available in, as CloudStack lists them.
       const entries = templates.flatMap((t) =>
         zones
           .filter((z) => !t.spec.zones?.length || t.spec.zones.includes(z.metadata.name as string))
+          .filter((z) => isready === undefined || templateAvailability(t, z).ready === isready)
           .map((z) => templateView(t, z)),
       );
       return page(call, "template", entries);

@@ -17,6 +17,7 @@ import type {
 } from "../crds/index.ts";
 import { isSharedPoolType } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
+import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-images.ts";
 import type { KubeObject } from "../runtime/client.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
 
@@ -111,15 +112,41 @@ export function diskOfferingView(offering: DiskOffering): Json {
   });
 }
 
-export function templateView(template: Template, zone: Zone | undefined): Json {
-  // One made from a volume or snapshot is ready once its image is written.
-  const made = template.spec.source.volume ?? template.spec.source.snapshot;
+/** Whether the template is ready in the zone, its size there, and CloudStack's status text. */
+export function templateAvailability(
+  template: Template,
+  zone: Zone | undefined,
+): { ready: boolean; size?: number; status: string } {
   const image = template.status?.image;
-  const ready = made
-    ? image !== undefined
-    : zone
-      ? (template.status?.zones?.find((z) => z.zone === zone.metadata.name)?.ready ?? true)
-      : true;
+  if (template.spec.source.volume || template.spec.source.snapshot)
+    return image
+      ? { ready: true, size: image.bytes, status: "Download Complete" }
+      : { ready: false, status: "Creating" };
+  // Host paths, kernels, and URL images in a zone without secondary storage: each host fetches them.
+  if (!downloadsPerZone(template) || !zone || !secondaryPathOf(zone))
+    return { ready: true, status: "Download Complete" };
+  const entry = zoneImage(template, zone.metadata.name as string);
+  if (entry?.remove || entry?.state === "Removed") return { ready: false, status: "Removing" };
+  switch (entry?.state) {
+    case "Ready":
+      return {
+        ready: true,
+        ...(entry.bytes !== undefined ? { size: entry.bytes } : {}),
+        status: "Download Complete",
+      };
+    case "Error":
+      return { ready: false, status: entry.message ?? entry.reason ?? "Download failed" };
+    case "Downloading": {
+      const percent = entry.totalBytes ? Math.floor(((entry.bytes ?? 0) * 100) / entry.totalBytes) : 0;
+      return { ready: false, status: `${Math.min(percent, 99)}% Downloaded` };
+    }
+    default:
+      return { ready: false, status: "Not Downloaded" };
+  }
+}
+
+export function templateView(template: Template, zone: Zone | undefined): Json {
+  const { ready, size, status } = templateAvailability(template, zone);
   return compact({
     id: uid(template),
     name: template.metadata.name as string,
@@ -134,14 +161,11 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     hypervisor: "KVM",
     ostypename: template.spec.osType ?? "Other Linux (64-bit)",
     ostypeid: template.spec.osType ?? "other",
-    size: image
-      ? image.bytes
-      : template.status?.size
-        ? Number(parseQuantity(template.status.size))
-        : undefined,
+    size,
+    physicalsize: size,
     passwordenabled: false,
     templatetype: "USER",
-    status: ready ? "Download Complete" : made ? "Creating" : "Downloading",
+    status,
     bootable: true,
     created: formatDate(template.metadata.creationTimestamp),
   });

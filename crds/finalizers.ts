@@ -1,4 +1,4 @@
-// The finalizers every VM and Volume carries from its first write, added by a
+// The finalizers every VM, Volume, VolumeSnapshot and file-backed Template carries from its first write, added by a
 // MutatingAdmissionPolicy on CREATE: no controller spends a patch (and a round trip) adding them,
 // and no object exists for a moment without the guard that keeps its disk or domain from leaking.
 import { GROUP } from "./definition.ts";
@@ -13,6 +13,11 @@ export const STORAGE_FINALIZER = "stratus.io/storage";
 export const SNAPSHOT_DATA_FINALIZER = "stratus.io/snapshot-data";
 /** Deletion guard of a StoragePool: storage removes it once no volume's disk is in the pool. */
 export const STORAGE_POOL_FINALIZER = "stratus.io/storage-pool";
+/**
+ * A template's image may be on secondary storage or in host caches: storage removes this once
+ * nothing uses the template and each zone's copy is gone (hosts then drop their cached copies).
+ */
+export const TEMPLATE_IMAGES_FINALIZER = "stratus.io/template-images";
 
 export const FINALIZER_POLICY_NAME = "stratus-finalizers";
 export const ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1";
@@ -29,6 +34,12 @@ export function renderFinalizerPolicy(): [Json, Json] {
     `      ? ['${DOMAIN_FINALIZER}']`,
     "      : request.resource.resource == 'volumesnapshots'",
     `      ? ['${SNAPSHOT_DATA_FINALIZER}']`,
+    // Templates with copies (secondary storage, host caches); not images already on every host.
+    "      : request.resource.resource == 'templates'",
+    "      ? (has(object.spec.source.url) || has(object.spec.source.volume) || has(object.spec.source.snapshot) ||",
+    "          (has(object.spec.source.directBoot) &&",
+    "            !(object.spec.source.directBoot.kernel.startsWith('/') && object.spec.source.directBoot.initrd.startsWith('/')))",
+    `        ? ['${TEMPLATE_IMAGES_FINALIZER}'] : [])`,
     "      : has(object.spec.type) && object.spec.type == 'ROOT'",
     `        ? ['${DISK_FINALIZER}']`,
     `        : ['${DISK_FINALIZER}', '${STORAGE_FINALIZER}']`,
@@ -50,7 +61,7 @@ export function renderFinalizerPolicy(): [Json, Json] {
               apiGroups: [GROUP],
               apiVersions: ["*"],
               operations: ["CREATE"],
-              resources: ["virtualmachines", "volumes", "volumesnapshots"],
+              resources: ["virtualmachines", "volumes", "volumesnapshots", "templates"],
             },
           ],
         },

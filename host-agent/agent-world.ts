@@ -30,6 +30,8 @@ export interface AgentCaches {
   /** Volumes whose disk is on this host. */
   localVolumes: Informer<Volume>;
   networks: ReferencedObjects<Network>;
+  /** The host's zone and its secondary storage. */
+  zone: VmWorld["zone"];
   /** VMs live-migrating to this host: their networks and DHCP reservations exist here already. */
   arriving?: () => VirtualMachine[];
 }
@@ -43,6 +45,7 @@ export function agentWorld(caches: AgentCaches): VmWorld {
     template: (name) => caches.templates.get(name),
     diskOffering: (name) => caches.diskOfferings.get(name),
     inMaintenance: () => caches.self.get(caches.hostName)?.spec.maintenance === true,
+    zone: caches.zone,
     volumes: async (vm) => {
       const namespace = vm.metadata.namespace as string;
       const names = [

@@ -17,6 +17,11 @@ export const TRANSFER_FIELD_MANAGER = "stratus-host-agent-transfer";
 export const REVERT_FIELD_MANAGER = "stratus-host-agent-revert";
 /** A Template's `status.image` (and Ready): written once, by the agent that made the image. */
 export const TEMPLATE_FIELD_MANAGER = "stratus-host-agent-template";
+/**
+ * A zone's entry of a Template's `status.zones`: one manager per zone, shared by that zone's agents
+ * (the host storage chose may change), so one zone's report never drops another zone's.
+ */
+export const zoneImageFieldManager = (zone: string) => `stratus-host-agent-template-${zone}`;
 
 export interface ObjectRef {
   namespace: string;
@@ -47,6 +52,8 @@ export interface AgentWrites {
   snapshotStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void>;
   /** Applies a Template's image made from a volume or snapshot (cluster-scoped: no namespace). */
   templateImage(name: string, status: Record<string, unknown>): Promise<void>;
+  /** Applies the agent's fields of a Template's image in a zone (state, bytes, checksum, message). */
+  zoneImage(name: string, zone: string, fields: Record<string, unknown>): Promise<void>;
   /** Records that the Volume's disk was reverted as `request` asked. */
   volumeReverted(ref: ObjectRef, request: string): Promise<void>;
   /** Removes a finalizer; false when it was not there. */
@@ -116,6 +123,14 @@ export class KubeAgentWrites implements AgentWrites {
       Resources.templates,
       { metadata: { name }, status },
       { fieldManager: TEMPLATE_FIELD_MANAGER, subresource: "status" },
+    );
+  }
+
+  async zoneImage(name: string, zone: string, fields: Record<string, unknown>): Promise<void> {
+    await this.client.apply(
+      Resources.templates,
+      { metadata: { name }, status: { zones: [{ zone, ...fields }] } },
+      { fieldManager: zoneImageFieldManager(zone), subresource: "status" },
     );
   }
 

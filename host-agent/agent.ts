@@ -148,6 +148,7 @@ export class HostAgent {
       requeueVms: () => {
         for (const key of this.placed.keys()) this.vmController.queue.add(key);
       },
+      cacheDir: this.cacheDir(),
       logger: this.log,
       metrics: options.metrics,
     });
@@ -224,6 +225,7 @@ export class HostAgent {
       diskOfferings: this.diskOfferings,
       localVolumes: this.storage.localVolumes,
       networks: this.networks,
+      zone: () => this.storage.zoneStorage(),
       arriving: () => this.migrations.arrivingVms(),
     });
     this.migrations.start({ owner, hypervisor, world, consoleSocket: (uid) => this.consoleSocket(uid) });

@@ -2,10 +2,10 @@
 // copy carries the bytes of a template overlay and no backing file; a copy is kept only when it
 // hashes right and names no other file.
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copyVerified, flattenTo, sha256File } from "./disk-files.ts";
@@ -14,6 +14,10 @@ import { HostProblem } from "./problem.ts";
 
 const run = promisify(execFile);
 let dir: string;
+
+/** Files left beside `path` by an unfinished write (`path.part`, `path.partial-…`). */
+const unfinished = (path: string) =>
+  readdirSync(dirname(path)).filter((name) => name.startsWith(`${basename(path)}.`));
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "stratus-disk-files-"));
@@ -39,7 +43,7 @@ describe("disk files moving through secondary storage", () => {
     const staged = await flattenTo(overlay, join(dir, "secondary", "transfers", "v1.qcow2"));
     expect((await inspectImage(staged.path)).backingFile).toBeUndefined();
     expect(staged.sha256).toBe(await sha256File(staged.path));
-    expect(existsSync(`${staged.path}.part`)).toBe(false);
+    expect(unfinished(staged.path)).toEqual([]);
     // qemu-img compare exits 0 only when the guest-visible contents are identical.
     await expect(run("qemu-img", ["compare", overlay, staged.path])).resolves.toBeDefined();
 
@@ -58,7 +62,7 @@ describe("disk files moving through secondary storage", () => {
     expect(error).toBeInstanceOf(HostProblem);
     expect((error as HostProblem).reason).toBe("ChecksumMismatch");
     expect(existsSync(target)).toBe(false);
-    expect(existsSync(`${target}.part`)).toBe(false);
+    expect(unfinished(target)).toEqual([]);
   });
 
   it("refuses a staged image that names a backing file, even with the right checksum (it could read another disk)", async () => {

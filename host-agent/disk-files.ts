@@ -5,14 +5,13 @@
 // temporary name first and is renamed, so a crash never leaves a half-written file under the real name.
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import type { StagedDisk } from "./hypervisor.ts";
-import { checkImage } from "./images.ts";
+import { checkImage, writeVerified } from "./images.ts";
 import { HostProblem } from "./problem.ts";
 
 const run = promisify(execFile);
@@ -67,38 +66,25 @@ export async function copyChecked(
   check: (part: string) => Promise<unknown> = async () => undefined,
 ): Promise<StagedDisk> {
   await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-  const part = `${target}.part`;
-  const hash = createHash("sha256");
-  const hashing = new Transform({
-    transform(chunk: Buffer, _encoding, done) {
-      hash.update(chunk);
-      done(null, chunk);
-    },
-  });
   try {
-    await pipeline(createReadStream(staged.path), hashing, createWriteStream(part, { mode: 0o600 }));
+    return await writeVerified(createReadStream(staged.path), target, {
+      expect: {
+        sha256: staged.sha256,
+        mismatch: (actual) =>
+          new HostProblem(
+            "ChecksumMismatch",
+            `the copy of ${staged.path} hashes to ${actual}, not ${staged.sha256}; it was discarded`,
+          ),
+      },
+      // A staged file is outside any pool: make sure it cannot make QEMU open someone else's file.
+      check,
+      mode: 0o600,
+    });
   } catch (error) {
-    await rm(part, { force: true });
     if ((error as NodeJS.ErrnoException).code === "ENOENT")
       throw new HostProblem("StagedCopyMissing", `the staged copy ${staged.path} is gone`);
     throw error;
   }
-  const actual = hash.digest("hex");
-  if (actual !== staged.sha256) {
-    await rm(part, { force: true });
-    throw new HostProblem(
-      "ChecksumMismatch",
-      `the copy of ${staged.path} hashes to ${actual}, not ${staged.sha256}; it was discarded`,
-    );
-  }
-  // A staged file is outside any pool: make sure it cannot make QEMU open someone else's file.
-  await check(part).catch(async (error: unknown) => {
-    await rm(part, { force: true });
-    throw error;
-  });
-  const { size } = await stat(part);
-  await rename(part, target);
-  return { path: target, sha256: actual, bytes: size };
 }
 
 /**

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../devcluster/controlplane.ts";
 import { qcow2Header } from "../test/fixtures/qcow2.ts";
-import { checkImage, downloadOnce, inspectImageHeader } from "./images.ts";
+import { checkImage, downloadOnce, fetchImage, inspectImageHeader } from "./images.ts";
 import { HostProblem } from "./problem.ts";
 
 describe("image headers", () => {
@@ -39,7 +39,12 @@ describe("template images on disk and over HTTP", () => {
     dir = await mkdtemp(join(tmpdir(), "stratus-images-"));
     server = createServer((request, response) => {
       if (request.url === "/tiny.qcow2") response.end(image);
-      else response.writeHead(404).end("no such image");
+      else if (request.url === "/unannounced") {
+        // No Content-Length: the size shows only while streaming.
+        response.writeHead(200, { "transfer-encoding": "chunked" });
+        response.write(image.subarray(0, 256));
+        response.end(image.subarray(256));
+      } else response.writeHead(404).end("no such image");
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -88,5 +93,34 @@ describe("template images on disk and over HTTP", () => {
     const fine = join(dir, "fine.qcow2");
     await writeFile(fine, qcow2Header(1n << 30n));
     await expect(checkImage(fine, "raw")).rejects.toMatchObject({ reason: "WrongImageFormat" });
+  });
+
+  it("refuses an image over the limit, by its announced size or while it streams, and keeps no file", async () => {
+    const target = join(dir, "big.qcow2");
+    const tooLarge = { reason: "ImageTooLarge" };
+    await expect(fetchImage(`${base}/tiny.qcow2`, target, { maxBytes: 100 })).rejects.toMatchObject(tooLarge);
+    await expect(fetchImage(`${base}/unannounced`, target, { maxBytes: 300 })).rejects.toMatchObject(
+      tooLarge,
+    );
+    expect(readdirSync(dir).filter((f) => f.startsWith("big.qcow2"))).toEqual([]);
+    const fits = await fetchImage(`${base}/unannounced`, target, { maxBytes: image.length, checksum });
+    expect(fits).toEqual({ path: target, sha256: checksum.slice(7), bytes: image.length });
+  });
+
+  it("reports its progress against the announced size, and an aborted fetch keeps no file", async () => {
+    const seen: [number, number | undefined][] = [];
+    const target = join(dir, "progress.qcow2");
+    await fetchImage(`${base}/tiny.qcow2`, target, {
+      onProgress: (bytes, total) => seen.push([bytes, total]),
+    });
+    expect(seen.at(-1)).toEqual([image.length, image.length]);
+    const aborted = new AbortController();
+    const late = join(dir, "late.qcow2");
+    const fetching = fetchImage(`${base}/unannounced`, late, {
+      signal: aborted.signal,
+      onProgress: () => aborted.abort(), // after the first chunk
+    });
+    await expect(fetching).rejects.toMatchObject({ name: "AbortError" });
+    expect(readdirSync(dir).filter((f) => f.startsWith("late.qcow2"))).toEqual([]);
   });
 });

@@ -2,13 +2,13 @@
 // too; an image from a template URL that points at, say, /etc/shadow or another tenant's disk is a
 // known escape. The agent reads the qcow2 header itself and refuses any image with a backing file
 // it did not create.
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream, type ReadStream } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
-import type { IncomingMessage } from "node:http";
 import { get as httpGet } from "node:http";
 import { get as httpsGet } from "node:https";
 import { dirname } from "node:path";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { HostProblem } from "./problem.ts";
 
@@ -70,57 +70,144 @@ export async function checkImage(path: string, expectedFormat: "qcow2" | "raw"):
   return facts;
 }
 
+/** CloudStack's max.template.iso.size: an image bigger than 50 GiB is refused. */
+export const MAX_IMAGE_BYTES = 50 * 2 ** 30;
+
+export interface VerifiedWrite {
+  /** The sha256 (hex) the bytes must have, and the error when they do not. */
+  expect?: { sha256: string; mismatch: (actual: string) => HostProblem };
+  /** Runs on the complete temporary file before it gets its name (e.g. checkImage). */
+  check?: (partial: string) => Promise<unknown>;
+  maxBytes?: number;
+  /** What is written, for the error when it is larger than maxBytes. */
+  what?: string;
+  onProgress?: (bytes: number) => void;
+  signal?: AbortSignal;
+  mode?: number;
+  /** Names the writer in the temporary name (`<target>.partial-<tag>-…`), so it can find its own leftovers. */
+  tag?: string;
+}
+
 /**
- * Downloads `url` (or copies an absolute path on this host) to `target`, through a temporary file
- * renamed when complete, verifying a sha256 checksum when one is given. An existing target is reused.
+ * Streams `source` into `target` through a temporary name of its own, hashing and counting as it
+ * writes; the file gets its real name only once complete, within its limit, hashed right and
+ * checked. A crash or an error never leaves a half file under the real name. The caller makes
+ * the directory first: `source` is piped at once, so none of its errors goes unheard.
  */
-export async function downloadOnce(url: string, target: string, checksum?: string): Promise<void> {
+export async function writeVerified(
+  source: Readable,
+  target: string,
+  options: VerifiedWrite = {},
+): Promise<{ path: string; sha256: string; bytes: number }> {
+  // Unique per write: two writers of one target (two VMs, two hosts) never share a half file.
+  const partial = `${target}${PARTIAL_MARK}${options.tag ? `${options.tag}-` : ""}${randomBytes(4).toString("hex")}`;
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const { maxBytes } = options;
   try {
-    await stat(target);
-    return;
-  } catch {}
-  await mkdir(dirname(target), { recursive: true });
-  const partial = `${target}.partial-${process.pid}`;
-  try {
-    const response = url.startsWith("/") ? await readLocal(url) : await get(url);
-    const hash = createHash("sha256");
     await pipeline(
-      response,
+      source,
       async function* (chunks: AsyncIterable<Buffer>) {
         for await (const chunk of chunks) {
+          bytes += chunk.length;
+          if (maxBytes !== undefined && bytes > maxBytes) throw tooLarge(options.what ?? target, maxBytes);
           hash.update(chunk);
+          options.onProgress?.(bytes);
           yield chunk;
         }
       },
-      createWriteStream(partial),
+      createWriteStream(partial, { mode: options.mode ?? 0o644 }),
+      ...(options.signal ? [{ signal: options.signal }] : []),
     );
-    const actual = `sha256:${hash.digest("hex")}`;
-    if (checksum && actual !== checksum) {
-      throw new HostProblem(
-        "ChecksumMismatch",
-        `${url} has checksum ${actual}, the template expects ${checksum}`,
-      );
-    }
+    const actual = hash.digest("hex");
+    if (options.expect && actual !== options.expect.sha256) throw options.expect.mismatch(actual);
+    await options.check?.(partial);
     await rename(partial, target);
+    return { path: target, sha256: actual, bytes };
   } finally {
     await rm(partial, { force: true });
   }
 }
 
-async function readLocal(path: string): Promise<ReadStream> {
+/** What marks an unfinished write in a file's name (see writeVerified). */
+export const PARTIAL_MARK = ".partial-";
+
+const tooLarge = (what: string, maxBytes: number) =>
+  new HostProblem("ImageTooLarge", `${what} is larger than ${maxBytes} bytes, the largest image accepted`);
+
+export interface ImageFetch {
+  /** sha256:<hex> the image must have. */
+  checksum?: string;
+  check?: (partial: string) => Promise<unknown>;
+  maxBytes?: number;
+  /** Bytes so far, and the size the source announced when it did. */
+  onProgress?: (bytes: number, totalBytes: number | undefined) => void;
+  signal?: AbortSignal;
+  tag?: string;
+}
+
+/**
+ * Fetches `source` (an http(s) URL, or an absolute path on this host) to `target` with
+ * writeVerified, checking the template's checksum when one is given.
+ */
+export async function fetchImage(
+  source: string,
+  target: string,
+  options: ImageFetch = {},
+): Promise<{ path: string; sha256: string; bytes: number }> {
+  const maxBytes = options.maxBytes ?? MAX_IMAGE_BYTES;
+  await mkdir(dirname(target), { recursive: true });
+  const { stream, totalBytes } = source.startsWith("/") ? await readLocal(source) : await get(source);
+  if (totalBytes !== undefined && totalBytes > maxBytes) {
+    stream.destroy();
+    throw tooLarge(source, maxBytes);
+  }
+  const expected = options.checksum?.replace(/^sha256:/, "");
+  return writeVerified(stream, target, {
+    ...(expected
+      ? {
+          expect: {
+            sha256: expected,
+            mismatch: (actual) =>
+              new HostProblem(
+                "ChecksumMismatch",
+                `${source} has checksum sha256:${actual}, the template expects ${options.checksum}`,
+              ),
+          },
+        }
+      : {}),
+    ...(options.check ? { check: options.check } : {}),
+    maxBytes,
+    what: source,
+    ...(options.onProgress ? { onProgress: (bytes: number) => options.onProgress?.(bytes, totalBytes) } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.tag ? { tag: options.tag } : {}),
+  });
+}
+
+/** Fetches `url` (or copies an absolute path on this host) to `target` unless it is there already. */
+export async function downloadOnce(url: string, target: string, checksum?: string): Promise<void> {
   try {
-    await stat(path);
+    await stat(target);
+    return;
+  } catch {}
+  await fetchImage(url, target, checksum ? { checksum } : {});
+}
+
+async function readLocal(path: string): Promise<{ stream: Readable; totalBytes: number }> {
+  try {
+    const { size } = await stat(path);
+    return { stream: createReadStream(path), totalBytes: size };
   } catch (error) {
     throw new HostProblem("DownloadFailed", `cannot read ${path}: ${(error as Error).message}`);
   }
-  return createReadStream(path);
 }
 
 /**
  * GET with redirects, as a stream. node:http rather than fetch: undici's parser asserts (and takes
  * the process down) on some HTTP/1.0 servers that close the connection to end the body.
  */
-function get(url: string, redirects = 5): Promise<IncomingMessage> {
+function get(url: string, redirects = 5): Promise<{ stream: Readable; totalBytes: number | undefined }> {
   return new Promise((resolve, reject) => {
     const fail = (message: string) =>
       reject(new HostProblem("DownloadFailed", `cannot download ${url}: ${message}`));
@@ -133,7 +220,8 @@ function get(url: string, redirects = 5): Promise<IncomingMessage> {
         response.resume();
         fail(`HTTP ${status}`);
       } else {
-        resolve(response);
+        const length = Number(response.headers["content-length"]);
+        resolve({ stream: response, totalBytes: Number.isSafeInteger(length) ? length : undefined });
       }
     });
     request.on("timeout", () => request.destroy(new Error("no answer for 60 s")));

@@ -42,6 +42,7 @@ function input(
     diskOffering: () => undefined,
     network: (name) => networks.find((n) => n.metadata.name === name),
     storage: hostStorage("/pool"),
+    zone: { name: "z1" },
     paths: { cache: "/cache", consoleSocket: "/console/x.sock" },
     ...overrides,
   };
@@ -259,6 +260,82 @@ describe("planVm", () => {
       format: "qcow2",
       url: image.path,
       checksum: `sha256:${image.sha256}`,
+    });
+  });
+
+  describe("a URL template", () => {
+    const url: Template = {
+      ...diskTemplate,
+      spec: { source: { url: "http://images.example/t.qcow2" }, checksum: `sha256:${"c".repeat(64)}` },
+    };
+    const inZone = (entry: NonNullable<NonNullable<Template["status"]>["zones"]>[number]) => ({
+      ...url,
+      status: { zones: [entry] },
+    });
+    const withSecondary = { zone: { name: "z1", secondaryPath: "/secondary" } };
+    const rootImage = (template: Template, overrides: Partial<PlanInput> = withSecondary) =>
+      (planVm(input(preparedVm("vm"), { template, ...overrides })) as RunPlan).root?.image;
+    const cached = `/cache/${diskTemplate.metadata.uid}.qcow2`;
+
+    it("is copied from the zone's secondary storage once Ready there, checked against the sum the download had", () => {
+      const ready = inZone({ zone: "z1", host: "h2", state: "Ready", sha256: "d".repeat(64), bytes: 9 });
+      expect(rootImage(ready)).toEqual({
+        path: cached,
+        format: "qcow2",
+        url: `/secondary/templates/${diskTemplate.metadata.uid}.qcow2`,
+        checksum: `sha256:${"d".repeat(64)}`,
+      });
+    });
+
+    it("is downloaded by each host itself where the zone has no secondary storage", () => {
+      expect(rootImage(url, { zone: { name: "z1" } })).toEqual({
+        path: cached,
+        format: "qcow2",
+        url: "http://images.example/t.qcow2",
+        checksum: `sha256:${"c".repeat(64)}`,
+      });
+    });
+
+    it("makes a new VM wait, saying so, until the zone has it; a failed or removed image is a problem", () => {
+      const plan = (template: Template) => planVm(input(preparedVm("vm"), { template, ...withSecondary }));
+      expect(plan(url)).toEqual({
+        kind: "wait",
+        reason: "WaitingForTemplate",
+        message:
+          "Template disk-image waits for a Ready host of zone z1 to download it to the zone's secondary storage.",
+        shown: true,
+      });
+      expect(plan(inZone({ zone: "z1", host: "h2", state: "Downloading", bytes: 5 }))).toMatchObject({
+        kind: "wait",
+        message: "Template disk-image is being downloaded to zone z1's secondary storage by host h2.",
+        shown: true,
+      });
+      const failed = inZone({
+        zone: "z1",
+        host: "h2",
+        state: "Error",
+        reason: "ChecksumMismatch",
+        message: "bad sum",
+      });
+      expect(plan(failed)).toMatchObject({ kind: "problem", problem: { reason: "TemplateDownloadFailed" } });
+      expect((plan(failed) as { problem: Error }).problem.message).toBe(
+        "Template disk-image could not be downloaded to zone z1: bad sum",
+      );
+      const removing = inZone({
+        zone: "z1",
+        host: "h2",
+        state: "Ready",
+        sha256: "d".repeat(64),
+        remove: true,
+      });
+      expect(plan(removing)).toMatchObject({ kind: "problem", problem: { reason: "TemplateDeleted" } });
+    });
+
+    it("lets a VM whose root disk exists go on from its cached copy", () => {
+      const vm = preparedVm("vm");
+      const made = rootVolume(vm, { phase: "Ready", host: HOST, pool: "local-h1", path: "/pool/root" });
+      const plan = planVm(input(vm, { template: url, volumes: [made], ...withSecondary })) as RunPlan;
+      expect(plan.root?.image).toEqual({ path: cached, format: "qcow2" });
     });
   });
 

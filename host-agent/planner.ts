@@ -12,6 +12,7 @@ import type {
 } from "../crds/index.ts";
 import { needsRootVolume, RESTART_ANNOTATION, rootVolumeName } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
+import { secondaryImagePath, type ZoneImage, zoneImage } from "../crds/template-images.ts";
 import { type Condition, findCondition } from "../runtime/conditions.ts";
 import { type DomainSpec, diskTarget, macFor } from "./domain-xml.ts";
 import type { DhcpReservation, ObservedDomain, Owner } from "./hypervisor.ts";
@@ -41,6 +42,8 @@ export interface PlanInput {
   /** A network of the VM's namespace by name. */
   network(name: string): Network | undefined;
   storage: AgentStorage;
+  /** The host's zone and where its secondary storage is mounted, if it has one. */
+  zone: { name: string; secondaryPath?: string };
   paths: { cache: string; consoleSocket: string };
 }
 
@@ -104,8 +107,8 @@ export interface RunPlan {
 export type VmPlan =
   | { kind: "release" }
   | { kind: "evacuate" }
-  /** The orchestration has not prepared the VM for this host yet: nothing to write, its watch brings it back. */
-  | { kind: "wait"; reason: string; message: string }
+  /** Not prepared yet: its watch brings it back; `shown` waits are said in the VM's Ready condition. */
+  | { kind: "wait"; reason: string; message: string; shown?: boolean }
   /** Something a user can fix: the VM's Ready condition says it. */
   | { kind: "problem"; problem: HostProblem }
   /** Only power changes: the domain stays as it is (nothing new to plug while the VM is not prepared). */
@@ -127,14 +130,15 @@ function pinnedElsewhere({ vm, host, domain }: PlanInput): boolean {
 }
 
 /**
- * Where the root disk's image comes from: downloaded (url) or made from a volume or snapshot (its
- * file on secondary storage, copied like a download and checked against its sha256) into the
- * cache, or a path every host has.
+ * Where the root disk's image comes from, copied into the cache and checked: a URL image from the
+ * zone's secondary storage once it is downloaded there (from the URL itself where the zone has no
+ * secondary storage), an image made from a volume or snapshot from its file there; or a path every
+ * host has. A disk made before needs only the cached copy it was made from.
  */
-function templateImage(template: Template, cache: string) {
+function templateImage(template: Template, input: PlanInput, rootExists: boolean) {
   const { source } = template.spec;
   const format = template.spec.format ?? "qcow2";
-  const cached = `${cache}/${template.metadata.uid}.${format}`;
+  const cached = `${input.paths.cache}/${template.metadata.uid}.${format}`;
   if (source.volume || source.snapshot) {
     const image = template.status?.image;
     if (!image)
@@ -143,16 +147,50 @@ function templateImage(template: Template, cache: string) {
         `Template ${template.metadata.name} is still being made from its ${source.volume ? "volume" : "snapshot"}.`,
       );
     // Written flattened by qemu-img: always qcow2, whatever the spec says.
-    const path = `${cache}/${template.metadata.uid}.qcow2`;
+    const path = `${input.paths.cache}/${template.metadata.uid}.qcow2`;
     return { path, format: "qcow2" as const, url: image.path, checksum: `sha256:${image.sha256}` };
   }
   if (!source.url) return { path: source.hostPath as string, format };
-  return {
-    path: cached,
-    format,
-    url: source.url,
-    ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
-  };
+  const { name: zone, secondaryPath } = input.zone;
+  if (!secondaryPath)
+    return {
+      path: cached,
+      format,
+      url: source.url,
+      ...(template.spec.checksum ? { checksum: template.spec.checksum } : {}),
+    };
+  const entry = zoneImage(template, zone);
+  if (entry?.state === "Ready" && entry.sha256 && !entry.remove)
+    return {
+      path: cached,
+      format,
+      url: secondaryImagePath(secondaryPath, template),
+      checksum: `sha256:${entry.sha256}`,
+    };
+  if (rootExists) return { path: cached, format };
+  throw notInZone(template, zone, entry);
+}
+
+/** Why a new disk cannot be made from the template in this zone yet. */
+function notInZone(template: Template, zone: string, entry: ZoneImage | undefined): HostProblem {
+  const name = template.metadata.name;
+  if (entry?.remove || entry?.state === "Removed")
+    return new HostProblem(
+      "TemplateDeleted",
+      `Template ${name} is being deleted: its image is removed from zone ${zone}'s secondary storage.`,
+    );
+  if (entry?.state === "Error")
+    return new HostProblem(
+      "TemplateDownloadFailed",
+      `Template ${name} could not be downloaded to zone ${zone}: ${entry.message ?? entry.reason}`,
+    );
+  return new Waiting(
+    "WaitingForTemplate",
+    entry?.host
+      ? `Template ${name} is being downloaded to zone ${zone}'s secondary storage by host ${entry.host}.`
+      : `Template ${name} waits for a Ready host of zone ${zone} to download it to the zone's secondary storage.`,
+    { shown: true },
+  );
 }
 
 export function planVm(input: PlanInput): VmPlan {
@@ -181,7 +219,13 @@ export function planVm(input: PlanInput): VmPlan {
   try {
     return planRun(input, intent);
   } catch (error) {
-    if (error instanceof Waiting) return { kind: "wait", reason: error.reason, message: error.message };
+    if (error instanceof Waiting)
+      return {
+        kind: "wait",
+        reason: error.reason,
+        message: error.message,
+        ...(error.shown ? { shown: true } : {}),
+      };
     if (error instanceof HostProblem) return { kind: "problem", problem: error };
     throw error;
   }
@@ -218,12 +262,13 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
     const volume = input.volume(rootVolumeName(vm.metadata.name as string));
     if (!volume)
       throw new Waiting("WaitingForVolume", `The root volume of VM ${vm.metadata.name} does not exist yet.`);
+    const home = diskHome(input, volume);
     root = {
       volume,
-      ...diskHome(input, volume),
+      ...home,
       name: rootDiskName(uid),
       requestedBytes: requestedRoot,
-      ...(source.directBoot ? {} : { image: templateImage(template, input.paths.cache) }),
+      ...(source.directBoot ? {} : { image: templateImage(template, input, home.existing) }),
     };
     disks.push({ path: diskPath(root, root.name), format: "qcow2", serial: "root" });
   }

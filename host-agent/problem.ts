@@ -13,8 +13,14 @@ export class HostProblem extends Error {
 
 /**
  * Not a failure: something another component prepares (a volume binding, an address) is not there
- * yet. The VM says what it waits for; the watch on that object brings the VM back.
+ * yet; the watch on that object brings the VM back. `shown`: nothing else tells the user (another
+ * component's condition does for the others), so the VM's Ready condition says what it waits for.
  */
 export class Waiting extends HostProblem {
   override name = "Waiting";
+  readonly shown: boolean;
+  constructor(reason: string, message: string, options: { shown?: boolean } = {}) {
+    super(reason, message);
+    this.shown = options.shown === true;
+  }
 }

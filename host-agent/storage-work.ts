@@ -1,5 +1,7 @@
 // The host agent's storage side: the Volumes whose disks are here (deletion, revert, moves out) or
-// coming here (moves in), the snapshots it was given to take, and the StoragePools of its zone. Its
+// coming here (moves in), the snapshots it was given to take, the templates whose image it makes
+// (from a volume or snapshot here, or downloaded into the zone), the image cache, and the
+// StoragePools of its zone. Its
 // own watches and work queues, beside the VM loop (agent.ts), which it tells when a pool changes.
 import type { Logger } from "pino";
 import {
@@ -13,6 +15,7 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
+import { secondaryPathOf } from "../crds/template-images.ts";
 import type { KubeClient } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import { Controller } from "../runtime/controller.ts";
@@ -21,11 +24,13 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { unlessGone } from "../runtime/objects.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor } from "./hypervisor.ts";
+import { pruneImageCache } from "./image-cache.ts";
 import { PoolSync } from "./pool-sync.ts";
 import { type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
 import { syncTemplate } from "./template-sync.ts";
 import { syncVolumeDeletion } from "./volume-sync.ts";
 import { discardIncomingCopy, syncVolumeTransfer } from "./volume-transfer.ts";
+import { ZoneImages } from "./zone-images.ts";
 
 /** Every how many heartbeats the pools are looked at again (free space, mounts). */
 const POOL_REPORT_EVERY_BEATS = 6;
@@ -42,6 +47,8 @@ export interface StorageWorkOptions {
   self: () => Host | undefined;
   /** Re-queues every VM of this host (a pool became usable or went away). */
   requeueVms: () => void;
+  /** The host's template image cache. */
+  cacheDir: string;
   logger: Logger;
   metrics: RuntimeMetrics;
 }
@@ -61,6 +68,9 @@ export class StorageWork {
   private readonly volumeController: Controller;
   private readonly snapshotController: Controller;
   private readonly templateController: Controller;
+  /** URL templates downloaded to the zone's secondary storage when storage chose this host. */
+  private readonly zoneImages: ZoneImages;
+  private cachePruning: Promise<unknown> = Promise.resolve();
   private readonly o: StorageWorkOptions;
   private hypervisor: Hypervisor | undefined;
   private poolSync: PoolSync | undefined;
@@ -113,19 +123,34 @@ export class StorageWork {
           return ref?.namespace === o.metadata.namespace && ref?.name === o.metadata.name;
         })
         .map((t) => t.metadata.name as string);
+    this.zoneImages = new ZoneImages({
+      host: hostName,
+      zone: options.zone,
+      secondaryPath: () => this.zoneStorage().secondaryPath,
+      writes: options.writes,
+      log: options.logger,
+    });
     this.templateController = new Controller({
       name: "host-agent-template",
       ...common,
-      reconcile: (key, log) =>
-        syncTemplate(this.templates.get(key), {
+      reconcile: async (key, log) => {
+        const template = this.templates.get(key);
+        const made = await syncTemplate(template, {
           ...this.context(log),
           localVolume: (namespace, name) => this.localVolumes.get(`${namespace}/${name}`),
           localSnapshot: (namespace, name) => this.snapshots.get(`${namespace}/${name}`),
-        }),
+        });
+        const downloaded = await this.zoneImages.sync(key, template);
+        const after = Math.min(made?.requeueAfterMs ?? Infinity, downloaded?.requeueAfterMs ?? Infinity);
+        return after === Infinity ? undefined : { requeueAfterMs: after };
+      },
     })
       .watch(this.templates)
+      .watch(this.zone, () => this.templates.keys())
       .watch(this.localVolumes, madeFrom("volume"))
       .watch(this.snapshots, madeFrom("snapshot"));
+    // A template is gone only once nothing uses it: its cached images can go.
+    this.templates.addHandlers({ onDelete: () => this.pruneCache(false) });
   }
 
   /** Where this host's pools are and where new disks go (the VM loop's view of storage). */
@@ -151,6 +176,7 @@ export class StorageWork {
 
   /** Once the caches are synced: the pools prepared and reported, and kept so as they change. */
   async start(): Promise<void> {
+    await this.pruneCache(true);
     await this.pools.sync();
     const resync = () => this.resyncPools();
     // The storage controller rolls every pool's status up as volumes come and go: only a new,
@@ -164,12 +190,33 @@ export class StorageWork {
     });
   }
 
-  run(signal: AbortSignal): Promise<unknown> {
-    return Promise.all([
+  async run(signal: AbortSignal): Promise<void> {
+    await Promise.all([
       this.volumeController.run(signal),
       this.snapshotController.run(signal),
       this.templateController.run(signal),
     ]);
+    await this.zoneImages.stopAll();
+  }
+
+  /** The agent's zone and where its secondary storage is mounted. */
+  zoneStorage(): { name: string; secondaryPath?: string } {
+    const path = secondaryPathOf(this.zone.get(this.o.zone));
+    return { name: this.o.zone, ...(path ? { secondaryPath: path } : {}) };
+  }
+
+  private pruneCache(startingUp: boolean): Promise<unknown> {
+    const live = () => new Set(this.templates.list().map((t) => t.metadata.uid as string));
+    this.cachePruning = this.cachePruning
+      .then(() => pruneImageCache(this.o.cacheDir, live(), startingUp))
+      .then(
+        (removed) => {
+          if (removed.length > 0)
+            this.o.logger.info({ removed }, "removed cached images of deleted templates");
+        },
+        (error: unknown) => this.o.logger.warn({ err: String(error) }, "image cache pruning failed"),
+      );
+    return this.cachePruning;
   }
 
   /** Free space changes with every disk written: looked at every few beats, reported on a real change. */
@@ -223,7 +270,7 @@ export class StorageWork {
       writes: this.o.writes,
       volume: (namespace, name) => unlessGone(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
       snapshot: (namespace, name) => this.snapshot(namespace, name),
-      secondaryPath: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.path,
+      secondaryPath: (zone) => secondaryPathOf(this.zone.get(zone)),
       pausedForCopy: this.pausedForCopy,
       log,
     };

@@ -5,8 +5,10 @@ import { join } from "node:path";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import type { Template, Volume, VolumeSnapshot } from "../crds/index.ts";
+import { secondaryImagePath } from "../crds/template-images.ts";
+import { ApiError } from "../runtime/client.ts";
 import { FakeHypervisor } from "./fake-hypervisor.ts";
-import { syncTemplate, type TemplateContext, templateImagePath } from "./template-sync.ts";
+import { syncTemplate, type TemplateContext } from "./template-sync.ts";
 import { CLUSTER, dataVolume } from "./testing/fixtures.ts";
 import { MemoryWrites } from "./testing/memory-writes.ts";
 
@@ -55,7 +57,7 @@ describe("templates made from a volume or a snapshot", () => {
     const golden = template({ volume: { namespace: "team-a", name: "d1" } });
     expect(await syncTemplate(golden, context)).toBeUndefined();
     const status = writes.templateImages.get("golden") as { image: Record<string, unknown> };
-    const path = templateImagePath("/secondary", golden);
+    const path = secondaryImagePath("/secondary", golden);
     expect(status.image).toMatchObject({
       zone: "z1",
       host: "h1",
@@ -68,6 +70,16 @@ describe("templates made from a volume or a snapshot", () => {
     writes.writes.length = 0;
     await syncTemplate(done, context);
     expect(writes.writes).toEqual([]);
+  });
+
+  it("removes the image it made when the template went meanwhile (storage knew of nothing to remove)", async () => {
+    const { hv, writes, context } = await rig("/secondary");
+    writes.templateImage = async () => {
+      throw new ApiError(404, 'templates.stratus.io "golden" not found', undefined);
+    };
+    const golden = template({ volume: { namespace: "team-a", name: "d1" } });
+    expect(await syncTemplate(golden, context)).toBeUndefined();
+    expect(hv.content(secondaryImagePath("/secondary", golden))).toBeUndefined();
   });
 
   it("waits while a running guest holds the volume, and leaves other hosts' sources alone", async () => {

@@ -5,6 +5,8 @@
 // checked against the sum its agent recorded. Nothing is written for a source this host does not hold.
 import type { Logger } from "pino";
 import type { Template, Volume, VolumeSnapshot } from "../crds/index.ts";
+import { secondaryImagePath } from "../crds/template-images.ts";
+import { isNotFound } from "../runtime/client.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import { copyChecked } from "./disk-files.ts";
 import type { Hypervisor, StagedDisk } from "./hypervisor.ts";
@@ -24,11 +26,6 @@ export interface TemplateContext {
   /** A snapshot this host took (from the agent's cache). */
   localSnapshot(namespace: string, name: string): VolumeSnapshot | undefined;
   log: Logger;
-}
-
-/** Where a template's image is written on the zone's secondary storage. */
-export function templateImagePath(secondary: string, template: Template): string {
-  return `${secondary}/templates/${template.metadata.uid}.qcow2`;
 }
 
 type Source = { zone: string; what: string; copy: (target: string) => Promise<StagedDisk> };
@@ -101,17 +98,28 @@ export async function syncTemplate(
     return { requeueAfterMs: 30_000 };
   }
   try {
-    const image = await source.copy(templateImagePath(secondary, template));
-    await context.writes.templateImage(name, {
-      image: {
-        zone: source.zone,
-        host: context.host,
-        path: image.path,
-        sha256: image.sha256,
-        bytes: image.bytes,
-      },
-      conditions: [ready("True", "ImageWritten", `Made from ${source.what} on host ${context.host}.`)],
-    });
+    const image = await source.copy(secondaryImagePath(secondary, template));
+    try {
+      await context.writes.templateImage(name, {
+        image: {
+          zone: source.zone,
+          host: context.host,
+          path: image.path,
+          sha256: image.sha256,
+          bytes: image.bytes,
+        },
+        conditions: [ready("True", "ImageWritten", `Made from ${source.what} on host ${context.host}.`)],
+      });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+      // Deleted while the copy was made: storage knew of no image to remove, so this host does.
+      await context.hypervisor.removeStaged(image.path);
+      context.log.info(
+        { template: name, path: image.path },
+        "the template went while its image was made; removed it",
+      );
+      return undefined;
+    }
     context.log.info({ template: name, path: image.path }, "template image written");
     return undefined;
   } catch (error) {

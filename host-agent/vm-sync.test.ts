@@ -29,6 +29,7 @@ class Rig {
   readonly snapshots = new Map<string, VolumeSnapshot>();
   readonly pausedForCopy = new Set<string>();
   clock = 0;
+  zone: { name: string; secondaryPath?: string } = { name: "z1" };
   sync = this.newSync();
 
   newSync(): VmSync {
@@ -50,6 +51,7 @@ class Rig {
         template: (name) => this.templates.find((t) => t.metadata.name === name),
         diskOffering: () => undefined,
         inMaintenance: () => this.maintenance,
+        zone: () => this.zone,
         volumes: async (vm) => {
           // Each Volume as the API server would show it: with what this agent last wrote of its status.
           const found = new Map(
@@ -364,6 +366,30 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     });
     expect(rig.writes.events.map((e) => e.reason)).toEqual(["TemplateNotFound"]);
     expect(rig.hv.domains.size).toBe(0);
+  });
+
+  it("keeps a VM whose template is not in the zone yet Pending, saying why on Ready, with no Warning; then starts it", async () => {
+    const url: Template = { ...diskTemplate, spec: { source: { url: "http://images.example/t.qcow2" } } };
+    rig.templates = [url];
+    rig.zone = { name: "z1", secondaryPath: "/secondary" };
+    rig.sync = rig.newSync();
+    const key = rig.put(preparedVm("web"));
+    await rig.run(key, 2);
+    expect(rig.vm(key).status?.state).toBe("Pending");
+    expect(rig.vm(key).status?.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      status: "False",
+      reason: "WaitingForTemplate",
+      message:
+        "Template disk-image waits for a Ready host of zone z1 to download it to the zone's secondary storage.",
+    });
+    expect(rig.writes.writes).toEqual([`vm ${key}`]); // said once
+    expect(rig.writes.events).toEqual([]);
+    expect(rig.hv.domains.size).toBe(0);
+    rig.templates = [
+      { ...url, status: { zones: [{ zone: "z1", host: "h2", state: "Ready", sha256: "d".repeat(64) }] } },
+    ];
+    await rig.run(key);
+    expect(rig.vm(key).status?.state).toBe("Running");
   });
 
   it("releases a deleted VM: domain and root disk go, data disks stay, its network goes with its last VM, then the finalizer", async () => {

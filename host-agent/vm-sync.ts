@@ -33,7 +33,7 @@ import {
   reservationsFor,
   rootDiskName,
 } from "./planner.ts";
-import { HostProblem } from "./problem.ts";
+import { HostProblem, Waiting } from "./problem.ts";
 import { desiredVmStatus } from "./vm-status.ts";
 
 /** What the agent knows from the API server (informer caches, or maps in tests). */
@@ -45,6 +45,8 @@ export interface VmWorld {
   template(name: string): Template | undefined;
   diskOffering(name: string): DiskOffering | undefined;
   inMaintenance(): boolean;
+  /** The host's zone and where its secondary storage is mounted (if it has one). */
+  zone(): { name: string; secondaryPath?: string };
   /** The data and root Volumes the VM names (cached, or read once when not on this host yet). */
   volumes(vm: VirtualMachine): Promise<Map<string, Volume>>;
   networks(vm: VirtualMachine): Promise<Map<string, Network>>;
@@ -149,6 +151,7 @@ export class VmSync {
       diskOffering: (name) => this.o.world.diskOffering(name),
       network: (name) => networks.get(name),
       storage: this.o.storage,
+      zone: this.o.world.zone(),
       paths: {
         cache: this.o.paths.cache,
         consoleSocket: this.o.paths.consoleSocket(uid),
@@ -162,7 +165,7 @@ export class VmSync {
         return this.evacuate(vm, domain, volumes, log);
       case "wait":
         log.debug({ reason: plan.reason }, plan.message);
-        return undefined;
+        return plan.shown ? this.report(vm, domain, new Waiting(plan.reason, plan.message)) : undefined;
       case "problem":
         return this.report(vm, domain, plan.problem);
       case "power": {
@@ -352,11 +355,12 @@ export class VmSync {
       status.conditions = (status.conditions as { type: string }[]).map((c) =>
         c.type === "Ready" ? { ...c, status: "False", ...ready } : c,
       );
-      if (problem) status.state = domain ? status.state : "Error";
+      // A wait is no failure: the VM stays Pending and says what it waits for.
+      if (problem && !(problem instanceof Waiting)) status.state = domain ? status.state : "Error";
       if (evacuated) Object.assign(status, { state: "Stopped", evacuatedFrom: this.host });
     }
     const wrote = await this.o.writes.vmStatus(vm, status);
-    if (wrote && problem)
+    if (wrote && problem && !(problem instanceof Waiting))
       await this.o.writes.event(Resources.virtualMachines, vm, {
         type: "Warning",
         reason: problem.reason,

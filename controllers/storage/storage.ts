@@ -4,6 +4,7 @@
 // local StoragePool, and the pools' roll-up and deletion guard. Where a disk is (status.host,
 // pool, path) is a fact only the agent whose pool holds it can tell; the agents copy the bytes.
 // Snapshots (snapshots.ts): which host takes each one, and the recurring snapshot policies.
+// Templates (templates.ts): which host downloads a URL template into each zone, and their removal.
 import type { Logger } from "pino";
 import { DISK_FINALIZER, STORAGE_FINALIZER, STORAGE_POOL_FINALIZER } from "../../crds/finalizers.ts";
 import {
@@ -32,6 +33,7 @@ import { ROLLUP_DELAY_MS } from "../settings.ts";
 import { desiredPoolStatus, localPoolFor } from "./pool-status.ts";
 import { needOf, POOLS_BY_ZONE, poolUsages, rootVolumeOwner, VOLUMES_BY_POOL } from "./pool-usage.ts";
 import { snapshotControllers } from "./snapshots.ts";
+import { templateController } from "./templates.ts";
 import { decideVolumeStatus } from "./transfer-target.ts";
 
 /** The VM a data volume belongs to: the VM attaching it, else the oldest VM asking for it. */
@@ -61,7 +63,7 @@ const usedVolumeKeys = (vm: VirtualMachine) => [
 export const storageComponent: Component = {
   name: "storage",
   description:
-    "storage: volume moves between pools, local pools, pool roll-ups, deletion guards, snapshot binding and policies",
+    "storage: volume moves between pools, local pools, pool roll-ups, deletion guards, snapshot binding and policies, template downloads per zone",
   setup(context) {
     const { client, informers, metrics, logger, fieldManager } = context;
     const volumes = informers.for<Volume>(Resources.volumes, { indexers: VOLUMES_BY_POOL });
@@ -238,7 +240,13 @@ export const storageComponent: Component = {
       .watch(hosts, (host) => pools.byIndex("zone", host.spec.zone).map((p) => p.metadata.name as string), {
         delayMs: ROLLUP_DELAY_MS,
       });
-    return [volumeController, localPools, poolRollup, ...snapshotControllers(context, volumes)];
+    return [
+      volumeController,
+      localPools,
+      poolRollup,
+      ...snapshotControllers(context, volumes),
+      templateController(context),
+    ];
   },
 };
 

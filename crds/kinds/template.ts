@@ -44,13 +44,60 @@ const ObjectRef = (description: string) =>
     { description },
   );
 
+/** What a zone's template agent reports; the storage controller's choice of host stays its own. */
+export const ZONE_IMAGE_STATES = ["Downloading", "Ready", "Error", "Removed"] as const;
+export type ZoneImageState = (typeof ZONE_IMAGE_STATES)[number];
+
+const ZoneImage = Type.Object(
+  {
+    zone: ObjectName({ description: "The zone." }),
+    host: Type.Optional(
+      ObjectName({
+        description:
+          "The host whose agent downloads the image to the zone's secondary storage, or removes it (the storage controller's choice: a Ready host of the zone).",
+      }),
+    ),
+    remove: Type.Optional(
+      Type.Boolean({
+        description:
+          "The template is being deleted and nothing uses it: its image is removed from the zone's secondary storage.",
+      }),
+    ),
+    state: Type.Optional(
+      StringEnum(ZONE_IMAGE_STATES, {
+        description:
+          "Where the image is: Downloading, Ready (verified, under its final name), Error, Removed.",
+      }),
+    ),
+    reason: Type.Optional(
+      Type.String({
+        maxLength: 64,
+        pattern: "^[A-Za-z][A-Za-z0-9]*$",
+        description: "Why an Error, for machines: DownloadFailed, ChecksumMismatch, ImageTooLarge, ...",
+      }),
+    ),
+    message: Type.Optional(Type.String({ maxLength: 4096, description: "What happened, for people." })),
+    bytes: Type.Optional(
+      Type.Integer({ minimum: 0, description: "Bytes downloaded so far; the image's size once Ready." }),
+    ),
+    totalBytes: Type.Optional(
+      Type.Integer({ minimum: 0, description: "The size the server announced, when it did." }),
+    ),
+    sha256: Type.Optional(
+      Type.String({ pattern: "^[0-9a-f]{64}$", description: "The checksum of the image that is Ready." }),
+    ),
+  },
+  { description: "The template's image on one zone's secondary storage." },
+);
+
 export const TemplateKind = defineKind({
   kind: "Template",
   plural: "templates",
   singular: "template",
   shortNames: ["tmpl"],
   scope: "Cluster",
-  description: "A bootable image VMs are created from. Host agents download it once and cache it.",
+  description:
+    "A bootable image VMs are created from. A URL image is downloaded once per zone to its secondary storage; hosts copy it into their caches.",
   spec: Type.Object(
     {
       displayName: Type.Optional(Type.String({ maxLength: 255, description: "Human-readable name." })),
@@ -119,12 +166,21 @@ export const TemplateKind = defineKind({
         }),
       ),
     },
-    { description: "The image and how to boot it." },
+    {
+      description: "The image and how to boot it.",
+      "x-kubernetes-validations": [
+        {
+          // VMs' root disks are overlays of the image, and copies of it sit in every zone and cache.
+          rule: "self.source == oldSelf.source && has(self.checksum) == has(oldSelf.checksum) && (!has(self.checksum) || self.checksum == oldSelf.checksum) && has(self.format) == has(oldSelf.format) && (!has(self.format) || self.format == oldSelf.format)",
+          message:
+            "a template's image (source, checksum, format) cannot be changed: disks are made from it; register a new template",
+        },
+      ],
+    },
   ),
   status: Type.Object(
     {
       observedGeneration: ObservedGeneration,
-      size: Type.Optional(Quantity({ description: "Size of the downloaded image." })),
       image: Type.Optional(
         Type.Object(
           {
@@ -141,26 +197,19 @@ export const TemplateKind = defineKind({
         ),
       ),
       zones: Type.Optional(
-        Type.Array(
-          Type.Object(
-            {
-              zone: ObjectName({ description: "The zone." }),
-              ready: Type.Boolean({ description: "At least one host of the zone has the image cached." }),
-              hostsCached: Type.Integer({ minimum: 0, description: "Hosts that have the image cached." }),
-            },
-            { description: "Availability of the template in one zone." },
-          ),
-          {
-            description: "Availability per zone.",
-            maxItems: 64,
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["zone"],
-          },
-        ),
+        Type.Array(ZoneImage, {
+          description:
+            "A URL template's image on each zone's secondary storage: which host downloads it (the storage controller's choice) and how far it got (that host's agent).",
+          maxItems: 64,
+          "x-kubernetes-list-type": "map",
+          "x-kubernetes-list-map-keys": ["zone"],
+        }),
       ),
-      conditions: Conditions("Ready: the template can be used in at least one zone."),
+      conditions: Conditions(
+        "Ready: the image made from a volume or snapshot is written. InUse: while the template is being deleted, whether VMs or volumes still use it.",
+      ),
     },
-    { description: "Where the template is available." },
+    { description: "Where the template's image is." },
   ),
   printerColumns: [
     { name: "Format", type: "string", jsonPath: ".spec.format", description: "Image format." },

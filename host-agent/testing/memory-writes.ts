@@ -72,6 +72,14 @@ export class MemoryWrites implements AgentWrites {
     this.templateImages.set(name, status);
   }
 
+  /** Each zone image write, `<template>/<zone>` -> the fields, in order. */
+  readonly zoneImages: [string, Record<string, unknown>][] = [];
+
+  async zoneImage(name: string, zone: string, fields: Record<string, unknown>): Promise<void> {
+    this.writes.push(`zone image ${name}/${zone}`);
+    this.zoneImages.push([`${name}/${zone}`, fields]);
+  }
+
   async volumeReverted(ref: ObjectRef, request: string): Promise<void> {
     const key = `${ref.namespace}/${ref.name}`;
     this.writes.push(`reverted ${key}`);

@@ -247,6 +247,36 @@ describe("least privilege, with the manifests' own identities", () => {
       .catch((error: unknown) => error)) as ApiError;
     expect(rewritten.status).toBe(403);
     await admin.delete(Resources.templates, template);
+    // A template's image in a zone: reported only by the host storage chose there.
+    const downloaded = `lp-url-${suffix}`;
+    await admin.create(Resources.templates, {
+      metadata: { name: downloaded },
+      spec: { source: { url: "http://images.example/t.qcow2" } },
+    });
+    const choose = (host: string) =>
+      admin.mergePatch(
+        Resources.templates,
+        downloaded,
+        undefined,
+        { status: { zones: [{ zone: ZONE, host }] } },
+        "status",
+      );
+    const reportDownload = (host: string) =>
+      agentA.mergePatch(
+        Resources.templates,
+        downloaded,
+        undefined,
+        { status: { zones: [{ zone: ZONE, host, state: "Downloading", bytes: 1 }] } },
+        "status",
+      );
+    await choose(NODE_B);
+    const forgedReport = (await reportDownload(NODE_B).catch((error: unknown) => error)) as ApiError;
+    expect(forgedReport.status).toBe(403);
+    expect(forgedReport.message).toContain("a template's image only in a zone where storage chose its host");
+    expect(((await reportDownload(NODE_A).catch((error: unknown) => error)) as ApiError).status).toBe(403);
+    await choose(NODE_A);
+    await reportDownload(NODE_A);
+    await admin.delete(Resources.templates, downloaded);
     // Nor report on migrations between other hosts, nor rename the hosts of its own.
     await admin.create(Resources.virtualMachineMigrations, {
       metadata: { name: "elsewhere-move", namespace },

@@ -394,6 +394,18 @@ const immutableChanges: [string, string, Mutation, string][] = [
     "an IPAddress cannot be changed; delete it and allocate again",
   ],
   ["Host", "zone", (o) => (o.spec.zone = "z2"), "zone cannot be changed after creation"],
+  ...(
+    [
+      ["source", (o) => (o.spec.source = { url: "https://images.example.com/other.qcow2" })],
+      ["checksum", (o) => (o.spec.checksum = `sha256:${"a".repeat(64)}`)],
+      ["format", (o) => (o.spec.format = "raw")],
+    ] as [string, Mutation][]
+  ).map(([what, change]): [string, string, Mutation, string] => [
+    "Template",
+    what,
+    change,
+    "a template's image (source, checksum, format) cannot be changed: disks are made from it; register a new template",
+  ]),
   [
     "AsyncJob",
     "command",

@@ -6,6 +6,7 @@
 // No operator runs: where the storage controller and the agents would write status, the test does.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TEMPLATE_IMAGES_FINALIZER } from "../../crds/finalizers.ts";
 import { Resources, type Template, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { localPoolName } from "../../crds/kinds/storage-pool.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
@@ -301,15 +302,20 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
     await client.mergePatch(Resources.virtualMachines, "from-golden", admin.namespace, {
       metadata: { finalizers: [] },
     });
-    const deleted = await waitFor("the template deletable", async () => {
+    const jobid = await waitFor("the template deletable", async () => {
       const response = await signedRequest(endpoint, admin, {
         command: "deleteTemplate",
         id: made.metadata.uid as string,
       });
-      const jobid = response.body.deletetemplateresponse?.jobid as string | undefined;
-      return jobid ? finished(jobid) : undefined;
+      return response.body.deletetemplateresponse?.jobid as string | undefined;
     });
-    expect(deleted).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
+    // The job waits for the template to be gone: storage releases it once its images are removed.
+    const deleting = await client.get<Template>(Resources.templates, `golden-${suffix}`);
+    expect(deleting.metadata.finalizers).toEqual([TEMPLATE_IMAGES_FINALIZER]);
+    await client.mergePatch(Resources.templates, `golden-${suffix}`, undefined, {
+      metadata: { finalizers: [] },
+    });
+    expect(await finished(jobid)).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
   });
 
   it("migrates a stopped VM to another host with its volume into the pool asked for", async () => {
