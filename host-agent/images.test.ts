@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -5,11 +6,14 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../devcluster/controlplane.ts";
 import { qcow2Header } from "../test/fixtures/qcow2.ts";
 import { checkImage, downloadOnce, fetchImage, inspectImageHeader } from "./images.ts";
 import { HostProblem } from "./problem.ts";
+
+const run = promisify(execFile);
 
 describe("image headers", () => {
   it("reads a qcow2 image's virtual size and sees no backing file", () => {
@@ -39,6 +43,8 @@ describe("template images on disk and over HTTP", () => {
     dir = await mkdtemp(join(tmpdir(), "stratus-images-"));
     server = createServer((request, response) => {
       if (request.url === "/tiny.qcow2") response.end(image);
+      else if (request.url === "/to-metadata")
+        response.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" }).end();
       else if (request.url === "/unannounced") {
         // No Content-Length: the size shows only while streaming.
         response.writeHead(200, { "transfer-encoding": "chunked" });
@@ -93,6 +99,27 @@ describe("template images on disk and over HTTP", () => {
     const fine = join(dir, "fine.qcow2");
     await writeFile(fine, qcow2Header(1n << 30n));
     await expect(checkImage(fine, "raw")).rejects.toMatchObject({ reason: "WrongImageFormat" });
+  });
+
+  it("refuses an image that keeps its data in another file (qcow2 data_file), made by qemu-img", async () => {
+    const attack = join(dir, "data-file.qcow2");
+    await run("qemu-img", [
+      "create",
+      "-f",
+      "qcow2",
+      "-o",
+      `data_file=${join(dir, "victim.raw")}`,
+      attack,
+      "1M",
+    ]);
+    await expect(checkImage(attack, "qcow2")).rejects.toMatchObject({ reason: "UnsafeImage" });
+  });
+
+  it("follows no redirect to the instance metadata address", async () => {
+    await expect(downloadOnce(`${base}/to-metadata`, join(dir, "md"))).rejects.toThrow(
+      "cannot download http://169.254.169.254/latest/meta-data/: 169.254.169.254 is link-local",
+    );
+    expect(existsSync(join(dir, "md"))).toBe(false);
   });
 
   it("refuses an image over the limit, by its announced size or while it streams, and keeps no file", async () => {

@@ -7,9 +7,11 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { get as httpGet } from "node:http";
 import { get as httpsGet } from "node:https";
+import { isIP } from "node:net";
 import { dirname } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { type AddressReach, addressReach, guardedLookup, refusedAddress } from "./download-policy.ts";
 import { HostProblem } from "./problem.ts";
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -19,6 +21,8 @@ export interface ImageFacts {
   /** For qcow2: the virtual disk size in bytes; for raw: the file size. */
   virtualSize: bigint;
   backingFile?: string;
+  /** A qcow2 v3 image whose data lives in another file the header names (QEMU opens that file). */
+  externalDataFile?: true;
 }
 
 /** Reads format, size and backing file from the first bytes of an image (the qcow2 header). */
@@ -29,15 +33,26 @@ export function inspectImageHeader(header: Uint8Array, fileSize: bigint): ImageF
   const backingOffset = view.getBigUint64(8);
   const backingLength = view.getUint32(16);
   const virtualSize = view.getBigUint64(24);
-  if (backingOffset === 0n || backingLength === 0) return { format: "qcow2", virtualSize };
+  // Version 3 headers carry incompatible feature bits at 72; bit 2 is "external data file".
+  const externalData =
+    view.getUint32(4) >= 3 && header.byteLength >= 80 && (view.getBigUint64(72) & 4n) !== 0n
+      ? { externalDataFile: true as const }
+      : {};
+  if (backingOffset === 0n || backingLength === 0) return { format: "qcow2", virtualSize, ...externalData };
   const start = Number(backingOffset);
   if (start + backingLength > header.byteLength) {
-    return { format: "qcow2", virtualSize, backingFile: "(beyond the header that was read)" };
+    return {
+      format: "qcow2",
+      virtualSize,
+      backingFile: "(beyond the header that was read)",
+      ...externalData,
+    };
   }
   return {
     format: "qcow2",
     virtualSize,
     backingFile: new TextDecoder().decode(header.subarray(start, start + backingLength)),
+    ...externalData,
   };
 }
 
@@ -59,6 +74,12 @@ export async function checkImage(path: string, expectedFormat: "qcow2" | "raw"):
     throw new HostProblem(
       "UnsafeImage",
       `image ${path} names a backing file (${facts.backingFile}); images with backing files are refused`,
+    );
+  }
+  if (facts.externalDataFile) {
+    throw new HostProblem(
+      "UnsafeImage",
+      `image ${path} keeps its data in an external data file; such images are refused`,
     );
   }
   if (facts.format !== expectedFormat) {
@@ -205,17 +226,32 @@ async function readLocal(path: string): Promise<{ stream: Readable; totalBytes: 
 
 /**
  * GET with redirects, as a stream. node:http rather than fetch: undici's parser asserts (and takes
- * the process down) on some HTTP/1.0 servers that close the connection to end the body.
+ * the process down) on some HTTP/1.0 servers that close the connection to end the body. Every
+ * connection, the redirects' too, goes only where download-policy.ts allows.
  */
-function get(url: string, redirects = 5): Promise<{ stream: Readable; totalBytes: number | undefined }> {
+function get(
+  url: string,
+  redirects = 5,
+  reach: { origin?: AddressReach } = {},
+): Promise<{ stream: Readable; totalBytes: number | undefined }> {
   return new Promise((resolve, reject) => {
     const fail = (message: string) =>
       reject(new HostProblem("DownloadFailed", `cannot download ${url}: ${message}`));
-    const request = (url.startsWith("https:") ? httpsGet : httpGet)(url, { timeout: 60_000 }, (response) => {
+    const parsed = new URL(url);
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return fail("only http and https");
+    // An address in the URL is connected to without a lookup: it is checked here instead.
+    const literal = parsed.hostname.replace(/^\[|\]$/g, "");
+    if (isIP(literal)) {
+      const why = refusedAddress(literal, reach.origin);
+      if (why) return fail(why);
+      reach.origin ??= addressReach(literal);
+    }
+    const options = { timeout: 60_000, lookup: guardedLookup(reach) };
+    const request = (parsed.protocol === "https:" ? httpsGet : httpGet)(url, options, (response) => {
       const status = response.statusCode ?? 0;
       if (status >= 300 && status < 400 && response.headers.location && redirects > 0) {
         response.resume();
-        get(new URL(response.headers.location, url).toString(), redirects - 1).then(resolve, reject);
+        get(new URL(response.headers.location, url).toString(), redirects - 1, reach).then(resolve, reject);
       } else if (status !== 200) {
         response.resume();
         fail(`HTTP ${status}`);
