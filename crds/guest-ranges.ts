@@ -1,0 +1,90 @@
+// Pure: where a zone lets tenants put their networks. A Network's CIDR must lie inside one of its
+// zone's guestCidrs and overlap no other Network of the zone: every gateway lives in the hosts' own
+// network namespace today, so two overlapping networks would fight over the same host routes.
+// The network controller (conditions) and the API component (refusal up front) both ask this.
+import { ipToNumber } from "./addressing.ts";
+import type { Network, Zone } from "./index.ts";
+
+/** Guest CIDRs of a zone that names none: the private range `stratus up` and devcluster use. */
+export const DEFAULT_GUEST_CIDRS: readonly string[] = ["10.1.0.0/16"];
+/** VLANs of a zone that names no range. */
+export const DEFAULT_VLAN_RANGE = "100-4094";
+
+/** First and last address of a CIDR as numbers. */
+export function cidrBounds(cidr: string): { first: number; last: number } {
+  const [base = "", prefix = "32"] = cidr.split("/");
+  const size = 2 ** (32 - Number(prefix));
+  const first = ipToNumber(base) - (ipToNumber(base) % size);
+  return { first, last: first + size - 1 };
+}
+
+export function cidrsOverlap(a: string, b: string): boolean {
+  const x = cidrBounds(a);
+  const y = cidrBounds(b);
+  return x.first <= y.last && y.first <= x.last;
+}
+
+export function cidrContains(outer: string, inner: string): boolean {
+  const o = cidrBounds(outer);
+  const i = cidrBounds(inner);
+  return o.first <= i.first && i.last <= o.last;
+}
+
+export function zoneGuestCidrs(zone: Zone | undefined): readonly string[] {
+  return zone?.spec.guestCidrs ?? DEFAULT_GUEST_CIDRS;
+}
+
+/** The zone's VLAN range, inclusive. */
+export function zoneVlanRange(zone: Zone | undefined): { first: number; last: number } {
+  const [first = 0, last = first] = (zone?.spec.vlanRange ?? DEFAULT_VLAN_RANGE).split("-").map(Number);
+  return { first, last };
+}
+
+/** Who came first among two networks claiming overlapping CIDRs: it keeps its range. */
+function older(a: Network, b: Network): boolean {
+  const at = a.metadata.creationTimestamp ?? "";
+  const bt = b.metadata.creationTimestamp ?? "";
+  if (at !== bt) return at < bt;
+  return `${a.metadata.namespace}/${a.metadata.name}` < `${b.metadata.namespace}/${b.metadata.name}`;
+}
+
+export interface CidrProblem {
+  reason: "CidrNotAllowed" | "CidrOverlaps";
+  message: string;
+}
+
+/**
+ * Why a network's CIDR may not be used in its zone, or nothing. `others` are the zone's other
+ * networks; of two that overlap, the older keeps its range (so the refusal never flips).
+ * A network not yet created (no creationTimestamp) loses to every existing one.
+ */
+export function cidrProblem(
+  network: Pick<Network, "metadata" | "spec">,
+  zone: Zone | undefined,
+  others: readonly Network[],
+): CidrProblem | undefined {
+  const { cidr } = network.spec;
+  if (!cidr) return undefined;
+  const allowed = zoneGuestCidrs(zone);
+  if (!allowed.some((range) => cidrContains(range, cidr)))
+    return {
+      reason: "CidrNotAllowed",
+      message: `cidr ${cidr} is outside zone ${network.spec.zone}'s guest ranges (${allowed.join(", ") || "none"})`,
+    };
+  const mine = `${network.metadata.namespace}/${network.metadata.name}`;
+  const clash = others.find(
+    (other) =>
+      other.spec.cidr !== undefined &&
+      `${other.metadata.namespace}/${other.metadata.name}` !== mine &&
+      !other.metadata.deletionTimestamp &&
+      cidrsOverlap(other.spec.cidr, cidr) &&
+      (!network.metadata.creationTimestamp || older(other, network as Network)),
+  );
+  if (clash)
+    return {
+      reason: "CidrOverlaps",
+      // Another tenant's network name is not this tenant's business: say only that it is taken.
+      message: `cidr ${cidr} overlaps another network of zone ${network.spec.zone}`,
+    };
+  return undefined;
+}
