@@ -20,7 +20,7 @@ describe("guest CIDR ranges", () => {
   });
 
   it("defaults the zone's ranges", () => {
-    expect(zoneGuestCidrs(zone())).toEqual(["10.1.0.0/16"]);
+    expect(zoneGuestCidrs(zone())).toEqual(["10.0.0.0/8"]);
     expect(zoneVlanRange(zone())).toEqual({ first: 100, last: 4094 });
     expect(zoneVlanRange(zone({ vlanRange: "200-209" }))).toEqual({ first: 200, last: 209 });
   });
@@ -28,7 +28,7 @@ describe("guest CIDR ranges", () => {
   it("refuses a CIDR outside the zone's guest ranges", () => {
     const problem = cidrProblem(network("t1", "n", "192.168.10.0/29"), zone(), []);
     expect(problem?.reason).toBe("CidrNotAllowed");
-    expect(problem?.message).toContain("outside zone z's guest ranges (10.1.0.0/16)");
+    expect(problem?.message).toContain("outside zone z's guest ranges (10.0.0.0/8)");
     expect(cidrProblem(network("t1", "n", "192.168.10.0/29"), zone({ guestCidrs: [] }), [])?.reason).toBe(
       "CidrNotAllowed",
     );

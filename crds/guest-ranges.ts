@@ -5,10 +5,11 @@
 import { ipToNumber } from "./addressing.ts";
 import type { Network, Zone } from "./index.ts";
 
-/** Guest CIDRs of a zone that names none: the private range `stratus up` and devcluster use. */
-export const DEFAULT_GUEST_CIDRS: readonly string[] = ["10.1.0.0/16"];
-/** VLANs of a zone that names no range. */
-export const DEFAULT_VLAN_RANGE = "100-4094";
+/**
+ * Guest CIDRs of a zone that names none: the private 10/8 block (so 192.168/16 and 172.16/12, where
+ * hosts and Kubernetes usually live, stay out). An administrator should name the zone's own.
+ */
+export const DEFAULT_GUEST_CIDRS: readonly string[] = ["10.0.0.0/8"];
 
 /** First and last address of a CIDR as numbers. */
 export function cidrBounds(cidr: string): { first: number; last: number } {
@@ -34,9 +35,13 @@ export function zoneGuestCidrs(zone: Zone | undefined): readonly string[] {
   return zone?.spec.guestCidrs ?? DEFAULT_GUEST_CIDRS;
 }
 
-/** The zone's VLAN range, inclusive. */
-export function zoneVlanRange(zone: Zone | undefined): { first: number; last: number } {
-  const [first = 0, last = first] = (zone?.spec.vlanRange ?? DEFAULT_VLAN_RANGE).split("-").map(Number);
+/** The zone's VLAN range, inclusive; `fallback` (the operator's --vlan-range) when it names none. */
+export function zoneVlanRange(
+  zone: Zone | undefined,
+  fallback = { first: 100, last: 4094 },
+): { first: number; last: number } {
+  if (!zone?.spec.vlanRange) return fallback;
+  const [first = 0, last = first] = zone.spec.vlanRange.split("-").map(Number);
   return { first, last };
 }
 
@@ -87,4 +92,14 @@ export function cidrProblem(
       message: `cidr ${cidr} overlaps another network of zone ${network.spec.zone}`,
     };
   return undefined;
+}
+
+/** Ready reasons with which the network controller refuses a network: nothing implements it. */
+export const NETWORK_REFUSALS: readonly string[] = ["CidrNotAllowed", "CidrOverlaps", "VlanInUse"];
+
+/** Why the network controller refused the network, or nothing. */
+export function networkRefusal(network: Network): string | undefined {
+  const ready = network.status?.conditions?.find((c) => c.type === "Ready");
+  if (ready?.status !== "False" || !NETWORK_REFUSALS.includes(ready.reason)) return undefined;
+  return ready.message ?? ready.reason;
 }

@@ -74,7 +74,7 @@ export const ZoneKind = defineKind({
           }),
           {
             description:
-              "Where tenants may put their networks (CloudStack's guestcidraddress); a Network's cidr must lie inside one. 10.1.0.0/16 when empty.",
+              "Where tenants may put their networks (CloudStack's guestcidraddress); a Network's cidr must lie inside one. 10.0.0.0/8 when empty.",
             maxItems: 32,
             "x-kubernetes-list-type": "atomic",
           },
