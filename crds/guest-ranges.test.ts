@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { cidrContains, cidrProblem, cidrsOverlap, zoneGuestCidrs, zoneVlanRange } from "./guest-ranges.ts";
+import {
+  cidrContains,
+  cidrProblem,
+  cidrsOverlap,
+  freeCidr,
+  zoneGuestCidrs,
+  zoneVlanRange,
+} from "./guest-ranges.ts";
 import type { Network, Zone } from "./index.ts";
 
 const zone = (spec: Partial<Zone["spec"]> = {}) => ({ metadata: { name: "z" }, spec }) as Zone;
@@ -47,5 +54,15 @@ describe("guest CIDR ranges", () => {
     // A network being deleted no longer holds its range.
     const leaving = { ...first, metadata: { ...first.metadata, deletionTimestamp: "x" } } as Network;
     expect(cidrProblem(second, zone(), [leaving, second])).toBeUndefined();
+  });
+});
+
+describe("a free CIDR for a network that names none", () => {
+  it("is CloudStack's 10.1.1.0/24 when free, else the next free /24 of the zone's ranges", () => {
+    expect(freeCidr(zone(), [])).toBe("10.1.1.0/24");
+    expect(freeCidr(zone(), [network("t", "a", "10.1.1.0/24")])).toBe("10.0.0.0/24");
+    const z = zone({ guestCidrs: ["10.240.0.0/23"] });
+    expect(freeCidr(z, [network("t", "a", "10.240.0.0/25")])).toBe("10.240.1.0/24");
+    expect(freeCidr(z, [network("t", "a", "10.240.0.0/23")])).toBeUndefined();
   });
 });

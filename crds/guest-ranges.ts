@@ -2,7 +2,7 @@
 // zone's guestCidrs and overlap no other Network of the zone: every gateway lives in the hosts' own
 // network namespace today, so two overlapping networks would fight over the same host routes.
 // The network controller (conditions) and the API component (refusal up front) both ask this.
-import { ipToNumber } from "./addressing.ts";
+import { ipToNumber, numberToIp } from "./addressing.ts";
 import type { Network, Zone } from "./index.ts";
 
 /**
@@ -102,4 +102,27 @@ export function networkRefusal(network: Network): string | undefined {
   const ready = network.status?.conditions?.find((c) => c.type === "Ready");
   if (ready?.status !== "False" || !NETWORK_REFUSALS.includes(ready.reason)) return undefined;
   return ready.message ?? ready.reason;
+}
+
+/** CloudStack's CIDR for an isolated network that names none. */
+const CLOUDSTACK_DEFAULT_CIDR = "10.1.1.0/24";
+
+/**
+ * A /24 of the zone's guest ranges no network of the zone overlaps, for a network that names no
+ * CIDR: CloudStack's 10.1.1.0/24 when the zone allows it and it is free, else the first free one.
+ */
+export function freeCidr(zone: Zone | undefined, networks: readonly Network[]): string | undefined {
+  const taken = networks.flatMap((n) => (n.spec.cidr && !n.metadata.deletionTimestamp ? [n.spec.cidr] : []));
+  const free = (cidr: string) => !taken.some((t) => cidrsOverlap(t, cidr));
+  const ranges = zoneGuestCidrs(zone);
+  if (ranges.some((r) => cidrContains(r, CLOUDSTACK_DEFAULT_CIDR)) && free(CLOUDSTACK_DEFAULT_CIDR))
+    return CLOUDSTACK_DEFAULT_CIDR;
+  for (const range of ranges) {
+    const { first, last } = cidrBounds(range);
+    for (let base = first; base + 255 <= last; base += 256) {
+      const cidr = `${numberToIp(base)}/24`;
+      if (free(cidr)) return cidr;
+    }
+  }
+  return undefined;
 }
