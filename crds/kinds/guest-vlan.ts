@@ -59,10 +59,4 @@ export const GuestVlanKind = defineKind({
     },
     { name: "Network", type: "string", jsonPath: ".spec.network.name", description: "Network." },
   ],
-  validations: [
-    {
-      rule: "self.metadata.name == self.spec.zone + '-' + string(self.spec.vlan)",
-      message: "a GuestVlan must be named <zone>-<vlan>, e.g. zone1-100",
-    },
-  ],
 });
