@@ -3,7 +3,7 @@
 // release of addresses whose VM is gone. Allocation is compute's, through ipam.ts.
 import type { Logger } from "pino";
 import { addressPlan, allocatableCount } from "../../crds/addressing.ts";
-import { cidrProblem, networkRefusal, zoneVlanRange } from "../../crds/guest-ranges.ts";
+import { cidrProblem, zoneVlanRange } from "../../crds/guest-ranges.ts";
 import {
   type GuestVlan,
   type IPAddress,
@@ -40,6 +40,13 @@ export function networkComponent(settings: ControllerSettings): Component {
       const zones = informers.for<Zone>(Resources.zones);
       const vlans = informers.for<GuestVlan>(Resources.guestVlans, { indexers: VLAN_INDEXERS });
       const allocator = new VlanAllocator(client, vlans);
+
+      /** Networks of the zone whose Ready is False: refused, or waiting for a VLAN. */
+      const waiting = (zone: string): string[] =>
+        networks
+          .byIndex("zone", zone)
+          .filter((n) => n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "False"))
+          .map(objectKey);
 
       const networkController = new Controller({
         name: "network",
@@ -120,16 +127,10 @@ export function networkComponent(settings: ControllerSettings): Component {
           );
         },
       })
-        // A network leaving (or shrinking out of the way) may let a refused one of its zone in.
-        .watch(networks, (n) => [
-          objectKey(n),
-          ...networks
-            .byIndex("zone", n.spec.zone)
-            .filter((other) => networkRefusal(other) !== undefined)
-            .map(objectKey),
-        ])
+        // A network or VLAN going may let in a network of its zone that was refused or waits for a VLAN.
+        .watch(networks, (n) => [objectKey(n), ...waiting(n.spec.zone)])
         .watch(zones, (z) => networks.byIndex("zone", z.metadata.name as string).map(objectKey))
-        .watch(vlans, (v) => [`${v.spec.network.namespace}/${v.spec.network.name}`])
+        .watch(vlans, (v) => [`${v.spec.network.namespace}/${v.spec.network.name}`, ...waiting(v.spec.zone)])
         // Usage changes with every VM and address: a burst of them is one status write.
         .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`), {
           delayMs: ROLLUP_DELAY_MS,
