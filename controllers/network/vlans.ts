@@ -45,8 +45,8 @@ export class VlanAllocator {
 
   /**
    * Makes the network hold exactly one VLAN: the one an administrator named, else the one it holds
-   * (the one status records, should two allocators have raced, else the lowest), else the first
-   * free one of `range`. Any other it holds is released.
+   * (the lowest, should two allocators have raced), else the first free one of `range`. Any other
+   * it holds is released.
    */
   async ensure(network: Network, range: { first: number; last: number }, log: Logger): Promise<VlanOutcome> {
     const zone = network.spec.zone;
@@ -62,8 +62,8 @@ export class VlanAllocator {
           },
         };
     } else if (held.length > 0) {
-      const recorded = network.status?.vlan;
-      vlan = recorded !== undefined && held.includes(recorded) ? recorded : (held[0] as number);
+      // The lowest, not the one status records: two controllers that raced then agree on it.
+      vlan = held[0] as number;
     } else {
       const taken = new Set(this.vlans.byIndex("zone", zone).map((v) => v.spec.vlan));
       vlan = await claimFirstFree({
