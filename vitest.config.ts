@@ -21,6 +21,8 @@ const ORCHESTRATION = [
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",
+  // two network controllers and a host agent against tenants' networks.
+  "test/integration/guest-networks.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",
