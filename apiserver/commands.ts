@@ -15,7 +15,7 @@ import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
-import { jobView, submitJob } from "./jobs.ts";
+import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
@@ -68,13 +68,18 @@ function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): 
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       await setRunStrategy(call, vm, runStrategy);
-      return vmJob(call, command, vm);
+      return jobAnswer(call, command, vm);
     },
   };
 }
 
-async function vmJob(call: Call, command: string, vm: VirtualMachine): Promise<Json> {
-  const job = await submitJob(call, command, vm);
+async function jobAnswer(
+  call: Call,
+  command: string,
+  target: KubeObject & { kind?: string },
+  extra?: Record<string, string>,
+): Promise<Json> {
+  const job = await submitJob(call, command, target, extra);
   return { jobid: job.metadata.uid as string };
 }
 
@@ -332,6 +337,23 @@ const storageAndNetworkCommands: Record<string, Command> = {
     async: true,
     async handler(call) {
       const network = await ownedById(call, call.api.networks, Resources.networks);
+      // As CloudStack, a network VMs still use is not deleted: the job fails at once (jobs.ts)
+      // rather than waiting for the VMs and deleting it later unasked.
+      const users = call.api.vms
+        .list()
+        .filter(
+          (vm) =>
+            vm.metadata.namespace === network.metadata.namespace &&
+            (vm.spec.nics ?? []).some((nic) => nic.network === network.metadata.name),
+        )
+        .map((vm) => vm.metadata.name as string);
+      if (users.length > 0)
+        return jobAnswer(
+          call,
+          "deleteNetwork",
+          { ...network, kind: "Network" },
+          { [IN_USE_BY]: users.join(",") },
+        );
       const job = await submitJob(call, "deleteNetwork", network);
       await call.caller.client.delete(
         Resources.networks,
@@ -540,7 +562,7 @@ const volumeCommands: Record<string, Command> = {
           metadata: { annotations: { [RESTART_ANNOTATION]: new Date().toISOString() } },
         },
       );
-      return vmJob(call, "rebootVirtualMachine", vm);
+      return jobAnswer(call, "rebootVirtualMachine", vm);
     },
   },
 };

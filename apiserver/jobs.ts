@@ -63,6 +63,9 @@ export async function submitJob(
   });
 }
 
+/** The job parameter deleteNetwork records the VMs that still use the network in: the job fails. */
+export const IN_USE_BY = "stratus.inuseby";
+
 const JOB_STATUS = { Pending: 0, InProgress: 0, Succeeded: 1, Failed: 2 } as const;
 
 /** queryAsyncJobResult's body (docs/LEGACY-API.md 3.2). */
@@ -178,6 +181,8 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
         : { error: { code: ERROR.INTERNAL, text: "the network was deleted" } };
     }
     case "deleteNetwork":
+      if (job.spec.parameters?.[IN_USE_BY])
+        return { error: { code: ERROR.INTERNAL, text: "Failed to delete network" } };
       return targetUid && api.networks.byIndex("uid", targetUid).length > 0
         ? undefined
         : { result: { success: true } };

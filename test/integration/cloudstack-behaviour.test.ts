@@ -161,4 +161,23 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
     expect((await cs(alice, "destroyVirtualMachine", { id, expunge: "true" })).stderr).toBe("");
     expect((await cs(alice, "deleteNetwork", { id: network })).json).toEqual({ success: true });
   });
+
+  it("fails deleteNetwork of a network a VM uses at once, and keeps the network", async () => {
+    const network = await createNetwork(alice, "busy", "10.62.0.1");
+    const deployed = await deploy(alice, { name: "busy-1", networkids: network });
+    expect(deployed.stderr).toBe("");
+    const job = await jobOf(alice, { command: "deleteNetwork", id: network });
+    expect(job).toMatchObject({
+      jobstatus: 2,
+      jobresultcode: 530,
+      jobresult: { errorcode: 530, cserrorcode: 9999, errortext: "Failed to delete network" },
+    });
+    const listed = (await cs(alice, "listNetworks", { id: network })).json;
+    expect(listed).toMatchObject({ count: 1, network: [{ id: network, name: "busy" }] });
+    const kept = await client.get<KubeObject>(Resources.networks, "busy", alice.namespace);
+    expect(kept.metadata.deletionTimestamp).toBeUndefined();
+    const vm = (deployed.json.virtualmachine as Row).id as string;
+    expect((await cs(alice, "destroyVirtualMachine", { id: vm, expunge: "true" })).stderr).toBe("");
+    expect((await cs(alice, "deleteNetwork", { id: network })).json).toEqual({ success: true });
+  });
 });
