@@ -19,7 +19,7 @@ import {
   signedRequest,
 } from "./cloudstack-accounts.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
-import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyGuest, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `csb-zone-${suffix}`;
@@ -33,7 +33,7 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
   const processes: StratusProcess[] = [];
   let alice: Account;
   let bob: Account;
-  const ids = { zone: "", small: "", huge: "", template: "", disk: "" };
+  const ids = { zone: "", small: "", huge: "", template: "", kernel: "", disk: "" };
 
   const cs = (account: Account, command: string, args: Record<string, string> = {}) =>
     runCs(endpoint, account, command, args);
@@ -108,6 +108,13 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
         spec: { source: { url }, checksum },
       }),
     );
+    // A direct-boot template: no ROOT disk, so its VM's first data disk is the guest's vda.
+    ids.kernel = await uidOf(
+      client.create<KubeObject & { spec: object }>(Resources.templates, {
+        metadata: { name: `csb-kernel-${suffix}` },
+        spec: { source: await serveTinyGuest() },
+      }),
+    );
     ids.disk = await uidOf(
       client.create<KubeObject & { spec: object }>(Resources.diskOfferings, {
         metadata: { name: `csb-disk-${suffix}` },
@@ -180,4 +187,38 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
     expect((await cs(alice, "destroyVirtualMachine", { id: vm, expunge: "true" })).stderr).toBe("");
     expect((await cs(alice, "deleteNetwork", { id: network })).json).toEqual({ success: true });
   });
+
+  it.each([
+    ["a template with a ROOT disk", "template"],
+    ["a direct-boot template (no ROOT disk)", "kernel"],
+  ] as const)(
+    "reads a data volume back as it was made: its disk offering, and device id 1 once attached to a VM of %s",
+    async (_, template) => {
+      const name = `disks-${template}`;
+      const network = await createNetwork(alice, name, template === "kernel" ? "10.64.0.1" : "10.63.0.1");
+      const deployed = await deploy(alice, { name, networkids: network, templateid: ids[template] });
+      expect(deployed.stderr).toBe("");
+      const vm = (deployed.json.virtualmachine as Row).id as string;
+      const created = await cs(alice, "createVolume", {
+        name: `${name}-data`,
+        diskofferingid: ids.disk,
+        zoneid: ids.zone,
+      });
+      expect(created.stderr).toBe("");
+      const id = (created.json.volume as Row).id as string;
+      const offering = { diskofferingid: ids.disk, diskofferingname: `csb-disk-${suffix}` };
+      expect(created.json.volume).toMatchObject(offering);
+      expect((await cs(alice, "listVolumes", { id })).json).toMatchObject({ count: 1, volume: [offering] });
+      // The simulated hypervisor has no hot plug: the disk goes on while the VM is stopped.
+      expect((await cs(alice, "stopVirtualMachine", { id: vm })).stderr).toBe("");
+      const attached = await cs(alice, "attachVolume", { id, virtualmachineid: vm });
+      expect(attached.stderr).toBe("");
+      expect(attached.json.volume).toMatchObject({ ...offering, virtualmachineid: vm, deviceid: 1 });
+      expect((await cs(alice, "startVirtualMachine", { id: vm })).stderr).toBe("");
+      expect((await cs(alice, "listVolumes", { id })).json).toMatchObject({
+        count: 1,
+        volume: [{ ...offering, virtualmachineid: vm, deviceid: 1 }],
+      });
+    },
+  );
 });
