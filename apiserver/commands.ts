@@ -204,12 +204,13 @@ const vmCommands: Record<string, Command> = {
           ERROR.PARAM,
           `Invalid parameter name value=${name}: a VM name is a host name (letters, digits and hyphens)`,
         );
-      const networks = params.list("networkids").map((id) => {
+      const asked = params.list("networkids").map((id) => {
         const [network] = api.networks.byIndex("uid", id.toLowerCase());
         if (!network || network.metadata.namespace !== call.caller.account)
           throw entityNotFound("networkids", id);
         return network;
       });
+      const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = params.get("userdata");
       if (userData !== undefined && (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length > 43_692))
@@ -231,15 +232,11 @@ const vmCommands: Record<string, Command> = {
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
           ...(userData ? { userData } : {}),
-          ...(networks.length > 0
-            ? {
-                nics: networks.map((network, index) => ({
-                  name: `eth${index}`,
-                  network: network.metadata.name as string,
-                  ...(index === 0 && address ? { ipAddress: address } : {}),
-                })),
-              }
-            : {}),
+          nics: networks.map((network, index) => ({
+            name: `eth${index}`,
+            network: network.metadata.name as string,
+            ...(index === 0 && address ? { ipAddress: address } : {}),
+          })),
         },
       });
       const job = await submitJob(call, "deployVirtualMachine", vm);
@@ -687,6 +684,25 @@ const tagCommands: Record<string, Command> = {
 function ownerVm(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
   return owner ? api.vms.get(`${volume.metadata.namespace}/${owner.name}`) : undefined;
+}
+
+/**
+ * A deploy without networkids gets the account's network in the zone, as CloudStack's default
+ * network. Stratus does not create one for an account that has none; with several the client
+ * must choose, as CloudStack asks.
+ */
+function defaultNetwork(call: Call, zone: string): Network {
+  const account = call.caller.account;
+  const own = call.api.networks
+    .list()
+    .filter((n) => n.metadata.namespace === account && n.spec.zone === zone && !n.metadata.deletionTimestamp);
+  if (own.length === 1) return own[0] as Network;
+  throw new ApiError(
+    ERROR.PARAM,
+    own.length === 0
+      ? `Account ${account} has no network in zone ${zone}; create one with createNetwork or specify networkIds (Stratus does not create an account's default network)`
+      : `More than 1 default Isolated networks are found for account ${account}; please specify networkIds`,
+  );
 }
 
 function cidrOf(gateway: string, netmask: string): string {

@@ -236,6 +236,12 @@ describe.skipIf(!hasCs)(
           name: string;
         }[]
       ).find((t) => t.name === `cs-tiny-${suffix}`);
+      // Without networkids the VM gets the account's one network (libcloud's nodes below too).
+      await cs(alice, "createNetwork", {
+        name: "db",
+        networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
+        zoneid: zone?.id as string,
+      });
       const deployed = await cs(alice, "deployVirtualMachine", {
         serviceofferingid: offering?.id as string,
         templateid: template?.id as string,

@@ -221,4 +221,42 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
       });
     },
   );
+
+  it("deploys without networkids onto the account's one network, and says so when there is none or several", async () => {
+    const refused = async (name: string) => {
+      const response = await signedRequest(endpoint, bob, {
+        command: "deployVirtualMachine",
+        serviceofferingid: ids.small,
+        templateid: ids.template,
+        zoneid: ids.zone,
+        name,
+      });
+      return { status: response.status, body: response.body.deployvirtualmachineresponse as Row };
+    };
+    expect(await refused("lonely")).toMatchObject({
+      status: 431,
+      body: {
+        errorcode: 431,
+        errortext: expect.stringMatching(/has no network in zone .*specify networkIds/),
+      },
+    });
+    const network = await createNetwork(bob, "only", "10.65.0.1");
+    const deployed = await deploy(bob, { name: "defaulted" });
+    expect(deployed.stderr).toBe("");
+    expect((deployed.json.virtualmachine as Row).nic).toEqual([
+      expect.objectContaining({
+        networkid: network,
+        networkname: "only",
+        isdefault: true,
+        ipaddress: "10.65.0.2",
+      }),
+    ]);
+    await createNetwork(bob, "second", "10.66.0.1");
+    expect(await refused("undecided")).toMatchObject({
+      status: 431,
+      body: {
+        errortext: expect.stringMatching(/More than 1 default Isolated networks .*please specify networkIds/),
+      },
+    });
+  });
 });
