@@ -157,6 +157,14 @@ describe("stratus up, the printed commands, stratus down", () => {
     }
     for (const id of more)
       expect((await shell(printed, `${csClient} destroyVirtualMachine id=${id} expunge=true`)).code).toBe(0);
+    // Gone (domains and disks removed) before the cloud is stopped, so the rest sees only first-vm.
+    await waitFor(
+      "the two extra VMs to be gone",
+      async () =>
+        (await kubectl(kubeconfig, ["get", "vm", "-o", "name"])).stdout.trim() ===
+        "virtualmachine.stratus.io/first-vm",
+      { timeoutMs: 120_000 },
+    );
     const uid = (await kubectl(kubeconfig, ["get", "vm", "first-vm", "-o", "jsonpath={.metadata.uid}"]))
       .stdout;
     expect(uid).toMatch(/^[0-9a-f-]{36}$/);
