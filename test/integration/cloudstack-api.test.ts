@@ -16,7 +16,6 @@ import {
   type Account,
   catalogReaderRole,
   makeAccount as makeCloudStackAccount,
-  RBAC,
   cs as runCs,
   signedRequest,
 } from "./cloudstack-accounts.ts";
