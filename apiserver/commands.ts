@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { displayState } from "../crds/display-state.ts";
 import {
+  type Network,
   RESTART_ANNOTATION,
   Resources,
   type VirtualMachine,
@@ -14,7 +15,7 @@ import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
-import { jobView, submitJob } from "./jobs.ts";
+import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
@@ -69,13 +70,18 @@ function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): 
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       await setRunStrategy(call, vm, runStrategy);
-      return vmJob(call, command, vm);
+      return jobAnswer(call, command, vm);
     },
   };
 }
 
-async function vmJob(call: Call, command: string, vm: VirtualMachine): Promise<Json> {
-  const job = await submitJob(call, command, vm);
+async function jobAnswer(
+  call: Call,
+  command: string,
+  target: KubeObject & { kind?: string },
+  extra?: Record<string, string>,
+): Promise<Json> {
+  const job = await submitJob(call, command, target, extra);
   return { jobid: job.metadata.uid as string };
 }
 
@@ -202,12 +208,13 @@ const vmCommands: Record<string, Command> = {
           ERROR.PARAM,
           `Invalid parameter name value=${name}: a VM name is a host name (letters, digits and hyphens)`,
         );
-      const networks = params.list("networkids").map((id) => {
+      const asked = params.list("networkids").map((id) => {
         const [network] = api.networks.byIndex("uid", id.toLowerCase());
         if (!network || network.metadata.namespace !== call.caller.account)
           throw entityNotFound("networkids", id);
         return network;
       });
+      const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = params.get("userdata");
       if (userData !== undefined && (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length > 43_692))
@@ -229,15 +236,11 @@ const vmCommands: Record<string, Command> = {
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
           ...(userData ? { userData } : {}),
-          ...(networks.length > 0
-            ? {
-                nics: networks.map((network, index) => ({
-                  name: `eth${index}`,
-                  network: network.metadata.name as string,
-                  ...(index === 0 && address ? { ipAddress: address } : {}),
-                })),
-              }
-            : {}),
+          nics: networks.map((network, index) => ({
+            name: `eth${index}`,
+            network: network.metadata.name as string,
+            ...(index === 0 && address ? { ipAddress: address } : {}),
+          })),
         },
       });
       const job = await submitJob(call, "deployVirtualMachine", vm);
@@ -310,6 +313,23 @@ const storageAndNetworkCommands: Record<string, Command> = {
     async: true,
     async handler(call) {
       const network = await ownedById(call, call.api.networks, Resources.networks);
+      // As CloudStack, a network VMs still use is not deleted: the job fails at once (jobs.ts)
+      // rather than waiting for the VMs and deleting it later unasked.
+      const users = call.api.vms
+        .list()
+        .filter(
+          (vm) =>
+            vm.metadata.namespace === network.metadata.namespace &&
+            (vm.spec.nics ?? []).some((nic) => nic.network === network.metadata.name),
+        )
+        .map((vm) => vm.metadata.name as string);
+      if (users.length > 0)
+        return jobAnswer(
+          call,
+          "deleteNetwork",
+          { ...network, kind: "Network" },
+          { [IN_USE_BY]: users.join(",") },
+        );
       const job = await submitJob(call, "deleteNetwork", network);
       await call.caller.client.delete(
         Resources.networks,
@@ -518,7 +538,7 @@ const volumeCommands: Record<string, Command> = {
           metadata: { annotations: { [RESTART_ANNOTATION]: new Date().toISOString() } },
         },
       );
-      return vmJob(call, "rebootVirtualMachine", vm);
+      return jobAnswer(call, "rebootVirtualMachine", vm);
     },
   },
 };
@@ -643,6 +663,25 @@ const tagCommands: Record<string, Command> = {
 function ownerVm(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
   return owner ? api.vms.get(`${volume.metadata.namespace}/${owner.name}`) : undefined;
+}
+
+/**
+ * A deploy without networkids gets the account's network in the zone, as CloudStack's default
+ * network. Stratus does not create one for an account that has none; with several the client
+ * must choose, as CloudStack asks.
+ */
+function defaultNetwork(call: Call, zone: string): Network {
+  const account = call.caller.account;
+  const own = call.api.networks
+    .list()
+    .filter((n) => n.metadata.namespace === account && n.spec.zone === zone && !n.metadata.deletionTimestamp);
+  if (own.length === 1) return own[0] as Network;
+  throw new ApiError(
+    ERROR.PARAM,
+    own.length === 0
+      ? `Account ${account} has no network in zone ${zone}; create one with createNetwork or specify networkIds (Stratus does not create an account's default network)`
+      : `More than 1 default Isolated networks are found for account ${account}; please specify networkIds`,
+  );
 }
 
 /** Things Stratus does not have yet (public IPs, port forwarding, projects) list as empty, as clients expect. */

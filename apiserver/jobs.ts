@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import { displayState } from "../crds/display-state.ts";
 import {
   type AsyncJob,
+  DEPLOY_FAILED_ANNOTATION,
   RESTART_ANNOTATION,
   Resources,
   rootVolumeName,
@@ -18,7 +19,7 @@ import { Controller } from "../runtime/controller.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
-import { ERROR, formatDate, type Json } from "./envelope.ts";
+import { ERROR, errorBody, formatDate, type Json } from "./envelope.ts";
 import { networkView, virtualMachineView, volumeView } from "./views.ts";
 
 function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
@@ -62,6 +63,9 @@ export async function submitJob(
   });
 }
 
+/** The job parameter deleteNetwork records the VMs that still use the network in: the job fails. */
+export const IN_USE_BY = "stratus.inuseby";
+
 const JOB_STATUS = { Pending: 0, InProgress: 0, Succeeded: 1, Failed: 2 } as const;
 
 /** queryAsyncJobResult's body (docs/LEGACY-API.md 3.2). */
@@ -86,10 +90,7 @@ export function jobView(job: AsyncJob): Json {
     body.jobresult =
       state === "Succeeded"
         ? ((job.status?.result as Json) ?? { success: true })
-        : {
-            errorcode: job.status?.error?.code ?? ERROR.INTERNAL,
-            errortext: job.status?.error?.text ?? "failed",
-          };
+        : errorBody(job.status?.error?.code ?? ERROR.INTERNAL, job.status?.error?.text ?? "failed");
     if (job.status?.finishedAt) body.completed = formatDate(job.status.finishedAt) as string;
   }
   return body;
@@ -180,6 +181,8 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
         : { error: { code: ERROR.INTERNAL, text: "the network was deleted" } };
     }
     case "deleteNetwork":
+      if (job.spec.parameters?.[IN_USE_BY])
+        return { error: { code: ERROR.INTERNAL, text: "Failed to delete network" } };
       return targetUid && api.networks.byIndex("uid", targetUid).length > 0
         ? undefined
         : { result: { success: true } };
@@ -194,6 +197,8 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
 
 /** A VM that cannot get where its job wants it: no host fits, or its host reports an error. */
 function failure(vm: VirtualMachine): Outcome {
+  const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];
+  if (failedDeploy !== undefined) return { error: { code: ERROR.INSUFFICIENT_CAPACITY, text: failedDeploy } };
   const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
   if (scheduled?.status === "False" && scheduled.reason === "Unschedulable")
     return {
@@ -206,6 +211,20 @@ function failure(vm: VirtualMachine): Outcome {
   if (displayState(vm) === "Error")
     return { error: { code: ERROR.INTERNAL, text: ready?.message ?? "the VM failed" } };
   return undefined;
+}
+
+/**
+ * A deploy that found no host is over, as in CloudStack: the VM is halted (it is not placed later
+ * unasked) and marked, so it shows Error and holds nothing until the user destroys it.
+ */
+async function haltFailedDeploy(api: CloudStackApi, job: AsyncJob, error: { code: number; text: string }) {
+  if (job.spec.command !== "deployVirtualMachine" || error.code !== ERROR.INSUFFICIENT_CAPACITY) return;
+  const vm = api.vms.byIndex("uid", job.spec.target?.uid ?? "")[0];
+  if (!vm || vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION] !== undefined) return;
+  await api.client.mergePatch(Resources.virtualMachines, vm.metadata.name as string, vm.metadata.namespace, {
+    metadata: { annotations: { [DEPLOY_FAILED_ANNOTATION]: error.text } },
+    spec: { runStrategy: "Halted" },
+  });
 }
 
 export function jobController(api: CloudStackApi, logger: Logger, metrics: RuntimeMetrics): Controller {
@@ -245,6 +264,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
             );
           return undefined;
         }
+        if ("error" in result) await haltFailedDeploy(api, job, result.error);
         await applyStatus(
           api.client,
           Resources.asyncJobs,

@@ -236,11 +236,25 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
   });
 }
 
+/**
+ * CloudStack's deviceid: 0 is the ROOT disk, data disks count from 1 whatever the guest calls
+ * them (a direct-boot VM has no ROOT disk, so its first data disk is vda). A data disk's number is
+ * its slot's (data1 is 1), else its place in the VM's list.
+ */
+function deviceId(volume: Volume, vm: VirtualMachine | undefined): number {
+  if (volume.spec.type === "ROOT") return 0;
+  const slots = vm?.spec.dataVolumes ?? [];
+  const index = slots.findIndex((slot) => slot.volume === volume.metadata.name);
+  const numbered = /^data(\d+)$/.exec(slots[index]?.name ?? "");
+  if (numbered) return Number(numbered[1]);
+  return index >= 0 ? index + 1 : 1;
+}
+
 export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine | undefined): Json {
   const zone = catalog.zone(volume.spec.zone);
   const size = volume.status?.capacity ?? volume.spec.size;
   const attached = volume.status?.attachedTo;
-  const device = attached?.device ? attached.device.charCodeAt(attached.device.length - 1) - 97 : undefined;
+  const device = attached ? deviceId(volume, vm) : undefined;
   const diskOffering = volume.spec.diskOffering ? catalog.diskOffering(volume.spec.diskOffering) : undefined;
   const pool = volume.status?.pool ? catalog.storagePool(volume.status.pool) : undefined;
   return compact({

@@ -28,6 +28,15 @@ const hostLost = {
 describe("displayState", () => {
   const cases: [string, VirtualMachine, DisplayStateOptions, VirtualMachineState][] = [
     ["new VM", vm(), {}, "Pending"],
+    [
+      "a CloudStack deploy that found no host",
+      {
+        ...vm({ runStrategy: "Halted" }),
+        metadata: { name: "web", annotations: { "stratus.io/deploy-failed": "" } },
+      },
+      {},
+      "Error",
+    ],
     ["unplaced and Halted", vm({ runStrategy: "Halted" }), {}, "Stopped"],
     ["placed, no agent report yet", vm({}, { host: "h1" }), {}, "Starting"],
     ["the agent's state", vm({}, { host: "h1", state: "Running" }), {}, "Running"],

@@ -1,6 +1,6 @@
 // Pure: the CloudStack state of a VM as people see it. status.state is only what a host agent
 // reports; before an agent reports, and while its host is lost, the state follows from the rest.
-import { awaitingFailoverRestart, type VirtualMachine } from "./index.ts";
+import { awaitingFailoverRestart, DEPLOY_FAILED_ANNOTATION, type VirtualMachine } from "./index.ts";
 import type { VM_STATES } from "./kinds/virtual-machine.ts";
 
 export type VirtualMachineState = (typeof VM_STATES)[number];
@@ -21,6 +21,7 @@ export function displayState(vm: VirtualMachine, options: DisplayStateOptions = 
   // until the fabric has seen the guest run on the new one.
   if (awaitingFailoverRestart(vm)) return "Starting";
   if (vm.status?.state) return vm.status.state;
+  if (vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION] !== undefined) return "Error";
   if (vm.spec.runStrategy === "Halted") return "Stopped";
   return placed ? "Starting" : "Pending";
 }

@@ -30,6 +30,7 @@ export {
 } from "./kinds/storage-pool.ts";
 export {
   awaitingFailoverRestart,
+  DEPLOY_FAILED_ANNOTATION,
   isReleasedByFailover,
   RESTART_ANNOTATION,
 } from "./kinds/virtual-machine.ts";

@@ -15,7 +15,14 @@ import { promisify } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
 import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
-import { isNotFound, KubeClient, type KubeObject, NAMESPACE, type ResourceType } from "../runtime/client.ts";
+import {
+  isAlreadyExists,
+  isNotFound,
+  KubeClient,
+  type KubeObject,
+  NAMESPACE,
+  type ResourceType,
+} from "../runtime/client.ts";
 import { writeConsoleKeys } from "../runtime/console-ticket.ts";
 import { pollUntil } from "../runtime/time.ts";
 import { prepareSubresources, registerSubresources } from "./aggregation.ts";
@@ -45,6 +52,11 @@ export const SEED = {
   keysNamespace: "stratus-api-keys",
   apiKeySecret: "stratus-up-admin",
   fieldManager: "stratus-up",
+  /**
+   * The host's CPU overcommit (CloudStack's cpu.overprovisioning.factor): a laptop's few cores
+   * would otherwise take only as many 1-vCPU VMs as it has cores. Set when the Host is first made.
+   */
+  cpuOvercommitRatio: 4,
 } as const;
 
 interface CloudState {
@@ -154,6 +166,16 @@ export class LocalCloud {
       progress("registering the aggregated API subresources.stratus.io (consoles, start/stop/restart)");
       await registerSubresources(client, subresources, SEED.fieldManager);
       const [pool, cache, consoleDir] = hostDirs as [string, string, string];
+      // Made before its agent registers it, so the overcommit is there for the first placement;
+      // an existing Host keeps what the administrator set.
+      await client
+        .create(Resources.hosts, {
+          apiVersion: "stratus.io/v1alpha1",
+          kind: "Host",
+          metadata: { name: hostName },
+          spec: { zone: SEED.zone, cpuOvercommitRatio: SEED.cpuOvercommitRatio },
+        })
+        .catch((error: unknown) => (isAlreadyExists(error) ? undefined : Promise.reject(error)));
       await cloud.start("host-agent", [
         kubeconfig,
         `--host-name=${hostName}`,

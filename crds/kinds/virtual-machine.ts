@@ -18,6 +18,12 @@ import {
 export const RESTART_ANNOTATION = "stratus.io/restart-requested-at";
 
 /**
+ * Set (with the reason) by the CloudStack API when a deployVirtualMachine found no host: as in
+ * CloudStack the deploy was one attempt, the VM is halted and shows Error until destroyed.
+ */
+export const DEPLOY_FAILED_ANNOTATION = "stratus.io/deploy-failed";
+
+/**
  * Released by the fabric after its host was lost (status.failover) and not yet placed elsewhere:
  * the orchestration places it on another host, and no agent may start it until then.
  */

@@ -133,6 +133,38 @@ describe("stratus up, the printed commands, stratus down", () => {
 
     const { libvirtUri, apiEndpoint, processes } = cloudState();
     const kubeconfig = /export KUBECONFIG=(\S+)/.exec(printed.exports)?.[1] as string;
+    // The host promises 4 times its cores (cpu.overprovisioning.factor), so a 2-core machine runs
+    // three tiny VMs: two more through `cs`, with no networkids (the account's one network).
+    const host = await kubectl(kubeconfig, [
+      "get",
+      "host",
+      hostname(),
+      "-o",
+      "jsonpath={.spec.cpuOvercommitRatio}",
+    ]);
+    expect(host.stdout).toBe("4");
+    const uidOf = async (kind: string, name: string) =>
+      (await kubectl(kubeconfig, ["get", kind, name, "-o", "jsonpath={.metadata.uid}"])).stdout;
+    const catalog = `serviceofferingid=${await uidOf("serviceoffering", "tiny")} templateid=${await uidOf("template", "tiny-linux")} zoneid=${await uidOf("zone", "local")}`;
+    const csClient = list.replace(/ listVirtualMachines$/, ""); // as printed: `cs` or `python3 -m cs`
+    const more: string[] = [];
+    for (const name of ["second-vm", "third-vm"]) {
+      const deployed = await shell(printed, `${csClient} deployVirtualMachine ${catalog} name=${name}`);
+      expect(deployed.code, deployed.stdout + deployed.stderr).toBe(0);
+      const vm = JSON.parse(deployed.stdout).virtualmachine as { id: string };
+      expect(vm).toMatchObject({ name, state: "Running" });
+      more.push(vm.id);
+    }
+    for (const id of more)
+      expect((await shell(printed, `${csClient} destroyVirtualMachine id=${id} expunge=true`)).code).toBe(0);
+    // Gone (domains and disks removed) before the cloud is stopped, so the rest sees only first-vm.
+    await waitFor(
+      "the two extra VMs to be gone",
+      async () =>
+        (await kubectl(kubeconfig, ["get", "vm", "-o", "name"])).stdout.trim() ===
+        "virtualmachine.stratus.io/first-vm",
+      { timeoutMs: 120_000 },
+    );
     const uid = (await kubectl(kubeconfig, ["get", "vm", "first-vm", "-o", "jsonpath={.metadata.uid}"]))
       .stdout;
     expect(uid).toMatch(/^[0-9a-f-]{36}$/);

@@ -37,6 +37,25 @@ export interface Account {
   secretKey: string;
 }
 
+/** A ClusterRole that reads the catalog (zones, offerings, templates), for the tests' accounts. */
+export async function catalogReaderRole(client: KubeClient, name: string): Promise<string> {
+  await client.apply(
+    RBAC("v1", "clusterroles"),
+    {
+      metadata: { name },
+      rules: [
+        {
+          apiGroups: ["stratus.io"],
+          resources: ["zones", "serviceofferings", "diskofferings", "templates"],
+          verbs: ["get", "list", "watch"],
+        },
+      ],
+    },
+    { fieldManager: "cs-test" },
+  );
+  return name;
+}
+
 /** Runs `cs <command> k=v...` as an account; the JSON it prints, and whether it failed. */
 export async function cs(
   endpoint: string,

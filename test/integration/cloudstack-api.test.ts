@@ -14,12 +14,12 @@ import { Resources } from "../../crds/index.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import {
   type Account,
+  catalogReaderRole,
   makeAccount as makeCloudStackAccount,
-  RBAC,
   cs as runCs,
   signedRequest,
 } from "./cloudstack-accounts.ts";
-import { type StratusProcess, startApiServer, startHostAgent, startOperator } from "./processes.ts";
+import { type StratusProcess, startApiServer, startCloudStackCloud } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const runFile = promisify(execFile);
@@ -55,21 +55,7 @@ describe.skipIf(!hasCs)(
       const controlPlane = await sharedControlPlane();
       client = new KubeClient(controlPlane.kubeConfig);
       keysNamespace = await useNamespace(controlPlane.kubeConfig, "keys");
-      const catalogRole = `cloudstack-catalog-${suffix}`;
-      await client.apply(
-        RBAC("v1", "clusterroles"),
-        {
-          metadata: { name: catalogRole },
-          rules: [
-            {
-              apiGroups: ["stratus.io"],
-              resources: ["zones", "serviceofferings", "diskofferings", "templates"],
-              verbs: ["get", "list", "watch"],
-            },
-          ],
-        },
-        { fieldManager: "cs-test" },
-      );
+      const catalogRole = await catalogReaderRole(client, `cloudstack-catalog-${suffix}`);
       alice = await makeAccount(keysNamespace, "alice", catalogRole);
       bob = await makeAccount(keysNamespace, "bob", catalogRole);
 
@@ -84,32 +70,17 @@ describe.skipIf(!hasCs)(
         metadata: { name: `cs-tiny-${suffix}` },
         spec: { source: { url }, checksum },
       });
-      const kubeconfigPath = controlPlane.kubeconfigPath;
-      processes.push(
-        await startOperator({
-          kubeconfigPath,
-          identity: `cs-operator-${suffix}`,
-          args: [`--lease-namespace=${keysNamespace}`],
-        }),
-      );
-      for (const host of [`cs-h1-${suffix}`, `cs-h2-${suffix}`])
-        processes.push(
-          await startHostAgent({
-            kubeconfigPath,
-            hostName: host,
-            zone: ZONE,
-            leaseNamespace: keysNamespace,
-            workDir,
-          }),
-        );
-      const api = await startApiServer({
-        kubeconfigPath,
+      const cloud = await startCloudStackCloud({
+        kubeconfigPath: controlPlane.kubeconfigPath,
         client,
-        identity: `cs-api-${suffix}`,
+        prefix: `cs-${suffix}`,
+        zone: ZONE,
+        hosts: [`cs-h1-${suffix}`, `cs-h2-${suffix}`],
         keysNamespace,
+        workDir,
       });
-      processes.push(api.process);
-      endpoint = api.endpoint;
+      processes.push(...cloud.processes);
+      endpoint = cloud.endpoint;
     });
 
     afterEach((context) => {
@@ -264,6 +235,12 @@ describe.skipIf(!hasCs)(
           name: string;
         }[]
       ).find((t) => t.name === `cs-tiny-${suffix}`);
+      // Without networkids the VM gets the account's one network (libcloud's nodes below too).
+      await cs(alice, "createNetwork", {
+        name: "db",
+        networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
+        zoneid: zone?.id as string,
+      });
       const deployed = await cs(alice, "deployVirtualMachine", {
         serviceofferingid: offering?.id as string,
         templateid: template?.id as string,

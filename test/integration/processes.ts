@@ -167,6 +167,43 @@ export async function startApiServer(options: {
 }
 
 /** A Stratus domain as an agent's /debug/domains shows it. */
+/** A whole small cloud for the CloudStack API tests: the operator, simulated hosts and the API. */
+export async function startCloudStackCloud(options: {
+  kubeconfigPath: string;
+  client: KubeClient;
+  prefix: string;
+  zone: string;
+  hosts: string[];
+  keysNamespace: string;
+  workDir: string;
+}): Promise<{ processes: StratusProcess[]; endpoint: string }> {
+  const { kubeconfigPath, prefix, keysNamespace } = options;
+  const processes = [
+    await startOperator({
+      kubeconfigPath,
+      identity: `${prefix}-operator`,
+      args: [`--lease-namespace=${keysNamespace}`],
+    }),
+  ];
+  for (const hostName of options.hosts)
+    processes.push(
+      await startHostAgent({
+        kubeconfigPath,
+        hostName,
+        zone: options.zone,
+        leaseNamespace: keysNamespace,
+        workDir: options.workDir,
+      }),
+    );
+  const api = await startApiServer({
+    kubeconfigPath,
+    client: options.client,
+    identity: `${prefix}-api`,
+    keysNamespace,
+  });
+  return { processes: [...processes, api.process], endpoint: api.endpoint };
+}
+
 export interface DebugDomain {
   name: string;
   state: string;
