@@ -12,6 +12,7 @@ import { copyFile, mkdir, readdir, readFile, readlink, stat, symlink, writeFile 
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { enableDiskLeases, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { stopWatchdog } from "../../host-agent/fence-state.ts";
 import { type StratusProcess, startStratusProcess } from "./processes.ts";
 import { waitFor } from "./support.ts";
 
@@ -312,7 +313,22 @@ export async function startTwoHypervisorHosts(options: {
     second,
     sharedDir,
     async stop() {
-      for (const host of hosts) await host.agent.stop("SIGKILL");
+      for (const host of hosts) {
+        await host.agent.stop("SIGKILL");
+        await stopWatchdog(join(host.dir, "fence"));
+      }
+      // The machine's daemon outlives the test: what the first host's agent defined there goes
+      // (a failed test may leave a guest running); the second daemon goes whole.
+      const first = hosts[0];
+      if (first)
+        await run(process.execPath, [
+          "host-agent/main.ts",
+          "--teardown",
+          `--host-name=${first.name}`,
+          `--kubeconfig=${options.kubeconfigPath}`,
+          `--libvirt-uri=${first.uri}`,
+          "--shutdown-grace=0",
+        ]).catch(() => undefined);
       await second.stop();
     },
   };
