@@ -3,6 +3,7 @@
 import { stringify } from "yaml";
 import { CATEGORY, GROUP, type KindDefinition, VERSION } from "./definition.ts";
 import { FINALIZER_POLICY_NAME, renderFinalizerPolicy } from "./finalizers.ts";
+import { PLACEMENT_POLICY_NAME, renderPlacementPolicy } from "./placement-policy.ts";
 
 type Json = Record<string, unknown>;
 
@@ -153,13 +154,17 @@ export function renderGeneratedFiles(kinds: readonly KindDefinition[]): Map<stri
       HEADER + stringify(renderCustomResourceDefinition(kind), { lineWidth: 0 }),
     );
   }
-  files.set(
-    `${FINALIZER_POLICY_NAME}.yaml`,
-    HEADER +
-      renderFinalizerPolicy()
-        .map((object) => stringify(object, { lineWidth: 0 }))
-        .join("---\n"),
-  );
+  for (const [name, render] of [
+    [FINALIZER_POLICY_NAME, renderFinalizerPolicy],
+    [PLACEMENT_POLICY_NAME, renderPlacementPolicy],
+  ] as const)
+    files.set(
+      `${name}.yaml`,
+      HEADER +
+        render()
+          .map((object) => stringify(object, { lineWidth: 0 }))
+          .join("---\n"),
+    );
   const resources = [...files.keys()].sort();
   files.set(
     "kustomization.yaml",
