@@ -22,7 +22,7 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
-import { isAllowed } from "../runtime/authorization.ts";
+import { isAllowed, isSelfAllowed } from "../runtime/authorization.ts";
 import {
   ApiError as KubeApiError,
   type KubeClient,
@@ -58,7 +58,7 @@ export const SECRET: ResourceType = {
 };
 export const API_KEY_LABEL = "stratus.io/api-key";
 
-interface Secret extends KubeObject {
+export interface Secret extends KubeObject {
   data?: Record<string, string>;
 }
 
@@ -174,6 +174,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     try {
       if (command === "login") return this.login(params, format);
       const caller = this.authenticate(params, cookieHeader);
+      if (!(await this.mayActAs(caller))) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
       if (command === "logout")
         return {
           ...render(responseName(command), { description: "success" }, format),
@@ -300,6 +301,37 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
           .filter(Boolean)
       : [];
     return { user, groups, account, client: this.client.impersonating(user, groups) };
+  }
+
+  /**
+   * Whether RBAC lets this component act as the key's user and groups (impersonation): a key that
+   * names an identity no account has (system:masters, a system ServiceAccount) is refused before
+   * anything is read for it from the caches, not only when it writes. Cached 10 s.
+   */
+  private async mayActAs(caller: Caller): Promise<boolean> {
+    const key = ["impersonate", caller.user, caller.groups.join(",")].join("|");
+    const cached = this.decisions.get(key);
+    if (cached && Date.now() - cached.at < 10_000) return cached.allowed;
+    const serviceAccount = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(caller.user);
+    const identities = [
+      serviceAccount
+        ? { resource: "serviceaccounts", namespace: serviceAccount[1], name: serviceAccount[2] as string }
+        : { resource: "users", name: caller.user },
+      ...caller.groups.map((group) => ({ resource: "groups", name: group })),
+    ];
+    const answers = await Promise.all(
+      identities.map((identity) =>
+        isSelfAllowed(this.client, { verb: "impersonate", group: "", ...identity }),
+      ),
+    );
+    const allowed = answers.every(Boolean);
+    if (!allowed)
+      this.log.warn(
+        { user: caller.user, groups: caller.groups },
+        "an API key names an identity this component may not act as",
+      );
+    this.decisions.set(key, { allowed, at: Date.now() });
+    return allowed;
   }
 
   /** Whether the caller may `verb` the resource (in `namespace`): a SubjectAccessReview, cached 10 s. */

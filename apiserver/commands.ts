@@ -16,7 +16,7 @@ import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { jobView, submitJob } from "./jobs.ts";
-import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
+import { byId, filtered, namespaced, ownedById, ownedByUid, page, requireClusterRead } from "./listing.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
@@ -590,8 +590,7 @@ async function changeTags(
   if (ids.length === 0)
     throw new ApiError(ERROR.PARAM, "Unable to execute API command due to missing parameter resourceids");
   for (const id of ids) {
-    const [object] = kind.informer(call.api).byIndex("uid", id.toLowerCase());
-    if (!object) throw entityNotFound("resourceids", id);
+    const object = await ownedByUid(call, kind.informer(call.api), kind.type, "resourceids", id);
     const tags = tagsOf(object);
     change(tags);
     await call.caller.client.mergePatch(
@@ -686,7 +685,9 @@ const accountCommands: Record<string, Command> = {
   associateIpAddress: {
     async: true,
     async handler(call) {
-      const network = call.params.uuid("networkid") ? byId(call.api.networks, call, "networkid") : undefined;
+      const network = call.params.uuid("networkid")
+        ? await ownedById(call, call.api.networks, Resources.networks, "networkid")
+        : undefined;
       const zone = network ? call.api.zones.get(network.spec.zone) : byId(call.api.zones, call, "zoneid");
       throw new ApiError(
         ERROR.INSUFFICIENT_CAPACITY,
@@ -765,9 +766,7 @@ const lifecycleExtras: Record<string, Command> = {
   expungeVirtualMachine: vmCommands.destroyVirtualMachine as Command,
   recoverVirtualMachine: {
     async handler(call) {
-      const id = call.params.requiredUuid("id");
-      const [vm] = call.api.vms.byIndex("uid", id);
-      if (!vm) throw entityNotFound("id", id);
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       throw new ApiError(
         ERROR.PARAM,
         `VM ${vm.metadata.name} is not destroyed: Stratus deletes destroyed VMs at once, so there is nothing to recover`,
