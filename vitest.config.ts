@@ -19,6 +19,8 @@ const ORCHESTRATION = [
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/tenancy.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",

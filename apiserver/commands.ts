@@ -22,6 +22,7 @@ import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
 import { TEMPLATE_COMMANDS } from "./template-commands.ts";
+import { userDataParameter, userDataSecretName, writeUserData } from "./user-data.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -206,9 +207,7 @@ const vmCommands: Record<string, Command> = {
         return network;
       });
       const rootDiskSize = params.integer("rootdisksize");
-      const userData = params.get("userdata");
-      if (userData !== undefined && (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length > 43_692))
-        throw new ApiError(ERROR.PARAM, "userdata must be base64 and at most 32 KiB decoded");
+      const userData = userDataParameter(call);
       const address = params.get("ipaddress");
       const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
@@ -225,7 +224,7 @@ const vmCommands: Record<string, Command> = {
           runStrategy: params.flag("startvm", true) ? "Always" : "Halted",
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
-          ...(userData ? { userData } : {}),
+          ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
           ...(networks.length > 0
             ? {
                 nics: networks.map((network, index) => ({
@@ -237,6 +236,13 @@ const vmCommands: Record<string, Command> = {
             : {}),
         },
       });
+      if (userData)
+        await writeUserData(call, vm, userData).catch(async (error: unknown) => {
+          await call.caller.client
+            .delete(Resources.virtualMachines, name, call.caller.account)
+            .catch(() => {});
+          throw error;
+        });
       const job = await submitJob(call, "deployVirtualMachine", vm);
       return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
     },
@@ -727,15 +733,17 @@ const accountCommands: Record<string, Command> = {
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       const displayName = call.params.get("displayname");
-      const userData = call.params.get("userdata");
+      const userData = userDataParameter(call);
+      const secret = userData ? userDataSecretName(vm.metadata.name as string) : undefined;
       const updated = await call.caller.client.mergePatch<VirtualMachine>(
         Resources.virtualMachines,
         vm.metadata.name as string,
         vm.metadata.namespace,
         {
-          spec: { ...(displayName ? { displayName } : {}), ...(userData ? { userData } : {}) },
+          spec: { ...(displayName ? { displayName } : {}), ...(secret ? { userDataSecret: secret } : {}) },
         },
       );
+      if (userData) await writeUserData(call, updated, userData);
       return { virtualmachine: vmView(call.api, updated) };
     },
   },
