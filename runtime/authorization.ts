@@ -13,40 +13,23 @@ export interface AccessRequest {
   name?: string;
 }
 
-export function isAllowed(client: KubeClient, request: AccessRequest): Promise<boolean> {
+export async function isAllowed(client: KubeClient, request: AccessRequest): Promise<boolean> {
   const { user, groups, ...attributes } = request;
-  return review(client, "subjectaccessreviews", { user, groups }, attributes);
-}
-
-/** Whether this client's own identity may do something (a SelfSubjectAccessReview). */
-export function isSelfAllowed(
-  client: KubeClient,
-  attributes: Omit<AccessRequest, "user" | "groups">,
-): Promise<boolean> {
-  return review(client, "selfsubjectaccessreviews", {}, attributes);
-}
-
-async function review(
-  client: KubeClient,
-  plural: "subjectaccessreviews" | "selfsubjectaccessreviews",
-  subject: Record<string, unknown>,
-  attributes: Omit<AccessRequest, "user" | "groups">,
-): Promise<boolean> {
   const resourceAttributes = Object.fromEntries(
     Object.entries(attributes).filter(([, v]) => v !== undefined),
   );
-  const result = await client.request<{ status?: { allowed?: boolean } }>(
+  const review = await client.request<{ status?: { allowed?: boolean } }>(
     "POST",
-    `/apis/authorization.k8s.io/v1/${plural}`,
+    "/apis/authorization.k8s.io/v1/subjectaccessreviews",
     {
       verb: "create",
-      resource: plural,
+      resource: "subjectaccessreviews",
       body: {
         apiVersion: "authorization.k8s.io/v1",
-        kind: plural === "subjectaccessreviews" ? "SubjectAccessReview" : "SelfSubjectAccessReview",
-        spec: { ...subject, resourceAttributes },
+        kind: "SubjectAccessReview",
+        spec: { user, groups, resourceAttributes },
       },
     },
   );
-  return result.status?.allowed === true;
+  return review.status?.allowed === true;
 }

@@ -101,7 +101,6 @@ describe("the aggregated API subresources.stratus.io", () => {
       "virtualmachines/restart",
       "virtualmachines/start",
       "virtualmachines/stop",
-      "virtualmachines/userdata",
     ]);
   });
 

@@ -235,8 +235,6 @@ export interface TwoHypervisorHosts {
  */
 export async function startTwoHypervisorHosts(options: {
   kubeconfigPath: string;
-  /** Each host's own kubeconfig (its agent's identity); `kubeconfigPath` otherwise. */
-  kubeconfigFor?: (host: string) => Promise<string>;
   names: [string, string];
   zone: string;
   leaseNamespace: string;
@@ -271,11 +269,10 @@ export async function startTwoHypervisorHosts(options: {
           ? await run("nsenter", ["-t", String(network.pid), "-n", command, ...args])
           : await run(command, args)
         ).stdout;
-      const kubeconfigPath = (await options.kubeconfigFor?.(name)) ?? options.kubeconfigPath;
       const start = () =>
         startStratusProcess({
           script: "host-agent/main.ts",
-          kubeconfigPath,
+          kubeconfigPath: options.kubeconfigPath,
           identity: name,
           args: [
             `--host-name=${name}`,
