@@ -14,7 +14,6 @@ export interface Identity {
 export interface ReviewedType {
   group: string;
   plural: string;
-  subresource?: string;
 }
 
 /** How long a decision stands: a revoked RoleBinding takes effect here within this. */
@@ -42,7 +41,6 @@ export class AccessReviews {
       verb,
       type.group,
       type.plural,
-      type.subresource ?? null,
       namespace ?? null,
     ]);
     const cached = this.decisions.get(key);
@@ -53,7 +51,6 @@ export class AccessReviews {
       verb,
       group: type.group,
       resource: type.plural,
-      ...(type.subresource ? { subresource: type.subresource } : {}),
       namespace,
     });
     // A failed review is not a decision: the next ask tries again.
