@@ -21,6 +21,8 @@ const ORCHESTRATION = [
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
   "test/integration/least-privilege.test.ts",
+  // two network controllers and a host agent against tenants' networks.
+  "test/integration/guest-networks.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",
@@ -44,8 +46,6 @@ const ORCHESTRATION = [
   "test/integration/shared-libvirt.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.
   "test/integration/cli.test.ts",
-  // the API component's job controller and an operator (it reconciles every namespace's VMs).
-  "test/integration/cloudstack-behaviour.test.ts",
   // the benchmark's smoke mode: an operator, host agents and the API component of its own.
   "test/integration/bench.test.ts",
 ];

@@ -14,6 +14,7 @@ export interface Identity {
 export interface ReviewedType {
   group: string;
   plural: string;
+  subresource?: string;
 }
 
 /** How long a decision stands: a revoked RoleBinding takes effect here within this. */
@@ -41,6 +42,7 @@ export class AccessReviews {
       verb,
       type.group,
       type.plural,
+      type.subresource ?? null,
       namespace ?? null,
     ]);
     const cached = this.decisions.get(key);
@@ -51,6 +53,7 @@ export class AccessReviews {
       verb,
       group: type.group,
       resource: type.plural,
+      ...(type.subresource ? { subresource: type.subresource } : {}),
       namespace,
     });
     // A failed review is not a decision: the next ask tries again.

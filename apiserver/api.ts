@@ -30,7 +30,7 @@ import {
 } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import type { Informer } from "../runtime/informer.ts";
-import { AccessReviews } from "./access.ts";
+import { AccessReviews, type ReviewedType } from "./access.ts";
 import { Authentication, type Caller, type ClientRequest } from "./authentication.ts";
 import { COMMANDS } from "./commands.ts";
 import { ApiError, ERROR, errorBody, type Json, type Rendered, render, responseName } from "./envelope.ts";
@@ -183,7 +183,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   }
 
   /** Whether the caller may `verb` the resource (in `namespace`): a SubjectAccessReview, cached 10 s. */
-  can(caller: Caller, verb: string, type: ResourceType, namespace?: string): Promise<boolean> {
+  can(caller: Caller, verb: string, type: ReviewedType, namespace?: string): Promise<boolean> {
     return this.access.can(caller, verb, type, namespace);
   }
 

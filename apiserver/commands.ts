@@ -17,7 +17,9 @@ import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
+import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
+import { DNS_LABEL } from "./params.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
@@ -43,7 +45,6 @@ import { VOLUME_MIGRATION_COMMANDS } from "./volume-migration-commands.ts";
 /** How long queryAsyncJobResult waits for a just-created job to reach this replica's cache. */
 const JOB_CACHE_GRACE_MS = 2_000;
 const GIB = 1024n ** 3n;
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 const vmView = (api: CloudStackApi, vm: VirtualMachine) => virtualMachineView(vm, api);
 const attachedVm = (api: CloudStackApi, volume: Volume) => {
@@ -306,31 +307,6 @@ const storageAndNetworkCommands: Record<string, Command> = {
         .map((n) => networkView(n, call.api) as Record<string, Json>)
         .filter((n) => !zoneId || n.zoneid === zoneId);
       return page(call, "network", networks);
-    },
-  },
-  createNetwork: {
-    async handler(call) {
-      const { params, api } = call;
-      const name = params.required("name").toLowerCase();
-      params.required("networkofferingid");
-      const zone = byId(api.zones, call, "zoneid");
-      if (!DNS_LABEL.test(name)) throw new ApiError(ERROR.PARAM, `Invalid parameter name value=${name}`);
-      const gateway = params.get("gateway");
-      const netmask = params.get("netmask");
-      const cidr = gateway && netmask ? cidrOf(gateway, netmask) : "10.1.1.0/24";
-      const network = await call.caller.client.create<Network>(Resources.networks, {
-        apiVersion: "stratus.io/v1alpha1",
-        kind: "Network",
-        metadata: { name, namespace: call.caller.account },
-        spec: {
-          zone: zone.metadata.name as string,
-          cidr,
-          ...(gateway ? { gateway } : {}),
-          ...(params.get("displaytext") ? { displayName: params.get("displaytext") as string } : {}),
-          ...(params.integer("vlan") ? { vlan: params.integer("vlan") as number } : {}),
-        },
-      });
-      return { network: networkView(network, api) };
     },
   },
   deleteNetwork: {
@@ -708,16 +684,6 @@ function defaultNetwork(call: Call, zone: string): Network {
   );
 }
 
-function cidrOf(gateway: string, netmask: string): string {
-  const toNumber = (ip: string) => ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
-  const mask = toNumber(netmask);
-  const prefix = 32 - Math.log2(2 ** 32 - mask);
-  if (!Number.isInteger(prefix))
-    throw new ApiError(ERROR.PARAM, `Invalid parameter netmask value=${netmask}`);
-  const base = (toNumber(gateway) & mask) >>> 0;
-  return `${[24, 16, 8, 0].map((s) => (base >>> s) & 255).join(".")}/${prefix}`;
-}
-
 /** Things Stratus does not have yet (public IPs, port forwarding, projects) list as empty, as clients expect. */
 const emptyList = (itemKey: string): Command => ({ handler: async (call) => page(call, itemKey, []) });
 
@@ -853,6 +819,7 @@ export const COMMANDS: Record<string, Command> = {
   ...tagCommands,
   ...accountCommands,
   ...lifecycleExtras,
+  ...NETWORK_COMMANDS,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,

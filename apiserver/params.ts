@@ -11,6 +11,9 @@ export const MAX_PARAMETERS = 512;
 /** Longer than any parameter name, map keys (`details[0].cpuNumber`) included. */
 export const MAX_NAME_LENGTH = 200;
 
+/** A Kubernetes object name of one label: what CloudStack names become. */
+export const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
 export class RequestParams {
   /** Names as sent (the signature covers them so), first value of each. */
   readonly raw: Readonly<Record<string, string>>;

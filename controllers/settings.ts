@@ -10,7 +10,7 @@ export interface ControllerSettings {
   /** How long past its Lease's duration a host keeps Ready (clock skew, a slow API server). */
   hostGraceMs: number;
   schedulerAlgorithm: Algorithm;
-  /** VLAN ids handed to networks that do not name one. */
+  /** VLAN ids handed to networks of a zone that names no spec.vlanRange. */
   vlanRange: { first: number; last: number };
   /** Live migrations admitted at once per host (as source or target). */
   maxMigrationsPerHost: number;

@@ -2,6 +2,7 @@
 import { type KindDefinition, type ObjectOf, resourceOf } from "./definition.ts";
 import { AsyncJobKind } from "./kinds/async-job.ts";
 import { DiskOfferingKind } from "./kinds/disk-offering.ts";
+import { GuestVlanKind } from "./kinds/guest-vlan.ts";
 import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
@@ -16,6 +17,7 @@ import { VolumeSnapshotKind } from "./kinds/volume-snapshot.ts";
 import { ZoneKind } from "./kinds/zone.ts";
 
 export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
+export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
 export {
@@ -57,12 +59,14 @@ export const KINDS: readonly KindDefinition[] = [
   SnapshotPolicyKind,
   NetworkKind,
   IPAddressKind,
+  GuestVlanKind,
   AsyncJobKind,
 ];
 
 export {
   AsyncJobKind,
   DiskOfferingKind,
+  GuestVlanKind,
   HostKind,
   IPAddressKind,
   NetworkKind,
@@ -89,6 +93,7 @@ export type VolumeSnapshot = ObjectOf<typeof VolumeSnapshotKind>;
 export type SnapshotPolicy = ObjectOf<typeof SnapshotPolicyKind>;
 export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
+export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 
 /** Where each kind lives in the API, for the runtime's client and informers. */
@@ -106,5 +111,6 @@ export const Resources = {
   snapshotPolicies: resourceOf(SnapshotPolicyKind),
   networks: resourceOf(NetworkKind),
   ipAddresses: resourceOf(IPAddressKind),
+  guestVlans: resourceOf(GuestVlanKind),
   asyncJobs: resourceOf(AsyncJobKind),
 } as const;

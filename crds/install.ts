@@ -14,6 +14,7 @@ import {
 import { GROUP, VERSION } from "./definition.ts";
 import { renderFinalizerPolicy } from "./finalizers.ts";
 import { KINDS } from "./index.ts";
+import { renderSegmentPolicy } from "./network-admission.ts";
 import { crdName, renderCustomResourceDefinition } from "./render.ts";
 
 export const CRD_FIELD_MANAGER = "stratus-crds";
@@ -37,6 +38,8 @@ export async function installCustomResourceDefinitions(
   for (const kind of KINDS) await apply(renderCustomResourceDefinition(kind));
   // Before any VM or Volume can be created: from their first write they carry their finalizers.
   for (const object of renderFinalizerPolicy()) await apply(object);
+  // Before any tenant can create a Network: only administrators choose its VLAN.
+  for (const object of renderSegmentPolicy()) await apply(object);
   const extensions = kubeConfig.makeApiClient(ApiextensionsV1Api);
   const deadline = Date.now() + timeoutMs;
   for (const kind of KINDS) {

@@ -410,7 +410,13 @@ async function seed(
     );
   await apply(Resources.zones, {
     metadata: { name: SEED.zone },
-    spec: { displayName: "Local zone (stratus up)", secondaryStorage: { path: secondary } },
+    spec: {
+      displayName: "Local zone (stratus up)",
+      secondaryStorage: { path: secondary },
+      // Clear of the control plane's service range (10.0.0.0/24); freeSubnet picks from here.
+      guestCidrs: [LOCAL_GUEST_CIDR],
+      vlanRange: "100-999",
+    },
   });
   await apply(Resources.serviceOfferings, {
     metadata: { name: SEED.serviceOffering },
@@ -464,6 +470,9 @@ export async function issueApiKey(
   );
   return { apiKey, secretKey };
 }
+
+/** Where the local zone's tenants put their networks. */
+export const LOCAL_GUEST_CIDR = "10.240.0.0/12";
 
 /** The first 10.250+n.0.0/24 no route on this machine covers (the default network's CIDR). */
 export async function freeSubnet(): Promise<string> {

@@ -17,6 +17,7 @@ import {
   METADATA_NAMESPACE,
   vmUidOf,
 } from "./domain-xml.ts";
+import { refuseHostOverlap } from "./host-overlap.ts";
 import type {
   DhcpReservation,
   DiskInfo,
@@ -410,6 +411,7 @@ export class LibvirtHypervisor implements Hypervisor {
   }
 
   async syncNetwork(network: NetworkSpec, reservations: readonly DhcpReservation[]): Promise<void> {
+    await refuseHostOverlap(network);
     await this.libvirt.ensureNetwork(network.name, buildNetworkXml(network, reservations));
     if (!network.ip || !network.dhcp) return;
     const changes = reservationChanges(await this.networkReservations(network.name), reservations);

@@ -5,6 +5,7 @@ import type { VirtualMachine } from "../crds/index.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import { bridgeName, type NetworkSpec, networkPrefix, networkSpecFor } from "./network-xml.ts";
 import { reservationsFor } from "./planner.ts";
+import { HostProblem } from "./problem.ts";
 import type { VmWorld } from "./vm-sync.ts";
 
 export async function syncHostNetworks(
@@ -25,7 +26,13 @@ export async function syncHostNetworks(
     for (const network of (await world.networks(vm)).values()) {
       const spec = networkSpecFor(network, owner);
       used.set(spec.name, spec);
-      await hv.syncNetwork(spec, reservationsFor(network, vms));
+      try {
+        await hv.syncNetwork(spec, reservationsFor(network, vms));
+      } catch (error) {
+        // The VM's own sync reports it (e.g. NetworkOverlapsHost); the other networks go on.
+        if (!(error instanceof HostProblem)) throw error;
+        log.warn({ network: spec.title, reason: error.reason }, error.message);
+      }
     }
   }
   const prefix = networkPrefix(owner);

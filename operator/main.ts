@@ -31,7 +31,7 @@ Options:
   --scheduler-algorithm=A    how compute places VMs: ${ALGORITHMS.join(" or ")} (default ${DEFAULT_SETTINGS.schedulerAlgorithm})
   --max-migrations-per-host=N live migrations at once per host, as source or target (default ${DEFAULT_SETTINGS.maxMigrationsPerHost})
   --host-grace=SECONDS       a host stays Ready this long past its heartbeat Lease (default ${DEFAULT_SETTINGS.hostGraceMs / 1000})
-  --vlan-range=FIRST-LAST    VLANs for networks that name none (default ${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last})
+  --vlan-range=FIRST-LAST    VLANs for networks of zones that name no vlanRange (default ${DEFAULT_SETTINGS.vlanRange.first}-${DEFAULT_SETTINGS.vlanRange.last})
   Host heartbeat Leases are read from --lease-namespace too.
 `;
 

@@ -1,6 +1,6 @@
-// IPAM: an address is allocated by creating its IPAddress object, whose name is the address: etcd
-// refuses a second create, so two allocators (workers, replicas, a stale leader) can never hand out
-// the same address. The create's response proves the allocation; nobody waits for the cache.
+// IPAM: an address is allocated by creating its IPAddress object, whose name is the address
+// (claims.ts): etcd refuses a second create. The create's response proves the allocation; nobody
+// waits for the cache.
 import type { Logger } from "pino";
 import {
   addressPlan,
@@ -9,6 +9,7 @@ import {
   allocatableCount,
   ipToNumber,
 } from "../../crds/addressing.ts";
+import { networkRefusal } from "../../crds/guest-ranges.ts";
 import {
   type IPAddress,
   ipAddressName,
@@ -19,6 +20,7 @@ import {
 import { isAlreadyExists, isNotFound, type KubeClient, objectKey } from "../../runtime/client.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import { ownerReference } from "../../runtime/objects.ts";
+import { claimFirstFree } from "./claims.ts";
 
 type Nic = NonNullable<VirtualMachine["spec"]["nics"]>[number];
 
@@ -76,6 +78,15 @@ export class AddressAllocator {
             problem: {
               reason: "NetworkNotFound",
               message: `NIC ${nic.name}: Network "${nic.network}" ${network ? "is being deleted" : "does not exist"}.`,
+            },
+          };
+        const refusal = networkRefusal(network);
+        if (refusal)
+          return {
+            ...base,
+            problem: {
+              reason: "NetworkRefused",
+              message: `NIC ${nic.name}: Network "${nic.network}": ${refusal}`,
             },
           };
         if (!network.spec.cidr) return base; // L2: no addressing
@@ -177,26 +188,16 @@ export class AddressAllocator {
       }
     }
     const taken = new Set(this.addresses.byIndex("network", objectKey(network)).map((a) => a.spec.address));
-    for (const address of allocatableAddresses(plan)) {
-      const key = `${namespace}/${ipAddressName(network.metadata.name as string, address)}`;
-      if (taken.has(address)) {
-        this.claimed.delete(key); // the cache shows it now: no need to remember the claim
-        continue;
-      }
-      if (this.claimed.has(key)) continue;
-      this.claimed.set(key, { vmUid: vm.metadata.uid as string, nic: nic.name, address });
-      try {
-        await claim(address);
-        return { address };
-      } catch (error) {
-        if (!isAlreadyExists(error)) {
-          this.claimed.delete(key);
-          throw error;
-        }
-        // Someone else holds it (our cache had not shown it yet): remember that, try the next one.
-        this.claimed.set(key, { vmUid: "", nic: "", address });
-      }
-    }
+    const address = await claimFirstFree({
+      candidates: allocatableAddresses(plan),
+      key: (a) => `${namespace}/${ipAddressName(network.metadata.name as string, a)}`,
+      taken: (a) => taken.has(a),
+      claimed: this.claimed,
+      mine: (a) => ({ vmUid: vm.metadata.uid as string, nic: nic.name, address: a }),
+      others: (a) => ({ vmUid: "", nic: "", address: a }),
+      create: claim,
+    });
+    if (address) return { address };
     return {
       problem: {
         reason: "AddressesExhausted",

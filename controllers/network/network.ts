@@ -1,9 +1,17 @@
-// Networking: a VLAN for each network that names none, address usage in Network status (rate
+// Networking: the zone's guest ranges enforced (guest-ranges.ts), a VLAN for each network (vlans.ts), address usage in Network status (rate
 // limited: it changes with every allocation), deletion held while VMs use the network, and the
 // release of addresses whose VM is gone. Allocation is compute's, through ipam.ts.
 import type { Logger } from "pino";
 import { addressPlan, allocatableCount } from "../../crds/addressing.ts";
-import { type IPAddress, type Network, Resources, type VirtualMachine } from "../../crds/index.ts";
+import { cidrProblem, zoneVlanRange } from "../../crds/guest-ranges.ts";
+import {
+  type GuestVlan,
+  type IPAddress,
+  type Network,
+  Resources,
+  type VirtualMachine,
+  type Zone,
+} from "../../crds/index.ts";
 import { isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
@@ -11,6 +19,7 @@ import { Controller } from "../../runtime/controller.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../../runtime/objects.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { ADDRESS_INDEXERS } from "./ipam.ts";
+import { VLAN_INDEXERS, VlanAllocator } from "./vlans.ts";
 
 export const NETWORK_FINALIZER = "stratus.io/network";
 
@@ -28,24 +37,16 @@ export function networkComponent(settings: ControllerSettings): Component {
         },
       });
       const addresses = informers.for<IPAddress>(Resources.ipAddresses, { indexers: ADDRESS_INDEXERS });
-      // VLANs this process handed out that its cache may not show yet. Claims are made
-      // synchronously (no await between looking and claiming), so workers never collide.
-      const claimedVlans = new Map<string, number>();
+      const zones = informers.for<Zone>(Resources.zones);
+      const vlans = informers.for<GuestVlan>(Resources.guestVlans, { indexers: VLAN_INDEXERS });
+      const allocator = new VlanAllocator(client, vlans);
 
-      const vlanInUse = (zone: string, except: string): Set<number> => {
-        const used = new Set<number>();
-        for (const network of networks.byIndex("zone", zone)) {
-          if (objectKey(network) === except) continue;
-          const vlan = network.spec.vlan ?? network.status?.vlan;
-          if (vlan !== undefined) used.add(vlan);
-        }
-        for (const [key, vlan] of claimedVlans) {
-          const network = networks.get(key);
-          if (network?.status?.vlan === vlan || !network) claimedVlans.delete(key);
-          else if (key !== except && network.spec.zone === zone) used.add(vlan);
-        }
-        return used;
-      };
+      /** Networks of the zone whose Ready is False: refused, or waiting for a VLAN. */
+      const waiting = (zone: string): string[] =>
+        networks
+          .byIndex("zone", zone)
+          .filter((n) => n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "False"))
+          .map(objectKey);
 
       const networkController = new Controller({
         name: "network",
@@ -53,8 +54,9 @@ export function networkComponent(settings: ControllerSettings): Component {
         metrics,
         async reconcile(key, log) {
           const network = networks.get(key);
-          if (!network) return;
           await releaseOrphans(key, log);
+          await releaseStaleVlans(key, network?.metadata.uid, log);
+          if (!network) return;
           const users = vms
             .byIndex("network", key)
             .filter((vm) => !vm.metadata.deletionTimestamp)
@@ -62,6 +64,7 @@ export function networkComponent(settings: ControllerSettings): Component {
             .sort();
           if (network.metadata.deletionTimestamp) {
             if (users.length === 0) {
+              await allocator.releaseAll(key, log);
               if (await removeFinalizer(client, Resources.networks, network, NETWORK_FINALIZER))
                 log.info("no VM uses the network; released it for deletion");
               return;
@@ -80,32 +83,25 @@ export function networkComponent(settings: ControllerSettings): Component {
           }
           if (await addFinalizer(client, Resources.networks, network, NETWORK_FINALIZER)) return;
 
+          const zone = zones.get(network.spec.zone);
+          // Refused: nothing implements the network. A VLAN it already holds stays until it is
+          // deleted: its VMs may still be on it, and a VLAN handed on would join two segments.
+          const held = allocator.held(network)[0];
+          const kept = held !== undefined ? { vlan: held } : {};
+          const refusal = cidrProblem(network, zone, networks.byIndex("zone", network.spec.zone));
+          if (refusal) {
+            await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...refusal });
+            return;
+          }
           let segment: { vlan?: number; vni?: number } = {};
           if (network.spec.vni !== undefined) segment = { vni: network.spec.vni };
-          else if (network.spec.vlan !== undefined) segment = { vlan: network.spec.vlan };
-          else if (network.status?.vlan !== undefined) segment = { vlan: network.status.vlan };
           else {
-            const used = vlanInUse(network.spec.zone, key);
-            const { first, last } = settings.vlanRange;
-            let vlan: number | undefined;
-            for (let candidate = first; candidate <= last && vlan === undefined; candidate++)
-              if (!used.has(candidate)) vlan = candidate;
-            if (vlan === undefined) {
-              await writeNetworkStatus(
-                network,
-                {},
-                {
-                  type: "Ready",
-                  status: "False",
-                  reason: "VlansExhausted",
-                  message: `Every VLAN of ${first}-${last} is in use in zone ${network.spec.zone}.`,
-                },
-              );
+            const outcome = await allocator.ensure(network, zoneVlanRange(zone, settings.vlanRange), log);
+            if ("problem" in outcome) {
+              await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...outcome.problem });
               return;
             }
-            claimedVlans.set(key, vlan);
-            segment = { vlan };
-            log.info({ vlan }, "allocated a VLAN");
+            segment = { vlan: outcome.vlan };
           }
           const plan = addressPlan(network);
           const used = addresses.byIndex("network", key).length;
@@ -131,7 +127,10 @@ export function networkComponent(settings: ControllerSettings): Component {
           );
         },
       })
-        .watch(networks)
+        // A network or VLAN going may let in a network of its zone that was refused or waits for a VLAN.
+        .watch(networks, (n) => [objectKey(n), ...waiting(n.spec.zone)])
+        .watch(zones, (z) => networks.byIndex("zone", z.metadata.name as string).map(objectKey))
+        .watch(vlans, (v) => [`${v.spec.network.namespace}/${v.spec.network.name}`, ...waiting(v.spec.zone)])
         // Usage changes with every VM and address: a burst of them is one status write.
         .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`), {
           delayMs: ROLLUP_DELAY_MS,
@@ -157,6 +156,26 @@ export function networkComponent(settings: ControllerSettings): Component {
             });
           log.info({ address: address.spec.address, vm: owner.name }, "released the address of a deleted VM");
         }
+      }
+
+      /**
+       * VLANs of a network that is gone (its finalizer removed by hand) or of a former network of
+       * the name. The cache may lag a new network, so only a fresh read decides.
+       */
+      async function releaseStaleVlans(
+        key: string,
+        cachedUid: string | undefined,
+        log: Logger,
+      ): Promise<void> {
+        if (!vlans.byIndex("network", key).some((v) => v.spec.network.uid !== cachedUid)) return;
+        const [namespace, name] = key.split("/") as [string, string];
+        const live = await client
+          .get<Network>(Resources.networks, name, namespace)
+          .catch((error: unknown) => {
+            if (isNotFound(error)) return undefined;
+            throw error;
+          });
+        await allocator.releaseAll(key, log, live?.metadata.uid);
       }
 
       async function writeNetworkStatus(

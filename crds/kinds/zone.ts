@@ -60,6 +60,40 @@ export const ZoneKind = defineKind({
           },
         ),
       ),
+      guestCidrs: Type.Optional(
+        Type.Array(
+          Type.String({
+            maxLength: 18,
+            description: "An IPv4 network in CIDR notation.",
+            "x-kubernetes-validations": [
+              {
+                rule: "isCIDR(self) && cidr(self).ip().family() == 4 && cidr(self).masked() == cidr(self)",
+                message: "each guest CIDR must be an IPv4 network such as 10.1.0.0/16",
+              },
+            ],
+          }),
+          {
+            description:
+              "Where tenants may put their networks (CloudStack's guestcidraddress); a Network's cidr must lie inside one. 10.0.0.0/8 when empty.",
+            maxItems: 32,
+            "x-kubernetes-list-type": "atomic",
+          },
+        ),
+      ),
+      vlanRange: Type.Optional(
+        Type.String({
+          maxLength: 9,
+          pattern: "^[0-9]{1,4}-[0-9]{1,4}$",
+          description:
+            "VLAN ids the network controller hands to networks, e.g. 100-199 (CloudStack's zone vlan). 100-4094 when empty.",
+          "x-kubernetes-validations": [
+            {
+              rule: "int(self.split('-')[0]) >= 1 && int(self.split('-')[1]) <= 4094 && int(self.split('-')[0]) <= int(self.split('-')[1])",
+              message: "vlanRange must be FIRST-LAST with 1 <= FIRST <= LAST <= 4094",
+            },
+          ],
+        }),
+      ),
       domain: Type.Optional(
         Type.String({
           maxLength: 253,

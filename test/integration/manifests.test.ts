@@ -38,6 +38,9 @@ describe("install manifests", () => {
       expect(result.stdout).toContain(
         "mutatingadmissionpolicy.admissionregistration.k8s.io/stratus-finalizers serverside-applied (server dry run)",
       );
+      expect(result.stdout).toContain(
+        "validatingadmissionpolicy.admissionregistration.k8s.io/stratus-network-segments serverside-applied (server dry run)",
+      );
     },
   );
 

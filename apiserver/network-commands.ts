@@ -1,0 +1,73 @@
+// createNetwork, refused up front as CloudStack refuses (431): a CIDR outside the zone's guest
+// ranges or overlapping another network of the zone, and a VLAN from anyone but an administrator.
+// The network controller enforces the same rules on objects made with kubectl (a Ready=False
+// condition, nothing implemented), and the admission policy stratus-network-segments the VLAN's.
+import { cidrProblem, freeCidr } from "../crds/guest-ranges.ts";
+import { type Network, Resources } from "../crds/index.ts";
+import { SEGMENT_GRANT } from "../crds/network-admission.ts";
+import type { Command } from "./api.ts";
+import { ApiError, ERROR } from "./envelope.ts";
+import { byId } from "./listing.ts";
+import { DNS_LABEL } from "./params.ts";
+import { networkView } from "./views.ts";
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export const NETWORK_COMMANDS: Record<string, Command> = {
+  createNetwork: {
+    async handler(call) {
+      const { params, api } = call;
+      const name = params.required("name").toLowerCase();
+      params.required("networkofferingid");
+      const zone = byId(api.zones, call, "zoneid");
+      if (!DNS_LABEL.test(name)) throw new ApiError(ERROR.PARAM, `Invalid parameter name value=${name}`);
+      const vlan = params.integer("vlan");
+      if (vlan !== undefined && !(await api.can(call.caller, SEGMENT_GRANT.verb, SEGMENT_GRANT)))
+        throw new ApiError(
+          ERROR.PARAM,
+          "Only ROOT admin is allowed to specify vlanId or bypass vlan overlap check",
+        );
+      const zoneName = zone.metadata.name as string;
+      const others = api.networks.list().filter((n) => n.spec.zone === zoneName);
+      const gateway = params.get("gateway");
+      const netmask = params.get("netmask");
+      let cidr: string | undefined;
+      if (gateway || netmask) {
+        if (!gateway || !netmask)
+          throw new ApiError(ERROR.PARAM, "gateway and netmask must be given together");
+        cidr = cidrOf(gateway, netmask);
+      } else cidr = freeCidr(zone, others);
+      if (!cidr)
+        throw new ApiError(
+          ERROR.INSUFFICIENT_CAPACITY,
+          `No free guest CIDR is left in zone ${zone.spec.displayName ?? zoneName}`,
+        );
+      const spec = { zone: zoneName, cidr, ...(gateway ? { gateway } : {}) };
+      const problem = cidrProblem({ metadata: { name, namespace: call.caller.account }, spec }, zone, others);
+      if (problem) throw new ApiError(ERROR.PARAM, problem.message);
+      const network = await call.caller.client.create<Network>(Resources.networks, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "Network",
+        metadata: { name, namespace: call.caller.account },
+        spec: {
+          ...spec,
+          ...(params.get("displaytext") ? { displayName: params.get("displaytext") as string } : {}),
+          ...(vlan ? { vlan } : {}),
+        },
+      });
+      return { network: networkView(network, api) };
+    },
+  },
+};
+
+function cidrOf(gateway: string, netmask: string): string {
+  if (!IPV4.test(gateway)) throw new ApiError(ERROR.PARAM, `Invalid parameter gateway value=${gateway}`);
+  if (!IPV4.test(netmask)) throw new ApiError(ERROR.PARAM, `Invalid parameter netmask value=${netmask}`);
+  const toNumber = (ip: string) => ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+  const mask = toNumber(netmask);
+  const prefix = 32 - Math.log2(2 ** 32 - mask);
+  if (!Number.isInteger(prefix))
+    throw new ApiError(ERROR.PARAM, `Invalid parameter netmask value=${netmask}`);
+  const base = (toNumber(gateway) & mask) >>> 0;
+  return `${[24, 16, 8, 0].map((s) => (base >>> s) & 255).join(".")}/${prefix}`;
+}
