@@ -23,6 +23,8 @@ const ORCHESTRATION = [
   "test/integration/least-privilege.test.ts",
   // two network controllers and a host agent against tenants' networks.
   "test/integration/guest-networks.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/tenancy.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",

@@ -21,7 +21,7 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
-import { isAllowed } from "../runtime/authorization.ts";
+import { isAllowed, isSelfAllowed } from "../runtime/authorization.ts";
 import {
   ApiError as KubeApiError,
   type KubeClient,
@@ -33,13 +33,22 @@ import type { Informer } from "../runtime/informer.ts";
 import { AccessReviews, type ReviewedType } from "./access.ts";
 import { Authentication, type Caller, type ClientRequest } from "./authentication.ts";
 import { COMMANDS } from "./commands.ts";
-import { ApiError, ERROR, errorBody, type Json, type Rendered, render, responseName } from "./envelope.ts";
+import {
+  ApiError,
+  ERROR,
+  errorBody,
+  type Json,
+  type Rendered,
+  render,
+  responseName,
+  UNAUTHORIZED_TEXT,
+} from "./envelope.ts";
 import type { Outcome } from "./jobs.ts";
 import { RequestParams } from "./params.ts";
 import type { SnapshotCatalog } from "./snapshot-views.ts";
 import type { Catalog } from "./views.ts";
 
-export { API_KEY_LABEL, type Caller, type ClientRequest, SECRET } from "./authentication.ts";
+export { API_KEY_LABEL, type Caller, type ClientRequest, SECRET, type Secret } from "./authentication.ts";
 
 export interface Call {
   params: RequestParams;
@@ -79,6 +88,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly authentication: Authentication;
   private readonly access: AccessReviews;
+  /** Whether this component may act as a key's identity, by identity (see mayActAs). */
+  private readonly impersonation = new Map<string, { allowed: boolean; at: number }>();
 
   constructor(options: {
     client: KubeClient;
@@ -138,6 +149,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
       command = params.command;
       if (command === "login") return this.authentication.login(params, request, format);
       const { caller, session } = this.authentication.authenticate(params, request);
+      if (!(await this.mayActAs(caller))) throw new ApiError(ERROR.UNAUTHORIZED, UNAUTHORIZED_TEXT);
       if (command === "logout") return await this.authentication.logout(session, request, format);
       const entry = COMMANDS[command];
       if (!command) throw new ApiError(ERROR.UNSUPPORTED_ACTION, "no command sent");
@@ -180,6 +192,38 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
       "command failed",
     );
     return new ApiError(ERROR.INTERNAL, `Internal error executing command ${command}`);
+  }
+
+  /**
+   * Whether RBAC lets this component act as the key's user and groups (impersonation): a key that
+   * names an identity no account has (system:masters, a system ServiceAccount) is refused before
+   * anything is read for it from the caches, not only when it writes. Cached 10 s.
+   */
+  private async mayActAs(caller: Caller): Promise<boolean> {
+    const key = ["impersonate", caller.user, caller.groups.join(",")].join("|");
+    const cached = this.impersonation.get(key);
+    if (cached && Date.now() - cached.at < 10_000) return cached.allowed;
+    const serviceAccount = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(caller.user);
+    const identities = [
+      serviceAccount
+        ? { resource: "serviceaccounts", namespace: serviceAccount[1], name: serviceAccount[2] as string }
+        : { resource: "users", name: caller.user },
+      ...caller.groups.map((group) => ({ resource: "groups", name: group })),
+    ];
+    const answers = await Promise.all(
+      identities.map((identity) =>
+        isSelfAllowed(this.client, { verb: "impersonate", group: "", ...identity }),
+      ),
+    );
+    const allowed = answers.every(Boolean);
+    if (!allowed)
+      this.log.warn(
+        { user: caller.user, groups: caller.groups },
+        "an API key names an identity this component may not act as",
+      );
+    if (this.impersonation.size >= 10_000) this.impersonation.clear();
+    this.impersonation.set(key, { allowed, at: Date.now() });
+    return allowed;
   }
 
   /** Whether the caller may `verb` the resource (in `namespace`): a SubjectAccessReview, cached 10 s. */

@@ -33,7 +33,7 @@ export const API_KEY_LABEL = "stratus.io/api-key";
 /** CloudStack's own limit on a user name. */
 const MAX_USERNAME_LENGTH = 255;
 
-interface Secret extends KubeObject {
+export interface Secret extends KubeObject {
   data?: Record<string, string>;
 }
 

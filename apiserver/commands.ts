@@ -16,7 +16,7 @@ import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
-import { byId, filtered, namespaced, ownedById, page, requireClusterRead } from "./listing.ts";
+import { byId, filtered, namespaced, ownedById, ownedByUid, page, requireClusterRead } from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { DNS_LABEL } from "./params.ts";
@@ -24,6 +24,7 @@ import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
 import { TEMPLATE_COMMANDS } from "./template-commands.ts";
+import { userDataParameter, userDataSecretName, writeUserData } from "./user-data.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -216,9 +217,7 @@ const vmCommands: Record<string, Command> = {
       });
       const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
-      const userData = params.get("userdata");
-      if (userData !== undefined && (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length > 43_692))
-        throw new ApiError(ERROR.PARAM, "userdata must be base64 and at most 32 KiB decoded");
+      const userData = userDataParameter(call);
       const address = params.get("ipaddress");
       const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
@@ -235,7 +234,7 @@ const vmCommands: Record<string, Command> = {
           runStrategy: params.flag("startvm", true) ? "Always" : "Halted",
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
-          ...(userData ? { userData } : {}),
+          ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
           nics: networks.map((network, index) => ({
             name: `eth${index}`,
             network: network.metadata.name as string,
@@ -243,6 +242,13 @@ const vmCommands: Record<string, Command> = {
           })),
         },
       });
+      if (userData)
+        await writeUserData(call, vm, userData).catch(async (error: unknown) => {
+          await call.caller.client
+            .delete(Resources.virtualMachines, name, call.caller.account)
+            .catch(() => {});
+          throw error;
+        });
       const job = await submitJob(call, "deployVirtualMachine", vm);
       return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
     },
@@ -588,8 +594,7 @@ async function changeTags(
   if (ids.length === 0)
     throw new ApiError(ERROR.PARAM, "Unable to execute API command due to missing parameter resourceids");
   for (const id of ids) {
-    const [object] = kind.informer(call.api).byIndex("uid", id.toLowerCase());
-    if (!object) throw entityNotFound("resourceids", id);
+    const object = await ownedByUid(call, kind.informer(call.api), kind.type, "resourceids", id);
     const tags = tagsOf(object);
     change(tags);
     await call.caller.client.mergePatch(
@@ -693,7 +698,9 @@ const accountCommands: Record<string, Command> = {
   associateIpAddress: {
     async: true,
     async handler(call) {
-      const network = call.params.uuid("networkid") ? byId(call.api.networks, call, "networkid") : undefined;
+      const network = call.params.uuid("networkid")
+        ? await ownedById(call, call.api.networks, Resources.networks, "networkid")
+        : undefined;
       const zone = network ? call.api.zones.get(network.spec.zone) : byId(call.api.zones, call, "zoneid");
       throw new ApiError(
         ERROR.INSUFFICIENT_CAPACITY,
@@ -733,15 +740,17 @@ const accountCommands: Record<string, Command> = {
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       const displayName = call.params.get("displayname");
-      const userData = call.params.get("userdata");
+      const userData = userDataParameter(call);
+      const secret = userData ? userDataSecretName(vm.metadata.name as string) : undefined;
       const updated = await call.caller.client.mergePatch<VirtualMachine>(
         Resources.virtualMachines,
         vm.metadata.name as string,
         vm.metadata.namespace,
         {
-          spec: { ...(displayName ? { displayName } : {}), ...(userData ? { userData } : {}) },
+          spec: { ...(displayName ? { displayName } : {}), ...(secret ? { userDataSecret: secret } : {}) },
         },
       );
+      if (userData) await writeUserData(call, updated, userData);
       return { virtualmachine: vmView(call.api, updated) };
     },
   },
@@ -772,9 +781,7 @@ const lifecycleExtras: Record<string, Command> = {
   expungeVirtualMachine: vmCommands.destroyVirtualMachine as Command,
   recoverVirtualMachine: {
     async handler(call) {
-      const id = call.params.requiredUuid("id");
-      const [vm] = call.api.vms.byIndex("uid", id);
-      if (!vm) throw entityNotFound("id", id);
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       throw new ApiError(
         ERROR.PARAM,
         `VM ${vm.metadata.name} is not destroyed: Stratus deletes destroyed VMs at once, so there is nothing to recover`,

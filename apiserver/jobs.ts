@@ -16,6 +16,7 @@ import {
 import { parseQuantity } from "../crds/quantity.ts";
 import { isNotFound, type KubeObject } from "../runtime/client.ts";
 import { Controller } from "../runtime/controller.ts";
+import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
@@ -45,7 +46,9 @@ export async function submitJob(
     ),
     ...extra,
   };
-  return call.caller.client.create<AsyncJob>(Resources.asyncJobs, {
+  // Made by this component itself: its users may not create jobs (RBAC), so a job's user, account
+  // and target are what this component authorized, never what a tenant wrote.
+  return call.api.client.create<AsyncJob>(Resources.asyncJobs, {
     apiVersion: "stratus.io/v1alpha1",
     kind: "AsyncJob",
     metadata: { generateName: "job-", namespace: target.metadata.namespace ?? call.caller.account },
@@ -65,6 +68,21 @@ export async function submitJob(
 
 /** The job parameter deleteNetwork records the VMs that still use the network in: the job fails. */
 export const IN_USE_BY = "stratus.inuseby";
+
+/**
+ * An object a job names by id (its target, or one in its parameters): a namespaced one only in the
+ * job's own namespace, so no job reaches into another account.
+ */
+export function jobObject<T extends KubeObject>(
+  informer: Informer<T>,
+  job: AsyncJob,
+  uid: string | undefined,
+): T | undefined {
+  if (!uid) return undefined;
+  return informer
+    .byIndex("uid", uid.toLowerCase())
+    .find((o) => o.metadata.namespace === undefined || o.metadata.namespace === job.metadata.namespace);
+}
 
 const JOB_STATUS = { Pending: 0, InProgress: 0, Succeeded: 1, Failed: 2 } as const;
 
@@ -101,7 +119,7 @@ export type Outcome = { result: Json } | { error: { code: number; text: string }
 /** Whether the job's target has reached what the command asked for, or cannot. */
 function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
   const targetUid = job.spec.target?.uid;
-  const vm = targetUid ? api.vms.byIndex("uid", targetUid)[0] : undefined;
+  const vm = jobObject(api.vms, job, targetUid);
   switch (job.spec.command) {
     case "deployVirtualMachine":
     case "startVirtualMachine":
@@ -141,7 +159,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
     case "attachVolume":
     case "detachVolume":
     case "resizeVolume": {
-      const volume = targetUid ? api.volumes.byIndex("uid", targetUid)[0] : undefined;
+      const volume = jobObject(api.volumes, job, targetUid);
       if (!volume) return { error: { code: ERROR.INTERNAL, text: "the volume was deleted" } };
       const parameter = (name: string) =>
         Object.entries(job.spec.parameters ?? {}).find(([key]) => key.toLowerCase() === name)?.[1];
@@ -149,8 +167,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
         createVolume: () => true,
         updateVolume: () => true,
         attachVolume: () => {
-          const vmId = parameter("virtualmachineid")?.toLowerCase();
-          const holder = vmId ? api.vms.byIndex("uid", vmId)[0] : undefined;
+          const holder = jobObject(api.vms, job, parameter("virtualmachineid"));
           return holder !== undefined && volume.status?.attachedTo?.virtualMachine === holder.metadata.name;
         },
         detachVolume: () => !volume.status?.attachedTo,
@@ -161,11 +178,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       }[job.spec.command]();
       if (done) return { result: { volume: volumeView(volume, api, attachedTo(api, volume)) } };
       // A host that cannot do it says so on the VM (e.g. no hot plug): the job fails with that.
-      const holder =
-        attachedTo(api, volume) ??
-        (parameter("virtualmachineid")
-          ? api.vms.byIndex("uid", String(parameter("virtualmachineid")).toLowerCase())[0]
-          : undefined);
+      const holder = attachedTo(api, volume) ?? jobObject(api.vms, job, parameter("virtualmachineid"));
       const ready = holder?.status?.conditions?.find((c) => c.type === "Ready");
       if (ready?.status === "False" && ready.reason === "HotPlugUnsupported")
         return { error: { code: ERROR.RESOURCE_UNAVAILABLE, text: ready.message } };
@@ -175,7 +188,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
     case "deleteTags":
       return { result: { success: true } };
     case "updateNetwork": {
-      const network = targetUid ? api.networks.byIndex("uid", targetUid)[0] : undefined;
+      const network = jobObject(api.networks, job, targetUid);
       return network
         ? { result: { network: networkView(network, api) } }
         : { error: { code: ERROR.INTERNAL, text: "the network was deleted" } };
@@ -183,9 +196,7 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
     case "deleteNetwork":
       if (job.spec.parameters?.[IN_USE_BY])
         return { error: { code: ERROR.INTERNAL, text: "Failed to delete network" } };
-      return targetUid && api.networks.byIndex("uid", targetUid).length > 0
-        ? undefined
-        : { result: { success: true } };
+      return jobObject(api.networks, job, targetUid) ? undefined : { result: { success: true } };
     default: {
       const own = api.command(job.spec.command)?.outcome;
       return own

@@ -51,20 +51,31 @@ export async function requireClusterRead(call: Call, type: ResourceType): Promis
     throw new ApiError(ERROR.ACCOUNT, `Account ${call.caller.account} may not list ${type.plural}`);
 }
 
-/** A namespaced object the caller reaches by id: in a namespace it may `get` in, or 531. */
-export async function ownedById<T extends KubeObject>(
+/**
+ * A namespaced object the caller reaches by id: in a namespace it may `get` in. Another account's
+ * object answers as an unknown id (431), so a foreign id tells nothing, not even that it exists.
+ */
+export async function ownedByUid<T extends KubeObject>(
+  call: Call,
+  informer: Informer<T>,
+  type: ResourceType,
+  parameter: string,
+  id: string,
+): Promise<T> {
+  const [object] = informer.byIndex("uid", id.toLowerCase());
+  if (!object || !(await call.api.can(call.caller, "get", type, object.metadata.namespace)))
+    throw entityNotFound(parameter, id);
+  return object;
+}
+
+/** ownedByUid with the id of the request's `parameter`. */
+export function ownedById<T extends KubeObject>(
   call: Call,
   informer: Informer<T>,
   type: ResourceType,
   parameter = "id",
 ): Promise<T> {
-  const object = byId(informer, call, parameter);
-  if (!(await call.api.can(call.caller, "get", type, object.metadata.namespace)))
-    throw new ApiError(
-      ERROR.ACCOUNT,
-      `Account ${call.caller.account} does not have permission to access ${parameter} ${object.metadata.uid}`,
-    );
-  return object;
+  return ownedByUid(call, informer, type, parameter, call.params.requiredUuid(parameter));
 }
 
 /** The objects of the namespaces a list covers (the caller's account, or with listall every one it may list). */

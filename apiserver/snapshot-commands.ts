@@ -12,9 +12,9 @@ import {
 } from "../crds/index.ts";
 import { isAlreadyExists, isNotFound, ApiError as KubeApiError } from "../runtime/client.ts";
 import type { CloudStackApi, Command } from "./api.ts";
-import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
-import { filtered, namespaced, ownedById, page, patched } from "./listing.ts";
+import { ApiError, ERROR, type Json } from "./envelope.ts";
+import { jobObject, submitJob } from "./jobs.ts";
+import { filtered, namespaced, ownedById, ownedByUid, page, patched } from "./listing.ts";
 import {
   generatedSnapshotName,
   intervalType,
@@ -35,9 +35,6 @@ import {
 
 const SNAPSHOT_KIND = "Snapshot";
 const MAX_POLICY_IDS = 100;
-
-const snapshotOf = (api: CloudStackApi, uid: string | undefined) =>
-  uid ? api.volumeSnapshots.byIndex("uid", uid)[0] : undefined;
 
 /** A volume can be snapshotted once its disk exists (CloudStack: the volume is Ready). */
 function requireReadyVolume(volume: Volume): void {
@@ -105,7 +102,7 @@ const createSnapshot: Command = {
     return { id: snapshot.metadata.uid as string, jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const snapshot = snapshotOf(api, job.spec.target?.uid);
+    const snapshot = jobObject(api.volumeSnapshots, job, job.spec.target?.uid);
     if (!snapshot) return { error: { code: ERROR.INTERNAL, text: "the snapshot was deleted" } };
     if (snapshot.status?.phase === "Ready") return { result: { snapshot: snapshotView(snapshot, api) } };
     if (snapshot.status?.phase === "Error")
@@ -127,7 +124,9 @@ const deleteSnapshot: Command = {
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    return snapshotOf(api, job.spec.target?.uid) ? undefined : { result: { success: true } };
+    return jobObject(api.volumeSnapshots, job, job.spec.target?.uid)
+      ? undefined
+      : { result: { success: true } };
   },
 };
 
@@ -185,7 +184,7 @@ const revertSnapshot: Command = {
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const snapshot = snapshotOf(api, job.spec.target?.uid);
+    const snapshot = jobObject(api.volumeSnapshots, job, job.spec.target?.uid);
     if (!snapshot) return { error: { code: ERROR.INTERNAL, text: "the snapshot was deleted" } };
     const volume = api.volume(snapshot.metadata.namespace as string, snapshot.spec.volume);
     if (!volume) return { error: { code: ERROR.INTERNAL, text: "the volume was deleted" } };
@@ -275,14 +274,7 @@ const deleteSnapshotPolicies: Command = {
       throw new ApiError(ERROR.PARAM, `Invalid parameter ids: at most ${MAX_POLICY_IDS} policies at once`);
     const policies: SnapshotPolicy[] = [];
     for (const id of new Set(ids.map((i) => i.toLowerCase()))) {
-      const [policy] = call.api.snapshotPolicies.byIndex("uid", id);
-      if (!policy) throw entityNotFound("id", id);
-      if (!(await call.api.can(call.caller, "get", Resources.snapshotPolicies, policy.metadata.namespace)))
-        throw new ApiError(
-          ERROR.ACCOUNT,
-          `Account ${call.caller.account} does not have permission to access id ${id}`,
-        );
-      policies.push(policy);
+      policies.push(await ownedByUid(call, call.api.snapshotPolicies, Resources.snapshotPolicies, "id", id));
     }
     for (const policy of policies)
       await call.caller.client

@@ -5,7 +5,7 @@ import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
+import { jobObject, submitJob } from "./jobs.ts";
 
 export function specToggleCommand<T extends KubeObject & { spec: object }>(options: {
   command: string;
@@ -35,8 +35,7 @@ export function specToggleCommand<T extends KubeObject & { spec: object }>(optio
       return { jobid: job.metadata.uid as string };
     },
     outcome(job, api) {
-      const uid = job.spec.target?.uid;
-      const object = uid ? options.informer(api).byIndex("uid", uid)[0] : undefined;
+      const object = jobObject(options.informer(api), job, job.spec.target?.uid);
       if (!object) return { error: { code: ERROR.INTERNAL, text: `the ${options.type.kind} was deleted` } };
       const spec = object.spec as Record<string, unknown>;
       if (Boolean(spec[options.field]) !== options.value || !options.done(object)) return undefined;

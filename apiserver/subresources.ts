@@ -1,6 +1,7 @@
 // The aggregated API subresources.stratus.io/v1alpha1, registered with an APIService like
-// KubeVirt's virt-api: virtualmachines/{start,stop,restart} (PUT) and virtualmachines/console (a
-// WebSocket to the guest's serial console, relayed from its host agent). kube-apiserver
+// KubeVirt's virt-api: virtualmachines/{start,stop,restart} (PUT), virtualmachines/console (a
+// WebSocket to the guest's serial console, relayed from its host agent) and
+// virtualmachines/userdata (GET: the user data, for the agent of the VM's host). kube-apiserver
 // authenticates the user and forwards as the front proxy: this server accepts only connections
 // with the front-proxy client certificate, reads the user from X-Remote-User/Group, and authorizes
 // every call with a SubjectAccessReview on the full subresource.
@@ -17,14 +18,21 @@ import { type Host, RESTART_ANNOTATION, Resources, type VirtualMachine } from ".
 import { isAllowed } from "../runtime/authorization.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
 import { CONSOLE_MAX_MESSAGE_BYTES, issueConsoleTicket } from "../runtime/console-ticket.ts";
+import { unlessGone } from "../runtime/objects.ts";
+import { SECRET, type Secret } from "./api.ts";
+import { USER_DATA_KEY } from "./user-data.ts";
 
 export const SUBRESOURCE_GROUP = "subresources.stratus.io";
 export const SUBRESOURCE_VERSION = "v1alpha1";
 const PREFIX = `/apis/${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`;
 const ROUTE = new RegExp(
-  `^${PREFIX}/namespaces/([^/]+)/virtualmachines/([^/]+)/(start|stop|restart|console)$`,
+  `^${PREFIX}/namespaces/([^/]+)/virtualmachines/([^/]+)/(start|stop|restart|console|userdata)$`,
 );
 const ACTIONS = ["start", "stop", "restart"] as const;
+/** Every host agent's identity (the DaemonSet's ServiceAccount); its pod-bound token names its node. */
+export const HOST_AGENT_USER = "system:serviceaccount:stratus-system:stratus-host-agent";
+const NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name";
+const EXTRA_HEADER = "x-remote-extra-";
 
 export interface SubresourceServerOptions {
   client: KubeClient;
@@ -39,6 +47,8 @@ export interface SubresourceServerOptions {
 interface Requester {
   user: string;
   groups: string[];
+  /** The user's extra attributes the front proxy passes on (a host agent's node name). */
+  extra: Record<string, string[]>;
 }
 
 export class SubresourceServer {
@@ -95,12 +105,17 @@ export class SubresourceServer {
     const groups = (Array.isArray(groupHeader) ? groupHeader : groupHeader ? [groupHeader] : []).flatMap(
       (g) => g.split(","),
     );
-    return { user, groups };
+    const extra: Record<string, string[]> = {};
+    for (const [header, value] of Object.entries(request.headers))
+      if (header.startsWith(EXTRA_HEADER) && value !== undefined)
+        extra[decodeURIComponent(header.slice(EXTRA_HEADER.length))] = Array.isArray(value) ? value : [value];
+    return { user, groups, extra };
   }
 
   private allowed(requester: Requester, verb: string, namespace: string, name: string, subresource: string) {
     return isAllowed(this.options.client, {
-      ...requester,
+      user: requester.user,
+      groups: requester.groups,
       verb,
       group: SUBRESOURCE_GROUP,
       resource: "virtualmachines",
@@ -124,6 +139,10 @@ export class SubresourceServer {
     const [, namespace = "", name = "", action = ""] = match;
     if (action === "console")
       return status(response, 400, "BadRequest", "console is a WebSocket: send an Upgrade request");
+    if (action === "userdata")
+      return request.method === "GET"
+        ? this.userData(requester, namespace, name, response)
+        : status(response, 405, "MethodNotAllowed", "userdata takes GET");
     if (request.method !== "PUT") return status(response, 405, "MethodNotAllowed", `${action} takes PUT`);
     if (!(await this.allowed(requester, "update", namespace, name, action)))
       return status(
@@ -147,6 +166,47 @@ export class SubresourceServer {
       "subresource",
     );
     response.writeHead(202).end();
+  }
+
+  /**
+   * The VM's user data: for the agent of the VM's host only (its token's node is the VM's
+   * status.host), or for whoever may read the Secret holding it; never for another host's agent.
+   */
+  private async userData(requester: Requester, namespace: string, name: string, response: ServerResponse) {
+    const { client } = this.options;
+    const vm = await unlessGone(client.get<VirtualMachine>(Resources.virtualMachines, name, namespace));
+    if (!vm) return status(response, 404, "NotFound", `virtualmachines "${name}" not found`);
+    const secret = vm.spec.userDataSecret;
+    const node =
+      requester.user === HOST_AGENT_USER ? (requester.extra[NODE_NAME_EXTRA]?.[0] ?? "") : undefined;
+    const mayRead =
+      node !== undefined
+        ? node !== "" && node === vm.status?.host
+        : secret !== undefined &&
+          (await isAllowed(client, {
+            user: requester.user,
+            groups: requester.groups,
+            verb: "get",
+            group: "",
+            resource: "secrets",
+            namespace,
+            name: secret,
+          }));
+    if (!mayRead)
+      return status(
+        response,
+        403,
+        "Forbidden",
+        `User "${requester.user}" may not read the user data of VM ${namespace}/${name}: only the agent of its host${vm.status?.host ? ` (${vm.status.host})` : ""} may`,
+      );
+    const found = secret ? await unlessGone(client.get<Secret>(SECRET, secret, namespace)) : undefined;
+    const userData = found?.data?.[USER_DATA_KEY];
+    this.options.logger.info({ user: requester.user, namespace, name }, "user data read");
+    return json(response, 200, {
+      kind: "VirtualMachineUserData",
+      apiVersion: `${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`,
+      ...(userData ? { userData } : {}),
+    });
   }
 
   private async console(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -217,13 +277,13 @@ function discovery() {
         kind: "VirtualMachine",
         verbs: ["update"],
       })),
-      {
-        name: "virtualmachines/console",
+      ...["console", "userdata"].map((subresource) => ({
+        name: `virtualmachines/${subresource}`,
         singularName: "",
         namespaced: true,
         kind: "VirtualMachine",
         verbs: ["get"],
-      },
+      })),
     ],
   };
 }

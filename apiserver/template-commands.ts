@@ -8,16 +8,13 @@ import { Resources, type Template } from "../crds/index.ts";
 import { isNotFound } from "../runtime/client.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
+import { jobObject, submitJob } from "./jobs.ts";
 import { byId, ownedById } from "./listing.ts";
 import { volumeHolder } from "./snapshot-commands.ts";
 import { templateView } from "./views.ts";
 
 /** A template name is the object's name: a DNS label (CloudStack's free text is the display text). */
 const TEMPLATE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-const templateOf = (api: CloudStackApi, uid: string | undefined) =>
-  uid ? api.templates.byIndex("uid", uid)[0] : undefined;
 
 /** What the template is made from, checked as CloudStack checks it: a Ready, unused source. */
 async function templateSource(call: Call): Promise<{ zone: string; source: Template["spec"]["source"] }> {
@@ -83,7 +80,7 @@ const createTemplate: Command = {
     return { id: template.metadata.uid as string, jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const template = templateOf(api, job.spec.target?.uid);
+    const template = jobObject(api.templates, job, job.spec.target?.uid);
     if (!template) return { error: { code: ERROR.INTERNAL, text: "the template was deleted" } };
     const zone = template.spec.zones?.[0] ? api.zones.get(template.spec.zones[0]) : undefined;
     if (template.status?.image) return { result: { template: templateView(template, zone) } };
@@ -124,7 +121,7 @@ const deleteTemplate: Command = {
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    return templateOf(api, job.spec.target?.uid) ? undefined : { result: { success: true } };
+    return jobObject(api.templates, job, job.spec.target?.uid) ? undefined : { result: { success: true } };
   },
 };
 

@@ -227,7 +227,6 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     deleteprotection: false,
     rootdeviceid: 0,
     rootdevicetype: "ROOT",
-    userdata: vm.spec.userData,
     created: formatDate(vm.metadata.creationTimestamp),
     nic: nics,
     securitygroup: [],

@@ -18,7 +18,7 @@ import {
 import { parseQuantity } from "../crds/quantity.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
+import { jobObject, submitJob } from "./jobs.ts";
 import { byId, ownedById, page } from "./listing.ts";
 import { virtualMachineView } from "./views.ts";
 
@@ -137,7 +137,7 @@ const migrateVirtualMachine: Command = {
   outcome(job, api) {
     const name = job.spec.parameters?.[MIGRATION_PARAMETER];
     const migration = name ? api.migrations.get(`${job.metadata.namespace}/${name}`) : undefined;
-    const vm = job.spec.target?.uid ? api.vms.byIndex("uid", job.spec.target.uid)[0] : undefined;
+    const vm = jobObject(api.vms, job, job.spec.target?.uid);
     if (!migration || !vm)
       return { error: { code: ERROR.INTERNAL, text: "the migration or its VM was deleted" } };
     const { phase, message, targetHost } = migration.status ?? {};

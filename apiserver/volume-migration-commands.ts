@@ -18,7 +18,7 @@ import {
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import type { Outcome } from "./jobs.ts";
-import { submitJob } from "./jobs.ts";
+import { jobObject, submitJob } from "./jobs.ts";
 import { byId, ownedById, page, requireClusterRead } from "./listing.ts";
 import { volumeHolder } from "./snapshot-commands.ts";
 import { storagePoolView } from "./storage-views.ts";
@@ -140,7 +140,7 @@ const migrateVolume: Command = {
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const volume = job.spec.target?.uid ? api.volumes.byIndex("uid", job.spec.target.uid)[0] : undefined;
+    const volume = jobObject(api.volumes, job, job.spec.target?.uid);
     if (!volume) return { error: { code: ERROR.INTERNAL, text: "the volume was deleted" } };
     const pool = api.storagePools.byIndex("uid", parameter(job, "storageid") ?? "")[0];
     if (pool && volume.status?.pool === pool.metadata.name && !volume.status?.transfer?.target)
@@ -221,7 +221,7 @@ const migrateVirtualMachineWithVolume: Command = {
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const vm = job.spec.target?.uid ? api.vms.byIndex("uid", job.spec.target.uid)[0] : undefined;
+    const vm = jobObject(api.vms, job, job.spec.target?.uid);
     if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
     const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
     if (scheduled?.status === "False" && scheduled.reason === "Unschedulable")

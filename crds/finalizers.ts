@@ -46,33 +46,38 @@ export function renderFinalizerPolicy(): [Json, Json] {
     "  }",
     "}",
   ].join("\n");
+  return admissionPolicy("Mutating", FINALIZER_POLICY_NAME, {
+    operations: ["CREATE"],
+    resources: ["virtualmachines", "volumes", "volumesnapshots", "templates"],
+    spec: {
+      reinvocationPolicy: "Never",
+      mutations: [{ patchType: "ApplyConfiguration", applyConfiguration: { expression } }],
+    },
+  });
+}
+
+/** A Stratus admission policy on its own kinds and its binding, as the API server takes them. */
+export function admissionPolicy(
+  kind: "Mutating" | "Validating",
+  name: string,
+  policy: { operations: string[]; resources: string[]; spec: Json; binding?: Json },
+): [Json, Json] {
   const labels = { "app.kubernetes.io/part-of": "stratus" };
+  const resourceRules = [
+    { apiGroups: [GROUP], apiVersions: ["*"], operations: policy.operations, resources: policy.resources },
+  ];
   return [
     {
       apiVersion: ADMISSION_API_VERSION,
-      kind: "MutatingAdmissionPolicy",
-      metadata: { name: FINALIZER_POLICY_NAME, labels },
-      spec: {
-        failurePolicy: "Fail",
-        reinvocationPolicy: "Never",
-        matchConstraints: {
-          resourceRules: [
-            {
-              apiGroups: [GROUP],
-              apiVersions: ["*"],
-              operations: ["CREATE"],
-              resources: ["virtualmachines", "volumes", "volumesnapshots", "templates"],
-            },
-          ],
-        },
-        mutations: [{ patchType: "ApplyConfiguration", applyConfiguration: { expression } }],
-      },
+      kind: `${kind}AdmissionPolicy`,
+      metadata: { name, labels },
+      spec: { failurePolicy: "Fail", matchConstraints: { resourceRules }, ...policy.spec },
     },
     {
       apiVersion: ADMISSION_API_VERSION,
-      kind: "MutatingAdmissionPolicyBinding",
-      metadata: { name: FINALIZER_POLICY_NAME, labels },
-      spec: { policyName: FINALIZER_POLICY_NAME },
+      kind: `${kind}AdmissionPolicyBinding`,
+      metadata: { name, labels },
+      spec: { policyName: name, ...policy.binding },
     },
   ];
 }

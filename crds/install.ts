@@ -1,4 +1,4 @@
-// Installs (or updates) the Stratus CRDs and the finalizer admission policy with server-side
+// Installs (or updates) the Stratus CRDs and their admission policies with server-side
 // apply, and waits until the API server serves every kind. Used by `stratus up`, the tests, the
 // benchmarks and anything else that needs the API.
 import {
@@ -15,6 +15,7 @@ import { GROUP, VERSION } from "./definition.ts";
 import { renderFinalizerPolicy } from "./finalizers.ts";
 import { KINDS } from "./index.ts";
 import { renderSegmentPolicy } from "./network-admission.ts";
+import { renderPlacementPolicy } from "./placement-policy.ts";
 import { crdName, renderCustomResourceDefinition } from "./render.ts";
 
 export const CRD_FIELD_MANAGER = "stratus-crds";
@@ -36,8 +37,9 @@ export async function installCustomResourceDefinitions(
       PatchStrategy.ServerSideApply,
     );
   for (const kind of KINDS) await apply(renderCustomResourceDefinition(kind));
-  // Before any VM or Volume can be created: from their first write they carry their finalizers.
-  for (const object of renderFinalizerPolicy()) await apply(object);
+  // Before any VM or Volume can be created: from their first write they carry their finalizers,
+  // and only administrators pin VMs to hosts.
+  for (const object of [...renderFinalizerPolicy(), ...renderPlacementPolicy()]) await apply(object);
   // Before any tenant can create a Network: only administrators choose its VLAN.
   for (const object of renderSegmentPolicy()) await apply(object);
   const extensions = kubeConfig.makeApiClient(ApiextensionsV1Api);

@@ -4,7 +4,7 @@
 // subresource networks/segment (the ClusterRole stratus-cloud-admin has it), which the API
 // component asks about the same way (SubjectAccessReview), so both agree on who may.
 import { GROUP } from "./definition.ts";
-import { ADMISSION_API_VERSION } from "./finalizers.ts";
+import { admissionPolicy } from "./finalizers.ts";
 
 export const SEGMENT_POLICY_NAME = "stratus-network-segments";
 /** The RBAC grant that lets a caller name a network's VLAN or VNI. */
@@ -13,46 +13,26 @@ export const SEGMENT_GRANT = { group: GROUP, plural: "networks", subresource: "s
 type Json = Record<string, unknown>;
 
 export function renderSegmentPolicy(): [Json, Json] {
-  const labels = { "app.kubernetes.io/part-of": "stratus" };
   const names = (o: string) =>
     `(has(${o}.spec.vlan) ? string(${o}.spec.vlan) : '') + '/' + (has(${o}.spec.vni) ? string(${o}.spec.vni) : '')`;
-  return [
-    {
-      apiVersion: ADMISSION_API_VERSION,
-      kind: "ValidatingAdmissionPolicy",
-      metadata: { name: SEGMENT_POLICY_NAME, labels },
-      spec: {
-        failurePolicy: "Fail",
-        matchConstraints: {
-          resourceRules: [
-            {
-              apiGroups: [GROUP],
-              apiVersions: ["*"],
-              operations: ["CREATE", "UPDATE"],
-              resources: ["networks"],
-            },
-          ],
+  return admissionPolicy("Validating", SEGMENT_POLICY_NAME, {
+    operations: ["CREATE", "UPDATE"],
+    resources: ["networks"],
+    spec: {
+      validations: [
+        {
+          // Unchanged segments pass, so a tenant can still edit its network's other fields.
+          expression: [
+            `(oldObject != null && ${names("object")} == ${names("oldObject")}) ||`,
+            `(!has(object.spec.vlan) && !has(object.spec.vni)) ||`,
+            `authorizer.group('${GROUP}').resource('${SEGMENT_GRANT.plural}').subresource('${SEGMENT_GRANT.subresource}').check('${SEGMENT_GRANT.verb}').allowed()`,
+          ].join("\n"),
+          message:
+            "only administrators may set spec.vlan or spec.vni; leave them empty and the network controller allocates a VLAN from the zone's range",
+          reason: "Forbidden",
         },
-        validations: [
-          {
-            // Unchanged segments pass, so a tenant can still edit its network's other fields.
-            expression: [
-              `(oldObject != null && ${names("object")} == ${names("oldObject")}) ||`,
-              `(!has(object.spec.vlan) && !has(object.spec.vni)) ||`,
-              `authorizer.group('${GROUP}').resource('${SEGMENT_GRANT.plural}').subresource('${SEGMENT_GRANT.subresource}').check('${SEGMENT_GRANT.verb}').allowed()`,
-            ].join("\n"),
-            message:
-              "only administrators may set spec.vlan or spec.vni; leave them empty and the network controller allocates a VLAN from the zone's range",
-            reason: "Forbidden",
-          },
-        ],
-      },
+      ],
     },
-    {
-      apiVersion: ADMISSION_API_VERSION,
-      kind: "ValidatingAdmissionPolicyBinding",
-      metadata: { name: SEGMENT_POLICY_NAME, labels },
-      spec: { policyName: SEGMENT_POLICY_NAME, validationActions: ["Deny"] },
-    },
-  ];
+    binding: { validationActions: ["Deny"] },
+  });
 }

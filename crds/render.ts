@@ -4,6 +4,7 @@ import { stringify } from "yaml";
 import { CATEGORY, GROUP, type KindDefinition, VERSION } from "./definition.ts";
 import { FINALIZER_POLICY_NAME, renderFinalizerPolicy } from "./finalizers.ts";
 import { renderSegmentPolicy, SEGMENT_POLICY_NAME } from "./network-admission.ts";
+import { PLACEMENT_POLICY_NAME, renderPlacementPolicy } from "./placement-policy.ts";
 
 type Json = Record<string, unknown>;
 
@@ -154,20 +155,18 @@ export function renderGeneratedFiles(kinds: readonly KindDefinition[]): Map<stri
       HEADER + stringify(renderCustomResourceDefinition(kind), { lineWidth: 0 }),
     );
   }
-  files.set(
-    `${FINALIZER_POLICY_NAME}.yaml`,
-    HEADER +
-      renderFinalizerPolicy()
-        .map((object) => stringify(object, { lineWidth: 0 }))
-        .join("---\n"),
-  );
-  files.set(
-    `${SEGMENT_POLICY_NAME}.yaml`,
-    HEADER +
-      renderSegmentPolicy()
-        .map((object) => stringify(object, { lineWidth: 0 }))
-        .join("---\n"),
-  );
+  for (const [name, render] of [
+    [FINALIZER_POLICY_NAME, renderFinalizerPolicy],
+    [PLACEMENT_POLICY_NAME, renderPlacementPolicy],
+    [SEGMENT_POLICY_NAME, renderSegmentPolicy],
+  ] as const)
+    files.set(
+      `${name}.yaml`,
+      HEADER +
+        render()
+          .map((object) => stringify(object, { lineWidth: 0 }))
+          .join("---\n"),
+    );
   const resources = [...files.keys()].sort();
   files.set(
     "kustomization.yaml",

@@ -172,7 +172,9 @@ export class HostAgent {
       .watch(this.self, () => this.placed.keys())
       .watch(this.offerings, (o) => this.vmsUsing((vm) => vm.spec.serviceOffering === o.metadata.name))
       .watch(this.templates, (t) => this.vmsUsing((vm) => vm.spec.template === t.metadata.name))
-      .watch(this.storage.localVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)));
+      .watch(this.storage.localVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)))
+      // A disk released here: the VM using it may now take it.
+      .watch(this.storage.releasedVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)));
     this.placed.addHandlers({
       onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
       onUpdate: (_, vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),

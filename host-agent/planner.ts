@@ -415,3 +415,9 @@ export function reservationsFor(network: Network, vms: readonly VirtualMachine[]
         .map((nic) => ({ mac: nic.mac, ip: nic.ip as string, name: vm.metadata.name as string })),
     );
 }
+
+/** Whether this host may say where the volume's disk is: it holds it, no host does yet, or storage released it here. */
+export function mayTakeDisk(volume: Volume | undefined, host: string): boolean {
+  const holder = volume?.status?.host;
+  return holder === undefined || holder === host || volume?.status?.releasedTo === host;
+}

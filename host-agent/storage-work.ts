@@ -58,6 +58,8 @@ export class StorageWork {
   readonly localVolumes: Informer<Volume>;
   /** Volumes moving to a pool of this host. */
   private readonly incomingVolumes: Informer<Volume>;
+  /** Disks in shared pools the storage controller released to this host (their VMs run here now). */
+  readonly releasedVolumes: Informer<Volume>;
   private readonly storagePools: Informer<StoragePool>;
   /** The zone, for its secondary storage. */
   private readonly zone: Informer<Zone>;
@@ -87,6 +89,9 @@ export class StorageWork {
     });
     this.incomingVolumes = informers.for<Volume>(Resources.volumes, {
       fieldSelector: `status.transfer.target.host=${hostName}`,
+    });
+    this.releasedVolumes = informers.for<Volume>(Resources.volumes, {
+      fieldSelector: `status.releasedTo=${hostName}`,
     });
     this.storagePools = informers.for<StoragePool>(Resources.storagePools, {
       fieldSelector: `spec.zone=${options.zone}`,

@@ -203,7 +203,7 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     expect(rig.hv.domains.get(uid)?.state).toBe("running");
   });
 
-  it("puts a volume's disk in the shared pool it lives in, and reports that pool", async () => {
+  it("puts a volume's disk in the shared pool it lives in, and reports that pool once the disk is released here", async () => {
     rig.storage = hostStorage("/pool", { "shared-1": "/mnt/shared" });
     rig.sync = rig.newSync();
     await rig.hv.preparePool({ name: "shared-1", type: "sharedMountPoint", path: "/mnt/shared" });
@@ -227,6 +227,11 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     await rig.run(key);
     const uid = rig.vm(key).metadata.uid as string;
     expect(rig.hv.domains.get(uid)?.disks).toContainEqual({ path: "/mnt/shared/data-vol-d1", target: "vdb" });
+    // Host h2 holds it until the storage controller releases it to this host.
+    expect(rig.writes.volumeStatuses.has("team-a/d1")).toBe(false);
+    const held = rig.volumes.get("d1") as Volume;
+    rig.volumes.set("d1", { ...held, status: { ...held.status, releasedTo: OWNER.host } });
+    await rig.run(key);
     expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({
       host: OWNER.host,
       pool: "shared-1",

@@ -28,6 +28,7 @@ import {
   type AgentStorage,
   dataDiskName,
   diskChanges,
+  mayTakeDisk,
   planVm,
   type RunPlan,
   reservationsFor,
@@ -377,6 +378,8 @@ export class VmSync {
     disk: { path: string; capacityBytes: bigint; pool: string },
     device: string,
   ) {
+    // Another host's disk is this host's to report only once storage released it here (admission says so too).
+    if (!mayTakeDisk(cached, this.host)) return "same" as const;
     const namespace = (vm?.metadata.namespace ?? cached?.metadata.namespace) as string;
     const poolType = this.o.storage.typeOf(disk.pool);
     const result = await this.o.writes.volumeStatus({ namespace, name }, cached, {

@@ -108,8 +108,12 @@ describe("a volume moving between two hosts' local pools", () => {
       path: "/h2/pool/data-vol-d1",
       phase: "Ready",
     });
-    expect(rig.writes.transfers.get("team-a/d1")).toEqual({});
     expect(rig.writes.events.map((e) => e.reason)).toContain("VolumeMoved");
+    // The old holder writes nothing more on a volume no longer its own; the new holder clears the steps.
+    expect(rig.writes.transfers.get("team-a/d1")).toEqual({ exported, received });
+    const handedOver = rig.writes.volumeStatuses.get("team-a/d1") as Volume["status"];
+    await syncVolumeTransfer({ ...volume, status: { ...volume.status, ...handedOver } }, rig.on2);
+    expect(rig.writes.transfers.get("team-a/d1")).toEqual({});
   });
 
   it("keeps the old disk and writes no proof when the copy does not hash right", async () => {

@@ -128,7 +128,7 @@ async function sendSide(
       path: received.path,
       ...(volume.status?.capacity ? { capacity: volume.status.capacity } : {}),
     });
-    await writes.volumeTransfer(ref, {});
+    // The steps are the new holder's to clear: this host may no longer write the volume (admission).
     log.info({ from: pool, to: received.pool, host: received.host }, "volume moved; the old disk is deleted");
     await writes.event(Resources.volumes, volume, {
       type: "Normal",

@@ -13,23 +13,40 @@ export interface AccessRequest {
   name?: string;
 }
 
-export async function isAllowed(client: KubeClient, request: AccessRequest): Promise<boolean> {
+export function isAllowed(client: KubeClient, request: AccessRequest): Promise<boolean> {
   const { user, groups, ...attributes } = request;
+  return review(client, "subjectaccessreviews", { user, groups }, attributes);
+}
+
+/** Whether this client's own identity may do something (a SelfSubjectAccessReview). */
+export function isSelfAllowed(
+  client: KubeClient,
+  attributes: Omit<AccessRequest, "user" | "groups">,
+): Promise<boolean> {
+  return review(client, "selfsubjectaccessreviews", {}, attributes);
+}
+
+async function review(
+  client: KubeClient,
+  plural: "subjectaccessreviews" | "selfsubjectaccessreviews",
+  subject: Record<string, unknown>,
+  attributes: Omit<AccessRequest, "user" | "groups">,
+): Promise<boolean> {
   const resourceAttributes = Object.fromEntries(
     Object.entries(attributes).filter(([, v]) => v !== undefined),
   );
-  const review = await client.request<{ status?: { allowed?: boolean } }>(
+  const result = await client.request<{ status?: { allowed?: boolean } }>(
     "POST",
-    "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+    `/apis/authorization.k8s.io/v1/${plural}`,
     {
       verb: "create",
-      resource: "subjectaccessreviews",
+      resource: plural,
       body: {
         apiVersion: "authorization.k8s.io/v1",
-        kind: "SubjectAccessReview",
-        spec: { user, groups, resourceAttributes },
+        kind: plural === "subjectaccessreviews" ? "SubjectAccessReview" : "SelfSubjectAccessReview",
+        spec: { ...subject, resourceAttributes },
       },
     },
   );
-  return review.status?.allowed === true;
+  return result.status?.allowed === true;
 }

@@ -296,4 +296,43 @@ describe("decideVolumeStatus", () => {
     const written = volume({ ...onH1, conditions: first.status.conditions as Condition[] });
     expect(decideVolumeStatus(input({ volume: written, user: vm({ host: "h1" }), inUse })).write).toBe(false);
   });
+
+  describe("a disk in a shared pool whose VM went to another host", () => {
+    const onShared = { pool: "nfs-1", host: "h1", phase: "Attached" } as const;
+    const pools = [usage(local("h1")), usage(local("h2")), usage(shared("nfs-1"))];
+    const toH2 = { user: vm({ host: "h2" }), host: hostWithPools("h2", ["local-h2", "nfs-1"]), pools };
+
+    it("is released to the VM's new host, which takes it without a copy", () => {
+      const released = decideVolumeStatus(input({ volume: volume(onShared), ...toH2 }));
+      expect(released).toMatchObject({ write: true, status: { releasedTo: "h2" } });
+      expect(released.status.transfer).toBeUndefined();
+      const written = volume({ ...onShared, releasedTo: "h2" });
+      expect(decideVolumeStatus(input({ volume: written, ...toH2 })).write).toBe(false);
+    });
+
+    it("keeps the release once taken, with no write", () => {
+      const taken = volume({ ...onShared, host: "h2", releasedTo: "h2" });
+      expect(decideVolumeStatus(input({ volume: taken, ...toH2 }))).toMatchObject({
+        write: false,
+        status: { releasedTo: "h2" },
+      });
+    });
+
+    it("withdraws a release the VM left before it was taken", () => {
+      const stale = volume({ ...onShared, releasedTo: "h2" });
+      const back = decideVolumeStatus(input({ volume: stale, ...toH2, user: vm({ host: "h1" }) }));
+      expect(back.write).toBe(true);
+      expect(back.status.releasedTo).toBeUndefined();
+    });
+
+    it("releases nothing for a VM being deleted, nor a disk that must be copied", () => {
+      const deleting = { ...toH2, user: vm({ host: "h2" }, true) };
+      expect(decideVolumeStatus(input({ volume: volume(onShared), ...deleting })).status.releasedTo).toBe(
+        undefined,
+      );
+      const copied = decideVolumeStatus(input());
+      expect(copied.status).toMatchObject({ transfer: { target: { host: "h2" } } });
+      expect(copied.status.releasedTo).toBeUndefined();
+    });
+  });
 });

@@ -1,6 +1,7 @@
 // Pure: what the storage controller writes on a Volume: where its disk must move (transfer.target)
-// when its VM was placed on a host that cannot reach the disk's pool, the Moved condition while
-// that is under way or impossible, and the InUse deletion guard of data volumes.
+// when its VM was placed on a host that cannot reach the disk's pool, the host a disk in a shared
+// pool is released to when its VM runs there (releasedTo), the Moved condition while a move is
+// under way or impossible, and the InUse deletion guard of data volumes.
 import type { Host, VirtualMachine, Volume } from "../../crds/index.ts";
 import { choosePools, type PoolUsage, reaches, type VolumeNeed } from "../../crds/volume-placement.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
@@ -27,7 +28,11 @@ export interface TransferInput {
 
 export interface TransferDecision {
   /** storage's whole share of the Volume's status. */
-  status: { conditions: Condition[]; transfer?: { target: { pool: string; host: string } } };
+  status: {
+    conditions: Condition[];
+    transfer?: { target: { pool: string; host: string } };
+    releasedTo?: string;
+  };
   /** Whether the status must be written: it says something new, or drops a target or condition. */
   write: boolean;
   /**
@@ -110,9 +115,26 @@ function requestedTarget(input: TransferInput, requested: string, vmHost: string
   return { target: { pool: requested, host: receiver } };
 }
 
+/**
+ * The host whose agent may take the disk from its holder (the admission policy lets no other): the
+ * VM's new host, when the disk is in a shared pool that host reaches, so nothing is copied. Once
+ * taken the release stays as it is (no write); one to a host the VM has left is withdrawn.
+ */
+function releaseTarget(input: TransferInput, target: Target | undefined): string | undefined {
+  const { volume, host } = input;
+  const holder = volume.status?.host;
+  const wanted = input.user?.metadata.deletionTimestamp ? undefined : input.user?.status?.host;
+  const here = input.pools.find((u) => u.pool.metadata.name === volume.status?.pool);
+  if (holder && wanted && wanted !== holder && !target && host && here && reaches(here.pool, host))
+    return wanted;
+  const current = volume.status?.releasedTo;
+  return current === holder ? current : undefined;
+}
+
 export function decideVolumeStatus(input: TransferInput): TransferDecision {
   const { volume } = input;
   const { target, problem } = transferTarget(input);
+  const releasedTo = releaseTarget(input, target);
   const moved: ConditionInput | undefined = target
     ? {
         type: "Moved",
@@ -126,11 +148,16 @@ export function decideVolumeStatus(input: TransferInput): TransferDecision {
   const inputs = [input.inUse, moved].filter((c) => c !== undefined);
   const current = (volume.status?.conditions ?? []) as Condition[];
   const conditions = ownConditions(current, volume.metadata.generation, inputs, input.now);
-  const status = { conditions, ...(target ? { transfer: { target } } : {}) };
+  const status = {
+    conditions,
+    ...(target ? { transfer: { target } } : {}),
+    ...(releasedTo ? { releasedTo } : {}),
+  };
   // Applying less drops what storage wrote before, which "says the same" cannot see.
   const write =
     !statusSays(status, (volume.status ?? {}) as Record<string, unknown>) ||
     (volume.status?.transfer?.target !== undefined && !target) ||
+    (volume.status?.releasedTo !== undefined && !releasedTo) ||
     (current.some((c) => c.type === "Moved") && !moved);
   const before = volume.status?.transfer?.target;
   const guarded = before !== undefined && (before.pool !== target?.pool || before.host !== target?.host);

@@ -70,9 +70,6 @@ export const VM_CONDITION_TYPES = [
   "HostReady",
 ] as const;
 
-/** 32 KiB of user data, base64-encoded, as CloudStack allows with HTTP GET. */
-const USER_DATA_MAX_BASE64 = 43_692;
-
 export const VirtualMachineKind = defineKind({
   kind: "VirtualMachine",
   plural: "virtualmachines",
@@ -167,11 +164,10 @@ export const VirtualMachineKind = defineKind({
           },
         ),
       ),
-      userData: Type.Optional(
-        Type.String({
-          maxLength: USER_DATA_MAX_BASE64,
-          pattern: "^[A-Za-z0-9+/]*={0,2}$",
-          description: "Base64-encoded user data for cloud-init (at most 32 KiB decoded).",
+      userDataSecret: Type.Optional(
+        ObjectName({
+          description:
+            "Name of a Secret in the VM's namespace whose key `userdata` is the user data for cloud-init (at most 32 KiB). Only the agent of the VM's host reads it, through the API component's virtualmachines/userdata; it is never copied into the VM.",
         }),
       ),
       sshKeys: Type.Optional(

@@ -122,6 +122,12 @@ export const VolumeKind = defineKind({
       observedGeneration: ObservedGeneration,
       phase: Type.Optional(StringEnum(VOLUME_PHASES, { description: "Where the volume is in its life." })),
       host: Type.Optional(ObjectName({ description: "Host whose pool holds the disk." })),
+      releasedTo: Type.Optional(
+        ObjectName({
+          description:
+            "The host a disk in a shared pool is released to, set by the storage controller when the disk's VM runs there: only that host's agent may take the disk (status.host) from its holder.",
+        }),
+      ),
       pool: Type.Optional(ObjectName({ description: "The StoragePool holding the disk." })),
       poolType: Type.Optional(StringEnum(POOL_TYPES, { description: "The type of that pool." })),
       path: Type.Optional(
@@ -218,5 +224,5 @@ export const VolumeKind = defineKind({
       description: "Time since creation.",
     },
   ],
-  selectableFields: [".status.host", ".status.transfer.target.host"],
+  selectableFields: [".status.host", ".status.transfer.target.host", ".status.releasedTo"],
 });

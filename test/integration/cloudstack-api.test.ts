@@ -203,10 +203,10 @@ describe.skipIf(!hasCs)(
         virtualmachine: { id: vm.id, state: "Running" },
       });
 
-      // Another account sees none of it, and cannot touch it.
+      // Another account sees none of it, and cannot touch it: its id is unknown there (431).
       expect((await cs(bob, "listVirtualMachines", { listall: "true" })).json).toEqual({});
       const denied = await raw(bob, { command: "stopVirtualMachine", id: vm.id as string });
-      expect(denied.status).toBe(531);
+      expect(denied.status).toBe(431);
 
       expect(
         (await cs(alice, "destroyVirtualMachine", { id: vm.id as string, expunge: "true" })).json,

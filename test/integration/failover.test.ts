@@ -1,17 +1,19 @@
-// HA failover against the real control plane with two host agents on libvirt's test driver: an
-// agent frozen with SIGSTOP is fenced by its watchdog, the HA VM starts on the other host only
-// after that (checked every 200 ms, not only at the end), a VM without HA stays Unknown, and the
-// host that comes back reports the fencing and never starts the VM it lost.
+// HA failover against the real control plane with two host agents on libvirt's test driver, each
+// with its own node-bound identity under the manifests' RBAC and admission policy: an agent frozen
+// with SIGSTOP is fenced by its watchdog, the HA VM starts on the other host only after that
+// (checked every 200 ms, not only at the end) and takes its shared disk along, a VM without HA
+// stays Unknown, and the host that comes back reports the fencing and never starts the VM it lost.
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { displayState } from "../../crds/display-state.ts";
-import { type Host, Resources, type VirtualMachine } from "../../crds/index.ts";
+import { type Host, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { EVENT } from "../../runtime/events.ts";
+import { applyManifests, TestIdentities } from "./identities.ts";
 import { type DebugDomain, SimulatedAgents, type StratusProcess, startOperator } from "./processes.ts";
 import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -33,6 +35,7 @@ describe("HA failover over two simulated hosts", () => {
   let workDir: string;
   let operator: StratusProcess;
   let simulated: SimulatedAgents;
+  let identities: TestIdentities;
   /** The domains each host last answered with; a frozen agent's guests are as it last said. */
   const lastSeen = new Map<string, DebugDomain[]>();
   const startAgent = (host: string) => simulated.start(host);
@@ -74,8 +77,18 @@ describe("HA failover over two simulated hosts", () => {
     client = new KubeClient(controlPlane.kubeConfig);
     namespace = await useNamespace(controlPlane.kubeConfig, "ha");
     workDir = await mkdtemp(join(tmpdir(), "stratus-ha-"));
+    // Each agent with its own node-bound identity, under the manifests' RBAC and admission policy:
+    // the restart elsewhere (VM and shared disk) goes through what admission lets an agent take.
+    await applyManifests();
+    identities = new TestIdentities(client, workDir);
+    const kubeconfigs = new Map<string, Promise<string>>();
     simulated = new SimulatedAgents({
       kubeconfigPath,
+      kubeconfigFor: (host) => {
+        if (!kubeconfigs.has(host))
+          kubeconfigs.set(host, identities.hostAgent(host, { leaseNamespace: namespace }));
+        return kubeconfigs.get(host) as Promise<string>;
+      },
       zone: ZONE,
       leaseNamespace: namespace,
       workDir,
@@ -133,6 +146,7 @@ describe("HA failover over two simulated hosts", () => {
   afterAll(async () => {
     await simulated?.stopAll();
     await operator?.stop("SIGKILL");
+    await identities?.cleanup();
     await client?.close();
     await rm(workDir, { recursive: true, force: true });
   });
@@ -204,6 +218,12 @@ describe("HA failover over two simulated hosts", () => {
     expect((await events(namespace, "ha-1")).map((e) => e.reason)).toEqual(
       expect.arrayContaining(["HostLost", "Restarted"]),
     );
+    // Its disk in the shared pool went with it: storage released it there, the survivor took it.
+    const root = await waitFor(`ha-1-root held by ${survivor}`, async () => {
+      const current = await client.get<Volume>(Resources.volumes, "ha-1-root", namespace);
+      return current.status?.host === survivor ? current : undefined;
+    });
+    expect(root.status).toMatchObject({ pool: POOL, releasedTo: survivor, phase: "Attached" });
 
     // Without HA the other VM stays on its lost host, Unknown, saying why.
     const plain = await waitFor("plain-1 Unknown", async () => {

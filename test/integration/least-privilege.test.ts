@@ -3,22 +3,20 @@
 // VM lifecycle works with exactly those rights; a host agent is refused on another host's Host and
 // VMs; the API component cannot read Secrets outside its keys namespace.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
 import { SECRET } from "../../apiserver/api.ts";
 import { CONFIG_MAP } from "../../apiserver/session-revocations.ts";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
-import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
+import { ApiError, KubeClient, type ResourceType } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
+import { applyManifests, TestIdentities } from "./identities.ts";
 import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
-import { kubectl, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const COMPONENTS = ["compute", "network", "storage", "fabric"];
-const NODE: ResourceType = { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false };
-const POD: ResourceType = { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true };
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `lp-zone-${suffix}`;
 const [NODE_A, NODE_B] = [`lp-a-${suffix}`, `lp-b-${suffix}`];
@@ -28,83 +26,16 @@ describe("least privilege, with the manifests' own identities", () => {
   let workDir: string;
   let namespace: string;
   let agentA: KubeClient;
+  let identities: TestIdentities;
   const processes: StratusProcess[] = [];
-  let server: string;
-  let caData: string;
-
-  /** A kubeconfig holding a token of the ServiceAccount, optionally bound to a pod on a node. */
-  async function identity(serviceAccount: string, boundPod?: KubeObject): Promise<string> {
-    const request = await admin.request<{ status: { token: string } }>(
-      "POST",
-      `/api/v1/namespaces/stratus-system/serviceaccounts/${serviceAccount}/token`,
-      {
-        verb: "create",
-        resource: "serviceaccounts/token",
-        body: {
-          apiVersion: "authentication.k8s.io/v1",
-          kind: "TokenRequest",
-          spec: {
-            expirationSeconds: 3600,
-            ...(boundPod
-              ? {
-                  boundObjectRef: {
-                    apiVersion: "v1",
-                    kind: "Pod",
-                    name: boundPod.metadata.name,
-                    uid: boundPod.metadata.uid,
-                  },
-                }
-              : {}),
-          },
-        },
-      },
-    );
-    const path = join(workDir, `${serviceAccount}-${boundPod?.metadata.name ?? "sa"}.kubeconfig`);
-    await writeFile(
-      path,
-      stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: "c", cluster: { server, "certificate-authority-data": caData } }],
-        users: [{ name: serviceAccount, user: { token: request.status.token } }],
-        contexts: [{ name: "c", context: { cluster: "c", user: serviceAccount } }],
-        "current-context": "c",
-      }),
-      { mode: 0o600 },
-    );
-    return path;
-  }
-
-  /** A Node and a pod of the host agent on it: its token then carries the node's name. */
-  async function agentPodOn(node: string): Promise<KubeObject> {
-    await admin.create(NODE, { metadata: { name: node } } as KubeObject);
-    return admin.create(POD, {
-      metadata: { name: `agent-${node}`, namespace: "stratus-system" },
-      spec: {
-        nodeName: node,
-        serviceAccountName: "stratus-host-agent",
-        containers: [{ name: "agent", image: "stratus/host-agent" }],
-      },
-    } as KubeObject);
-  }
 
   beforeAll(async () => {
     const controlPlane = await sharedControlPlane();
     admin = new KubeClient(controlPlane.kubeConfig);
-    const cluster = controlPlane.kubeConfig.getCurrentCluster();
-    server = cluster?.server as string;
-    caData = cluster?.caData as string;
     workDir = await mkdtemp(join(tmpdir(), "stratus-lp-"));
+    identities = new TestIdentities(admin, workDir);
     namespace = await useNamespace(controlPlane.kubeConfig, "lp");
-    for (const file of ["namespace.yaml", "rbac.yaml", "admission.yaml"]) {
-      const applied = await kubectl(controlPlane.kubeconfigPath, [
-        "apply",
-        "--server-side",
-        "-f",
-        `manifests/base/${file}`,
-      ]);
-      expect(applied.code, applied.stderr).toBe(0);
-    }
+    await applyManifests();
     const { url, checksum } = await serveTinyImage();
     await admin.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
     await admin.create(Resources.serviceOfferings, {
@@ -118,13 +49,12 @@ describe("least privilege, with the manifests' own identities", () => {
     for (const component of COMPONENTS)
       processes.push(
         await startOperator({
-          kubeconfigPath: await identity(`stratus-${component}`),
+          kubeconfigPath: await identities.serviceAccount(`stratus-${component}`),
           identity: `lp-${component}-${suffix}`,
           args: [`--components=${component}`],
         }),
       );
-    const podA = await agentPodOn(NODE_A);
-    const kubeconfigA = await identity("stratus-host-agent", podA);
+    const kubeconfigA = await identities.hostAgent(NODE_A);
     agentA = new KubeClient(kubeConfigFrom(kubeconfigA));
     processes.push(
       await startStratusProcess({
@@ -147,8 +77,7 @@ describe("least privilege, with the manifests' own identities", () => {
 
   afterAll(async () => {
     for (const p of processes) await p.stop("SIGKILL");
-    await admin?.delete(POD, `agent-${NODE_A}`, "stratus-system").catch(() => undefined);
-    await admin?.delete(NODE, NODE_A).catch(() => undefined);
+    await identities?.cleanup();
     await agentA?.close();
     await admin?.close();
     await rm(workDir, { recursive: true, force: true });
@@ -339,7 +268,7 @@ describe("least privilege, with the manifests' own identities", () => {
   });
 
   it("keeps the API component out of every Secret but its keys", async () => {
-    const api = new KubeClient(kubeConfigFrom(await identity("stratus-apiserver")));
+    const api = new KubeClient(kubeConfigFrom(await identities.serviceAccount("stratus-apiserver")));
     const denied = (await api
       .list(SECRET, { namespace: "stratus-system" })
       .catch((error: unknown) => error)) as ApiError;

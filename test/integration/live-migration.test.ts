@@ -1,6 +1,6 @@
 // Live migration between two real hypervisors on this machine (two-hypervisors.ts): the machine's
-// libvirtd and a second one in a mount namespace of its own, a host agent on each, sharing a
-// sharedMountPoint pool. A tiny guest moves while it runs: it answers on its serial console before
+// libvirtd and a second one in a mount namespace of its own, a host agent on each (with its own
+// node-bound identity under the manifests' RBAC and admission policy), sharing a sharedMountPoint pool. A tiny guest moves while it runs: it answers on its serial console before
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
@@ -14,6 +14,7 @@ import {
   type StoragePool,
   type VirtualMachine,
   type VirtualMachineMigration,
+  type Volume,
 } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
@@ -23,6 +24,7 @@ import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import { EVENT } from "../../runtime/events.ts";
 import { type Account, adminAndUser, cs } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
+import { applyManifests, TestIdentities } from "./identities.ts";
 import { type StratusProcess, startApiServer, startOperator } from "./processes.ts";
 import {
   agentOwner,
@@ -54,6 +56,7 @@ describe.skipIf(!canRunQemu())(
     let endpoint: string;
     let operator: StratusProcess | undefined;
     let cloud: TwoHypervisorHosts | undefined;
+    let identities: TestIdentities | undefined;
 
     const getVm = (name: string) => client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
     const getMigration = (name: string) =>
@@ -128,8 +131,14 @@ describe.skipIf(!canRunQemu())(
         identity: `lm-operator-${suffix}`,
         args: [`--lease-namespace=${leaseNamespace}`, "--max-migrations-per-host=1"],
       });
+      // Each agent with its own node-bound identity under the manifests' RBAC and admission policy:
+      // the migration reports and the guest's disk following it go through what admission allows.
+      await applyManifests();
+      const agentIdentities = new TestIdentities(client, workDir);
+      identities = agentIdentities;
       cloud = await startTwoHypervisorHosts({
         kubeconfigPath: controlPlane.kubeconfigPath,
+        kubeconfigFor: (host) => agentIdentities.hostAgent(host, { leaseNamespace }),
         names,
         zone,
         leaseNamespace,
@@ -172,6 +181,7 @@ describe.skipIf(!canRunQemu())(
       }).catch(() => undefined);
       await cloud?.stop();
       await operator?.stop("SIGKILL");
+      await identities?.cleanup();
       await client?.delete(Resources.storagePools, `shared-${suffix}`).catch(() => undefined);
       await client?.delete(Resources.zones, zone).catch(() => undefined);
       await client?.close();
@@ -252,6 +262,11 @@ describe.skipIf(!canRunQemu())(
         return v.status?.host === to && v.status.state === "Running" ? v : undefined;
       });
       expect(moved.status?.domainUUID).toBe(vm.status?.domainUUID);
+      // Its disk in the shared pool went with it: storage released it to the target, which took it.
+      await waitFor("the root disk held by the target", async () => {
+        const root = await client.get<Volume>(Resources.volumes, "mover-root", namespace);
+        return root.status?.host === to && root.status.releasedTo === to;
+      });
       // It kept its address, and answers at it on the target host's network.
       expect(moved.status?.nics?.[0]?.ipAddress).toBe(address);
       await waitFor("the guest answering ping on the target's network", () =>
@@ -368,7 +383,7 @@ describe.skipIf(!canRunQemu())(
       await answers(where, now, `killed${suffix}`);
     }, 400_000);
 
-    it("CloudStack's findHostsForMigration and migrateVirtualMachine move it back; a user without the rights gets 531", async () => {
+    it("CloudStack's findHostsForMigration and migrateVirtualMachine move it back; another account's user gets an unknown id", async () => {
       const vm = await getVm("mover");
       const from = vm.status?.host as string;
       const to = names.find((n) => n !== from) as string;
@@ -383,8 +398,9 @@ describe.skipIf(!canRunQemu())(
       const refused = await cs(endpoint, user, "migrateVirtualMachine", {
         virtualmachineid: vm.metadata.uid as string,
       });
-      // cs prints CloudStack's error envelope (and exits 0).
-      expect(refused.json.migratevirtualmachineresponse).toMatchObject({ errorcode: 531 });
+      // cs prints CloudStack's error envelope (and exits 0). The VM is another account's: its id
+      // answers as a made-up one (a user of the VM's own account without the rights gets 531).
+      expect(refused.json.migratevirtualmachineresponse).toMatchObject({ errorcode: 431 });
       const toHost = await client.get<Host>(Resources.hosts, to);
       const started = Date.now();
       const moved = await cs(endpoint, admin, "migrateVirtualMachine", {
@@ -423,6 +439,11 @@ describe.skipIf(!canRunQemu())(
       });
       // Moved live: the same domain, never stopped (no evacuation), and the guest answers.
       expect(moved.status?.domainUUID).toBe(vm.status?.domainUUID);
+      // Its disk in the shared pool went with it: storage released it to the target, which took it.
+      await waitFor("the root disk held by the target", async () => {
+        const root = await client.get<Volume>(Resources.volumes, "mover-root", namespace);
+        return root.status?.host === to && root.status.releasedTo === to;
+      });
       expect(moved.status?.evacuatedFrom).toBeUndefined();
       expect(await runningDomains(moved)).toEqual([to]);
       await answers(to, moved, `maint${suffix}`);

@@ -38,9 +38,10 @@ describe("install manifests", () => {
       expect(result.stdout).toContain(
         "mutatingadmissionpolicy.admissionregistration.k8s.io/stratus-finalizers serverside-applied (server dry run)",
       );
-      expect(result.stdout).toContain(
-        "validatingadmissionpolicy.admissionregistration.k8s.io/stratus-network-segments serverside-applied (server dry run)",
-      );
+      for (const policy of ["stratus-vm-placement", "stratus-tenant-identities", "stratus-network-segments"])
+        expect(result.stdout).toContain(
+          `validatingadmissionpolicy.admissionregistration.k8s.io/${policy} serverside-applied (server dry run)`,
+        );
     },
   );
 

@@ -214,17 +214,24 @@ function fenceDir(workDir: string, host: string): string {
   return join(workDir, "fence", host);
 }
 
+type SimulatedAgentOptions = Omit<Parameters<typeof startHostAgent>[0], "hostName"> & {
+  /** Each host's own kubeconfig (its agent's identity); `kubeconfigPath` otherwise. */
+  kubeconfigFor?: (host: string) => Promise<string>;
+};
+
 /** Host agents on libvirt's test driver for one zone, started (and restarted) by host name. */
 export class SimulatedAgents {
   readonly agents = new Map<string, StratusProcess>();
-  private readonly options: Omit<Parameters<typeof startHostAgent>[0], "hostName">;
+  private readonly options: SimulatedAgentOptions;
 
-  constructor(options: Omit<Parameters<typeof startHostAgent>[0], "hostName">) {
+  constructor(options: SimulatedAgentOptions) {
     this.options = options;
   }
 
   async start(host: string): Promise<StratusProcess> {
-    const agent = await startHostAgent({ ...this.options, hostName: host });
+    const { kubeconfigFor, ...options } = this.options;
+    const kubeconfigPath = kubeconfigFor ? await kubeconfigFor(host) : options.kubeconfigPath;
+    const agent = await startHostAgent({ ...options, kubeconfigPath, hostName: host });
     this.agents.set(host, agent);
     return agent;
   }

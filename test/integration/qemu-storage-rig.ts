@@ -1,5 +1,5 @@
-// Two host agents on this machine's libvirt daemon (real QEMU), each with a local pool of its own,
-// an operator, and a zone whose secondary storage and shared pool are directories both hosts see
+// Two host agents on this machine's libvirt daemon (real QEMU), each with a local pool of its own and
+// its own node-bound identity under the manifests' RBAC and admission policy, an operator, and a zone whose secondary storage and shared pool are directories both hosts see
 // (as NFS mounts would be); helpers to boot the tiny guest, have it write a word at the start of its
 // disks, and read the words back wherever it runs. Registers its own hooks; each test file has one.
 import { execFile } from "node:child_process";
@@ -20,6 +20,7 @@ import { ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { poolName, sharedPoolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
+import { applyManifests, TestIdentities } from "./identities.ts";
 import { type StratusProcess, startOperator, startStratusProcess } from "./processes.ts";
 import { agentOwner, serveTinyGuest, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -39,6 +40,7 @@ export function qemuStorageRig(prefix: string) {
   let namespace: string;
   let kubeconfigPath: string;
   let operator: StratusProcess;
+  let identities: TestIdentities;
   const agents = new Map<string, StratusProcess>();
 
   const getVm = (name: string) => client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
@@ -157,13 +159,15 @@ export function qemuStorageRig(prefix: string) {
       identity: `mv-operator-${suffix}`,
       args: [`--lease-namespace=${namespace}`],
     });
+    await applyManifests();
+    identities = new TestIdentities(client, workDir);
     for (const host of hosts) {
       const dir = join(workDir, host);
       agents.set(
         host,
         await startStratusProcess({
           script: "host-agent/main.ts",
-          kubeconfigPath,
+          kubeconfigPath: await identities.hostAgent(host, { leaseNamespace: namespace }),
           identity: host,
           args: [
             `--host-name=${host}`,
@@ -213,6 +217,7 @@ export function qemuStorageRig(prefix: string) {
     }).catch(() => undefined);
     for (const agent of agents.values()) await agent.stop("SIGKILL");
     await operator?.stop("SIGKILL");
+    await identities?.cleanup();
     for (const host of hosts) {
       const owner = await agentOwner(client, host);
       for (const pool of [poolName(owner), sharedPoolName(owner, `shared-${suffix}`)]) {

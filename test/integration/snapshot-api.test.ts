@@ -368,10 +368,10 @@ describe.skipIf(!hasCs)("volume snapshots through the CloudStack API (needs pyth
       status: 431,
       errortext: "Invalid parameter size value=1: a volume from snapshot before-upgrade needs at least 2 GiB",
     });
-    // Another account's snapshot is not the caller's to use.
+    // Another account's snapshot is not the caller's to use: its id is unknown there.
     expect(
       (await refused(bob, { command: "createVolume", snapshotid: snapshotId, name: "stolen" })).status,
-    ).toBe(531);
+    ).toBe(431);
   });
 
   it("creates, updates, lists and deletes snapshot policies, and refuses bad ones with 431", async () => {
@@ -456,12 +456,12 @@ describe.skipIf(!hasCs)("volume snapshots through the CloudStack API (needs pyth
     ).toContain("customid is not supported");
     expect(
       (await refused(bob, { command: "updateSnapshotPolicy", id: policyId, fordisplay: "false" })).status,
-    ).toBe(531);
+    ).toBe(431);
 
     // Bob sees none of Alice's policies and cannot delete them.
     expect(await list(bob, "listSnapshotPolicies", "snapshotpolicy", { listall: "true" })).toEqual([]);
-    expect((await refused(bob, { command: "deleteSnapshotPolicies", id: policyId })).status).toBe(531);
-    expect(await refused(bob, { command: "createSnapshotPolicy", ...args })).toMatchObject({ status: 531 });
+    expect((await refused(bob, { command: "deleteSnapshotPolicies", id: policyId })).status).toBe(431);
+    expect(await refused(bob, { command: "createSnapshotPolicy", ...args })).toMatchObject({ status: 431 });
 
     const weeklyId = (weekly.json.snapshotpolicy as Row).id as string;
     const deleted = await cs(alice, "deleteSnapshotPolicies", { ids: `${policyId},${weeklyId}` });
@@ -484,7 +484,7 @@ describe.skipIf(!hasCs)("volume snapshots through the CloudStack API (needs pyth
       { command: "revertSnapshot", id: snapshotId },
       { command: "createSnapshot", volumeid: volumeId },
     ])
-      expect(await refused(bob, params), params.command).toMatchObject({ status: 531, errorcode: 531 });
+      expect(await refused(bob, params), params.command).toMatchObject({ status: 431, errorcode: 431 });
     expect(await client.get(Resources.volumeSnapshots, "before-upgrade", alice.namespace)).toBeDefined();
   });
 

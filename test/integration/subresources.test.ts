@@ -101,6 +101,7 @@ describe("the aggregated API subresources.stratus.io", () => {
       "virtualmachines/restart",
       "virtualmachines/start",
       "virtualmachines/stop",
+      "virtualmachines/userdata",
     ]);
   });
 

@@ -235,6 +235,8 @@ export interface TwoHypervisorHosts {
  */
 export async function startTwoHypervisorHosts(options: {
   kubeconfigPath: string;
+  /** Each host's own kubeconfig (its agent's identity); `kubeconfigPath` otherwise. */
+  kubeconfigFor?: (host: string) => Promise<string>;
   names: [string, string];
   zone: string;
   leaseNamespace: string;
@@ -269,10 +271,11 @@ export async function startTwoHypervisorHosts(options: {
           ? await run("nsenter", ["-t", String(network.pid), "-n", command, ...args])
           : await run(command, args)
         ).stdout;
+      const kubeconfigPath = (await options.kubeconfigFor?.(name)) ?? options.kubeconfigPath;
       const start = () =>
         startStratusProcess({
           script: "host-agent/main.ts",
-          kubeconfigPath: options.kubeconfigPath,
+          kubeconfigPath,
           identity: name,
           args: [
             `--host-name=${name}`,

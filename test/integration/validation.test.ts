@@ -129,9 +129,9 @@ const invalidObjects: [string, string, Mutation, string][] = [
   ],
   [
     "VirtualMachine",
-    "user data that is not base64",
-    (o) => (o.spec.userData = "not base64!"),
-    "spec.userData: Invalid value",
+    "a user data Secret that is no object name",
+    (o) => (o.spec.userDataSecret = "Not A Secret!"),
+    "spec.userDataSecret: Invalid value",
   ],
   [
     "VirtualMachine",

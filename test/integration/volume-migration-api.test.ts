@@ -200,13 +200,13 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
       storageid: poolIds.get(FULL) as string,
     });
     expect(full.errortext).toBe(`Cannot migrate: pool ${FULL} has too little room`);
-    // Another account cannot move it.
+    // Another account cannot move it: the volume's id is unknown there.
     const foreign = {
       command: "migrateVolume",
       volumeid: idOf("loose"),
       storageid: poolIds.get(SHARED) as string,
     };
-    expect((await refused(bob, foreign)).status).toBe(531);
+    expect((await refused(bob, foreign)).status).toBe(431);
   });
 
   it("refuses a running VM's volume (no live migration), and a stopped VM's into another host's local pool", async () => {
@@ -270,7 +270,7 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
       jobstatus: 1,
       jobresult: { template: { name: `golden-${suffix}`, isready: true, size: 4096 } },
     });
-    // Another account can neither read the volume nor make templates.
+    // Another account cannot read the volume: its id is unknown there.
     const foreign = {
       command: "createTemplate",
       name: "stolen",
@@ -278,7 +278,7 @@ describe.skipIf(!hasCs)("volume migration through the CloudStack API (needs pyth
       ostypeid: "x",
       volumeid: idOf("loose"),
     };
-    expect((await refused(bob, foreign)).status).toBe(531);
+    expect((await refused(bob, foreign)).status).toBe(431);
 
     await client.create(Resources.virtualMachines, {
       metadata: { name: "from-golden", namespace: admin.namespace },
