@@ -264,7 +264,15 @@ export class StorageWork {
     if (deletion) return deletion;
     const reverting = await syncRevert(volume, this.context(log));
     if (reverting) return reverting;
-    return syncVolumeTransfer(volume, { ...this.context(log), storage: this.pools });
+    return syncVolumeTransfer(volume, {
+      ...this.context(log),
+      storage: this.pools,
+      fresh: (v) => this.readVolume(v.metadata.namespace as string, v.metadata.name as string),
+    });
+  }
+
+  private readVolume(namespace: string, name: string): Promise<Volume | undefined> {
+    return unlessGone(this.o.client.get<Volume>(Resources.volumes, name, namespace));
   }
 
   private context(log: Logger): SnapshotContext {
@@ -273,7 +281,7 @@ export class StorageWork {
       hypervisor: this.requireHypervisor(),
       storage: this.pools,
       writes: this.o.writes,
-      volume: (namespace, name) => unlessGone(this.o.client.get<Volume>(Resources.volumes, name, namespace)),
+      volume: (namespace, name) => this.readVolume(namespace, name),
       snapshot: (namespace, name) => this.snapshot(namespace, name),
       secondaryPath: (zone) => secondaryPathOf(this.zone.get(zone)),
       pausedForCopy: this.pausedForCopy,

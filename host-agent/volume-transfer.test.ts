@@ -116,6 +116,24 @@ describe("a volume moving between two hosts' local pools", () => {
     expect(rig.writes.transfers.get("team-a/d1")).toEqual({});
   });
 
+  it("decides on the Volume as the API server has it: a cache behind its own staging neither stages again nor drops the copy's proof", async () => {
+    const rig = twoHosts();
+    const stale = await movingVolume(rig, "once");
+    await syncVolumeTransfer(stale, rig.on1);
+    const exported = rig.writes.transfers.get("team-a/d1")?.exported as Record<string, unknown>;
+    // Meanwhile the target announced its copy and proved it; the holder's cache still shows neither.
+    await syncVolumeTransfer(withTransfer(stale, { exported }), rig.on2);
+    const received = rig.writes.transfers.get("team-a/d1")?.received as Record<string, unknown>;
+    const onServer = withTransfer(stale, { exported, received });
+    const writes = rig.writes.writes.length;
+    await syncVolumeTransfer(stale, { ...rig.on1, fresh: async () => onServer });
+    // Not staged again (that apply would have dropped `received`): handed over on the proof instead.
+    expect(rig.writes.transfers.get("team-a/d1")).toEqual({ exported, received });
+    expect(rig.writes.writes.slice(writes)).toEqual(["volume team-a/d1"]);
+    expect(rig.writes.volumeStatuses.get("team-a/d1")).toMatchObject({ host: "h2", pool: "local-h2" });
+    expect(rig.h2.content("/h2/pool/data-vol-d1")).toBe("once");
+  });
+
   it("keeps the old disk and writes no proof when the copy does not hash right", async () => {
     const rig = twoHosts();
     let volume = await movingVolume(rig, "precious");

@@ -26,6 +26,8 @@ export interface TransferContext {
   writes: AgentWrites;
   /** The zone's secondary storage directory, if it names one. */
   secondaryPath(zone: string): string | undefined;
+  /** The Volume as the API server has it now, when the agent's cache may be behind. */
+  fresh?: (volume: Volume) => Promise<Volume | undefined>;
   log: Logger;
 }
 
@@ -37,9 +39,13 @@ export function stagingPath(secondary: string, volume: Volume): string {
 }
 
 export async function syncVolumeTransfer(
-  volume: Volume | undefined,
+  cached: Volume | undefined,
   context: TransferContext,
 ): Promise<{ requeueAfterMs: number } | undefined> {
+  // A move decides on what the API server has now: from a cache behind its own write, the holder
+  // would stage the disk again (its apply dropping the target's proof of a copy), then delete its
+  // disk for a copy no longer on record.
+  const volume = cached?.status?.transfer?.target && context.fresh ? await context.fresh(cached) : cached;
   if (!volume || volume.metadata.deletionTimestamp) return undefined;
   const disk = diskNameOf(volume);
   if (!disk) return undefined;
