@@ -84,10 +84,13 @@ export class VlanAllocator {
         };
       log.info({ vlan }, "allocated a VLAN");
     }
+    // Only what it held when it chose: a VLAN the cache showed since may be the one another
+    // controller chose for it (the lowest), and deleting that would leave its status naming none.
     const keep = vlan;
     await this.release(
       objectKey(network),
-      (v) => v.spec.network.uid === network.metadata.uid && v.spec.vlan !== keep,
+      (v) =>
+        v.spec.network.uid === network.metadata.uid && v.spec.vlan !== keep && held.includes(v.spec.vlan),
       log,
     );
     return { vlan };

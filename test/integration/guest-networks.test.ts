@@ -333,18 +333,20 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
         const all = await Promise.all(
           names.map((name) => admin.get<Network>(Resources.networks, name, tenant.namespace)),
         );
-        return all.every((n) => ready(n)?.status === "True")
-          ? all.map((n) => n.status?.vlan as number)
-          : undefined;
+        if (!all.every((n) => ready(n)?.status === "True")) return undefined;
+        // Two controllers that raced agree within a few reconciles: wait until each network's
+        // VLAN is the one its GuestVlan holds, and no GuestVlan is left over.
+        const held = (await admin.list<GuestVlan>(Resources.guestVlans)).items
+          .filter((v) => v.spec.zone === VLAN_ZONE)
+          .map((v) => `${v.spec.network.name}=${v.spec.vlan}`)
+          .sort();
+        const stated = all.map((n) => `${n.metadata.name}=${n.status?.vlan}`).sort();
+        return held.join() === stated.join() ? all.map((n) => n.status?.vlan as number) : undefined;
       },
       { timeoutMs: 60_000 },
     );
     expect(new Set(vlans).size).toBe(20);
     expect([...vlans].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => 300 + i));
-    const claims = (await admin.list<GuestVlan>(Resources.guestVlans)).items.filter(
-      (v) => v.spec.zone === VLAN_ZONE,
-    );
-    expect(claims.map((c) => c.spec.vlan).sort((a, b) => a - b)).toEqual([...vlans].sort((a, b) => a - b));
 
     await asTenant(tenant).create(Resources.networks, {
       ...network(tenant.namespace, "seg-late", {}),

@@ -25,6 +25,9 @@ describe("install manifests", () => {
         "--server-side",
         // The CRDs are in the cluster already, applied by the test setup under its own manager.
         "--field-manager=stratus-crds",
+        // Other tests of the shared API server applied some of these objects under kubectl's manager:
+        // a dry run validates, it need not take their fields over.
+        "--force-conflicts",
         "-k",
         dir,
       ]);
