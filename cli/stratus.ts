@@ -16,6 +16,7 @@ import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../devcluster/libvirt.ts";
 import { ensureDebianPackages, PACKAGE_LISTS } from "../devcluster/packages.ts";
+import { describeComponent } from "../devcluster/supervisor.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
@@ -25,7 +26,8 @@ const HELP = `stratus: Apache CloudStack rebuilt as a Kubernetes operator.
 Usage:
   stratus up                       start the local cloud: control plane, CRDs, operator, API component and a
                                    host agent on local libvirt (real QEMU as root, else the test driver),
-                                   seeded with a zone, offerings, the tiny template and a default network
+                                   seeded with a zone, offerings, the tiny template and a default network;
+                                   a supervisor starts again any of its processes that exits (with backoff)
   stratus down [--purge]           stop it all and remove its domains, networks and pool from libvirt;
                                    the API objects and disks are kept unless --purge
   stratus test [VITEST ARGS]       install the Debian packages the tests need (as root on Debian), build or
@@ -37,7 +39,8 @@ Usage:
   stratus cluster start            start the local control plane and print its kubeconfig path
   stratus cluster stop [--purge]   stop it (data kept unless --purge)
   stratus cluster status           show which components run
-  stratus status                   the control plane, hosts and VMs
+  stratus status                   the control plane; the cloud's processes (running or backing off, pid,
+                                   uptime, restarts, last exit); hosts and VMs
   stratus cluster kubeconfig [--user NAME] [--group GROUP]...
                                    print the admin kubeconfig path, or issue one for NAME/GROUPs
 
@@ -199,13 +202,7 @@ async function main(argv: string[]): Promise<void> {
       const controlPlane = await LocalControlPlane.open(clusterDir());
       await printClusterStatus(controlPlane);
       const cloud = await LocalCloud.open(cloudDir());
-      if (cloud)
-        process.stdout.write(
-          `${CLOUD_PROCESSES.map((name) => {
-            const pid = cloud.pid(name);
-            return `  ${name}: ${pid ? `running (pid ${pid})` : "stopped"}`;
-          }).join("\n")}\n  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}\n`,
-        );
+      if (cloud) printCloudProcesses(cloud);
       if (controlPlane.running().includes("kube-apiserver")) await printCloudStatus(controlPlane.kubeConfig);
       return;
     }
@@ -263,6 +260,23 @@ async function printClusterStatus(controlPlane: LocalControlPlane): Promise<void
       )
       .join("\n")}\n`,
   );
+}
+
+/** The cloud's processes as their supervisor records them. */
+function printCloudProcesses(cloud: LocalCloud): void {
+  const { supervisorPid, components } = cloud.supervision();
+  const now = Date.now();
+  const lines = [
+    supervisorPid !== undefined
+      ? `  supervisor: running (pid ${supervisorPid})`
+      : "  supervisor: not running (a component that exits stays down; `stratus up` starts them all again)",
+    ...CLOUD_PROCESSES.map((name) => {
+      const status = components[name];
+      return `  ${name}: ${status ? describeComponent(status, now) : "stopped"}`;
+    }),
+    `  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}`,
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
 }
 
 /** Hosts and VMs at a glance, as the cloud's operators want them. */

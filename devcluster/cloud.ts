@@ -1,5 +1,6 @@
 // The local cloud `stratus up` runs on one machine: the operator, the API component and one host
-// agent as background processes next to the local control plane, the cloud seeded with a zone,
+// agent as background processes next to the local control plane, run by a supervisor that starts
+// again any that exits (devcluster/supervisor.ts), the cloud seeded with a zone,
 // offerings, the tiny template and a default network, and an API key for CloudStack clients.
 // `stratus down` stops them and takes the host out of service (no domain, network or pool is left
 // in libvirt); the API objects and disk files stay, so the next `stratus up` brings the VMs back.
@@ -29,6 +30,16 @@ import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
+import {
+  type ComponentStatus,
+  DEFAULT_BACKOFF,
+  readSupervisorState,
+  runningSupervisor,
+  type SupervisedCommand,
+  startSupervisor,
+  stopSupervision,
+  supervisorPaths,
+} from "./supervisor.ts";
 
 const run = promisify(execFile);
 const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -69,8 +80,14 @@ interface CloudState {
   apiEndpoint: string;
   /** Directories of the host agent's pool, image cache and console sockets. */
   hostDirs: string[];
-  processes: Partial<Record<CloudProcess, { pid: number; healthPort: number }>>;
+  /** Fixed for the cloud's life, so a restarted component answers where its predecessor did. */
+  healthPorts: Partial<Record<CloudProcess, number>>;
+  /** Written by `stratus up` before it supervised its processes; stopped like the rest. */
+  processes?: Partial<Record<CloudProcess, { pid: number }>>;
 }
+
+/** Stops a component within this grace, then kills it (the agent shuts its work down cleanly). */
+const STOP_GRACE_MS = 30_000;
 
 export interface CloudAccess {
   apiEndpoint: string;
@@ -111,7 +128,7 @@ export class LocalCloud {
   }) {
     const { dir, progress } = options;
     const previous = await LocalCloud.open(dir, progress);
-    if (previous && previous.running().length > 0) await previous.stopProcesses();
+    if (previous) await previous.stopProcesses();
     await mkdir(join(dir, "logs"), { recursive: true });
 
     progress("building or reusing the tiny guest (test/images/build-tiny-guest.sh)");
@@ -140,7 +157,7 @@ export class LocalCloud {
         kubeconfigPath: options.kubeconfigPath,
         apiEndpoint: "",
         hostDirs,
-        processes: {},
+        healthPorts: {},
       },
       progress,
     );
@@ -155,16 +172,6 @@ export class LocalCloud {
       // start/stop/restart) to kubectl and `stratus console` through the aggregated API.
       const consoleKeys = await writeConsoleKeys(dir);
       const subresources = await prepareSubresources({ namespace: "stratus-system", dir });
-      await cloud.start("operator", [kubeconfig, `--identity=${hostName}-operator`]);
-      await cloud.start("apiserver", [
-        kubeconfig,
-        `--listen=127.0.0.1:${apiPort}`,
-        `--keys-namespace=${SEED.keysNamespace}`,
-        ...subresources.args,
-        `--console-key-file=${consoleKeys.privateKeyFile}`,
-      ]);
-      progress("registering the aggregated API subresources.stratus.io (consoles, start/stop/restart)");
-      await registerSubresources(client, subresources, SEED.fieldManager);
       const [pool, cache, consoleDir] = hostDirs as [string, string, string];
       // Made before its agent registers it, so the overcommit is there for the first placement;
       // an existing Host keeps what the administrator set.
@@ -176,17 +183,32 @@ export class LocalCloud {
           spec: { zone: SEED.zone, cpuOvercommitRatio: SEED.cpuOvercommitRatio },
         })
         .catch((error: unknown) => (isAlreadyExists(error) ? undefined : Promise.reject(error)));
-      await cloud.start("host-agent", [
-        kubeconfig,
-        `--host-name=${hostName}`,
-        `--zone=${SEED.zone}`,
-        `--libvirt-uri=${hypervisor.uri}`,
-        `--pool-path=${pool}`,
-        `--cache-dir=${cache}`,
-        `--console-dir=${consoleDir}`,
-        "--console-address=127.0.0.1:0",
-        `--console-key-file=${consoleKeys.publicKeyFile}`,
-      ]);
+      await cloud.supervise({
+        operator: [kubeconfig, `--identity=${hostName}-operator`],
+        apiserver: [
+          kubeconfig,
+          `--listen=127.0.0.1:${apiPort}`,
+          `--keys-namespace=${SEED.keysNamespace}`,
+          ...subresources.args,
+          `--console-key-file=${consoleKeys.privateKeyFile}`,
+        ],
+        "host-agent": [
+          kubeconfig,
+          `--host-name=${hostName}`,
+          `--zone=${SEED.zone}`,
+          `--libvirt-uri=${hypervisor.uri}`,
+          `--pool-path=${pool}`,
+          `--cache-dir=${cache}`,
+          `--console-dir=${consoleDir}`,
+          "--console-address=127.0.0.1:0",
+          `--console-key-file=${consoleKeys.publicKeyFile}`,
+        ],
+      });
+      await cloud.waitHealthy("operator");
+      await cloud.waitHealthy("apiserver");
+      progress("registering the aggregated API subresources.stratus.io (consoles, start/stop/restart)");
+      await registerSubresources(client, subresources, SEED.fieldManager);
+      await cloud.waitHealthy("host-agent");
       progress(
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,
       );
@@ -226,14 +248,28 @@ export class LocalCloud {
   }
 
   running(): CloudProcess[] {
-    return CLOUD_PROCESSES.filter((name) => {
-      const pid = this.state.processes[name]?.pid;
-      return pid !== undefined && isStratusProcess(pid, name);
-    });
+    return CLOUD_PROCESSES.filter((name) => this.pid(name) !== undefined);
   }
 
   pid(name: CloudProcess): number | undefined {
-    return this.running().includes(name) ? this.state.processes[name]?.pid : undefined;
+    const pid = this.supervision().components[name]?.pid ?? this.state.processes?.[name]?.pid;
+    return pid != null && isStratusProcess(pid, name) ? pid : undefined;
+  }
+
+  /** What the supervisor records per component; one whose process is gone shows as stopped. */
+  supervision(): {
+    supervisorPid: number | undefined;
+    components: Partial<Record<CloudProcess, ComponentStatus>>;
+  } {
+    const components = { ...readSupervisorState(this.supervisorDir)?.components };
+    for (const [name, status] of Object.entries(components))
+      if (status.pid !== null && !isStratusProcess(status.pid, name as CloudProcess))
+        components[name] = { ...status, state: "stopped", pid: null };
+    return { supervisorPid: runningSupervisor(this.supervisorDir), components };
+  }
+
+  private get supervisorDir(): string {
+    return join(this.dir, "supervisor");
   }
 
   get libvirtUri(): string {
@@ -280,25 +316,58 @@ export class LocalCloud {
   }
 
   private async stopProcesses(): Promise<void> {
-    // The agent first: it must not see the control plane's components vanish and report on it.
-    for (const name of ["host-agent", "apiserver", "operator"] as const) {
-      const pid = this.pid(name);
-      if (pid !== undefined) {
-        this.progress(`stopping ${name} (pid ${pid})`);
-        await terminate(pid, undefined, 30_000);
-      }
-      delete this.state.processes[name];
+    const supervisor = runningSupervisor(this.supervisorDir);
+    if (supervisor !== undefined)
+      this.progress(`stopping the supervisor (pid ${supervisor}) and its components`);
+    await stopSupervision(this.supervisorDir, STOP_GRACE_MS);
+    for (const name of CLOUD_PROCESSES) {
+      const pid = this.pid(name); // only an unsupervised one, from an older `stratus up`, is left
+      if (pid !== undefined) await terminate(pid, undefined, STOP_GRACE_MS);
     }
+    delete this.state.processes;
     await this.save();
   }
 
-  private async start(name: CloudProcess, args: string[]): Promise<void> {
-    this.progress(`starting ${name}`);
-    const started = await launchComponent({ script: SCRIPTS[name], args, logPath: this.logPath(name) });
-    started.child.unref();
-    this.state.processes[name] = { pid: started.pid, healthPort: started.healthPort };
+  /**
+   * Hands the components to a new supervisor, which starts them in this order (the agent last)
+   * and stops them in the reverse one, so the agent never sees the control plane's components vanish.
+   */
+  private async supervise(args: Record<CloudProcess, string[]>): Promise<void> {
+    const components: SupervisedCommand[] = [];
+    for (const name of CLOUD_PROCESSES) {
+      const healthPort = await freePort();
+      this.state.healthPorts[name] = healthPort;
+      components.push({
+        name,
+        command: process.execPath,
+        args: [join(PROJECT_ROOT, SCRIPTS[name]), ...args[name], `--health-address=127.0.0.1:${healthPort}`],
+        cwd: PROJECT_ROOT,
+        logPath: this.logPath(name),
+      });
+    }
     await this.save();
-    await started.ready;
+    await mkdir(this.supervisorDir, { recursive: true });
+    // A new cloud's restarts count from zero (a start-up crash is told by its first restart).
+    await rm(supervisorPaths(this.supervisorDir).state, { force: true });
+    const pid = await startSupervisor(this.supervisorDir, {
+      components,
+      backoff: DEFAULT_BACKOFF,
+      stopGraceMs: STOP_GRACE_MS,
+    });
+    this.progress(`supervisor started (pid ${pid}): a component that exits is started again`);
+  }
+
+  /** Waits for /healthz; a component that exits during start-up fails `stratus up` with its log. */
+  private async waitHealthy(name: CloudProcess): Promise<void> {
+    this.progress(`starting ${name}`);
+    const healthz = `http://127.0.0.1:${this.state.healthPorts[name]}/healthz`;
+    await waitUntil(`${name} to serve /healthz`, 60_000, async () => {
+      if ((this.supervision().components[name]?.restarts ?? 0) > 0)
+        throw new ControlPlaneSetupError(
+          `${name} exited during start-up. The end of ${this.logPath(name)}:\n${await tail(this.logPath(name), 20)}`,
+        );
+      return (await fetch(healthz).catch(() => undefined))?.ok ?? false;
+    });
   }
 
   private async save(): Promise<void> {

@@ -424,10 +424,12 @@ async function main(argv: string[]): Promise<void> {
   const spec = readJsonFile<SupervisorSpec>(supervisorPaths(dir).spec);
   if (!spec) throw new Error(`${supervisorPaths(dir).spec} is missing`);
   const supervisor = new Supervisor(dir, spec, readSupervisorState(dir));
-  let stopping: Promise<void> | undefined;
+  let stopping = false;
   const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     log(`${signal}: stopping the components`);
-    stopping ??= supervisor.stop().finally(() => {
+    void supervisor.stop().finally(() => {
       if (runningSupervisor(dir) === process.pid) rmSync(supervisorPaths(dir).pidFile, { force: true });
       log("stopped");
       process.exit(0);

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { isAlive } from "../../devcluster/controlplane.ts";
+import { readSupervisorState, type SupervisorState } from "../../devcluster/supervisor.ts";
 import { domainName } from "../../host-agent/domain-xml.ts";
 import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { networkPrefix } from "../../host-agent/network-xml.ts";
@@ -78,8 +79,9 @@ describe("stratus up, the printed commands, stratus down", () => {
     JSON.parse(readFileSync(join(home, "cloud", "state.json"), "utf8")) as {
       libvirtUri: string;
       apiEndpoint: string;
-      processes: Record<string, { pid: number; healthPort: number }>;
+      healthPorts: Record<string, number>;
     };
+  const supervisorState = () => readSupervisorState(join(home, "cloud", "supervisor")) as SupervisorState;
   const clusterState = () =>
     JSON.parse(readFileSync(join(home, "cluster", "state.json"), "utf8")) as {
       pids: Record<string, number>;
@@ -131,7 +133,7 @@ describe("stratus up, the printed commands, stratus down", () => {
       ["first-vm", "Running", address],
     ]);
 
-    const { libvirtUri, apiEndpoint, processes } = cloudState();
+    const { libvirtUri, apiEndpoint, healthPorts } = cloudState();
     const kubeconfig = /export KUBECONFIG=(\S+)/.exec(printed.exports)?.[1] as string;
     // The host promises 4 times its cores (cpu.overprovisioning.factor), so a 2-core machine runs
     // three tiny VMs: two more through `cs`, with no networkids (the account's one network).
@@ -190,14 +192,20 @@ describe("stratus up, the printed commands, stratus down", () => {
       expect(await readWebConsoleUntil(serial, `stratus-guest: ip: ${address}/24`)).toContain(address);
     }
     const status = await stratus("status");
-    expect(status.stdout).toMatch(/host-agent: running \(pid \d+\)/);
+    expect(status.stdout).toMatch(/host-agent: running \(pid \d+, up [^,]+, 0 restarts\)/);
+    expect(status.stdout).toMatch(/supervisor: running \(pid \d+\)/);
     expect(status.stdout).toMatch(/hosts \(1\):\n {2}\S+ {2}zone=local {2}Ready/);
 
-    const pids = [...Object.values(clusterState().pids), ...Object.values(processes).map((p) => p.pid)];
-    expect(pids).toHaveLength(6);
+    const { supervisorPid, components } = supervisorState();
+    const pids = [
+      ...Object.values(clusterState().pids),
+      supervisorPid,
+      ...Object.values(components).map((c) => c.pid as number),
+    ];
+    expect(pids).toHaveLength(7);
     const ports = [
       Number(new URL(apiEndpoint).port),
-      ...Object.values(processes).map((p) => p.healthPort),
+      ...Object.values(healthPorts),
       clusterState().ports.apiserver as number,
       clusterState().ports.etcdClient as number,
     ];
@@ -236,4 +244,36 @@ describe("stratus up, the printed commands, stratus down", () => {
     expect(existsSync(join(home, "cloud"))).toBe(false);
     expect(processesMentioning(home)).toEqual([]);
   }, 900_000);
+
+  it("SIGKILL the operator: it is back within seconds and `stratus status` shows a restart", async () => {
+    const up = await stratus("up");
+    expect(up.code, up.stderr).toBe(0);
+    const killed = supervisorState().components.operator;
+    expect(killed).toMatchObject({ state: "running", restarts: 0 });
+    process.kill(killed?.pid as number, "SIGKILL");
+    const back = await waitFor(
+      "the operator to run again",
+      () => {
+        const operator = supervisorState().components.operator;
+        return operator?.state === "running" && operator.pid !== killed?.pid ? operator : undefined;
+      },
+      { timeoutMs: 15_000 },
+    );
+    expect(back).toMatchObject({ restarts: 1, lastExit: { signal: "SIGKILL" } });
+    const healthz = `http://127.0.0.1:${cloudState().healthPorts.operator}/healthz`;
+    await waitFor(
+      "the new operator's /healthz",
+      async () => (await fetch(healthz).catch(() => undefined))?.ok,
+    );
+    const status = await stratus("status");
+    expect(status.stdout).toMatch(
+      new RegExp(`operator: running \\(pid ${back.pid}, up [^,]+, 1 restart, last exit: signal SIGKILL`),
+    );
+    expect(status.stdout).toMatch(/apiserver: running \(pid \d+, up [^,]+, 0 restarts\)/);
+    // Exactly one operator of this cloud: the supervisor started one, not a second.
+    expect(processesMentioning(home).filter((p) => p.includes("operator/main.ts"))).toHaveLength(1);
+    const down = await stratus("down");
+    expect(down.code, down.stderr).toBe(0);
+    expect(processesMentioning(home)).toEqual([]);
+  }, 600_000);
 });
