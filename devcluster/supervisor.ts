@@ -172,8 +172,13 @@ function commandLineOf(pid: number): string[] | undefined {
   }
 }
 
-/** Live processes tagged as components of the supervisor of `dir` (found through /proc). */
-export function supervisedProcesses(dir: string): { pid: number; name: string; argv: string[] }[] {
+/**
+ * Live processes tagged as components of the supervisor of `dir` (found through /proc), and the
+ * processes those started (they inherit the tag; `topLevel` is false for them).
+ */
+export function supervisedProcesses(
+  dir: string,
+): { pid: number; name: string; argv: string[]; topLevel: boolean }[] {
   const prefix = `${TAG_VARIABLE}=${dir}#`;
   const found = [];
   for (const entry of readdirSync("/proc")) {
@@ -184,10 +189,18 @@ export function supervisedProcesses(dir: string): { pid: number; name: string; a
         .split("\0")
         .find((variable) => variable.startsWith(prefix));
       const argv = commandLineOf(pid);
-      if (tag && argv && isAlive(pid)) found.push({ pid, name: tag.slice(prefix.length), argv });
+      if (tag && argv && isAlive(pid))
+        found.push({ pid, ppid: parentOf(pid), name: tag.slice(prefix.length), argv });
     } catch {} // another user's process, or gone meanwhile
   }
-  return found;
+  const tagged = new Set(found.map((candidate) => candidate.pid));
+  return found.map(({ ppid, ...candidate }) => ({ ...candidate, topLevel: !tagged.has(ppid) }));
+}
+
+function parentOf(pid: number): number {
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so count from the last ")".
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
 }
 
 /**
@@ -215,8 +228,10 @@ export async function startSupervisor(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const pid = runningSupervisor(dir);
-    if (pid !== undefined && readSupervisorState(dir)?.supervisorPid === pid) return pid;
-    if (child.exitCode !== null || Date.now() > deadline) {
+    const inCharge = pid !== undefined && readSupervisorState(dir)?.supervisorPid === pid;
+    // Ours, or another started at the same moment once ours has left: never two still starting.
+    if (inCharge && (pid === child.pid || child.exitCode !== null)) return pid;
+    if ((child.exitCode !== null && pid === undefined) || Date.now() > deadline) {
       const tail = readFileSync(paths.log, "utf8").trimEnd().split("\n").slice(-10).join("\n");
       throw new ControlPlaneSetupError(
         `the supervisor of ${dir} did not start. The end of ${paths.log}:\n${tail}`,
@@ -367,7 +382,8 @@ class Supervisor {
   /** Adopts the tagged processes the spec still describes, stops the others, starts the rest. */
   async run(): Promise<void> {
     const adopted = new Set<string>();
-    for (const found of supervisedProcesses(this.dir)) {
+    // A component's own children (a host agent's qemu-img) are its business, not the spec's.
+    for (const found of supervisedProcesses(this.dir).filter((candidate) => candidate.topLevel)) {
       const component = this.components.find((c) => c.command.name === found.name);
       const wanted = component && [component.command.command, ...component.command.args];
       if (component && !adopted.has(found.name) && sameArgv(found.argv, wanted ?? [])) {

@@ -1,7 +1,7 @@
 // The supervisor of `stratus up`, run for real over tiny node scripts: a killed child comes back, a
 // crash-looping one backs off, stopping leaves nothing, and a SIGKILLed supervisor followed by a
 // new one never doubles a child.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,7 +22,7 @@ describe("the supervisor of stratus up's processes", () => {
   let dir: string;
   let spec: SupervisorSpec;
   const steady = () => readSupervisorState(dir)?.components.steady;
-  const instancesOf = (name: string) => supervisedProcesses(dir).filter((p) => p.name === name);
+  const instancesOf = (name: string) => supervisedProcesses(dir).filter((p) => p.name === name && p.topLevel);
   const crashStarts = () =>
     existsSync(join(dir, "crashes"))
       ? readFileSync(join(dir, "crashes"), "utf8").trim().split("\n").map(Number)
@@ -138,4 +138,28 @@ describe("the supervisor of stratus up's processes", () => {
     expect(existsSync(supervisorPaths(dir).pidFile)).toBe(false);
     expect(readSupervisorState(dir)?.components.steady?.state).toBe("stopped");
   });
+
+  it("two supervisors started at once: one takes charge, the other leaves", async () => {
+    const started = await Promise.all([startSupervisor(dir, spec), startSupervisor(dir, spec)]);
+    expect(started[0]).toBe(started[1]);
+    await waitFor("the steady child to run", () => steady()?.state === "running");
+    expect(supervisorsOf(dir)).toEqual([started[0]]);
+    expect(instancesOf("steady")).toHaveLength(1);
+  });
 });
+
+/** Supervisor processes running for `dir`, by their command line. */
+function supervisorsOf(dir: string): number[] {
+  return readdirSync("/proc")
+    .map(Number)
+    .filter((pid) => {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+        return (
+          isAlive(pid) && argv.some((arg) => arg.endsWith("supervisor.ts")) && argv.includes(`--dir=${dir}`)
+        );
+      } catch {
+        return false;
+      }
+    });
+}
