@@ -272,7 +272,8 @@ function printCloudProcesses(cloud: LocalCloud): void {
       : "  supervisor: not running (a component that exits stays down; `stratus up` starts them all again)",
     ...CLOUD_PROCESSES.map((name) => {
       const status = components[name];
-      return `  ${name}: ${status ? describeComponent(status, now) : "stopped"}`;
+      const unsupervised = cloud.pid(name); // started by a `stratus up` older than the supervisor
+      return `  ${name}: ${status ? describeComponent(status, now) : unsupervised ? `running (pid ${unsupervised}, unsupervised)` : "stopped"}`;
     }),
     `  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}`,
   ];

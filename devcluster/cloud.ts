@@ -364,7 +364,8 @@ export class LocalCloud {
     await waitUntil(`${name} to serve /healthz`, 60_000, async () => {
       if ((this.supervision().components[name]?.restarts ?? 0) > 0)
         throw new ControlPlaneSetupError(
-          `${name} exited during start-up. The end of ${this.logPath(name)}:\n${await tail(this.logPath(name), 20)}`,
+          `${name} exited during start-up (its supervisor tries again; \`stratus down\` stops it). ` +
+            `The end of ${this.logPath(name)}:\n${await tail(this.logPath(name), 20)}`,
         );
       return (await fetch(healthz).catch(() => undefined))?.ok ?? false;
     });
