@@ -38,6 +38,7 @@ import {
   type SupervisedCommand,
   startSupervisor,
   stopSupervision,
+  supervisedProcesses,
   supervisorPaths,
 } from "./supervisor.ts";
 
@@ -319,6 +320,8 @@ export class LocalCloud {
     const supervisor = runningSupervisor(this.supervisorDir);
     if (supervisor !== undefined)
       this.progress(`stopping the supervisor (pid ${supervisor}) and its components`);
+    else if (supervisedProcesses(this.supervisorDir).length > 0)
+      this.progress("stopping the components a stopped or killed supervisor left running");
     await stopSupervision(this.supervisorDir, STOP_GRACE_MS);
     for (const name of CLOUD_PROCESSES) {
       const pid = this.pid(name); // only an unsupervised one, from an older `stratus up`, is left
