@@ -16,7 +16,7 @@ import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../devcluster/libvirt.ts";
 import { ensureDebianPackages, PACKAGE_LISTS } from "../devcluster/packages.ts";
-import { describeComponent } from "../devcluster/supervisor.ts";
+import { describeComponent } from "../devcluster/supervision-status.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";

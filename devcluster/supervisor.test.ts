@@ -2,11 +2,11 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { describeComponent } from "./supervision-status.ts";
 import {
   type BackoffPolicy,
   type ComponentStatus,
   DEFAULT_BACKOFF,
-  describeComponent,
   initialStatus,
   nextRestart,
   readJsonFile,

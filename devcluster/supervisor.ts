@@ -15,7 +15,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isAlive } from "../runtime/process-alive.ts";
 import { ControlPlaneSetupError } from "./binaries.ts";
-import { launch, terminate } from "./controlplane.ts";
+import { launch, tail, terminate } from "./controlplane.ts";
+import { describeExit, formatDuration } from "./supervision-status.ts";
 
 const SUPERVISOR_SCRIPT = fileURLToPath(import.meta.url);
 const TAG_VARIABLE = "STRATUS_SUPERVISED";
@@ -121,32 +122,6 @@ export function readSupervisorState(dir: string): SupervisorState | undefined {
   return readJsonFile<SupervisorState>(supervisorPaths(dir).state);
 }
 
-/** One line per component for `stratus status`, e.g. "running (pid 42, up 3m 5s, 1 restart, last exit: signal SIGKILL)". */
-export function describeComponent(status: ComponentStatus, now: number): string {
-  const since = (iso: string | null) => (iso ? formatDuration(now - Date.parse(iso)) : "?");
-  const parts: string[] = [];
-  if (status.state === "running") parts.push(`pid ${status.pid}`, `up ${since(status.lastStartAt)}`);
-  if (status.state === "backing-off" && status.nextStartAt)
-    parts.push(`next start in ${formatDuration(Math.max(0, Date.parse(status.nextStartAt) - now))}`);
-  parts.push(`${status.restarts} restart${status.restarts === 1 ? "" : "s"}`);
-  if (status.lastExit) {
-    const { code, signal, at } = status.lastExit;
-    parts.push(`last exit: ${describeExit(code, signal)}, ${formatDuration(now - Date.parse(at))} ago`);
-  }
-  return `${status.state} (${parts.join(", ")})`;
-}
-
-function describeExit(code: number | null, signal: string | null): string {
-  return signal ? `signal ${signal}` : code !== null ? `code ${code}` : "status unknown";
-}
-
-export function formatDuration(ms: number): string {
-  const seconds = Math.floor(ms / 1000);
-  if (seconds < 60) return `${seconds}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ${seconds % 60}s`;
-  return `${Math.floor(seconds / 3600)}h ${Math.floor((seconds % 3600) / 60)}m`;
-}
-
 /** The pid of the supervisor running for `dir`, checked by its command line, not only its pid file. */
 export function runningSupervisor(dir: string): number | undefined {
   let pid: number;
@@ -232,9 +207,8 @@ export async function startSupervisor(
     // Ours, or another started at the same moment once ours has left: never two still starting.
     if (inCharge && (pid === child.pid || child.exitCode !== null)) return pid;
     if ((child.exitCode !== null && pid === undefined) || Date.now() > deadline) {
-      const tail = readFileSync(paths.log, "utf8").trimEnd().split("\n").slice(-10).join("\n");
       throw new ControlPlaneSetupError(
-        `the supervisor of ${dir} did not start. The end of ${paths.log}:\n${tail}`,
+        `the supervisor of ${dir} did not start. The end of ${paths.log}:\n${await tail(paths.log, 10)}`,
       );
     }
     await sleep(50);
