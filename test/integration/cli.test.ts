@@ -270,8 +270,21 @@ describe("stratus up, the printed commands, stratus down", () => {
       new RegExp(`operator: running \\(pid ${back.pid}, up [^,]+, 1 restart, last exit: signal SIGKILL`),
     );
     expect(status.stdout).toMatch(/apiserver: running \(pid \d+, up [^,]+, 0 restarts\)/);
+    const instancesOf = (script: string) => processesMentioning(home).filter((p) => p.includes(script));
     // Exactly one operator of this cloud: the supervisor started one, not a second.
-    expect(processesMentioning(home).filter((p) => p.includes("operator/main.ts"))).toHaveLength(1);
+    expect(instancesOf("operator/main.ts")).toHaveLength(1);
+
+    // The supervisor SIGKILLed: the components keep running unsupervised, and the next `stratus up`
+    // starts afresh without a second copy of anything.
+    process.kill(supervisorState().supervisorPid, "SIGKILL");
+    await waitFor("`stratus status` to see the supervisor gone", async () =>
+      (await stratus("status")).stdout.includes("supervisor: not running"),
+    );
+    const again = await stratus("up");
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain("stopping the components a stopped or killed supervisor left running");
+    for (const script of ["operator/main.ts", "apiserver/main.ts", "host-agent/main.ts", "supervisor.ts"])
+      expect(instancesOf(script), script).toHaveLength(1);
     const down = await stratus("down");
     expect(down.code, down.stderr).toBe(0);
     expect(processesMentioning(home)).toEqual([]);
