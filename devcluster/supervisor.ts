@@ -9,7 +9,9 @@
 // SIGKILLed supervisor (the cloud keeps serving); the next supervisor adopts the tagged processes
 // whose command line is still the one its spec asks for and stops any other tagged process.
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -103,10 +105,14 @@ export function initialStatus(): ComponentStatus {
 }
 
 /** Written to a temporary file and renamed: a reader, or a crash, never sees half a file. */
-export function writeJsonAtomically(path: string, value: unknown): void {
+function writeFileAtomically(path: string, text: string): void {
   const temporary = `${path}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(value, null, 2)}\n`);
+  writeFileSync(temporary, text);
   renameSync(temporary, path);
+}
+
+export function writeJsonAtomically(path: string, value: unknown): void {
+  writeFileAtomically(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function readJsonFile<T>(path: string): T | undefined {
@@ -387,30 +393,30 @@ function sameArgv(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((value, index) => value === b[index]);
 }
 
-/** Takes the pid file with an exclusive create; a stale one (its pid is no supervisor of dir) is replaced. */
-function claimPidFile(dir: string): boolean {
-  const { pidFile } = supervisorPaths(dir);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(pidFile, `${process.pid}\n`, { flag: "wx" });
-      return true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      if (runningSupervisor(dir) !== undefined) return false;
-      rmSync(pidFile, { force: true });
-    }
-  }
-  return false;
+/**
+ * One supervisor per directory: an abstract Unix socket named after it is bound by one process at
+ * most, and the kernel frees it when that process dies, even by SIGKILL, where a pid file goes stale.
+ */
+function holdSupervisorLock(dir: string): Promise<boolean> {
+  const name = `\0stratus-supervisor-${createHash("sha256").update(dir).digest("hex").slice(0, 40)}`;
+  return new Promise((resolve, reject) => {
+    const server = createServer((connection) => connection.destroy());
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      error.code === "EADDRINUSE" ? resolve(false) : reject(error),
+    );
+    server.listen(name, () => resolve(true));
+  });
 }
 
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { dir: { type: "string" } } });
   if (!values.dir) throw new Error("usage: supervisor.ts --dir=DIR (DIR/spec.json says what to run)");
   const dir = values.dir;
-  if (!claimPidFile(dir)) {
+  if (!(await holdSupervisorLock(dir))) {
     log(`a supervisor already runs for ${dir} (pid ${runningSupervisor(dir)}): leaving it in charge`);
     return;
   }
+  writeFileAtomically(supervisorPaths(dir).pidFile, `${process.pid}\n`);
   const spec = readJsonFile<SupervisorSpec>(supervisorPaths(dir).spec);
   if (!spec) throw new Error(`${supervisorPaths(dir).spec} is missing`);
   const supervisor = new Supervisor(dir, spec, readSupervisorState(dir));

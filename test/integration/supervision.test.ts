@@ -1,7 +1,7 @@
 // The supervisor of `stratus up`, run for real over tiny node scripts: a killed child comes back, a
 // crash-looping one backs off, stopping leaves nothing, and a SIGKILLed supervisor followed by a
 // new one never doubles a child.
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -56,6 +56,9 @@ describe("the supervisor of stratus up's processes", () => {
   });
 
   it("starts each child once and refuses a second supervisor", async () => {
+    // A stale pid file naming a live process that is no supervisor (this test's) is not obeyed.
+    writeFileSync(supervisorPaths(dir).pidFile, `${process.pid}\n`);
+    expect(runningSupervisor(dir)).toBeUndefined();
     const supervisor = await startSupervisor(dir, spec);
     await waitFor("the steady child to run", () => steady()?.state === "running");
     expect(instancesOf("steady")).toHaveLength(1);
