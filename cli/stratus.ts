@@ -13,10 +13,11 @@ import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
 import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
 import { CLOUD_PROCESSES, LocalCloud } from "../devcluster/cloud.ts";
-import { LocalControlPlane } from "../devcluster/controlplane.ts";
+import { COMPONENTS, LocalControlPlane } from "../devcluster/controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../devcluster/libvirt.ts";
 import { ensureDebianPackages, PACKAGE_LISTS } from "../devcluster/packages.ts";
 import { describeComponent } from "../devcluster/supervision-status.ts";
+import type { Supervision } from "../devcluster/supervisor.ts";
 import { ApiError, KubeClient, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { kubeConfigFrom } from "../runtime/config.ts";
 import { attachTerminal, ConsoleRefused, openConsole } from "./console.ts";
@@ -83,7 +84,8 @@ async function up(): Promise<void> {
   await ensureDebianPackages(progress);
   const existing = await LocalControlPlane.open(clusterDir()).catch(() => undefined);
   let controlPlane: LocalControlPlane;
-  if (existing && existing.running().length === 3) {
+  // Reused only while supervised: a control plane whose supervisor died is started again under one.
+  if (existing && existing.running().length === 3 && existing.supervision().supervisorPid !== undefined) {
     progress(`the control plane is already running at ${existing.server}`);
     controlPlane = existing;
   } else {
@@ -251,33 +253,41 @@ async function main(argv: string[]): Promise<void> {
 class UsageError extends Error {}
 
 async function printClusterStatus(controlPlane: LocalControlPlane): Promise<void> {
-  const running = controlPlane.running();
-  process.stdout.write(
-    `${clusterDir()}\n${["etcd", "kube-apiserver", "kube-controller-manager"]
-      .map(
-        (c) =>
-          `  ${c}: ${running.includes(c as never) ? `running (pid ${controlPlane.pid(c as never)})` : "stopped"}`,
-      )
-      .join("\n")}\n`,
+  const lines = processLines(COMPONENTS, controlPlane.supervision(), (name) =>
+    controlPlane.running().includes(name) ? controlPlane.pid(name) : undefined,
   );
+  process.stdout.write(`${[clusterDir(), ...lines].join("\n")}\n`);
 }
 
-/** The cloud's processes as their supervisor records them. */
 function printCloudProcesses(cloud: LocalCloud): void {
-  const { supervisorPid, components } = cloud.supervision();
+  const lines = processLines(CLOUD_PROCESSES, cloud.supervision(), (name) => cloud.pid(name));
+  lines.push(`  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}`);
+  process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+/** One line per process as its supervisor records it, or as it runs when no supervisor started it. */
+function processLines<Name extends string>(
+  names: readonly Name[],
+  supervision: Supervision<Name>,
+  runningPid: (name: Name) => number | undefined,
+): string[] {
   const now = Date.now();
-  const lines = [
+  const { supervisorPid, components } = supervision;
+  const orphans = names.some((name) => components[name]?.state === "running");
+  const supervisor =
     supervisorPid !== undefined
       ? `  supervisor: running (pid ${supervisorPid})`
-      : "  supervisor: not running (a component that exits stays down; `stratus up` starts them all again)",
-    ...CLOUD_PROCESSES.map((name) => {
+      : orphans
+        ? "  supervisor: not running (a process that exits stays down; `stratus up` starts them all again)"
+        : "  supervisor: stopped";
+  return [
+    ...(Object.keys(components).length > 0 ? [supervisor] : []),
+    ...names.map((name) => {
       const status = components[name];
-      const unsupervised = cloud.pid(name); // started by a `stratus up` older than the supervisor
-      return `  ${name}: ${status ? describeComponent(status, now) : unsupervised ? `running (pid ${unsupervised}, unsupervised)` : "stopped"}`;
+      const pid = runningPid(name); // without a record: started by an older `stratus` or a test
+      return `  ${name}: ${status ? describeComponent(status, now) : pid ? `running (pid ${pid}, unsupervised)` : "stopped"}`;
     }),
-    `  CloudStack API: ${cloud.apiEndpoint}  libvirt: ${cloud.libvirtUri}`,
   ];
-  process.stdout.write(`${lines.join("\n")}\n`);
 }
 
 /** Hosts and VMs at a glance, as the cloud's operators want them. */

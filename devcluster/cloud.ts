@@ -31,11 +31,11 @@ import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
 import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
 import { canRunQemu, ensureLibvirtDaemons, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
 import {
-  type ComponentStatus,
   DEFAULT_BACKOFF,
-  readSupervisorState,
+  readSupervision,
   runningSupervisor,
   type SupervisedCommand,
+  type Supervision,
   startSupervisor,
   stopSupervision,
   supervisedProcesses,
@@ -258,15 +258,8 @@ export class LocalCloud {
   }
 
   /** What the supervisor records per component; one whose process is gone shows as stopped. */
-  supervision(): {
-    supervisorPid: number | undefined;
-    components: Partial<Record<CloudProcess, ComponentStatus>>;
-  } {
-    const components = { ...readSupervisorState(this.supervisorDir)?.components };
-    for (const [name, status] of Object.entries(components))
-      if (status.pid !== null && !isStratusProcess(status.pid, name as CloudProcess))
-        components[name] = { ...status, state: "stopped", pid: null };
-    return { supervisorPid: runningSupervisor(this.supervisorDir), components };
+  supervision(): Supervision<CloudProcess> {
+    return readSupervision(this.supervisorDir, isStratusProcess);
   }
 
   private get supervisorDir(): string {

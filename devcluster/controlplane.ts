@@ -25,6 +25,16 @@ import {
   loadCertificateAuthority,
   type PemPair,
 } from "./pki.ts";
+import {
+  DEFAULT_BACKOFF,
+  readSupervision,
+  readSupervisorState,
+  runningSupervisor,
+  type Supervision,
+  startSupervisor,
+  stopSupervision,
+  supervisorPaths,
+} from "./supervisor.ts";
 
 export { isAlive };
 
@@ -86,10 +96,11 @@ export class LocalControlPlane {
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), "stratus-cp-")));
     await mkdir(dir, { recursive: true });
     let state = await readState(dir);
-    if (state && runningComponents(state).length > 0) {
+    if (state && runningComponents(dir, state).length > 0) {
+      const pids = livePids(dir, state);
       throw new ControlPlaneSetupError(
-        `A control plane is already running from ${dir} (pids ${runningComponents(state)
-          .map((c) => state?.pids[c])
+        `A control plane is already running from ${dir} (pids ${runningComponents(dir, state)
+          .map((c) => pids[c])
           .join(", ")}). Stop it first with \`stratus cluster stop\`.`,
       );
     }
@@ -151,7 +162,7 @@ export class LocalControlPlane {
   }
 
   pid(component: ComponentName): number | undefined {
-    return this.state.pids[component];
+    return livePids(this.dir, this.state)[component];
   }
 
   logPath(component: ComponentName): string {
@@ -159,7 +170,14 @@ export class LocalControlPlane {
   }
 
   running(): ComponentName[] {
-    return runningComponents(this.state);
+    return runningComponents(this.dir, this.state);
+  }
+
+  /** What its supervisor records, when detached (`stratus up`, `stratus cluster start`). */
+  supervision(): Supervision<ComponentName> {
+    return readSupervision(supervisorDir(this.dir), (pid, component) =>
+      isOurProcess(pid, this.state.binaries, component),
+    );
   }
 
   /**
@@ -174,6 +192,8 @@ export class LocalControlPlane {
 
   /** Starts the components that are not running, in dependency order, and waits until each is ready. */
   async startComponents(components: readonly ComponentName[] = COMPONENTS): Promise<void> {
+    if (this.detached && components.length === COMPONENTS.length && this.running().length === 0)
+      return this.startSupervised();
     for (const component of COMPONENTS) {
       if (!components.includes(component) || this.running().includes(component)) continue;
       this.progress(`starting ${component}`);
@@ -187,6 +207,12 @@ export class LocalControlPlane {
   /** Stops components (all by default), in reverse dependency order; their data stays. */
   async stopComponents(components: readonly ComponentName[] = COMPONENTS): Promise<void> {
     if (components.includes("kube-apiserver")) for (const replica of this.replicas) await replica.stop();
+    if (existsSync(supervisorDir(this.dir))) {
+      // Its supervisor would start one stopped alone again: the three stop together.
+      if (components.length !== COMPONENTS.length)
+        throw new ControlPlaneSetupError(`the control plane in ${this.dir} is supervised: stop it whole`);
+      await stopSupervision(supervisorDir(this.dir), 10_000);
+    }
     for (const component of [...COMPONENTS].reverse()) {
       if (!components.includes(component)) continue;
       const pid = this.state.pids[component];
@@ -351,6 +377,39 @@ export class LocalControlPlane {
     }
   }
 
+  /**
+   * Detached (`stratus up`, `stratus cluster start`): a supervisor runs the three and starts again
+   * any that exits. They start together: kube-apiserver waits for etcd as after any etcd restart.
+   */
+  private async startSupervised(): Promise<void> {
+    const components = COMPONENTS.map((component) => {
+      const [command, args] = this.commandLine(component);
+      return { name: component, command, args, cwd: this.dir, logPath: this.logPath(component) };
+    });
+    const dir = supervisorDir(this.dir);
+    await mkdir(dir, { recursive: true });
+    await rm(supervisorPaths(dir).state, { force: true }); // restarts count from this start
+    this.progress(`starting ${COMPONENTS.join(", ")} under a supervisor`);
+    const started = Date.now();
+    const supervisor = await startSupervisor(dir, {
+      components,
+      backoff: DEFAULT_BACKOFF,
+      stopGraceMs: 10_000,
+    });
+    for (const component of COMPONENTS) {
+      // A component may exit while another is not ready yet; the supervisor is what must live.
+      await this.waitUntil(
+        component,
+        () => runningSupervisor(dir),
+        this.logPath(component),
+        this.readinessProbe(component),
+      );
+      this.progress(
+        `${component} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (supervisor pid ${supervisor})`,
+      );
+    }
+  }
+
   private async spawnComponent(component: ComponentName): Promise<void> {
     const [command, args] = this.commandLine(component);
     const child = await launch(command, args, this.dir, this.logPath(component), component);
@@ -361,8 +420,13 @@ export class LocalControlPlane {
   }
 
   private async waitReady(component: ComponentName): Promise<void> {
+    const probe = this.readinessProbe(component);
+    await this.waitUntil(component, () => this.state.pids[component], this.logPath(component), probe);
+  }
+
+  private readinessProbe(component: ComponentName): () => Promise<boolean> {
     const { ports } = this.state;
-    const probe: () => Promise<boolean> = {
+    return {
       etcd: async () => {
         const response = await fetch(`http://127.0.0.1:${ports.etcdClient}/health`);
         return response.ok && ((await response.json()) as { health?: string }).health === "true";
@@ -376,7 +440,6 @@ export class LocalControlPlane {
         return true;
       },
     }[component];
-    await this.waitUntil(component, () => this.state.pids[component], this.logPath(component), probe);
   }
 
   /** Polls `probe` until it succeeds; fails at once, with the log's end, if the process died. */
@@ -525,11 +588,27 @@ async function readState(dir: string): Promise<State | undefined> {
   }
 }
 
-function runningComponents(state: State): ComponentName[] {
+function runningComponents(dir: string, state: State): ComponentName[] {
+  const pids = livePids(dir, state);
   return COMPONENTS.filter((component) => {
-    const pid = state.pids[component];
+    const pid = pids[component];
     return pid !== undefined && isOurProcess(pid, state.binaries, component);
   });
+}
+
+/** Where a detached control plane's supervisor keeps its spec, state and pid file. */
+const supervisorDir = (dir: string) => join(dir, "supervisor");
+
+/** The pids recorded at start, or, for a supervised control plane, those its supervisor runs now. */
+function livePids(dir: string, state: State): Partial<Record<ComponentName, number>> {
+  const supervised = readSupervisorState(supervisorDir(dir))?.components;
+  if (!supervised) return state.pids;
+  return Object.fromEntries(
+    COMPONENTS.flatMap((component) => {
+      const pid = supervised[component]?.pid;
+      return pid == null ? [] : [[component, pid]];
+    }),
+  );
 }
 
 /** A pid from an old state file may since belong to another program; check what it runs. */

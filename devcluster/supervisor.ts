@@ -128,6 +128,23 @@ export function readSupervisorState(dir: string): SupervisorState | undefined {
   return readJsonFile<SupervisorState>(supervisorPaths(dir).state);
 }
 
+export interface Supervision<Name extends string> {
+  supervisorPid: number | undefined;
+  components: Partial<Record<Name, ComponentStatus>>;
+}
+
+/** The recorded state, where a component whose process is gone (`isOurs` says) shows as stopped. */
+export function readSupervision<Name extends string>(
+  dir: string,
+  isOurs: (pid: number, name: Name) => boolean,
+): Supervision<Name> {
+  const components: Partial<Record<string, ComponentStatus>> = { ...readSupervisorState(dir)?.components };
+  for (const [name, status] of Object.entries(components))
+    if (status && status.pid !== null && !isOurs(status.pid, name as Name))
+      components[name] = { ...status, state: "stopped", pid: null };
+  return { supervisorPid: runningSupervisor(dir), components };
+}
+
 /** The pid of the supervisor running for `dir`, checked by its command line, not only its pid file. */
 export function runningSupervisor(dir: string): number | undefined {
   let pid: number;
