@@ -82,9 +82,10 @@ describe("stratus up, the printed commands, stratus down", () => {
       healthPorts: Record<string, number>;
     };
   const supervisorState = () => readSupervisorState(join(home, "cloud", "supervisor")) as SupervisorState;
+  const clusterSupervisorState = () =>
+    readSupervisorState(join(home, "cluster", "supervisor")) as SupervisorState;
   const clusterState = () =>
     JSON.parse(readFileSync(join(home, "cluster", "state.json"), "utf8")) as {
-      pids: Record<string, number>;
       ports: Record<string, number>;
     };
 
@@ -196,13 +197,12 @@ describe("stratus up, the printed commands, stratus down", () => {
     expect(status.stdout).toMatch(/supervisor: running \(pid \d+\)/);
     expect(status.stdout).toMatch(/hosts \(1\):\n {2}\S+ {2}zone=local {2}Ready/);
 
-    const { supervisorPid, components } = supervisorState();
-    const pids = [
-      ...Object.values(clusterState().pids),
-      supervisorPid,
-      ...Object.values(components).map((c) => c.pid as number),
-    ];
-    expect(pids).toHaveLength(7);
+    // Two supervisors (the control plane's and the cloud's) and the three processes each runs.
+    const pids = [supervisorState(), clusterSupervisorState()].flatMap((state) => [
+      state.supervisorPid,
+      ...Object.values(state.components).map((c) => c.pid as number),
+    ]);
+    expect(pids).toHaveLength(8);
     const ports = [
       Number(new URL(apiEndpoint).port),
       ...Object.values(healthPorts),
@@ -283,7 +283,7 @@ describe("stratus up, the printed commands, stratus down", () => {
     const again = await stratus("up");
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr).toContain("stopping the components a stopped or killed supervisor left running");
-    for (const script of ["operator/main.ts", "apiserver/main.ts", "host-agent/main.ts", "supervisor.ts"])
+    for (const script of ["operator/main.ts", "apiserver/main.ts", "host-agent/main.ts", "cloud/supervisor"])
       expect(instancesOf(script), script).toHaveLength(1);
     const down = await stratus("down");
     expect(down.code, down.stderr).toBe(0);

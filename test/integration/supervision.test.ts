@@ -5,8 +5,9 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isAlive } from "../../devcluster/controlplane.ts";
+import { CoreV1Api } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { COMPONENTS, isAlive, LocalControlPlane } from "../../devcluster/controlplane.ts";
 import {
   readSupervisorState,
   runningSupervisor,
@@ -150,6 +151,46 @@ describe("the supervisor of stratus up's processes", () => {
     await waitFor("the steady child to run", () => steady()?.state === "running");
     expect(supervisorsOf(dir)).toEqual([started[0]]);
     expect(instancesOf("steady")).toHaveLength(1);
+  });
+});
+
+describe("a detached control plane (stratus up's) under its supervisor", () => {
+  let controlPlane: LocalControlPlane;
+  beforeAll(async () => {
+    controlPlane = await LocalControlPlane.start({
+      binaries: inject("binaries"),
+      unsafeNoFsync: true,
+      detached: true,
+    });
+  });
+  afterAll(async () => {
+    await controlPlane?.stop();
+  });
+
+  it("brings back a SIGKILLed etcd, kube-apiserver and kube-controller-manager, and stops leaving none", async () => {
+    const namespaces = () => controlPlane.kubeConfig.makeApiClient(CoreV1Api).listNamespace();
+    expect(controlPlane.supervision().supervisorPid).toBeDefined();
+    const killed = COMPONENTS.map((component) => controlPlane.pid(component) as number);
+    for (const pid of killed) process.kill(pid, "SIGKILL");
+    await waitFor(
+      "each to run again",
+      () =>
+        COMPONENTS.every((component) => {
+          const status = controlPlane.supervision().components[component];
+          return (
+            status?.state === "running" && !killed.includes(status.pid as number) && status.restarts === 1
+          );
+        }),
+      { timeoutMs: 30_000 },
+    );
+    expect(controlPlane.running()).toEqual([...COMPONENTS]);
+    await waitFor("kube-apiserver to serve again", async () => (await namespaces()).items.length > 0);
+
+    const running = COMPONENTS.map((component) => controlPlane.pid(component) as number);
+    await controlPlane.stopComponents();
+    expect([...killed, ...running].filter(isAlive)).toEqual([]);
+    expect(controlPlane.supervision().supervisorPid).toBeUndefined();
+    expect(controlPlane.running()).toEqual([]);
   });
 });
 
