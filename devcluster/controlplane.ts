@@ -388,6 +388,7 @@ export class LocalControlPlane {
     });
     const dir = supervisorDir(this.dir);
     await mkdir(dir, { recursive: true });
+    await stopSupervision(dir, 10_000); // a supervisor whose every component is backing off
     await rm(supervisorPaths(dir).state, { force: true }); // restarts count from this start
     this.progress(`starting ${COMPONENTS.join(", ")} under a supervisor`);
     const started = Date.now();
