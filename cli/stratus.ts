@@ -39,7 +39,7 @@ Usage:
                                    build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl
   stratus cluster start            start the local control plane and print its kubeconfig path
   stratus cluster stop [--purge]   stop it (data kept unless --purge)
-  stratus cluster status           show which components run
+  stratus cluster status           show which components run, with their restarts
   stratus status                   the control plane; the cloud's processes (running or backing off, pid,
                                    uptime, restarts, last exit); hosts and VMs
   stratus cluster kubeconfig [--user NAME] [--group GROUP]...

@@ -1,6 +1,6 @@
-// The supervisor `stratus up` leaves behind: it runs each component of the local cloud and starts
-// again any that exits, with exponential backoff, recording what happened in a state file that
-// `stratus status` reads. Run as `node devcluster/supervisor.ts --dir=DIR`; DIR holds its spec,
+// The supervisors `stratus up` leaves behind (one for the control plane, one for the cloud): each runs
+// its components and starts again any that exits, with exponential backoff, recording what happened
+// in a state file that `stratus status` reads. Run as `node devcluster/supervisor.ts --dir=DIR`; DIR holds its spec,
 // state and pid file.
 //
 // A supervised process carries STRATUS_SUPERVISED=<dir>#<name> in its environment. That tag, not a
