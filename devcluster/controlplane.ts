@@ -2,8 +2,8 @@
 // the way envtest runs them, plus the controller manager (garbage collection, namespace deletion,
 // service-account tokens). Everything lives in one directory; the processes can be stopped and
 // started again on the same data, and stop() leaves no process, port or temporary directory.
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { createServer } from "node:net";
@@ -25,6 +25,7 @@ import {
   loadCertificateAuthority,
   type PemPair,
 } from "./pki.ts";
+import { launch, tail, terminate } from "./processes.ts";
 import {
   DEFAULT_BACKOFF,
   readSupervision,
@@ -36,7 +37,7 @@ import {
   supervisorPaths,
 } from "./supervisor.ts";
 
-export { isAlive };
+export { isAlive, launch, tail, terminate };
 
 export const COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
 export type ComponentName = (typeof COMPONENTS)[number];
@@ -547,33 +548,6 @@ async function isApiServerReady(server: string, caPem: string): Promise<boolean>
   return (await httpsGet(`${server}/readyz`, caPem)).status === 200;
 }
 
-/** Starts a control-plane binary in its own process group, output appended to its log. */
-export async function launch(
-  command: string,
-  args: string[],
-  cwd: string,
-  logPath: string,
-  what: string,
-  env?: NodeJS.ProcessEnv,
-): Promise<ChildProcess> {
-  const log = openSync(logPath, "a");
-  const child = spawn(command, args, {
-    cwd,
-    ...(env ? { env } : {}),
-    stdio: ["ignore", log, log],
-    // Its own process group: a Ctrl-C meant for a test run does not kill etcd under the API server.
-    detached: true,
-  });
-  closeSync(log);
-  await new Promise<void>((resolve, reject) => {
-    child.once("spawn", resolve);
-    child.once("error", (error) =>
-      reject(new ControlPlaneSetupError(`Cannot start ${what} (${command}): ${error.message}`)),
-    );
-  });
-  return child;
-}
-
 function optionalProgress(options: ControlPlaneOptions): { progress?: Progress } {
   return options.progress ? { progress: options.progress } : {};
 }
@@ -627,34 +601,6 @@ function isOurProcess(pid: number, binaries: ControlPlaneBinaries, component: Co
   }
 }
 
-export async function terminate(
-  pid: number,
-  child: ChildProcess | undefined,
-  graceMs = 10_000,
-): Promise<void> {
-  // A child known to have exited is never signalled: its pid may belong to another process now.
-  if (child && (child.exitCode !== null || child.signalCode !== null)) return;
-  if (!isAlive(pid)) return;
-  const exited =
-    child && child.exitCode === null && child.signalCode === null
-      ? new Promise((r) => child.once("exit", r))
-      : undefined;
-  try {
-    process.kill(pid, "SIGTERM");
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + graceMs;
-  while (isAlive(pid) && Date.now() < deadline) await sleep(50);
-  if (isAlive(pid)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {}
-  }
-  if (exited) await exited;
-  while (isAlive(pid)) await sleep(20);
-}
-
 /** A port the kernel just handed out on loopback; the small race before use is acceptable on one machine. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -684,14 +630,6 @@ export function httpsGet(url: string, caPem: string): Promise<{ status: number; 
     req.on("error", reject);
     req.end();
   });
-}
-
-export async function tail(path: string, lines: number): Promise<string> {
-  try {
-    return (await readFile(path, "utf8")).trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

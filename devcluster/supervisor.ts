@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isAlive } from "../runtime/process-alive.ts";
 import { ControlPlaneSetupError } from "./binaries.ts";
-import { launch, tail, terminate } from "./controlplane.ts";
+import { launch, tail, terminate } from "./processes.ts";
 import { describeExit, formatDuration } from "./supervision-status.ts";
 
 const SUPERVISOR_SCRIPT = fileURLToPath(import.meta.url);
