@@ -285,6 +285,7 @@ class SupervisedComponent {
       child = await launch(command, args, cwd, logPath, name, { ...process.env, ...env, ...tag });
     } catch (error) {
       this.appendToLog((error as Error).message);
+      this.status.lastStartAt = new Date().toISOString(); // a failed start was up for no time
       this.exited(null, null);
       return;
     }
