@@ -72,7 +72,7 @@ function usageOf(api: CloudStackApi, host: Host): HostUsage {
     cpu += offering?.spec.cpu ?? 0;
     memoryBytes += offering ? parseQuantity(offering.spec.memory) : 0n;
   }
-  return { host, cpu, memoryBytes, antiAffinityGroups: new Set() };
+  return { host, cpu, memoryBytes, groups: new Set() };
 }
 
 /** Migrations of the VM that compute admitted and that are not over. */
