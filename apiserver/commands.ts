@@ -12,7 +12,9 @@ import {
 import { parseQuantity } from "../crds/quantity.ts";
 import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
+import { AFFINITY_COMMANDS, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
+import { createDeployDataDisk } from "./deploy-disk.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
@@ -219,7 +221,9 @@ const vmCommands: Record<string, Command> = {
       const rootDiskSize = params.integer("rootdisksize");
       const userData = userDataParameter(call);
       const address = params.get("ipaddress");
-      const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
+      const affinityGroups = await requestedGroups(call, call.caller.account);
+      const dataDisk = await createDeployDataDisk(call, name, zone.metadata.name as string);
+      const created = call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
         kind: "VirtualMachine",
         metadata: {
@@ -235,6 +239,8 @@ const vmCommands: Record<string, Command> = {
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
           ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
+          ...(affinityGroups?.length ? { placement: { affinityGroups } } : {}),
+          ...(dataDisk ? { dataVolumes: [dataDisk.slot] } : {}),
           nics: networks.map((network, index) => ({
             name: `eth${index}`,
             network: network.metadata.name as string,
@@ -242,11 +248,16 @@ const vmCommands: Record<string, Command> = {
           })),
         },
       });
+      const vm = await created.catch(async (error: unknown) => {
+        await dataDisk?.remove().catch(() => {});
+        throw error;
+      });
       if (userData)
         await writeUserData(call, vm, userData).catch(async (error: unknown) => {
           await call.caller.client
             .delete(Resources.virtualMachines, name, call.caller.account)
             .catch(() => {});
+          await dataDisk?.remove().catch(() => {});
           throw error;
         });
       const job = await submitJob(call, "deployVirtualMachine", vm);
@@ -827,6 +838,7 @@ export const COMMANDS: Record<string, Command> = {
   ...accountCommands,
   ...lifecycleExtras,
   ...NETWORK_COMMANDS,
+  ...AFFINITY_COMMANDS,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,

@@ -5,6 +5,7 @@
 import { addressPlan } from "../crds/addressing.ts";
 import { displayState } from "../crds/display-state.ts";
 import type {
+  AffinityGroup,
   DiskOffering,
   IPAddress,
   Network,
@@ -19,6 +20,7 @@ import { isSharedPoolType } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
 import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-images.ts";
 import type { KubeObject } from "../runtime/client.ts";
+import { affinityGroupView } from "./affinity-views.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
 
 const MIB = 1024n * 1024n;
@@ -33,6 +35,7 @@ export interface Catalog {
   template(name: string): Template | undefined;
   network(namespace: string, name: string): Network | undefined;
   addresses(namespace: string, vm: string): IPAddress[];
+  affinityGroup(namespace: string, name: string): AffinityGroup | undefined;
 }
 
 const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
@@ -230,7 +233,10 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     created: formatDate(vm.metadata.creationTimestamp),
     nic: nics,
     securitygroup: [],
-    affinitygroup: [],
+    affinitygroup: (vm.spec.placement?.affinityGroups ?? []).flatMap((name) => {
+      const group = catalog.affinityGroup(namespace, name);
+      return group ? [affinityGroupView(group)] : [];
+    }),
     tags: tagsView(vm, "UserVm"),
   });
 }
