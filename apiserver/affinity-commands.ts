@@ -2,6 +2,9 @@
 // is a member when its spec.placement.affinityGroups names the group, and the scheduler keeps the
 // group's rule. As CloudStack: deleting a group takes it off its VMs first; a VM's groups change
 // only while it is stopped; another account's group answers as an unknown id.
+
+import { affinityOf, groupsOf } from "../controllers/scheduler/host-usage.ts";
+import { affinityReason, anchoredGroups } from "../controllers/scheduler/placement.ts";
 import { displayState } from "../crds/display-state.ts";
 import {
   AFFINITY_TYPES,
@@ -110,6 +113,39 @@ async function groupToDelete(call: Call): Promise<AffinityGroup> {
   const group = api.affinityGroup(call.caller.account, name);
   if (!group) throw new ApiError(ERROR.PARAM, `Unable to find affinity group ${name}`);
   return group;
+}
+
+/**
+ * A stopped VM keeps its host (its disks may be there): new groups whose rule that host breaks
+ * would be ignored at the next start, so they are refused now, saying which host and group.
+ */
+function refuseConflictOnHost(api: CloudStackApi, vm: VirtualMachine, groups: string[]): void {
+  const host = vm.status?.host;
+  if (!host) return;
+  const named = { ...vm, spec: { ...vm.spec, placement: { ...vm.spec.placement, affinityGroups: groups } } };
+  const affinity = affinityOf(
+    named,
+    (name) => api.affinityGroup(vm.metadata.namespace as string, name)?.spec.type,
+  );
+  const demand = { zone: vm.spec.zone, cpu: 0, memoryBytes: 0n, hostTags: [], ...affinity };
+  const groupsByHost = new Map<string, Set<string>>();
+  for (const other of api.vms.list()) {
+    const at = other.status?.host;
+    if (!at || other.metadata.uid === vm.metadata.uid) continue;
+    const set = groupsByHost.get(at) ?? new Set<string>();
+    for (const group of groupsOf(other)) set.add(group);
+    groupsByHost.set(at, set);
+  }
+  const anchored = anchoredGroups(
+    demand,
+    [...groupsByHost.values()].map((set) => ({ groups: set })),
+  );
+  const reason = affinityReason(demand, groupsByHost.get(host) ?? new Set(), anchored);
+  if (reason)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Unable to update affinity groups of the virtual machine ${vm.metadata.name}: it stays on host ${host} while stopped, which its new groups refuse (${reason})`,
+    );
 }
 
 /** `account`/`projectid` name where to act; Stratus acts only in the caller's own account. */
@@ -231,6 +267,7 @@ export const AFFINITY_COMMANDS: Record<string, Command> = {
           ERROR.PARAM,
           `Unable update affinity groups of the virtual machine ${vm.metadata.name} in state ${state}; make sure the virtual machine is stopped and not in an error state before updating.`,
         );
+      refuseConflictOnHost(call.api, vm, groups);
       await setGroups(call, vm, () => groups);
       const job = await submitJob(call, "updateVMAffinityGroup", vm, { [WANTED_GROUPS]: groups.join(",") });
       return { jobid: job.metadata.uid as string };

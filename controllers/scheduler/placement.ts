@@ -58,9 +58,23 @@ export const AFFINITY_REASON = "not the host of its affinity group";
  * The VM's host affinity groups that already have a member on some host: the VM may go only there.
  * Read across all hosts, not one, so place() computes it once.
  */
-export function anchoredGroups(demand: Demand, hosts: readonly HostUsage[]): ReadonlySet<string> {
+export function anchoredGroups(
+  demand: Demand,
+  hosts: readonly Pick<HostUsage, "groups">[],
+): ReadonlySet<string> {
   const wanted = demand.affinityGroups ?? [];
   return new Set(wanted.filter((group) => hosts.some((usage) => usage.groups.has(group))));
+}
+
+/** Why the VM's groups keep it off a host whose VMs are in `groups`, or undefined. */
+export function affinityReason(
+  demand: Demand,
+  groups: ReadonlySet<string>,
+  anchored: ReadonlySet<string>,
+): string | undefined {
+  if (demand.antiAffinityGroups?.some((group) => groups.has(group))) return "anti-affinity";
+  for (const group of anchored) if (!groups.has(group)) return AFFINITY_REASON;
+  return undefined;
 }
 
 /** Why the host cannot take the VM, or undefined when it can. */
@@ -81,8 +95,8 @@ export function unfitReason(
   if (host.spec.degraded) return "declared degraded";
   const tags = new Set(host.spec.tags ?? []);
   if (demand.hostTags.some((tag) => !tags.has(tag))) return "missing host tags";
-  if (demand.antiAffinityGroups?.some((group) => usage.groups.has(group))) return "anti-affinity";
-  for (const group of anchored) if (!usage.groups.has(group)) return AFFINITY_REASON;
+  const affinity = affinityReason(demand, usage.groups, anchored);
+  if (affinity) return affinity;
   const capacity = allocatable(host);
   if (usage.cpu + demand.cpu > capacity.cpu) return "insufficient CPU";
   if (usage.memoryBytes + demand.memoryBytes > capacity.memoryBytes) return "insufficient memory";

@@ -124,7 +124,7 @@ export async function makeAccount(
     rules: [
       {
         apiGroups: ["stratus.io"],
-        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
+        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs", "affinitygroups"],
         verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
       },
     ],
