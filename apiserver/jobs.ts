@@ -302,6 +302,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.hosts, (host) => byTarget(host.metadata.uid as string))
       .watch(api.templates, (template) => byTarget(template.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
+      .watch(api.affinityGroups, (group) => byTarget(group.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the
       // VM it is attached to (a migration with its volumes), and those of its snapshots (a revert
       // ends when the volume reports it).
