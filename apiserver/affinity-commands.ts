@@ -13,12 +13,12 @@ import {
   Resources,
   type VirtualMachine,
 } from "../crds/index.ts";
-import { isAlreadyExists, isConflict, isNotFound } from "../runtime/client.ts";
+import { isAlreadyExists, isNotFound } from "../runtime/client.ts";
 import { affinityGroupView } from "./affinity-views.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { jobObject, submitJob } from "./jobs.ts";
-import { filtered, namespaced, ownedById, ownedByUid, page } from "./listing.ts";
+import { filtered, namespaced, ownedById, ownedByUid, page, patchFromCurrent } from "./listing.ts";
 import { DNS_LABEL } from "./params.ts";
 import { virtualMachineView } from "./views.ts";
 
@@ -78,26 +78,13 @@ export async function requestedGroups(call: Call, account: string): Promise<stri
   return [...new Set(groups.map((g) => g.metadata.name as string))];
 }
 
-/** Sets the VM's groups from its current version, retried when someone else changed it meanwhile. */
+/** Sets the VM's groups from its current version; a VM deleted meanwhile has none to change. */
 async function setGroups(call: Call, vm: VirtualMachine, change: (current: string[]) => string[]) {
-  const { name, namespace } = vm.metadata;
-  for (let attempt = 0; ; attempt++) {
-    const current = await call.caller.client.get<VirtualMachine>(
-      Resources.virtualMachines,
-      name as string,
-      namespace,
-    );
-    try {
-      await call.caller.client.mergePatch(Resources.virtualMachines, name as string, namespace, {
-        metadata: { resourceVersion: current.metadata.resourceVersion },
-        spec: { placement: { affinityGroups: change(current.spec.placement?.affinityGroups ?? []) } },
-      });
-      return;
-    } catch (error) {
-      if (isNotFound(error)) return;
-      if (!isConflict(error) || attempt >= 4) throw error;
-    }
-  }
+  await patchFromCurrent(call, Resources.virtualMachines, vm, (current) => ({
+    spec: { placement: { affinityGroups: change(current.spec.placement?.affinityGroups ?? []) } },
+  })).catch((error: unknown) => {
+    if (!isNotFound(error)) throw error;
+  });
 }
 
 /** The group deleteAffinityGroup means: by id anywhere the caller reaches, or by name in its account. */

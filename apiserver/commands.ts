@@ -10,7 +10,7 @@ import {
   type VolumeSnapshot,
 } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { AFFINITY_COMMANDS, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
@@ -18,7 +18,16 @@ import { createDeployDataDisk } from "./deploy-disk.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
-import { byId, filtered, namespaced, ownedById, ownedByUid, page, requireClusterRead } from "./listing.ts";
+import {
+  byId,
+  filtered,
+  namespaced,
+  ownedById,
+  ownedByUid,
+  page,
+  patchFromCurrent,
+  requireClusterRead,
+} from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { DNS_LABEL } from "./params.ts";
@@ -362,30 +371,12 @@ type Slots = NonNullable<VirtualMachine["spec"]["dataVolumes"]>;
 
 /**
  * Changes a VM's dataVolumes from its current version, guarded by its resourceVersion (two
- * attaches at once must not drop one), retried when someone else changed the VM meanwhile.
+ * attaches at once must not drop one).
  */
-async function updateDataVolumes(
-  call: Call,
-  vm: VirtualMachine,
-  change: (slots: Slots) => Slots,
-): Promise<void> {
-  const { name, namespace } = vm.metadata;
-  for (let attempt = 0; ; attempt++) {
-    const current = await call.caller.client.get<VirtualMachine>(
-      Resources.virtualMachines,
-      name as string,
-      namespace,
-    );
-    try {
-      await call.caller.client.mergePatch(Resources.virtualMachines, name as string, namespace, {
-        metadata: { resourceVersion: current.metadata.resourceVersion },
-        spec: { dataVolumes: change(current.spec.dataVolumes ?? []) },
-      });
-      return;
-    } catch (error) {
-      if (!isConflict(error) || attempt >= 4) throw error;
-    }
-  }
+function updateDataVolumes(call: Call, vm: VirtualMachine, change: (slots: Slots) => Slots): Promise<void> {
+  return patchFromCurrent(call, Resources.virtualMachines, vm, (current) => ({
+    spec: { dataVolumes: change(current.spec.dataVolumes ?? []) },
+  }));
 }
 
 /** The volume commands: a CloudStack volume is a Volume; attaching is a VM's dataVolumes entry. */
