@@ -17,9 +17,10 @@ import {
   makeAccount,
   cs as runCs,
   signedRequest,
+  jobOf as submitAndWait,
 } from "./cloudstack-accounts.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
-import { serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `aff-zone-${suffix}`;
@@ -46,30 +47,21 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
   }
   /** An async command submitted by hand, polled to its end: the job's body. */
   async function jobOf(account: Account, params: Record<string, string>): Promise<Row> {
-    const submitted = await signedRequest(endpoint, account, params);
-    const body = submitted.body[`${(params.command as string).toLowerCase()}response`] as Row;
-    expect(submitted.status, JSON.stringify(body)).toBe(200);
-    return waitFor(
-      `job of ${params.command}`,
-      async () => {
-        const polled = await signedRequest(endpoint, account, {
-          command: "queryAsyncJobResult",
-          jobid: body.jobid as string,
-        });
-        const job = polled.body.queryasyncjobresultresponse as Row;
-        return job.jobstatus === 0 ? undefined : job;
-      },
-      { timeoutMs: 90_000, intervalMs: 500 },
-    );
+    const { status, body, job } = await submitAndWait(endpoint, account, params);
+    expect(status, JSON.stringify(body)).toBe(200);
+    return job as Row;
   }
+  const deployParams = (name: string, extra: Record<string, string> = {}) => ({
+    command: "deployVirtualMachine",
+    serviceofferingid: ids.small,
+    templateid: ids.template,
+    zoneid: ids.zone,
+    name,
+    ...extra,
+  });
   async function deploy(account: Account, name: string, extra: Record<string, string> = {}): Promise<Row> {
-    const deployed = await cs(account, "deployVirtualMachine", {
-      serviceofferingid: ids.small,
-      templateid: ids.template,
-      zoneid: ids.zone,
-      name,
-      ...extra,
-    });
+    const { command, ...params } = deployParams(name, extra);
+    const deployed = await cs(account, command, params);
     expect(deployed.stderr, deployed.stdout).toBe("");
     return deployed.json.virtualmachine as Row;
   }
@@ -178,14 +170,7 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
     ]);
     expect(new Set([first?.hostname, second?.hostname])).toEqual(new Set(HOSTS));
     expect(groupNames(first as Row)).toEqual(["spread"]);
-    const third = await jobOf(alice, {
-      command: "deployVirtualMachine",
-      serviceofferingid: ids.small,
-      templateid: ids.template,
-      zoneid: ids.zone,
-      name: "web-3",
-      affinitygroupnames: "spread",
-    });
+    const third = await jobOf(alice, deployParams("web-3", { affinitygroupnames: "spread" }));
     expect(third).toMatchObject({ jobstatus: 2, jobresultcode: 533 });
     expect(String((third.jobresult as Row).errortext)).toMatch(/0\/2 hosts: 2 anti-affinity/);
     const failed = (await vmNamed(alice, "web-3")).id as string;
@@ -271,16 +256,10 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
       status: 431,
       errortext: unknown("id", ids.spread),
     });
-    expect(
-      await refusal(bob, {
-        command: "deployVirtualMachine",
-        serviceofferingid: ids.small,
-        templateid: ids.template,
-        zoneid: ids.zone,
-        name: "intruder",
-        affinitygroupids: ids.together,
-      }),
-    ).toMatchObject({ status: 431, errortext: unknown("affinitygroupids", ids.together) });
+    expect(await refusal(bob, deployParams("intruder", { affinitygroupids: ids.together }))).toMatchObject({
+      status: 431,
+      errortext: unknown("affinitygroupids", ids.together),
+    });
     expect(await refusal(bob, { command: "deleteAffinityGroup", name: "spread" })).toMatchObject({
       status: 431,
       errortext: "Unable to find affinity group spread",
@@ -332,16 +311,7 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
         },
       ],
     });
-    expect(
-      await refusal(bob, {
-        command: "deployVirtualMachine",
-        serviceofferingid: ids.small,
-        templateid: ids.template,
-        zoneid: ids.zone,
-        name: "no-size",
-        diskofferingid: ids.custom,
-      }),
-    ).toMatchObject({
+    expect(await refusal(bob, deployParams("no-size", { diskofferingid: ids.custom }))).toMatchObject({
       status: 431,
       errortext: expect.stringMatching(/customized: .*needs the data disk's size/),
     });
