@@ -293,6 +293,7 @@ export function computeComponent(
         offerings,
         diskOffering,
         usage,
+        affinityGroupType: (key) => affinityGroups.get(key)?.spec.type,
         maxPerHost: maxMigrationsPerHost,
       });
       return [controller, migrating];

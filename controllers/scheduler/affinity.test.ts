@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import type { Host, ServiceOffering, VirtualMachine } from "../../crds/index.ts";
 import type { Informer } from "../../runtime/informer.ts";
+import { judgeTargets, type MigrationInput } from "../compute/migration-decision.ts";
 import { host, input, summary, usage, vm } from "../compute/orchestration.fixtures.ts";
 import { decideOrchestration } from "../compute/orchestration.ts";
 import { affinityOf, HostUsageCache } from "./host-usage.ts";
@@ -146,5 +147,71 @@ describe("concurrent placements of one group", () => {
     const first = decide(member("db-1", ["db"]), "host affinity");
     const second = decide(member("db-2", ["db"]), "host affinity");
     expect(second.host).toBe(first.host);
+  });
+});
+
+describe("live migration targets", () => {
+  const migratable = (name: string, groups: string[] = []) => {
+    const h = host(name);
+    h.status = {
+      ...h.status,
+      hypervisor: { type: "QEMU", version: "9", libvirtVersion: "9", uri: "qemu:///system" },
+    };
+    h.status.migrationUri = `qemu+tcp://${name}/system`;
+    return withGroups(h, 0, groups);
+  };
+  const targets = (demand: Demand, hosts: HostUsage[]) =>
+    judgeTargets(
+      {
+        demand,
+        hosts,
+        storage: { volumes: [], pools: [], poolsByName: new Map() },
+        activeOn: () => 0,
+        maxPerHost: 2,
+      } as unknown as MigrationInput,
+      "h1",
+    ).map((t) => [t.host, t.reason ?? "fits"]);
+
+  it("keeps the VM's groups: not beside another member of its anti-affinity group, only to its affinity group's host", () => {
+    // The moving VM itself is left out of the usages (usageOf's exceptVm), as compute and the API build them.
+    const hosts = [
+      migratable("h1"),
+      migratable("h2", ["a/web"]),
+      migratable("h3", ["a/db"]),
+      migratable("h4"),
+    ];
+    expect(targets({ ...small, antiAffinityGroups: ["a/web"] }, hosts)).toEqual([
+      ["h3", "fits"],
+      ["h4", "fits"],
+      ["h2", "anti-affinity"],
+    ]);
+    expect(targets({ ...small, affinityGroups: ["a/db"] }, hosts)).toEqual([
+      ["h3", "fits"],
+      ["h2", AFFINITY_REASON],
+      ["h4", AFFINITY_REASON],
+    ]);
+    // Alone in its affinity group (no other member anywhere), the VM may go to any host.
+    expect(targets({ ...small, affinityGroups: ["a/solo"] }, hosts).every(([, why]) => why === "fits")).toBe(
+      true,
+    );
+  });
+
+  it("leaves the moving VM out of its host's usage", () => {
+    const alone = {
+      ...vm({ placement: { affinityGroups: ["solo"] } }),
+      status: { host: "h1" },
+    } as VirtualMachine;
+    const offering: ServiceOffering = {
+      apiVersion: "stratus.io/v1alpha1",
+      kind: "ServiceOffering",
+      metadata: { name: "small" },
+      spec: { cpu: 1, memory: "1Gi" },
+    };
+    const cache = new HostUsageCache(
+      cacheOf<VirtualMachine>([alone], (v) => v.status?.host),
+      cacheOf([offering]),
+    );
+    expect([...cache.usageOf(host("h1")).groups]).toEqual(["a/solo"]);
+    expect(cache.usageOf(host("h1"), "a/web")).toMatchObject({ cpu: 0, groups: new Set() });
   });
 });

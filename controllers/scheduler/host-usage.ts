@@ -120,7 +120,8 @@ export class HostUsageCache {
     this.assumed.delete(vmKey);
   }
 
-  usageOf(host: Host): HostUsage {
+  /** What the host carries, but `exceptVm` (a key): a VM that moves is not bound by itself. */
+  usageOf(host: Host, exceptVm?: string): HostUsage {
     const name = host.metadata.name as string;
     const usage = { host, cpu: 0, memoryBytes: 0n, groups: new Set<string>() };
     const add = (cpu: number, memoryBytes: bigint, groups: readonly string[]) => {
@@ -130,7 +131,7 @@ export class HostUsageCache {
     };
     for (const vm of this.vms.byIndex("host", name)) {
       // A VM this process is moving counts on its new host only.
-      if (this.assumed.has(objectKey(vm))) continue;
+      if (this.assumed.has(objectKey(vm)) || objectKey(vm) === exceptVm) continue;
       const offering = this.offerings.get(vm.spec.serviceOffering);
       add(offering?.spec.cpu ?? 0, offering ? parseQuantity(offering.spec.memory) : 0n, groupsOf(vm));
     }
