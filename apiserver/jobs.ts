@@ -211,7 +211,11 @@ function failure(vm: VirtualMachine): Outcome {
   const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];
   if (failedDeploy !== undefined) return { error: { code: ERROR.INSUFFICIENT_CAPACITY, text: failedDeploy } };
   const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
-  if (scheduled?.status === "False" && scheduled.reason === "Unschedulable")
+  // A group deleted while its VM waited to be placed keeps it off every host, as no room does.
+  if (
+    scheduled?.status === "False" &&
+    (scheduled.reason === "Unschedulable" || scheduled.reason === "AffinityGroupNotFound")
+  )
     return {
       error: {
         code: ERROR.INSUFFICIENT_CAPACITY,
