@@ -2,7 +2,8 @@
 // operator and two simulated hosts: each command, where the VMs land (apart for host
 // anti-affinity, together for host affinity, also when deployed at once), a deploy no host fits
 // failing with the group's reason, another account's group answering as an unknown id (431), the
-// bad input CloudStack refuses, and a data disk made and attached from deploy's diskofferingid.
+// bad input CloudStack refuses, a data disk made and attached from deploy's diskofferingid, and
+// 5,000 fuzzed requests answered with CloudStack's codes.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -315,5 +316,73 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
       status: 431,
       errortext: expect.stringMatching(/customized: .*needs the data disk's size/),
     });
+  });
+
+  it("answers 5,000 fuzzed affinity requests with CloudStack's own codes, never a 5xx of its own", async () => {
+    const withDisk = (await vmNamed(bob, "with-disk")).id as string;
+    const values = [
+      "",
+      "x",
+      "-1",
+      "Web Servers",
+      "host affinity",
+      "host anti-affinity",
+      "%00",
+      "a".repeat(300),
+      "true",
+      "0",
+      randomBytes(16)
+        .toString("hex")
+        .replace(/^(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-"),
+      ids.spread,
+      ids.together,
+      withDisk,
+      `${ids.together},${withDisk}`,
+    ];
+    const commands = [
+      "createAffinityGroup",
+      "listAffinityGroups",
+      "deleteAffinityGroup",
+      "updateVMAffinityGroup",
+      "listAffinityGroupTypes",
+    ];
+    const parameters = [
+      "id",
+      "name",
+      "type",
+      "description",
+      "virtualmachineid",
+      "affinitygroupids",
+      "affinitygroupnames",
+      "keyword",
+      "page",
+      "pagesize",
+      "account",
+    ];
+    let seed = 16;
+    const pick = <T>(list: readonly T[]): T => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return list[seed % list.length] as T;
+    };
+    const allowed = new Set([200, 430, 431, 432, 531, 533, 536]);
+    const seen = new Map<number, number>();
+    let sent = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (sent < 5_000) {
+          sent++;
+          const params: Record<string, string> = { command: pick(commands) };
+          for (let n = pick([0, 1, 2, 3, 4]); n > 0; n--) params[pick(parameters)] = pick(values);
+          const response = await signedRequest(endpoint, bob, params);
+          seen.set(response.status, (seen.get(response.status) ?? 0) + 1);
+          if (!allowed.has(response.status))
+            expect.fail(
+              `${JSON.stringify(params)} answered ${response.status}: ${JSON.stringify(response.body)}`,
+            );
+        }
+      }),
+    );
+    expect(seen.get(200)).toBeGreaterThan(0);
+    expect(seen.get(431)).toBeGreaterThan(0);
   });
 });
