@@ -38,6 +38,21 @@ function groupAnswer(api: CloudStackApi, group: AffinityGroup): Json {
   );
 }
 
+/** listVirtualMachines' `affinitygroupid`: the group's members only (431 for an unknown or foreign id). */
+export async function groupMembersFilter(call: Call): Promise<(vm: VirtualMachine) => boolean> {
+  const id = call.params.uuid("affinitygroupid");
+  if (!id) return () => true;
+  const group = await ownedByUid(
+    call,
+    call.api.affinityGroups,
+    Resources.affinityGroups,
+    "affinitygroupid",
+    id,
+  );
+  const members = new Set(membersOf(call.api, group).map((vm) => vm.metadata.uid));
+  return (vm) => members.has(vm.metadata.uid);
+}
+
 /**
  * The groups `affinitygroupids` or `affinitygroupnames` name, all in `account` (the VM's), as
  * deployVirtualMachine and updateVMAffinityGroup take them; undefined when neither is given.

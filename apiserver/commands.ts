@@ -12,7 +12,7 @@ import {
 import { parseQuantity } from "../crds/quantity.ts";
 import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
-import { AFFINITY_COMMANDS, requestedGroups } from "./affinity-commands.ts";
+import { AFFINITY_COMMANDS, groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { createDeployDataDisk } from "./deploy-disk.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
@@ -196,11 +196,13 @@ const vmCommands: Record<string, Command> = {
     async handler(call) {
       const state = call.params.get("state")?.toLowerCase();
       const zoneId = call.params.uuid("zoneid");
+      const members = await groupMembersFilter(call);
       const vms = filtered(
         call,
         await namespaced(call, call.api.vms, Resources.virtualMachines),
         (vm) => vm.spec.displayName,
       )
+        .filter(members)
         .map((vm) => vmView(call.api, vm) as Record<string, Json>)
         .filter((vm) => !state || String(vm.state).toLowerCase() === state)
         .filter((vm) => !zoneId || vm.zoneid === zoneId);

@@ -255,6 +255,14 @@ function deviceId(volume: Volume, vm: VirtualMachine | undefined): number {
   return index >= 0 ? index + 1 : 1;
 }
 
+function rootOffering(vm: VirtualMachine, catalog: Catalog) {
+  const offering = catalog.serviceOffering(vm.spec.serviceOffering);
+  return {
+    serviceofferingid: offering ? uid(offering) : undefined,
+    serviceofferingname: vm.spec.serviceOffering,
+  };
+}
+
 export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine | undefined): Json {
   const zone = catalog.zone(volume.spec.zone);
   const size = volume.status?.capacity ?? volume.spec.size;
@@ -283,6 +291,8 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
     deviceid: attached ? device : undefined,
     diskofferingid: diskOffering ? uid(diskOffering) : undefined,
     diskofferingname: volume.spec.diskOffering,
+    // As CloudStack, a ROOT volume names its VM's service offering.
+    ...(volume.spec.type === "ROOT" && vm ? rootOffering(vm, catalog) : {}),
     storage: volume.status?.pool,
     storageid: pool ? uid(pool) : undefined,
     storagetype: volume.status?.poolType

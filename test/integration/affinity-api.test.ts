@@ -203,6 +203,8 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
     expect(await names({ type: "host affinity" })).toEqual(["together"]);
     expect(await names({ virtualmachineid: web1 })).toEqual(["spread"]);
     expect(await names({ keyword: "toge" })).toEqual(["together"]);
+    const listedVms = (await cs(alice, "listVirtualMachines", { affinitygroupid: ids.spread })).json;
+    expect(((listedVms.virtualmachine as Row[]) ?? []).map((v) => v.name).sort()).toEqual(["web-1", "web-2"]);
     const second = (await cs(alice, "listAffinityGroups", { page: "2", pagesize: "1" })).json;
     expect(second).toMatchObject({ count: 2, affinitygroup: [{ name: "together" }] });
   });
@@ -309,6 +311,18 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
           virtualmachineid: vm.id,
           deviceid: 1,
           size: 2 * 1024 ** 3,
+        },
+      ],
+    });
+    const root = (await cs(bob, "listVolumes", { virtualmachineid: vm.id as string, type: "ROOT" })).json;
+    expect(root).toMatchObject({
+      count: 1,
+      volume: [
+        {
+          type: "ROOT",
+          deviceid: 0,
+          serviceofferingid: ids.small,
+          serviceofferingname: `aff-small-${suffix}`,
         },
       ],
     });
