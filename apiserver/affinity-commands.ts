@@ -119,7 +119,7 @@ async function groupToDelete(call: Call): Promise<AffinityGroup> {
 
 /**
  * A stopped VM keeps its host (its disks may be there): new groups whose rule that host breaks
- * would be ignored at the next start, so they are refused now, saying which host and group.
+ * would be ignored at the next start, so they are refused now, saying which host and why.
  */
 function refuseConflictOnHost(api: CloudStackApi, vm: VirtualMachine, groups: string[]): void {
   const host = vm.status?.host;
