@@ -16,7 +16,7 @@ import {
 import { isAlreadyExists, isNotFound } from "../runtime/client.ts";
 import { affinityGroupView } from "./affinity-views.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
-import { ApiError, ERROR, type Json } from "./envelope.ts";
+import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { jobObject, submitJob } from "./jobs.ts";
 import { filtered, namespaced, ownedById, ownedByUid, page, patchFromCurrent } from "./listing.ts";
 import { DNS_LABEL } from "./params.ts";
@@ -150,16 +150,19 @@ function refuseConflictOnHost(api: CloudStackApi, vm: VirtualMachine, groups: st
     );
 }
 
-/** `account`/`projectid` name where to act; Stratus acts only in the caller's own account. */
+/**
+ * `account` names where to act: Stratus makes a group only in the caller's own account. There are
+ * no projects, so any `projectid` is an unknown id; every account is in the one ROOT domain.
+ */
 function refuseOtherAccount(call: Call): void {
-  for (const parameter of ["account", "projectid", "domainid"]) {
-    const value = call.params.get(parameter);
-    if (value !== undefined && value !== call.caller.account)
-      throw new ApiError(
-        ERROR.PARAM,
-        `Parameter ${parameter} is not supported: affinity groups are made in the caller's account (${call.caller.account})`,
-      );
-  }
+  const account = call.params.get("account");
+  if (account !== undefined && account !== call.caller.account)
+    throw new ApiError(
+      ERROR.PARAM,
+      `Parameter account is not supported: affinity groups are made in the caller's account (${call.caller.account})`,
+    );
+  const project = call.params.get("projectid");
+  if (project) throw entityNotFound("projectid", project);
 }
 
 export const AFFINITY_COMMANDS: Record<string, Command> = {

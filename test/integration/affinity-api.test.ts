@@ -162,6 +162,10 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
       errortext: expect.stringMatching(/due to missing parameter name/),
     });
     expect(await create({ name: "Web Servers", type: "host affinity" })).toMatchObject({ status: 431 });
+    expect(await create({ name: "elsewhere", type: "host affinity", account: bob.namespace })).toMatchObject({
+      status: 431,
+      errortext: expect.stringMatching(/affinity groups are made in the caller's account/),
+    });
   });
 
   it("puts the VMs of an anti-affinity group deployed at once on different hosts, and fails a third with 533", async () => {
