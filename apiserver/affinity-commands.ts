@@ -105,6 +105,7 @@ async function setGroups(call: Call, vm: VirtualMachine, change: (current: strin
 /** The group deleteAffinityGroup means: by id anywhere the caller reaches, or by name in its account. */
 async function groupToDelete(call: Call): Promise<AffinityGroup> {
   const { params, api } = call;
+  refuseOtherAccount(call);
   if (params.get("id") !== undefined) return ownedById(call, api.affinityGroups, Resources.affinityGroups);
   const name = params.get("name");
   if (!name)
@@ -151,8 +152,8 @@ function refuseConflictOnHost(api: CloudStackApi, vm: VirtualMachine, groups: st
 }
 
 /**
- * `account` names where to act: Stratus makes a group only in the caller's own account. There are
- * no projects, so any `projectid` is an unknown id; every account is in the one ROOT domain.
+ * `account` names where to act: Stratus makes (or finds by name) a group only in the caller's own
+ * account. There are no projects, so any `projectid` is an unknown id; all is in the ROOT domain.
  */
 function refuseOtherAccount(call: Call): void {
   const account = call.params.get("account");
