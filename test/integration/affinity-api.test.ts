@@ -281,6 +281,10 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
       status: 431,
       errortext: "Either the affinity group Id or group name must be specified to delete the group",
     });
+    // Naming another account is refused, not read as the caller's own group of that name.
+    expect(
+      await refusal(alice, { command: "deleteAffinityGroup", name: "spread", account: bob.namespace }),
+    ).toMatchObject({ status: 431 });
     expect((await cs(alice, "deleteAffinityGroup", { name: "spread" })).json).toEqual({ success: true });
     for (const name of ["web-1", "web-2"])
       expect(groupNames(await vmNamed(alice, name))).not.toContain("spread");
