@@ -40,6 +40,8 @@ const ORCHESTRATION = [
   "test/integration/live-migration.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs.
   "test/integration/vm-migration-api.test.ts",
+  // an operator, two simulated host agents and the API component placing affinity groups.
+  "test/integration/affinity-api.test.ts",
   // the operator against volumes and pools whose agents the test plays.
   "test/integration/storage-pools.test.ts",
   // URL templates downloaded once per zone: the operator and two host agents.

@@ -4,7 +4,9 @@
 // check (SubjectAccessReview, access.ts); writes go through the API server as the user.
 // Stateless: any replica answers any request, jobs and sessions included.
 import type { Logger } from "pino";
+import { groupsOf } from "../controllers/scheduler/host-usage.ts";
 import {
+  type AffinityGroup,
   type AsyncJob,
   type DiskOffering,
   type Host,
@@ -86,6 +88,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
+  readonly affinityGroups: Informer<AffinityGroup>;
   readonly authentication: Authentication;
   private readonly access: AccessReviews;
   /** Whether this component may act as a key's identity, by identity (see mayActAs). */
@@ -107,7 +110,9 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.storagePools = informers.for<StoragePool>(Resources.storagePools, indexed);
     this.hosts = informers.for<Host>(Resources.hosts, indexed);
     this.templates = informers.for<Template>(Resources.templates, indexed);
-    this.vms = informers.for<VirtualMachine>(Resources.virtualMachines, indexed);
+    this.vms = informers.for<VirtualMachine>(Resources.virtualMachines, {
+      indexers: { uid: byUid, affinityGroup: (vm) => groupsOf(vm) },
+    });
     this.volumes = informers.for<Volume>(Resources.volumes, indexed);
     this.networks = informers.for<Network>(Resources.networks, indexed);
     this.volumeSnapshots = informers.for<VolumeSnapshot>(Resources.volumeSnapshots, {
@@ -121,6 +126,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     });
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
+    this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }
@@ -135,6 +141,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
   volume = (namespace: string, name: string) => this.volumes.get(`${namespace}/${name}`);
   snapshotPolicy = (namespace: string, name: string) => this.snapshotPolicies.get(`${namespace}/${name}`);
+  affinityGroup = (namespace: string, name: string) => this.affinityGroups.get(`${namespace}/${name}`);
 
   command(name: string): Command | undefined {
     return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

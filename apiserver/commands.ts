@@ -10,13 +10,24 @@ import {
   type VolumeSnapshot,
 } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
+import { AFFINITY_COMMANDS, groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
+import { createDeployDataDisk } from "./deploy-disk.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
-import { byId, filtered, namespaced, ownedById, ownedByUid, page, requireClusterRead } from "./listing.ts";
+import {
+  byId,
+  filtered,
+  namespaced,
+  ownedById,
+  ownedByUid,
+  page,
+  patchFromCurrent,
+  requireClusterRead,
+} from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { DNS_LABEL } from "./params.ts";
@@ -185,11 +196,13 @@ const vmCommands: Record<string, Command> = {
     async handler(call) {
       const state = call.params.get("state")?.toLowerCase();
       const zoneId = call.params.uuid("zoneid");
+      const members = await groupMembersFilter(call);
       const vms = filtered(
         call,
         await namespaced(call, call.api.vms, Resources.virtualMachines),
         (vm) => vm.spec.displayName,
       )
+        .filter(members)
         .map((vm) => vmView(call.api, vm) as Record<string, Json>)
         .filter((vm) => !state || String(vm.state).toLowerCase() === state)
         .filter((vm) => !zoneId || vm.zoneid === zoneId);
@@ -219,7 +232,9 @@ const vmCommands: Record<string, Command> = {
       const rootDiskSize = params.integer("rootdisksize");
       const userData = userDataParameter(call);
       const address = params.get("ipaddress");
-      const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
+      const affinityGroups = await requestedGroups(call, call.caller.account);
+      const dataDisk = await createDeployDataDisk(call, name, zone.metadata.name as string);
+      const created = call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
         kind: "VirtualMachine",
         metadata: {
@@ -235,6 +250,8 @@ const vmCommands: Record<string, Command> = {
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
           ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
+          ...(affinityGroups?.length ? { placement: { affinityGroups } } : {}),
+          ...(dataDisk ? { dataVolumes: [dataDisk.slot] } : {}),
           nics: networks.map((network, index) => ({
             name: `eth${index}`,
             network: network.metadata.name as string,
@@ -242,11 +259,16 @@ const vmCommands: Record<string, Command> = {
           })),
         },
       });
+      const vm = await created.catch(async (error: unknown) => {
+        await dataDisk?.remove().catch(() => {});
+        throw error;
+      });
       if (userData)
         await writeUserData(call, vm, userData).catch(async (error: unknown) => {
           await call.caller.client
             .delete(Resources.virtualMachines, name, call.caller.account)
             .catch(() => {});
+          await dataDisk?.remove().catch(() => {});
           throw error;
         });
       const job = await submitJob(call, "deployVirtualMachine", vm);
@@ -351,30 +373,12 @@ type Slots = NonNullable<VirtualMachine["spec"]["dataVolumes"]>;
 
 /**
  * Changes a VM's dataVolumes from its current version, guarded by its resourceVersion (two
- * attaches at once must not drop one), retried when someone else changed the VM meanwhile.
+ * attaches at once must not drop one).
  */
-async function updateDataVolumes(
-  call: Call,
-  vm: VirtualMachine,
-  change: (slots: Slots) => Slots,
-): Promise<void> {
-  const { name, namespace } = vm.metadata;
-  for (let attempt = 0; ; attempt++) {
-    const current = await call.caller.client.get<VirtualMachine>(
-      Resources.virtualMachines,
-      name as string,
-      namespace,
-    );
-    try {
-      await call.caller.client.mergePatch(Resources.virtualMachines, name as string, namespace, {
-        metadata: { resourceVersion: current.metadata.resourceVersion },
-        spec: { dataVolumes: change(current.spec.dataVolumes ?? []) },
-      });
-      return;
-    } catch (error) {
-      if (!isConflict(error) || attempt >= 4) throw error;
-    }
-  }
+function updateDataVolumes(call: Call, vm: VirtualMachine, change: (slots: Slots) => Slots): Promise<void> {
+  return patchFromCurrent(call, Resources.virtualMachines, vm, (current) => ({
+    spec: { dataVolumes: change(current.spec.dataVolumes ?? []) },
+  }));
 }
 
 /** The volume commands: a CloudStack volume is a Volume; attaching is a VM's dataVolumes entry. */
@@ -827,6 +831,7 @@ export const COMMANDS: Record<string, Command> = {
   ...accountCommands,
   ...lifecycleExtras,
   ...NETWORK_COMMANDS,
+  ...AFFINITY_COMMANDS,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,
   ...SNAPSHOT_COMMANDS,

@@ -211,7 +211,11 @@ function failure(vm: VirtualMachine): Outcome {
   const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];
   if (failedDeploy !== undefined) return { error: { code: ERROR.INSUFFICIENT_CAPACITY, text: failedDeploy } };
   const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
-  if (scheduled?.status === "False" && scheduled.reason === "Unschedulable")
+  // A group deleted while its VM waited to be placed keeps it off every host, as no room does.
+  if (
+    scheduled?.status === "False" &&
+    (scheduled.reason === "Unschedulable" || scheduled.reason === "AffinityGroupNotFound")
+  )
     return {
       error: {
         code: ERROR.INSUFFICIENT_CAPACITY,
@@ -302,6 +306,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.hosts, (host) => byTarget(host.metadata.uid as string))
       .watch(api.templates, (template) => byTarget(template.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
+      .watch(api.affinityGroups, (group) => byTarget(group.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the
       // VM it is attached to (a migration with its volumes), and those of its snapshots (a revert
       // ends when the volume reports it).

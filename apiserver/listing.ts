@@ -1,6 +1,6 @@
 // What every list and by-id command shares: paging with the total count, CloudStack's id/name/
 // keyword filters, lookup by UID (the CloudStack id), and the RBAC check for cluster-scoped lists.
-import type { KubeObject, ResourceType } from "../runtime/client.ts";
+import { isConflict, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { Call } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json, listBody } from "./envelope.ts";
@@ -104,4 +104,29 @@ export async function patched<T extends KubeObject>(
     object.metadata.namespace,
     patch,
   );
+}
+
+/**
+ * A merge patch as the caller computed from the object's current version and guarded by its
+ * resourceVersion (two changes at once must not drop one), retried when it changed meanwhile.
+ */
+export async function patchFromCurrent<T extends KubeObject>(
+  call: Call,
+  type: ResourceType,
+  object: T,
+  patchOf: (current: T) => Record<string, unknown>,
+): Promise<void> {
+  const { name, namespace } = object.metadata;
+  for (let attempt = 0; ; attempt++) {
+    const current = await call.caller.client.get<T>(type, name as string, namespace);
+    try {
+      await call.caller.client.mergePatch(type, name as string, namespace, {
+        ...patchOf(current),
+        metadata: { resourceVersion: current.metadata.resourceVersion },
+      });
+      return;
+    } catch (error) {
+      if (!isConflict(error) || attempt >= 4) throw error;
+    }
+  }
 }

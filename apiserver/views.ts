@@ -5,6 +5,7 @@
 import { addressPlan } from "../crds/addressing.ts";
 import { displayState } from "../crds/display-state.ts";
 import type {
+  AffinityGroup,
   DiskOffering,
   IPAddress,
   Network,
@@ -19,6 +20,7 @@ import { isSharedPoolType } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
 import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-images.ts";
 import type { KubeObject } from "../runtime/client.ts";
+import { affinityGroupView } from "./affinity-views.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
 
 const MIB = 1024n * 1024n;
@@ -33,6 +35,7 @@ export interface Catalog {
   template(name: string): Template | undefined;
   network(namespace: string, name: string): Network | undefined;
   addresses(namespace: string, vm: string): IPAddress[];
+  affinityGroup(namespace: string, name: string): AffinityGroup | undefined;
 }
 
 const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
@@ -230,7 +233,10 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     created: formatDate(vm.metadata.creationTimestamp),
     nic: nics,
     securitygroup: [],
-    affinitygroup: [],
+    affinitygroup: (vm.spec.placement?.affinityGroups ?? []).flatMap((name) => {
+      const group = catalog.affinityGroup(namespace, name);
+      return group ? [affinityGroupView(group)] : [];
+    }),
     tags: tagsView(vm, "UserVm"),
   });
 }
@@ -247,6 +253,14 @@ function deviceId(volume: Volume, vm: VirtualMachine | undefined): number {
   const numbered = /^data(\d+)$/.exec(slots[index]?.name ?? "");
   if (numbered) return Number(numbered[1]);
   return index >= 0 ? index + 1 : 1;
+}
+
+function rootOffering(vm: VirtualMachine, catalog: Catalog) {
+  const offering = catalog.serviceOffering(vm.spec.serviceOffering);
+  return {
+    serviceofferingid: offering ? uid(offering) : undefined,
+    serviceofferingname: vm.spec.serviceOffering,
+  };
 }
 
 export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine | undefined): Json {
@@ -277,6 +291,8 @@ export function volumeView(volume: Volume, catalog: Catalog, vm: VirtualMachine 
     deviceid: attached ? device : undefined,
     diskofferingid: diskOffering ? uid(diskOffering) : undefined,
     diskofferingname: volume.spec.diskOffering,
+    // As CloudStack, a ROOT volume names its VM's service offering.
+    ...(volume.spec.type === "ROOT" && vm ? rootOffering(vm, catalog) : {}),
     storage: volume.status?.pool,
     storageid: pool ? uid(pool) : undefined,
     storagetype: volume.status?.poolType

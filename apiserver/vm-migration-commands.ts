@@ -5,7 +5,7 @@
 // judgement compute admits migrations with (controllers/compute/migration-decision.ts).
 
 import { judgeTargets, refusal, refusalMessage } from "../controllers/compute/migration-decision.ts";
-import { HostUsageCache } from "../controllers/scheduler/host-usage.ts";
+import { affinityOf, groupsOf, HostUsageCache } from "../controllers/scheduler/host-usage.ts";
 import type { HostUsage } from "../controllers/scheduler/placement.ts";
 import { needOf, poolUsages } from "../controllers/storage/pool-usage.ts";
 import {
@@ -47,7 +47,14 @@ function facts(api: CloudStackApi, vm: VirtualMachine) {
   const zonePools = api.storagePools.list().filter((p) => p.spec.zone === vm.spec.zone);
   const diskOffering = (name: string | undefined) => (name ? api.diskOffering(name) : undefined);
   return {
-    demand: offering ? HostUsageCache.demandOf(vm, offering) : undefined,
+    demand: offering
+      ? HostUsageCache.demandOf(
+          vm,
+          offering,
+          [],
+          affinityOf(vm, (name) => api.affinityGroup(namespace, name)?.spec.type),
+        )
+      : undefined,
     storage: {
       volumes: own.map((v) => needOf(v, diskOffering, offering)),
       pools: poolUsages(
@@ -58,21 +65,25 @@ function facts(api: CloudStackApi, vm: VirtualMachine) {
       ),
       poolsByName: new Map(zonePools.map((p) => [p.metadata.name as string, p])),
     },
-    hosts: api.hosts.list().map((host) => usageOf(api, host)),
+    hosts: api.hosts.list().map((host) => usageOf(api, host, vm)),
   };
 }
 
-/** What the VMs placed on a host take of it. */
-function usageOf(api: CloudStackApi, host: Host): HostUsage {
-  const placed = api.vms.list().filter((vm) => vm.status?.host === host.metadata.name);
+/** What the VMs placed on a host take of it, and their groups; the moving VM does not count. */
+function usageOf(api: CloudStackApi, host: Host, moving: VirtualMachine): HostUsage {
+  const placed = api.vms
+    .list()
+    .filter((vm) => vm.status?.host === host.metadata.name && vm.metadata.uid !== moving.metadata.uid);
   let cpu = 0;
   let memoryBytes = 0n;
+  const groups = new Set<string>();
   for (const vm of placed) {
     const offering = api.serviceOffering(vm.spec.serviceOffering);
     cpu += offering?.spec.cpu ?? 0;
     memoryBytes += offering ? parseQuantity(offering.spec.memory) : 0n;
+    for (const group of groupsOf(vm)) groups.add(group);
   }
-  return { host, cpu, memoryBytes, antiAffinityGroups: new Set() };
+  return { host, cpu, memoryBytes, groups };
 }
 
 /** Migrations of the VM that compute admitted and that are not over. */

@@ -1,5 +1,6 @@
 // The Stratus API, group stratus.io/v1alpha1: every kind and its TypeScript type, from one source.
 import { type KindDefinition, type ObjectOf, resourceOf } from "./definition.ts";
+import { AffinityGroupKind } from "./kinds/affinity-group.ts";
 import { AsyncJobKind } from "./kinds/async-job.ts";
 import { DiskOfferingKind } from "./kinds/disk-offering.ts";
 import { GuestVlanKind } from "./kinds/guest-vlan.ts";
@@ -17,6 +18,7 @@ import { VolumeSnapshotKind } from "./kinds/volume-snapshot.ts";
 import { ZoneKind } from "./kinds/zone.ts";
 
 export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
+export { AFFINITY_TYPES, type AffinityType } from "./kinds/affinity-group.ts";
 export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
@@ -60,10 +62,12 @@ export const KINDS: readonly KindDefinition[] = [
   NetworkKind,
   IPAddressKind,
   GuestVlanKind,
+  AffinityGroupKind,
   AsyncJobKind,
 ];
 
 export {
+  AffinityGroupKind,
   AsyncJobKind,
   DiskOfferingKind,
   GuestVlanKind,
@@ -95,6 +99,7 @@ export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
+export type AffinityGroup = ObjectOf<typeof AffinityGroupKind>;
 
 /** Where each kind lives in the API, for the runtime's client and informers. */
 export const Resources = {
@@ -113,4 +118,5 @@ export const Resources = {
   ipAddresses: resourceOf(IPAddressKind),
   guestVlans: resourceOf(GuestVlanKind),
   asyncJobs: resourceOf(AsyncJobKind),
+  affinityGroups: resourceOf(AffinityGroupKind),
 } as const;

@@ -6,6 +6,7 @@
 import type { Logger } from "pino";
 import { DOMAIN_FINALIZER } from "../../crds/finalizers.ts";
 import {
+  type AffinityGroup,
   type DiskOffering,
   type Host,
   type IPAddress,
@@ -52,8 +53,11 @@ export function computeComponent(
           unplaced: (vm) => (vm.status?.host ? [] : [vm.spec.zone]),
           volume: (vm) => (vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
           network: (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`),
+          affinityGroup: (vm) =>
+            (vm.spec.placement?.affinityGroups ?? []).map((group) => `${vm.metadata.namespace}/${group}`),
         },
       });
+      const affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups);
       const volumes = informers.for<Volume>(Resources.volumes, { indexers: VOLUMES_BY_POOL });
       const pools = informers.for<StoragePool>(Resources.storagePools, { indexers: POOLS_BY_ZONE });
       const diskOfferings = informers.for<DiskOffering>(Resources.diskOfferings);
@@ -176,6 +180,7 @@ export function computeComponent(
                 new Set(own.map(objectKey)),
               ),
             algorithm,
+            affinityGroupType: (name) => affinityGroups.get(`${namespace}/${name}`)?.spec.type,
             ...withMigratedTo(migratedTo(vm, migrations.byIndex("vm", key))),
           });
           const { status, placement } = decision;
@@ -254,6 +259,13 @@ export function computeComponent(
         // Placement reads a pool's spec (tags, maintenance); its rolled-up status churns with every volume.
         .watch(pools, (pool) => unplacedIn(pool.spec.zone), { specChangesOnly: true })
         .watch(zones, (zone) => unplacedIn(zone.metadata.name as string))
+        // A VM waits for the groups it names; a group that appears or goes lets it be placed.
+        .watch(affinityGroups, (group) =>
+          vms
+            .byIndex("affinityGroup", objectKey(group))
+            .filter((vm) => !vm.status?.host)
+            .map(objectKey),
+        )
         .watch(offerings, () =>
           vms
             .list()
@@ -281,6 +293,7 @@ export function computeComponent(
         offerings,
         diskOffering,
         usage,
+        affinityGroupType: (key) => affinityGroups.get(key)?.spec.type,
         maxPerHost: maxMigrationsPerHost,
       });
       return [controller, migrating];

@@ -12,7 +12,13 @@ import type {
 } from "../../crds/index.ts";
 import { isFinalMigrationPhase, isSharedPoolType } from "../../crds/index.ts";
 import type { VolumeNeed } from "../../crds/volume-placement.ts";
-import { type Demand, type HostUsage, type StorageDemand, unfitReason } from "../scheduler/placement.ts";
+import {
+  anchoredGroups,
+  type Demand,
+  type HostUsage,
+  type StorageDemand,
+  unfitReason,
+} from "../scheduler/placement.ts";
 
 export type MigrationStatus = NonNullable<VirtualMachineMigration["status"]>;
 
@@ -100,7 +106,12 @@ function targetProblem(input: MigrationInput, usage: HostUsage): string | undefi
     return "simulated (libvirt's test driver cannot migrate)";
   if (!host.status?.migrationUri) return "its agent takes no migrations (no status.migrationUri)";
   const demand = input.demand as Demand;
-  const unfit = unfitReason({ ...demand, volumeHosts: [] }, usage, input.storage);
+  const unfit = unfitReason(
+    { ...demand, volumeHosts: [] },
+    usage,
+    input.storage,
+    anchoredGroups(demand, input.hosts),
+  );
   if (unfit) return unfit;
   const busy = input.activeOn(host.metadata.name as string);
   if (busy >= input.maxPerHost) return `${busy} migrations under way (at most ${input.maxPerHost})`;

@@ -5,7 +5,7 @@
 // orchestration write (status.host with the VM's resourceVersion as precondition, compute.ts).
 
 import type { Logger } from "pino";
-import type { Host } from "../../crds/index.ts";
+import type { AffinityType, Host } from "../../crds/index.ts";
 import {
   isFinalMigrationPhase,
   MIGRATION_FINALIZER,
@@ -23,7 +23,7 @@ import type { EventRecorder } from "../../runtime/events.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import type { RuntimeMetrics } from "../../runtime/metrics.ts";
 import { addFinalizer, notWrittenIfGone, removeFinalizer, statusSays } from "../../runtime/objects.ts";
-import { HostUsageCache } from "../scheduler/host-usage.ts";
+import { affinityOf, HostUsageCache } from "../scheduler/host-usage.ts";
 import { type DiskOfferingOf, needOf, poolUsages } from "../storage/pool-usage.ts";
 import { EVACUATING_HOST_LABEL, reconcileMaintenanceMigrations } from "./maintenance-migrations.ts";
 import { decideMigration, type MigrationInput } from "./migration-decision.ts";
@@ -54,6 +54,8 @@ export interface MigrationControllerDeps {
   offerings: Informer<ServiceOffering>;
   diskOffering: DiskOfferingOf;
   usage: HostUsageCache;
+  /** The type of the AffinityGroup `<namespace>/<name>`, from the cache. */
+  affinityGroupType: (key: string) => AffinityType | undefined;
   maxPerHost: number;
 }
 
@@ -69,14 +71,25 @@ export function volumesOf(vm: VirtualMachine, volumes: Informer<Volume>): Volume
 
 /** What the decision needs to know about a VM and its zone, from the caches. */
 export function migrationFacts(
-  deps: Pick<MigrationControllerDeps, "volumes" | "pools" | "hosts" | "offerings" | "diskOffering" | "usage">,
+  deps: Pick<
+    MigrationControllerDeps,
+    "volumes" | "pools" | "hosts" | "offerings" | "diskOffering" | "usage" | "affinityGroupType"
+  >,
   vm: VirtualMachine | undefined,
 ): Pick<MigrationInput, "demand" | "storage" | "hosts"> {
   const offering = vm ? deps.offerings.get(vm.spec.serviceOffering) : undefined;
   const own = vm ? volumesOf(vm, deps.volumes) : [];
   const zonePools = vm ? deps.pools.byIndex("zone", vm.spec.zone) : [];
   return {
-    demand: vm && offering ? HostUsageCache.demandOf(vm, offering) : undefined,
+    demand:
+      vm && offering
+        ? HostUsageCache.demandOf(
+            vm,
+            offering,
+            [],
+            affinityOf(vm, (name) => deps.affinityGroupType(`${vm.metadata.namespace}/${name}`)),
+          )
+        : undefined,
     storage: {
       volumes: own.map((v) => needOf(v, deps.diskOffering, offering)),
       pools: poolUsages(
@@ -87,7 +100,8 @@ export function migrationFacts(
       ),
       poolsByName: new Map(zonePools.map((p) => [p.metadata.name as string, p])),
     },
-    hosts: deps.hosts.list().map((h) => deps.usage.usageOf(h)),
+    // The moving VM does not bind itself: alone in a host affinity group, it may go anywhere.
+    hosts: deps.hosts.list().map((h) => deps.usage.usageOf(h, vm ? objectKey(vm) : undefined)),
   };
 }
 

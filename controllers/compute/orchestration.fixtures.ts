@@ -37,7 +37,7 @@ export const usage = (h: Host, cpu = 0): HostUsage => ({
   host: h,
   cpu,
   memoryBytes: 0n,
-  antiAffinityGroups: new Set(),
+  groups: new Set(),
 });
 
 export const GI = 1024n ** 3n;
@@ -122,6 +122,7 @@ export function input(overrides: Partial<OrchestrationInput> = {}): Orchestratio
     hostUsages: () => [usage(host("h1"), 1), usage(host("h2"))],
     poolUsages: free(POOLS),
     algorithm: "least-allocated",
+    affinityGroupType: () => undefined,
     now: NOW,
     ...overrides,
   };

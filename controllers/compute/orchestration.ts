@@ -2,6 +2,7 @@
 // CloudStack's orchestrateStart, volumes and NICs are made ready first and the VM is placed only
 // then, so a host never gets a VM it cannot start; all of it is one status write.
 import {
+  type AffinityType,
   type Host,
   isReleasedByFailover,
   needsRootVolume,
@@ -21,7 +22,7 @@ import {
 } from "../../crds/volume-placement.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
 import type { NicAddressing } from "../network/ipam.ts";
-import { HostUsageCache } from "../scheduler/host-usage.ts";
+import { affinityOf, HostUsageCache } from "../scheduler/host-usage.ts";
 import { type Algorithm, type Demand, type HostUsage, place } from "../scheduler/placement.ts";
 
 /** How often a VM that fits nowhere is tried again even if nothing it depends on changed. */
@@ -56,6 +57,8 @@ export interface OrchestrationInput {
   /** The zone's pools with what their volumes take; called only when the VM needs a host. */
   poolUsages: () => readonly PoolUsage[];
   algorithm: Algorithm;
+  /** The type of the AffinityGroup of that name in the VM's namespace, from the cache. */
+  affinityGroupType: (name: string) => AffinityType | undefined;
   /** The target of a live migration of the VM from its current host that completed: it runs there now. */
   migratedTo?: string;
   now?: Date;
@@ -262,7 +265,16 @@ function decideScheduling(
     return notScheduled("ZoneDisabled", `Zone ${vm.spec.zone} is disabled: no new VMs are placed in it.`);
   // A disk in a local pool holds the VM to its host; an evacuated VM's disks move with it.
   const volumeHosts = isEvacuated(vm) ? [] : localPoolHosts(input.volumeNeeds, input.pools);
-  const demand = HostUsageCache.demandOf(vm, offering, volumeHosts);
+  const affinity = affinityOf(vm, input.affinityGroupType);
+  const [missing] = affinity.missing;
+  if (missing)
+    return {
+      ...notScheduled(
+        "AffinityGroupNotFound",
+        `AffinityGroup "${missing}" does not exist in namespace ${vm.metadata.namespace}: create it or remove it from spec.placement.affinityGroups.`,
+      ),
+    };
+  const demand = HostUsageCache.demandOf(vm, offering, volumeHosts, affinity);
   // An evacuated VM goes to another host: the one it left is in maintenance, or lost.
   const leaving = isEvacuated(vm) ? vm.status?.host : undefined;
   const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== leaving);

@@ -1,7 +1,7 @@
 // What each host already carries: the VMs the informer cache shows on it plus the placements this
 // process made that the cache does not show yet (like kube-scheduler's assumed pods), so a burst of
 // placements never overcommits a host. Choosing and assuming happen with no await in between.
-import type { Host, ServiceOffering, VirtualMachine } from "../../crds/index.ts";
+import type { AffinityType, Host, ServiceOffering, VirtualMachine } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
 import { objectKey } from "../../runtime/client.ts";
 import type { Informer } from "../../runtime/informer.ts";
@@ -11,7 +11,48 @@ interface Assumed {
   host: string;
   cpu: number;
   memoryBytes: bigint;
-  antiAffinityGroup?: string;
+  groups: readonly string[];
+}
+
+/** The VM's affinity groups by rule, as `<namespace>/<group>`, and the names no group answers for. */
+export interface VmAffinity {
+  affinityGroups: string[];
+  antiAffinityGroups: string[];
+  missing: string[];
+}
+
+/** Every group the VM is a member of, `<namespace>/<group>`: the legacy antiAffinityGroup too. */
+export function groupsOf(vm: VirtualMachine): string[] {
+  const placement = vm.spec.placement;
+  const names = [
+    ...(placement?.antiAffinityGroup ? [placement.antiAffinityGroup] : []),
+    ...(placement?.affinityGroups ?? []),
+  ];
+  return [...new Set(names)].map((name) => `${vm.metadata.namespace}/${name}`);
+}
+
+/**
+ * The VM's groups sorted by their AffinityGroup's type. The legacy `antiAffinityGroup` needs no
+ * object: it is an anti-affinity group by definition.
+ */
+export function affinityOf(
+  vm: VirtualMachine,
+  typeOf: (name: string) => AffinityType | undefined,
+): VmAffinity {
+  const key = (name: string) => `${vm.metadata.namespace}/${name}`;
+  const legacy = vm.spec.placement?.antiAffinityGroup;
+  const affinity: VmAffinity = {
+    affinityGroups: [],
+    antiAffinityGroups: legacy ? [key(legacy)] : [],
+    missing: [],
+  };
+  for (const name of vm.spec.placement?.affinityGroups ?? []) {
+    const type = typeOf(name);
+    if (type === "host affinity") affinity.affinityGroups.push(key(name));
+    else if (type === "host anti-affinity") affinity.antiAffinityGroups.push(key(name));
+    else affinity.missing.push(name);
+  }
+  return affinity;
 }
 
 /** The informer index of VMs by status.host that HostUsageCache reads. */
@@ -45,15 +86,15 @@ export class HostUsageCache {
     vm: VirtualMachine,
     offering: ServiceOffering,
     volumeHosts: Demand["volumeHosts"] = [],
+    affinity: Pick<VmAffinity, "affinityGroups" | "antiAffinityGroups"> = affinityOf(vm, () => undefined),
   ): Demand {
     return {
       zone: vm.spec.zone,
       cpu: offering.spec.cpu,
       memoryBytes: parseQuantity(offering.spec.memory),
       hostTags: [...(offering.spec.hostTags ?? []), ...(vm.spec.placement?.hostTags ?? [])],
-      ...(vm.spec.placement?.antiAffinityGroup
-        ? { antiAffinityGroup: `${vm.metadata.namespace}/${vm.spec.placement.antiAffinityGroup}` }
-        : {}),
+      ...(affinity.antiAffinityGroups.length > 0 ? { antiAffinityGroups: affinity.antiAffinityGroups } : {}),
+      ...(affinity.affinityGroups.length > 0 ? { affinityGroups: affinity.affinityGroups } : {}),
       ...(vm.spec.placement?.host ? { pinnedHost: vm.spec.placement.host } : {}),
       ...(volumeHosts.length > 0 ? { volumeHosts } : {}),
     };
@@ -70,7 +111,7 @@ export class HostUsageCache {
       host,
       cpu: demand.cpu,
       memoryBytes: demand.memoryBytes,
-      ...(demand.antiAffinityGroup ? { antiAffinityGroup: demand.antiAffinityGroup } : {}),
+      groups: [...(demand.antiAffinityGroups ?? []), ...(demand.affinityGroups ?? [])],
     });
   }
 
@@ -79,27 +120,23 @@ export class HostUsageCache {
     this.assumed.delete(vmKey);
   }
 
-  usageOf(host: Host): HostUsage {
+  /** What the host carries, but `exceptVm` (a key): a VM that moves is not bound by itself. */
+  usageOf(host: Host, exceptVm?: string): HostUsage {
     const name = host.metadata.name as string;
-    const usage = { host, cpu: 0, memoryBytes: 0n, antiAffinityGroups: new Set<string>() };
-    const add = (cpu: number, memoryBytes: bigint, group: string | undefined) => {
+    const usage = { host, cpu: 0, memoryBytes: 0n, groups: new Set<string>() };
+    const add = (cpu: number, memoryBytes: bigint, groups: readonly string[]) => {
       usage.cpu += cpu;
       usage.memoryBytes += memoryBytes;
-      if (group) usage.antiAffinityGroups.add(group);
+      for (const group of groups) usage.groups.add(group);
     };
     for (const vm of this.vms.byIndex("host", name)) {
       // A VM this process is moving counts on its new host only.
-      if (this.assumed.has(objectKey(vm))) continue;
+      if (this.assumed.has(objectKey(vm)) || objectKey(vm) === exceptVm) continue;
       const offering = this.offerings.get(vm.spec.serviceOffering);
-      const group = vm.spec.placement?.antiAffinityGroup;
-      add(
-        offering?.spec.cpu ?? 0,
-        offering ? parseQuantity(offering.spec.memory) : 0n,
-        group ? `${vm.metadata.namespace}/${group}` : undefined,
-      );
+      add(offering?.spec.cpu ?? 0, offering ? parseQuantity(offering.spec.memory) : 0n, groupsOf(vm));
     }
     for (const placement of this.assumed.values())
-      if (placement.host === name) add(placement.cpu, placement.memoryBytes, placement.antiAffinityGroup);
+      if (placement.host === name) add(placement.cpu, placement.memoryBytes, placement.groups);
     return usage;
   }
 }

@@ -30,7 +30,7 @@ function host(
 }
 
 function usage(h: Host, cpu = 0, memoryGi = 0n, groups: string[] = []): HostUsage {
-  return { host: h, cpu, memoryBytes: memoryGi * GI, antiAffinityGroups: new Set(groups) };
+  return { host: h, cpu, memoryBytes: memoryGi * GI, groups: new Set(groups) };
 }
 
 const small: Demand = { zone: "z1", cpu: 2, memoryBytes: 4n * GI, hostTags: [] };
@@ -60,9 +60,9 @@ describe("unfitReason", () => {
     expect(
       unfitReason({ ...small, hostTags: ["ssd"] }, usage(host("a", { spec: { tags: ["ssd", "gpu"] } }))),
     ).toBe(undefined);
-    expect(unfitReason({ ...small, antiAffinityGroup: "ns/web" }, usage(host("a"), 0, 0n, ["ns/web"]))).toBe(
-      "anti-affinity",
-    );
+    expect(
+      unfitReason({ ...small, antiAffinityGroups: ["ns/web"] }, usage(host("a"), 0, 0n, ["ns/web"])),
+    ).toBe("anti-affinity");
     expect(unfitReason(small, usage(host("a"), 7))).toBe("insufficient CPU");
     expect(unfitReason(small, usage(host("a"), 6, 13n))).toBe("insufficient memory");
     expect(unfitReason(small, usage(host("a"), 6, 12n))).toBe(undefined); // exactly full is allowed

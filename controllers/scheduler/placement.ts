@@ -14,8 +14,10 @@ export interface Demand {
   cpu: number;
   memoryBytes: bigint;
   hostTags: readonly string[];
-  /** `<namespace>/<group>` when the VM is in an anti-affinity group. */
-  antiAffinityGroup?: string;
+  /** `<namespace>/<group>` of each host anti-affinity group: no other member may be on the host. */
+  antiAffinityGroups?: readonly string[];
+  /** `<namespace>/<group>` of each host affinity group: the host its members are on, if any. */
+  affinityGroups?: readonly string[];
   pinnedHost?: string;
   /** Volumes whose disk lives in a host's local pool and may not move: the VM can run only there. */
   volumeHosts?: readonly { volume: string; host: string }[];
@@ -32,7 +34,8 @@ export interface HostUsage {
   host: Host;
   cpu: number;
   memoryBytes: bigint;
-  antiAffinityGroups: ReadonlySet<string>;
+  /** `<namespace>/<group>` of every affinity group (either type) of the VMs on the host. */
+  groups: ReadonlySet<string>;
 }
 
 export type Placement =
@@ -49,8 +52,38 @@ export function allocatable(host: Host): { cpu: number; memoryBytes: bigint } {
   return { cpu: Math.floor(cpu), memoryBytes };
 }
 
+export const AFFINITY_REASON = "not the host of its affinity group";
+
+/**
+ * The VM's host affinity groups that already have a member on some host: the VM may go only there.
+ * Read across all hosts, not one, so place() computes it once.
+ */
+export function anchoredGroups(
+  demand: Demand,
+  hosts: readonly Pick<HostUsage, "groups">[],
+): ReadonlySet<string> {
+  const wanted = demand.affinityGroups ?? [];
+  return new Set(wanted.filter((group) => hosts.some((usage) => usage.groups.has(group))));
+}
+
+/** Why the VM's groups keep it off a host whose VMs are in `groups`, or undefined. */
+export function affinityReason(
+  demand: Demand,
+  groups: ReadonlySet<string>,
+  anchored: ReadonlySet<string>,
+): string | undefined {
+  if (demand.antiAffinityGroups?.some((group) => groups.has(group))) return "anti-affinity";
+  for (const group of anchored) if (!groups.has(group)) return AFFINITY_REASON;
+  return undefined;
+}
+
 /** Why the host cannot take the VM, or undefined when it can. */
-export function unfitReason(demand: Demand, usage: HostUsage, storage?: StorageDemand): string | undefined {
+export function unfitReason(
+  demand: Demand,
+  usage: HostUsage,
+  storage?: StorageDemand,
+  anchored: ReadonlySet<string> = new Set(),
+): string | undefined {
   const { host } = usage;
   if (demand.pinnedHost && host.metadata.name !== demand.pinnedHost) return "not the pinned host";
   const elsewhere = demand.volumeHosts?.find((v) => v.host !== host.metadata.name);
@@ -62,8 +95,8 @@ export function unfitReason(demand: Demand, usage: HostUsage, storage?: StorageD
   if (host.spec.degraded) return "declared degraded";
   const tags = new Set(host.spec.tags ?? []);
   if (demand.hostTags.some((tag) => !tags.has(tag))) return "missing host tags";
-  if (demand.antiAffinityGroup && usage.antiAffinityGroups.has(demand.antiAffinityGroup))
-    return "anti-affinity";
+  const affinity = affinityReason(demand, usage.groups, anchored);
+  if (affinity) return affinity;
   const capacity = allocatable(host);
   if (usage.cpu + demand.cpu > capacity.cpu) return "insufficient CPU";
   if (usage.memoryBytes + demand.memoryBytes > capacity.memoryBytes) return "insufficient memory";
@@ -99,8 +132,9 @@ export function place(
   if (inZone.length === 0) return { message: `no hosts in zone ${demand.zone}`, reasons: {} };
   const reasons: Record<string, number> = {};
   const fitting: HostUsage[] = [];
+  const anchored = anchoredGroups(demand, hosts);
   for (const usage of inZone) {
-    const reason = unfitReason(demand, usage, storage);
+    const reason = unfitReason(demand, usage, storage, anchored);
     if (reason) reasons[reason] = (reasons[reason] ?? 0) + 1;
     else fitting.push(usage);
   }

@@ -184,6 +184,19 @@ export const VirtualMachineKind = defineKind({
             antiAffinityGroup: Type.Optional(
               LocalName({ description: "VMs of the same namespace in the same group never share a host." }),
             ),
+            affinityGroups: Type.Optional(
+              Type.Array(
+                ObjectName({
+                  description: "Name of an AffinityGroup in the VM's namespace; its type says the rule.",
+                }),
+                {
+                  description:
+                    "The VM's CloudStack affinity groups. A group that does not exist keeps the VM unscheduled, with a condition that names it.",
+                  maxItems: 16,
+                  "x-kubernetes-list-type": "set",
+                },
+              ),
+            ),
             host: Type.Optional(ObjectName({ description: "Pin the VM to this host (administrators)." })),
           },
           { description: "Hints for the scheduler." },

@@ -9,7 +9,7 @@ import { parseAllDocuments } from "yaml";
 import { API_KEY_LABEL, SECRET } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
-import { sharedControlPlane, useNamespace } from "./support.ts";
+import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const runFile = promisify(execFile);
 const PYTHON = "/usr/bin/python3";
@@ -106,6 +106,32 @@ export async function signedRequest(
 }
 
 /**
+ * An async command submitted by hand and its job polled to the end: the submission's HTTP status
+ * and body, and the finished job's body (undefined when the submission was refused).
+ */
+export async function jobOf(endpoint: string, account: Account, params: Record<string, string>) {
+  const submitted = await signedRequest(endpoint, account, params);
+  const body = submitted.body[`${(params.command as string).toLowerCase()}response`] as Record<
+    string,
+    unknown
+  >;
+  if (submitted.status !== 200) return { status: submitted.status, body, job: undefined };
+  const job = await waitFor(
+    `job of ${params.command}`,
+    async () => {
+      const polled = await signedRequest(endpoint, account, {
+        command: "queryAsyncJobResult",
+        jobid: body.jobid as string,
+      });
+      const answer = polled.body.queryasyncjobresultresponse as Record<string, unknown>;
+      return answer.jobstatus === 0 ? undefined : answer;
+    },
+    { timeoutMs: 90_000, intervalMs: 500 },
+  );
+  return { status: submitted.status, body, job };
+}
+
+/**
  * An account `name`: its namespace with the user's Role for its own objects, the cluster roles
  * given (catalog, admin), and its API key Secret in `keysNamespace`.
  */
@@ -124,7 +150,7 @@ export async function makeAccount(
     rules: [
       {
         apiGroups: ["stratus.io"],
-        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs"],
+        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs", "affinitygroups"],
         verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
       },
     ],

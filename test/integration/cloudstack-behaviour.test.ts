@@ -17,9 +17,10 @@ import {
   makeAccount,
   cs as runCs,
   signedRequest,
+  jobOf as submitAndWait,
 } from "./cloudstack-accounts.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
-import { serveTinyGuest, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { serveTinyGuest, serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `csb-zone-${suffix}`;
@@ -37,23 +38,11 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
 
   const cs = (account: Account, command: string, args: Record<string, string> = {}) =>
     runCs(endpoint, account, command, args);
-  /** Submits an async command by hand and polls its job to the end: the job's body. */
+  /** An async command submitted by hand, polled to its end: the job's body. */
   async function jobOf(account: Account, params: Record<string, string>): Promise<Row> {
-    const submitted = await signedRequest(endpoint, account, params);
-    const body = submitted.body[`${(params.command as string).toLowerCase()}response`] as Row;
-    expect(submitted.status, JSON.stringify(body)).toBe(200);
-    return waitFor(
-      `job of ${params.command}`,
-      async () => {
-        const polled = await signedRequest(endpoint, account, {
-          command: "queryAsyncJobResult",
-          jobid: body.jobid as string,
-        });
-        const job = polled.body.queryasyncjobresultresponse as Row;
-        return job.jobstatus === 0 ? undefined : job;
-      },
-      { timeoutMs: 60_000, intervalMs: 500 },
-    );
+    const { status, body, job } = await submitAndWait(endpoint, account, params);
+    expect(status, JSON.stringify(body)).toBe(200);
+    return job as Row;
   }
   const deploy = (account: Account, extra: Record<string, string>) =>
     cs(account, "deployVirtualMachine", {

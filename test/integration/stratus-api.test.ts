@@ -77,6 +77,7 @@ describe("the Stratus API on the real API server", () => {
     expect((await get("pool", "zone-a-shared", false)).spec).toMatchObject({ maintenance: false });
     expect((await get("vsnap", "pgdata-before-upgrade")).spec).toMatchObject({ volume: "pgdata" });
     expect((await get("snappol", "pgdata-nightly")).spec).toMatchObject({ timezone: "Europe/Berlin" });
+    expect((await get("ag", "databases")).spec).toMatchObject({ type: "host anti-affinity" });
   });
 
   it("applies examples/small-cloud as it is", async () => {
