@@ -4,7 +4,7 @@
 // and after, was never rebooted, its console follows it to the target host, and afterwards exactly
 // one domain runs. Needs root and the libvirt/QEMU Debian packages (.ci/run installs them).
 import { randomBytes } from "node:crypto";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import {
@@ -72,6 +72,22 @@ describe.skipIf(!canRunQemu())(
       }
       return found;
     };
+
+    /** Where the guest is and in what state, per daemon, and the end of what its QEMU said there. */
+    async function whereTheGuestIs(vm: VirtualMachine, logChars = 600): Promise<string> {
+      const domain = domainName(vm.metadata.uid as string);
+      const lines: string[] = [];
+      for (const [host, logDir] of [
+        [cloud?.hosts[0], "/var/log/libvirt/qemu"],
+        [cloud?.hosts[1], `${cloud?.second.dir}/log/qemu`],
+      ] as const) {
+        if (!host) continue;
+        const state = await virshOn(host.uri, "domstate", "--reason", domain).catch((e: Error) => e.message);
+        const qemuLog = await readFile(`${logDir}/${domain}.log`, "utf8").catch((e: Error) => e.message);
+        lines.push(`domain on ${host.name}: ${state.trim()}; QEMU log ends:\n${qemuLog.slice(-logChars)}`);
+      }
+      return lines.join("\n");
+    }
 
     /** The guest pinged from the target's network through the move (two-hypervisors.ts). */
     async function pingThroughMove(from: string, to: string, address: string) {
@@ -165,12 +181,13 @@ describe.skipIf(!canRunQemu())(
       });
     }, 300_000);
 
-    afterEach((context) => {
-      if (context.task.result?.state === "fail") {
-        for (const host of cloud?.hosts ?? [])
-          process.stderr.write(`agent ${host.name} log:\n${host.agent.logs().slice(-8000)}\n`);
-        process.stderr.write(`operator log:\n${operator?.logs().slice(-6000)}\n`);
-      }
+    afterEach(async (context) => {
+      if (context.task.result?.state !== "fail") return;
+      for (const host of cloud?.hosts ?? [])
+        process.stderr.write(`agent ${host.name} log:\n${host.agent.logs().slice(-8000)}\n`);
+      process.stderr.write(`operator log:\n${operator?.logs().slice(-6000)}\n`);
+      const vm = await getVm("mover").catch(() => undefined);
+      if (vm) process.stderr.write(`${await whereTheGuestIs(vm, 3000)}\n`);
     });
 
     afterAll(async () => {
@@ -251,7 +268,7 @@ describe.skipIf(!canRunQemu())(
       const pings = await probe;
       process.stdout.write(`ping through the move: ${JSON.stringify(pings)}\n`);
       expect(pings.sent).toBeGreaterThan(100);
-      expect(pings.sent - pings.received).toBeLessThanOrEqual(10);
+      expect(pings.sent - pings.received, await whereTheGuestIs(vm)).toBeLessThanOrEqual(10);
       expect(done.status?.transfer?.downtimeMilliseconds).toBeGreaterThanOrEqual(0);
       process.stdout.write(
         `live migration: ${done.status?.transfer?.durationMilliseconds} ms, ${done.status?.transfer?.totalBytes} bytes, guest paused ${done.status?.transfer?.downtimeMilliseconds} ms, phases ${[...seen].join(",")}\n`,
@@ -302,7 +319,9 @@ describe.skipIf(!canRunQemu())(
     async function answers(host: string, vm: VirtualMachine, word: string): Promise<void> {
       const socket = hostOf(host).consoleSocket(vm.metadata.uid as string);
       await typeOnConsole(socket, `stratus-write vda ${word}`);
-      await readConsoleUntil(socket, new RegExp(`head=${word}`));
+      await readConsoleUntil(socket, new RegExp(`head=${word}`)).catch(async (error: Error) => {
+        throw new Error(`${error.message}\n${await whereTheGuestIs(vm)}`);
+      });
     }
 
     it("deleting a running migration cancels it: the guest runs on where it was, once", async () => {
