@@ -13,6 +13,7 @@ import {
   Resources,
   type ServiceOffering,
   type SnapshotPolicy,
+  type SSHKeyPair,
   type StoragePool,
   type Template,
   type VirtualMachine,
@@ -86,6 +87,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly ipAddresses: Informer<IPAddress>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
+  readonly sshKeyPairs: Informer<SSHKeyPair>;
   readonly authentication: Authentication;
   private readonly access: AccessReviews;
   /** Whether this component may act as a key's identity, by identity (see mayActAs). */
@@ -121,6 +123,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     });
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
+    this.sshKeyPairs = informers.for<SSHKeyPair>(Resources.sshKeyPairs, indexed);
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }
@@ -135,6 +138,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   addresses = (namespace: string, vm: string) => this.ipAddresses.byIndex("vm", `${namespace}/${vm}`);
   volume = (namespace: string, name: string) => this.volumes.get(`${namespace}/${name}`);
   snapshotPolicy = (namespace: string, name: string) => this.snapshotPolicies.get(`${namespace}/${name}`);
+  keyPair = (namespace: string, name: string) => this.sshKeyPairs.get(`${namespace}/${name}`);
 
   command(name: string): Command | undefined {
     return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

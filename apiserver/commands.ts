@@ -14,8 +14,11 @@ import { isConflict, type KubeObject, type ResourceType } from "../runtime/clien
 import type { Informer } from "../runtime/informer.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
+import { deployGuestLogin, GUEST_LOGIN_COMMANDS, writeVmPassword } from "./guest-login.ts";
+import { guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
+import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
 import { byId, filtered, namespaced, ownedById, ownedByUid, page, requireClusterRead } from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
@@ -218,6 +221,7 @@ const vmCommands: Record<string, Command> = {
       const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = userDataParameter(call);
+      const guestLogin = deployGuestLogin(call, template, name);
       const address = params.get("ipaddress");
       const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
@@ -235,6 +239,7 @@ const vmCommands: Record<string, Command> = {
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
           ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
           ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
+          ...guestLogin.spec,
           nics: networks.map((network, index) => ({
             name: `eth${index}`,
             network: network.metadata.name as string,
@@ -242,13 +247,16 @@ const vmCommands: Record<string, Command> = {
           })),
         },
       });
-      if (userData)
-        await writeUserData(call, vm, userData).catch(async (error: unknown) => {
-          await call.caller.client
-            .delete(Resources.virtualMachines, name, call.caller.account)
-            .catch(() => {});
-          throw error;
-        });
+      const pruned = prunedGuestLoginField(vm, guestLogin.spec);
+      // What the VM needs besides itself; without it, the deploy leaves nothing behind.
+      await Promise.all([
+        pruned ? Promise.reject(guestLoginUnsupported(pruned)) : undefined,
+        userData ? writeUserData(call, vm, userData) : undefined,
+        guestLogin.password ? writeVmPassword(api, vm, guestLogin.password) : undefined,
+      ]).catch(async (error: unknown) => {
+        await call.caller.client.delete(Resources.virtualMachines, name, call.caller.account).catch(() => {});
+        throw error;
+      });
       const job = await submitJob(call, "deployVirtualMachine", vm);
       return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
     },
@@ -834,6 +842,8 @@ export const COMMANDS: Record<string, Command> = {
   ...VOLUME_MIGRATION_COMMANDS,
   ...VM_MIGRATION_COMMANDS,
   ...TEMPLATE_COMMANDS,
+  ...KEY_PAIR_COMMANDS,
+  ...GUEST_LOGIN_COMMANDS,
 };
 
 interface ApiEntry {

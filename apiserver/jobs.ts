@@ -21,6 +21,7 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
 import { ERROR, errorBody, formatDate, type Json } from "./envelope.ts";
+import { withVmPassword } from "./guest-login.ts";
 import { networkView, virtualMachineView, volumeView } from "./views.ts";
 
 function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
@@ -31,7 +32,16 @@ function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefi
 /** Finished jobs are kept this long for clients that poll late, then deleted. */
 export const JOB_RETENTION_MS = 60 * 60 * 1000;
 const FIELD_MANAGER = "stratus-apiserver";
-const SIGNATURE_PARAMS = new Set(["signature", "apikey", "sessionkey", "expires", "signatureversion"]);
+/** Left out of a job's parameters: the signature, and secrets (a password, user data) kept elsewhere. */
+const UNRECORDED_PARAMS = new Set([
+  "signature",
+  "apikey",
+  "sessionkey",
+  "expires",
+  "signatureversion",
+  "password",
+  "userdata",
+]);
 
 export async function submitJob(
   call: Call,
@@ -42,7 +52,7 @@ export async function submitJob(
 ): Promise<AsyncJob> {
   const parameters = {
     ...Object.fromEntries(
-      Object.entries(call.params.raw).filter(([name]) => !SIGNATURE_PARAMS.has(name.toLowerCase())),
+      Object.entries(call.params.raw).filter(([name]) => !UNRECORDED_PARAMS.has(name.toLowerCase())),
     ),
     ...extra,
   };
@@ -262,7 +272,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
             });
           return undefined;
         }
-        const result = outcome(job, api);
+        const result = await withVmPassword(api, job, outcome(job, api));
         const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
         if (!result) {
           if (!job.status?.state)

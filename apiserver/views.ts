@@ -9,6 +9,7 @@ import type {
   IPAddress,
   Network,
   ServiceOffering,
+  SSHKeyPair,
   StoragePool,
   Template,
   VirtualMachine,
@@ -20,6 +21,7 @@ import { parseQuantity } from "../crds/quantity.ts";
 import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-images.ts";
 import type { KubeObject } from "../runtime/client.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
+import type { GuestLoginSpec } from "./guest-login-fields.ts";
 
 const MIB = 1024n * 1024n;
 const GIB = 1024n * MIB;
@@ -33,6 +35,15 @@ export interface Catalog {
   template(name: string): Template | undefined;
   network(namespace: string, name: string): Network | undefined;
   addresses(namespace: string, vm: string): IPAddress[];
+  keyPair?(namespace: string, name: string): SSHKeyPair | undefined;
+}
+
+/** The VM's key pairs by their CloudStack names, comma-joined as CloudStack shows them. */
+function keyPairsView(vm: VirtualMachine, catalog: Catalog): string | undefined {
+  const names = (vm.spec as GuestLoginSpec).keyPairs ?? [];
+  if (names.length === 0) return undefined;
+  const namespace = vm.metadata.namespace as string;
+  return names.map((name) => catalog.keyPair?.(namespace, name)?.spec.name ?? name).join(",");
 }
 
 const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
@@ -163,7 +174,7 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     ostypeid: template.spec.osType ?? "other",
     size,
     physicalsize: size,
-    passwordenabled: false,
+    passwordenabled: template.spec.passwordEnabled ?? false,
     templatetype: "USER",
     status,
     bootable: true,
@@ -223,7 +234,8 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     hostname: vm.status?.host,
     hypervisor: "KVM",
     haenable: offering?.spec.highAvailability ?? false,
-    passwordenabled: false,
+    passwordenabled: template?.spec.passwordEnabled ?? false,
+    keypairs: keyPairsView(vm, catalog),
     deleteprotection: false,
     rootdeviceid: 0,
     rootdevicetype: "ROOT",

@@ -8,6 +8,7 @@ import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
 import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
+import { SSHKeyPairKind } from "./kinds/ssh-key-pair.ts";
 import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
@@ -20,6 +21,7 @@ export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
+export { sshKeyPairObjectName } from "./kinds/ssh-key-pair.ts";
 export {
   isSharedPoolType,
   localPoolName,
@@ -61,6 +63,7 @@ export const KINDS: readonly KindDefinition[] = [
   IPAddressKind,
   GuestVlanKind,
   AsyncJobKind,
+  SSHKeyPairKind,
 ];
 
 export {
@@ -72,6 +75,7 @@ export {
   NetworkKind,
   ServiceOfferingKind,
   SnapshotPolicyKind,
+  SSHKeyPairKind,
   StoragePoolKind,
   TemplateKind,
   VirtualMachineKind,
@@ -95,6 +99,7 @@ export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
+export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
 
 /** Where each kind lives in the API, for the runtime's client and informers. */
 export const Resources = {
@@ -113,4 +118,5 @@ export const Resources = {
   ipAddresses: resourceOf(IPAddressKind),
   guestVlans: resourceOf(GuestVlanKind),
   asyncJobs: resourceOf(AsyncJobKind),
+  sshKeyPairs: resourceOf(SSHKeyPairKind),
 } as const;
