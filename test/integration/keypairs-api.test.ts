@@ -93,8 +93,8 @@ describe.skipIf(!hasCs)(
       args: Record<string, string>,
       post = false,
     ): Promise<{ errorcode?: number; errortext?: string }> => {
+      // cs exits 0 whatever the answer: the error envelope tells.
       const answer = await cs(account, command, args, post);
-      expect(answer.ok).toBe(false);
       return (answer.json[`${command.toLowerCase()}response`] ?? answer.json) as Json;
     };
     const deployArgs = (name: string, template = ids.template) => ({
@@ -171,7 +171,7 @@ describe.skipIf(!hasCs)(
       });
       await client.create(Resources.networks, {
         metadata: { name: "net", namespace: alice.namespace },
-        spec: { zone: ZONE },
+        spec: { zone: ZONE, cidr: "10.9.0.0/24" },
       });
       workDir = await mkdtemp(join(tmpdir(), "stratus-kp-"));
       const started = await startApiServer({
@@ -191,6 +191,16 @@ describe.skipIf(!hasCs)(
 
     afterAll(async () => {
       await api?.stop("SIGKILL");
+      // No operator runs here to release the finalizers the admission policy adds: the test does.
+      const release = async (type: ResourceType, object: KubeObject) => {
+        const { name, namespace } = object.metadata;
+        await client
+          .mergePatch(type, name as string, namespace, { metadata: { finalizers: null } })
+          .catch(() => undefined);
+        await client.delete(type, name as string, namespace).catch(() => undefined);
+      };
+      for (const vm of (await client.list(Resources.virtualMachines, { namespace: alice.namespace })).items)
+        await release(Resources.virtualMachines, vm);
       if (addedGuestLoginFields) await removeGuestLoginFields(client);
       for (const [type, name] of [
         [Resources.templates, `kp-plain-${suffix}`],
@@ -198,7 +208,7 @@ describe.skipIf(!hasCs)(
         [Resources.serviceOfferings, `kp-small-${suffix}`],
         [Resources.zones, ZONE],
       ] as const)
-        await client?.delete(type, name).catch(() => undefined);
+        await release(type, { metadata: { name } });
       await client?.close();
       if (workDir) await rm(workDir, { recursive: true, force: true });
     });
@@ -364,8 +374,6 @@ describe.skipIf(!hasCs)(
         }),
       ).toMatchObject({ errorcode: 431, errortext: "Vm pending should be stopped to do SSH Key reset" });
       expect((await vmNamed(alice, "pending"))?.spec).not.toHaveProperty("keyPairs");
-      await client.delete(Resources.virtualMachines, "pending", alice.namespace);
-      await cs(alice, "destroyVirtualMachine", { id, expunge: "true" });
     });
 
     it("refuses unknown or foreign key pairs and oversized user data on deploy, leaving nothing behind", async () => {
@@ -468,8 +476,6 @@ describe.skipIf(!hasCs)(
         errortext: "Fail to reset password for the virtual machine, the template is not password enabled",
       });
       expect(await secretNamed(alice, "no-password-password")).toBeUndefined();
-      await cs(alice, "destroyVirtualMachine", { id: plainId, expunge: "true" });
-      await cs(alice, "destroyVirtualMachine", { id: view.id as string, expunge: "true" });
     });
   },
 );
