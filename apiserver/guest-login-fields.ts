@@ -1,7 +1,8 @@
 // The VirtualMachine fields the CloudStack API writes for guest login, added to the kind by the
 // guest-login branch (crds/kinds/virtual-machine.ts); until a cloud's CRD has them, the API server
 // prunes them, and a command that set them fails instead of answering as if the guest got them.
-import type { VirtualMachine } from "../crds/index.ts";
+import { Resources, type VirtualMachine } from "../crds/index.ts";
+import type { Call } from "./api.ts";
 import { ApiError, ERROR } from "./envelope.ts";
 
 /** The VM fields this module writes: added to the VirtualMachine kind by the guest-login branch. */
@@ -26,4 +27,21 @@ export function guestLoginUnsupported(field: string): ApiError {
     ERROR.RESOURCE_UNAVAILABLE,
     `This cloud's VirtualMachine kind has no ${field} yet, so the guest could not get it: install the current CRDs`,
   );
+}
+
+/** Sets guest-login fields of the VM as the caller; refuses (534) when the CRD dropped them. */
+export async function setGuestLoginFields(
+  call: Call,
+  vm: VirtualMachine,
+  fields: GuestLoginSpec,
+): Promise<VirtualMachine> {
+  const updated = await call.caller.client.mergePatch<VirtualMachine>(
+    Resources.virtualMachines,
+    vm.metadata.name as string,
+    vm.metadata.namespace,
+    { spec: fields },
+  );
+  const pruned = prunedGuestLoginField(updated, fields);
+  if (pruned) throw guestLoginUnsupported(pruned);
+  return updated;
 }

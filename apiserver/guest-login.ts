@@ -9,12 +9,11 @@ import { type AsyncJob, Resources, type Template, type VirtualMachine } from "..
 import { isNotFound } from "../runtime/client.ts";
 import { type Call, type CloudStackApi, type Command, SECRET, type Secret } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { type GuestLoginSpec, guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
-import { jobObject, type Outcome, submitJob } from "./jobs.ts";
+import { type GuestLoginSpec, setGuestLoginFields } from "./guest-login-fields.ts";
+import { jobObject, type Outcome, submitJob, virtualMachineOutcome } from "./jobs.ts";
 import { requestedKeyPairs } from "./keypair-commands.ts";
 import { ownedById } from "./listing.ts";
 import { writeVmSecret } from "./user-data.ts";
-import { virtualMachineView } from "./views.ts";
 
 export const VM_PASSWORD_KEY = "password";
 const PASSWORD_SECRET_TYPE = "stratus.io/vm-password";
@@ -95,26 +94,16 @@ const resetPasswordForVirtualMachine: Command = {
       throw new ApiError(ERROR.PARAM, `A password has 1 to ${PASSWORD_MAX_LENGTH} characters`);
     const password = chosen ?? generateVmPassword();
     const passwordSecret = vmPasswordSecretName(vm.metadata.name as string);
-    let current = vm;
-    if ((vm.spec as GuestLoginSpec).passwordSecret !== passwordSecret) {
-      current = await call.caller.client.mergePatch<VirtualMachine>(
-        Resources.virtualMachines,
-        vm.metadata.name as string,
-        vm.metadata.namespace,
-        { spec: { passwordSecret } },
-      );
-      const pruned = prunedGuestLoginField(current, { passwordSecret });
-      if (pruned) throw guestLoginUnsupported(pruned);
-    }
+    const current =
+      (vm.spec as GuestLoginSpec).passwordSecret === passwordSecret
+        ? vm
+        : await setGuestLoginFields(call, vm, { passwordSecret });
     await writeVmPassword(call.api, current, password);
     const job = await submitJob(call, "resetPasswordForVirtualMachine", current);
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const vm = jobObject(api.vms, job, job.spec.target?.uid);
-    if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
-    if (!(vm.spec as GuestLoginSpec).passwordSecret) return undefined;
-    return { result: { virtualmachine: virtualMachineView(vm, api) } };
+    return virtualMachineOutcome(job, api, (vm) => (vm.spec as GuestLoginSpec).passwordSecret !== undefined);
   },
 };
 

@@ -216,6 +216,17 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
   }
 }
 
+/** A job on a VM that ends, with the VM, once `reached` says the VM shows what the command set. */
+export function virtualMachineOutcome(
+  job: AsyncJob,
+  api: CloudStackApi,
+  reached: (vm: VirtualMachine) => boolean,
+): Outcome {
+  const vm = jobObject(api.vms, job, job.spec.target?.uid);
+  if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
+  return reached(vm) ? { result: { virtualmachine: virtualMachineView(vm, api) } } : undefined;
+}
+
 /** A VM that cannot get where its job wants it: no host fits, or its host reports an error. */
 function failure(vm: VirtualMachine): Outcome {
   const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];

@@ -3,15 +3,14 @@
 // delete, and the key pairs a VM names (deployVirtualMachine's keypair/keypairs,
 // resetSSHKeyForVirtualMachine). A key pair of another account answers as one that does not exist.
 import { displayState } from "../crds/display-state.ts";
-import { Resources, type SSHKeyPair, sshKeyPairObjectName, type VirtualMachine } from "../crds/index.ts";
+import { Resources, type SSHKeyPair, sshKeyPairObjectName } from "../crds/index.ts";
 import { generateRsaKeyPair, parseSshPublicKey, sshFingerprint } from "../crds/ssh-public-key.ts";
 import { isConflict } from "../runtime/client.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { type GuestLoginSpec, guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
-import { jobObject, submitJob } from "./jobs.ts";
+import { type GuestLoginSpec, setGuestLoginFields } from "./guest-login-fields.ts";
+import { submitJob, virtualMachineOutcome } from "./jobs.ts";
 import { namespaced, ownedById, page } from "./listing.ts";
-import { virtualMachineView } from "./views.ts";
 
 /** The job parameter resetSSHKeyForVirtualMachine records the key pairs it set in. */
 const KEY_PAIRS_SET = "stratus.keypairs";
@@ -168,26 +167,19 @@ const resetSSHKeyForVirtualMachine: Command = {
       );
     if (displayState(vm) !== "Stopped")
       throw new ApiError(ERROR.PARAM, `Vm ${vm.metadata.name} should be stopped to do SSH Key reset`);
-    const updated = await call.caller.client.mergePatch<VirtualMachine>(
-      Resources.virtualMachines,
-      vm.metadata.name as string,
-      vm.metadata.namespace,
-      { spec: { keyPairs } },
-    );
-    const pruned = prunedGuestLoginField(updated, { keyPairs });
-    if (pruned) throw guestLoginUnsupported(pruned);
+    await setGuestLoginFields(call, vm, { keyPairs });
     const job = await submitJob(call, "resetSSHKeyForVirtualMachine", vm, {
       [KEY_PAIRS_SET]: keyPairs.join(","),
     });
     return { jobid: job.metadata.uid as string };
   },
   outcome(job, api) {
-    const vm = jobObject(api.vms, job, job.spec.target?.uid);
-    if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
-    const set = (vm.spec as GuestLoginSpec).keyPairs ?? [];
     // Done once this replica's cache shows the change, so the answer lists the new key pairs.
-    if (set.join(",") !== job.spec.parameters?.[KEY_PAIRS_SET]) return undefined;
-    return { result: { virtualmachine: virtualMachineView(vm, api) } };
+    return virtualMachineOutcome(
+      job,
+      api,
+      (vm) => ((vm.spec as GuestLoginSpec).keyPairs ?? []).join(",") === job.spec.parameters?.[KEY_PAIRS_SET],
+    );
   },
 };
 

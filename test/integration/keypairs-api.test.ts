@@ -5,17 +5,23 @@
 // startvm=false are Stopped without a host, which is all these commands need.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import { SECRET, type Secret } from "../../apiserver/api.ts";
 import { type AsyncJob, Resources, type SSHKeyPair, type VirtualMachine } from "../../crds/index.ts";
 import { parseSshPublicKey, sshFingerprint } from "../../crds/ssh-public-key.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
-import { type Account, catalogReaderRole, hasCs, makeAccount, RBAC } from "./cloudstack-accounts.ts";
+import {
+  type Account,
+  bindCloudUserRole,
+  catalogReaderRole,
+  hasCs,
+  makeAccount,
+  cs as runCs,
+} from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -58,34 +64,9 @@ describe.skipIf(!hasCs)(
     const ids = { zone: "", offering: "", template: "", passwordTemplate: "" };
     let addedGuestLoginFields = false;
 
-    /** `cs` as an account (POST with `post`); the JSON it printed, errors included, and whether it failed. */
-    const cs = async (account: Account, command: string, args: Record<string, string> = {}, post = false) => {
-      const result = await runFile(
-        "/usr/bin/python3",
-        [
-          "-m",
-          "cs",
-          ...(post ? ["--post"] : []),
-          command,
-          ...Object.entries(args).map(([k, v]) => `${k}=${v}`),
-        ],
-        {
-          env: {
-            ...process.env,
-            CLOUDSTACK_ENDPOINT: endpoint,
-            CLOUDSTACK_KEY: account.apiKey,
-            CLOUDSTACK_SECRET: account.secretKey,
-            CLOUDSTACK_TIMEOUT: "60",
-          },
-          maxBuffer: 16 * 1024 * 1024,
-        },
-      ).then(
-        (r) => ({ ok: true, stdout: r.stdout }),
-        (e: { stdout?: string }) => ({ ok: false, stdout: e.stdout ?? "" }),
-      );
-      const json = result.stdout.trim() ? (JSON.parse(result.stdout) as Json) : {};
-      return { ok: result.ok, json };
-    };
+    /** `cs` as an account (POST with `post`): the JSON it printed, errors included. */
+    const cs = (account: Account, command: string, args: Record<string, string> = {}, post = false) =>
+      runCs(endpoint, account, command, args, { post });
     /** The error envelope of a refused command: its code and text. */
     const refused = async (
       account: Account,
@@ -122,31 +103,7 @@ describe.skipIf(!hasCs)(
       });
       bob = await makeAccount(client, { keysNamespace, name: "kp-bob", suffix, clusterRoles: [catalogRole] });
       // The manifests' own tenant role, bound in each account, is what lets them manage key pairs.
-      const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
-        (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
-      );
-      const cloudUser = manifests.find(
-        (d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-cloud-user",
-      );
-      await client.apply(
-        RBAC("v1", "clusterroles"),
-        { metadata: { name: `stratus-cloud-user-${suffix}` }, rules: cloudUser?.rules ?? [] },
-        { fieldManager: "kp-test" },
-      );
-      for (const account of [alice, bob])
-        await client.apply(
-          RBAC("v1", "rolebindings"),
-          {
-            metadata: { name: "stratus-cloud-user", namespace: account.namespace },
-            roleRef: {
-              apiGroup: "rbac.authorization.k8s.io",
-              kind: "ClusterRole",
-              name: `stratus-cloud-user-${suffix}`,
-            },
-            subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: account.user }],
-          },
-          { fieldManager: "kp-test" },
-        );
+      await bindCloudUserRole(client, suffix, [alice, bob]);
 
       addedGuestLoginFields = await ensureGuestLoginFields(client, alice.namespace);
       const zone = await client.create(Resources.zones, { metadata: { name: ZONE }, spec: {} });
