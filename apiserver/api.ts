@@ -16,6 +16,7 @@ import {
   type SSHKeyPair,
   type StoragePool,
   type Template,
+  type UserData,
   type VirtualMachine,
   type VirtualMachineMigration,
   type Volume,
@@ -88,6 +89,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly sshKeyPairs: Informer<SSHKeyPair>;
+  /** Registered user data (registerUserData). */
+  readonly registeredUserData: Informer<UserData>;
   readonly authentication: Authentication;
   private readonly access: AccessReviews;
   /** Whether this component may act as a key's identity, by identity (see mayActAs). */
@@ -124,6 +127,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.sshKeyPairs = informers.for<SSHKeyPair>(Resources.sshKeyPairs, indexed);
+    this.registeredUserData = informers.for<UserData>(Resources.userData, indexed);
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }

@@ -27,7 +27,8 @@ import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
 import { TEMPLATE_COMMANDS } from "./template-commands.ts";
-import { userDataParameter, userDataSecretName, writeUserData } from "./user-data.ts";
+import { requestedUserData, userDataSecretName, writeUserData } from "./user-data.ts";
+import { USER_DATA_COMMANDS } from "./user-data-commands.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -220,7 +221,7 @@ const vmCommands: Record<string, Command> = {
       });
       const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
-      const userData = userDataParameter(call);
+      const userData = await requestedUserData(call, call.caller.account);
       const guestLogin = deployGuestLogin(call, template, name);
       const address = params.get("ipaddress");
       const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
@@ -748,7 +749,7 @@ const accountCommands: Record<string, Command> = {
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       const displayName = call.params.get("displayname");
-      const userData = userDataParameter(call);
+      const userData = await requestedUserData(call, vm.metadata.namespace as string);
       const secret = userData ? userDataSecretName(vm.metadata.name as string) : undefined;
       const updated = await call.caller.client.mergePatch<VirtualMachine>(
         Resources.virtualMachines,
@@ -844,6 +845,7 @@ export const COMMANDS: Record<string, Command> = {
   ...TEMPLATE_COMMANDS,
   ...KEY_PAIR_COMMANDS,
   ...GUEST_LOGIN_COMMANDS,
+  ...USER_DATA_COMMANDS,
 };
 
 interface ApiEntry {

@@ -6,7 +6,8 @@
 import { Resources, type VirtualMachine } from "../crds/index.ts";
 import { ownerReference } from "../runtime/objects.ts";
 import { type Call, type CloudStackApi, SECRET } from "./api.ts";
-import { ApiError, ERROR } from "./envelope.ts";
+import { ApiError, ERROR, entityNotFound } from "./envelope.ts";
+import { ownedByUid } from "./listing.ts";
 
 /** The key of the user data in its Secret. */
 export const USER_DATA_KEY = "userdata";
@@ -33,6 +34,31 @@ export function userDataParameter(call: Call): string | undefined {
   const problem = userDataProblem(userData, call.params.sentInQuery("userdata"));
   if (problem) throw new ApiError(ERROR.PARAM, problem);
   return userData;
+}
+
+/**
+ * The user data a deploy or update asks for: `userdata` itself, or a copy of the registered user
+ * data `userdataid` of the VM's account (another account's id is unknown: 431); undefined when none.
+ */
+export async function requestedUserData(call: Call, namespace: string): Promise<string | undefined> {
+  if (Object.keys(call.params.raw).some((name) => name.toLowerCase().startsWith("userdatadetails")))
+    throw new ApiError(
+      ERROR.PARAM,
+      "userdatadetails is not supported: Stratus does not fill in user data variables; send the user data as it should run",
+    );
+  const userData = userDataParameter(call);
+  const id = call.params.get("userdataid");
+  if (!id) return userData;
+  if (userData) throw new ApiError(ERROR.PARAM, "Specify either userdata or userdataid, not both");
+  const registered = await ownedByUid(
+    call,
+    call.api.registeredUserData,
+    Resources.userData,
+    "userdataid",
+    id,
+  );
+  if (registered.metadata.namespace !== namespace) throw entityNotFound("userdataid", id);
+  return registered.spec.userData;
 }
 
 /** The Secret the CloudStack API keeps a VM's user data in. */

@@ -11,6 +11,7 @@ import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
 import { SSHKeyPairKind } from "./kinds/ssh-key-pair.ts";
 import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
+import { UserDataKind } from "./kinds/user-data.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
 import { VirtualMachineMigrationKind } from "./kinds/virtual-machine-migration.ts";
 import { VolumeKind } from "./kinds/volume.ts";
@@ -30,6 +31,7 @@ export {
   STORAGE_TYPES,
   type StorageType,
 } from "./kinds/storage-pool.ts";
+export { userDataObjectName } from "./kinds/user-data.ts";
 export {
   awaitingFailoverRestart,
   DEPLOY_FAILED_ANNOTATION,
@@ -64,6 +66,7 @@ export const KINDS: readonly KindDefinition[] = [
   GuestVlanKind,
   AsyncJobKind,
   SSHKeyPairKind,
+  UserDataKind,
 ];
 
 export {
@@ -78,6 +81,7 @@ export {
   SSHKeyPairKind,
   StoragePoolKind,
   TemplateKind,
+  UserDataKind,
   VirtualMachineKind,
   VolumeKind,
   VolumeSnapshotKind,
@@ -100,6 +104,7 @@ export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
+export type UserData = ObjectOf<typeof UserDataKind>;
 
 /** Where each kind lives in the API, for the runtime's client and informers. */
 export const Resources = {
@@ -119,4 +124,5 @@ export const Resources = {
   guestVlans: resourceOf(GuestVlanKind),
   asyncJobs: resourceOf(AsyncJobKind),
   sshKeyPairs: resourceOf(SSHKeyPairKind),
+  userData: resourceOf(UserDataKind),
 } as const;

@@ -1,19 +1,16 @@
-import { createHash } from "node:crypto";
 import { Type } from "@sinclair/typebox";
+import { objectNameOf } from "../cloudstack-names.ts";
 import { defineKind } from "../definition.ts";
 import { Conditions, ObservedGeneration } from "../schema.ts";
 import { SSH_PUBLIC_KEY_MAX_LENGTH, SSH_PUBLIC_KEY_PATTERN } from "../ssh-public-key.ts";
 
-const OBJECT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 /**
  * The object name of the key pair CloudStack calls `name`: the name itself when it is a valid
- * object name, else a digest of it (CloudStack names may hold capitals and spaces). One name, one
- * object, so two registrations of the same name can never both succeed.
+ * object name, else a digest of it. One name, one object, so two registrations of the same name
+ * can never both succeed.
  */
 export function sshKeyPairObjectName(cloudStackName: string): string {
-  if (OBJECT_NAME.test(cloudStackName) && cloudStackName.length <= 253) return cloudStackName;
-  return `keypair-${createHash("sha256").update(cloudStackName).digest("hex").slice(0, 24)}`;
+  return objectNameOf(cloudStackName, "keypair");
 }
 
 export const SSHKeyPairKind = defineKind({
