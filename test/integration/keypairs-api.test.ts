@@ -434,100 +434,98 @@ describe.skipIf(!hasCs)(
         errortext: "Fail to reset password for the virtual machine, the template is not password enabled",
       });
       expect(await secretNamed(alice, "no-password-password")).toBeUndefined();
+    });
 
-      it("registers user data, deploys and updates VMs with its id, and deletes it; another account's id is unknown", async () => {
-        const script = Buffer.from("#!/bin/sh\necho registered > /run/registered\n").toString("base64");
-        const registered = await cs(
-          alice,
-          "registerUserData",
-          { name: "Boot Script", userdata: script, params: "role,env" },
-          true,
-        );
-        expect(registered.json).toEqual({
-          userdata: {
-            id: expect.any(String),
-            name: "Boot Script",
-            account: alice.namespace,
-            domain: "ROOT",
-            userdata: script,
-            params: "role,env",
-          },
-        });
-        const id = (registered.json.userdata as Json).id as string;
-        expect(
-          await refused(alice, "registerUserData", { name: "Boot Script", userdata: script }),
-        ).toMatchObject({
-          errorcode: 431,
-          errortext: "A userdata with name Boot Script already exists for this account.",
-        });
-        expect(
-          await refused(alice, "registerUserData", { name: "big", userdata: "A".repeat(4100) }),
-        ).toMatchObject({
-          errorcode: 431,
-          errortext: expect.stringMatching(/too long for an http GET request/),
-        });
-        expect((await cs(alice, "listUserData", { name: "Boot Script" })).json).toMatchObject({
-          count: 1,
-          userdata: [{ id, name: "Boot Script" }],
-        });
-        expect((await cs(alice, "listUserData")).json.count).toBe(1);
-        expect((await cs(bob, "listUserData", { listall: "true" })).json).toEqual({});
-
-        const deployed = await cs(
-          alice,
-          "deployVirtualMachine",
-          { ...deployArgs("from-registered"), userdataid: id },
-          true,
-        );
-        expect(deployed.json).toMatchObject({
-          virtualmachine: { name: "from-registered", state: "Stopped" },
-        });
-        expect((await vmNamed(alice, "from-registered"))?.spec.userDataSecret).toBe(
-          "from-registered-userdata",
-        );
-        expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(script);
-
-        // Both at once, another account's id, and template variables are refused; nothing is made.
-        const other = Buffer.from("#cloud-config\n").toString("base64");
-        const refusals: [Account, Record<string, string>, RegExp][] = [
-          [alice, { userdataid: id, userdata: other }, /either userdata or userdataid/],
-          [bob, { userdataid: id }, /^Invalid parameter userdataid value=/],
-          [alice, { userdataid: id, "userdatadetails[0].role": "web" }, /userdatadetails is not supported/],
-        ];
-        for (const [account, extra, text] of refusals) {
-          const answer = await refused(
-            account,
-            "deployVirtualMachine",
-            { ...deployArgs("refused-ud"), ...extra },
-            true,
-          );
-          expect(answer.errorcode).toBe(431);
-          expect(answer.errortext).toMatch(text);
-          expect(await vmNamed(account, "refused-ud")).toBeUndefined();
-        }
-
-        // updateVirtualMachine takes a registered id too; the VM keeps its copy once the original is gone.
-        const second = Buffer.from("#!/bin/sh\necho second\n").toString("base64");
-        const secondId = (
-          (await cs(alice, "registerUserData", { name: "second", userdata: second })).json.userdata as Json
-        ).id as string;
-        const vmId = (deployed.json.virtualmachine as Json).id as string;
-        expect(
-          (await cs(alice, "updateVirtualMachine", { id: vmId, userdataid: secondId }, true)).json,
-        ).toMatchObject({
-          virtualmachine: { id: vmId },
-        });
-        expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(second);
-
-        expect(await refused(bob, "deleteUserData", { id })).toMatchObject({ errorcode: 431 });
-        expect((await cs(alice, "deleteUserData", { id })).json).toEqual({ success: true });
-        expect(await refused(alice, "deleteUserData", { id })).toMatchObject({ errorcode: 431 });
-        await waitFor(
-          "the deleted user data to leave the list",
-          async () => (await cs(alice, "listUserData", { name: "Boot Script" })).json.count === undefined,
-        );
-        expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(second);
+    it("registers user data, deploys and updates VMs with its id, and deletes it; another account's id is unknown", async () => {
+      const script = Buffer.from("#!/bin/sh\necho registered > /run/registered\n").toString("base64");
+      const registered = await cs(
+        alice,
+        "registerUserData",
+        { name: "Boot Script", userdata: script, params: "role,env" },
+        true,
+      );
+      expect(registered.json).toEqual({
+        userdata: {
+          id: expect.any(String),
+          name: "Boot Script",
+          account: alice.namespace,
+          domain: "ROOT",
+          userdata: script,
+          params: "role,env",
+        },
       });
+      const id = (registered.json.userdata as Json).id as string;
+      expect(
+        await refused(alice, "registerUserData", { name: "Boot Script", userdata: script }),
+      ).toMatchObject({
+        errorcode: 431,
+        errortext: "A userdata with name Boot Script already exists for this account.",
+      });
+      expect(
+        await refused(alice, "registerUserData", { name: "big", userdata: "A".repeat(4100) }),
+      ).toMatchObject({
+        errorcode: 431,
+        errortext: expect.stringMatching(/too long for an http GET request/),
+      });
+      expect((await cs(alice, "listUserData", { name: "Boot Script" })).json).toMatchObject({
+        count: 1,
+        userdata: [{ id, name: "Boot Script" }],
+      });
+      expect((await cs(alice, "listUserData")).json.count).toBe(1);
+      expect((await cs(bob, "listUserData", { listall: "true" })).json).toEqual({});
+
+      const deployed = await cs(
+        alice,
+        "deployVirtualMachine",
+        { ...deployArgs("from-registered"), userdataid: id },
+        true,
+      );
+      expect(deployed.json).toMatchObject({
+        virtualmachine: { name: "from-registered", state: "Stopped" },
+      });
+      expect((await vmNamed(alice, "from-registered"))?.spec.userDataSecret).toBe("from-registered-userdata");
+      expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(script);
+
+      // Both at once, another account's id, and template variables are refused; nothing is made.
+      const other = Buffer.from("#cloud-config\n").toString("base64");
+      const refusals: [Account, Record<string, string>, RegExp][] = [
+        [alice, { userdataid: id, userdata: other }, /either userdata or userdataid/],
+        [bob, { userdataid: id }, /^Invalid parameter userdataid value=/],
+        [alice, { userdataid: id, "userdatadetails[0].role": "web" }, /userdatadetails is not supported/],
+      ];
+      for (const [account, extra, text] of refusals) {
+        const answer = await refused(
+          account,
+          "deployVirtualMachine",
+          { ...deployArgs("refused-ud"), ...extra },
+          true,
+        );
+        expect(answer.errorcode).toBe(431);
+        expect(answer.errortext).toMatch(text);
+        expect(await vmNamed(account, "refused-ud")).toBeUndefined();
+      }
+
+      // updateVirtualMachine takes a registered id too; the VM keeps its copy once the original is gone.
+      const second = Buffer.from("#!/bin/sh\necho second\n").toString("base64");
+      const secondId = (
+        (await cs(alice, "registerUserData", { name: "second", userdata: second })).json.userdata as Json
+      ).id as string;
+      const vmId = (deployed.json.virtualmachine as Json).id as string;
+      expect(
+        (await cs(alice, "updateVirtualMachine", { id: vmId, userdataid: secondId }, true)).json,
+      ).toMatchObject({
+        virtualmachine: { id: vmId },
+      });
+      expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(second);
+
+      expect(await refused(bob, "deleteUserData", { id })).toMatchObject({ errorcode: 431 });
+      expect((await cs(alice, "deleteUserData", { id })).json).toEqual({ success: true });
+      expect(await refused(alice, "deleteUserData", { id })).toMatchObject({ errorcode: 431 });
+      await waitFor(
+        "the deleted user data to leave the list",
+        async () => (await cs(alice, "listUserData", { name: "Boot Script" })).json.count === undefined,
+      );
+      expect((await secretNamed(alice, "from-registered-userdata"))?.data?.userdata).toBe(second);
     });
   },
 );
