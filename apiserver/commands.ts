@@ -222,7 +222,7 @@ const vmCommands: Record<string, Command> = {
       const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = await requestedUserData(call, call.caller.account);
-      const guestLogin = deployGuestLogin(call, template, name);
+      const guestLogin = await deployGuestLogin(call, template, name);
       const address = params.get("ipaddress");
       const vm = await call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",

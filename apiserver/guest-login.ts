@@ -35,12 +35,12 @@ export function generateVmPassword(): string {
 }
 
 /** What deployVirtualMachine adds to the VM's spec (key pairs, password Secret), and the password. */
-export function deployGuestLogin(
+export async function deployGuestLogin(
   call: Call,
   template: Template,
   vmName: string,
-): { spec: GuestLoginSpec; password?: string } {
-  const keyPairs = requestedKeyPairs(call, call.caller.account);
+): Promise<{ spec: GuestLoginSpec; password?: string }> {
+  const keyPairs = await requestedKeyPairs(call, call.caller.account);
   const password = template.spec.passwordEnabled ? generateVmPassword() : undefined;
   return {
     spec: {

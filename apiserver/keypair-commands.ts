@@ -5,8 +5,8 @@
 import { displayState } from "../crds/display-state.ts";
 import { Resources, type SSHKeyPair, sshKeyPairObjectName } from "../crds/index.ts";
 import { generateRsaKeyPair, parseSshPublicKey, sshFingerprint } from "../crds/ssh-public-key.ts";
-import { isConflict } from "../runtime/client.ts";
-import type { Call, CloudStackApi, Command } from "./api.ts";
+import { isConflict, isNotFound } from "../runtime/client.ts";
+import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { type GuestLoginSpec, setGuestLoginFields } from "./guest-login-fields.ts";
 import { submitJob, virtualMachineOutcome } from "./jobs.ts";
@@ -40,26 +40,41 @@ function requiredKeyPairName(call: Call): string {
   return name;
 }
 
-/** The caller's key pair of this CloudStack name, or CloudStack's "was not found" (431). */
-function keyPairOf(api: CloudStackApi, namespace: string, name: string): SSHKeyPair {
-  const pair = api.sshKeyPairs.get(`${namespace}/${sshKeyPairObjectName(name)}`);
-  if (!pair || keyPairName(pair) !== name)
-    throw new ApiError(ERROR.PARAM, `A key pair with name '${name}' was not found.`);
-  return pair;
+/**
+ * The key pair of this CloudStack name in the namespace, as the caller may read it: from the cache,
+ * else from the API server (one registered a moment ago may not be cached yet).
+ */
+async function findKeyPair(call: Call, namespace: string, name: string): Promise<SSHKeyPair | undefined> {
+  const objectName = sshKeyPairObjectName(name);
+  const pair =
+    call.api.sshKeyPairs.get(`${namespace}/${objectName}`) ??
+    (await call.caller.client
+      .get<SSHKeyPair>(Resources.sshKeyPairs, objectName, namespace)
+      .catch((error: unknown) => {
+        if (isNotFound(error) || (error as { status?: number }).status === 403) return undefined;
+        throw error;
+      }));
+  return pair && keyPairName(pair) === name ? pair : undefined;
 }
 
 /**
- * The object names of the key pairs `keypairs` (a list) and `keypair` name, in the VM's account;
- * undefined when the request names none.
+ * The object names of the key pairs `keypairs` (a list) and `keypair` name, in the VM's account
+ * (CloudStack's 431 "was not found" for any other); undefined when the request names none.
  */
-export function requestedKeyPairs(call: Call, namespace: string): string[] | undefined {
+export async function requestedKeyPairs(call: Call, namespace: string): Promise<string[] | undefined> {
   const names = [
     ...call.params.list("keypairs"),
     ...(call.params.get("keypair") ? [call.params.get("keypair") as string] : []),
   ];
   if (names.length === 0) return undefined;
   if (names.length > 16) throw new ApiError(ERROR.PARAM, "A VM takes at most 16 key pairs");
-  return [...new Set(names.map((name) => keyPairOf(call.api, namespace, name).metadata.name as string))];
+  const objectNames = [];
+  for (const name of new Set(names)) {
+    const pair = await findKeyPair(call, namespace, name);
+    if (!pair) throw new ApiError(ERROR.PARAM, `A key pair with name '${name}' was not found.`);
+    objectNames.push(pair.metadata.name as string);
+  }
+  return [...new Set(objectNames)];
 }
 
 /** Creates the key pair as the caller; a name taken answers as CloudStack does. */
@@ -136,19 +151,19 @@ const listSSHKeyPairs: Command = {
 const deleteSSHKeyPair: Command = {
   async handler(call) {
     const name = requiredKeyPairName(call);
-    const pair = call.api.sshKeyPairs.get(`${call.caller.account}/${sshKeyPairObjectName(name)}`);
+    const pair = await findKeyPair(call, call.caller.account, name);
     const missing = () =>
       new ApiError(
         ERROR.PARAM,
         `A key pair with name '${name}' does not exist for account ${call.caller.account} in specified domain id`,
       );
-    if (!pair || keyPairName(pair) !== name) throw missing();
+    if (!pair) throw missing();
     await call.caller.client
       .delete(Resources.sshKeyPairs, pair.metadata.name as string, pair.metadata.namespace, {
         uid: pair.metadata.uid as string,
       })
       .catch((error: unknown) => {
-        if ((error as { status?: number }).status === 404) throw missing();
+        if (isNotFound(error)) throw missing();
         throw error;
       });
     return { success: true };
@@ -159,7 +174,7 @@ const resetSSHKeyForVirtualMachine: Command = {
   async: true,
   async handler(call) {
     const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
-    const keyPairs = requestedKeyPairs(call, vm.metadata.namespace as string);
+    const keyPairs = await requestedKeyPairs(call, vm.metadata.namespace as string);
     if (!keyPairs)
       throw new ApiError(
         ERROR.PARAM,
