@@ -191,7 +191,7 @@ async function main(): Promise<void> {
       })
     : undefined;
 
-  // CloudStack takes userdata (up to 32 KiB decoded) in a GET query string: allow long URLs.
+  // Long URLs reach the API, so user data over CloudStack's 4 KiB GET limit gets its 431, not a bare 431 from Node.
   const server = createServer({ maxHeaderSize: 128 * 1024 }, async (request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
     if (url.pathname !== "/client/api" && url.pathname !== "/client/api/") {
