@@ -23,7 +23,7 @@ import {
   cs as runCs,
 } from "./cloudstack-accounts.ts";
 import { type StratusProcess, startApiServer } from "./processes.ts";
-import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+import { kubectl, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
 const runFile = promisify(execFile);
 const suffix = randomBytes(3).toString("hex");
@@ -240,6 +240,55 @@ describe.skipIf(!hasCs)(
       expect(await refused(alice, "deleteSSHKeyPair", { name: "Work Key" })).toMatchObject({
         errorcode: 431,
       });
+    });
+
+    it("fingerprints key pairs applied with kubectl, says why a key is not one, and lists them", async () => {
+      const { kubeconfigPath } = await sharedControlPlane();
+      for (const example of ["examples/ssh-key-pair.yaml", "examples/user-data.yaml"])
+        expect(
+          await kubectl(kubeconfigPath, ["apply", "--server-side", "-n", bob.namespace, "-f", example]),
+        ).toMatchObject({ code: 0, stderr: "" });
+      const wrongType = LAPTOP_KEY.replace("ssh-ed25519", "ssh-rsa");
+      await client.create(Resources.sshKeyPairs, {
+        metadata: { name: "wrong-type", namespace: bob.namespace },
+        spec: { publicKey: wrongType },
+      });
+      const statusOf = (name: string) =>
+        client.get<SSHKeyPair>(Resources.sshKeyPairs, name, bob.namespace).then((p) => p.status);
+      await waitFor("the example's fingerprint", async () => (await statusOf("laptop"))?.fingerprint);
+      expect(await statusOf("laptop")).toMatchObject({
+        fingerprint: LAPTOP_FINGERPRINT,
+        conditions: [{ type: "Valid", status: "True" }],
+      });
+      await waitFor("the wrong key's condition", async () => (await statusOf("wrong-type"))?.conditions);
+      expect(await statusOf("wrong-type")).toMatchObject({
+        conditions: [{ type: "Valid", status: "False", reason: "InvalidPublicKey" }],
+      });
+      expect((await statusOf("wrong-type"))?.fingerprint).toBeUndefined();
+      // The schema itself refuses what is not one OpenSSH key line.
+      const garbage = await client
+        .create(Resources.sshKeyPairs, {
+          metadata: { name: "garbage", namespace: bob.namespace },
+          spec: { publicKey: "-----BEGIN OPENSSH PRIVATE KEY-----" },
+        })
+        .then(
+          () => 201,
+          (error: { status?: number }) => error.status,
+        );
+      expect(garbage).toBe(422);
+      await waitFor(
+        "bob's key pairs listed",
+        async () => (await cs(bob, "listSSHKeyPairs")).json.count === 2,
+      );
+      expect((await cs(bob, "listSSHKeyPairs", { name: "laptop" })).json).toMatchObject({
+        sshkeypair: [{ name: "laptop", fingerprint: LAPTOP_FINGERPRINT, account: bob.namespace }],
+      });
+      expect((await cs(bob, "listUserData", { name: "web-server" })).json).toMatchObject({
+        userdata: [{ name: "web-server", params: "role" }],
+      });
+      for (const name of ["laptop", "wrong-type"])
+        await client.delete(Resources.sshKeyPairs, name, bob.namespace);
+      await client.delete(Resources.userData, "web-server", bob.namespace);
     });
 
     it("refuses malformed keys and taken names, leaving nothing behind", async () => {
