@@ -471,6 +471,9 @@ describe.skipIf(!hasCs)(
       const all = (await client.list<AsyncJob>(Resources.asyncJobs, { namespace: alice.namespace })).items;
       expect(all.every((j) => !JSON.stringify(j.spec).includes(chosen))).toBe(true);
 
+      // Nor does the API component ever log one.
+      for (const password of [first, second, chosen]) expect(api.logs()).not.toContain(password);
+
       // Bob cannot reset it (unknown id); a template without passwords refuses.
       expect(await refused(bob, "resetPasswordForVirtualMachine", { id: view.id as string })).toMatchObject({
         errorcode: 431,
