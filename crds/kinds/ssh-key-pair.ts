@@ -1,5 +1,5 @@
 import { Type } from "@sinclair/typebox";
-import { objectNameOf } from "../cloudstack-names.ts";
+import { cloudStackNameField, objectNameOf } from "../cloudstack-names.ts";
 import { defineKind } from "../definition.ts";
 import { Conditions, ObservedGeneration } from "../schema.ts";
 import { SSH_PUBLIC_KEY_MAX_LENGTH, SSH_PUBLIC_KEY_PATTERN } from "../ssh-public-key.ts";
@@ -30,14 +30,7 @@ export const SSHKeyPairKind = defineKind({
         description:
           "One OpenSSH public key: `<type> <base64> [comment]`, type ssh-ed25519, ssh-rsa or ecdsa-sha2-nistp256/384/521.",
       }),
-      name: Type.Optional(
-        Type.String({
-          minLength: 1,
-          maxLength: 255,
-          description:
-            "The name CloudStack shows, when it is not a valid object name (the object is then named after its digest). Defaults to the object's name.",
-        }),
-      ),
+      name: cloudStackNameField(),
     },
     {
       description: "The public key.",

@@ -1,5 +1,5 @@
 import { Type } from "@sinclair/typebox";
-import { objectNameOf } from "../cloudstack-names.ts";
+import { cloudStackNameField, objectNameOf } from "../cloudstack-names.ts";
 import { defineKind } from "../definition.ts";
 import { ObservedGeneration } from "../schema.ts";
 
@@ -31,14 +31,7 @@ export const UserDataKind = defineKind({
           "x-kubernetes-list-type": "atomic",
         }),
       ),
-      name: Type.Optional(
-        Type.String({
-          minLength: 1,
-          maxLength: 255,
-          description:
-            "The name CloudStack shows, when it is not a valid object name (the object is then named after its digest). Defaults to the object's name.",
-        }),
-      ),
+      name: cloudStackNameField(),
     },
     {
       description: "The registered user data.",
