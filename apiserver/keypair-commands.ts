@@ -10,7 +10,7 @@ import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { type GuestLoginSpec, setGuestLoginFields } from "./guest-login-fields.ts";
 import { submitJob, virtualMachineOutcome } from "./jobs.ts";
-import { namespaced, ownedById, page } from "./listing.ts";
+import { inAccount, namespaced, ownedById, page, requireOwnAccount } from "./listing.ts";
 
 /** The job parameter resetSSHKeyForVirtualMachine records the key pairs it set in. */
 const KEY_PAIRS_SET = "stratus.keypairs";
@@ -31,6 +31,7 @@ function keyPairView(pair: SSHKeyPair, fingerprint = pair.status?.fingerprint): 
 }
 
 function requiredKeyPairName(call: Call): string {
+  requireOwnAccount(call);
   const name = call.params.required("name");
   if (name.length > KEY_PAIR_NAME_MAX || [...name].some((c) => c < " "))
     throw new ApiError(
@@ -134,7 +135,7 @@ const listSSHKeyPairs: Command = {
     const name = call.params.get("name");
     const fingerprint = call.params.get("fingerprint")?.toLowerCase();
     const keyword = call.params.get("keyword")?.toLowerCase();
-    const pairs = (await namespaced(call, call.api.sshKeyPairs, Resources.sshKeyPairs))
+    const pairs = inAccount(call, await namespaced(call, call.api.sshKeyPairs, Resources.sshKeyPairs))
       .filter((p) => !id || p.metadata.uid === id)
       .filter((p) => !name || keyPairName(p) === name)
       .filter((p) => !fingerprint || p.status?.fingerprint === fingerprint)

@@ -105,3 +105,23 @@ export async function patched<T extends KubeObject>(
     patch,
   );
 }
+
+/**
+ * Commands that make or delete an account's own objects act in the caller's account: `account` or
+ * `projectid` naming another is refused rather than ignored.
+ */
+export function requireOwnAccount(call: Call): void {
+  const account = call.params.get("account");
+  const project = call.params.get("projectid");
+  if ((account && account !== call.caller.account) || (project && project !== "-1"))
+    throw new ApiError(
+      ERROR.PARAM,
+      `Stratus runs ${call.params.command} in the caller's own account (${call.caller.account}) only: account and projectid may not name another`,
+    );
+}
+
+/** `account=` on a list: only that account's objects (the namespaces listed are already allowed). */
+export function inAccount<T extends KubeObject>(call: Call, objects: T[]): T[] {
+  const account = call.params.get("account");
+  return account ? objects.filter((o) => o.metadata.namespace === account) : objects;
+}

@@ -5,7 +5,7 @@ import { Resources, type UserData, userDataObjectName } from "../crds/index.ts";
 import { isConflict, isNotFound } from "../runtime/client.ts";
 import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { namespaced, ownedById, page } from "./listing.ts";
+import { inAccount, namespaced, ownedById, page, requireOwnAccount } from "./listing.ts";
 import { userDataProblem } from "./user-data.ts";
 
 const NAME_MAX = 255;
@@ -26,6 +26,7 @@ function userDataView(registered: UserData): Record<string, Json> {
 }
 
 function requiredName(call: Call): string {
+  requireOwnAccount(call);
   const name = call.params.required("name");
   if (name.length > NAME_MAX || [...name].some((c) => c < " "))
     throw new ApiError(
@@ -78,7 +79,7 @@ const listUserData: Command = {
     const id = call.params.uuid("id");
     const name = call.params.get("name");
     const keyword = call.params.get("keyword")?.toLowerCase();
-    const found = (await namespaced(call, call.api.registeredUserData, Resources.userData))
+    const found = inAccount(call, await namespaced(call, call.api.registeredUserData, Resources.userData))
       .filter((u) => !id || u.metadata.uid === id)
       .filter((u) => !name || userDataName(u) === name)
       .filter((u) => !keyword || userDataName(u).toLowerCase().includes(keyword))

@@ -316,6 +316,13 @@ describe.skipIf(!hasCs)(
         errortext: expect.stringMatching(/same public key already exists/),
       });
       expect(await refused(alice, "createSSHKeyPair", { name: "laptop" })).toMatchObject({ errorcode: 431 });
+      expect(
+        await refused(alice, "registerSSHKeyPair", {
+          name: "for-bob",
+          publickey: ECDSA_KEY,
+          account: bob.namespace,
+        }),
+      ).toMatchObject({ errorcode: 431, errortext: expect.stringMatching(/caller's own account/) });
       expect((await client.list(Resources.sshKeyPairs, { namespace: alice.namespace })).items).toHaveLength(
         before,
       );
