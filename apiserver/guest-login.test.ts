@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { SSHKeyPair } from "../crds/index.ts";
 import { generateVmPassword } from "./guest-login.ts";
+import { prunedGuestLoginField } from "./guest-login-fields.ts";
 import { keyPairStatus } from "./keypair-status.ts";
 import { USER_DATA_MAX_BYTES, USER_DATA_MAX_GET_BASE64, userDataProblem } from "./user-data.ts";
 
@@ -69,5 +70,17 @@ describe("SSH key pair status", () => {
         message: "the key's data is not a ssh-rsa key",
       },
     ]);
+  });
+});
+
+describe("guest-login fields a CRD may prune", () => {
+  const vm = (spec: Record<string, unknown>) =>
+    ({ metadata: { name: "web" }, spec }) as unknown as Parameters<typeof prunedGuestLoginField>[0];
+
+  it("names the field the API server dropped, so the command fails instead of pretending", () => {
+    expect(prunedGuestLoginField(vm({}), { keyPairs: ["laptop"] })).toBe("spec.keyPairs");
+    expect(prunedGuestLoginField(vm({}), { passwordSecret: "web-password" })).toBe("spec.passwordSecret");
+    expect(prunedGuestLoginField(vm({ keyPairs: ["laptop"] }), { keyPairs: ["laptop"] })).toBeUndefined();
+    expect(prunedGuestLoginField(vm({}), {})).toBeUndefined();
   });
 });
