@@ -10,12 +10,10 @@ import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { type GuestLoginSpec, setGuestLoginFields } from "./guest-login-fields.ts";
 import { submitJob, virtualMachineOutcome } from "./jobs.ts";
-import { inAccount, namespaced, ownedById, page, requireOwnAccount } from "./listing.ts";
+import { inAccount, namespaced, ownedById, page, requiredOwnName } from "./listing.ts";
 
 /** The job parameter resetSSHKeyForVirtualMachine records the key pairs it set in. */
 const KEY_PAIRS_SET = "stratus.keypairs";
-/** CloudStack's key pair names are free text of at most 255 characters. */
-const KEY_PAIR_NAME_MAX = 255;
 
 /** The name CloudStack shows: spec.name when the object is named after its digest. */
 export const keyPairName = (pair: SSHKeyPair): string => pair.spec.name ?? (pair.metadata.name as string);
@@ -28,17 +26,6 @@ function keyPairView(pair: SSHKeyPair, fingerprint = pair.status?.fingerprint): 
     account: pair.metadata.namespace as string,
     domain: "ROOT",
   };
-}
-
-function requiredKeyPairName(call: Call): string {
-  requireOwnAccount(call);
-  const name = call.params.required("name");
-  if (name.length > KEY_PAIR_NAME_MAX || [...name].some((c) => c < " "))
-    throw new ApiError(
-      ERROR.PARAM,
-      `Invalid parameter name value=${name.slice(0, 40)}: a key pair name is at most ${KEY_PAIR_NAME_MAX} printable characters`,
-    );
-  return name;
 }
 
 /**
@@ -100,7 +87,7 @@ async function createKeyPair(call: Call, name: string, publicKey: string): Promi
 
 const registerSSHKeyPair: Command = {
   async handler(call) {
-    const name = requiredKeyPairName(call);
+    const name = requiredOwnName(call);
     const key = parseSshPublicKey(call.params.required("publickey"));
     if ("error" in key) throw new ApiError(ERROR.PARAM, `Public key is invalid: ${key.error}`);
     const fingerprint = sshFingerprint(key);
@@ -119,7 +106,7 @@ const registerSSHKeyPair: Command = {
 
 const createSSHKeyPair: Command = {
   async handler(call) {
-    const name = requiredKeyPairName(call);
+    const name = requiredOwnName(call);
     const generated = await generateRsaKeyPair(`${call.caller.account}@stratus`);
     const key = parseSshPublicKey(generated.publicKey);
     if ("error" in key) throw new Error(`generated an invalid public key: ${key.error}`);
@@ -151,7 +138,7 @@ const listSSHKeyPairs: Command = {
 
 const deleteSSHKeyPair: Command = {
   async handler(call) {
-    const name = requiredKeyPairName(call);
+    const name = requiredOwnName(call);
     const pair = await findKeyPair(call, call.caller.account, name);
     const missing = () =>
       new ApiError(

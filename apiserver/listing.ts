@@ -125,3 +125,18 @@ export function inAccount<T extends KubeObject>(call: Call, objects: T[]): T[] {
   const account = call.params.get("account");
   return account ? objects.filter((o) => o.metadata.namespace === account) : objects;
 }
+
+/** CloudStack names (key pairs, user data) are free text of at most 255 characters. */
+const CLOUDSTACK_NAME_MAX = 255;
+
+/** `name` of an object the caller makes or deletes in its own account: printable, at most 255. */
+export function requiredOwnName(call: Call): string {
+  requireOwnAccount(call);
+  const name = call.params.required("name");
+  if (name.length > CLOUDSTACK_NAME_MAX || [...name].some((c) => c < " "))
+    throw new ApiError(
+      ERROR.PARAM,
+      `Invalid parameter name value=${name.slice(0, 40)}: a name is at most ${CLOUDSTACK_NAME_MAX} printable characters`,
+    );
+  return name;
+}

@@ -3,12 +3,11 @@
 // user data Secret (user-data.ts), so deleting it later changes no VM.
 import { Resources, type UserData, userDataObjectName } from "../crds/index.ts";
 import { isConflict, isNotFound } from "../runtime/client.ts";
-import type { Call, Command } from "./api.ts";
+import type { Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { inAccount, namespaced, ownedById, page, requireOwnAccount } from "./listing.ts";
+import { inAccount, namespaced, ownedById, page, requiredOwnName } from "./listing.ts";
 import { userDataProblem } from "./user-data.ts";
 
-const NAME_MAX = 255;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 const userDataName = (registered: UserData): string =>
@@ -25,20 +24,9 @@ function userDataView(registered: UserData): Record<string, Json> {
   };
 }
 
-function requiredName(call: Call): string {
-  requireOwnAccount(call);
-  const name = call.params.required("name");
-  if (name.length > NAME_MAX || [...name].some((c) => c < " "))
-    throw new ApiError(
-      ERROR.PARAM,
-      `Invalid parameter name value=${name.slice(0, 40)}: a name is at most ${NAME_MAX} printable characters`,
-    );
-  return name;
-}
-
 const registerUserData: Command = {
   async handler(call) {
-    const name = requiredName(call);
+    const name = requiredOwnName(call);
     const userData = call.params.required("userdata");
     const problem = userDataProblem(userData, call.params.sentInQuery("userdata"));
     if (problem) throw new ApiError(ERROR.PARAM, problem);
