@@ -140,3 +140,20 @@ export function requiredOwnName(call: Call): string {
     );
   return name;
 }
+
+/**
+ * Waits up to `graceMs` for an object made a moment ago (by this replica or another) to reach this
+ * replica's cache, so a client that uses an id right after making it is not told it is unknown.
+ */
+export async function cachedSoon<T extends KubeObject>(
+  informer: Informer<T>,
+  uid: string,
+  graceMs = 2_000,
+): Promise<void> {
+  for (
+    let waited = 0;
+    informer.byIndex("uid", uid.toLowerCase()).length === 0 && waited < graceMs;
+    waited += 100
+  )
+    await new Promise((resolve) => setTimeout(resolve, 100));
+}

@@ -7,7 +7,7 @@ import { Resources, type VirtualMachine } from "../crds/index.ts";
 import { ownerReference } from "../runtime/objects.ts";
 import { type Call, type CloudStackApi, SECRET } from "./api.ts";
 import { ApiError, ERROR, entityNotFound } from "./envelope.ts";
-import { ownedByUid } from "./listing.ts";
+import { cachedSoon, ownedByUid } from "./listing.ts";
 
 /** The key of the user data in its Secret. */
 export const USER_DATA_KEY = "userdata";
@@ -50,6 +50,8 @@ export async function requestedUserData(call: Call, namespace: string): Promise<
   const id = call.params.get("userdataid");
   if (!id) return userData;
   if (userData) throw new ApiError(ERROR.PARAM, "Specify either userdata or userdataid, not both");
+  if (!call.params.uuid("userdataid")) throw entityNotFound("userdataid", id);
+  await cachedSoon(call.api.registeredUserData, id);
   const registered = await ownedByUid(
     call,
     call.api.registeredUserData,
