@@ -11,6 +11,9 @@ const ORCHESTRATION = [
   "test/integration/orchestration.test.ts",
   "test/integration/orchestration-writes.test.ts",
   "test/integration/cloudstack-api.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs.
+  "test/integration/keypairs-api.test.ts",
+  "test/integration/user-data-api.test.ts",
   // three API components, whose job controllers act on every namespace's AsyncJobs.
   "test/integration/cloudstack-auth.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs.

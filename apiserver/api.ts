@@ -15,8 +15,10 @@ import {
   Resources,
   type ServiceOffering,
   type SnapshotPolicy,
+  type SSHKeyPair,
   type StoragePool,
   type Template,
+  type UserData,
   type VirtualMachine,
   type VirtualMachineMigration,
   type Volume,
@@ -89,6 +91,9 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly affinityGroups: Informer<AffinityGroup>;
+  readonly sshKeyPairs: Informer<SSHKeyPair>;
+  /** Registered user data (registerUserData). */
+  readonly registeredUserData: Informer<UserData>;
   readonly authentication: Authentication;
   private readonly access: AccessReviews;
   /** Whether this component may act as a key's identity, by identity (see mayActAs). */
@@ -127,6 +132,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);
+    this.sshKeyPairs = informers.for<SSHKeyPair>(Resources.sshKeyPairs, indexed);
+    this.registeredUserData = informers.for<UserData>(Resources.userData, indexed);
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }
@@ -142,6 +149,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   volume = (namespace: string, name: string) => this.volumes.get(`${namespace}/${name}`);
   snapshotPolicy = (namespace: string, name: string) => this.snapshotPolicies.get(`${namespace}/${name}`);
   affinityGroup = (namespace: string, name: string) => this.affinityGroups.get(`${namespace}/${name}`);
+  keyPair = (namespace: string, name: string) => this.sshKeyPairs.get(`${namespace}/${name}`);
 
   command(name: string): Command | undefined {
     return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

@@ -16,8 +16,11 @@ import { AFFINITY_COMMANDS, groupMembersFilter, requestedGroups } from "./affini
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { createDeployDataDisk } from "./deploy-disk.ts";
 import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
+import { deployGuestLogin, GUEST_LOGIN_COMMANDS, writeVmPassword } from "./guest-login.ts";
+import { guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { IN_USE_BY, jobView, submitJob } from "./jobs.ts";
+import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
 import {
   byId,
   filtered,
@@ -35,7 +38,8 @@ import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
 import { TEMPLATE_COMMANDS } from "./template-commands.ts";
-import { userDataParameter, userDataSecretName, writeUserData } from "./user-data.ts";
+import { requestedUserData, userDataSecretName, writeUserData } from "./user-data.ts";
+import { USER_DATA_COMMANDS } from "./user-data-commands.ts";
 import {
   diskOfferingView,
   NETWORK_OFFERING_ID,
@@ -230,7 +234,8 @@ const vmCommands: Record<string, Command> = {
       });
       const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
-      const userData = userDataParameter(call);
+      const userData = await requestedUserData(call, call.caller.account);
+      const guestLogin = await deployGuestLogin(call, template, name);
       const address = params.get("ipaddress");
       const affinityGroups = await requestedGroups(call, call.caller.account);
       const dataDisk = await createDeployDataDisk(call, name, zone.metadata.name as string);
@@ -252,6 +257,7 @@ const vmCommands: Record<string, Command> = {
           ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
           ...(affinityGroups?.length ? { placement: { affinityGroups } } : {}),
           ...(dataDisk ? { dataVolumes: [dataDisk.slot] } : {}),
+          ...guestLogin.spec,
           nics: networks.map((network, index) => ({
             name: `eth${index}`,
             network: network.metadata.name as string,
@@ -263,14 +269,17 @@ const vmCommands: Record<string, Command> = {
         await dataDisk?.remove().catch(() => {});
         throw error;
       });
-      if (userData)
-        await writeUserData(call, vm, userData).catch(async (error: unknown) => {
-          await call.caller.client
-            .delete(Resources.virtualMachines, name, call.caller.account)
-            .catch(() => {});
-          await dataDisk?.remove().catch(() => {});
-          throw error;
-        });
+      const pruned = prunedGuestLoginField(vm, guestLogin.spec);
+      // What the VM needs besides itself; without it, the deploy leaves nothing behind.
+      await Promise.all([
+        pruned ? Promise.reject(guestLoginUnsupported(pruned)) : undefined,
+        userData ? writeUserData(call, vm, userData) : undefined,
+        guestLogin.password ? writeVmPassword(api, vm, guestLogin.password) : undefined,
+      ]).catch(async (error: unknown) => {
+        await call.caller.client.delete(Resources.virtualMachines, name, call.caller.account).catch(() => {});
+        await dataDisk?.remove().catch(() => {});
+        throw error;
+      });
       const job = await submitJob(call, "deployVirtualMachine", vm);
       return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
     },
@@ -744,7 +753,7 @@ const accountCommands: Record<string, Command> = {
     async handler(call) {
       const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
       const displayName = call.params.get("displayname");
-      const userData = userDataParameter(call);
+      const userData = await requestedUserData(call, vm.metadata.namespace as string);
       const secret = userData ? userDataSecretName(vm.metadata.name as string) : undefined;
       const updated = await call.caller.client.mergePatch<VirtualMachine>(
         Resources.virtualMachines,
@@ -839,6 +848,9 @@ export const COMMANDS: Record<string, Command> = {
   ...VOLUME_MIGRATION_COMMANDS,
   ...VM_MIGRATION_COMMANDS,
   ...TEMPLATE_COMMANDS,
+  ...KEY_PAIR_COMMANDS,
+  ...GUEST_LOGIN_COMMANDS,
+  ...USER_DATA_COMMANDS,
 };
 
 interface ApiEntry {

@@ -21,6 +21,7 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { applyStatus } from "../runtime/objects.ts";
 import type { Call, CloudStackApi } from "./api.ts";
 import { ERROR, errorBody, formatDate, type Json } from "./envelope.ts";
+import { withVmPassword } from "./guest-login.ts";
 import { networkView, virtualMachineView, volumeView } from "./views.ts";
 
 function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
@@ -31,7 +32,16 @@ function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefi
 /** Finished jobs are kept this long for clients that poll late, then deleted. */
 export const JOB_RETENTION_MS = 60 * 60 * 1000;
 const FIELD_MANAGER = "stratus-apiserver";
-const SIGNATURE_PARAMS = new Set(["signature", "apikey", "sessionkey", "expires", "signatureversion"]);
+/** Left out of a job's parameters: the signature, and secrets (a password, user data) kept elsewhere. */
+const UNRECORDED_PARAMS = new Set([
+  "signature",
+  "apikey",
+  "sessionkey",
+  "expires",
+  "signatureversion",
+  "password",
+  "userdata",
+]);
 
 export async function submitJob(
   call: Call,
@@ -42,7 +52,7 @@ export async function submitJob(
 ): Promise<AsyncJob> {
   const parameters = {
     ...Object.fromEntries(
-      Object.entries(call.params.raw).filter(([name]) => !SIGNATURE_PARAMS.has(name.toLowerCase())),
+      Object.entries(call.params.raw).filter(([name]) => !UNRECORDED_PARAMS.has(name.toLowerCase())),
     ),
     ...extra,
   };
@@ -206,6 +216,17 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
   }
 }
 
+/** A job on a VM that ends, with the VM, once `reached` says the VM shows what the command set. */
+export function virtualMachineOutcome(
+  job: AsyncJob,
+  api: CloudStackApi,
+  reached: (vm: VirtualMachine) => boolean,
+): Outcome {
+  const vm = jobObject(api.vms, job, job.spec.target?.uid);
+  if (!vm) return { error: { code: ERROR.INTERNAL, text: "the virtual machine was deleted" } };
+  return reached(vm) ? { result: { virtualmachine: virtualMachineView(vm, api) } } : undefined;
+}
+
 /** A VM that cannot get where its job wants it: no host fits, or its host reports an error. */
 function failure(vm: VirtualMachine): Outcome {
   const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];
@@ -266,7 +287,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
             });
           return undefined;
         }
-        const result = outcome(job, api);
+        const result = await withVmPassword(api, job, outcome(job, api));
         const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
         if (!result) {
           if (!job.status?.state)

@@ -130,3 +130,55 @@ export async function patchFromCurrent<T extends KubeObject>(
     }
   }
 }
+
+/**
+ * Commands that make or delete an account's own objects act in the caller's account: `account` or
+ * `projectid` naming another is refused rather than ignored.
+ */
+export function requireOwnAccount(call: Call): void {
+  const account = call.params.get("account");
+  const project = call.params.get("projectid");
+  if ((account && account !== call.caller.account) || (project && project !== "-1"))
+    throw new ApiError(
+      ERROR.PARAM,
+      `Stratus runs ${call.params.command} in the caller's own account (${call.caller.account}) only: account and projectid may not name another`,
+    );
+}
+
+/** `account=` on a list: only that account's objects (the namespaces listed are already allowed). */
+export function inAccount<T extends KubeObject>(call: Call, objects: T[]): T[] {
+  const account = call.params.get("account");
+  return account ? objects.filter((o) => o.metadata.namespace === account) : objects;
+}
+
+/** CloudStack names (key pairs, user data) are free text of at most 255 characters. */
+const CLOUDSTACK_NAME_MAX = 255;
+
+/** `name` of an object the caller makes or deletes in its own account: printable, at most 255. */
+export function requiredOwnName(call: Call): string {
+  requireOwnAccount(call);
+  const name = call.params.required("name");
+  if (name.length > CLOUDSTACK_NAME_MAX || [...name].some((c) => c < " "))
+    throw new ApiError(
+      ERROR.PARAM,
+      `Invalid parameter name value=${name.slice(0, 40)}: a name is at most ${CLOUDSTACK_NAME_MAX} printable characters`,
+    );
+  return name;
+}
+
+/**
+ * Waits up to `graceMs` for an object made a moment ago (by this replica or another) to reach this
+ * replica's cache, so a client that uses an id right after making it is not told it is unknown.
+ */
+export async function cachedSoon<T extends KubeObject>(
+  informer: Informer<T>,
+  uid: string,
+  graceMs = 2_000,
+): Promise<void> {
+  for (
+    let waited = 0;
+    informer.byIndex("uid", uid.toLowerCase()).length === 0 && waited < graceMs;
+    waited += 100
+  )
+    await new Promise((resolve) => setTimeout(resolve, 100));
+}

@@ -15,6 +15,7 @@ import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { CloudStackApi, SECRET } from "./api.ts";
 import { ApiError, ERROR, errorBody, render } from "./envelope.ts";
 import { jobController } from "./jobs.ts";
+import { keyPairStatusController } from "./keypair-status.ts";
 import { CONFIG_MAP } from "./session-revocations.ts";
 import { SubresourceServer } from "./subresources.ts";
 
@@ -180,6 +181,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const jobs = jobController(api, logger, metrics);
+  const keyPairStatuses = keyPairStatusController(api, logger, metrics);
   const subresources = values["subresources-listen"]
     ? await startSubresources(client, logger, {
         listen: hostPort(values["subresources-listen"], "subresources-listen"),
@@ -189,7 +191,7 @@ async function main(): Promise<void> {
       })
     : undefined;
 
-  // CloudStack takes userdata (up to 32 KiB decoded) in a GET query string: allow long URLs.
+  // Long URLs reach the API, so user data over CloudStack's 4 KiB GET limit gets its 431, not a bare 431 from Node.
   const server = createServer({ maxHeaderSize: 128 * 1024 }, async (request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
     if (url.pathname !== "/client/api" && url.pathname !== "/client/api/") {
@@ -251,7 +253,7 @@ async function main(): Promise<void> {
       setTimeout(() => process.exit(1), 10_000).unref();
     });
   }
-  await jobs.run(shutdown.signal);
+  await Promise.all([jobs.run(shutdown.signal), keyPairStatuses.run(shutdown.signal)]);
   server.close();
   await subresources?.close();
   await healthServer.close();

@@ -14,6 +14,13 @@ describe("RequestParams", () => {
     expect(p.raw).toEqual({ command: "listZones", zoneId: "a", name: "web" });
   });
 
+  it("tells a parameter sent in the query string (GET) from one sent in the body (POST)", () => {
+    const p = params("command=deployVirtualMachine&userData=abc", "name=web");
+    expect(p.sentInQuery("userdata")).toBe(true);
+    expect(p.sentInQuery("name")).toBe(false);
+    expect(p.sentInQuery("absent")).toBe(false);
+  });
+
   it("refuses parameters that collide, too many and too long names (430)", () => {
     const refused = (query: string, form = "") => {
       try {

@@ -18,6 +18,8 @@ export class RequestParams {
   /** Names as sent (the signature covers them so), first value of each. */
   readonly raw: Readonly<Record<string, string>>;
   private readonly byLowerName: ReadonlyMap<string, string>;
+  /** Lower-cased names sent in the query string (the first source): CloudStack limits some there. */
+  private readonly inQueryString: ReadonlySet<string>;
   readonly command: string;
 
   /**
@@ -30,8 +32,9 @@ export class RequestParams {
     const raw: Record<string, string> = Object.create(null);
     const lower = new Map<string, string>();
     const firstName = new Map<string, string>();
+    const inQueryString = new Set<string>();
     let count = 0;
-    for (const source of sources) {
+    for (const [sourceIndex, source] of sources.entries()) {
       for (const [name, value] of source) {
         if (++count > MAX_PARAMETERS)
           throw new ApiError(
@@ -47,6 +50,7 @@ export class RequestParams {
         const seen = firstName.get(folded);
         if (seen === undefined) {
           firstName.set(folded, name);
+          if (sourceIndex === 0) inQueryString.add(folded);
           lower.set(folded, value);
           raw[name] = value;
         } else if (seen !== name || lower.get(folded) !== value)
@@ -58,11 +62,17 @@ export class RequestParams {
     }
     this.raw = raw;
     this.byLowerName = lower;
+    this.inQueryString = inQueryString;
     this.command = lower.get("command") ?? "";
   }
 
   get(name: string): string | undefined {
     return this.byLowerName.get(name.toLowerCase());
+  }
+
+  /** Whether the parameter came in the query string (an HTTP GET) rather than a POST body. */
+  sentInQuery(name: string): boolean {
+    return this.inQueryString.has(name.toLowerCase());
   }
 
   /** A required parameter, or CloudStack's 431 naming it. */

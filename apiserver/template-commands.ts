@@ -74,7 +74,14 @@ const createTemplate: Command = {
       apiVersion: "stratus.io/v1alpha1",
       kind: "Template",
       metadata: { name, annotations: { "stratus.io/created-by": "cloudstack-api" } },
-      spec: { displayName: displayText, source, format: "qcow2", osType, zones: [zone] },
+      spec: {
+        displayName: displayText,
+        source,
+        format: "qcow2",
+        osType,
+        zones: [zone],
+        passwordEnabled: params.flag("passwordenabled"),
+      },
     });
     const job = await submitJob(call, "createTemplate", { ...template, kind: "Template" });
     return { id: template.metadata.uid as string, jobid: job.metadata.uid as string };

@@ -10,6 +10,7 @@ import type {
   IPAddress,
   Network,
   ServiceOffering,
+  SSHKeyPair,
   StoragePool,
   Template,
   VirtualMachine,
@@ -22,6 +23,7 @@ import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-i
 import type { KubeObject } from "../runtime/client.ts";
 import { affinityGroupView } from "./affinity-views.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
+import type { GuestLoginSpec } from "./guest-login-fields.ts";
 
 const MIB = 1024n * 1024n;
 const GIB = 1024n * MIB;
@@ -36,6 +38,15 @@ export interface Catalog {
   network(namespace: string, name: string): Network | undefined;
   addresses(namespace: string, vm: string): IPAddress[];
   affinityGroup(namespace: string, name: string): AffinityGroup | undefined;
+  keyPair?(namespace: string, name: string): SSHKeyPair | undefined;
+}
+
+/** The VM's key pairs by their CloudStack names, comma-joined as CloudStack shows them. */
+function keyPairsView(vm: VirtualMachine, catalog: Catalog): string | undefined {
+  const names = (vm.spec as GuestLoginSpec).keyPairs ?? [];
+  if (names.length === 0) return undefined;
+  const namespace = vm.metadata.namespace as string;
+  return names.map((name) => catalog.keyPair?.(namespace, name)?.spec.name ?? name).join(",");
 }
 
 const uid = (object: { metadata: { uid?: string | undefined } }) => object.metadata.uid as string;
@@ -166,7 +177,7 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     ostypeid: template.spec.osType ?? "other",
     size,
     physicalsize: size,
-    passwordenabled: false,
+    passwordenabled: template.spec.passwordEnabled ?? false,
     templatetype: "USER",
     status,
     bootable: true,
@@ -226,7 +237,8 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     hostname: vm.status?.host,
     hypervisor: "KVM",
     haenable: offering?.spec.highAvailability ?? false,
-    passwordenabled: false,
+    passwordenabled: template?.spec.passwordEnabled ?? false,
+    keypairs: keyPairsView(vm, catalog),
     deleteprotection: false,
     rootdeviceid: 0,
     rootdevicetype: "ROOT",

@@ -9,8 +9,10 @@ import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
 import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
+import { SSHKeyPairKind } from "./kinds/ssh-key-pair.ts";
 import { StoragePoolKind } from "./kinds/storage-pool.ts";
 import { TemplateKind } from "./kinds/template.ts";
+import { UserDataKind } from "./kinds/user-data.ts";
 import { VirtualMachineKind } from "./kinds/virtual-machine.ts";
 import { VirtualMachineMigrationKind } from "./kinds/virtual-machine-migration.ts";
 import { VolumeKind } from "./kinds/volume.ts";
@@ -22,6 +24,7 @@ export { AFFINITY_TYPES, type AffinityType } from "./kinds/affinity-group.ts";
 export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
+export { sshKeyPairObjectName } from "./kinds/ssh-key-pair.ts";
 export {
   isSharedPoolType,
   localPoolName,
@@ -30,6 +33,7 @@ export {
   STORAGE_TYPES,
   type StorageType,
 } from "./kinds/storage-pool.ts";
+export { userDataObjectName } from "./kinds/user-data.ts";
 export {
   awaitingFailoverRestart,
   DEPLOY_FAILED_ANNOTATION,
@@ -64,6 +68,8 @@ export const KINDS: readonly KindDefinition[] = [
   GuestVlanKind,
   AffinityGroupKind,
   AsyncJobKind,
+  SSHKeyPairKind,
+  UserDataKind,
 ];
 
 export {
@@ -76,8 +82,10 @@ export {
   NetworkKind,
   ServiceOfferingKind,
   SnapshotPolicyKind,
+  SSHKeyPairKind,
   StoragePoolKind,
   TemplateKind,
+  UserDataKind,
   VirtualMachineKind,
   VolumeKind,
   VolumeSnapshotKind,
@@ -100,6 +108,8 @@ export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export type AffinityGroup = ObjectOf<typeof AffinityGroupKind>;
+export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
+export type UserData = ObjectOf<typeof UserDataKind>;
 
 /** Where each kind lives in the API, for the runtime's client and informers. */
 export const Resources = {
@@ -119,4 +129,6 @@ export const Resources = {
   guestVlans: resourceOf(GuestVlanKind),
   asyncJobs: resourceOf(AsyncJobKind),
   affinityGroups: resourceOf(AffinityGroupKind),
+  sshKeyPairs: resourceOf(SSHKeyPairKind),
+  userData: resourceOf(UserDataKind),
 } as const;

@@ -158,6 +158,13 @@ export const TemplateKind = defineKind({
       minimumDiskSize: Type.Optional(
         Quantity({ description: "Smallest root disk a VM from this template may have.", max: "64Ti" }),
       ),
+      passwordEnabled: Type.Optional(
+        Type.Boolean({
+          default: false,
+          description:
+            "The image sets the password it is given (cloud-init): a VM deployed from it gets a generated password, returned once by the CloudStack API.",
+        }),
+      ),
       zones: Type.Optional(
         Type.Array(ObjectName({ description: "A zone name." }), {
           description: "Zones the template is available in; empty means every zone.",

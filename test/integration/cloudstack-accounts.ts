@@ -62,11 +62,19 @@ export async function cs(
   account: Account,
   command: string,
   args: Record<string, string> = {},
+  options: { post?: boolean } = {},
 ) {
   const result = await runFile(
     PYTHON,
-    ["-m", "cs", command, ...Object.entries(args).map(([k, v]) => `${k}=${v}`)],
+    [
+      "-m",
+      "cs",
+      ...(options.post ? ["--post"] : []),
+      command,
+      ...Object.entries(args).map(([k, v]) => `${k}=${v}`),
+    ],
     {
+      maxBuffer: 16 * 1024 * 1024,
       env: {
         ...process.env,
         CLOUDSTACK_ENDPOINT: endpoint,
@@ -184,6 +192,38 @@ export async function makeAccount(
     },
   } as KubeObject);
   return account;
+}
+
+/**
+ * The manifests' own tenant role (`stratus-cloud-user`, as `stratus-cloud-user-<suffix>`) bound in
+ * each account's namespace only, as an account's users get it.
+ */
+export async function bindCloudUserRole(
+  client: KubeClient,
+  suffix: string,
+  accounts: Account[],
+): Promise<void> {
+  const manifests = parseAllDocuments(await readFile("manifests/base/rbac.yaml", "utf8")).map(
+    (d) => d.toJSON() as KubeObject & { kind: string; rules: unknown[] },
+  );
+  const role = manifests.find((d) => d.kind === "ClusterRole" && d.metadata.name === "stratus-cloud-user");
+  if (!role) throw new Error("manifests/base/rbac.yaml has no ClusterRole stratus-cloud-user");
+  const name = `stratus-cloud-user-${suffix}`;
+  await client.apply(
+    RBAC("v1", "clusterroles"),
+    { metadata: { name }, rules: role.rules },
+    { fieldManager: "cs-test" },
+  );
+  for (const account of accounts)
+    await client.apply(
+      RBAC("v1", "rolebindings"),
+      {
+        metadata: { name: "stratus-cloud-user", namespace: account.namespace },
+        roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name },
+        subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: account.user }],
+      },
+      { fieldManager: "cs-test" },
+    );
 }
 
 /**
