@@ -10,6 +10,8 @@ import { ApiError, ERROR } from "./envelope.ts";
 
 /** The key of the user data in its Secret. */
 export const USER_DATA_KEY = "userdata";
+/** The key of the guest's password in the Secret spec.passwordSecret names. */
+export const PASSWORD_KEY = "password";
 /** 32 KiB decoded, as CloudStack allows with HTTP GET. */
 const USER_DATA_MAX_BASE64 = 43_692;
 

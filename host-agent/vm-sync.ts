@@ -20,7 +20,9 @@ import {
 } from "../crds/index.ts";
 import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
+import { removeConfigDrive } from "./config-drive.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
+import { configDrivePath, type GuestDataSource, prepareConfigDrive } from "./guest-data.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
@@ -80,6 +82,8 @@ export interface VmSyncOptions {
   mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
   /** Live migration (migration-sync.ts): VMs to leave alone, guests to adopt, maintenance's live moves. */
   migration?: MigrationHooks;
+  /** User data, passwords and key pairs for config drives (guest-data.ts). */
+  guestData?: GuestDataSource;
   now?: () => number;
 }
 
@@ -200,6 +204,15 @@ export class VmSync {
     const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live, (namespace, name) =>
       this.o.world.snapshot(namespace, name),
     );
+    // A guest reads its config drive at boot: it is (re)built only while the guest is not running.
+    const configDrive = live
+      ? existing?.configDrive
+      : await prepareConfigDrive(vm, plan, {
+          cacheDir: this.o.paths.cache,
+          zone: this.o.world.zone().name,
+          source: this.o.guestData,
+        });
+    const domainSpec = { ...plan.domain, ...(configDrive ? { configDrive } : {}) };
     for (const nic of plan.nics) {
       await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
       await this.o.afterNetworkSync?.(nic);
@@ -215,10 +228,10 @@ export class VmSync {
       }
     }
     if (domain) {
-      const changes = diskChanges(domain, plan.domain.disks);
+      const changes = diskChanges(domain, plan.domain.disks, configDrive);
       if (changes.redefine) {
         log.info("redefining the stopped domain with its new disks");
-        domain = await this.hv.define(plan.domain);
+        domain = await this.hv.define(domainSpec);
       }
       for (const { path, target } of changes.detach) {
         await this.hv.detachDisk(uid, path, target, live);
@@ -229,7 +242,7 @@ export class VmSync {
         log.info({ path: disk.path, target, live }, "attached a volume");
       }
     } else {
-      domain = await this.hv.define(plan.domain);
+      domain = await this.hv.define(domainSpec);
       log.info("domain defined");
     }
     // Arrived after a failover: the state the lost host's agent wrote last goes before the start.
@@ -421,6 +434,7 @@ export class VmSync {
   ) {
     const uid = vm.metadata.uid as string;
     if (domain) await this.removeDomain(uid, domain);
+    await removeConfigDrive(configDrivePath(this.o.paths.cache, uid));
     // The root disk goes with its VM (its Volume's finalizer would remove it too, later).
     const rootPool = volumes.get(rootVolumeName(vm.metadata.name as string))?.status?.pool;
     if (rootPool && this.o.storage.pathOf(rootPool) !== undefined)
@@ -465,6 +479,7 @@ export class VmSync {
   private async removeDomain(uid: string, domain: ObservedDomain): Promise<void> {
     if (domain.state !== "shutoff") await this.hv.powerOff(uid);
     await this.hv.undefine(uid);
+    await removeConfigDrive(configDrivePath(this.o.paths.cache, uid));
   }
 
   /**
