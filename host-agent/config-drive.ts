@@ -58,12 +58,12 @@ export function configDriveFiles(content: ConfigDriveContent): Map<string, Buffe
     throw new ConfigDriveError(`the password is longer than ${PASSWORD_MAX_BYTES} bytes`);
   if (content.publicKeys.length > PUBLIC_KEYS_MAX)
     throw new ConfigDriveError(`${content.publicKeys.length} SSH keys; at most ${PUBLIC_KEYS_MAX}`);
-  const bad = content.publicKeys.find((key) => /[\r\n]/.test(key) || key.trim() === "");
-  if (bad !== undefined) throw new ConfigDriveError("an SSH public key must be one line");
+  const keys = content.publicKeys.map((key) => key.trim());
+  if (keys.some((key) => /[\r\n]/.test(key) || key === ""))
+    throw new ConfigDriveError("an SSH public key must be one non-empty line");
 
   const files = new Map<string, Buffer>();
   const text = (path: string, value: string) => files.set(path, Buffer.from(value));
-  const keys = content.publicKeys.map((key) => key.trim());
   text(
     "openstack/latest/meta_data.json",
     JSON.stringify({

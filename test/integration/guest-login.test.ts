@@ -1,0 +1,240 @@
+// A guest people can log into, on real QEMU with a real cloud-init: a VM from the Debian cloud
+// image (test/images/build-cloud-image.sh), applied with kubectl with an SSH key and user data in a
+// Secret, boots from its config drive; from the host, `ssh` with the matching private key reaches it
+// over the guest network, its hostname is the VM's name and the file its user data wrote is there.
+// Without the config drive, cloud-init has no key to install and the login fails.
+// Needs root and the libvirt/QEMU Debian packages, mmdebstrap and extlinux (.ci/run installs them).
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { SECRET } from "../../apiserver/api.ts";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { buildCloudImage } from "../../devcluster/cloud.ts";
+import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { readConfigDrive } from "../../host-agent/config-drive.ts";
+import { configDrivePath } from "../../host-agent/guest-data.ts";
+import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
+import { networkPrefix } from "../../host-agent/network-xml.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
+import {
+  type ApiServerProcess,
+  type StratusProcess,
+  startApiServer,
+  startOperator,
+  startStratusProcess,
+} from "./processes.ts";
+import {
+  agentOwner,
+  kubectl,
+  run as runCommand,
+  sharedControlPlane,
+  useNamespace,
+  waitFor,
+  waitUntilGone,
+} from "./support.ts";
+
+const run = promisify(execFile);
+const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
+const canBuildImage = ["mmdebstrap", "extlinux", "ssh", "ssh-keygen", "xorriso"].every((tool) =>
+  ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].some((dir) => existsSync(join(dir, tool))),
+);
+
+describe.skipIf(!canRunQemu() || !canBuildImage)(
+  "logging into a real cloud-init guest (needs root, libvirt/QEMU, mmdebstrap, extlinux)",
+  () => {
+    const suffix = randomBytes(3).toString("hex");
+    const host = `login-${suffix}`;
+    const vmName = `login-${suffix}`;
+    const subnet = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}`;
+    const address = `${subnet}.42`;
+    const workDir = `/var/lib/stratus/login-${suffix}`;
+    const marker = `written-by-user-data-${suffix}`;
+    let client: KubeClient;
+    let namespace: string;
+    let kubeconfigPath: string;
+    let agent: StratusProcess;
+    let operator: StratusProcess;
+    let api: ApiServerProcess;
+
+    const ssh = (command: string) =>
+      runCommand("ssh", [
+        "-i",
+        join(workDir, "key"),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+        `debian@${address}`,
+        command,
+      ]);
+
+    beforeAll(async () => {
+      await ensureLibvirtDaemons();
+      await mkdir(workDir, { recursive: true, mode: 0o755 });
+      const image = await buildCloudImage();
+      await run("ssh-keygen", [
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        `login-${suffix}`,
+        "-f",
+        join(workDir, "key"),
+      ]);
+
+      const controlPlane = await sharedControlPlane();
+      kubeconfigPath = controlPlane.kubeconfigPath;
+      client = new KubeClient(controlPlane.kubeConfig);
+      namespace = await useNamespace(controlPlane.kubeConfig, "login");
+      // cloud-init and systemd want more than the tiny guest's 128 MiB.
+      await client.create(Resources.serviceOfferings, {
+        metadata: { name: `login-${suffix}` },
+        spec: { cpu: 1, memory: "1Gi" },
+      });
+      await client.create(Resources.templates, {
+        metadata: { name: `debian-${suffix}` },
+        spec: { source: { hostPath: image }, format: "qcow2" },
+      });
+      await client.create(Resources.networks, {
+        metadata: { name: "login-net", namespace },
+        spec: { zone: "login", cidr: `${subnet}.0/24` },
+      });
+      operator = await startOperator({
+        kubeconfigPath,
+        identity: `login-operator-${suffix}`,
+        args: [`--lease-namespace=${namespace}`],
+      });
+      // The API component serves virtualmachines/userdata, through which the agent reads user data.
+      const consoleKeys = await writeConsoleKeys(workDir);
+      api = await startApiServer({
+        kubeconfigPath,
+        client,
+        identity: `login-api-${suffix}`,
+        keysNamespace: namespace,
+        subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
+      });
+      agent = await startStratusProcess({
+        script: "host-agent/main.ts",
+        kubeconfigPath,
+        identity: host,
+        args: [
+          `--host-name=${host}`,
+          "--zone=login",
+          "--libvirt-uri=qemu:///system",
+          `--lease-namespace=${namespace}`,
+          `--pool-path=${join(workDir, "pool")}`,
+          `--cache-dir=${join(workDir, "cache")}`,
+          `--console-dir=${join(workDir, "console")}`,
+          "--shutdown-grace=10",
+          // Under this machine's nested KVM, boot loaders' real-mode code (extlinux, GRUB) stops
+          // on KVM's "emulation failure"; software emulation boots them.
+          "--accelerator=tcg",
+        ],
+      });
+    }, 900_000);
+
+    afterEach((context) => {
+      if (context.task.result?.state === "fail")
+        process.stderr.write(`agent log:\n${agent?.logs().slice(-8000)}\n`);
+    });
+
+    afterAll(async () => {
+      await client?.delete(Resources.virtualMachines, vmName, namespace).catch(() => undefined);
+      await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 60_000 }).catch(
+        () => undefined,
+      );
+      await agent?.stop("SIGKILL");
+      await operator?.stop("SIGKILL");
+      await api?.process.stop("SIGKILL");
+      if (client) {
+        const owner = await agentOwner(client, host);
+        for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
+          if (name.startsWith(networkPrefix(owner))) {
+            await virsh("net-destroy", name).catch(() => undefined);
+            await virsh("net-undefine", name).catch(() => undefined);
+          }
+        await virsh("pool-destroy", poolName(owner)).catch(() => undefined);
+        await virsh("pool-undefine", poolName(owner)).catch(() => undefined);
+        await client.close();
+      }
+      await rm(workDir, { recursive: true, force: true });
+    }, 120_000);
+
+    it("boots with its config drive; ssh with the key logs in, the hostname is the VM's, the user data ran", async () => {
+      const publicKey = (await readFile(join(workDir, "key.pub"), "utf8")).trim();
+      const userData = `#cloud-config\nwrite_files:\n  - path: /var/tmp/stratus-user-data\n    content: "${marker}\\n"\n    permissions: "0644"\n`;
+      await client.create(SECRET, {
+        metadata: { name: `${vmName}-userdata`, namespace },
+        data: { userdata: Buffer.from(userData).toString("base64") },
+      } as KubeObject);
+      const manifest = {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "VirtualMachine",
+        metadata: { name: vmName, namespace },
+        spec: {
+          zone: "login",
+          serviceOffering: `login-${suffix}`,
+          template: `debian-${suffix}`,
+          nics: [{ name: "eth0", network: "login-net", ipAddress: address }],
+          sshKeys: [publicKey],
+          userDataSecret: `${vmName}-userdata`,
+        },
+      };
+      const applied = await kubectl(kubeconfigPath, ["apply", "-f", "-"], JSON.stringify(manifest));
+      expect(applied.stderr).toBe("");
+      const vm = await waitFor(
+        "the VM Running",
+        async () => {
+          const found = await client.get<VirtualMachine>(Resources.virtualMachines, vmName, namespace);
+          return found.status?.state === "Running" ? found : undefined;
+        },
+        { timeoutMs: 300_000 },
+      );
+      const uid = vm.metadata.uid as string;
+
+      // The domain boots with the config drive as a read-only CD-ROM, in the layout cloud-init reads.
+      const iso = configDrivePath(join(workDir, "cache"), uid);
+      const xml = await virsh("dumpxml", `stratus-${uid}`);
+      expect(xml).toMatch(
+        new RegExp(`<disk type='file' device='cdrom'>[\\s\\S]*?${iso}[\\s\\S]*?<readonly/>`),
+      );
+      const drive = await readConfigDrive(iso);
+      expect(drive.label).toBe("config-2");
+      expect(JSON.parse(drive.files.get("openstack/latest/meta_data.json") ?? "{}")).toMatchObject({
+        uuid: uid,
+        hostname: vmName,
+      });
+
+      // cloud-init installs the key and runs the user data; sshd then answers on the guest network.
+      const login = await waitFor(
+        "ssh into the guest",
+        async () => {
+          const result = await ssh("hostname");
+          return result.code === 0 ? result : undefined;
+        },
+        { timeoutMs: 600_000, intervalMs: 3_000 },
+      );
+      expect(login.stdout.trim()).toBe(vmName);
+      const file = await ssh("cat /var/tmp/stratus-user-data");
+      expect(file.stdout.trim()).toBe(marker);
+
+      // Deleted: the domain and its config drive go.
+      await client.delete(Resources.virtualMachines, vmName, namespace);
+      await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 120_000 });
+      expect(existsSync(iso)).toBe(false);
+    }, 1_200_000);
+  },
+);
