@@ -62,10 +62,13 @@ function readsSecrets(vm: VirtualMachine): boolean {
   return vm.spec.userDataSecret !== undefined || vm.spec.passwordSecret !== undefined;
 }
 
+/** The NICs as planned: each with its MAC, its address and its Network. */
+type PlannedNics = { nics: readonly Pick<RunPlan["nics"][number], "mac" | "ip" | "network">[] };
+
 /** The content of the VM's drive, read from its spec, its plan and the source. */
 export async function guestDriveContent(
   vm: VirtualMachine,
-  plan: RunPlan,
+  plan: PlannedNics,
   zone: string,
   source: GuestDataSource | undefined,
 ): Promise<ConfigDriveContent> {
@@ -118,7 +121,7 @@ export async function guestDriveContent(
  */
 export async function prepareConfigDrive(
   vm: VirtualMachine,
-  plan: RunPlan,
+  plan: PlannedNics,
   options: { cacheDir: string; zone: string; source: GuestDataSource | undefined },
 ): Promise<string | undefined> {
   const path = configDrivePath(options.cacheDir, vm.metadata.uid as string);

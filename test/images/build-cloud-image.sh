@@ -39,7 +39,7 @@ mmdebstrap --quiet --variant=minbase \
   --aptopt='APT::Install-Recommends "false"' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-  --include=systemd-sysv,udev,linux-image-cloud-amd64,cloud-init,openssh-server,ifupdown,iproute2,sudo,e2fsprogs,netbase,isc-dhcp-client \
+  --include=systemd-sysv,udev,linux-image-cloud-amd64,cloud-init,openssh-server,ifupdown,net-tools,iproute2,sudo,e2fsprogs,netbase,isc-dhcp-client \
   --customize-hook='chroot "$1" apt-get clean' \
   bookworm "$root" http://deb.debian.org/debian >&2
 
@@ -47,9 +47,13 @@ kernel=$(cd "$root/boot" && ls vmlinuz-* | head -n 1)
 initrd=$(cd "$root/boot" && ls initrd.img-* | head -n 1)
 [ -n "$kernel" ] && [ -n "$initrd" ] || { echo "build-cloud-image: no kernel or initrd in /boot" >&2; exit 1; }
 
-# cloud-init: only the config drive (no network metadata service to wait for), Debian's default user.
+# cloud-init: only the config drive (no network metadata service to wait for), Debian's default
+# user; C.UTF-8 needs no locales package; the hostname resolves (sudo asks). ifupdown's default
+# route is added with net-tools' `route`, as cloud-init writes it.
 cat > "$root/etc/cloud/cloud.cfg.d/90-stratus.cfg" <<'CFG'
 datasource_list: [ConfigDrive, None]
+locale: C.UTF-8
+manage_etc_hosts: true
 CFG
 echo "/dev/vda / ext4 defaults,errors=remount-ro 0 1" > "$root/etc/fstab"
 rm -f "$root/etc/hostname" "$root/etc/machine-id" && touch "$root/etc/machine-id"

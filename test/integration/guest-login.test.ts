@@ -17,19 +17,11 @@ import { buildCloudImage } from "../../devcluster/cloud.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { readConfigDrive } from "../../host-agent/config-drive.ts";
 import { configDrivePath } from "../../host-agent/guest-data.ts";
-import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { networkPrefix } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
+import { type ApiServerProcess, type StratusProcess, startApiServer, startOperator } from "./processes.ts";
+import { removeAgentLibvirtObjects, startQemuHostAgent, virsh } from "./qemu-agent.ts";
 import {
-  type ApiServerProcess,
-  type StratusProcess,
-  startApiServer,
-  startOperator,
-  startStratusProcess,
-} from "./processes.ts";
-import {
-  agentOwner,
   kubectl,
   run as runCommand,
   sharedControlPlane,
@@ -39,7 +31,6 @@ import {
 } from "./support.ts";
 
 const run = promisify(execFile);
-const virsh = async (...args: string[]) => (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
 const canBuildImage = ["mmdebstrap", "extlinux", "ssh", "ssh-keygen", "xorriso"].every((tool) =>
   ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].some((dir) => existsSync(join(dir, tool))),
 );
@@ -126,23 +117,15 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         keysNamespace: namespace,
         subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
       });
-      agent = await startStratusProcess({
-        script: "host-agent/main.ts",
+      agent = await startQemuHostAgent({
         kubeconfigPath,
-        identity: host,
-        args: [
-          `--host-name=${host}`,
-          "--zone=login",
-          "--libvirt-uri=qemu:///system",
-          `--lease-namespace=${namespace}`,
-          `--pool-path=${join(workDir, "pool")}`,
-          `--cache-dir=${join(workDir, "cache")}`,
-          `--console-dir=${join(workDir, "console")}`,
-          "--shutdown-grace=10",
-          // Under this machine's nested KVM, boot loaders' real-mode code (extlinux, GRUB) stops
-          // on KVM's "emulation failure"; software emulation boots them.
-          "--accelerator=tcg",
-        ],
+        host,
+        zone: "login",
+        leaseNamespace: namespace,
+        workDir,
+        // Under this machine's nested KVM, boot loaders' real-mode code (extlinux, GRUB) stops on
+        // KVM's "emulation failure"; software emulation boots them.
+        args: ["--shutdown-grace=10", "--accelerator=tcg"],
       });
     }, 900_000);
 
@@ -160,14 +143,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
       if (client) {
-        const owner = await agentOwner(client, host);
-        for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
-          if (name.startsWith(networkPrefix(owner))) {
-            await virsh("net-destroy", name).catch(() => undefined);
-            await virsh("net-undefine", name).catch(() => undefined);
-          }
-        await virsh("pool-destroy", poolName(owner)).catch(() => undefined);
-        await virsh("pool-undefine", poolName(owner)).catch(() => undefined);
+        await removeAgentLibvirtObjects(client, host);
         await client.close();
       }
       await rm(workDir, { recursive: true, force: true });

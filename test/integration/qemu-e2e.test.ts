@@ -15,20 +15,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
-import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { bridgeName, libvirtNetworkName, networkPrefix } from "../../host-agent/network-xml.ts";
+import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import { sleep } from "../../runtime/time.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
-import {
-  type ApiServerProcess,
-  type StratusProcess,
-  startApiServer,
-  startOperator,
-  startStratusProcess,
-} from "./processes.ts";
+import { type ApiServerProcess, type StratusProcess, startApiServer, startOperator } from "./processes.ts";
+import { removeAgentLibvirtObjects, startQemuHostAgent } from "./qemu-agent.ts";
 import {
   agentOwner,
   readWebConsoleUntil,
@@ -62,18 +56,13 @@ describe.skipIf(!canRunQemu())(
 
     const getVm = () => client.get<VirtualMachine>(Resources.virtualMachines, "guest", namespace);
     const startAgent = async (extraArgs: string[] = []) => {
-      agent = await startStratusProcess({
-        script: "host-agent/main.ts",
+      agent = await startQemuHostAgent({
         kubeconfigPath,
-        identity: host,
+        host,
+        zone: "e2e",
+        leaseNamespace: namespace,
+        workDir,
         args: [
-          `--host-name=${host}`,
-          "--zone=e2e",
-          "--libvirt-uri=qemu:///system",
-          `--lease-namespace=${namespace}`,
-          `--pool-path=${join(workDir, "pool")}`,
-          `--cache-dir=${join(workDir, "cache")}`,
-          `--console-dir=${join(workDir, "console")}`,
           "--shutdown-grace=3",
           "--console-address=127.0.0.1:0",
           `--console-key-file=${join(workDir, "console-key.pub.pem")}`,
@@ -149,16 +138,7 @@ describe.skipIf(!canRunQemu())(
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
-      const owner = await agentOwner(client, host);
-      // A failed run must not leave its networks (and their dnsmasq) to the next test.
-      for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
-        if (name.startsWith(networkPrefix(owner))) {
-          await virsh("net-destroy", name).catch(() => undefined);
-          await virsh("net-undefine", name).catch(() => undefined);
-        }
-      const pool = poolName(owner);
-      await virsh("pool-destroy", pool).catch(() => undefined);
-      await virsh("pool-undefine", pool).catch(() => undefined);
+      await removeAgentLibvirtObjects(client, host);
       await client?.close();
       await rm(workDir, { recursive: true, force: true });
       await run("ip", ["link", "delete", uplink]).catch(() => undefined);

@@ -1,0 +1,54 @@
+// A host agent on the machine's qemu:///system for a test file, and the libvirt objects it leaves
+// when a run fails half-way (networks with their dnsmasq, its pool), removed afterwards.
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
+import { networkPrefix } from "../../host-agent/network-xml.ts";
+import type { KubeClient } from "../../runtime/client.ts";
+import { type StratusProcess, startStratusProcess } from "./processes.ts";
+import { agentOwner } from "./support.ts";
+
+const run = promisify(execFile);
+export const virsh = async (...args: string[]) =>
+  (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
+
+/** Its pool, image cache and console sockets live under workDir (readable by QEMU). */
+export function startQemuHostAgent(options: {
+  kubeconfigPath: string;
+  host: string;
+  zone: string;
+  leaseNamespace: string;
+  workDir: string;
+  args?: string[];
+}): Promise<StratusProcess> {
+  const { host, workDir } = options;
+  return startStratusProcess({
+    script: "host-agent/main.ts",
+    kubeconfigPath: options.kubeconfigPath,
+    identity: host,
+    args: [
+      `--host-name=${host}`,
+      `--zone=${options.zone}`,
+      "--libvirt-uri=qemu:///system",
+      `--lease-namespace=${options.leaseNamespace}`,
+      `--pool-path=${join(workDir, "pool")}`,
+      `--cache-dir=${join(workDir, "cache")}`,
+      `--console-dir=${join(workDir, "console")}`,
+      ...(options.args ?? []),
+    ],
+  });
+}
+
+/** The networks and pool of the host's agent, so the next run starts clean. */
+export async function removeAgentLibvirtObjects(client: KubeClient, host: string): Promise<void> {
+  const owner = await agentOwner(client, host);
+  for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
+    if (name.startsWith(networkPrefix(owner))) {
+      await virsh("net-destroy", name).catch(() => undefined);
+      await virsh("net-undefine", name).catch(() => undefined);
+    }
+  const pool = poolName(owner);
+  await virsh("pool-destroy", pool).catch(() => undefined);
+  await virsh("pool-undefine", pool).catch(() => undefined);
+}
