@@ -1,13 +1,14 @@
 // A guest people can log into, on real QEMU with a real cloud-init: a VM from the Debian cloud
 // image (test/images/build-cloud-image.sh), applied with kubectl with an SSH key and user data in a
 // Secret, boots from its config drive; from the host, `ssh` with the matching private key reaches it
-// over the guest network, its hostname is the VM's name and the file its user data wrote is there.
+// over the guest network, its hostname is the VM's name, the file its user data wrote is there and
+// the default user's password is the one in the VM's password Secret.
 // Without the config drive, cloud-init has no key to install and the login fails.
 // Needs root and the libvirt/QEMU Debian packages, mmdebstrap and extlinux (.ci/run installs them).
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -45,6 +46,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
     const address = `${subnet}.42`;
     const workDir = `/var/lib/stratus/login-${suffix}`;
     const marker = `written-by-user-data-${suffix}`;
+    const password = `pw-${randomBytes(6).toString("hex")}`;
     let client: KubeClient;
     let namespace: string;
     let kubeconfigPath: string;
@@ -73,7 +75,9 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
     beforeAll(async () => {
       await ensureLibvirtDaemons();
       await mkdir(workDir, { recursive: true, mode: 0o755 });
-      const image = await buildCloudImage();
+      // QEMU (libvirt-qemu) reads the template where it is: a copy beside the pool, not root's cache.
+      const image = join(workDir, "debian-cloud.qcow2");
+      await copyFile(await buildCloudImage(), image);
       await run("ssh-keygen", [
         "-q",
         "-t",
@@ -156,6 +160,11 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         metadata: { name: `${vmName}-userdata`, namespace },
         data: { userdata: Buffer.from(userData).toString("base64") },
       } as KubeObject);
+      // The password the CloudStack API would write (resetPasswordForVirtualMachine): cloud-init sets it.
+      await client.create(SECRET, {
+        metadata: { name: `${vmName}-password`, namespace },
+        data: { password: Buffer.from(password).toString("base64") },
+      } as KubeObject);
       const manifest = {
         apiVersion: "stratus.io/v1alpha1",
         kind: "VirtualMachine",
@@ -167,6 +176,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
           nics: [{ name: "eth0", network: "login-net", ipAddress: address }],
           sshKeys: [publicKey],
           userDataSecret: `${vmName}-userdata`,
+          passwordSecret: `${vmName}-password`,
         },
       };
       const applied = await kubectl(kubeconfigPath, ["apply", "-f", "-"], JSON.stringify(manifest));
@@ -206,6 +216,11 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       expect(login.stdout.trim()).toBe(vmName);
       const file = await ssh("cat /var/tmp/stratus-user-data");
       expect(file.stdout.trim()).toBe(marker);
+      // The default user's password is the one in the Secret (checked against /etc/shadow's hash).
+      const check = await ssh(
+        `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${password}", h) == h)'`,
+      );
+      expect(check.stdout.trim()).toBe("True");
 
       // Deleted: the domain and its config drive go.
       await client.delete(Resources.virtualMachines, vmName, namespace);
