@@ -1,5 +1,4 @@
 // The config drive built by the real xorriso and read back with it.
-import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,15 +12,7 @@ import {
   readConfigDrive,
   removeConfigDrive,
 } from "./config-drive.ts";
-
-const hasXorriso = (() => {
-  try {
-    execFileSync("xorriso", ["-version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+import { HAS_XORRISO } from "./testing/xorriso.ts";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH1cQ2n7b6eV8bq0n0m5b7xK6U1o3i2m0z9kYq9kYq9k user@laptop";
 const content: ConfigDriveContent = {
@@ -87,7 +78,7 @@ describe("config drive content", () => {
   });
 });
 
-describe.skipIf(!hasXorriso)("config drive ISO (real xorriso)", () => {
+describe.skipIf(!HAS_XORRISO)("config drive ISO (real xorriso)", () => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "stratus-config-drive-"));

@@ -1,7 +1,6 @@
 // The VM loop and the config drive, on the fake hypervisor with a real xorriso: a VM with SSH keys
 // boots with its drive, a stopped one gets its new content at the next start, and the drive goes
 // with the VM.
-import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,20 +10,12 @@ import { readConfigDrive } from "./config-drive.ts";
 import { configDrivePath } from "./guest-data.ts";
 import { preparedVm } from "./testing/fixtures.ts";
 import { VmSyncRig } from "./testing/vm-sync-rig.ts";
-
-const hasXorriso = (() => {
-  try {
-    execFileSync("xorriso", ["-version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-})();
+import { HAS_XORRISO } from "./testing/xorriso.ts";
 
 const KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA a@host";
 const KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB b@host";
 
-describe.skipIf(!hasXorriso)("the VM loop builds config drives (real xorriso)", () => {
+describe.skipIf(!HAS_XORRISO)("the VM loop builds config drives (real xorriso)", () => {
   let rig: VmSyncRig;
   let cache: string;
   beforeEach(async () => {
@@ -66,15 +57,7 @@ describe.skipIf(!hasXorriso)("the VM loop builds config drives (real xorriso)", 
       `${KEY_A}\n${KEY_B}\n`,
     );
 
-    const vm = rig.vm(key);
-    rig.put({
-      ...vm,
-      metadata: {
-        ...vm.metadata,
-        deletionTimestamp: "2026-11-30T00:00:00Z",
-        finalizers: ["stratus.io/domain"],
-      },
-    });
+    rig.markDeleted(key);
     await rig.run(key);
     expect(rig.hv.domains.has(uid)).toBe(false);
     expect(existsSync(iso)).toBe(false);

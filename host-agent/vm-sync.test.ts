@@ -298,15 +298,7 @@ describe("the VM reconcile loop, against the fake hypervisor", () => {
     const key = rig.put(preparedVm("web", { spec: { dataVolumes: [{ name: "logs", volume: "d1" }] } }));
     await rig.run(key);
     const uid = rig.vm(key).metadata.uid as string;
-    const vm = rig.vm(key);
-    rig.put({
-      ...vm,
-      metadata: {
-        ...vm.metadata,
-        deletionTimestamp: "2026-11-30T00:00:00Z",
-        finalizers: ["stratus.io/domain"],
-      },
-    });
+    rig.markDeleted(key);
     await rig.run(key);
     expect(rig.hv.domains.has(uid)).toBe(false);
     expect(rig.hv.disks.has(`root-${uid}`)).toBe(false);

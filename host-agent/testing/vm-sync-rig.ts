@@ -81,6 +81,19 @@ export class VmSyncRig {
     return this.vms.get(key) as VirtualMachine;
   }
 
+  /** Deletes the VM as the API server does while its domain finalizer holds it. */
+  markDeleted(key: string): void {
+    const vm = this.vm(key);
+    this.put({
+      ...vm,
+      metadata: {
+        ...vm.metadata,
+        deletionTimestamp: "2026-11-30T00:00:00Z",
+        finalizers: ["stratus.io/domain"],
+      },
+    });
+  }
+
   /** Changes the VM's spec as a user would (a new generation the orchestration has vetted). */
   edit(key: string, spec: Partial<VirtualMachine["spec"]>): void {
     const vm = this.vm(key);

@@ -19,9 +19,13 @@ import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { readConfigDrive } from "../../host-agent/config-drive.ts";
 import { configDrivePath } from "../../host-agent/guest-data.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
-import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
-import { type ApiServerProcess, type StratusProcess, startApiServer, startOperator } from "./processes.ts";
-import { removeAgentLibvirtObjects, startQemuHostAgent, virsh } from "./qemu-agent.ts";
+import type { ApiServerProcess, StratusProcess } from "./processes.ts";
+import {
+  removeAgentLibvirtObjects,
+  startGuestControlPlane,
+  startQemuHostAgent,
+  virsh,
+} from "./qemu-agent.ts";
 import {
   kubectl,
   run as runCommand,
@@ -107,20 +111,13 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         metadata: { name: "login-net", namespace },
         spec: { zone: "login", cidr: `${subnet}.0/24` },
       });
-      operator = await startOperator({
-        kubeconfigPath,
-        identity: `login-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`],
-      });
-      // The API component serves virtualmachines/userdata, through which the agent reads user data.
-      const consoleKeys = await writeConsoleKeys(workDir);
-      api = await startApiServer({
+      ({ operator, api } = await startGuestControlPlane({
         kubeconfigPath,
         client,
-        identity: `login-api-${suffix}`,
-        keysNamespace: namespace,
-        subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
-      });
+        namespace,
+        workDir,
+        name: `login-${suffix}`,
+      }));
       agent = await startQemuHostAgent({
         kubeconfigPath,
         host,
@@ -214,6 +211,8 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         { timeoutMs: 600_000, intervalMs: 3_000 },
       );
       expect(login.stdout.trim()).toBe(vmName);
+      // sshd answers before cloud-init's last stages (the password is set in the config stage).
+      expect((await ssh("cloud-init status --wait")).stdout).toContain("status: done");
       const file = await ssh("cat /var/tmp/stratus-user-data");
       expect(file.stdout.trim()).toBe(marker);
       // The default user's password is the one in the Secret (checked against /etc/shadow's hash).

@@ -6,12 +6,48 @@ import { promisify } from "node:util";
 import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { networkPrefix } from "../../host-agent/network-xml.ts";
 import type { KubeClient } from "../../runtime/client.ts";
-import { type StratusProcess, startStratusProcess } from "./processes.ts";
+import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
+import {
+  type ApiServerProcess,
+  type StratusProcess,
+  startApiServer,
+  startOperator,
+  startStratusProcess,
+} from "./processes.ts";
 import { agentOwner } from "./support.ts";
 
 const run = promisify(execFile);
 export const virsh = async (...args: string[]) =>
   (await run("virsh", ["-c", "qemu:///system", ...args])).stdout;
+
+/**
+ * The control plane a real guest needs besides its agent: the operator (compute prepares the guest:
+ * root volume, address; and places it) and the API component with the aggregated API (the console,
+ * and virtualmachines/userdata through which the agent reads user data and passwords).
+ */
+export async function startGuestControlPlane(options: {
+  kubeconfigPath: string;
+  client: KubeClient;
+  namespace: string;
+  workDir: string;
+  name: string;
+}): Promise<{ operator: StratusProcess; api: ApiServerProcess }> {
+  const { kubeconfigPath, namespace, workDir, name } = options;
+  const operator = await startOperator({
+    kubeconfigPath,
+    identity: `${name}-operator`,
+    args: [`--lease-namespace=${namespace}`],
+  });
+  const consoleKeys = await writeConsoleKeys(workDir);
+  const api = await startApiServer({
+    kubeconfigPath,
+    client: options.client,
+    identity: `${name}-api`,
+    keysNamespace: namespace,
+    subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
+  });
+  return { operator, api };
+}
 
 /** Its pool, image cache and console sockets live under workDir (readable by QEMU). */
 export function startQemuHostAgent(options: {

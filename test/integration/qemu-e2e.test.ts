@@ -18,11 +18,10 @@ import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
-import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import { sleep } from "../../runtime/time.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
-import { type ApiServerProcess, type StratusProcess, startApiServer, startOperator } from "./processes.ts";
-import { removeAgentLibvirtObjects, startQemuHostAgent } from "./qemu-agent.ts";
+import type { ApiServerProcess, StratusProcess } from "./processes.ts";
+import { removeAgentLibvirtObjects, startGuestControlPlane, startQemuHostAgent } from "./qemu-agent.ts";
 import {
   agentOwner,
   readWebConsoleUntil,
@@ -110,20 +109,13 @@ describe.skipIf(!canRunQemu())(
         spec: { zone: "e2e", size: "1Gi" },
       });
       // The whole control plane: compute prepares the guest (root volume, address) and places it.
-      operator = await startOperator({
-        kubeconfigPath,
-        identity: `e2e-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`],
-      });
-      // The API component with the aggregated API, for the console through the API server.
-      const consoleKeys = await writeConsoleKeys(workDir);
-      api = await startApiServer({
+      ({ operator, api } = await startGuestControlPlane({
         kubeconfigPath,
         client,
-        identity: `e2e-api-${suffix}`,
-        keysNamespace: namespace,
-        subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
-      });
+        namespace,
+        workDir,
+        name: `e2e-${suffix}`,
+      }));
       await startAgent();
     }, 300_000);
 
