@@ -11,29 +11,24 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SECRET } from "../../apiserver/api.ts";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
 import { buildCloudImage } from "../../devcluster/cloud.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { readConfigDrive } from "../../host-agent/config-drive.ts";
 import { configDrivePath } from "../../host-agent/guest-data.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import type { KubeClient, KubeObject } from "../../runtime/client.ts";
 import type { ApiServerProcess, StratusProcess } from "./processes.ts";
 import {
+  guestCatalog,
+  printAgentLogOnFailure,
   removeAgentLibvirtObjects,
   startGuestControlPlane,
   startQemuHostAgent,
   virsh,
 } from "./qemu-agent.ts";
-import {
-  kubectl,
-  run as runCommand,
-  sharedControlPlane,
-  useNamespace,
-  waitFor,
-  waitUntilGone,
-} from "./support.ts";
+import { kubectl, run as runCommand, waitFor, waitUntilGone } from "./support.ts";
 
 const run = promisify(execFile);
 const canBuildImage = ["mmdebstrap", "extlinux", "ssh", "ssh-keygen", "xorriso"].every((tool) =>
@@ -94,23 +89,15 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         join(workDir, "key"),
       ]);
 
-      const controlPlane = await sharedControlPlane();
-      kubeconfigPath = controlPlane.kubeconfigPath;
-      client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "login");
       // cloud-init and systemd want more than the tiny guest's 128 MiB.
-      await client.create(Resources.serviceOfferings, {
-        metadata: { name: `login-${suffix}` },
-        spec: { cpu: 1, memory: "1Gi" },
-      });
-      await client.create(Resources.templates, {
-        metadata: { name: `debian-${suffix}` },
-        spec: { source: { hostPath: image }, format: "qcow2" },
-      });
-      await client.create(Resources.networks, {
-        metadata: { name: "login-net", namespace },
-        spec: { zone: "login", cidr: `${subnet}.0/24` },
-      });
+      ({ kubeconfigPath, client, namespace } = await guestCatalog({
+        prefix: "login",
+        suffix,
+        zone: "login",
+        memory: "1Gi",
+        template: { source: { hostPath: image }, format: "qcow2" },
+        network: { name: "login-net", cidr: `${subnet}.0/24` },
+      }));
       ({ operator, api } = await startGuestControlPlane({
         kubeconfigPath,
         client,
@@ -130,10 +117,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       });
     }, 900_000);
 
-    afterEach((context) => {
-      if (context.task.result?.state === "fail")
-        process.stderr.write(`agent log:\n${agent?.logs().slice(-8000)}\n`);
-    });
+    printAgentLogOnFailure(() => agent);
 
     afterAll(async () => {
       await client?.delete(Resources.virtualMachines, vmName, namespace).catch(() => undefined);
@@ -169,7 +153,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         spec: {
           zone: "login",
           serviceOffering: `login-${suffix}`,
-          template: `debian-${suffix}`,
+          template: `login-${suffix}`,
           nics: [{ name: "eth0", network: "login-net", ipAddress: address }],
           sshKeys: [publicKey],
           userDataSecret: `${vmName}-userdata`,

@@ -3,9 +3,11 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { afterEach } from "vitest";
+import { Resources } from "../../crds/index.ts";
 import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
 import { networkPrefix } from "../../host-agent/network-xml.ts";
-import type { KubeClient } from "../../runtime/client.ts";
+import { KubeClient } from "../../runtime/client.ts";
 import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
 import {
   type ApiServerProcess,
@@ -14,7 +16,7 @@ import {
   startOperator,
   startStratusProcess,
 } from "./processes.ts";
-import { agentOwner } from "./support.ts";
+import { agentOwner, sharedControlPlane, useNamespace } from "./support.ts";
 
 const run = promisify(execFile);
 export const virsh = async (...args: string[]) =>
@@ -87,4 +89,42 @@ export async function removeAgentLibvirtObjects(client: KubeClient, host: string
   const pool = poolName(owner);
   await virsh("pool-destroy", pool).catch(() => undefined);
   await virsh("pool-undefine", pool).catch(() => undefined);
+}
+
+/**
+ * A namespace of the shared control plane with what a guest needs there: an offering, a template
+ * and a network (cluster-scoped names carry the suffix).
+ */
+export async function guestCatalog(options: {
+  prefix: string;
+  suffix: string;
+  zone: string;
+  memory: string;
+  template: Record<string, unknown>;
+  network: { name: string; cidr: string };
+}): Promise<{ kubeconfigPath: string; client: KubeClient; namespace: string }> {
+  const controlPlane = await sharedControlPlane();
+  const client = new KubeClient(controlPlane.kubeConfig);
+  const namespace = await useNamespace(controlPlane.kubeConfig, options.prefix);
+  await client.create(Resources.serviceOfferings, {
+    metadata: { name: `${options.prefix}-${options.suffix}` },
+    spec: { cpu: 1, memory: options.memory },
+  });
+  await client.create(Resources.templates, {
+    metadata: { name: `${options.prefix}-${options.suffix}` },
+    spec: options.template,
+  });
+  await client.create(Resources.networks, {
+    metadata: { name: options.network.name, namespace },
+    spec: { zone: options.zone, cidr: options.network.cidr },
+  });
+  return { kubeconfigPath: controlPlane.kubeconfigPath, client, namespace };
+}
+
+/** The agent's log is the first thing to read when a step times out: printed after a failed test. */
+export function printAgentLogOnFailure(agent: () => StratusProcess | undefined): void {
+  afterEach((context) => {
+    if (context.task.result?.state === "fail")
+      process.stderr.write(`agent log:\n${agent()?.logs().slice(-8000)}\n`);
+  });
 }

@@ -11,23 +11,28 @@ import { mkdir, rm } from "node:fs/promises";
 import { type AddressInfo, connect, createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import type { KubeClient, KubeObject } from "../../runtime/client.ts";
 import { sleep } from "../../runtime/time.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
 import type { ApiServerProcess, StratusProcess } from "./processes.ts";
-import { removeAgentLibvirtObjects, startGuestControlPlane, startQemuHostAgent } from "./qemu-agent.ts";
+import {
+  guestCatalog,
+  printAgentLogOnFailure,
+  removeAgentLibvirtObjects,
+  startGuestControlPlane,
+  startQemuHostAgent,
+} from "./qemu-agent.ts";
 import {
   agentOwner,
   readWebConsoleUntil,
   serveTinyGuest,
   sharedControlPlane,
-  useNamespace,
   waitFor,
   waitUntilGone,
 } from "./support.ts";
@@ -86,24 +91,14 @@ describe.skipIf(!canRunQemu())(
       await mkdir(workDir, { recursive: true, mode: 0o755 });
       const tinyGuest = await serveTinyGuest();
 
-      const controlPlane = await sharedControlPlane();
-      kubeconfigPath = controlPlane.kubeconfigPath;
-      client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "e2e");
-      await client.create(Resources.serviceOfferings, {
-        metadata: { name: `e2e-${suffix}` },
-        spec: { cpu: 1, memory: "128Mi" },
-      });
-      await client.create(Resources.templates, {
-        metadata: { name: `tiny-${suffix}` },
-        spec: {
-          source: tinyGuest,
-        },
-      });
-      await client.create(Resources.networks, {
-        metadata: { name: "e2e-net", namespace },
-        spec: { zone: "e2e", cidr: `${subnet}.0/24` },
-      });
+      ({ kubeconfigPath, client, namespace } = await guestCatalog({
+        prefix: "e2e",
+        suffix,
+        zone: "e2e",
+        memory: "128Mi",
+        template: { source: tinyGuest },
+        network: { name: "e2e-net", cidr: `${subnet}.0/24` },
+      }));
       await client.create(Resources.volumes, {
         metadata: { name: "e2e-data", namespace },
         spec: { zone: "e2e", size: "1Gi" },
@@ -119,11 +114,7 @@ describe.skipIf(!canRunQemu())(
       await startAgent();
     }, 300_000);
 
-    afterEach((context) => {
-      // The agent's log is the first thing to read when a step times out.
-      if (context.task.result?.state === "fail")
-        process.stderr.write(`agent log:\n${agent?.logs().slice(-8000)}\n`);
-    });
+    printAgentLogOnFailure(() => agent);
 
     afterAll(async () => {
       await agent?.stop("SIGKILL");
@@ -142,7 +133,7 @@ describe.skipIf(!canRunQemu())(
         spec: {
           zone: "e2e",
           serviceOffering: `e2e-${suffix}`,
-          template: `tiny-${suffix}`,
+          template: `e2e-${suffix}`,
           nics: [{ name: "eth0", network: "e2e-net", ipAddress: address }],
           dataVolumes: [{ name: "data", volume: "e2e-data" }],
         },
@@ -395,7 +386,7 @@ describe.skipIf(!canRunQemu())(
         spec: {
           zone: "e2e",
           serviceOffering: `e2e-${suffix}`,
-          template: `tiny-${suffix}`,
+          template: `e2e-${suffix}`,
           nics: [{ name: "eth0", network: "e2e-vlan" }],
         },
       });
