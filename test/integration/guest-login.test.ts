@@ -134,7 +134,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       await rm(workDir, { recursive: true, force: true });
     }, 120_000);
 
-    it("boots with its config drive; ssh with the key logs in, the hostname is the VM's, the user data ran", async () => {
+    it("boots with its config drive; ssh with the key logs in, the hostname is the VM's, the user data ran, the password is set", async () => {
       const publicKey = (await readFile(join(workDir, "key.pub"), "utf8")).trim();
       const userData = `#cloud-config\nwrite_files:\n  - path: /var/tmp/stratus-user-data\n    content: "${marker}\\n"\n    permissions: "0644"\n`;
       await client.create(SECRET, {
