@@ -204,14 +204,15 @@ export class VmSync {
     const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live, (namespace, name) =>
       this.o.world.snapshot(namespace, name),
     );
-    // A guest reads its config drive at boot: it is (re)built only while the guest is not running.
-    const configDrive = live
-      ? existing?.configDrive
-      : await prepareConfigDrive(vm, plan, {
-          cacheDir: this.o.paths.cache,
-          zone: this.o.world.zone().name,
-          source: this.o.guestData,
-        });
+    // A guest reads its config drive at boot: it is (re)built only when the guest is about to start.
+    const configDrive =
+      live || plan.intent !== "run"
+        ? existing?.configDrive
+        : await prepareConfigDrive(vm, plan, {
+            cacheDir: this.o.paths.cache,
+            zone: this.o.world.zone().name,
+            source: this.o.guestData,
+          });
     const domainSpec = { ...plan.domain, ...(configDrive ? { configDrive } : {}) };
     for (const nic of plan.nics) {
       await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
