@@ -18,7 +18,6 @@ import {
   type Volume,
   type VolumeSnapshot,
 } from "../crds/index.ts";
-import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
 import { removeConfigDrive } from "./config-drive.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
@@ -28,9 +27,7 @@ import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
-  dataDiskName,
   diskChanges,
-  mayTakeDisk,
   planVm,
   type RunPlan,
   reservationsFor,
@@ -38,6 +35,7 @@ import {
 } from "./planner.ts";
 import { HostProblem, Waiting } from "./problem.ts";
 import { desiredVmStatus } from "./vm-status.ts";
+import { VolumeReports } from "./volume-reports.ts";
 
 /** What the agent knows from the API server (informer caches, or maps in tests). */
 export interface VmWorld {
@@ -98,6 +96,7 @@ export class VmSync {
   private readonly o: VmSyncOptions;
   private readonly hv: Hypervisor;
   private readonly images: ImageStore;
+  private readonly volumes: VolumeReports;
   /** When a graceful shutdown was asked for, per VM UID. */
   private readonly shutdownRequested = new Map<string, number>();
 
@@ -105,6 +104,7 @@ export class VmSync {
     this.o = options;
     this.hv = options.hypervisor;
     this.images = options.images ?? FILE_IMAGES;
+    this.volumes = new VolumeReports({ ...options, hypervisor: options.hypervisor });
   }
 
   private get host(): string {
@@ -273,26 +273,8 @@ export class VmSync {
     const targets = new Map((observed?.disks ?? []).map((d) => [d.path, d.target]));
     if (observed?.state === "running") await growLiveDisks(this.hv, uid, plan.dataDisks, targets, log);
     await this.report(vm, observed, undefined, restartedAt);
-    if (root && plan.root)
-      await this.reportVolume(
-        vm,
-        volumes.get(rootVolumeName(vm.metadata.name as string)),
-        rootVolumeName(vm.metadata.name as string),
-        { ...root, pool: plan.root.pool },
-        targets.get(root.path) ?? "vda",
-      );
-    for (const disk of plan.dataDisks) {
-      const info = await this.hv.disk(disk.pool, disk.name);
-      if (info)
-        await this.reportVolume(
-          vm,
-          disk.volume,
-          disk.volume.metadata.name as string,
-          { ...info, pool: disk.pool },
-          targets.get(info.path) ?? "",
-        );
-    }
-    await this.detachVolumes(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
+    await this.volumes.reportAttached(vm, plan, root, volumes, targets);
+    await this.volumes.detachUnlisted(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
     return requeue;
   }
 
@@ -385,47 +367,6 @@ export class VmSync {
     return undefined;
   }
 
-  private async reportVolume(
-    vm: VirtualMachine | undefined,
-    cached: Volume | undefined,
-    name: string,
-    disk: { path: string; capacityBytes: bigint; pool: string },
-    device: string,
-  ) {
-    // Another host's disk is this host's to report only once storage released it here (admission says so too).
-    if (!mayTakeDisk(cached, this.host)) return "same" as const;
-    const namespace = (vm?.metadata.namespace ?? cached?.metadata.namespace) as string;
-    const poolType = this.o.storage.typeOf(disk.pool);
-    const result = await this.o.writes.volumeStatus({ namespace, name }, cached, {
-      ...(cached ? { observedGeneration: cached.metadata.generation ?? 0 } : {}),
-      phase: vm ? "Attached" : "Ready",
-      host: this.host,
-      pool: disk.pool,
-      ...(poolType ? { poolType } : {}),
-      path: disk.path,
-      capacity: formatQuantity(disk.capacityBytes),
-      ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),
-    });
-    return result;
-  }
-
-  /** Volumes that say they are attached to the VM but are not in its spec (or it is going) become Ready. */
-  private async detachVolumes(vm: VirtualMachine, volumes: Map<string, Volume>, keep: ReadonlySet<string>) {
-    for (const volume of volumes.values()) {
-      const name = volume.metadata.name as string;
-      if (
-        volume.spec.type === "ROOT" ||
-        keep.has(name) ||
-        volume.status?.attachedTo?.virtualMachine !== vm.metadata.name
-      )
-        continue;
-      const pool = volume.status?.pool;
-      if (volume.status?.host !== this.host || !pool || this.o.storage.pathOf(pool) === undefined) continue;
-      const info = await this.hv.disk(pool, dataDiskName(volume.metadata.uid as string));
-      if (info) await this.reportVolume(undefined, volume, name, { ...info, pool }, "");
-    }
-  }
-
   /** Deleted: the domain and the root disk go, data volumes are let go, then the finalizer. */
   private async release(
     vm: VirtualMachine,
@@ -440,7 +381,7 @@ export class VmSync {
     const rootPool = volumes.get(rootVolumeName(vm.metadata.name as string))?.status?.pool;
     if (rootPool && this.o.storage.pathOf(rootPool) !== undefined)
       await this.hv.deleteDisk(rootPool, rootDiskName(uid));
-    await this.detachVolumes(vm, volumes, new Set());
+    await this.volumes.detachUnlisted(vm, volumes, new Set());
     await this.removeUnusedNetworks(log, vm);
     if (await this.o.writes.removeFinalizer(Resources.virtualMachines, vm, DOMAIN_FINALIZER))
       log.info("domain deleted; finalizer removed");
@@ -464,7 +405,7 @@ export class VmSync {
     }
     if (domain && !(await this.stopGracefully(vm))) return { requeueAfterMs: 2_000 };
     if (domain) await this.removeDomain(vm.metadata.uid as string, domain);
-    await this.detachVolumes(vm, volumes, new Set());
+    await this.volumes.detachUnlisted(vm, volumes, new Set());
     await this.report(vm, undefined, undefined, vm.status?.restartedAt, true);
     await this.removeUnusedNetworks(log, vm);
     log.info("stopped for maintenance; handed back to the orchestration");
