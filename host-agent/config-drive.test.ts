@@ -11,6 +11,7 @@ import {
   needsConfigDrive,
   readConfigDrive,
   removeConfigDrive,
+  requireXorriso,
 } from "./config-drive.ts";
 import { HAS_XORRISO } from "./testing/xorriso.ts";
 
@@ -75,6 +76,18 @@ describe("config drive content", () => {
     expect(() => configDriveFiles({ ...content, publicKeys: [`${KEY}\nssh-rsa AAAA x`] })).toThrow(
       ConfigDriveError,
     );
+  });
+});
+
+describe("without xorriso", () => {
+  it("says what to install (the agent refuses to start on a real hypervisor with this message)", async () => {
+    const path = process.env.PATH;
+    process.env.PATH = "/nonexistent";
+    try {
+      await expect(requireXorriso()).rejects.toThrow("xorriso is not installed (Debian's xorriso)");
+    } finally {
+      process.env.PATH = path;
+    }
   });
 });
 
