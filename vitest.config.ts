@@ -29,6 +29,8 @@ const ORCHESTRATION = [
   // the API component's job controller acts on every namespace's AsyncJobs.
   "test/integration/tenancy.test.ts",
   "test/integration/qemu-e2e.test.ts",
+  // a real cloud-init guest logged into with ssh: the operator, the API component and an agent.
+  "test/integration/guest-login.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).
   "test/integration/volume-snapshots.test.ts",
   // HA failover: two agents frozen, fenced and restarted under an operator of its own.

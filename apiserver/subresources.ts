@@ -1,7 +1,7 @@
 // The aggregated API subresources.stratus.io/v1alpha1, registered with an APIService like
 // KubeVirt's virt-api: virtualmachines/{start,stop,restart} (PUT), virtualmachines/console (a
 // WebSocket to the guest's serial console, relayed from its host agent) and
-// virtualmachines/userdata (GET: the user data, for the agent of the VM's host). kube-apiserver
+// virtualmachines/userdata (GET: the user data and password, for the agent of the VM's host). kube-apiserver
 // authenticates the user and forwards as the front proxy: this server accepts only connections
 // with the front-proxy client certificate, reads the user from X-Remote-User/Group, and authorizes
 // every call with a SubjectAccessReview on the full subresource.
@@ -20,6 +20,7 @@ import { isNotFound, type KubeClient } from "../runtime/client.ts";
 import { CONSOLE_MAX_MESSAGE_BYTES, issueConsoleTicket } from "../runtime/console-ticket.ts";
 import { unlessGone } from "../runtime/objects.ts";
 import { SECRET, type Secret } from "./api.ts";
+import { VM_PASSWORD_KEY } from "./guest-login.ts";
 import { USER_DATA_KEY } from "./user-data.ts";
 
 export const SUBRESOURCE_GROUP = "subresources.stratus.io";
@@ -169,29 +170,39 @@ export class SubresourceServer {
   }
 
   /**
-   * The VM's user data: for the agent of the VM's host only (its token's node is the VM's
-   * status.host), or for whoever may read the Secret holding it; never for another host's agent.
+   * The VM's guest secrets, its user data and its password: for the agent of the VM's host only
+   * (its token's node is the VM's status.host), or for whoever may read every Secret holding them;
+   * never for another host's agent.
    */
   private async userData(requester: Requester, namespace: string, name: string, response: ServerResponse) {
     const { client } = this.options;
     const vm = await unlessGone(client.get<VirtualMachine>(Resources.virtualMachines, name, namespace));
     if (!vm) return status(response, 404, "NotFound", `virtualmachines "${name}" not found`);
-    const secret = vm.spec.userDataSecret;
+    const secrets = [
+      { secret: vm.spec.userDataSecret, key: USER_DATA_KEY, field: "userData" },
+      { secret: vm.spec.passwordSecret, key: VM_PASSWORD_KEY, field: "password" },
+    ].filter((s): s is { secret: string; key: string; field: string } => s.secret !== undefined);
     const node =
       requester.user === HOST_AGENT_USER ? (requester.extra[NODE_NAME_EXTRA]?.[0] ?? "") : undefined;
     const mayRead =
       node !== undefined
         ? node !== "" && node === vm.status?.host
-        : secret !== undefined &&
-          (await isAllowed(client, {
-            user: requester.user,
-            groups: requester.groups,
-            verb: "get",
-            group: "",
-            resource: "secrets",
-            namespace,
-            name: secret,
-          }));
+        : secrets.length > 0 &&
+          (
+            await Promise.all(
+              secrets.map(({ secret }) =>
+                isAllowed(client, {
+                  user: requester.user,
+                  groups: requester.groups,
+                  verb: "get",
+                  group: "",
+                  resource: "secrets",
+                  namespace,
+                  name: secret,
+                }),
+              ),
+            )
+          ).every(Boolean);
     if (!mayRead)
       return status(
         response,
@@ -199,13 +210,17 @@ export class SubresourceServer {
         "Forbidden",
         `User "${requester.user}" may not read the user data of VM ${namespace}/${name}: only the agent of its host${vm.status?.host ? ` (${vm.status.host})` : ""} may`,
       );
-    const found = secret ? await unlessGone(client.get<Secret>(SECRET, secret, namespace)) : undefined;
-    const userData = found?.data?.[USER_DATA_KEY];
+    const found: Record<string, string> = {};
+    for (const { secret, key, field } of secrets) {
+      const value = (await unlessGone(client.get<Secret>(SECRET, secret, namespace)))?.data?.[key];
+      if (value) found[field] = value;
+    }
     this.options.logger.info({ user: requester.user, namespace, name }, "user data read");
+    // Both base64, as in their Secrets.
     return json(response, 200, {
       kind: "VirtualMachineUserData",
       apiVersion: `${SUBRESOURCE_GROUP}/${SUBRESOURCE_VERSION}`,
-      ...(userData ? { userData } : {}),
+      ...found,
     });
   }
 

@@ -462,6 +462,24 @@ export async function buildTinyGuest(): Promise<{ kernel: string; initrd: string
   }
 }
 
+/**
+ * Builds (or reuses) the real cloud image: Debian with cloud-init reading the config drive,
+ * OpenSSH and a boot loader (test/images/build-cloud-image.sh; root, a few minutes the first time).
+ * Returns the qcow2's path.
+ */
+export async function buildCloudImage(): Promise<string> {
+  try {
+    const { stdout } = await run("bash", [join(PROJECT_ROOT, "test/images/build-cloud-image.sh")], {
+      maxBuffer: 16 << 20,
+    });
+    return stdout.trim().split("\n").pop() as string;
+  } catch (error) {
+    throw new ControlPlaneSetupError(
+      `cannot build the cloud image: ${((error as { stderr?: string }).stderr || (error as Error).message).trim().slice(-2000)}`,
+    );
+  }
+}
+
 /** The catalogue and the default network, applied (so a second `stratus up` changes nothing). */
 async function seed(
   client: KubeClient,

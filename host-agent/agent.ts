@@ -28,6 +28,7 @@ import { agentWorld, usesNetwork, usesVolume } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import { Fencing } from "./fencing.ts";
+import { apiGuestDataSource } from "./guest-data.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
@@ -240,6 +241,7 @@ export class HostAgent {
       domainType: () => this.domainType,
       storage: pools,
       pausedForCopy: this.storage.pausedForCopy,
+      guestData: apiGuestDataSource(this.client),
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
       mayStart: async (vm) => {

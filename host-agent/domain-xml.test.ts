@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
   buildDomainXml,
+  configDriveIn,
   type DomainSpec,
+  disksIn,
   domainMetadataIn,
   domainName,
   macFor,
@@ -59,6 +61,16 @@ describe("domain XML", () => {
     expect(xml).toContain("<cmdline>console=ttyS0 quiet</cmdline>");
     expect(xml).not.toContain("<boot dev='hd'/>");
     expect(xml).toContain("<source mode='bind' path='/run/stratus/console/x.sock'/>");
+  });
+
+  it("attaches the config drive as a read-only IDE CD-ROM, kept apart from the disks", () => {
+    const xml = buildDomainXml({ ...base, configDrive: "/cache/config-drives/u.iso" });
+    expect(xml).toMatch(
+      /<disk type='file' device='cdrom'>\s*<driver name='qemu' type='raw'\/>\s*<source file='\/cache\/config-drives\/u.iso'\/>\s*<target dev='hdc' bus='ide'\/>\s*<readonly\/>/,
+    );
+    expect(configDriveIn(xml)).toBe("/cache/config-drives/u.iso");
+    expect(disksIn(xml).map((d) => d.target)).toEqual(["vda", "vdb"]);
+    expect(configDriveIn(buildDomainXml(base))).toBeUndefined();
   });
 
   it("escapes every value, so a name cannot inject XML", () => {

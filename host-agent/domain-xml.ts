@@ -33,7 +33,12 @@ export interface DomainSpec {
   directBoot?: { kernel: string; initrd: string; commandLine: string };
   /** A unix socket for the serial console (the console relay reads it). */
   consoleSocket?: string;
+  /** The config drive (an ISO, config-drive.ts), attached as a read-only CD-ROM. */
+  configDrive?: string;
 }
+
+/** The config drive's device: IDE, which every machine type and guest kernel has. */
+export const CONFIG_DRIVE_TARGET = "hdc";
 
 const DISK_TARGETS = "abcdefghijklmnopqrstuvwxyz";
 
@@ -59,14 +64,24 @@ export function diskXml(disk: DiskSpec, target: string, indent = ""): string {
     .join("\n");
 }
 
-/** The file disks of a domain's XML: path and guest device. */
+/** The file disks of a domain's XML: path and guest device (CD-ROMs, the config drive, apart). */
 export function disksIn(xml: string): { path: string; target: string }[] {
-  return [...xml.matchAll(/<disk\b[^>]*>([\s\S]*?)<\/disk>/g)].flatMap((match) => {
-    const body = match[1] ?? "";
+  return [...xml.matchAll(/<disk\b([^>]*)>([\s\S]*?)<\/disk>/g)].flatMap((match) => {
+    if (/device=['"]cdrom['"]/.test(match[1] ?? "")) return [];
+    const body = match[2] ?? "";
     const path = /<source file='([^']*)'/.exec(body)?.[1];
     const target = /<target dev='([^']*)'/.exec(body)?.[1];
     return path && target ? [{ path: unescapeXml(path), target }] : [];
   });
+}
+
+/** The config drive a domain's XML attaches, if any. */
+export function configDriveIn(xml: string): string | undefined {
+  for (const match of xml.matchAll(/<disk\b[^>]*device=['"]cdrom['"][^>]*>([\s\S]*?)<\/disk>/g)) {
+    const path = /<source file='([^']*)'/.exec(match[1] ?? "")?.[1];
+    if (path) return unescapeXml(path);
+  }
+  return undefined;
 }
 
 /** The VM and the owner a Stratus domain's metadata names (libvirt keeps the element as written). */
@@ -123,6 +138,16 @@ export function buildDomainXml(spec: DomainSpec): string {
     "  <on_crash>destroy</on_crash>",
     "  <devices>",
     ...spec.disks.map((disk, index) => diskXml(disk, diskTarget(index), "    ")),
+    ...(spec.configDrive
+      ? [
+          "    <disk type='file' device='cdrom'>",
+          "      <driver name='qemu' type='raw'/>",
+          `      <source file='${e(spec.configDrive)}'/>`,
+          `      <target dev='${CONFIG_DRIVE_TARGET}' bus='ide'/>`,
+          "      <readonly/>",
+          "    </disk>",
+        ]
+      : []),
     ...spec.nics.flatMap((nic) => [
       "    <interface type='network'>",
       `      <mac address='${e(nic.mac)}'/>`,

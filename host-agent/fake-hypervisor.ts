@@ -413,6 +413,10 @@ export class FakeHypervisor implements Hypervisor {
 }
 
 function observed(domain: FakeDomain): ObservedDomain {
-  const { spec: _spec, ...rest } = domain;
-  return { ...rest, disks: domain.disks.map((d) => ({ ...d })) };
+  const { spec, ...rest } = domain;
+  return {
+    ...rest,
+    disks: domain.disks.map((d) => ({ ...d })),
+    ...(spec.configDrive ? { configDrive: spec.configDrive } : {}),
+  };
 }

@@ -28,6 +28,8 @@ export interface ObservedDomain {
   vm?: { namespace: string; name: string };
   /** File disks with their guest device. */
   disks: { path: string; target: string }[];
+  /** The config drive ISO the domain boots with, if any. */
+  configDrive?: string;
 }
 
 export interface DiskInfo {

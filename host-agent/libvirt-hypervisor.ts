@@ -10,6 +10,7 @@ import { formatQuantity } from "../crds/quantity.ts";
 import { copyVerified, flattenTo, readDescriptor, stageDescriptor } from "./disk-files.ts";
 import {
   buildDomainXml,
+  configDriveIn,
   disksIn,
   diskXml,
   domainMetadataIn,
@@ -446,6 +447,7 @@ export class LibvirtHypervisor implements Hypervisor {
   private async describe(domain: DomainInfo): Promise<ObservedDomain> {
     const xml = await this.libvirt.domainXml(domain.name);
     const { owner, vm } = domainMetadataIn(xml);
+    const configDrive = configDriveIn(xml);
     return {
       vmUid: vmUidOf(domain.name) as string,
       uuid: domain.uuid,
@@ -454,6 +456,7 @@ export class LibvirtHypervisor implements Hypervisor {
       ...(owner ? { owner } : {}),
       ...(vm ? { vm } : {}),
       disks: disksIn(xml),
+      ...(configDrive ? { configDrive } : {}),
     };
   }
 

@@ -11,6 +11,7 @@ import { apiServerCheck, HealthServer } from "../runtime/health.ts";
 import { createLogger } from "../runtime/logger.ts";
 import { RuntimeMetrics } from "../runtime/metrics.ts";
 import { HostAgent } from "./agent.ts";
+import { requireXorriso } from "./config-drive.ts";
 import { ConsoleServer } from "./console.ts";
 import { ensureConsoleCertificate } from "./console-certificate.ts";
 import { installHostGuard } from "./host-guard.ts";
@@ -108,10 +109,13 @@ async function main(): Promise<void> {
     userAgent: `stratus-host-agent/${hostName}`,
   });
   // Real guests only: a simulated host (libvirt's test driver) has no bridges for guests to use.
-  if (!uri.startsWith("test:"))
+  if (!uri.startsWith("test:")) {
     await installHostGuard().catch((error: Error) =>
       fail(`cannot guard the host from its guests: ${error.message}`),
     );
+    // Guests with keys, user data or a password boot from a config drive that xorriso builds.
+    await requireXorriso().catch((error: Error) => fail(`cannot build config drives: ${error.message}`));
+  }
   let libvirt: LibvirtConnection;
   try {
     libvirt = await LibvirtConnection.open(uri);

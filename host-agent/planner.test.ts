@@ -359,6 +359,23 @@ describe("diskChanges", () => {
     expect(diskChanges(off, [root])).toEqual({ redefine: false, attach: [], detach: [] });
   });
 
+  it("redefines a stopped domain whose config drive comes or goes, never hot plugs one", () => {
+    const off = domain("shutoff", { disks: [{ path: root.path, target: "vda" }] });
+    expect(diskChanges(off, [root], "/cache/config-drives/u.iso").redefine).toBe(true);
+    const withDrive = domain("shutoff", {
+      disks: [{ path: root.path, target: "vda" }],
+      configDrive: "/cache/config-drives/u.iso",
+    });
+    expect(diskChanges(withDrive, [root], "/cache/config-drives/u.iso").redefine).toBe(false);
+    expect(diskChanges(withDrive, [root]).redefine).toBe(true);
+    const running = domain("running", { disks: [{ path: root.path, target: "vda" }] });
+    expect(diskChanges(running, [root], "/cache/config-drives/u.iso")).toEqual({
+      redefine: false,
+      attach: [],
+      detach: [],
+    });
+  });
+
   it("hot plugs into a running domain: the next free device for a new volume, only data disks detached", () => {
     const running = domain("running", {
       disks: [

@@ -370,11 +370,21 @@ export interface DiskChanges {
   detach: { path: string; target: string }[];
 }
 
-/** How the domain's disks become the planned ones: redefine when off, hot plug when running. */
-export function diskChanges(domain: ObservedDomain, wanted: DomainSpec["disks"]): DiskChanges {
+/**
+ * How the domain's disks become the planned ones: redefine when off, hot plug when running. The
+ * config drive is never hot plugged: a guest reads it at boot, so a new one waits for the next start.
+ */
+export function diskChanges(
+  domain: ObservedDomain,
+  wanted: DomainSpec["disks"],
+  configDrive?: string,
+): DiskChanges {
   const wantedPaths = new Set(wanted.map((d) => d.path));
   if (domain.state === "shutoff") {
-    const same = domain.disks.length === wanted.length && domain.disks.every((d) => wantedPaths.has(d.path));
+    const same =
+      domain.disks.length === wanted.length &&
+      domain.disks.every((d) => wantedPaths.has(d.path)) &&
+      domain.configDrive === configDrive;
     return { redefine: !same, attach: [], detach: [] };
   }
   const detach = domain.disks.filter(

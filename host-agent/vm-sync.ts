@@ -18,17 +18,16 @@ import {
   type Volume,
   type VolumeSnapshot,
 } from "../crds/index.ts";
-import { formatQuantity } from "../crds/quantity.ts";
 import type { AgentWrites } from "./agent-writes.ts";
+import { removeConfigDrive } from "./config-drive.ts";
 import { FILE_IMAGES, growLiveDisks, type ImageStore, prepareDisks } from "./disk-prep.ts";
+import { configDrivePath, type GuestDataSource, prepareConfigDrive } from "./guest-data.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
-  dataDiskName,
   diskChanges,
-  mayTakeDisk,
   planVm,
   type RunPlan,
   reservationsFor,
@@ -36,6 +35,7 @@ import {
 } from "./planner.ts";
 import { HostProblem, Waiting } from "./problem.ts";
 import { desiredVmStatus } from "./vm-status.ts";
+import { VolumeReports } from "./volume-reports.ts";
 
 /** What the agent knows from the API server (informer caches, or maps in tests). */
 export interface VmWorld {
@@ -80,6 +80,8 @@ export interface VmSyncOptions {
   mayStart?: (vm: VirtualMachine) => Promise<string | undefined>;
   /** Live migration (migration-sync.ts): VMs to leave alone, guests to adopt, maintenance's live moves. */
   migration?: MigrationHooks;
+  /** User data, passwords and key pairs for config drives (guest-data.ts). */
+  guestData?: GuestDataSource;
   now?: () => number;
 }
 
@@ -94,6 +96,7 @@ export class VmSync {
   private readonly o: VmSyncOptions;
   private readonly hv: Hypervisor;
   private readonly images: ImageStore;
+  private readonly volumes: VolumeReports;
   /** When a graceful shutdown was asked for, per VM UID. */
   private readonly shutdownRequested = new Map<string, number>();
 
@@ -101,6 +104,7 @@ export class VmSync {
     this.o = options;
     this.hv = options.hypervisor;
     this.images = options.images ?? FILE_IMAGES;
+    this.volumes = new VolumeReports({ ...options, hypervisor: options.hypervisor });
   }
 
   private get host(): string {
@@ -200,6 +204,16 @@ export class VmSync {
     const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live, (namespace, name) =>
       this.o.world.snapshot(namespace, name),
     );
+    // A guest reads its config drive at boot: it is (re)built only when the guest is about to start.
+    const configDrive =
+      live || plan.intent !== "run"
+        ? existing?.configDrive
+        : await prepareConfigDrive(vm, plan, {
+            cacheDir: this.o.paths.cache,
+            zone: this.o.world.zone().name,
+            source: this.o.guestData,
+          });
+    const domainSpec = { ...plan.domain, ...(configDrive ? { configDrive } : {}) };
     for (const nic of plan.nics) {
       await this.hv.syncNetwork(nic.spec, reservationsFor(nic.network, this.o.world.boundVms()));
       await this.o.afterNetworkSync?.(nic);
@@ -215,10 +229,10 @@ export class VmSync {
       }
     }
     if (domain) {
-      const changes = diskChanges(domain, plan.domain.disks);
+      const changes = diskChanges(domain, plan.domain.disks, configDrive);
       if (changes.redefine) {
         log.info("redefining the stopped domain with its new disks");
-        domain = await this.hv.define(plan.domain);
+        domain = await this.hv.define(domainSpec);
       }
       for (const { path, target } of changes.detach) {
         await this.hv.detachDisk(uid, path, target, live);
@@ -229,7 +243,7 @@ export class VmSync {
         log.info({ path: disk.path, target, live }, "attached a volume");
       }
     } else {
-      domain = await this.hv.define(plan.domain);
+      domain = await this.hv.define(domainSpec);
       log.info("domain defined");
     }
     // Arrived after a failover: the state the lost host's agent wrote last goes before the start.
@@ -259,26 +273,8 @@ export class VmSync {
     const targets = new Map((observed?.disks ?? []).map((d) => [d.path, d.target]));
     if (observed?.state === "running") await growLiveDisks(this.hv, uid, plan.dataDisks, targets, log);
     await this.report(vm, observed, undefined, restartedAt);
-    if (root && plan.root)
-      await this.reportVolume(
-        vm,
-        volumes.get(rootVolumeName(vm.metadata.name as string)),
-        rootVolumeName(vm.metadata.name as string),
-        { ...root, pool: plan.root.pool },
-        targets.get(root.path) ?? "vda",
-      );
-    for (const disk of plan.dataDisks) {
-      const info = await this.hv.disk(disk.pool, disk.name);
-      if (info)
-        await this.reportVolume(
-          vm,
-          disk.volume,
-          disk.volume.metadata.name as string,
-          { ...info, pool: disk.pool },
-          targets.get(info.path) ?? "",
-        );
-    }
-    await this.detachVolumes(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
+    await this.volumes.reportAttached(vm, plan, root, volumes, targets);
+    await this.volumes.detachUnlisted(vm, volumes, new Set((vm.spec.dataVolumes ?? []).map((d) => d.volume)));
     return requeue;
   }
 
@@ -371,47 +367,6 @@ export class VmSync {
     return undefined;
   }
 
-  private async reportVolume(
-    vm: VirtualMachine | undefined,
-    cached: Volume | undefined,
-    name: string,
-    disk: { path: string; capacityBytes: bigint; pool: string },
-    device: string,
-  ) {
-    // Another host's disk is this host's to report only once storage released it here (admission says so too).
-    if (!mayTakeDisk(cached, this.host)) return "same" as const;
-    const namespace = (vm?.metadata.namespace ?? cached?.metadata.namespace) as string;
-    const poolType = this.o.storage.typeOf(disk.pool);
-    const result = await this.o.writes.volumeStatus({ namespace, name }, cached, {
-      ...(cached ? { observedGeneration: cached.metadata.generation ?? 0 } : {}),
-      phase: vm ? "Attached" : "Ready",
-      host: this.host,
-      pool: disk.pool,
-      ...(poolType ? { poolType } : {}),
-      path: disk.path,
-      capacity: formatQuantity(disk.capacityBytes),
-      ...(vm ? { attachedTo: { virtualMachine: vm.metadata.name as string, device } } : {}),
-    });
-    return result;
-  }
-
-  /** Volumes that say they are attached to the VM but are not in its spec (or it is going) become Ready. */
-  private async detachVolumes(vm: VirtualMachine, volumes: Map<string, Volume>, keep: ReadonlySet<string>) {
-    for (const volume of volumes.values()) {
-      const name = volume.metadata.name as string;
-      if (
-        volume.spec.type === "ROOT" ||
-        keep.has(name) ||
-        volume.status?.attachedTo?.virtualMachine !== vm.metadata.name
-      )
-        continue;
-      const pool = volume.status?.pool;
-      if (volume.status?.host !== this.host || !pool || this.o.storage.pathOf(pool) === undefined) continue;
-      const info = await this.hv.disk(pool, dataDiskName(volume.metadata.uid as string));
-      if (info) await this.reportVolume(undefined, volume, name, { ...info, pool }, "");
-    }
-  }
-
   /** Deleted: the domain and the root disk go, data volumes are let go, then the finalizer. */
   private async release(
     vm: VirtualMachine,
@@ -421,11 +376,12 @@ export class VmSync {
   ) {
     const uid = vm.metadata.uid as string;
     if (domain) await this.removeDomain(uid, domain);
+    await removeConfigDrive(configDrivePath(this.o.paths.cache, uid));
     // The root disk goes with its VM (its Volume's finalizer would remove it too, later).
     const rootPool = volumes.get(rootVolumeName(vm.metadata.name as string))?.status?.pool;
     if (rootPool && this.o.storage.pathOf(rootPool) !== undefined)
       await this.hv.deleteDisk(rootPool, rootDiskName(uid));
-    await this.detachVolumes(vm, volumes, new Set());
+    await this.volumes.detachUnlisted(vm, volumes, new Set());
     await this.removeUnusedNetworks(log, vm);
     if (await this.o.writes.removeFinalizer(Resources.virtualMachines, vm, DOMAIN_FINALIZER))
       log.info("domain deleted; finalizer removed");
@@ -449,7 +405,7 @@ export class VmSync {
     }
     if (domain && !(await this.stopGracefully(vm))) return { requeueAfterMs: 2_000 };
     if (domain) await this.removeDomain(vm.metadata.uid as string, domain);
-    await this.detachVolumes(vm, volumes, new Set());
+    await this.volumes.detachUnlisted(vm, volumes, new Set());
     await this.report(vm, undefined, undefined, vm.status?.restartedAt, true);
     await this.removeUnusedNetworks(log, vm);
     log.info("stopped for maintenance; handed back to the orchestration");
@@ -465,6 +421,7 @@ export class VmSync {
   private async removeDomain(uid: string, domain: ObservedDomain): Promise<void> {
     if (domain.state !== "shutoff") await this.hv.powerOff(uid);
     await this.hv.undefine(uid);
+    await removeConfigDrive(configDrivePath(this.o.paths.cache, uid));
   }
 
   /**

@@ -177,6 +177,20 @@ export const VirtualMachineKind = defineKind({
           "x-kubernetes-list-type": "atomic",
         }),
       ),
+      passwordSecret: Type.Optional(
+        ObjectName({
+          description:
+            "Name of a Secret in the VM's namespace whose key `password` is the password of the guest's default user, set by cloud-init from the config drive. Read only by the agent of the VM's host (virtualmachines/userdata), at the next boot.",
+        }),
+      ),
+      keyPairs: Type.Optional(
+        Type.Array(ObjectName({ description: "Name of an SSHKeyPair in the VM's namespace." }), {
+          description:
+            "SSH key pairs whose public keys are installed for the default user, with sshKeys; a key pair that does not exist holds the start back with a condition naming it.",
+          maxItems: 16,
+          "x-kubernetes-list-type": "set",
+        }),
+      ),
       placement: Type.Optional(
         Type.Object(
           {

@@ -11,30 +11,28 @@ import { mkdir, rm } from "node:fs/promises";
 import { type AddressInfo, connect, createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openConsole } from "../../cli/console.ts";
 import { type Network, Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
-import { poolName } from "../../host-agent/libvirt-hypervisor.ts";
-import { bridgeName, libvirtNetworkName, networkPrefix } from "../../host-agent/network-xml.ts";
+import { bridgeName, libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { vlanLinkName } from "../../host-agent/vlan.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
-import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
+import type { KubeClient, KubeObject } from "../../runtime/client.ts";
 import { sleep } from "../../runtime/time.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
+import type { ApiServerProcess, StratusProcess } from "./processes.ts";
 import {
-  type ApiServerProcess,
-  type StratusProcess,
-  startApiServer,
-  startOperator,
-  startStratusProcess,
-} from "./processes.ts";
+  guestCatalog,
+  printAgentLogOnFailure,
+  removeAgentLibvirtObjects,
+  startGuestControlPlane,
+  startQemuHostAgent,
+} from "./qemu-agent.ts";
 import {
   agentOwner,
   readWebConsoleUntil,
   serveTinyGuest,
   sharedControlPlane,
-  useNamespace,
   waitFor,
   waitUntilGone,
 } from "./support.ts";
@@ -62,18 +60,13 @@ describe.skipIf(!canRunQemu())(
 
     const getVm = () => client.get<VirtualMachine>(Resources.virtualMachines, "guest", namespace);
     const startAgent = async (extraArgs: string[] = []) => {
-      agent = await startStratusProcess({
-        script: "host-agent/main.ts",
+      agent = await startQemuHostAgent({
         kubeconfigPath,
-        identity: host,
+        host,
+        zone: "e2e",
+        leaseNamespace: namespace,
+        workDir,
         args: [
-          `--host-name=${host}`,
-          "--zone=e2e",
-          "--libvirt-uri=qemu:///system",
-          `--lease-namespace=${namespace}`,
-          `--pool-path=${join(workDir, "pool")}`,
-          `--cache-dir=${join(workDir, "cache")}`,
-          `--console-dir=${join(workDir, "console")}`,
           "--shutdown-grace=3",
           "--console-address=127.0.0.1:0",
           `--console-key-file=${join(workDir, "console-key.pub.pem")}`,
@@ -98,67 +91,37 @@ describe.skipIf(!canRunQemu())(
       await mkdir(workDir, { recursive: true, mode: 0o755 });
       const tinyGuest = await serveTinyGuest();
 
-      const controlPlane = await sharedControlPlane();
-      kubeconfigPath = controlPlane.kubeconfigPath;
-      client = new KubeClient(controlPlane.kubeConfig);
-      namespace = await useNamespace(controlPlane.kubeConfig, "e2e");
-      await client.create(Resources.serviceOfferings, {
-        metadata: { name: `e2e-${suffix}` },
-        spec: { cpu: 1, memory: "128Mi" },
-      });
-      await client.create(Resources.templates, {
-        metadata: { name: `tiny-${suffix}` },
-        spec: {
-          source: tinyGuest,
-        },
-      });
-      await client.create(Resources.networks, {
-        metadata: { name: "e2e-net", namespace },
-        spec: { zone: "e2e", cidr: `${subnet}.0/24` },
-      });
+      ({ kubeconfigPath, client, namespace } = await guestCatalog({
+        prefix: "e2e",
+        suffix,
+        zone: "e2e",
+        memory: "128Mi",
+        template: { source: tinyGuest },
+        network: { name: "e2e-net", cidr: `${subnet}.0/24` },
+      }));
       await client.create(Resources.volumes, {
         metadata: { name: "e2e-data", namespace },
         spec: { zone: "e2e", size: "1Gi" },
       });
       // The whole control plane: compute prepares the guest (root volume, address) and places it.
-      operator = await startOperator({
-        kubeconfigPath,
-        identity: `e2e-operator-${suffix}`,
-        args: [`--lease-namespace=${namespace}`],
-      });
-      // The API component with the aggregated API, for the console through the API server.
-      const consoleKeys = await writeConsoleKeys(workDir);
-      api = await startApiServer({
+      ({ operator, api } = await startGuestControlPlane({
         kubeconfigPath,
         client,
-        identity: `e2e-api-${suffix}`,
-        keysNamespace: namespace,
-        subresources: { namespace, workDir, consoleKeyFile: consoleKeys.privateKeyFile },
-      });
+        namespace,
+        workDir,
+        name: `e2e-${suffix}`,
+      }));
       await startAgent();
     }, 300_000);
 
-    afterEach((context) => {
-      // The agent's log is the first thing to read when a step times out.
-      if (context.task.result?.state === "fail")
-        process.stderr.write(`agent log:\n${agent?.logs().slice(-8000)}\n`);
-    });
+    printAgentLogOnFailure(() => agent);
 
     afterAll(async () => {
       await agent?.stop("SIGKILL");
       await operator?.stop("SIGKILL");
       await api?.process.stop("SIGKILL");
       // The pool the agent defined points into workDir: remove both, so the next run starts clean.
-      const owner = await agentOwner(client, host);
-      // A failed run must not leave its networks (and their dnsmasq) to the next test.
-      for (const name of (await virsh("net-list", "--all", "--name").catch(() => "")).split("\n"))
-        if (name.startsWith(networkPrefix(owner))) {
-          await virsh("net-destroy", name).catch(() => undefined);
-          await virsh("net-undefine", name).catch(() => undefined);
-        }
-      const pool = poolName(owner);
-      await virsh("pool-destroy", pool).catch(() => undefined);
-      await virsh("pool-undefine", pool).catch(() => undefined);
+      await removeAgentLibvirtObjects(client, host);
       await client?.close();
       await rm(workDir, { recursive: true, force: true });
       await run("ip", ["link", "delete", uplink]).catch(() => undefined);
@@ -170,7 +133,7 @@ describe.skipIf(!canRunQemu())(
         spec: {
           zone: "e2e",
           serviceOffering: `e2e-${suffix}`,
-          template: `tiny-${suffix}`,
+          template: `e2e-${suffix}`,
           nics: [{ name: "eth0", network: "e2e-net", ipAddress: address }],
           dataVolumes: [{ name: "data", volume: "e2e-data" }],
         },
@@ -423,7 +386,7 @@ describe.skipIf(!canRunQemu())(
         spec: {
           zone: "e2e",
           serviceOffering: `e2e-${suffix}`,
-          template: `tiny-${suffix}`,
+          template: `e2e-${suffix}`,
           nics: [{ name: "eth0", network: "e2e-vlan" }],
         },
       });

@@ -1,0 +1,214 @@
+// A guest people can log into, on real QEMU with a real cloud-init: a VM from the Debian cloud
+// image (test/images/build-cloud-image.sh), applied with kubectl with an SSH key and user data in a
+// Secret, boots from its config drive; from the host, `ssh` with the matching private key reaches it
+// over the guest network, its hostname is the VM's name, the file its user data wrote is there and
+// the default user's password is the one in the VM's password Secret.
+// Without the config drive, cloud-init has no key to install and the login fails.
+// Needs root and the libvirt/QEMU Debian packages, mmdebstrap and extlinux (.ci/run installs them).
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SECRET } from "../../apiserver/api.ts";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { buildCloudImage } from "../../devcluster/cloud.ts";
+import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { readConfigDrive } from "../../host-agent/config-drive.ts";
+import { configDrivePath } from "../../host-agent/guest-data.ts";
+import type { KubeClient, KubeObject } from "../../runtime/client.ts";
+import type { ApiServerProcess, StratusProcess } from "./processes.ts";
+import {
+  guestCatalog,
+  printAgentLogOnFailure,
+  removeAgentLibvirtObjects,
+  startGuestControlPlane,
+  startQemuHostAgent,
+  virsh,
+} from "./qemu-agent.ts";
+import { kubectl, run as runCommand, waitFor, waitUntilGone } from "./support.ts";
+
+const run = promisify(execFile);
+const canBuildImage = ["mmdebstrap", "extlinux", "ssh", "ssh-keygen", "xorriso"].every((tool) =>
+  ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].some((dir) => existsSync(join(dir, tool))),
+);
+
+describe.skipIf(!canRunQemu() || !canBuildImage)(
+  "logging into a real cloud-init guest (needs root, libvirt/QEMU, mmdebstrap, extlinux)",
+  () => {
+    const suffix = randomBytes(3).toString("hex");
+    const host = `login-${suffix}`;
+    const vmName = `login-${suffix}`;
+    const subnet = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}`;
+    const address = `${subnet}.42`;
+    const workDir = `/var/lib/stratus/login-${suffix}`;
+    const marker = `written-by-user-data-${suffix}`;
+    const password = `pw-${randomBytes(6).toString("hex")}`;
+    let client: KubeClient;
+    let namespace: string;
+    let kubeconfigPath: string;
+    let agent: StratusProcess;
+    let operator: StratusProcess;
+    let api: ApiServerProcess;
+
+    const ssh = (command: string) =>
+      runCommand("ssh", [
+        "-i",
+        join(workDir, "key"),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "LogLevel=ERROR",
+        `debian@${address}`,
+        command,
+      ]);
+
+    beforeAll(async () => {
+      await ensureLibvirtDaemons();
+      await mkdir(workDir, { recursive: true, mode: 0o755 });
+      // QEMU (libvirt-qemu) reads the template where it is: a copy beside the pool, not root's cache.
+      const image = join(workDir, "debian-cloud.qcow2");
+      await copyFile(await buildCloudImage(), image);
+      await run("ssh-keygen", [
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        `login-${suffix}`,
+        "-f",
+        join(workDir, "key"),
+      ]);
+
+      // cloud-init and systemd want more than the tiny guest's 128 MiB.
+      ({ kubeconfigPath, client, namespace } = await guestCatalog({
+        prefix: "login",
+        suffix,
+        zone: "login",
+        memory: "1Gi",
+        template: { source: { hostPath: image }, format: "qcow2" },
+        network: { name: "login-net", cidr: `${subnet}.0/24` },
+      }));
+      ({ operator, api } = await startGuestControlPlane({
+        kubeconfigPath,
+        client,
+        namespace,
+        workDir,
+        name: `login-${suffix}`,
+      }));
+      agent = await startQemuHostAgent({
+        kubeconfigPath,
+        host,
+        zone: "login",
+        leaseNamespace: namespace,
+        workDir,
+        // Under this machine's nested KVM, boot loaders' real-mode code (extlinux, GRUB) stops on
+        // KVM's "emulation failure"; software emulation boots them.
+        args: ["--shutdown-grace=10", "--accelerator=tcg"],
+      });
+    }, 900_000);
+
+    printAgentLogOnFailure(() => agent);
+
+    afterAll(async () => {
+      await client?.delete(Resources.virtualMachines, vmName, namespace).catch(() => undefined);
+      await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 60_000 }).catch(
+        () => undefined,
+      );
+      await agent?.stop("SIGKILL");
+      await operator?.stop("SIGKILL");
+      await api?.process.stop("SIGKILL");
+      if (client) {
+        await removeAgentLibvirtObjects(client, host);
+        await client.close();
+      }
+      await rm(workDir, { recursive: true, force: true });
+    }, 120_000);
+
+    it("boots with its config drive; ssh with the key logs in, the hostname is the VM's, the user data ran, the password is set", async () => {
+      const publicKey = (await readFile(join(workDir, "key.pub"), "utf8")).trim();
+      const userData = `#cloud-config\nwrite_files:\n  - path: /var/tmp/stratus-user-data\n    content: "${marker}\\n"\n    permissions: "0644"\n`;
+      await client.create(SECRET, {
+        metadata: { name: `${vmName}-userdata`, namespace },
+        data: { userdata: Buffer.from(userData).toString("base64") },
+      } as KubeObject);
+      // The password the CloudStack API would write (resetPasswordForVirtualMachine): cloud-init sets it.
+      await client.create(SECRET, {
+        metadata: { name: `${vmName}-password`, namespace },
+        data: { password: Buffer.from(password).toString("base64") },
+      } as KubeObject);
+      const manifest = {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "VirtualMachine",
+        metadata: { name: vmName, namespace },
+        spec: {
+          zone: "login",
+          serviceOffering: `login-${suffix}`,
+          template: `login-${suffix}`,
+          nics: [{ name: "eth0", network: "login-net", ipAddress: address }],
+          sshKeys: [publicKey],
+          userDataSecret: `${vmName}-userdata`,
+          passwordSecret: `${vmName}-password`,
+        },
+      };
+      const applied = await kubectl(kubeconfigPath, ["apply", "-f", "-"], JSON.stringify(manifest));
+      expect(applied.stderr).toBe("");
+      const vm = await waitFor(
+        "the VM Running",
+        async () => {
+          const found = await client.get<VirtualMachine>(Resources.virtualMachines, vmName, namespace);
+          return found.status?.state === "Running" ? found : undefined;
+        },
+        { timeoutMs: 300_000 },
+      );
+      const uid = vm.metadata.uid as string;
+
+      // The domain boots with the config drive as a read-only CD-ROM, in the layout cloud-init reads.
+      const iso = configDrivePath(join(workDir, "cache"), uid);
+      const xml = await virsh("dumpxml", `stratus-${uid}`);
+      expect(xml).toMatch(
+        new RegExp(`<disk type='file' device='cdrom'>[\\s\\S]*?${iso}[\\s\\S]*?<readonly/>`),
+      );
+      const drive = await readConfigDrive(iso);
+      expect(drive.label).toBe("config-2");
+      expect(JSON.parse(drive.files.get("openstack/latest/meta_data.json") ?? "{}")).toMatchObject({
+        uuid: uid,
+        hostname: vmName,
+      });
+
+      // cloud-init installs the key and runs the user data; sshd then answers on the guest network.
+      const login = await waitFor(
+        "ssh into the guest",
+        async () => {
+          const result = await ssh("hostname");
+          return result.code === 0 ? result : undefined;
+        },
+        { timeoutMs: 600_000, intervalMs: 3_000 },
+      );
+      expect(login.stdout.trim()).toBe(vmName);
+      // sshd answers before cloud-init's last stages (the password is set in the config stage).
+      expect((await ssh("cloud-init status --wait")).stdout).toContain("status: done");
+      const file = await ssh("cat /var/tmp/stratus-user-data");
+      expect(file.stdout.trim()).toBe(marker);
+      // The default user's password is the one in the Secret (checked against /etc/shadow's hash).
+      const check = await ssh(
+        `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${password}", h) == h)'`,
+      );
+      expect(check.stdout.trim()).toBe("True");
+
+      // Deleted: the domain and its config drive go.
+      await client.delete(Resources.virtualMachines, vmName, namespace);
+      await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 120_000 });
+      expect(existsSync(iso)).toBe(false);
+    }, 1_200_000);
+  },
+);
