@@ -14,7 +14,14 @@ import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import WebSocket, { type ClientOptions, createWebSocketStream, WebSocketServer } from "ws";
 import { displayState } from "../crds/display-state.ts";
-import { type Host, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
+import {
+  type Host,
+  isFinalMigrationPhase,
+  RESTART_ANNOTATION,
+  Resources,
+  type VirtualMachine,
+  type VirtualMachineMigration,
+} from "../crds/index.ts";
 import { isAllowed } from "../runtime/authorization.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
 import { CONSOLE_MAX_MESSAGE_BYTES, issueConsoleTicket } from "../runtime/console-ticket.ts";
@@ -171,9 +178,25 @@ export class SubresourceServer {
 
   /**
    * The VM's guest secrets, its user data and its password: for the agent of the VM's host only
-   * (its token's node is the VM's status.host), or for whoever may read every Secret holding them;
-   * never for another host's agent.
+   * (its token's node is the VM's status.host) or of the host it is moving to live (it builds the
+   * guest's config drive there), or for whoever may read every Secret holding them; never for
+   * another host's agent.
    */
+  /** Whether a live migration of the VM to `host` is under way (its target prepares the guest's drive). */
+  private async isMovingTo(vm: VirtualMachine, host: string): Promise<boolean> {
+    const migrations = await this.options.client.list<VirtualMachineMigration>(
+      Resources.virtualMachineMigrations,
+      { namespace: vm.metadata.namespace as string },
+    );
+    return migrations.items.some(
+      (m) =>
+        m.spec.vm === vm.metadata.name &&
+        m.status?.targetHost === host &&
+        !isFinalMigrationPhase(m.status.phase) &&
+        !m.metadata.deletionTimestamp,
+    );
+  }
+
   private async userData(requester: Requester, namespace: string, name: string, response: ServerResponse) {
     const { client } = this.options;
     const vm = await unlessGone(client.get<VirtualMachine>(Resources.virtualMachines, name, namespace));
@@ -186,7 +209,7 @@ export class SubresourceServer {
       requester.user === HOST_AGENT_USER ? (requester.extra[NODE_NAME_EXTRA]?.[0] ?? "") : undefined;
     const mayRead =
       node !== undefined
-        ? node !== "" && node === vm.status?.host
+        ? node !== "" && (node === vm.status?.host || (await this.isMovingTo(vm, node)))
         : secrets.length > 0 &&
           (
             await Promise.all(

@@ -28,7 +28,7 @@ import { agentWorld, usesNetwork, usesVolume } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
 import { domainName } from "./domain-xml.ts";
 import { Fencing } from "./fencing.ts";
-import { apiGuestDataSource } from "./guest-data.ts";
+import { apiGuestDataSource, arrivingNics, configDrivePath, prepareConfigDrive } from "./guest-data.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
@@ -231,7 +231,24 @@ export class HostAgent {
       zone: () => this.storage.zoneStorage(),
       arriving: () => this.migrations.arrivingVms(),
     });
-    this.migrations.start({ owner, hypervisor, world, consoleSocket: (uid) => this.consoleSocket(uid) });
+    const guestData = apiGuestDataSource(this.client);
+    this.migrations.start({
+      owner,
+      hypervisor,
+      world,
+      consoleSocket: (uid) => this.consoleSocket(uid),
+      configDrive: (vm, networks) =>
+        prepareConfigDrive(
+          vm,
+          { nics: arrivingNics(vm, networks) },
+          {
+            cacheDir: this.cacheDir(),
+            zone: world.zone().name,
+            source: guestData,
+          },
+        ),
+      configDrivePath: (uid) => configDrivePath(this.cacheDir(), uid),
+    });
     this.sync = new VmSync({
       owner,
       hypervisor,
@@ -241,7 +258,7 @@ export class HostAgent {
       domainType: () => this.domainType,
       storage: pools,
       pausedForCopy: this.storage.pausedForCopy,
-      guestData: apiGuestDataSource(this.client),
+      guestData,
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,
       mayStart: async (vm) => {

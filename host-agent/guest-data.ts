@@ -3,7 +3,7 @@
 // and its NICs' addresses, gathered into its config drive (config-drive.ts) before it starts.
 import { join } from "node:path";
 import { addressPlan } from "../crds/addressing.ts";
-import type { VirtualMachine } from "../crds/index.ts";
+import type { Network, VirtualMachine } from "../crds/index.ts";
 import { isNotFound, type KubeClient } from "../runtime/client.ts";
 import {
   type ConfigDriveContent,
@@ -12,7 +12,7 @@ import {
   needsConfigDrive,
   removeConfigDrive,
 } from "./config-drive.ts";
-import type { RunPlan } from "./planner.ts";
+import { type RunPlan, vmNics } from "./planner.ts";
 import { HostProblem, Waiting } from "./problem.ts";
 
 /** Where the agent reads what only a VM's host may know. */
@@ -64,6 +64,17 @@ function readsSecrets(vm: VirtualMachine): boolean {
 
 /** The NICs as planned: each with its MAC, its address and its Network. */
 type PlannedNics = { nics: readonly Pick<RunPlan["nics"][number], "mac" | "ip" | "network">[] };
+
+/** The NICs of a guest arriving by live migration, as its drive names them (no plan is made for it). */
+export function arrivingNics(
+  vm: VirtualMachine,
+  networks: ReadonlyMap<string, Network>,
+): PlannedNics["nics"] {
+  return vmNics(vm).flatMap((nic) => {
+    const network = networks.get(nic.network);
+    return network ? [{ mac: nic.mac, network, ...(nic.ip ? { ip: nic.ip } : {}) }] : [];
+  });
+}
 
 /** The content of the VM's drive, read from its spec, its plan and the source. */
 export async function guestDriveContent(

@@ -9,6 +9,7 @@ import type { Logger } from "pino";
 import {
   type Host,
   isFinalMigrationPhase,
+  type Network,
   Resources,
   type VirtualMachine,
   type VirtualMachineMigration,
@@ -19,6 +20,7 @@ import { Controller } from "../runtime/controller.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { unlessGone } from "../runtime/objects.ts";
+import { removeConfigDrive } from "./config-drive.ts";
 import type { Hypervisor, ObservedDomain, Owner } from "./hypervisor.ts";
 import { networkSpecFor } from "./network-xml.ts";
 import { reservationsFor } from "./planner.ts";
@@ -73,7 +75,16 @@ export class MigrationWork implements MigrationHooks {
   /** When maintenance first asked about a VM that has no live migration yet, by VM UID. */
   private readonly evacuationAsked = new Map<string, number>();
   private context:
-    | { owner: Owner; hypervisor: Hypervisor; world: VmWorld; consoleSocket: (uid: string) => string }
+    | {
+        owner: Owner;
+        hypervisor: Hypervisor;
+        world: VmWorld;
+        consoleSocket: (uid: string) => string;
+        /** Builds the arriving guest's config drive here; undefined when it needs none. */
+        configDrive: (vm: VirtualMachine, networks: Map<string, Network>) => Promise<string | undefined>;
+        /** Where this host keeps a guest's config drive. */
+        configDrivePath: (vmUid: string) => string;
+      }
     | undefined;
 
   constructor(options: MigrationWorkOptions) {
@@ -192,20 +203,31 @@ export class MigrationWork implements MigrationHooks {
       );
       for (const arriving of this.arriving.keys())
         if (!stillArriving.has(arriving)) this.arriving.delete(arriving);
+      await this.dropUnusedDrive(m, log);
       log.debug("no migration to this host under way for it");
       return undefined;
     }
     if (m.status.transfer?.state === "Completed") this.o.requeueVm(vmKey);
     if (m.status.targetPrepared) return undefined;
-    const { owner, hypervisor, world, consoleSocket } = this.require();
+    const { owner, hypervisor, world, consoleSocket, configDrive } = this.require();
     const vm = await unlessGone(
       this.o.client.get<VirtualMachine>(Resources.virtualMachines, m.spec.vm, m.metadata.namespace),
     );
     if (!vm) return undefined;
     this.arriving.set(vmKey, vm);
     const vms = [...world.boundVms(), vm];
-    for (const network of (await world.networks(vm)).values())
+    const networks = await world.networks(vm);
+    for (const network of networks.values())
       await hypervisor.syncNetwork(networkSpecFor(network, owner), reservationsFor(network, vms));
+    // Built anew here, as CloudStack does; when it cannot be, the guest's CD-ROM arrives empty and
+    // the drive is built at its next boot here (a guest reads it only at boot).
+    const drive = await configDrive(vm, networks).catch((error: unknown) => {
+      log.warn(
+        { err: String(error) },
+        "cannot build the arriving guest's config drive; its CD-ROM arrives empty",
+      );
+      return undefined;
+    });
     await this.o.client.apply(
       Resources.virtualMachineMigrations,
       {
@@ -214,6 +236,7 @@ export class MigrationWork implements MigrationHooks {
           targetPrepared: {
             preparedAt: new Date().toISOString(),
             consoleSocket: consoleSocket(vm.metadata.uid as string),
+            ...(drive ? { configDrive: drive } : {}),
           },
         },
       },
@@ -271,6 +294,18 @@ export class MigrationWork implements MigrationHooks {
     return undefined;
   }
 
+  /** A drive built here for a guest that did not come (the move failed or was cancelled) goes. */
+  private async dropUnusedDrive(m: VirtualMachineMigration | undefined, log: Logger): Promise<void> {
+    if (!m?.status?.targetPrepared?.configDrive || m.status.targetHost !== this.o.hostName) return;
+    if (m.status.phase !== "Failed" && m.status.phase !== "Cancelled") return;
+    const vm = this.context?.world.vm(`${m.metadata.namespace}/${m.spec.vm}`);
+    if (!vm || !this.context || vm.status?.host === this.o.hostName) return; // here after all: in use
+    // This host's own path for the VM, never a path the status names.
+    const drive = this.context.configDrivePath(vm.metadata.uid as string);
+    await removeConfigDrive(drive);
+    log.info({ drive }, "removed the config drive of a guest that did not arrive");
+  }
+
   private vmOf(m: VirtualMachineMigration | undefined): VirtualMachine | undefined {
     if (!m) return undefined;
     const vm = this.require().world.vm(`${m.metadata.namespace}/${m.spec.vm}`);
@@ -315,6 +350,9 @@ export class MigrationWork implements MigrationHooks {
         owner: { cluster: owner.cluster, host: target.metadata.name as string },
         ...(m.status?.targetPrepared?.consoleSocket
           ? { consoleSocket: m.status.targetPrepared.consoleSocket }
+          : {}),
+        ...(m.status?.targetPrepared?.configDrive
+          ? { configDrive: m.status.targetPrepared.configDrive }
           : {}),
       });
       const moved = transfer.totalBytes;

@@ -11,6 +11,8 @@ export interface MigrationDestination {
   owner: Owner;
   /** The console socket the target's agent serves this guest's console from. */
   consoleSocket?: string;
+  /** The config drive the target's agent built for this guest; without it the CD-ROM arrives empty. */
+  configDrive?: string;
 }
 
 export function destinationXml(xml: string, source: Owner, destination: MigrationDestination): string {
@@ -29,5 +31,18 @@ export function destinationXml(xml: string, source: Owner, destination: Migratio
       (_match, head: string) => `${head}'${socket}'`,
     );
   }
-  return rewritten;
+  return withConfigDrive(rewritten, destination.configDrive);
+}
+
+/**
+ * The source's config drive is a file of the source host: the guest's CD-ROM points at the target's
+ * own copy, or is left without media (a guest reads its drive only at boot; the target builds it
+ * for the next one).
+ */
+function withConfigDrive(xml: string, configDrive: string | undefined): string {
+  return xml.replace(
+    /(<disk\b[^>]*device=(['"])cdrom\2[^>]*>[\s\S]*?)<source file=(['"])[^'"]*\3\s*\/>\s*/g,
+    (_match, head: string) =>
+      configDrive ? `${head}<source file='${escapeXml(configDrive)}'/>\n      ` : head,
+  );
 }

@@ -63,6 +63,11 @@ export const VirtualMachineMigrationKind = defineKind({
           {
             preparedAt: Type.String({ format: "date-time", description: "When the target was ready." }),
             consoleSocket: Type.Optional(AbsolutePath("Where the target serves the guest's serial console.")),
+            configDrive: Type.Optional(
+              AbsolutePath(
+                "The guest's config drive, built anew on the target (as CloudStack does); absent: the guest's CD-ROM arrives empty and the target builds the drive at its next boot.",
+              ),
+            ),
           },
           {
             description:

@@ -6,6 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { SECRET } from "../../apiserver/api.ts";
+import { USER_DATA_KEY } from "../../apiserver/user-data.ts";
 import { openConsole } from "../../cli/console.ts";
 import {
   type Host,
@@ -17,7 +19,8 @@ import {
   type Volume,
 } from "../../crds/index.ts";
 import { canRunQemu } from "../../devcluster/libvirt.ts";
-import { domainName } from "../../host-agent/domain-xml.ts";
+import { readConfigDrive } from "../../host-agent/config-drive.ts";
+import { configDriveIn, domainName } from "../../host-agent/domain-xml.ts";
 import { bridgeName } from "../../host-agent/network-xml.ts";
 import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { writeConsoleKeys } from "../../runtime/console-ticket.ts";
@@ -72,6 +75,8 @@ describe.skipIf(!canRunQemu())(
       }
       return found;
     };
+
+    const MOVER_USER_DATA = "#cloud-config\nhostname: mover\n";
 
     /** Where the guest is and in what state, per daemon, and the end of what its QEMU said there. */
     async function whereTheGuestIs(vm: VirtualMachine, logChars = 600): Promise<string> {
@@ -206,6 +211,11 @@ describe.skipIf(!canRunQemu())(
     });
 
     it("moves a running guest to the other hypervisor: it keeps running, its console follows, one domain runs", async () => {
+      // User data, so the guest has a config drive: a file of its host, built anew on the target.
+      await client.create(SECRET, {
+        metadata: { name: "mover-userdata", namespace },
+        data: { [USER_DATA_KEY]: Buffer.from(MOVER_USER_DATA).toString("base64") },
+      });
       await client.create(Resources.virtualMachines, {
         metadata: { name: "mover", namespace },
         spec: {
@@ -214,6 +224,7 @@ describe.skipIf(!canRunQemu())(
           template: `tiny-${suffix}`,
           rootDisk: { size: "1Gi" },
           nics: [{ name: "eth0", network: "lm-net" }],
+          userDataSecret: "mover-userdata",
         },
       });
       const vm = await waitFor(
@@ -307,6 +318,11 @@ describe.skipIf(!canRunQemu())(
       // The agent that received it made it its own, and the agent that sent it holds nothing of it.
       const owned = await virshOn(hostOf(to).uri, "dumpxml", domainName(vm.metadata.uid as string));
       expect(owned).toMatch(new RegExp(`host=.${to}.`));
+      // Its config drive is the target's own, built there with the user data the API component
+      // let the target's agent read while the move was under way.
+      const drive = configDriveIn(owned) as string;
+      expect(drive).toContain(`/${to}/`);
+      expect((await readConfigDrive(drive)).files.get("openstack/latest/user_data")).toBe(MOVER_USER_DATA);
       expect(await virshOn(hostOf(from).uri, "list", "--all", "--name")).not.toContain(
         vm.metadata.uid as string,
       );

@@ -12,7 +12,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_KEY_LABEL, SECRET, type Secret } from "../../apiserver/api.ts";
 import { SUBRESOURCE_GROUP } from "../../apiserver/subresources.ts";
-import { type AsyncJob, Resources, type VirtualMachine } from "../../crds/index.ts";
+import {
+  type AsyncJob,
+  Resources,
+  type VirtualMachine,
+  type VirtualMachineMigration,
+} from "../../crds/index.ts";
 import { ApiError, KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
 import { type Account, RBAC, signedRequest } from "./cloudstack-accounts.ts";
@@ -391,6 +396,28 @@ describe("tenants that reach neither each other, nor the hosts, nor the administ
     // Nor does another account's user, whatever it asks.
     expect(await refused(userData(admin.impersonating(BOB), namespaces.a, "with-data"))).toMatchObject({
       status: 403,
+    });
+    // Moving live to B: B's agent reads it for the guest's config drive there, until the move ends.
+    const move = await admin.create<VirtualMachineMigration>(Resources.virtualMachineMigrations, {
+      apiVersion: "stratus.io/v1alpha1",
+      kind: "VirtualMachineMigration",
+      metadata: { name: "move-with-data", namespace: namespaces.a },
+      spec: { vm: "with-data", targetHost: NODE_B },
+    });
+    const moveStatus = (phase: string) =>
+      admin.mergePatch(
+        Resources.virtualMachineMigrations,
+        "move-with-data",
+        namespaces.a,
+        { status: { phase, sourceHost: NODE_A, targetHost: NODE_B } },
+        "status",
+      );
+    await moveStatus("Running");
+    expect((await userData(agentB, namespaces.a, "with-data")).userData).toBe(USER_DATA);
+    await moveStatus("Failed");
+    expect(await refused(userData(agentB, namespaces.a, "with-data"))).toMatchObject({ status: 403 });
+    await admin.delete(Resources.virtualMachineMigrations, "move-with-data", namespaces.a, {
+      uid: move.metadata.uid as string,
     });
     // Moved to B: now B's agent, and A's no longer; new user data reaches it the same way.
     await bindTo(NODE_B);
