@@ -5,16 +5,34 @@
 // watches.
 import { displayState } from "../crds/display-state.ts";
 import { Resources, type Template } from "../crds/index.ts";
+import { probeDownload } from "../host-agent/images.ts";
 import { isNotFound } from "../runtime/client.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
-import { ApiError, ERROR } from "./envelope.ts";
+import { ApiError, ERROR, listBody } from "./envelope.ts";
 import { jobObject, submitJob } from "./jobs.ts";
-import { byId, ownedById } from "./listing.ts";
+import { byId, ownedById, patched } from "./listing.ts";
 import { volumeHolder } from "./snapshot-commands.ts";
+import {
+  refuseUnsupportedRegistration,
+  registrationZones,
+  requireKvm,
+  shortText,
+  templateChecksum,
+  templateFormat,
+  templateName,
+  templateUpdate,
+} from "./template-input.ts";
 import { templateView } from "./views.ts";
 
-/** A template name is the object's name: a DNS label (CloudStack's free text is the display text). */
-const TEMPLATE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** A Template the CloudStack API makes (the annotation says who made it). */
+function apiTemplate(name: string, spec: Template["spec"]): Template {
+  return {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "Template",
+    metadata: { name, annotations: { "stratus.io/created-by": "cloudstack-api" } },
+    spec,
+  };
+}
 
 /** What the template is made from, checked as CloudStack checks it: a Ready, unused source. */
 async function templateSource(call: Call): Promise<{ zone: string; source: Template["spec"]["source"] }> {
@@ -59,30 +77,21 @@ const createTemplate: Command = {
   async: true,
   async handler(call) {
     const { params } = call;
-    const name = params.required("name").toLowerCase();
-    const displayText = params.required("displaytext");
-    const osType = params.required("ostypeid");
-    if (!TEMPLATE_NAME.test(name))
-      throw new ApiError(
-        ERROR.PARAM,
-        `Invalid parameter name value=${name}: a template name has 1 to 63 lower-case letters, digits and hyphens`,
-      );
-    if (displayText.length > 255 || osType.length > 255)
-      throw new ApiError(ERROR.PARAM, "displaytext and ostypeid are at most 255 characters");
+    const name = templateName(params.required("name"));
+    const displayText = shortText("displaytext", params.required("displaytext"));
+    const osType = shortText("ostypeid", params.required("ostypeid"));
     const { zone, source } = await templateSource(call);
-    const template = await call.caller.client.create<Template>(Resources.templates, {
-      apiVersion: "stratus.io/v1alpha1",
-      kind: "Template",
-      metadata: { name, annotations: { "stratus.io/created-by": "cloudstack-api" } },
-      spec: {
+    const template = await call.caller.client.create<Template>(
+      Resources.templates,
+      apiTemplate(name, {
         displayName: displayText,
         source,
         format: "qcow2",
         osType,
         zones: [zone],
         passwordEnabled: params.flag("passwordenabled"),
-      },
-    });
+      }),
+    );
     const job = await submitJob(call, "createTemplate", { ...template, kind: "Template" });
     return { id: template.metadata.uid as string, jobid: job.metadata.uid as string };
   },
@@ -112,10 +121,84 @@ function requireUnused(api: CloudStackApi, template: Template): void {
     );
 }
 
+/**
+ * CloudStack's registerTemplate: a URL image every zone asked for downloads once onto its secondary
+ * storage (the agents do, status.zones). Only administrators register (templates are cluster-wide),
+ * and that is checked before the URL is fetched, so nobody else can make this server fetch a URL.
+ */
+const registerTemplate: Command = {
+  async handler(call) {
+    const { params, api } = call;
+    if (!(await api.can(call.caller, "create", Resources.templates)))
+      throw new ApiError(
+        ERROR.ACCOUNT,
+        `Account ${call.caller.account} may not register templates: templates are cluster-wide, registered by administrators`,
+      );
+    const get = (name: string) => params.get(name);
+    const name = templateName(params.required("name"));
+    const displayText = shortText("displaytext", params.required("displaytext"));
+    const url = params.required("url");
+    const format = templateFormat(params.required("format"));
+    requireKvm(params.required("hypervisor"));
+    const checksum = templateChecksum(get("checksum"));
+    const osType = get("ostypeid") ? shortText("ostypeid", get("ostypeid") as string) : undefined;
+    refuseUnsupportedRegistration(get);
+    const zones = registrationZones(get, (id) => api.zones.byIndex("uid", id)[0]?.metadata.name);
+    if (!/^https?:\/\/[^/]/i.test(url))
+      throw new ApiError(ERROR.PARAM, `Unsupported URL ${url}: a template URL is http:// or https://`);
+    if (api.templates.get(name))
+      throw new ApiError(ERROR.PARAM, `A template named ${name} already exists; choose another name`);
+    await probeDownload(url).catch((error: unknown) => {
+      throw new ApiError(ERROR.PARAM, `Unable to register template ${name}: ${(error as Error).message}`);
+    });
+    const template = await call.caller.client.create<Template>(
+      Resources.templates,
+      apiTemplate(name, {
+        displayName: displayText,
+        source: { url },
+        format,
+        ...(checksum ? { checksum } : {}),
+        ...(osType ? { osType } : {}),
+        ...(zones ? { zones } : {}),
+        passwordEnabled: params.flag("passwordenabled"),
+      }),
+    );
+    // CloudStack answers one entry per zone the template is registered in.
+    const shown = zones
+      ? zones.map((zone) => api.zones.get(zone))
+      : api.zones.list().map((zone) => zone as typeof zone | undefined);
+    const entries = shown.map((zone) => templateView(template, zone));
+    return listBody("template", entries, entries.length);
+  },
+};
+
+const updateTemplate: Command = {
+  async handler(call) {
+    const template = byId(call.api.templates, call, "id");
+    const updated = await patched(
+      call,
+      Resources.templates,
+      template,
+      templateUpdate(template, (name) => call.params.get(name)),
+    );
+    const zone = updated.spec.zones?.[0] ? call.api.zones.get(updated.spec.zones[0]) : undefined;
+    return { template: templateView(updated, zone) };
+  },
+};
+
 const deleteTemplate: Command = {
   async: true,
   async handler(call) {
     const template = byId(call.api.templates, call, "id");
+    // A template is one object in all its zones: removing it from one zone alone is not possible.
+    const zoneId = call.params.uuid("zoneid");
+    const zone = zoneId ? call.api.zones.byIndex("uid", zoneId)[0] : undefined;
+    if (zoneId && !zone) throw new ApiError(ERROR.PARAM, `Unable to find zone by id ${zoneId}`);
+    if (zone && (template.spec.zones ?? []).join() !== zone.metadata.name)
+      throw new ApiError(
+        ERROR.PARAM,
+        `Template ${template.metadata.name} is in more zones than ${zone.metadata.name}: Stratus deletes a template from all its zones at once; leave zoneid out`,
+      );
     requireUnused(call.api, template);
     await call.caller.client
       .delete(Resources.templates, template.metadata.name as string, undefined, {
@@ -132,4 +215,9 @@ const deleteTemplate: Command = {
   },
 };
 
-export const TEMPLATE_COMMANDS: Record<string, Command> = { createTemplate, deleteTemplate };
+export const TEMPLATE_COMMANDS: Record<string, Command> = {
+  createTemplate,
+  registerTemplate,
+  updateTemplate,
+  deleteTemplate,
+};

@@ -170,6 +170,7 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     isready: ready,
     ispublic: true,
     isfeatured: true,
+    isextractable: false,
     crossZones: !template.spec.zones?.length,
     format: (template.spec.format ?? "qcow2").toUpperCase(),
     hypervisor: "KVM",

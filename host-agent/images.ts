@@ -206,6 +206,15 @@ export async function fetchImage(
   });
 }
 
+/**
+ * Whether `url` answers 200 where download-policy.ts lets the agents go, without reading the body:
+ * registerTemplate asks before it accepts a URL, as CloudStack's management server does.
+ */
+export async function probeDownload(url: string, timeoutMs = 15_000): Promise<void> {
+  const { stream } = await get(url, 5, {}, timeoutMs);
+  stream.destroy();
+}
+
 /** Fetches `url` (or copies an absolute path on this host) to `target` unless it is there already. */
 export async function downloadOnce(url: string, target: string, checksum?: string): Promise<void> {
   try {
@@ -233,6 +242,7 @@ function get(
   url: string,
   redirects = 5,
   reach: { origin?: AddressReach } = {},
+  timeoutMs = 60_000,
 ): Promise<{ stream: Readable; totalBytes: number | undefined }> {
   return new Promise((resolve, reject) => {
     const fail = (message: string) =>
@@ -246,12 +256,15 @@ function get(
       if (why) return fail(why);
       reach.origin ??= addressReach(literal);
     }
-    const options = { timeout: 60_000, lookup: guardedLookup(reach) };
+    const options = { timeout: timeoutMs, lookup: guardedLookup(reach) };
     const request = (parsed.protocol === "https:" ? httpsGet : httpGet)(url, options, (response) => {
       const status = response.statusCode ?? 0;
       if (status >= 300 && status < 400 && response.headers.location && redirects > 0) {
         response.resume();
-        get(new URL(response.headers.location, url).toString(), redirects - 1, reach).then(resolve, reject);
+        get(new URL(response.headers.location, url).toString(), redirects - 1, reach, timeoutMs).then(
+          resolve,
+          reject,
+        );
       } else if (status !== 200) {
         response.resume();
         fail(`HTTP ${status}`);
@@ -260,7 +273,7 @@ function get(
         resolve({ stream: response, totalBytes: Number.isSafeInteger(length) ? length : undefined });
       }
     });
-    request.on("timeout", () => request.destroy(new Error("no answer for 60 s")));
+    request.on("timeout", () => request.destroy(new Error(`no answer for ${timeoutMs / 1000} s`)));
     request.on("error", (error) => fail(error.message));
   });
 }
