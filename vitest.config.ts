@@ -20,6 +20,8 @@ const ORCHESTRATION = [
   "test/integration/storage-api.test.ts",
   "test/integration/snapshot-api.test.ts",
   "test/integration/host-api.test.ts",
+  // the operator, the API component and a host agent: URL templates registered through the API.
+  "test/integration/register-template.test.ts",
   "test/integration/volume-migration-api.test.ts",
   "test/integration/subresources.test.ts",
   "test/integration/gitops.test.ts",
