@@ -42,6 +42,21 @@ describe("templateAvailability", () => {
     expect(templateAvailability(template({ zone: "z1", state: "Ready", remove: true }), z).ready).toBe(false);
   });
 
+  it("words a checksum mismatch as CloudStack's download does", () => {
+    const [found, expected] = ["a".repeat(64), "0".repeat(64)];
+    const mismatch = template({
+      zone: "z1",
+      state: "Error",
+      reason: "ChecksumMismatch",
+      message: `http://x/t.qcow2 has checksum sha256:${found}, the template expects sha256:${expected} (host h1)`,
+    });
+    mismatch.spec.checksum = `sha256:${expected}`;
+    expect(templateAvailability(mismatch, zone(true))).toEqual({
+      ready: false,
+      status: `checksum "{SHA-256}${found}" didn't match the given value, "{SHA-256}${expected}"`,
+    });
+  });
+
   it("is ready where hosts fetch the image themselves: no secondary storage, host paths", () => {
     expect(templateAvailability(template(), zone(false)).ready).toBe(true);
     expect(templateAvailability(template(undefined, { hostPath: "/images/t.qcow2" }), zone(true)).ready).toBe(

@@ -19,7 +19,7 @@ import type {
 } from "../crds/index.ts";
 import { isSharedPoolType } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { downloadsPerZone, secondaryPathOf, zoneImage } from "../crds/template-images.ts";
+import { downloadsPerZone, secondaryPathOf, type ZoneImage, zoneImage } from "../crds/template-images.ts";
 import type { KubeObject } from "../runtime/client.ts";
 import { affinityGroupView } from "./affinity-views.ts";
 import { compact, formatDate, type Json } from "./envelope.ts";
@@ -126,6 +126,15 @@ export function diskOfferingView(offering: DiskOffering): Json {
   });
 }
 
+/** CloudStack's words for a checksum mismatch (the agent's message names the sum it found). */
+function downloadError(template: Template, entry: ZoneImage): string {
+  const found = /has checksum sha256:([0-9a-f]{64})/.exec(entry.message ?? "")?.[1];
+  const expected = template.spec.checksum?.replace(/^sha256:/, "");
+  if (entry.reason === "ChecksumMismatch" && found && expected)
+    return `checksum "{SHA-256}${found}" didn't match the given value, "{SHA-256}${expected}"`;
+  return entry.message ?? entry.reason ?? "Download failed";
+}
+
 /** Whether the template is ready in the zone, its size there, and CloudStack's status text. */
 export function templateAvailability(
   template: Template,
@@ -149,7 +158,7 @@ export function templateAvailability(
         status: "Download Complete",
       };
     case "Error":
-      return { ready: false, status: entry.message ?? entry.reason ?? "Download failed" };
+      return { ready: false, status: downloadError(template, entry) };
     case "Downloading": {
       const percent = entry.totalBytes ? Math.floor(((entry.bytes ?? 0) * 100) / entry.totalBytes) : 0;
       return { ready: false, status: `${Math.min(percent, 99)}% Downloaded` };
