@@ -262,6 +262,36 @@ export class SimulatedAgents {
   }
 }
 
+/**
+ * An operator (no leader election, its Leases in `namespace`) and Ready simulated host agents of
+ * one zone: what zone-wide work such as template downloads needs.
+ */
+export async function startZoneFabric(options: {
+  kubeconfigPath: string;
+  client: KubeClient;
+  namespace: string;
+  identity: string;
+  zone: string;
+  workDir: string;
+  hosts: readonly string[];
+}): Promise<{ operator: StratusProcess; simulated: SimulatedAgents }> {
+  const operator = await startOperator({
+    kubeconfigPath: options.kubeconfigPath,
+    identity: options.identity,
+    args: [`--lease-namespace=${options.namespace}`, "--leader-elect=false"],
+  });
+  const simulated = new SimulatedAgents({
+    kubeconfigPath: options.kubeconfigPath,
+    zone: options.zone,
+    leaseNamespace: options.namespace,
+    workDir: options.workDir,
+    args: ["--shutdown-grace=1"],
+  });
+  await Promise.all(options.hosts.map((host) => simulated.start(host)));
+  await simulated.waitReady(options.client, options.hosts);
+  return { operator, simulated };
+}
+
 /** After each failed test of the file, the end of these processes' logs (they may not exist yet). */
 export function logsOnFailure(processes: () => (StratusProcess | undefined)[]): void {
   afterEach((context) => {

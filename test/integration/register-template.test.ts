@@ -25,10 +25,10 @@ import {
 } from "./cloudstack-accounts.ts";
 import {
   logsOnFailure,
-  SimulatedAgents,
+  type SimulatedAgents,
   type StratusProcess,
   startApiServer,
-  startOperator,
+  startZoneFabric,
 } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
@@ -106,20 +106,15 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
       spec: { secondaryStorage: { path: secondary } },
     });
     zoneId = zone.metadata.uid as string;
-    operator = await startOperator({
+    ({ operator, simulated } = await startZoneFabric({
       kubeconfigPath: controlPlane.kubeconfigPath,
+      client,
+      namespace,
       identity: `rt-operator-${suffix}`,
-      args: [`--lease-namespace=${namespace}`, "--leader-elect=false"],
-    });
-    simulated = new SimulatedAgents({
-      kubeconfigPath: controlPlane.kubeconfigPath,
       zone: ZONE,
-      leaseNamespace: namespace,
       workDir,
-      args: ["--shutdown-grace=1"],
-    });
-    await simulated.start(HOST);
-    await simulated.waitReady(client, [HOST]);
+      hosts: [HOST],
+    }));
     const started = await startApiServer({
       kubeconfigPath: controlPlane.kubeconfigPath,
       client,

@@ -17,7 +17,7 @@ import { Resources, type Template, type VirtualMachine } from "../../crds/index.
 import type { ZoneImage } from "../../crds/template-images.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
-import { logsOnFailure, SimulatedAgents, type StratusProcess, startOperator } from "./processes.ts";
+import { logsOnFailure, type SimulatedAgents, type StratusProcess, startZoneFabric } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
@@ -101,20 +101,15 @@ describe("URL templates downloaded once per zone", () => {
       metadata: { name: OFFERING },
       spec: { cpu: 1, memory: "64Mi" },
     });
-    operator = await startOperator({
+    ({ operator, simulated } = await startZoneFabric({
       kubeconfigPath: controlPlane.kubeconfigPath,
+      client,
+      namespace,
       identity: `zt-operator-${suffix}`,
-      args: [`--lease-namespace=${namespace}`, "--leader-elect=false"],
-    });
-    simulated = new SimulatedAgents({
-      kubeconfigPath: controlPlane.kubeconfigPath,
       zone: ZONE,
-      leaseNamespace: namespace,
       workDir,
-      args: ["--shutdown-grace=1"],
-    });
-    await Promise.all(HOSTS.map((host) => simulated.start(host)));
-    await simulated.waitReady(client, HOSTS);
+      hosts: HOSTS,
+    }));
   });
 
   afterAll(async () => {
