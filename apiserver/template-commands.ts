@@ -194,7 +194,8 @@ const deleteTemplate: Command = {
     const zoneId = call.params.uuid("zoneid");
     const zone = zoneId ? call.api.zones.byIndex("uid", zoneId)[0] : undefined;
     if (zoneId && !zone) throw new ApiError(ERROR.PARAM, `Unable to find zone by id ${zoneId}`);
-    if (zone && (template.spec.zones ?? []).join() !== zone.metadata.name)
+    const offeredIn = template.spec.zones ?? call.api.zones.list().map((z) => z.metadata.name as string);
+    if (zone && offeredIn.join() !== zone.metadata.name)
       throw new ApiError(
         ERROR.PARAM,
         `Template ${template.metadata.name} is in more zones than ${zone.metadata.name}: Stratus deletes a template from all its zones at once; leave zoneid out`,

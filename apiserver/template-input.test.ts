@@ -100,6 +100,8 @@ describe("refuseUnsupportedRegistration", () => {
     [{ directdownload: "true" }, /directdownload/],
     [{ templatetype: "SYSTEM" }, /templatetype=SYSTEM/],
     [{ projectid: "p" }, /cluster-wide/],
+    [{ details: "x" }, /does not keep them/],
+    [{ arch: "aarch64" }, /x86_64/],
   ])("refuses %o", (values, message) => {
     expect(refusal(() => refuseUnsupportedRegistration(params(values)))).toMatch(message);
   });

@@ -112,6 +112,11 @@ export function refuseUnsupportedRegistration(get: Lookup): void {
       `templatetype=${get("templatetype")}: only USER templates are registered`,
     ],
     [
+      Boolean(get("details") || get("externaldetails") || get("extensionid") || get("templatetag")),
+      "details, externaldetails, extensionid and templatetag: Stratus does not keep them",
+    ],
+    [(get("arch") ?? "x86_64").toLowerCase() !== "x86_64", `arch=${get("arch")}: Stratus hosts are x86_64`],
+    [
       Boolean(get("projectid") || get("account") || get("domainid")),
       "projectid, account and domainid: templates are cluster-wide, owned by no account",
     ],
