@@ -4,7 +4,7 @@
 // they may read. The agent holding the source writes the image (status.image); this file asks and
 // watches.
 import { displayState } from "../crds/display-state.ts";
-import { Resources, type Template } from "../crds/index.ts";
+import { Resources, type Template, type Zone } from "../crds/index.ts";
 import { probeDownload } from "../host-agent/images.ts";
 import { isNotFound } from "../runtime/client.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
@@ -164,9 +164,7 @@ const registerTemplate: Command = {
       }),
     );
     // CloudStack answers one entry per zone the template is registered in.
-    const shown = zones
-      ? zones.map((zone) => api.zones.get(zone))
-      : api.zones.list().map((zone) => zone as typeof zone | undefined);
+    const shown: (Zone | undefined)[] = zones ? zones.map((zone) => api.zones.get(zone)) : api.zones.list();
     const entries = shown.map((zone) => templateView(template, zone));
     return listBody("template", entries, entries.length);
   },
@@ -181,7 +179,9 @@ const updateTemplate: Command = {
       template,
       templateUpdate(template, (name) => call.params.get(name)),
     );
-    const zone = updated.spec.zones?.[0] ? call.api.zones.get(updated.spec.zones[0]) : undefined;
+    // The first zone it is offered in, as CloudStack answers with one of the template's zones.
+    const [first] = updated.spec.zones ?? [];
+    const zone = first ? call.api.zones.get(first) : call.api.zones.list()[0];
     return { template: templateView(updated, zone) };
   },
 };
