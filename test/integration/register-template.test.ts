@@ -180,7 +180,11 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
       ostypeid: "Debian GNU/Linux 12 (64-bit)",
       passwordenabled: false,
     });
-    expect(await listed(id)).toMatchObject({ displaytext: "Tiny, renamed", isready: true });
+    const relisted = await waitFor("the update in listTemplates", async () => {
+      const row = await listed(id);
+      return row?.displaytext === "Tiny, renamed" ? row : undefined;
+    });
+    expect(relisted).toMatchObject({ isready: true, passwordenabled: false });
     expect(await refused(admin, { command: "updateTemplate", id, format: "RAW" })).toMatchObject({
       status: 431,
       errortext: expect.stringContaining("its image is QCOW2"),
@@ -197,7 +201,7 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
     expect(deleted.job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
     await waitUntilGone(client, Resources.templates, name);
     expect(secondaryFiles(id)).toEqual([]);
-    expect(await listed(id)).toBeUndefined();
+    await waitFor("the template gone from listTemplates", async () => (await listed(id)) === undefined);
   });
 
   it("shows a wrong checksum as isready=false with the mismatch, and deletes what it left", async () => {
