@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../devcluster/controlplane.ts";
 import { qcow2Header } from "../test/fixtures/qcow2.ts";
-import { checkImage, downloadOnce, fetchImage, inspectImageHeader } from "./images.ts";
+import { checkImage, downloadOnce, fetchImage, inspectImageHeader, probeDownload } from "./images.ts";
 import { HostProblem } from "./problem.ts";
 
 const run = promisify(execFile);
@@ -45,6 +45,8 @@ describe("template images on disk and over HTTP", () => {
       if (request.url === "/tiny.qcow2") response.end(image);
       else if (request.url === "/to-metadata")
         response.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" }).end();
+      else if (request.url === "/silent")
+        return; // answers nothing, ever
       else if (request.url === "/unannounced") {
         // No Content-Length: the size shows only while streaming.
         response.writeHead(200, { "transfer-encoding": "chunked" });
@@ -56,6 +58,7 @@ describe("template images on disk and over HTTP", () => {
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
   afterAll(async () => {
+    server.closeAllConnections();
     server.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -149,5 +152,15 @@ describe("template images on disk and over HTTP", () => {
     });
     await expect(fetching).rejects.toMatchObject({ name: "AbortError" });
     expect(readdirSync(dir).filter((f) => f.startsWith("late.qcow2"))).toEqual([]);
+  });
+
+  it("probes a URL as registerTemplate does: 200 passes, the rest is refused with the reason", async () => {
+    await expect(probeDownload(`${base}/tiny.qcow2`)).resolves.toBeUndefined();
+    await expect(probeDownload(`${base}/missing.qcow2`)).rejects.toThrow(
+      `cannot download ${base}/missing.qcow2: HTTP 404`,
+    );
+    await expect(probeDownload("http://169.254.169.254/latest/meta-data/")).rejects.toThrow(/is link-local/);
+    await expect(probeDownload(`${base}/to-metadata`)).rejects.toThrow(/is link-local/);
+    await expect(probeDownload(`${base}/silent`, 300)).rejects.toThrow("no answer for 0.3 s");
   });
 });
