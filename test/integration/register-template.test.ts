@@ -12,7 +12,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Resources, type Template, type Zone } from "../../crds/index.ts";
+import { Resources, type Template, type VirtualMachine, type Zone } from "../../crds/index.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import {
@@ -35,6 +35,7 @@ import { sharedControlPlane, useNamespace, waitFor, waitUntilGone } from "./supp
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `rt-${suffix}`;
 const HOST = `rt-h1-${suffix}`;
+const OFFERING = `rt-small-${suffix}`;
 const IMAGE = qcow2Header(2n ** 30n);
 const SHA256 = createHash("sha256").update(IMAGE).digest("hex");
 
@@ -47,6 +48,7 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
   let user: Account;
   let zoneId: string;
   let workDir: string;
+  let namespace: string;
   let secondary: string;
   let base: string;
   let api: StratusProcess;
@@ -86,7 +88,7 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
     const controlPlane = await sharedControlPlane();
     client = new KubeClient(controlPlane.kubeConfig);
     const keysNamespace = await useNamespace(controlPlane.kubeConfig, "rt-keys");
-    const namespace = await useNamespace(controlPlane.kubeConfig, "rt");
+    namespace = await useNamespace(controlPlane.kubeConfig, "rt");
     ({ admin, user } = await adminAndUser(client, { keysNamespace, suffix, prefix: "rt" }));
     workDir = await mkdtemp(join(tmpdir(), "stratus-rt-"));
     secondary = join(workDir, "secondary");
@@ -106,6 +108,10 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
       spec: { secondaryStorage: { path: secondary } },
     });
     zoneId = zone.metadata.uid as string;
+    await client.create(Resources.serviceOfferings, {
+      metadata: { name: OFFERING },
+      spec: { cpu: 1, memory: "64Mi" },
+    });
     ({ operator, simulated } = await startZoneFabric({
       kubeconfigPath: controlPlane.kubeconfigPath,
       client,
@@ -130,6 +136,7 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
     await api?.stop("SIGKILL");
     await simulated?.stopAll();
     await operator?.stop("SIGKILL");
+    await client?.delete(Resources.serviceOfferings, OFFERING).catch(() => undefined);
     await client?.delete(Resources.zones, ZONE).catch(() => undefined);
     await client?.close();
     if (workDir) await rm(workDir, { recursive: true, force: true });
@@ -196,6 +203,23 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
     expect(await refused(user, { command: "updateTemplate", id, displaytext: "mine" })).toMatchObject({
       status: 531,
     });
+
+    // As CloudStack: not while a VM uses it (its disk is an overlay of the image).
+    await client.create(Resources.virtualMachines, {
+      metadata: { name: "rt-vm", namespace },
+      spec: { zone: ZONE, serviceOffering: OFFERING, template: name, placement: { host: HOST } },
+    });
+    await waitFor("rt-vm Running", async () => {
+      const vm = await client.get<VirtualMachine>(Resources.virtualMachines, "rt-vm", namespace);
+      return vm.status?.state === "Running";
+    });
+    expect(await refused(admin, { command: "deleteTemplate", id })).toMatchObject({
+      status: 431,
+      errortext: `Unable to delete template with id: ${id} because VM instances: [${namespace}/rt-vm] are using it.`,
+    });
+    expect(secondaryFiles(id)).toEqual([`${id}.qcow2`]);
+    await client.delete(Resources.virtualMachines, "rt-vm", namespace);
+    await waitUntilGone(client, Resources.virtualMachines, "rt-vm", namespace);
 
     const deleted = await jobOf(endpoint, admin, { command: "deleteTemplate", id });
     expect(deleted.job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
