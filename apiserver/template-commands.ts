@@ -142,7 +142,7 @@ const registerTemplate: Command = {
     requireKvm(params.required("hypervisor"));
     const checksum = templateChecksum(get("checksum"));
     const osType = get("ostypeid") ? shortText("ostypeid", get("ostypeid") as string) : undefined;
-    refuseUnsupportedRegistration(get);
+    refuseUnsupportedRegistration(get, Object.keys(params.raw));
     const zones = registrationZones(get, (id) => api.zones.byIndex("uid", id)[0]?.metadata.name);
     if (!/^https?:\/\/[^/]/i.test(url))
       throw new ApiError(ERROR.PARAM, `Unsupported URL ${url}: a template URL is http:// or https://`);

@@ -102,8 +102,19 @@ describe("refuseUnsupportedRegistration", () => {
     [{ projectid: "p" }, /cluster-wide/],
     [{ details: "x" }, /does not keep them/],
     [{ arch: "aarch64" }, /x86_64/],
+    [{ requireshvm: "false" }, /HVM/],
+    [{ bits: "32" }, /64-bit/],
+    [{ sshkeyenabled: "false" }, /config drive/],
   ])("refuses %o", (values, message) => {
     expect(refusal(() => refuseUnsupportedRegistration(params(values)))).toMatch(message);
+  });
+
+  it("refuses details in CloudStack's map form, which arrive as parameters of their own", () => {
+    expect(
+      refusal(() =>
+        refuseUnsupportedRegistration(params({}), ["name", "details[0].key", "details[0].value"]),
+      ),
+    ).toMatch(/details\[/);
   });
 });
 

@@ -95,8 +95,20 @@ const isFalse = (value: string | undefined) => value?.toLowerCase() === "false";
  * What a registration may ask that Stratus cannot do, as a refusal. Templates are cluster-wide:
  * public and featured for every account, owned by no account, never extracted.
  */
-export function refuseUnsupportedRegistration(get: Lookup): void {
+export function refuseUnsupportedRegistration(get: Lookup, names: readonly string[] = []): void {
   const refusals: [boolean, string][] = [
+    // CloudStack's map form (details[0].key=...) arrives as parameters of their own.
+    [names.some((name) => /^details\[/i.test(name)), "details[...]: Stratus does not keep template details"],
+    [isFalse(get("requireshvm")), "requireshvm=false: KVM guests are HVM"],
+    [
+      get("bits") !== undefined && get("bits") !== "64",
+      `bits=${get("bits")}: Stratus hosts run 64-bit guests`,
+    ],
+    // Every guest gets its keys through its config drive; a template cannot opt out.
+    [
+      isFalse(get("sshkeyenabled")),
+      "sshkeyenabled=false: every guest gets its SSH keys through its config drive",
+    ],
     [
       isFalse(get("ispublic")),
       "ispublic=false: Stratus templates are cluster-wide, visible to every account",
