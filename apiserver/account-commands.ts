@@ -44,9 +44,13 @@ const roleOf = (namespace: KubeObject): AccountRole =>
 
 const roleFields = (role: AccountRole) => ({ accounttype: role === "Admin" ? 1 : 0, roletype: role });
 
-function userView(api: CloudStackApi, record: Secret): Record<string, Json> {
+/** A user; `namespace` is its account's, when the cache may not hold it yet (one just made). */
+function userView(
+  api: CloudStackApi,
+  record: Secret,
+  namespace = api.accountNamespaces.get(userFields(record).account),
+): Record<string, Json> {
   const fields = userFields(record);
-  const namespace = api.accountNamespaces.get(fields.account);
   return {
     id: record.metadata.uid as string,
     username: fields.username,
@@ -72,7 +76,7 @@ function accountView(api: CloudStackApi, namespace: KubeObject, users: Secret[])
     domainid: ROOT_DOMAIN_ID,
     state: namespace.metadata.deletionTimestamp ? "disabled" : "enabled",
     created: formatDate(namespace.metadata.creationTimestamp) ?? "",
-    user: users.map((record) => userView(api, record)),
+    user: users.map((record) => userView(api, record, namespace)),
   };
 }
 
