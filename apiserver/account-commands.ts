@@ -81,6 +81,12 @@ function accountView(api: CloudStackApi, namespace: KubeObject, users: Secret[])
 }
 
 function userInput(call: Call): UserInput {
+  // As login: a password in a URL ends up in proxy and server logs (CloudStack POSTs createUser).
+  if (call.params.sentInQuery("password"))
+    throw new ApiError(
+      ERROR.METHOD_NOT_ALLOWED,
+      `Please send the password in the POST body, never in the URL (${call.params.command})`,
+    );
   return checkUserInput({
     username: call.params.required("username"),
     password: call.params.required("password"),

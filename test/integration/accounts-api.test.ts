@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ACCOUNT_LABEL, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS } from "../../apiserver/account-records.ts";
 import { API_KEY_LABEL, SECRET, type Secret } from "../../apiserver/api.ts";
+import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
 import { ApiError, KubeClient, type KubeObject, NAMESPACE } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
@@ -43,10 +44,17 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
       roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: role },
       subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: ROOT }],
     });
-  /** A signed request's error code and text, or 200 and the answer. */
+  /** A signed request's error code and text, or 200 and the answer; a form POST when it holds a password. */
   const answer = async (who: Account, params: Record<string, string>) => {
-    const result = await signedRequest(endpoint, who, params);
-    return { status: result.status, body: (Object.values(result.body)[0] ?? {}) as Body };
+    if (!params.password) {
+      const result = await signedRequest(endpoint, who, params);
+      return { status: result.status, body: (Object.values(result.body)[0] ?? {}) as Body };
+    }
+    const signed = { apiKey: who.apiKey, response: "json", ...params };
+    const form = new URLSearchParams({ ...signed, signature: sign(canonicalString(signed), who.secretKey) });
+    const response = await fetch(endpoint, { method: "POST", body: form });
+    const body = (await response.json()) as Record<string, Body>;
+    return { status: response.status, body: (Object.values(body)[0] ?? {}) as Body };
   };
   const csAs = async (who: Account, command: string, args: Record<string, string>) => {
     const result = await cs(endpoint, who, command, args, { post: true });
@@ -265,6 +273,12 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
   it("answers bad input with CloudStack's 431", async () => {
     const create = (args: Record<string, string>) =>
       answer(root, { command: "createAccount", ...userArgs(`dan-${suffix}`), ...args });
+    const inUrl = await signedRequest(endpoint, root, {
+      command: "createAccount",
+      ...userArgs(`dan-${suffix}`),
+      account: `acc-d-${suffix}`,
+    });
+    expect(inUrl.status).toBe(405);
     const badName = await create({ account: "Team_A" });
     expect(badName).toMatchObject({ status: 431, body: { errortext: expect.stringContaining("DNS label") } });
     expect((await create({ account: "kube-system" })).status).toBe(431);
