@@ -361,5 +361,18 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
       } as KubeObject),
     );
     expect(adminBinding.status).toBe(403);
+    // Nor may it take over a role it did not make by labelling it as an account's.
+    await apply(RBAC("v1", "clusterroles"), {
+      metadata: { name: `plain-${suffix}` },
+      rules: [{ apiGroups: [""], resources: ["pods"], verbs: ["get"] }],
+    });
+    const relabelled = await refusedWrite(
+      apiIdentity.mergePatch(RBAC("v1", "clusterroles"), `plain-${suffix}`, undefined, {
+        metadata: { labels: { [ACCOUNT_LABEL]: "x", "stratus.io/tenant-identities": "true" } },
+        rules: [{ apiGroups: [""], resources: ["users"], verbs: ["impersonate"], resourceNames: ["eve"] }],
+      }),
+    );
+    expect(relabelled).toMatchObject({ status: 403, message: expect.stringContaining("never relabels") });
+    await admin.delete(RBAC("v1", "clusterroles"), `plain-${suffix}`);
   });
 });
