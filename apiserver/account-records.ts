@@ -124,17 +124,23 @@ export class AccountRecords {
     } as Secret);
     const subject = { apiGroup: "rbac.authorization.k8s.io", kind: "User", name: user };
     const name = `cloudstack-user-${digest}`;
-    await this.client.create(ROLE_BINDINGS, binding(name, account, "stratus-cloud-user", subject, labels));
-    await this.client.create(
-      CLUSTER_ROLE_BINDINGS,
-      binding(`${name}-catalog`, undefined, "stratus-catalog-reader", subject, labels),
-    );
-    if (role === "Admin")
+    try {
+      await this.client.create(ROLE_BINDINGS, binding(name, account, "stratus-cloud-user", subject, labels));
       await this.client.create(
         CLUSTER_ROLE_BINDINGS,
-        binding(`${name}-admin`, undefined, "stratus-cloud-admin", subject, labels),
+        binding(`${name}-catalog`, undefined, "stratus-catalog-reader", subject, labels),
       );
-    await this.syncTenantIdentities(account);
+      if (role === "Admin")
+        await this.client.create(
+          CLUSTER_ROLE_BINDINGS,
+          binding(`${name}-admin`, undefined, "stratus-cloud-admin", subject, labels),
+        );
+      await this.syncTenantIdentities(account);
+    } catch (error) {
+      // Never half a user: what was made goes again.
+      await this.deleteUser(record);
+      throw error;
+    }
     return record;
   }
 
