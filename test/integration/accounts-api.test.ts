@@ -320,19 +320,18 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
 
   // TEAM_B only: TEAM_A's VM keeps its finalizer without an operator here, so its namespace stays.
   it("deletes an account with everything made for it: its namespace and RBAC", async () => {
-    for (const name of [TEAM_B]) {
-      const accounts = await answer(root, { command: "listAccounts", name });
-      const account = (accounts.body.account as Body[])[0] as Body;
-      const deleted = await jobOf(endpoint, root, { command: "deleteAccount", id: account.id as string });
-      expect(deleted.job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
-      await expect(admin.get(NAMESPACE, name)).rejects.toThrow();
-      const selector = `${ACCOUNT_LABEL}=${name}`;
-      expect((await admin.list(SECRET, { namespace: KEYS, labelSelector: selector })).items).toEqual([]);
-      expect((await admin.list(CLUSTER_ROLE_BINDINGS, { labelSelector: selector })).items).toEqual([]);
-      expect((await admin.list(ROLE_BINDINGS, { labelSelector: selector })).items).toEqual([]);
-      await expect(admin.get(RBAC("v1", "clusterroles"), `stratus-account-${name}`)).rejects.toThrow();
-      expect((await answer(root, { command: "listAccounts", name })).body).toEqual({});
-    }
+    const name = TEAM_B;
+    const accounts = await answer(root, { command: "listAccounts", name });
+    const account = (accounts.body.account as Body[])[0] as Body;
+    const deleted = await jobOf(endpoint, root, { command: "deleteAccount", id: account.id as string });
+    expect(deleted.job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
+    await expect(admin.get(NAMESPACE, name)).rejects.toThrow();
+    const selector = `${ACCOUNT_LABEL}=${name}`;
+    expect((await admin.list(SECRET, { namespace: KEYS, labelSelector: selector })).items).toEqual([]);
+    expect((await admin.list(CLUSTER_ROLE_BINDINGS, { labelSelector: selector })).items).toEqual([]);
+    expect((await admin.list(ROLE_BINDINGS, { labelSelector: selector })).items).toEqual([]);
+    await expect(admin.get(RBAC("v1", "clusterroles"), `stratus-account-${name}`)).rejects.toThrow();
+    expect((await answer(root, { command: "listAccounts", name })).body).toEqual({});
   });
 
   it("lets the API component write no RBAC and delete no namespace but an account's", async () => {
