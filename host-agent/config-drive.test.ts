@@ -91,7 +91,7 @@ describe("without xorriso", () => {
   });
 });
 
-describe.skipIf(!HAS_XORRISO)("config drive ISO (real xorriso)", () => {
+describe.skipIf(!HAS_XORRISO)("config drive ISO (needs Debian xorriso, which .ci/run installs)", () => {
   let dir: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "stratus-config-drive-"));
