@@ -30,6 +30,8 @@ const ORCHESTRATION = [
   "test/integration/guest-networks.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs.
   "test/integration/tenancy.test.ts",
+  // the API component's job controller acts on every namespace's AsyncJobs (deleteAccount's).
+  "test/integration/accounts-api.test.ts",
   "test/integration/qemu-e2e.test.ts",
   // a real cloud-init guest logged into with ssh: the operator, the API component and an agent.
   "test/integration/guest-login.test.ts",

@@ -30,11 +30,13 @@ import {
   ApiError as KubeApiError,
   type KubeClient,
   type KubeObject,
+  NAMESPACE,
   type ResourceType,
 } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { AccessReviews, type ReviewedType } from "./access.ts";
+import { ACCOUNT_LABEL } from "./account-records.ts";
 import { Authentication, type Caller, type ClientRequest } from "./authentication.ts";
 import { COMMANDS } from "./commands.ts";
 import {
@@ -95,6 +97,10 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   /** Registered user data (registerUserData). */
   readonly registeredUserData: Informer<UserData>;
   readonly authentication: Authentication;
+  /** The namespaces that are CloudStack accounts made by createAccount (labelled), by name and uid. */
+  readonly accountNamespaces: Informer<KubeObject>;
+  /** Where API keys and the records of users made by createAccount/createUser live. */
+  readonly keysNamespace: string;
   private readonly access: AccessReviews;
   /** Whether this component may act as a key's identity, by identity (see mayActAs). */
   private readonly impersonation = new Map<string, { allowed: boolean; at: number }>();
@@ -134,6 +140,11 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);
     this.sshKeyPairs = informers.for<SSHKeyPair>(Resources.sshKeyPairs, indexed);
     this.registeredUserData = informers.for<UserData>(Resources.userData, indexed);
+    this.accountNamespaces = informers.for<KubeObject>(NAMESPACE, {
+      labelSelector: ACCOUNT_LABEL,
+      ...indexed,
+    });
+    this.keysNamespace = options.keysNamespace;
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }

@@ -6,7 +6,16 @@ import { randomBytes } from "node:crypto";
 import type { KubeClient, KubeObject, ResourceType } from "../runtime/client.ts";
 import type { InformerFactory } from "../runtime/component.ts";
 import type { Informer } from "../runtime/informer.ts";
-import { ApiError, ERROR, type Rendered, render, responseName, UNAUTHORIZED_TEXT } from "./envelope.ts";
+import { passwordMatchesHash } from "./account-input.ts";
+import {
+  ApiError,
+  ERROR,
+  type Rendered,
+  ROOT_DOMAIN_ID,
+  render,
+  responseName,
+  UNAUTHORIZED_TEXT,
+} from "./envelope.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import type { RequestParams } from "./params.ts";
 import { SessionRevocations } from "./session-revocations.ts";
@@ -107,8 +116,7 @@ export class Authentication {
         `Too many failed login attempts ${refusal.by === "user" ? `for user ${username}` : `from ${request.remoteAddress}`}, please retry after ${Math.ceil(refusal.retryAfterMs / 1000)} s`,
       );
     const secret = this.keys.list().find((s) => s.data?.username && decode(s.data.username) === username);
-    const expected = secret?.data?.password ? decode(secret.data.password) : "";
-    if (!secret || !passwordMatches(password, expected)) {
+    if (!secret || !passwordOfRecordMatches(secret, password)) {
       this.throttle.failed(username, request.remoteAddress, now);
       throw new ApiError(
         ERROR.UNAUTHORIZED,
@@ -124,7 +132,7 @@ export class Authentication {
         {
           username,
           userid: secret.metadata.uid as string,
-          domainid: "0f1e2d3c-4b5a-4968-8776-655443322110",
+          domainid: ROOT_DOMAIN_ID,
           timeout: SESSION_SECONDS,
           account: caller.account,
           firstname: username,
@@ -201,6 +209,13 @@ export class Authentication {
       : [];
     return { user, groups, account, client: this.client.impersonating(user, groups) };
   }
+}
+
+/** A user made by createAccount/createUser keeps a scrypt hash; a key Secret written by hand, the password. */
+function passwordOfRecordMatches(secret: Secret, password: string): boolean {
+  const data = secret.data ?? {};
+  if (data.passwordHash) return passwordMatchesHash(password, decode(data.passwordHash));
+  return passwordMatches(password, data.password ? decode(data.password) : "");
 }
 
 function decode(value: string): string {

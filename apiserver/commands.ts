@@ -12,10 +12,11 @@ import {
 import { parseQuantity } from "../crds/quantity.ts";
 import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
+import { ACCOUNT_COMMANDS } from "./account-commands.ts";
 import { AFFINITY_COMMANDS, groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { createDeployDataDisk } from "./deploy-disk.ts";
-import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
+import { ApiError, ERROR, entityNotFound, type Json, ROOT_DOMAIN_ID } from "./envelope.ts";
 import { deployGuestLogin, GUEST_LOGIN_COMMANDS, writeVmPassword } from "./guest-login.ts";
 import { guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
@@ -829,8 +830,6 @@ const lifecycleExtras: Record<string, Command> = {
   },
 };
 
-const ROOT_DOMAIN_ID = "0f1e2d3c-4b5a-4968-8776-655443322110";
-
 export const COMMANDS: Record<string, Command> = {
   ...catalogCommands,
   ...vmCommands,
@@ -851,6 +850,7 @@ export const COMMANDS: Record<string, Command> = {
   ...KEY_PAIR_COMMANDS,
   ...GUEST_LOGIN_COMMANDS,
   ...USER_DATA_COMMANDS,
+  ...ACCOUNT_COMMANDS,
 };
 
 interface ApiEntry {

@@ -37,6 +37,9 @@ export class ApiError extends Error {
   }
 }
 
+/** The one domain, ROOT: Stratus has no domains. */
+export const ROOT_DOMAIN_ID = "0f1e2d3c-4b5a-4968-8776-655443322110";
+
 export const UNAUTHORIZED_TEXT = "unable to verify user credentials and/or request signature";
 
 /** The text Terraform matches to treat a missing object as gone (docs/LEGACY-API.md 2.4). */

@@ -328,6 +328,8 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.templates, (template) => byTarget(template.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
       .watch(api.affinityGroups, (group) => byTarget(group.metadata.uid as string))
+      // deleteAccount's job ends when its namespace is gone.
+      .watch(api.accountNamespaces, (namespace) => byTarget(namespace.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the
       // VM it is attached to (a migration with its volumes), and those of its snapshots (a revert
       // ends when the volume reports it).
