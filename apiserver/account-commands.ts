@@ -22,6 +22,10 @@ import { page } from "./listing.ts";
 
 /** Not a served resource: the grant RBAC is asked for before any account or user command. */
 export const ACCOUNTS: ReviewedType = { group: "stratus.io", plural: "accounts" };
+type NamespaceWithConditions = KubeObject & {
+  status?: { conditions?: { type: string; status: string; message?: string }[] };
+};
+
 /** The job parameter deleteAccount records the account's namespace UID in. */
 const DELETED_ACCOUNT = "stratus.account";
 
@@ -199,7 +203,15 @@ const deleteAccount: Command = {
   },
   outcome(job: AsyncJob, api: CloudStackApi) {
     const uid = job.spec.parameters?.[DELETED_ACCOUNT] ?? "";
-    return api.accountNamespaces.byIndex("uid", uid).length > 0 ? undefined : { result: { success: true } };
+    const [namespace] = api.accountNamespaces.byIndex("uid", uid) as NamespaceWithConditions[];
+    if (!namespace) return { result: { success: true } };
+    // What Kubernetes' namespace controller says keeps it (content left, finalizers, discovery).
+    const blocking = (namespace.status?.conditions ?? [])
+      .filter((condition) => condition.status === "True")
+      .map((condition) => `${condition.type}: ${condition.message ?? ""}`);
+    return {
+      waitingFor: `namespace ${namespace.metadata.name} to be deleted${blocking.length > 0 ? `: ${blocking.join("; ")}` : ""}`,
+    };
   },
 };
 

@@ -124,7 +124,12 @@ export function jobView(job: AsyncJob): Json {
   return body;
 }
 
-export type Outcome = { result: Json } | { error: { code: number; text: string } } | undefined;
+/** The job's end, or why it has not ended yet (`waitingFor`, shown in status.waitingFor), or undefined. */
+export type Outcome =
+  | { result: Json }
+  | { error: { code: number; text: string } }
+  | { waitingFor: string }
+  | undefined;
 
 /** Whether the job's target has reached what the command asked for, or cannot. */
 function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
@@ -289,13 +294,18 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
         }
         const result = await withVmPassword(api, job, outcome(job, api));
         const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
-        if (!result) {
-          if (!job.status?.state)
+        if (!result || "waitingFor" in result) {
+          const waitingFor = result?.waitingFor;
+          if (!job.status?.state || job.status.waitingFor !== waitingFor)
             await applyStatus(
               api.client,
               Resources.asyncJobs,
               job,
-              { state: "InProgress", startedAt: now },
+              {
+                state: "InProgress",
+                startedAt: job.status?.startedAt ?? now,
+                ...(waitingFor ? { waitingFor } : {}),
+              },
               FIELD_MANAGER,
             );
           return undefined;

@@ -53,6 +53,12 @@ export const AsyncJobKind = defineKind({
         StringEnum(JOB_STATES, { description: "Pending, InProgress, Succeeded or Failed." }),
       ),
       startedAt: Type.Optional(Type.String({ format: "date-time", description: "When the job started." })),
+      waitingFor: Type.Optional(
+        Type.String({
+          maxLength: 2048,
+          description: "While in progress: what the job waits for (e.g. what keeps a namespace from going).",
+        }),
+      ),
       finishedAt: Type.Optional(
         Type.String({
           format: "date-time",

@@ -12,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ACCOUNT_LABEL, CLUSTER_ROLE_BINDINGS, ROLE_BINDINGS } from "../../apiserver/account-records.ts";
 import { API_KEY_LABEL, SECRET, type Secret } from "../../apiserver/api.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
-import { Resources } from "../../crds/index.ts";
+import { type AsyncJob, Resources } from "../../crds/index.ts";
+import { APISERVICE } from "../../devcluster/aggregation.ts";
 import { ApiError, KubeClient, type KubeObject, NAMESPACE } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
-import { type Account, cs, hasCs, jobOf, RBAC, signedRequest } from "./cloudstack-accounts.ts";
+import { type Account, cs, hasCs, jobEnd, RBAC, signedRequest } from "./cloudstack-accounts.ts";
 import { applyManifests, TestIdentities } from "./identities.ts";
 import { logsOnFailure, type StratusProcess, startApiServer } from "./processes.ts";
 import { sharedControlPlane, useNamespace, waitFor } from "./support.ts";
@@ -319,12 +320,36 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
   });
 
   // TEAM_B only: TEAM_A's VM keeps its finalizer without an operator here, so its namespace stays.
-  it("deletes an account with everything made for it: its namespace and RBAC", async () => {
+  it("deletes an account with everything made for it: its namespace and RBAC; says what it waits for", async () => {
     const name = TEAM_B;
     const accounts = await answer(root, { command: "listAccounts", name });
     const account = (accounts.body.account as Body[])[0] as Body;
-    const deleted = await jobOf(endpoint, root, { command: "deleteAccount", id: account.id as string });
-    expect(deleted.job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
+    // An aggregated API that does not answer keeps Kubernetes from deleting any namespace (it cannot
+    // list what the namespace holds there): the job says so, and ends once the API is gone.
+    const blocker = `v1.blocker-${suffix}.test.stratus.io`;
+    await admin.create(APISERVICE, {
+      metadata: { name: blocker },
+      spec: {
+        group: `blocker-${suffix}.test.stratus.io`,
+        version: "v1",
+        service: { namespace: "default", name: `nowhere-${suffix}` },
+        insecureSkipTLSVerify: true,
+        groupPriorityMinimum: 1000,
+        versionPriority: 15,
+      },
+    } as KubeObject);
+    const submitted = await answer(root, { command: "deleteAccount", id: account.id as string });
+    expect(submitted.status).toBe(200);
+    const jobid = submitted.body.jobid as string;
+    const waiting = await waitFor("the job to say what it waits for", async () => {
+      const jobs = await admin.listAll<AsyncJob>(Resources.asyncJobs);
+      const said = jobs.items.find((job) => job.metadata.uid === jobid)?.status?.waitingFor;
+      return said?.includes("NamespaceDeletionDiscoveryFailure") ? said : undefined;
+    }).finally(() => admin.delete(APISERVICE, blocker));
+    expect(waiting).toContain(`namespace ${name} to be deleted`);
+    expect(waiting).toContain(`blocker-${suffix}.test.stratus.io`);
+    const job = await jobEnd(endpoint, root, jobid, "deleteAccount");
+    expect(job).toMatchObject({ jobstatus: 1, jobresult: { success: true } });
     await expect(admin.get(NAMESPACE, name)).rejects.toThrow();
     const selector = `${ACCOUNT_LABEL}=${name}`;
     expect((await admin.list(SECRET, { namespace: KEYS, labelSelector: selector })).items).toEqual([]);

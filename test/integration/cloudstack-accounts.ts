@@ -124,19 +124,21 @@ export async function jobOf(endpoint: string, account: Account, params: Record<s
     unknown
   >;
   if (submitted.status !== 200) return { status: submitted.status, body, job: undefined };
-  const job = await waitFor(
-    `job of ${params.command}`,
+  const job = await jobEnd(endpoint, account, body.jobid as string, params.command as string);
+  return { status: submitted.status, body, job };
+}
+
+/** queryAsyncJobResult's answer once the job has ended. */
+export function jobEnd(endpoint: string, account: Account, jobid: string, command: string) {
+  return waitFor(
+    `job of ${command}`,
     async () => {
-      const polled = await signedRequest(endpoint, account, {
-        command: "queryAsyncJobResult",
-        jobid: body.jobid as string,
-      });
+      const polled = await signedRequest(endpoint, account, { command: "queryAsyncJobResult", jobid });
       const answer = polled.body.queryasyncjobresultresponse as Record<string, unknown>;
       return answer.jobstatus === 0 ? undefined : answer;
     },
     { timeoutMs: 90_000, intervalMs: 500 },
   );
-  return { status: submitted.status, body, job };
 }
 
 /**

@@ -2,7 +2,7 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
-import { afterAll, afterEach } from "vitest";
+import { afterEach } from "vitest";
 import { type Host, Resources } from "../../crds/index.ts";
 import {
   APISERVICE,
@@ -13,6 +13,7 @@ import {
 import { freePort, isAlive } from "../../devcluster/controlplane.ts";
 import { stopWatchdog } from "../../host-agent/fence-state.ts";
 import type { KubeClient } from "../../runtime/client.ts";
+import { afterThisFile } from "./file-cleanup.ts";
 import { waitFor } from "./support.ts";
 
 export interface StratusProcess {
@@ -159,9 +160,7 @@ export async function startApiServer(options: {
   );
   if (served) {
     await registerSubresources(options.client, served, "stratus-test");
-    afterAll(async () => {
-      await options.client.delete(APISERVICE, SUBRESOURCE_APISERVICE).catch(() => undefined);
-    });
+    afterThisFile(() => options.client.delete(APISERVICE, SUBRESOURCE_APISERVICE).catch(() => undefined));
   }
   return { process: apiProcess, endpoint: `http://127.0.0.1:${port}/client/api` };
 }

@@ -7,12 +7,13 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
-import { afterAll, inject } from "vitest";
+import { inject } from "vitest";
 import type WebSocket from "ws";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { clusterIdentity } from "../../host-agent/registration.ts";
 import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
+import { afterThisFile } from "./file-cleanup.ts";
 
 export function sharedControlPlane(): Promise<LocalControlPlane> {
   return LocalControlPlane.open(inject("controlPlaneDir"));
@@ -23,9 +24,7 @@ export async function useNamespace(kubeConfig: KubeConfig, prefix = "t"): Promis
   const core = kubeConfig.makeApiClient(CoreV1Api);
   const name = `${prefix}-${randomBytes(4).toString("hex")}`;
   await core.createNamespace({ body: { metadata: { name, labels: { "stratus.io/test": "true" } } } });
-  afterAll(async () => {
-    await core.deleteNamespace({ name }).catch(() => {});
-  });
+  afterThisFile(() => core.deleteNamespace({ name }).catch(() => {}));
   return name;
 }
 
@@ -132,7 +131,7 @@ export async function serveTinyImage(): Promise<{
     else response.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  afterThisFile(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     base,
@@ -156,7 +155,7 @@ export async function serveTinyGuest(): Promise<{
     else response.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  afterThisFile(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     directBoot: { kernel: `${base}/vmlinuz`, initrd: `${base}/initrd.gz`, commandLine: "console=ttyS0" },
