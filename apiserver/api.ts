@@ -5,6 +5,8 @@
 // Stateless: any replica answers any request, jobs and sessions included.
 import type { Logger } from "pino";
 import { groupsOf } from "../controllers/scheduler/host-usage.ts";
+import { watchClusterRanges } from "../crds/cluster-ranges.ts";
+import type { ReservedRange } from "../crds/guest-ranges.ts";
 import {
   type AffinityGroup,
   type AsyncJob,
@@ -99,6 +101,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly authentication: Authentication;
   /** The namespaces that are CloudStack accounts made by createAccount (labelled), by name and uid. */
   readonly accountNamespaces: Informer<KubeObject>;
+  /** The cluster's Service and pod ranges, which createNetwork keeps guest networks off. */
+  readonly clusterRanges: () => ReservedRange[];
   /** Where API keys and the records of users made by createAccount/createUser live. */
   readonly keysNamespace: string;
   private readonly access: AccessReviews;
@@ -144,6 +148,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
       labelSelector: ACCOUNT_LABEL,
       ...indexed,
     });
+    this.clusterRanges = watchClusterRanges(informers).current;
     this.keysNamespace = options.keysNamespace;
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));

@@ -1,5 +1,6 @@
 // createNetwork, refused up front as CloudStack refuses (431): a CIDR outside the zone's guest
-// ranges or overlapping another network of the zone, and a VLAN from anyone but an administrator.
+// ranges, over the cluster's own Service or pod ranges, or overlapping another network of the
+// zone, and a VLAN from anyone but an administrator.
 // The network controller enforces the same rules on objects made with kubectl (a Ready=False
 // condition, nothing implemented), and the admission policy stratus-network-segments the VLAN's.
 import { cidrProblem, freeCidr } from "../crds/guest-ranges.ts";
@@ -29,6 +30,7 @@ export const NETWORK_COMMANDS: Record<string, Command> = {
         );
       const zoneName = zone.metadata.name as string;
       const others = api.networks.list().filter((n) => n.spec.zone === zoneName);
+      const reserved = api.clusterRanges();
       const gateway = params.get("gateway");
       const netmask = params.get("netmask");
       let cidr: string | undefined;
@@ -36,14 +38,19 @@ export const NETWORK_COMMANDS: Record<string, Command> = {
         if (!gateway || !netmask)
           throw new ApiError(ERROR.PARAM, "gateway and netmask must be given together");
         cidr = cidrOf(gateway, netmask);
-      } else cidr = freeCidr(zone, others);
+      } else cidr = freeCidr(zone, others, reserved);
       if (!cidr)
         throw new ApiError(
           ERROR.INSUFFICIENT_CAPACITY,
           `No free guest CIDR is left in zone ${zone.spec.displayName ?? zoneName}`,
         );
       const spec = { zone: zoneName, cidr, ...(gateway ? { gateway } : {}) };
-      const problem = cidrProblem({ metadata: { name, namespace: call.caller.account }, spec }, zone, others);
+      const problem = cidrProblem(
+        { metadata: { name, namespace: call.caller.account }, spec },
+        zone,
+        others,
+        reserved,
+      );
       if (problem) throw new ApiError(ERROR.PARAM, problem.message);
       const network = await call.caller.client.create<Network>(Resources.networks, {
         apiVersion: "stratus.io/v1alpha1",

@@ -1,6 +1,7 @@
 // Pure: where a zone lets tenants put their networks. A Network's CIDR must lie inside one of its
 // zone's guestCidrs and overlap no other Network of the zone: every gateway lives in the hosts' own
-// network namespace today, so two overlapping networks would fight over the same host routes.
+// network namespace today, so two overlapping networks would fight over the same host routes, and a
+// network over the cluster's own ranges (reserved: its Services', its pods') would shadow them.
 // The network controller (conditions) and the API component (refusal up front) both ask this.
 import { ipToNumber, numberToIp } from "./addressing.ts";
 import type { Network, Zone } from "./index.ts";
@@ -54,19 +55,27 @@ function older(a: Network, b: Network): boolean {
 }
 
 export interface CidrProblem {
-  reason: "CidrNotAllowed" | "CidrOverlaps";
+  reason: "CidrNotAllowed" | "CidrReserved" | "CidrOverlaps";
   message: string;
+}
+
+/** A range the cluster itself uses (cluster-ranges.ts), and what for, as a refusal says it. */
+export interface ReservedRange {
+  cidr: string;
+  use: string;
 }
 
 /**
  * Why a network's CIDR may not be used in its zone, or nothing. `others` are the zone's other
  * networks; of two that overlap, the older keeps its range (so the refusal never flips).
- * A network not yet created (no creationTimestamp) loses to every existing one.
+ * A network not yet created (no creationTimestamp) loses to every existing one. `reserved` always
+ * wins, even over an older network: the cluster's Services and pods cannot move.
  */
 export function cidrProblem(
   network: Pick<Network, "metadata" | "spec">,
   zone: Zone | undefined,
   others: readonly Network[],
+  reserved: readonly ReservedRange[],
 ): CidrProblem | undefined {
   const { cidr } = network.spec;
   if (!cidr) return undefined;
@@ -75,6 +84,12 @@ export function cidrProblem(
     return {
       reason: "CidrNotAllowed",
       message: `cidr ${cidr} is outside zone ${network.spec.zone}'s guest ranges (${allowed.join(", ") || "none"})`,
+    };
+  const shadowed = reserved.find((range) => cidrsOverlap(range.cidr, cidr));
+  if (shadowed)
+    return {
+      reason: "CidrReserved",
+      message: `cidr ${cidr} overlaps ${shadowed.use} ${shadowed.cidr}, which guest networks may not shadow`,
     };
   const mine = `${network.metadata.namespace}/${network.metadata.name}`;
   const clash = others.find(
@@ -95,7 +110,12 @@ export function cidrProblem(
 }
 
 /** Ready reasons with which the network controller refuses a network: nothing implements it. */
-export const NETWORK_REFUSALS: readonly string[] = ["CidrNotAllowed", "CidrOverlaps", "VlanInUse"];
+export const NETWORK_REFUSALS: readonly string[] = [
+  "CidrNotAllowed",
+  "CidrReserved",
+  "CidrOverlaps",
+  "VlanInUse",
+];
 
 /** Why the network controller refused the network, or nothing. */
 export function networkRefusal(network: Network): string | undefined {
@@ -108,11 +128,19 @@ export function networkRefusal(network: Network): string | undefined {
 const CLOUDSTACK_DEFAULT_CIDR = "10.1.1.0/24";
 
 /**
- * A /24 of the zone's guest ranges no network of the zone overlaps, for a network that names no
- * CIDR: CloudStack's 10.1.1.0/24 when the zone allows it and it is free, else the first free one.
+ * A /24 of the zone's guest ranges that neither a network of the zone nor a reserved range
+ * overlaps, for a network that names no CIDR: CloudStack's 10.1.1.0/24 when the zone allows it
+ * and it is free, else the first free one.
  */
-export function freeCidr(zone: Zone | undefined, networks: readonly Network[]): string | undefined {
-  const taken = networks.flatMap((n) => (n.spec.cidr && !n.metadata.deletionTimestamp ? [n.spec.cidr] : []));
+export function freeCidr(
+  zone: Zone | undefined,
+  networks: readonly Network[],
+  reserved: readonly ReservedRange[],
+): string | undefined {
+  const taken = [
+    ...networks.flatMap((n) => (n.spec.cidr && !n.metadata.deletionTimestamp ? [n.spec.cidr] : [])),
+    ...reserved.map((range) => range.cidr),
+  ];
   const free = (cidr: string) => !taken.some((t) => cidrsOverlap(t, cidr));
   const ranges = zoneGuestCidrs(zone);
   if (ranges.some((r) => cidrContains(r, CLOUDSTACK_DEFAULT_CIDR)) && free(CLOUDSTACK_DEFAULT_CIDR))

@@ -1,9 +1,11 @@
-// Networking: the zone's guest ranges enforced (guest-ranges.ts), a VLAN for each network (vlans.ts), address usage in Network status (rate
-// limited: it changes with every allocation), deletion held while VMs use the network, and the
-// release of addresses whose VM is gone. Allocation is compute's, through ipam.ts.
+// Networking: the zone's guest ranges enforced (guest-ranges.ts), clear of the cluster's own
+// Service and pod ranges (cluster-ranges.ts), a VLAN for each network (vlans.ts), address usage in
+// Network status (rate limited: it changes with every allocation), deletion held while VMs use the
+// network, and the release of addresses whose VM is gone. Allocation is compute's, through ipam.ts.
 import type { Logger } from "pino";
 import { addressPlan, allocatableCount } from "../../crds/addressing.ts";
-import { cidrProblem, zoneVlanRange } from "../../crds/guest-ranges.ts";
+import { podRanges, serviceRanges, watchClusterRanges } from "../../crds/cluster-ranges.ts";
+import { cidrProblem, cidrsOverlap, zoneVlanRange } from "../../crds/guest-ranges.ts";
 import {
   type GuestVlan,
   type IPAddress,
@@ -40,12 +42,26 @@ export function networkComponent(settings: ControllerSettings): Component {
       const zones = informers.for<Zone>(Resources.zones);
       const vlans = informers.for<GuestVlan>(Resources.guestVlans, { indexers: VLAN_INDEXERS });
       const allocator = new VlanAllocator(client, vlans);
+      const clusterRanges = watchClusterRanges(informers);
 
       /** Networks of the zone whose Ready is False: refused, or waiting for a VLAN. */
       const waiting = (zone: string): string[] =>
         networks
           .byIndex("zone", zone)
           .filter((n) => n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "False"))
+          .map(objectKey);
+      /**
+       * Networks a change of the cluster's `cidrs` may let in or refuse: those over them and those
+       * refused for a reserved range. Not every network: Nodes change often, pod ranges seldom.
+       */
+      const overlapping = (cidrs: readonly string[]): string[] =>
+        networks
+          .list()
+          .filter(
+            (n) =>
+              n.status?.conditions?.some((c) => c.type === "Ready" && c.reason === "CidrReserved") ||
+              cidrs.some((cidr) => n.spec.cidr !== undefined && cidrsOverlap(cidr, n.spec.cidr)),
+          )
           .map(objectKey);
 
       const networkController = new Controller({
@@ -88,7 +104,12 @@ export function networkComponent(settings: ControllerSettings): Component {
           // deleted: its VMs may still be on it, and a VLAN handed on would join two segments.
           const held = allocator.held(network)[0];
           const kept = held !== undefined ? { vlan: held } : {};
-          const refusal = cidrProblem(network, zone, networks.byIndex("zone", network.spec.zone));
+          const refusal = cidrProblem(
+            network,
+            zone,
+            networks.byIndex("zone", network.spec.zone),
+            clusterRanges.current(),
+          );
           if (refusal) {
             await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...refusal });
             return;
@@ -131,6 +152,8 @@ export function networkComponent(settings: ControllerSettings): Component {
         .watch(networks, (n) => [objectKey(n), ...waiting(n.spec.zone)])
         .watch(zones, (z) => networks.byIndex("zone", z.metadata.name as string).map(objectKey))
         .watch(vlans, (v) => [`${v.spec.network.namespace}/${v.spec.network.name}`, ...waiting(v.spec.zone)])
+        .watch(clusterRanges.serviceCidrs, (s) => overlapping(serviceRanges(s)))
+        .watch(clusterRanges.nodes, (n) => overlapping(podRanges(n)))
         // Usage changes with every VM and address: a burst of them is one status write.
         .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`), {
           delayMs: ROLLUP_DELAY_MS,

@@ -1,15 +1,17 @@
 // Tenants' networks stay inside what the administrator gave the zone, as a tenant would attack
 // them: a CIDR outside the zone's guest ranges, one overlapping another tenant's network, one over
-// an address of the host itself, and a VLAN of the tenant's choosing, each through kubectl and
-// through the CloudStack API. VLANs come from the zone's range, distinct under concurrency (two
-// network controllers at once), and a network's VLAN is released with it.
+// the cluster's own Service or pod range, one over an address of the host itself, and a VLAN of the
+// tenant's choosing, each through kubectl and through the CloudStack API. VLANs come from the
+// zone's range, distinct under concurrency (two network controllers at once), and a network's VLAN
+// is released with it.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NODE, SERVICE_CIDR, type ServiceCIDR } from "../../crds/cluster-ranges.ts";
 import { type GuestVlan, type Network, Resources, type VirtualMachine, type Zone } from "../../crds/index.ts";
-import { KubeClient } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject } from "../../runtime/client.ts";
 import { type Account, adminAndUser, makeAccount, signedRequest } from "./cloudstack-accounts.ts";
 import {
   logsOnFailure,
@@ -30,7 +32,12 @@ import {
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `gn-zone-${suffix}`;
 const VLAN_ZONE = `gn-vlans-${suffix}`;
+/** Default guest ranges (10.0.0.0/8), which hold the control plane's Service range. */
+const OPEN_ZONE = `gn-open-${suffix}`;
+/** An administrator's guest range that holds the Service range: allocation must step over it. */
+const AUTO_ZONE = `gn-auto-${suffix}`;
 const HOST = `gn-host-${suffix}`;
+const POD_NODE = `gn-pods-${suffix}`;
 
 const ready = (n: Network | undefined) => n?.status?.conditions?.find((c) => c.type === "Ready");
 
@@ -59,6 +66,19 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
       const n = await admin.get<Network>(Resources.networks, name, namespace);
       return ready(n) && accept(n) ? n : undefined;
     });
+  /** The account's network once its Ready condition is `status`. */
+  const readyIs = (account: Account, name: string, status: "True" | "False") =>
+    readyOf(account.namespace, name, `${name} Ready=${status}`, (n) => ready(n)?.status === status);
+  /** Creates a network as the account's user and waits until its Ready condition is `status`. */
+  const createdAs = async (
+    account: Account,
+    name: string,
+    spec: Partial<Network["spec"]>,
+    status: "True" | "False",
+  ) => {
+    await asTenant(account).create(Resources.networks, network(account.namespace, name, spec));
+    return readyIs(account, name, status);
+  };
   const api = (account: Account, params: Record<string, string>) =>
     signedRequest(endpoint, account, {
       command: "createNetwork",
@@ -66,7 +86,16 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
       zoneid: "",
       ...params,
     });
+  /** What the API answers the tenant's createNetwork of gateway/netmask: a 431, and its text. */
+  const refusedByApi = async (name: string, zoneid: string, gateway: string, netmask: string) => {
+    const answer = await api(tenant, { name, zoneid, gateway, netmask });
+    expect(answer.status).toBe(431);
+    return String(answer.body.createnetworkresponse?.errortext);
+  };
   let zoneId: string;
+  let openZoneId: string;
+  let autoZoneId: string;
+  const uidOf = (zone: { metadata: object }) => (zone as Zone).metadata.uid as string;
 
   beforeAll(async () => {
     const controlPlane = await sharedControlPlane();
@@ -89,6 +118,13 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
     });
     zoneId = (zone as Zone).metadata.uid as string;
     await admin.create(Resources.zones, { metadata: { name: VLAN_ZONE }, spec: { vlanRange: "300-319" } });
+    openZoneId = uidOf(await admin.create(Resources.zones, { metadata: { name: OPEN_ZONE }, spec: {} }));
+    autoZoneId = uidOf(
+      await admin.create(Resources.zones, {
+        metadata: { name: AUTO_ZONE },
+        spec: { guestCidrs: ["10.0.0.0/23"] },
+      }),
+    );
     await admin.create(Resources.serviceOfferings, {
       metadata: { name: `gn-small-${suffix}` },
       spec: { cpu: 1, memory: "128Mi" },
@@ -131,58 +167,32 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
 
   afterAll(async () => {
     for (const p of processes) await p.stop("SIGKILL");
+    await admin?.delete(NODE, POD_NODE).catch(() => undefined);
     await admin?.close();
     if (workDir) await rm(workDir, { recursive: true, force: true });
   });
 
   it("refuses a CIDR outside the zone's guest ranges: kubectl gets a Ready=False condition, the API a 431", async () => {
-    await asTenant(tenant).create(
-      Resources.networks,
-      network(tenant.namespace, "lan", { cidr: "192.168.10.0/29", gateway: "192.168.10.5" }),
-    );
-    const refused = await readyOf(
-      tenant.namespace,
+    const refused = await createdAs(
+      tenant,
       "lan",
-      "the network refused",
-      (n) => ready(n)?.status === "False",
+      { cidr: "192.168.10.0/29", gateway: "192.168.10.5" },
+      "False",
     );
     expect(ready(refused)).toMatchObject({
       reason: "CidrNotAllowed",
       message: `cidr 192.168.10.0/29 is outside zone ${ZONE}'s guest ranges (10.210.0.0/16, 127.0.0.0/8)`,
     });
     expect(refused.status?.vlan).toBeUndefined();
-    const viaApi = await api(tenant, {
-      name: "lan2",
-      zoneid: zoneId,
-      gateway: "192.168.10.5",
-      netmask: "255.255.255.248",
-    });
-    expect(viaApi.status).toBe(431);
-    expect(String(viaApi.body.createnetworkresponse?.errortext)).toContain("is outside zone");
+    expect(await refusedByApi("lan2", zoneId, "192.168.10.5", "255.255.255.248")).toContain(
+      "is outside zone",
+    );
   });
 
   it("refuses a network overlapping another tenant's, which keeps its range", async () => {
-    await asTenant(other).create(
-      Resources.networks,
-      network(other.namespace, "first", { cidr: "10.210.1.0/24" }),
-    );
-    const first = await readyOf(
-      other.namespace,
-      "first",
-      "the first network",
-      (n) => ready(n)?.status === "True",
-    );
+    const first = await createdAs(other, "first", { cidr: "10.210.1.0/24" }, "True");
     expect(first.status?.vlan).toBeGreaterThanOrEqual(500);
-    await asTenant(tenant).create(
-      Resources.networks,
-      network(tenant.namespace, "squat", { cidr: "10.210.1.128/25" }),
-    );
-    const squat = await readyOf(
-      tenant.namespace,
-      "squat",
-      "the overlapping network refused",
-      (n) => ready(n)?.status === "False",
-    );
+    const squat = await createdAs(tenant, "squat", { cidr: "10.210.1.128/25" }, "False");
     expect(ready(squat)).toMatchObject({
       reason: "CidrOverlaps",
       message: `cidr 10.210.1.128/25 overlaps another network of zone ${ZONE}`,
@@ -210,27 +220,61 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
     expect(vm.status?.conditions?.find((c) => c.type === "NetworksReady")?.message).toContain(
       "overlaps another network",
     );
-    const viaApi = await api(tenant, {
-      name: "squat2",
-      zoneid: zoneId,
-      gateway: "10.210.1.1",
-      netmask: "255.255.0.0",
+    expect(await refusedByApi("squat2", zoneId, "10.210.1.1", "255.255.0.0")).toContain(
+      "overlaps another network",
+    );
+  });
+
+  it("refuses a network over the cluster's Service range, as read from its ServiceCIDRs, through kubectl and the API", async () => {
+    // The control plane's own range (--service-cluster-ip-range), as the cluster states it.
+    const serviceRanges = (await admin.list<ServiceCIDR>(SERVICE_CIDR)).items.flatMap(
+      (s) => s.spec?.cidrs ?? [],
+    );
+    expect(serviceRanges).toContain("10.0.0.0/24");
+    const shadow = await createdAs(tenant, "shadow", { zone: OPEN_ZONE, cidr: "10.0.0.0/24" }, "False");
+    expect(ready(shadow)).toMatchObject({
+      reason: "CidrReserved",
+      message:
+        "cidr 10.0.0.0/24 overlaps the cluster's Service range 10.0.0.0/24, which guest networks may not shadow",
     });
-    expect(viaApi.status).toBe(431);
-    expect(String(viaApi.body.createnetworkresponse?.errortext)).toContain("overlaps another network");
+    expect(shadow.status?.vlan).toBeUndefined();
+    expect(await refusedByApi("shadow2", openZoneId, "10.0.0.1", "255.255.255.0")).toBe(
+      "cidr 10.0.0.0/24 overlaps the cluster's Service range 10.0.0.0/24, which guest networks may not shadow",
+    );
+  });
+
+  it("refuses a network over a node's pod range, as soon as the node has it, and allocates around both", async () => {
+    await createdAs(tenant, "early", { cidr: "10.210.200.0/24" }, "True");
+    // A node whose pods get the network's range: the cluster's range wins, the network is refused.
+    await admin.create(NODE, {
+      metadata: { name: POD_NODE },
+      spec: { podCIDR: "10.210.200.0/24" },
+    } as KubeObject);
+    const refused = await readyIs(tenant, "early", "False");
+    expect(ready(refused)).toMatchObject({
+      reason: "CidrReserved",
+      message:
+        "cidr 10.210.200.0/24 overlaps a node's pod range 10.210.200.0/24, which guest networks may not shadow",
+    });
+    expect(await refusedByApi("pods2", zoneId, "10.210.200.129", "255.255.255.128")).toContain(
+      "overlaps a node's pod range",
+    );
+
+    // A network naming no CIDR gets a /24 clear of the cluster's ranges: the first of this zone's
+    // is the Service range, and CloudStack's 10.1.1.0/24 is outside it.
+    const auto = await api(tenant, { name: "auto", zoneid: autoZoneId });
+    expect(auto.status).toBe(200);
+    expect((await admin.get<Network>(Resources.networks, "auto", tenant.namespace)).spec.cidr).toBe(
+      "10.0.1.0/24",
+    );
+
+    // The node gone, its range is free again.
+    await admin.delete(NODE, POD_NODE);
+    await readyIs(tenant, "early", "True");
   });
 
   it("does not configure a network over an address of the host itself, and says so in the VM", async () => {
-    await asTenant(tenant).create(
-      Resources.networks,
-      network(tenant.namespace, "loop", { cidr: "127.0.0.0/24" }),
-    );
-    await readyOf(
-      tenant.namespace,
-      "loop",
-      "the network allowed by the zone",
-      (n) => ready(n)?.status === "True",
-    );
+    await createdAs(tenant, "loop", { cidr: "127.0.0.0/24" }, "True");
     await asTenant(tenant).create(Resources.virtualMachines, {
       metadata: { name: "looper", namespace: tenant.namespace },
       spec: {

@@ -4,17 +4,11 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { NODE } from "../../crds/cluster-ranges.ts";
 import { isAlreadyExists, KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { RBAC } from "./cloudstack-accounts.ts";
 import { kubectl, sharedControlPlane, waitFor } from "./support.ts";
 
-export const NODE: ResourceType = {
-  group: "",
-  version: "v1",
-  plural: "nodes",
-  kind: "Node",
-  namespaced: false,
-};
 export const POD: ResourceType = { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true };
 export const HOST_AGENT = "stratus-host-agent";
 const VALIDATING_POLICY: ResourceType = {

@@ -1,7 +1,8 @@
 // RBAC for real: the manifests' ServiceAccounts, roles and admission policy applied to the real API
 // server, and every component run with a token of its own ServiceAccount (TokenRequest API). The
-// VM lifecycle works with exactly those rights; a host agent is refused on another host's Host and
-// VMs; the API component cannot read Secrets outside its keys namespace.
+// VM lifecycle works with exactly those rights, the network component reads the cluster's Service
+// ranges; a host agent is refused on another host's Host and VMs; the API component cannot read
+// Secrets outside its keys namespace.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SECRET } from "../../apiserver/api.ts";
 import { CONFIG_MAP } from "../../apiserver/session-revocations.ts";
-import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { type Network, Resources, type VirtualMachine } from "../../crds/index.ts";
 import { ApiError, KubeClient, type ResourceType } from "../../runtime/client.ts";
 import { kubeConfigFrom } from "../../runtime/config.ts";
 import { applyManifests, TestIdentities } from "./identities.ts";
@@ -108,6 +109,20 @@ describe("least privilege, with the manifests' own identities", () => {
         () => true,
       ),
     );
+  });
+
+  it("keeps a network off the cluster's Service range with the network component's own rights", async () => {
+    // The component reads the cluster's ServiceCIDRs: without its role's get/list/watch on them
+    // it would not start, let alone refuse this.
+    await admin.create(Resources.networks, {
+      metadata: { name: "shadow", namespace },
+      spec: { zone: ZONE, cidr: "10.0.0.0/24" },
+    });
+    const ready = await waitFor("the network refused", async () => {
+      const network = await admin.get<Network>(Resources.networks, "shadow", namespace);
+      return network.status?.conditions?.find((c) => c.type === "Ready");
+    });
+    expect(ready).toMatchObject({ status: "False", reason: "CidrReserved" });
   });
 
   it("refuses a host agent another host's Host and VMs", async () => {

@@ -2,9 +2,9 @@
 // with the manifests' RBAC and admission policies, two accounts (alice in A, bob in B), an
 // administrator (carol), the API component running as its own ServiceAccount and two host agents'
 // node-bound tokens. A tenant makes no AsyncJob and no job reaches into another account; a tenant
-// pins no VM to a host; the API component acts as no identity but the accounts' (never
-// system:masters); another account's ids answer as made-up ones; and user data reaches only the
-// agent of the VM's host.
+// pins no VM to a host, nor a network over the cluster's Service range; the API component acts as
+// no identity but the accounts' (never system:masters); another account's ids answer as made-up
+// ones; and user data reaches only the agent of the VM's host.
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -214,6 +214,21 @@ describe("tenants that reach neither each other, nor the hosts, nor the administ
     const masters = await call(MALLORY, { command: "listVirtualMachines", listall: "true" });
     expect(masters.status).toBe(401);
     expect((await call(ALICE, { command: "listVirtualMachines" })).status).toBe(200);
+  });
+
+  it("keeps a tenant's network off the cluster's Service range, reading it with the API component's own rights", async () => {
+    const result = await call(ALICE, {
+      command: "createNetwork",
+      name: "shadow",
+      networkofferingid: "x",
+      zoneid: ids.zone as string,
+      gateway: "10.0.0.1",
+      netmask: "255.255.255.0",
+    });
+    expect(result.status).toBe(431);
+    expect(bodyOf(result).errortext).toBe(
+      "cidr 10.0.0.0/24 overlaps the cluster's Service range 10.0.0.0/24, which guest networks may not shadow",
+    );
   });
 
   it("refuses a tenant an AsyncJob of its own making", async () => {
