@@ -30,6 +30,8 @@ const ORCHESTRATION = [
   "test/integration/guest-networks.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs.
   "test/integration/tenancy.test.ts",
+  // an operator, two simulated host agents and the API component holding VMs to accounts' limits.
+  "test/integration/resource-limits.test.ts",
   // the API component's job controller acts on every namespace's AsyncJobs (deleteAccount's).
   "test/integration/accounts-api.test.ts",
   "test/integration/qemu-e2e.test.ts",

@@ -35,7 +35,7 @@ async function isAdministrator(call: Call): Promise<boolean> {
   return call.api.can(call.caller, "create", ACCOUNTS);
 }
 
-async function requireAdministrator(call: Call): Promise<void> {
+export async function requireAdministrator(call: Call): Promise<void> {
   if (!(await isAdministrator(call)))
     throw new ApiError(
       ERROR.ACCOUNT,

@@ -27,6 +27,7 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
+import { isQuotaRefusal, isQuotaUncounted, quotaRefusalText } from "../crds/resource-limits.ts";
 import { isAllowed, isSelfAllowed } from "../runtime/authorization.ts";
 import {
   ApiError as KubeApiError,
@@ -203,6 +204,13 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   asApiError(error: unknown, command: string): ApiError {
     if (error instanceof ApiError) return error;
     if (error instanceof KubeApiError) {
+      if (isQuotaUncounted(error))
+        return new ApiError(
+          ERROR.RESOURCE_UNAVAILABLE,
+          "The account's resource limits were just changed and are still being counted; try again in a moment",
+        );
+      if (isQuotaRefusal(error))
+        return new ApiError(ERROR.RESOURCE_ALLOCATION, quotaRefusalText(error.message));
       if (error.status === 403)
         return new ApiError(
           ERROR.ACCOUNT,

@@ -35,6 +35,7 @@ import {
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { DNS_LABEL } from "./params.ts";
+import { RESOURCE_LIMIT_COMMANDS } from "./resource-limit-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
@@ -851,6 +852,7 @@ export const COMMANDS: Record<string, Command> = {
   ...GUEST_LOGIN_COMMANDS,
   ...USER_DATA_COMMANDS,
   ...ACCOUNT_COMMANDS,
+  ...RESOURCE_LIMIT_COMMANDS,
 };
 
 interface ApiEntry {

@@ -15,6 +15,7 @@ export const ERROR = {
   ACCOUNT: 531,
   INSUFFICIENT_CAPACITY: 533,
   RESOURCE_UNAVAILABLE: 534,
+  RESOURCE_ALLOCATION: 535,
   RESOURCE_IN_USE: 536,
 } as const;
 
@@ -24,6 +25,7 @@ const CS_ERROR_CODES: Partial<Record<number, number>> = {
   531: 4365,
   533: 4325,
   534: 4380,
+  535: 4370, // ResourceAllocationException
   536: 4250,
 };
 

@@ -36,6 +36,12 @@ describe("domain XML", () => {
     expect(xml).not.toContain("<seclabel");
   });
 
+  it("gives the guest no HPET, whose state a live migration can leave without interrupts", () => {
+    const xml = buildDomainXml(base);
+    expect(xml).toContain("<timer name='hpet' present='no'/>");
+    expect(xml).toMatch(/<\/features>\n {2}<clock offset='utc'>[\s\S]*<\/clock>\n {2}<on_poweroff>/);
+  });
+
   it("attaches disks in order as vda, vdb on virtio, and NICs on their networks", () => {
     const xml = buildDomainXml(base);
     expect(xml.indexOf("<target dev='vda' bus='virtio'/>")).toBeLessThan(

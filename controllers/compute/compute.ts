@@ -21,6 +21,13 @@ import {
   type Volume,
   type Zone,
 } from "../../crds/index.ts";
+import {
+  computeLimitsOf,
+  isQuotaRefusal,
+  RESOURCE_LIMITS_QUOTA,
+  RESOURCE_QUOTAS,
+  type ResourceQuota,
+} from "../../crds/resource-limits.ts";
 import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import type { Condition } from "../../runtime/conditions.ts";
@@ -51,6 +58,7 @@ export function computeComponent(
         indexers: {
           ...VMS_BY_HOST,
           unplaced: (vm) => (vm.status?.host ? [] : [vm.spec.zone]),
+          unplacedInNamespace: (vm) => (vm.status?.host ? [] : [vm.metadata.namespace as string]),
           volume: (vm) => (vm.spec.dataVolumes ?? []).map((d) => `${vm.metadata.namespace}/${d.volume}`),
           network: (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`),
           affinityGroup: (vm) =>
@@ -71,6 +79,10 @@ export function computeComponent(
       const migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, {
         indexers: MIGRATIONS_BY_VM,
       });
+      // Accounts' limits: a new limit, or room freed (the quota's status.used), may let a VM in.
+      const limits = informers.for<ResourceQuota>(RESOURCE_QUOTAS, {
+        fieldSelector: `metadata.name=${RESOURCE_LIMITS_QUOTA}`,
+      });
       const usage = new HostUsageCache(vms, offerings);
       const allocator = new AddressAllocator(client, addresses, networks);
 
@@ -79,7 +91,7 @@ export function computeComponent(
         vm: VirtualMachine,
         template: Template,
         log: Logger,
-      ): Promise<{ fact: RootVolumeFact; volume?: Volume }> {
+      ): Promise<{ fact: RootVolumeFact; volume?: Volume; refusal?: string }> {
         const name = rootVolumeName(vm.metadata.name as string);
         const namespace = vm.metadata.namespace as string;
         const cached = volumes.get(`${namespace}/${name}`);
@@ -109,6 +121,7 @@ export function computeComponent(
           return { fact: "ready", volume: created };
         } catch (error) {
           if (isAlreadyExists(error)) return { fact: "unconfirmed" };
+          if (isQuotaRefusal(error)) return { fact: "over-limit", refusal: (error as Error).message };
           throw error;
         }
       }
@@ -142,7 +155,9 @@ export function computeComponent(
           const [root, nics] = await Promise.all([
             wantsRootVolume(vm, template)
               ? ensureRootVolume(vm, template as Template, log)
-              : Promise.resolve<{ fact: RootVolumeFact; volume?: Volume }>({ fact: "not-needed" }),
+              : Promise.resolve<{ fact: RootVolumeFact; volume?: Volume; refusal?: string }>({
+                  fact: "not-needed",
+                }),
             allocator.ensureAddresses(vm, log),
           ]);
           const dataVolumes = new Map<string, Volume>();
@@ -159,6 +174,9 @@ export function computeComponent(
             offering,
             zone: zones.get(vm.spec.zone),
             rootVolume: root.fact,
+            ...(root.refusal ? { rootVolumeRefusal: root.refusal } : {}),
+            accountLimits: computeLimitsOf(limits.get(`${namespace}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard),
+            accountUsage: () => usage.accountUsage(namespace),
             dataVolumes,
             nics,
             volumeNeeds: own.map((v) => needOf(v, diskOffering, offering)),
@@ -256,6 +274,9 @@ export function computeComponent(
             .map(objectKey),
         )
         .watch(hosts, (host) => unplacedIn(host.spec.zone))
+        .watch(limits, (quota) =>
+          vms.byIndex("unplacedInNamespace", quota.metadata.namespace as string).map(objectKey),
+        )
         // Placement reads a pool's spec (tags, maintenance); its rolled-up status churns with every volume.
         .watch(pools, (pool) => unplacedIn(pool.spec.zone), { specChangesOnly: true })
         .watch(zones, (zone) => unplacedIn(zone.metadata.name as string))

@@ -113,6 +113,8 @@ export function input(overrides: Partial<OrchestrationInput> = {}): Orchestratio
     offering,
     zone: undefined,
     rootVolume: "ready",
+    accountLimits: {},
+    accountUsage: () => ({ cpu: 0, memoryBytes: 0n }),
     dataVolumes: new Map(),
     nics: addressed,
     volumeNeeds: newRoot,

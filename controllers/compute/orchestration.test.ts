@@ -54,6 +54,45 @@ describe("decideOrchestration", () => {
       },
     ],
     [
+      "an account at its CPU limit: not placed, and it says which limit to raise",
+      { accountLimits: { cpu: 4 }, accountUsage: () => ({ cpu: 3, memoryBytes: 0n }) },
+      {
+        host: undefined,
+        placed: undefined,
+        scheduled: "False/ResourceLimitExceeded",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "an account with room under its CPU and memory limits: placed",
+      {
+        accountLimits: { cpu: 4, memoryBytes: 2n ** 31n },
+        accountUsage: () => ({ cpu: 2, memoryBytes: 2n ** 30n }),
+      },
+      {
+        host: "h2",
+        placed: "h2",
+        scheduled: "True/Placed",
+        volumes: "True/VolumesAvailable",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
+      "the account's volume limit refused the ROOT volume: it waits, and says so",
+      { rootVolume: "over-limit", rootVolumeRefusal: "exceeded quota: stratus-resource-limits" },
+      {
+        host: undefined,
+        placed: undefined,
+        scheduled: "False/WaitingForResources",
+        volumes: "False/ResourceLimitExceeded",
+        networks: "True/AddressesAllocated",
+        requeue: undefined,
+      },
+    ],
+    [
       "an unplaced Halted VM is prepared but not placed",
       { vm: vm({ runStrategy: "Halted" }) },
       {
@@ -186,6 +225,23 @@ describe("decideOrchestration", () => {
     expect(status?.conditions.map((c) => c.type)).toEqual(["NetworksReady", "Scheduled", "VolumesReady"]);
     expect(status?.conditions.find((c) => c.type === "Scheduled")?.lastTransitionTime).toBe(
       "2025-12-01T00:00:00Z",
+    );
+  });
+
+  it("counts an account's usage only for a VM that takes room for the first time", () => {
+    let asked = 0;
+    const accountUsage = () => {
+      asked++;
+      return { cpu: 100, memoryBytes: 0n };
+    };
+    const placed = decideOrchestration(
+      input({ vm: vm({}, { host: "h1" }), accountLimits: { cpu: 1 }, accountUsage }),
+    );
+    expect(placed.status?.host).toBe("h1");
+    expect(asked).toBe(0);
+    const refused = decideOrchestration(input({ accountLimits: { cpu: 1 }, accountUsage }));
+    expect(refused.status?.conditions.find((c) => c.type === "Scheduled")?.message).toContain(
+      "100 of 1 CPUs in use",
     );
   });
 

@@ -14,6 +14,7 @@ import {
   type Zone,
 } from "../../crds/index.ts";
 import { nicMacAddress } from "../../crds/nics.ts";
+import { type ComputeLimits, type ComputeUse, computeLimitProblem } from "../../crds/resource-limits.ts";
 import {
   localPoolHosts,
   type PoolUsage,
@@ -33,7 +34,8 @@ export type RootVolumeFact =
   | "not-needed" // the template boots a kernel directly
   | "ready" // in the cache and owned by the VM, or created just now
   | "foreign" // a volume of that name exists and belongs to someone else
-  | "unconfirmed"; // the create said it exists, the cache does not show it yet
+  | "unconfirmed" // the create said it exists, the cache does not show it yet
+  | "over-limit"; // the account's volume limit refused it (rootVolumeRefusal says how)
 
 export interface OrchestrationInput {
   vm: VirtualMachine;
@@ -41,6 +43,12 @@ export interface OrchestrationInput {
   offering: ServiceOffering | undefined;
   zone: Zone | undefined;
   rootVolume: RootVolumeFact;
+  /** Why the account's limit refused the ROOT Volume (with rootVolume "over-limit"). */
+  rootVolumeRefusal?: string;
+  /** The account's CPU and memory limits (its ResourceQuota stratus-resource-limits). */
+  accountLimits: ComputeLimits;
+  /** What the account's placed VMs take; called only when the VM needs a host and has limits. */
+  accountUsage: () => ComputeUse;
   /** The data volumes the spec names, by name, as the cache shows them. */
   dataVolumes: ReadonlyMap<string, Volume>;
   nics: readonly NicAddressing[];
@@ -85,11 +93,17 @@ const volumes = (status: "True" | "False", reason: string, message: string): Con
 
 /** VolumesReady: the root volume exists, and every data volume exists and may be used here. */
 export function volumesReadiness(
-  input: Pick<OrchestrationInput, "vm" | "template" | "rootVolume" | "dataVolumes">,
+  input: Pick<OrchestrationInput, "vm" | "template" | "rootVolume" | "rootVolumeRefusal" | "dataVolumes">,
 ): ConditionInput {
   const { vm, template } = input;
   if (!template)
     return volumes("False", "TemplateNotFound", `Template "${vm.spec.template}" does not exist.`);
+  if (input.rootVolume === "over-limit")
+    return volumes(
+      "False",
+      "ResourceLimitExceeded",
+      `The account's volume limit refused the ROOT volume: ${input.rootVolumeRefusal ?? ""}`,
+    );
   if (input.rootVolume === "foreign")
     return volumes(
       "False",
@@ -275,6 +289,16 @@ function decideScheduling(
       ),
     };
   const demand = HostUsageCache.demandOf(vm, offering, volumeHosts, affinity);
+  // A VM taking room for the first time counts against its account's limits; a moving one does not.
+  if (!current && (input.accountLimits.cpu !== undefined || input.accountLimits.memoryBytes !== undefined)) {
+    const problem = computeLimitProblem(
+      vm.metadata.namespace as string,
+      input.accountLimits,
+      input.accountUsage(),
+      demand,
+    );
+    if (problem) return notScheduled("ResourceLimitExceeded", problem);
+  }
   // An evacuated VM goes to another host: the one it left is in maintenance, or lost.
   const leaving = isEvacuated(vm) ? vm.status?.host : undefined;
   const hosts = input.hostUsages().filter((u) => u.host.metadata.name !== leaving);

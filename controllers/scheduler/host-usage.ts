@@ -3,6 +3,7 @@
 // placements never overcommits a host. Choosing and assuming happen with no await in between.
 import type { AffinityType, Host, ServiceOffering, VirtualMachine } from "../../crds/index.ts";
 import { parseQuantity } from "../../crds/quantity.ts";
+import { accountComputeUse, type ComputeUse } from "../../crds/resource-limits.ts";
 import { objectKey } from "../../runtime/client.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import type { Demand, HostUsage } from "./placement.ts";
@@ -55,9 +56,10 @@ export function affinityOf(
   return affinity;
 }
 
-/** The informer index of VMs by status.host that HostUsageCache reads. */
+/** The informer indexes of placed VMs, by status.host and by namespace, that HostUsageCache reads. */
 export const VMS_BY_HOST = {
   host: (vm: VirtualMachine) => (vm.status?.host ? [vm.status.host] : []),
+  placedIn: (vm: VirtualMachine) => (vm.status?.host ? [vm.metadata.namespace as string] : []),
 };
 
 export class HostUsageCache {
@@ -118,6 +120,23 @@ export class HostUsageCache {
   /** The placement was not written: it must not count. */
   forget(vmKey: string): void {
     this.assumed.delete(vmKey);
+  }
+
+  /**
+   * The CPUs and memory an account's placed VMs take (running or stopped, as CloudStack counts),
+   * with the placements this process made that the cache does not show yet.
+   */
+  accountUsage(namespace: string): ComputeUse {
+    const used = accountComputeUse(
+      this.vms.byIndex("placedIn", namespace).filter((vm) => !this.assumed.has(objectKey(vm))),
+      (name) => this.offerings.get(name),
+    );
+    for (const [key, placement] of this.assumed)
+      if (key.startsWith(`${namespace}/`)) {
+        used.cpu += placement.cpu;
+        used.memoryBytes += placement.memoryBytes;
+      }
+    return used;
   }
 
   /** What the host carries, but `exceptVm` (a key): a VM that moves is not bound by itself. */

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Resources } from "../../crds/index.ts";
-import { KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import {
   type Account,
   catalogReaderRole,
@@ -21,7 +21,7 @@ import {
   jobOf as submitAndWait,
 } from "./cloudstack-accounts.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
-import { serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
+import { createdUid, serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const ZONE = `aff-zone-${suffix}`;
@@ -81,9 +81,7 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
     bob = await account("aff-bob");
     workDir = await mkdtemp(join(tmpdir(), "stratus-aff-"));
     const { url, checksum } = await serveTinyImage();
-    const uidOf = async (type: (typeof Resources)[keyof typeof Resources], name: string, spec: object) =>
-      (await client.create<KubeObject & { spec: object }>(type, { metadata: { name }, spec })).metadata
-        .uid as string;
+    const uidOf = (type: ResourceType, name: string, spec: object) => createdUid(client, type, name, spec);
     ids.zone = await uidOf(Resources.zones, ZONE, {});
     ids.small = await uidOf(Resources.serviceOfferings, `aff-small-${suffix}`, { cpu: 1, memory: "128Mi" });
     ids.template = await uidOf(Resources.templates, `aff-tiny-${suffix}`, { source: { url }, checksum });

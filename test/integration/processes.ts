@@ -166,7 +166,10 @@ export async function startApiServer(options: {
 }
 
 /** A Stratus domain as an agent's /debug/domains shows it. */
-/** A whole small cloud for the CloudStack API tests: the operator, simulated hosts and the API. */
+/**
+ * A whole small cloud for the CloudStack API tests: the operator, simulated hosts and the API,
+ * killed after the calling file.
+ */
 export async function startCloudStackCloud(options: {
   kubeconfigPath: string;
   client: KubeClient;
@@ -177,13 +180,15 @@ export async function startCloudStackCloud(options: {
   workDir: string;
 }): Promise<{ processes: StratusProcess[]; endpoint: string }> {
   const { kubeconfigPath, prefix, keysNamespace } = options;
-  const processes = [
+  const processes: StratusProcess[] = [];
+  afterThisFile(() => Promise.all(processes.map((p) => p.stop("SIGKILL"))));
+  processes.push(
     await startOperator({
       kubeconfigPath,
       identity: `${prefix}-operator`,
       args: [`--lease-namespace=${keysNamespace}`],
     }),
-  ];
+  );
   for (const hostName of options.hosts)
     processes.push(
       await startHostAgent({

@@ -11,12 +11,22 @@ import { inject } from "vitest";
 import type WebSocket from "ws";
 import { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { clusterIdentity } from "../../host-agent/registration.ts";
-import { isNotFound, type KubeClient, type ResourceType } from "../../runtime/client.ts";
+import { isNotFound, type KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import { afterThisFile } from "./file-cleanup.ts";
 
 export function sharedControlPlane(): Promise<LocalControlPlane> {
   return LocalControlPlane.open(inject("controlPlaneDir"));
+}
+
+/** Creates a cluster-scoped catalog object (zone, offering, template) and answers its UID. */
+export async function createdUid(
+  client: KubeClient,
+  type: ResourceType,
+  name: string,
+  spec: object,
+): Promise<string> {
+  return (await client.create(type, { metadata: { name }, spec } as KubeObject)).metadata.uid as string;
 }
 
 /** A fresh namespace for the calling test file, deleted after it. */

@@ -1,0 +1,273 @@
+// Accounts' resource limits (CloudStack's updateResourceLimit, listResourceLimits,
+// updateResourceCount) with the real `cs` client, the API component, an operator and two simulated
+// hosts: 50 VMs created at once through kubectl against a limit of 10 admit exactly 10 (kube-apiserver's
+// quota admission), the CloudStack front door answers the 11th with 535, a CPU limit holds the VMs
+// past it with a condition that says so until the limit is raised, and a user neither raises a
+// limit through the API nor edits the ResourceQuota with kubectl.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ROOT_DOMAIN_ID } from "../../apiserver/envelope.ts";
+import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { RESOURCE_LIMITS_QUOTA, RESOURCE_QUOTAS, type ResourceQuota } from "../../crds/resource-limits.ts";
+import { type ApiError, KubeClient, type KubeObject } from "../../runtime/client.ts";
+import {
+  type Account,
+  adminAndUser,
+  bindCloudUserRole,
+  hasCs,
+  makeAccount,
+  cs as runCs,
+  signedRequest,
+} from "./cloudstack-accounts.ts";
+import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
+import { createdUid, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
+
+const suffix = randomBytes(3).toString("hex");
+const ZONE = `rl-zone-${suffix}`;
+const HOSTS = [`rl-h1-${suffix}`, `rl-h2-${suffix}`];
+const OFFERING = `rl-small-${suffix}`;
+const TEMPLATE = `rl-tiny-${suffix}`;
+const NETWORK_OFFERING = "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01";
+type Row = Record<string, unknown>;
+
+describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
+  let client: KubeClient;
+  let endpoint: string;
+  let workDir: string;
+  let processes: StratusProcess[] = [];
+  let admin: Account;
+  let user: Account;
+  let second: Account;
+  const ids = { zone: "", small: "", template: "" };
+
+  const cs = (account: Account, command: string, args: Record<string, string> = {}) =>
+    runCs(endpoint, account, command, args);
+  async function answer(account: Account, params: Record<string, string>) {
+    const response = await signedRequest(endpoint, account, params);
+    const body = response.body[`${(params.command as string).toLowerCase()}response`] as Row;
+    return { status: response.status, body };
+  }
+  async function limit(account: Account, resourcetype: string, max: number) {
+    const set = await cs(admin, "updateResourceLimit", {
+      account: account.namespace,
+      resourcetype,
+      max: String(max),
+    });
+    expect(set.stderr, set.stdout).toBe("");
+    return set.json.resourcelimit as Row;
+  }
+  /** kube-apiserver enforces a quota only once kube-controller-manager has computed its status. */
+  const quotaCounts = (account: Account, key: string) =>
+    waitFor(
+      `the quota of ${account.namespace} to count ${key}`,
+      async () => {
+        const quota = await client.get<ResourceQuota & { status?: { used?: Record<string, string> } }>(
+          RESOURCE_QUOTAS,
+          RESOURCE_LIMITS_QUOTA,
+          account.namespace,
+        );
+        return quota.status?.used?.[key] !== undefined;
+      },
+      { timeoutMs: 120_000 },
+    );
+  const vmObject = (account: Account, name: string) =>
+    ({
+      metadata: { name, namespace: account.namespace },
+      spec: { zone: ZONE, serviceOffering: OFFERING, template: TEMPLATE },
+    }) as KubeObject;
+  const vmsOf = async (account: Account) =>
+    (await client.list<VirtualMachine>(Resources.virtualMachines, { namespace: account.namespace })).items;
+
+  beforeAll(async () => {
+    const controlPlane = await sharedControlPlane();
+    client = new KubeClient(controlPlane.kubeConfig);
+    const keysNamespace = await useNamespace(controlPlane.kubeConfig, "rlkeys");
+    ({ admin, user } = await adminAndUser(client, { keysNamespace, suffix, prefix: "rl" }));
+    second = await makeAccount(client, {
+      keysNamespace,
+      name: "rl-second",
+      suffix,
+      clusterRoles: [`stratus-catalog-reader-${suffix}`],
+    });
+    // The manifests' own tenant role: what a user may do with the ResourceQuota comes from it.
+    await bindCloudUserRole(client, suffix, [user, second]);
+    workDir = await mkdtemp(join(tmpdir(), "stratus-rl-"));
+    const { url, checksum } = await serveTinyImage();
+    ids.zone = await createdUid(client, Resources.zones, ZONE, {});
+    ids.small = await createdUid(client, Resources.serviceOfferings, OFFERING, { cpu: 1, memory: "64Mi" });
+    ids.template = await createdUid(client, Resources.templates, TEMPLATE, { source: { url }, checksum });
+    // Its processes are killed after this file (startCloudStackCloud).
+    ({ processes, endpoint } = await startCloudStackCloud({
+      kubeconfigPath: controlPlane.kubeconfigPath,
+      client,
+      prefix: `rl-${suffix}`,
+      zone: ZONE,
+      hosts: HOSTS,
+      keysNamespace,
+      workDir,
+    }));
+  });
+
+  logsOnFailure(() => processes);
+
+  afterAll(async () => {
+    await client?.close();
+    if (workDir) await rm(workDir, { recursive: true, force: true });
+  });
+
+  it("admits exactly 10 of 50 VMs created at once through kubectl against a limit of 10; the API answers the 11th with 535", async () => {
+    const set = await limit(user, "0", 10);
+    expect(set).toMatchObject({
+      account: user.namespace,
+      max: 10,
+      resourcetype: "0",
+      resourcetypename: "user_vm",
+    });
+    await quotaCounts(user, "count/virtualmachines.stratus.io");
+    const asUser = client.impersonating(user.user);
+    const created = await Promise.allSettled(
+      Array.from({ length: 50 }, (_, i) =>
+        asUser.create(Resources.virtualMachines, vmObject(user, `burst-${i}`)),
+      ),
+    );
+    const refused = created.flatMap((c) => (c.status === "rejected" ? [c.reason as ApiError] : []));
+    expect(
+      created.filter((c) => c.status === "fulfilled"),
+      refused[0]?.message,
+    ).toHaveLength(10);
+    expect(refused).toHaveLength(40);
+    for (const error of refused) {
+      expect(error.status).toBe(403);
+      expect(error.message).toContain("exceeded quota: stratus-resource-limits");
+    }
+    expect(await vmsOf(user)).toHaveLength(10);
+
+    const network = await cs(user, "createNetwork", {
+      name: "main",
+      displaytext: "main",
+      networkofferingid: NETWORK_OFFERING,
+      zoneid: ids.zone,
+      gateway: "10.73.0.1",
+      netmask: "255.255.255.0",
+    });
+    expect(network.stderr).toBe("");
+    const eleventh = await answer(user, {
+      command: "deployVirtualMachine",
+      serviceofferingid: ids.small,
+      templateid: ids.template,
+      zoneid: ids.zone,
+      name: "eleventh",
+    });
+    expect(eleventh.status, JSON.stringify(eleventh.body)).toBe(535);
+    expect(eleventh.body.errortext).toContain("Maximum number of resources of type 'user_vm'");
+    expect(eleventh.body.cserrorcode).toBe(4370);
+
+    // As CloudStack lists them: every type, -1 where there is no limit.
+    const listed = (await cs(user, "listResourceLimits")).json.resourcelimit as Row[];
+    expect(listed).toHaveLength(12);
+    expect(listed.find((l) => l.resourcetype === "0")?.max).toBe(10);
+    expect(listed.find((l) => l.resourcetype === "8")?.max).toBe(-1);
+    const counted = (
+      await cs(admin, "updateResourceCount", {
+        domainid: ROOT_DOMAIN_ID,
+        account: user.namespace,
+        resourcetype: "0",
+      })
+    ).json.resourcecount as Row[];
+    expect(counted).toEqual([expect.objectContaining({ resourcecount: 10, resourcetypename: "user_vm" })]);
+  });
+
+  it("holds VMs past the account's CPU limit with a condition that says so, and places them once it is raised", async () => {
+    await limit(second, "8", 3);
+    const asSecond = client.impersonating(second.user);
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        asSecond.create(Resources.virtualMachines, vmObject(second, `cpu-${i}`)),
+      ),
+    );
+    const settled = await waitFor("three VMs placed and two held", async () => {
+      const vms = await vmsOf(second);
+      const held = vms.filter((vm) =>
+        vm.status?.conditions?.some((c) => c.type === "Scheduled" && c.reason === "ResourceLimitExceeded"),
+      );
+      return vms.filter((vm) => vm.status?.host).length === 3 && held.length === 2 ? held : undefined;
+    });
+    expect(settled[0]?.status?.conditions?.find((c) => c.type === "Scheduled")?.message).toContain(
+      "3 of 3 CPUs in use, this VM needs 1",
+    );
+    // Nothing more is placed while the limit stands.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect((await vmsOf(second)).filter((vm) => vm.status?.host)).toHaveLength(3);
+    const counted = (await cs(second, "updateResourceCount", { domainid: ROOT_DOMAIN_ID, resourcetype: "8" }))
+      .json.resourcecount as Row[];
+    expect(counted[0]?.resourcecount).toBe(3);
+
+    await limit(second, "8", 5);
+    await waitFor("all five VMs placed", async () =>
+      (await vmsOf(second)).every((vm) => vm.status?.host) ? true : undefined,
+    );
+    // -1 lifts the limit: the key leaves the quota, the other limits stay.
+    await limit(second, "0", 20);
+    await limit(second, "8", -1);
+    const quota = await client.get<ResourceQuota>(RESOURCE_QUOTAS, RESOURCE_LIMITS_QUOTA, second.namespace);
+    expect(quota.spec?.hard).toEqual({ "count/virtualmachines.stratus.io": "20" });
+  });
+
+  it("lets no user raise a limit, through the API or kubectl; refuses what it cannot limit", async () => {
+    const raise = await answer(user, {
+      command: "updateResourceLimit",
+      account: user.namespace,
+      resourcetype: "0",
+      max: "1000",
+    });
+    expect(raise.status).toBe(531);
+    const viaKubectl = await client
+      .impersonating(user.user)
+      .apply(
+        RESOURCE_QUOTAS,
+        {
+          metadata: { name: RESOURCE_LIMITS_QUOTA, namespace: user.namespace },
+          spec: { hard: { "count/virtualmachines.stratus.io": "1000" } },
+        },
+        { fieldManager: "tenant" },
+      )
+      .catch((error: ApiError) => error);
+    expect((viaKubectl as ApiError).status).toBe(403);
+    // Another account's limits are an administrator's to read.
+    expect((await answer(user, { command: "listResourceLimits", account: second.namespace })).status).toBe(
+      531,
+    );
+
+    const refusedType = await answer(admin, {
+      command: "updateResourceLimit",
+      account: user.namespace,
+      resourcetype: "10",
+      max: "100",
+    });
+    expect(refusedType).toMatchObject({
+      status: 431,
+      body: { errortext: expect.stringContaining("cannot be limited") },
+    });
+    for (const bad of [
+      { resourcetype: "0", max: "-5" },
+      { resourcetype: "12", max: "1" },
+      { resourcetype: "0", max: "ten" },
+    ])
+      expect(
+        (await answer(admin, { command: "updateResourceLimit", account: user.namespace, ...bad })).status,
+      ).toBe(431);
+    expect(
+      (
+        await answer(admin, {
+          command: "updateResourceLimit",
+          account: `none-${suffix}`,
+          resourcetype: "0",
+          max: "1",
+        })
+      ).status,
+    ).toBe(431);
+  });
+});
