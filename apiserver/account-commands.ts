@@ -5,7 +5,7 @@
 // anyone else gets 531. getUserKeys and registerUserKeys also serve a user its own keys.
 import { randomBytes } from "node:crypto";
 import type { AsyncJob } from "../crds/index.ts";
-import { isConflict, type KubeObject } from "../runtime/client.ts";
+import { isConflict, type KubeObject, NAMESPACE } from "../runtime/client.ts";
 import type { ReviewedType } from "./access.ts";
 import {
   type AccountRole,
@@ -150,16 +150,37 @@ const createAccount: Command = {
   },
 };
 
+/**
+ * The accounts a caller may list: an administrator's every account, anyone else's only its own (as
+ * CloudStack lists a user's), whether or not createAccount made it.
+ */
+async function visibleAccounts(call: Call): Promise<KubeObject[]> {
+  if (await isAdministrator(call)) return call.api.accountNamespaces.list();
+  const own =
+    call.api.accountNamespaces.get(call.caller.account) ??
+    (await call.api.client.get<KubeObject>(NAMESPACE, call.caller.account).catch(() => undefined));
+  return own ? [own] : [];
+}
+
+/** Users' records a caller may list: an administrator's of any account, anyone else's of its own. */
+async function visibleUsers(call: Call, account: string | undefined): Promise<Secret[]> {
+  if (await isAdministrator(call)) return records(call).users(account);
+  if (account !== undefined && account !== call.caller.account) await requireAdministrator(call);
+  return records(call).users(call.caller.account);
+}
+
 const listAccounts: Command = {
   async handler(call) {
-    await requireAdministrator(call);
     const id = call.params.uuid("id");
     const name = call.params.get("name");
     const keyword = call.params.get("keyword")?.toLowerCase();
     const type = call.params.get("accounttype");
-    const users = await records(call).users();
-    const accounts = call.api.accountNamespaces
-      .list()
+    const visible = await visibleAccounts(call);
+    const users = await visibleUsers(
+      call,
+      visible.length === 1 ? (visible[0]?.metadata.name as string) : undefined,
+    );
+    const accounts = visible
       .filter((n) => !id || n.metadata.uid === id)
       .filter((n) => !name || n.metadata.name === name)
       .filter((n) => !keyword || (n.metadata.name as string).includes(keyword))
@@ -235,12 +256,11 @@ const createUser: Command = {
 
 const listUsers: Command = {
   async handler(call) {
-    await requireAdministrator(call);
     const id = call.params.uuid("id");
     const username = call.params.get("username");
     const account = call.params.get("account");
     const keyword = call.params.get("keyword")?.toLowerCase();
-    const users = (await records(call).users(account))
+    const users = (await visibleUsers(call, account))
       .filter((u) => !id || u.metadata.uid === id)
       .filter((u) => !username || userFields(u).username === username)
       .filter((u) => !keyword || userFields(u).username.toLowerCase().includes(keyword))

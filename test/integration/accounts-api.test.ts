@@ -231,11 +231,18 @@ describe.skipIf(!hasCs)("accounts and users over the CloudStack API (needs pytho
     expect((await answer(catAccount, { command: "listVirtualMachines" })).body).toEqual({});
     expect((await answer(catAccount, { command: "listVirtualMachines", listall: "true" })).body).toEqual({});
     expect((await answer(catAccount, { command: "getUserKeys", id: ben.id as string })).status).toBe(431);
-    // A user is no administrator: 531 for every account and user command.
+    // A user lists its own account and its users only, as in CloudStack.
+    const ownAccounts = (await answer(catAccount, { command: "listAccounts" })).body;
+    expect(ownAccounts.count).toBe(1);
+    expect((ownAccounts.account as Body[])[0]).toMatchObject({ name: TEAM_B });
+    expect((await answer(catAccount, { command: "listAccounts", name: TEAM_A })).body).toEqual({});
+    const ownUsers = (await answer(catAccount, { command: "listUsers" })).body;
+    expect((ownUsers.user as Body[]).map((u) => u.username)).toEqual([`cat-${suffix}`]);
+    // A user is no administrator: 531 for the account and user commands that change or reach others.
     for (const params of [
       { command: "createAccount", ...userArgs(`eve-${suffix}`), account: `acc-e-${suffix}` },
       { command: "createUser", ...userArgs(`eve-${suffix}`), account: TEAM_B },
-      { command: "listAccounts" },
+      { command: "listUsers", account: TEAM_A },
       { command: "deleteAccount", id: namespace.metadata.uid as string },
       { command: "deleteUser", id: ben.id as string },
     ]) {
