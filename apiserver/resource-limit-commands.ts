@@ -17,6 +17,7 @@ import {
 } from "../crds/resource-limits.ts";
 import { isNotFound, NAMESPACE } from "../runtime/client.ts";
 import { requireAdministrator } from "./account-commands.ts";
+import { accountNamespace } from "./account-input.ts";
 import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json, ROOT_DOMAIN_ID } from "./envelope.ts";
 import { page } from "./listing.ts";
@@ -33,6 +34,7 @@ async function accountOf(call: Call): Promise<string> {
   const account = call.params.get("account") ?? call.caller.account;
   if (account !== call.caller.account) {
     await requireAdministrator(call);
+    accountNamespace(account); // a system namespace, or no DNS label, is no account: 431
     const exists = await call.api.client.get(NAMESPACE, account).then(
       () => true,
       (error: unknown) => {

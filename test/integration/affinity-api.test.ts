@@ -20,6 +20,7 @@ import {
   signedRequest,
   jobOf as submitAndWait,
 } from "./cloudstack-accounts.ts";
+import { fuzzRequests } from "./fuzz.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
 import { createdUid, serveTinyImage, sharedControlPlane, useNamespace } from "./support.ts";
 
@@ -379,29 +380,14 @@ describe.skipIf(!hasCs)("CloudStack affinity groups (needs python3-cs)", () => {
       "pagesize",
       "account",
     ];
-    let seed = 16;
-    const pick = <T>(list: readonly T[]): T => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return list[seed % list.length] as T;
-    };
-    const allowed = new Set([200, 430, 431, 432, 531, 533, 536]);
-    const seen = new Map<number, number>();
-    let sent = 0;
-    await Promise.all(
-      Array.from({ length: 8 }, async () => {
-        while (sent < 5_000) {
-          sent++;
-          const params: Record<string, string> = { command: pick(commands) };
-          for (let n = pick([0, 1, 2, 3, 4]); n > 0; n--) params[pick(parameters)] = pick(values);
-          const response = await signedRequest(endpoint, bob, params);
-          seen.set(response.status, (seen.get(response.status) ?? 0) + 1);
-          if (!allowed.has(response.status))
-            expect.fail(
-              `${JSON.stringify(params)} answered ${response.status}: ${JSON.stringify(response.body)}`,
-            );
-        }
-      }),
-    );
+    const seen = await fuzzRequests({
+      endpoint,
+      account: bob,
+      commands,
+      parameters,
+      values,
+      allowed: new Set([200, 430, 431, 432, 531, 533, 536]),
+    });
     expect(seen.get(200)).toBeGreaterThan(0);
     expect(seen.get(431)).toBeGreaterThan(0);
   });

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT_DOMAIN_ID } from "../../apiserver/envelope.ts";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
 import { RESOURCE_LIMITS_QUOTA, RESOURCE_QUOTAS, type ResourceQuota } from "../../crds/resource-limits.ts";
-import { type ApiError, KubeClient, type KubeObject } from "../../runtime/client.ts";
+import { type ApiError, KubeClient, type KubeObject, NAMESPACE } from "../../runtime/client.ts";
 import {
   type Account,
   adminAndUser,
@@ -22,6 +22,7 @@ import {
   cs as runCs,
   signedRequest,
 } from "./cloudstack-accounts.ts";
+import { fuzzRequests } from "./fuzz.ts";
 import { logsOnFailure, type StratusProcess, startCloudStackCloud } from "./processes.ts";
 import { createdUid, serveTinyImage, sharedControlPlane, useNamespace, waitFor } from "./support.ts";
 
@@ -269,5 +270,72 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
         })
       ).status,
     ).toBe(431);
+  });
+
+  it("answers 5,000 fuzzed account and limit requests, an administrator's and a user's, with CloudStack's own codes", async () => {
+    const values = [
+      "",
+      "x",
+      "-1",
+      "0",
+      "8",
+      "12",
+      "memory",
+      "99999999999999999999",
+      "%00",
+      "a".repeat(300),
+      "true",
+      ROOT_DOMAIN_ID,
+      user.namespace,
+      second.namespace,
+      "kube-system",
+      randomBytes(16)
+        .toString("hex")
+        .replace(/^(.{8})(.{4})(.{4})(.{4})/, "$1-$2-$3-$4-"),
+    ];
+    const commands = [
+      "listResourceLimits",
+      "updateResourceLimit",
+      "updateResourceCount",
+      "listAccounts",
+      "listUsers",
+      "createAccount",
+      "createUser",
+      "deleteUser",
+      "getUserKeys",
+    ];
+    const parameters = [
+      "account",
+      "domainid",
+      "resourcetype",
+      "resourcetypename",
+      "max",
+      "id",
+      "name",
+      "username",
+      "keyword",
+      "page",
+      "pagesize",
+    ];
+    const allowed = new Set([200, 430, 431, 432, 531, 534, 535]);
+    for (const [account, seed] of [
+      [user, 16],
+      [admin, 61],
+    ] as const) {
+      const seen = await fuzzRequests({
+        endpoint,
+        account,
+        commands,
+        parameters,
+        values,
+        allowed,
+        total: 2_500,
+        seed,
+      });
+      expect(seen.get(200)).toBeGreaterThan(0);
+      expect(seen.get(431)).toBeGreaterThan(0);
+    }
+    // An administrator's fuzzing changed limits, never made an account it was not asked for.
+    expect((await client.get(NAMESPACE, "x").catch(() => undefined))?.metadata.name).toBeUndefined();
   });
 });
