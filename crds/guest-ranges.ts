@@ -115,6 +115,7 @@ export const NETWORK_REFUSALS: readonly string[] = [
   "CidrReserved",
   "CidrOverlaps",
   "VlanInUse",
+  "VxlanNotImplemented",
 ];
 
 /** Why the network controller refused the network, or nothing. */

@@ -114,16 +114,23 @@ export function networkComponent(settings: ControllerSettings): Component {
             await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...refusal });
             return;
           }
-          let segment: { vlan?: number; vni?: number } = {};
-          if (network.spec.vni !== undefined) segment = { vni: network.spec.vni };
-          else {
-            const outcome = await allocator.ensure(network, zoneVlanRange(zone, settings.vlanRange), log);
-            if ("problem" in outcome) {
-              await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...outcome.problem });
-              return;
-            }
-            segment = { vlan: outcome.vlan };
+          // No host agent joins a VXLAN across hosts yet: refused rather than a bridge per host that
+          // silently leaves VMs on different hosts apart.
+          if (network.spec.vni !== undefined) {
+            await writeNetworkStatus(network, kept, {
+              type: "Ready",
+              status: "False",
+              reason: "VxlanNotImplemented",
+              message: `VXLAN networks (spec.vni ${network.spec.vni}) are not implemented yet: hosts would not join the segment, so VMs on different hosts could not reach each other. Use spec.vlan, or no segment.`,
+            });
+            return;
           }
+          const outcome = await allocator.ensure(network, zoneVlanRange(zone, settings.vlanRange), log);
+          if ("problem" in outcome) {
+            await writeNetworkStatus(network, kept, { type: "Ready", status: "False", ...outcome.problem });
+            return;
+          }
+          const segment = { vlan: outcome.vlan };
           const plan = addressPlan(network);
           const used = addresses.byIndex("network", key).length;
           const total = plan ? allocatableCount(plan) : 0;
@@ -137,7 +144,7 @@ export function networkComponent(settings: ControllerSettings): Component {
               type: "Ready",
               status: "True",
               reason: "SegmentAllocated",
-              message: segment.vni !== undefined ? `VXLAN ${segment.vni}.` : `VLAN ${segment.vlan}.`,
+              message: `VLAN ${segment.vlan}.`,
             },
             {
               type: "InUse",

@@ -359,6 +359,21 @@ describe("tenant networks inside the zone's guest ranges and VLANs", () => {
       reason: "VlanInUse",
       message: `VLAN 42 is already held by another network of zone ${ZONE}.`,
     });
+    // A VXLAN segment, even an administrator's, is refused until hosts join VXLANs (issue 17).
+    await admin.create(
+      Resources.networks,
+      network(tenant.namespace, "overlay", { cidr: "10.210.22.0/24", vni: 5001 }),
+    );
+    const overlay = await readyOf(
+      tenant.namespace,
+      "overlay",
+      "the VXLAN refused",
+      (n) => ready(n)?.status === "False",
+    );
+    expect(ready(overlay)).toMatchObject({
+      reason: "VxlanNotImplemented",
+      message: expect.stringContaining("VMs on different hosts could not reach each other"),
+    });
   });
 
   it("gives 20 networks created at once 20 distinct VLANs of the range, says when it is exhausted, and releases a deleted network's", async () => {
