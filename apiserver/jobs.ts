@@ -76,6 +76,17 @@ export async function submitJob(
   });
 }
 
+/** An async command's answer: the job it submits (submitJob), by its id. */
+export async function jobAnswer(
+  call: Call,
+  command: string,
+  target: KubeObject & { kind?: string },
+  extra?: Record<string, string>,
+): Promise<Json> {
+  const job = await submitJob(call, command, target, extra);
+  return { jobid: job.metadata.uid as string };
+}
+
 /** The job parameter deleteNetwork records the VMs that still use the network in: the job fails. */
 export const IN_USE_BY = "stratus.inuseby";
 

@@ -1,14 +1,17 @@
-// createNetwork, refused up front as CloudStack refuses (431): a CIDR outside the zone's guest
-// ranges, over the cluster's own Service or pod ranges, or overlapping another network of the
-// zone, and a VLAN from anyone but an administrator.
+// CloudStack's network commands over the caller's Networks: list, create, update (its display
+// text) and delete. createNetwork is refused up front as CloudStack refuses (431): a CIDR outside
+// the zone's guest ranges, over the cluster's own Service or pod ranges, or overlapping another
+// network of the zone, and a VLAN from anyone but an administrator.
 // The network controller enforces the same rules on objects made with kubectl (a Ready=False
 // condition, nothing implemented), and the admission policy stratus-network-segments the VLAN's.
+// deleteNetwork, as CloudStack, does not delete a network VMs still use: its job fails at once.
 import { cidrProblem, freeCidr } from "../crds/guest-ranges.ts";
 import { type Network, Resources } from "../crds/index.ts";
 import { SEGMENT_GRANT } from "../crds/network-admission.ts";
 import type { Command } from "./api.ts";
-import { ApiError, ERROR } from "./envelope.ts";
-import { byId } from "./listing.ts";
+import { ApiError, ERROR, type Json } from "./envelope.ts";
+import { IN_USE_BY, jobAnswer, submitJob } from "./jobs.ts";
+import { byId, filtered, namespaced, ownedById, page } from "./listing.ts";
 import { DNS_LABEL } from "./params.ts";
 import { networkView } from "./views.ts";
 
@@ -63,6 +66,67 @@ export const NETWORK_COMMANDS: Record<string, Command> = {
         },
       });
       return { network: networkView(network, api) };
+    },
+  },
+  listNetworks: {
+    async handler(call) {
+      const zoneId = call.params.uuid("zoneid");
+      const networks = filtered(
+        call,
+        await namespaced(call, call.api.networks, Resources.networks),
+        (n) => n.spec.displayName,
+      )
+        .map((n) => networkView(n, call.api) as Record<string, Json>)
+        .filter((n) => !zoneId || n.zoneid === zoneId);
+      return page(call, "network", networks);
+    },
+  },
+  deleteNetwork: {
+    async: true,
+    async handler(call) {
+      const network = await ownedById(call, call.api.networks, Resources.networks);
+      // As CloudStack, a network VMs still use is not deleted: the job fails at once (jobs.ts)
+      // rather than waiting for the VMs and deleting it later unasked.
+      const users = call.api.vms
+        .list()
+        .filter(
+          (vm) =>
+            vm.metadata.namespace === network.metadata.namespace &&
+            (vm.spec.nics ?? []).some((nic) => nic.network === network.metadata.name),
+        )
+        .map((vm) => vm.metadata.name as string);
+      if (users.length > 0)
+        return jobAnswer(
+          call,
+          "deleteNetwork",
+          { ...network, kind: "Network" },
+          { [IN_USE_BY]: users.join(",") },
+        );
+      const job = await submitJob(call, "deleteNetwork", network);
+      await call.caller.client.delete(
+        Resources.networks,
+        network.metadata.name as string,
+        network.metadata.namespace,
+      );
+      return { jobid: job.metadata.uid as string };
+    },
+  },
+  updateNetwork: {
+    async: true,
+    async handler(call) {
+      const network = await ownedById(call, call.api.networks, Resources.networks);
+      const displayText = call.params.get("displaytext");
+      if (displayText)
+        await call.caller.client.mergePatch(
+          Resources.networks,
+          network.metadata.name as string,
+          network.metadata.namespace,
+          {
+            spec: { displayName: displayText },
+          },
+        );
+      const job = await submitJob(call, "updateNetwork", { ...network, kind: "Network" });
+      return { jobid: job.metadata.uid as string };
     },
   },
 };

@@ -1,0 +1,240 @@
+// CloudStack's virtual machine commands over the caller's VirtualMachines: list, deploy (with its
+// networks, user data, guest login, affinity groups and data disk), start, stop, reboot, update,
+// change of service offering, destroy and expunge (the same: Stratus deletes at once) and recover
+// (refused: nothing is ever left to recover). Start, stop and reboot change the VM and answer a job
+// that ends when the VM gets there (jobs.ts).
+import { displayState } from "../crds/display-state.ts";
+import { type Network, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
+import { groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
+import type { Call, CloudStackApi, Command } from "./api.ts";
+import { createDeployDataDisk } from "./deploy-disk.ts";
+import { ApiError, ERROR, entityNotFound, type Json } from "./envelope.ts";
+import { deployGuestLogin, writeVmPassword } from "./guest-login.ts";
+import { guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
+import { jobAnswer, submitJob } from "./jobs.ts";
+import { byId, filtered, namespaced, ownedById, page } from "./listing.ts";
+import { DNS_LABEL } from "./params.ts";
+import { requestedUserData, userDataSecretName, writeUserData } from "./user-data.ts";
+import { virtualMachineView } from "./views.ts";
+
+const vmView = (api: CloudStackApi, vm: VirtualMachine) => virtualMachineView(vm, api);
+
+function setRunStrategy(call: Call, vm: VirtualMachine, runStrategy: "Always" | "Halted") {
+  return call.caller.client.mergePatch(
+    Resources.virtualMachines,
+    vm.metadata.name as string,
+    vm.metadata.namespace,
+    {
+      spec: { runStrategy },
+    },
+  );
+}
+
+/** start and stop: the VM's runStrategy, then a job that ends when the VM gets there. */
+function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): Command {
+  return {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      await setRunStrategy(call, vm, runStrategy);
+      return jobAnswer(call, command, vm);
+    },
+  };
+}
+
+/**
+ * A deploy without networkids gets the account's network in the zone, as CloudStack's default
+ * network. Stratus does not create one for an account that has none; with several the client
+ * must choose, as CloudStack asks.
+ */
+function defaultNetwork(call: Call, zone: string): Network {
+  const account = call.caller.account;
+  const own = call.api.networks
+    .list()
+    .filter((n) => n.metadata.namespace === account && n.spec.zone === zone && !n.metadata.deletionTimestamp);
+  if (own.length === 1) return own[0] as Network;
+  throw new ApiError(
+    ERROR.PARAM,
+    own.length === 0
+      ? `Account ${account} has no network in zone ${zone}; create one with createNetwork or specify networkIds (Stratus does not create an account's default network)`
+      : `More than 1 default Isolated networks are found for account ${account}; please specify networkIds`,
+  );
+}
+
+const destroyVirtualMachine: Command = {
+  async: true,
+  async handler(call) {
+    const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+    // Stratus has no recycle bin: destroy deletes, with or without expunge.
+    const job = await submitJob(call, "destroyVirtualMachine", vm);
+    await call.caller.client.delete(
+      Resources.virtualMachines,
+      vm.metadata.name as string,
+      vm.metadata.namespace,
+    );
+    return { jobid: job.metadata.uid as string };
+  },
+};
+
+export const VM_COMMANDS: Record<string, Command> = {
+  listVirtualMachines: {
+    async handler(call) {
+      const state = call.params.get("state")?.toLowerCase();
+      const zoneId = call.params.uuid("zoneid");
+      const members = await groupMembersFilter(call);
+      const vms = filtered(
+        call,
+        await namespaced(call, call.api.vms, Resources.virtualMachines),
+        (vm) => vm.spec.displayName,
+      )
+        .filter(members)
+        .map((vm) => vmView(call.api, vm) as Record<string, Json>)
+        .filter((vm) => !state || String(vm.state).toLowerCase() === state)
+        .filter((vm) => !zoneId || vm.zoneid === zoneId);
+      return page(call, "virtualmachine", vms);
+    },
+  },
+  deployVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const { params, api } = call;
+      const offering = byId(api.serviceOfferings, call, "serviceofferingid");
+      const template = byId(api.templates, call, "templateid");
+      const zone = byId(api.zones, call, "zoneid");
+      const name = (params.get("name") ?? `vm-${Math.random().toString(16).slice(2, 10)}`).toLowerCase();
+      if (!DNS_LABEL.test(name) || name.length > 63)
+        throw new ApiError(
+          ERROR.PARAM,
+          `Invalid parameter name value=${name}: a VM name is a host name (letters, digits and hyphens)`,
+        );
+      const asked = params.list("networkids").map((id) => {
+        const [network] = api.networks.byIndex("uid", id.toLowerCase());
+        if (!network || network.metadata.namespace !== call.caller.account)
+          throw entityNotFound("networkids", id);
+        return network;
+      });
+      const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
+      const rootDiskSize = params.integer("rootdisksize");
+      const userData = await requestedUserData(call, call.caller.account);
+      const guestLogin = await deployGuestLogin(call, template, name);
+      const address = params.get("ipaddress");
+      const affinityGroups = await requestedGroups(call, call.caller.account);
+      const dataDisk = await createDeployDataDisk(call, name, zone.metadata.name as string);
+      const created = call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "VirtualMachine",
+        metadata: {
+          name,
+          namespace: call.caller.account,
+          annotations: { "stratus.io/created-by": "cloudstack-api" },
+        },
+        spec: {
+          zone: zone.metadata.name as string,
+          serviceOffering: offering.metadata.name as string,
+          template: template.metadata.name as string,
+          runStrategy: params.flag("startvm", true) ? "Always" : "Halted",
+          ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
+          ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
+          ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
+          ...(affinityGroups?.length ? { placement: { affinityGroups } } : {}),
+          ...(dataDisk ? { dataVolumes: [dataDisk.slot] } : {}),
+          ...guestLogin.spec,
+          nics: networks.map((network, index) => ({
+            name: `eth${index}`,
+            network: network.metadata.name as string,
+            ...(index === 0 && address ? { ipAddress: address } : {}),
+          })),
+        },
+      });
+      const vm = await created.catch(async (error: unknown) => {
+        await dataDisk?.remove().catch(() => {});
+        throw error;
+      });
+      const pruned = prunedGuestLoginField(vm, guestLogin.spec);
+      // What the VM needs besides itself; without it, the deploy leaves nothing behind.
+      await Promise.all([
+        pruned ? Promise.reject(guestLoginUnsupported(pruned)) : undefined,
+        userData ? writeUserData(call, vm, userData) : undefined,
+        guestLogin.password ? writeVmPassword(api, vm, guestLogin.password) : undefined,
+      ]).catch(async (error: unknown) => {
+        await call.caller.client.delete(Resources.virtualMachines, name, call.caller.account).catch(() => {});
+        await dataDisk?.remove().catch(() => {});
+        throw error;
+      });
+      const job = await submitJob(call, "deployVirtualMachine", vm);
+      return { id: vm.metadata.uid as string, jobid: job.metadata.uid as string };
+    },
+  },
+  startVirtualMachine: runStrategyCommand("startVirtualMachine", "Always"),
+  stopVirtualMachine: runStrategyCommand("stopVirtualMachine", "Halted"),
+  destroyVirtualMachine,
+  // Destroy already deletes in Stratus: expunging a VM that still exists is destroying it.
+  expungeVirtualMachine: destroyVirtualMachine,
+  recoverVirtualMachine: {
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      throw new ApiError(
+        ERROR.PARAM,
+        `VM ${vm.metadata.name} is not destroyed: Stratus deletes destroyed VMs at once, so there is nothing to recover`,
+      );
+    },
+  },
+  rebootVirtualMachine: {
+    async: true,
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      if (displayState(vm) !== "Running")
+        throw new ApiError(
+          ERROR.PARAM,
+          `Invalid state of VM ${vm.metadata.name}: only a running VM can be rebooted`,
+        );
+      await call.caller.client.mergePatch(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          metadata: { annotations: { [RESTART_ANNOTATION]: new Date().toISOString() } },
+        },
+      );
+      return jobAnswer(call, "rebootVirtualMachine", vm);
+    },
+  },
+  updateVirtualMachine: {
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      const displayName = call.params.get("displayname");
+      const userData = await requestedUserData(call, vm.metadata.namespace as string);
+      const secret = userData ? userDataSecretName(vm.metadata.name as string) : undefined;
+      const updated = await call.caller.client.mergePatch<VirtualMachine>(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          spec: { ...(displayName ? { displayName } : {}), ...(secret ? { userDataSecret: secret } : {}) },
+        },
+      );
+      if (userData) await writeUserData(call, updated, userData);
+      return { virtualmachine: vmView(call.api, updated) };
+    },
+  },
+  changeServiceForVirtualMachine: {
+    async handler(call) {
+      const vm = await ownedById(call, call.api.vms, Resources.virtualMachines);
+      const offering = byId(call.api.serviceOfferings, call, "serviceofferingid");
+      if (displayState(vm) !== "Stopped")
+        throw new ApiError(
+          ERROR.PARAM,
+          `Unable to change the service offering of VM ${vm.metadata.name}: stop it first`,
+        );
+      const updated = await call.caller.client.mergePatch<VirtualMachine>(
+        Resources.virtualMachines,
+        vm.metadata.name as string,
+        vm.metadata.namespace,
+        {
+          spec: { serviceOffering: offering.metadata.name as string },
+        },
+      );
+      return { virtualmachine: vmView(call.api, updated) };
+    },
+  },
+};
