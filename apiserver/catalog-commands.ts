@@ -1,13 +1,11 @@
 // CloudStack's catalog commands: what a caller may choose from, not what it owns. Zones and
 // service and disk offerings list from their cluster-scoped kinds for anyone RBAC lets list them;
 // templates list once per zone they are available in; the network offering, capabilities, domain
-// and OS types are what Stratus has (one offering, the ROOT domain, the templates' OS types);
-// listApis lists the commands the registry (commands.ts) serves.
+// and OS types are what Stratus has (one offering, the ROOT domain, the templates' OS types).
 import { Resources } from "../crds/index.ts";
 import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { CloudStackApi, Command } from "./api.ts";
-import { apiIndex, COMMANDS } from "./commands.ts";
 import { entityNotFound, type Json, ROOT_DOMAIN_ID } from "./envelope.ts";
 import { filtered, page, requireClusterRead } from "./listing.ts";
 import {
@@ -99,17 +97,6 @@ export const CATALOG_COMMANDS: Record<string, Command> = {
           dynamicrolesenabled: false,
         },
       };
-    },
-  },
-  listApis: {
-    async handler(call) {
-      const name = call.params.get("name");
-      const apis = apiIndex().filter((api) => api.name in COMMANDS && (!name || api.name === name));
-      return page(
-        call,
-        "api",
-        apis.map((api) => api as unknown as Json),
-      );
     },
   },
   listDomains: {

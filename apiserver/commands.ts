@@ -7,10 +7,12 @@ import { ACCOUNT_COMMANDS } from "./account-commands.ts";
 import { AFFINITY_COMMANDS } from "./affinity-commands.ts";
 import type { Command } from "./api.ts";
 import { CATALOG_COMMANDS } from "./catalog-commands.ts";
+import type { Json } from "./envelope.ts";
 import { GUEST_LOGIN_COMMANDS } from "./guest-login.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
 import { JOB_COMMANDS } from "./job-commands.ts";
 import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
+import { page } from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
 import { RESOURCE_LIMIT_COMMANDS } from "./resource-limit-commands.ts";
@@ -24,7 +26,23 @@ import { VM_MIGRATION_COMMANDS } from "./vm-migration-commands.ts";
 import { VOLUME_COMMANDS } from "./volume-commands.ts";
 import { VOLUME_MIGRATION_COMMANDS } from "./volume-migration-commands.ts";
 
+/** listApis: CloudStack's index of the commands this registry serves. */
+const API_INDEX_COMMANDS: Record<string, Command> = {
+  listApis: {
+    async handler(call) {
+      const name = call.params.get("name");
+      const apis = apiIndex().filter((api) => api.name in COMMANDS && (!name || api.name === name));
+      return page(
+        call,
+        "api",
+        apis.map((api) => api as unknown as Json),
+      );
+    },
+  },
+};
+
 export const COMMANDS: Record<string, Command> = {
+  ...API_INDEX_COMMANDS,
   ...CATALOG_COMMANDS,
   ...VM_COMMANDS,
   ...JOB_COMMANDS,

@@ -24,7 +24,8 @@ import { ERROR, errorBody, formatDate, type Json } from "./envelope.ts";
 import { withVmPassword } from "./guest-login.ts";
 import { networkView, virtualMachineView, volumeView } from "./views.ts";
 
-function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
+/** The VM a volume is attached to, as the cache shows it. */
+export function attachedTo(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const name = volume.status?.attachedTo?.virtualMachine;
   return name ? api.vms.get(`${volume.metadata.namespace}/${name}`) : undefined;
 }

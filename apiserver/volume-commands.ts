@@ -5,18 +5,13 @@ import { Resources, type VirtualMachine, type Volume, type VolumeSnapshot } from
 import { parseQuantity } from "../crds/quantity.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
-import { submitJob } from "./jobs.ts";
+import { attachedTo, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page, patchFromCurrent } from "./listing.ts";
 import { DNS_LABEL } from "./params.ts";
 import { snapshotState } from "./snapshot-views.ts";
 import { volumeView } from "./views.ts";
 
 const GIB = 1024n ** 3n;
-
-const attachedVm = (api: CloudStackApi, volume: Volume) => {
-  const name = volume.status?.attachedTo?.virtualMachine;
-  return name ? api.vms.get(`${volume.metadata.namespace}/${name}`) : undefined;
-};
 
 function ownerVm(api: CloudStackApi, volume: Volume): VirtualMachine | undefined {
   const owner = volume.metadata.ownerReferences?.find((o) => o.kind === "VirtualMachine");
@@ -84,7 +79,7 @@ export const VOLUME_COMMANDS: Record<string, Command> = {
         .filter((v) => !type || (v.spec.type ?? "DATADISK") === type)
         .map(
           (v) =>
-            volumeView(v, call.api, attachedVm(call.api, v) ?? ownerVm(call.api, v)) as Record<string, Json>,
+            volumeView(v, call.api, attachedTo(call.api, v) ?? ownerVm(call.api, v)) as Record<string, Json>,
         )
         .filter((v) => !vmId || v.virtualmachineid === vmId);
       return page(call, "volume", volumes);
