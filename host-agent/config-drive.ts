@@ -80,16 +80,17 @@ export function configDriveFiles(content: ConfigDriveContent): Map<string, Buffe
   );
   if (content.userData) files.set("openstack/latest/user_data", content.userData);
   // cloud-init sets the password from vendor data (it does not read admin_pass); user data may
-  // still override it, as on OpenStack.
+  // still override it, as on OpenStack. cloud-init sets it once per instance, so vendor data also
+  // installs a per-boot script that applies a password reset at the next boot.
+  const vendorConfig = {
+    ...(content.password !== undefined
+      ? { password: content.password, chpasswd: { expire: false }, ssh_pwauth: true }
+      : {}),
+    write_files: [{ path: PASSWORD_RESET_SCRIPT_PATH, permissions: "0700", content: PASSWORD_RESET_SCRIPT }],
+  };
   text(
     "openstack/latest/vendor_data.json",
-    JSON.stringify(
-      content.password !== undefined
-        ? {
-            "cloud-init": `#cloud-config\n${JSON.stringify({ password: content.password, chpasswd: { expire: false }, ssh_pwauth: true })}\n`,
-          }
-        : {},
-    ),
+    JSON.stringify({ "cloud-init": `#cloud-config\n${JSON.stringify(vendorConfig)}\n` }),
   );
   text("openstack/latest/network_data.json", JSON.stringify(networkData(content.nics)));
 
@@ -109,6 +110,37 @@ export function configDriveFiles(content: ConfigDriveContent): Map<string, Buffe
   if (content.password !== undefined) text("cloudstack/password/vm_password.txt", content.password);
   return files;
 }
+
+/** Where cloud-init's scripts_per_boot module finds the password reset script. */
+export const PASSWORD_RESET_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/stratus-password";
+
+/**
+ * CloudStack's cloud-set-guest-password, for cloud-init guests: at each boot, a password in the
+ * config drive that differs from the last one applied is set for cloud-init's default user (named
+ * in the sudoers rule cloud-init writes; the first regular user otherwise). Only its hash is kept.
+ */
+const PASSWORD_RESET_SCRIPT = `#!/bin/sh
+# Installed by Stratus (vendor data): applies resetPasswordForVirtualMachine at the next boot.
+set -u
+device=$(blkid -t LABEL=config-2 -o device | head -n 1)
+[ -n "$device" ] || exit 0
+mnt=$(mktemp -d)
+mount -o ro "$device" "$mnt" 2>/dev/null || { rmdir "$mnt"; exit 0; }
+file="$mnt/cloudstack/password/vm_password.txt"
+if [ -s "$file" ]; then
+  sum=$(sha256sum "$file" | cut -d " " -f 1)
+  if [ "$sum" != "$(cat /var/lib/stratus-password-applied 2>/dev/null)" ]; then
+    user=$(awk '/^# User rules for /{print $5; exit}' /etc/sudoers.d/90-cloud-init-users 2>/dev/null)
+    [ -n "$user" ] || user=$(getent passwd 1000 | cut -d: -f1)
+    if [ -n "$user" ] && printf '%s:%s\\n' "$user" "$(head -n 1 "$file")" | chpasswd; then
+      echo "$sum" > /var/lib/stratus-password-applied
+      chmod 600 /var/lib/stratus-password-applied
+    fi
+  fi
+fi
+umount "$mnt"
+rmdir "$mnt"
+`;
 
 /** OpenStack's network_data.json: each NIC by MAC, its static address, the DNS servers. */
 function networkData(nics: ConfigDriveNic[]) {

@@ -205,6 +205,39 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       );
       expect(check.stdout.trim()).toBe("True");
 
+      // A password reset (what resetPasswordForVirtualMachine writes, with the VM stopped) reaches
+      // the guest at its next boot, though cloud-init sets passwords once per instance.
+      const reset = `pw-${randomBytes(6).toString("hex")}`;
+      await client.mergePatch(SECRET, `${vmName}-password`, namespace, {
+        data: { password: Buffer.from(reset).toString("base64") },
+      });
+      const setRunStrategy = (runStrategy: string) =>
+        client.mergePatch(Resources.virtualMachines, vmName, namespace, { spec: { runStrategy } });
+      await setRunStrategy("Halted");
+      await waitFor(
+        "the VM Stopped",
+        async () =>
+          (await client.get<VirtualMachine>(Resources.virtualMachines, vmName, namespace)).status?.state ===
+          "Stopped",
+        { timeoutMs: 180_000 },
+      );
+      await setRunStrategy("Always");
+      await waitFor(
+        "ssh into the restarted guest",
+        async () => ((await ssh("true")).code === 0 ? true : undefined),
+        { timeoutMs: 600_000, intervalMs: 3_000 },
+      );
+      await waitFor(
+        "the reset password set",
+        async () => {
+          const now = await ssh(
+            `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${reset}", h) == h)'`,
+          );
+          return now.stdout.trim() === "True" ? true : undefined;
+        },
+        { timeoutMs: 120_000, intervalMs: 3_000 },
+      );
+
       // Deleted: the domain and its config drive go.
       await client.delete(Resources.virtualMachines, vmName, namespace);
       await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 120_000 });
