@@ -18,6 +18,7 @@ import {
   adminAndUser,
   bindCloudUserRole,
   hasCs,
+  jobOf,
   makeAccount,
   cs as runCs,
   signedRequest,
@@ -266,6 +267,51 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
         (await answer(admin, { command: "updateResourceLimit", account, resourcetype: "0", max: "1" }))
           .status,
       ).toBe(431);
+  });
+
+  it("deletes an account that still runs a VM: its VM, volumes and network are released, then the job ends", async () => {
+    const account = `rl-del-${suffix}`;
+    const made = await cs(admin, "createAccount", {
+      account,
+      username: `del-${suffix}`,
+      password: `pw-del-${suffix}`,
+      email: "del@example.com",
+      firstname: "Del",
+      lastname: "Ete",
+    });
+    expect(made.stderr, made.stdout).toBe("");
+    await client.create(Resources.networks, {
+      metadata: { name: "main", namespace: account },
+      spec: { zone: ZONE, type: "Isolated", cidr: "10.74.0.0/24", gateway: "10.74.0.1" },
+    } as KubeObject);
+    await client.create(Resources.virtualMachines, {
+      metadata: { name: "worker", namespace: account },
+      spec: {
+        zone: ZONE,
+        serviceOffering: OFFERING,
+        template: TEMPLATE,
+        nics: [{ name: "eth0", network: "main" }],
+      },
+    } as KubeObject);
+    const running = await waitFor("the account's VM Running", async () => {
+      const vm = await client.get<VirtualMachine>(Resources.virtualMachines, "worker", account);
+      return vm.status?.state === "Running" ? vm : undefined;
+    });
+    const domainsOf = async (host: string) => {
+      const agent = processes.find((p) => p.identity === host);
+      return JSON.parse((await (agent as StratusProcess).get("/debug/domains")).body) as { name: string }[];
+    };
+    const domain = `stratus-${running.metadata.uid}`;
+    expect((await domainsOf(running.status?.host as string)).map((d) => d.name)).toContain(domain);
+    const id = ((await cs(admin, "listAccounts", { name: account })).json.account as Row[])[0]?.id as string;
+    const deleted = await jobOf(endpoint, admin, { command: "deleteAccount", id });
+    expect(deleted.job, JSON.stringify(deleted.body)).toMatchObject({
+      jobstatus: 1,
+      jobresult: { success: true },
+    });
+    await expect(client.get(NAMESPACE, account)).rejects.toThrow();
+    // Nothing of it is left on the hosts either.
+    for (const host of HOSTS) expect((await domainsOf(host)).map((d) => d.name)).not.toContain(domain);
   });
 
   it("answers 5,000 fuzzed account and limit requests, an administrator's and a user's, with CloudStack's own codes", async () => {
