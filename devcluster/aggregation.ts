@@ -7,8 +7,8 @@ import { join } from "node:path";
 import { SUBRESOURCE_GROUP, SUBRESOURCE_VERSION } from "../apiserver/subresources.ts";
 import type { KubeClient, KubeObject, ResourceType } from "../runtime/client.ts";
 import { pollUntil } from "../runtime/time.ts";
-import { freePort } from "./controlplane.ts";
 import { createCertificateAuthority, issueCertificate } from "./pki.ts";
+import { freePort } from "./ports.ts";
 
 export const APISERVICE: ResourceType = {
   group: "apiregistration.k8s.io",

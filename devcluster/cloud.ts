@@ -4,32 +4,29 @@
 // offerings, the tiny template and a default network, and an API key for CloudStack clients.
 // `stratus down` stops them and takes the host out of service (no domain, network or pool is left
 // in libvirt); the API objects and disk files stay, so the next `stratus up` brings the VMs back.
-import { type ChildProcess, execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import type { KubeConfig } from "@kubernetes/client-node";
-import { API_KEY_LABEL, SECRET } from "../apiserver/api.ts";
 import { type Host, type Network, Resources } from "../crds/index.ts";
-import {
-  isAlreadyExists,
-  isNotFound,
-  KubeClient,
-  type KubeObject,
-  NAMESPACE,
-  type ResourceType,
-} from "../runtime/client.ts";
+import { isAlreadyExists, KubeClient, NAMESPACE } from "../runtime/client.ts";
 import { writeConsoleKeys } from "../runtime/console-ticket.ts";
-import { pollUntil } from "../runtime/time.ts";
 import { prepareSubresources, registerSubresources } from "./aggregation.ts";
 import { ControlPlaneSetupError, type Progress } from "./binaries.ts";
-import { freePort, isAlive, launch, tail, terminate } from "./controlplane.ts";
-import { canRunQemu, ensureLibvirtDaemons, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
+import {
+  CLOUD_PROCESSES,
+  type CloudProcess,
+  isStratusProcess,
+  PROJECT_ROOT,
+  SCRIPTS,
+  tearDownHost,
+  waitUntil,
+} from "./cloud-processes.ts";
+import { FIRST_VM, issueApiKey, SEED, seed } from "./cloud-seed.ts";
+import { buildTinyGuest } from "./guest-images.ts";
+import { chooseHypervisor, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
+import { freePort, freePortPreferring } from "./ports.ts";
+import { tail, terminate } from "./processes.ts";
 import {
   DEFAULT_BACKOFF,
   readSupervision,
@@ -41,35 +38,6 @@ import {
   supervisedProcesses,
   supervisorPaths,
 } from "./supervisor.ts";
-
-const run = promisify(execFile);
-const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));
-
-export const CLOUD_PROCESSES = ["operator", "apiserver", "host-agent"] as const;
-export type CloudProcess = (typeof CLOUD_PROCESSES)[number];
-const SCRIPTS: Record<CloudProcess, string> = {
-  operator: "operator/main.ts",
-  apiserver: "apiserver/main.ts",
-  "host-agent": "host-agent/main.ts",
-};
-
-/** The names `stratus up` seeds; `first-vm.yaml` and the printed commands use them. */
-export const SEED = {
-  zone: "local",
-  namespace: "default",
-  network: "default",
-  serviceOffering: "tiny",
-  diskOffering: "small-disk",
-  template: "tiny-linux",
-  keysNamespace: "stratus-api-keys",
-  apiKeySecret: "stratus-up-admin",
-  fieldManager: "stratus-up",
-  /**
-   * The host's CPU overcommit (CloudStack's cpu.overprovisioning.factor): a laptop's few cores
-   * would otherwise take only as many 1-vCPU VMs as it has cores. Set when the Host is first made.
-   */
-  cpuOvercommitRatio: 4,
-} as const;
 
 interface CloudState {
   libvirtUri: string;
@@ -371,245 +339,3 @@ export class LocalCloud {
     await writeFile(join(this.dir, "state.json"), `${JSON.stringify(this.state, null, 2)}\n`);
   }
 }
-
-export interface LaunchedComponent {
-  child: ChildProcess;
-  pid: number;
-  healthPort: number;
-  /** Resolves once /healthz answers; rejects with the end of the log if the process exits first. */
-  ready: Promise<void>;
-}
-
-/**
- * Starts a Stratus process (`operator/main.ts`, …) on this Node, in its own process group, output
- * appended to `logPath`, with a health port of its own.
- */
-export async function launchComponent(options: {
-  script: string;
-  args: string[];
-  logPath: string;
-  env?: NodeJS.ProcessEnv;
-}): Promise<LaunchedComponent> {
-  const healthPort = await freePort();
-  const child = await launch(
-    process.execPath,
-    [join(PROJECT_ROOT, options.script), ...options.args, `--health-address=127.0.0.1:${healthPort}`],
-    PROJECT_ROOT,
-    options.logPath,
-    options.script,
-    options.env,
-  );
-  const pid = child.pid as number;
-  const ready = waitUntil(`${options.script} to serve /healthz`, 60_000, async () => {
-    if (!isAlive(pid))
-      throw new ControlPlaneSetupError(
-        `${options.script} exited during start-up. The end of ${options.logPath}:\n${await tail(options.logPath, 20)}`,
-      );
-    return (await fetch(`http://127.0.0.1:${healthPort}/healthz`).catch(() => undefined))?.ok ?? false;
-  });
-  return { child, pid, healthPort, ready };
-}
-
-/**
- * `stratus-host-agent --teardown` on this machine: the Stratus domains (shut down within
- * `shutdownGraceSeconds`), networks and pool leave libvirt. Returns what the agent says it removed.
- */
-export async function tearDownHost(
-  libvirtUri: string,
-  shutdownGraceSeconds: number,
-  agent: { hostName: string; kubeconfig: string },
-): Promise<string> {
-  const { stdout } = await run(
-    process.execPath,
-    [
-      join(PROJECT_ROOT, SCRIPTS["host-agent"]),
-      "--teardown",
-      `--libvirt-uri=${libvirtUri}`,
-      `--shutdown-grace=${shutdownGraceSeconds}`,
-      `--host-name=${agent.hostName}`,
-      `--kubeconfig=${agent.kubeconfig}`,
-    ],
-    { env: { ...process.env, STRATUS_LOG_LEVEL: "warn" } },
-  );
-  return stdout.trim();
-}
-
-/** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
-async function chooseHypervisor(progress: Progress): Promise<{ uri: string; startedDaemons: boolean }> {
-  if (!canRunQemu()) {
-    progress(
-      `${process.getuid?.() === 0 ? "libvirt or QEMU is not installed" : "not root"}: using libvirt's test driver ` +
-        "(test:///default); VMs are simulated, nothing boots",
-    );
-    return { uri: "test:///default", startedDaemons: false };
-  }
-  const startedDaemons = await ensureLibvirtDaemons(progress);
-  progress("using real QEMU through qemu:///system (software emulation)");
-  return { uri: "qemu:///system", startedDaemons };
-}
-
-export async function buildTinyGuest(): Promise<{ kernel: string; initrd: string }> {
-  try {
-    const { stdout } = await run("bash", [join(PROJECT_ROOT, "test/images/build-tiny-guest.sh")], {
-      maxBuffer: 1 << 20,
-    });
-    const directory = stdout.trim();
-    return { kernel: join(directory, "vmlinuz"), initrd: join(directory, "initrd.gz") };
-  } catch (error) {
-    throw new ControlPlaneSetupError(
-      `cannot build the tiny guest: ${((error as { stderr?: string }).stderr || (error as Error).message).trim()}`,
-    );
-  }
-}
-
-/**
- * Builds (or reuses) the real cloud image: Debian with cloud-init reading the config drive,
- * OpenSSH and a boot loader (test/images/build-cloud-image.sh; root, a few minutes the first time).
- * Returns the qcow2's path.
- */
-export async function buildCloudImage(): Promise<string> {
-  try {
-    const { stdout } = await run("bash", [join(PROJECT_ROOT, "test/images/build-cloud-image.sh")], {
-      maxBuffer: 16 << 20,
-    });
-    return stdout.trim().split("\n").pop() as string;
-  } catch (error) {
-    throw new ControlPlaneSetupError(
-      `cannot build the cloud image: ${((error as { stderr?: string }).stderr || (error as Error).message).trim().slice(-2000)}`,
-    );
-  }
-}
-
-/** The catalogue and the default network, applied (so a second `stratus up` changes nothing). */
-async function seed(
-  client: KubeClient,
-  guest: { kernel: string; initrd: string },
-  secondary: string,
-): Promise<void> {
-  const apply = (type: ResourceType, object: KubeObject & { spec: object }) =>
-    client.apply(
-      type,
-      { apiVersion: "stratus.io/v1alpha1", kind: type.kind, ...object },
-      { fieldManager: SEED.fieldManager },
-    );
-  await apply(Resources.zones, {
-    metadata: { name: SEED.zone },
-    spec: {
-      displayName: "Local zone (stratus up)",
-      secondaryStorage: { path: secondary },
-      // Clear of the control plane's service range (10.0.0.0/24); freeSubnet picks from here.
-      guestCidrs: [LOCAL_GUEST_CIDR],
-      vlanRange: "100-999",
-    },
-  });
-  await apply(Resources.serviceOfferings, {
-    metadata: { name: SEED.serviceOffering },
-    spec: { displayName: "Tiny (1 vCPU, 128 MiB)", cpu: 1, memory: "128Mi" },
-  });
-  await apply(Resources.serviceOfferings, {
-    metadata: { name: "small" },
-    spec: { displayName: "Small (1 vCPU, 512 MiB)", cpu: 1, memory: "512Mi" },
-  });
-  await apply(Resources.diskOfferings, {
-    metadata: { name: SEED.diskOffering },
-    spec: { displayName: "Small disk (1 GiB)", size: "1Gi" },
-  });
-  await apply(Resources.templates, {
-    metadata: { name: SEED.template },
-    spec: {
-      displayName: "Tiny Linux (busybox, boots in seconds)",
-      osType: "Other Linux (64-bit)",
-      source: { directBoot: { kernel: guest.kernel, initrd: guest.initrd, commandLine: "console=ttyS0" } },
-    },
-  });
-  // A CIDR is fixed once chosen: an existing default network (and its VMs' addresses) stays as it is.
-  const existing = await client
-    .get<Network>(Resources.networks, SEED.network, SEED.namespace)
-    .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error)));
-  await apply(Resources.networks, {
-    metadata: { name: SEED.network, namespace: SEED.namespace },
-    spec: { zone: SEED.zone, cidr: existing?.spec.cidr ?? (await freeSubnet()) },
-  });
-}
-
-/**
- * A fresh API key Secret (in `keysNamespace`) for a Kubernetes user acting in `account` (a
- * namespace); `stratus up` issues one for `admin` in system:masters (CloudStack's root admin).
- */
-export async function issueApiKey(
-  client: KubeClient,
-  key: { name: string; keysNamespace: string; user: string; groups: string[]; account: string },
-): Promise<{ apiKey: string; secretKey: string }> {
-  const apiKey = randomBytes(24).toString("base64url");
-  const secretKey = randomBytes(32).toString("base64url");
-  await client.apply(
-    SECRET,
-    {
-      apiVersion: "v1",
-      kind: "Secret",
-      metadata: { name: key.name, namespace: key.keysNamespace, labels: { [API_KEY_LABEL]: "true" } },
-      stringData: { apiKey, secretKey, user: key.user, groups: key.groups.join(","), account: key.account },
-    } as KubeObject & Record<string, unknown>,
-    { fieldManager: SEED.fieldManager },
-  );
-  return { apiKey, secretKey };
-}
-
-/** Where the local zone's tenants put their networks. */
-export const LOCAL_GUEST_CIDR = "10.240.0.0/12";
-
-/** The first 10.250+n.0.0/24 no route on this machine covers (the default network's CIDR). */
-export async function freeSubnet(): Promise<string> {
-  const routes = await run("ip", ["-4", "route"]).then(
-    (r) => r.stdout,
-    () => "",
-  );
-  for (let second = 250; second < 255; second++) {
-    if (!routes.includes(`10.${second}.`)) return `10.${second}.0.0/24`;
-  }
-  return "10.255.0.0/24";
-}
-
-async function freePortPreferring(port: number): Promise<number> {
-  const free = await new Promise<boolean>((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-  return free ? port : freePort();
-}
-
-function isStratusProcess(pid: number, name: CloudProcess): boolean {
-  if (!isAlive(pid)) return false;
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8")
-      .split("\0")
-      .includes(join(PROJECT_ROOT, SCRIPTS[name]));
-  } catch {
-    return false;
-  }
-}
-
-/** Polls until `probe` holds; a timeout is a set-up error the CLI reports in one line. */
-function waitUntil(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
-  return pollUntil(what, probe, {
-    timeoutMs,
-    intervalMs: 500,
-    timeoutError: (message) => new ControlPlaneSetupError(message),
-  });
-}
-
-const FIRST_VM = `# Written by \`stratus up\`: a VM from the tiny template on the default network.
-apiVersion: stratus.io/v1alpha1
-kind: VirtualMachine
-metadata:
-  name: first-vm
-  namespace: ${SEED.namespace}
-spec:
-  zone: ${SEED.zone}
-  serviceOffering: ${SEED.serviceOffering}
-  template: ${SEED.template}
-  nics:
-    - name: eth0
-      network: ${SEED.network}
-`;

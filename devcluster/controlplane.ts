@@ -5,31 +5,41 @@
 import type { ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { request } from "node:https";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import { isAlive } from "../runtime/process-alive.ts";
+import { ApiServerReplica } from "./apiserver-replica.ts";
 import {
   type ControlPlaneBinaries,
   ControlPlaneSetupError,
   ensureBinaries,
   type Progress,
 } from "./binaries.ts";
-import { loadKubeConfig, renderKubeconfig } from "./kubeconfig.ts";
 import {
-  createCertificateAuthority,
-  createServiceAccountSigningKey,
-  issueCertificate,
-  loadCertificateAuthority,
-  type PemPair,
-} from "./pki.ts";
+  COMPONENTS,
+  type ComponentName,
+  commandLine,
+  isApiServerReady,
+  readinessProbe,
+  waitUntil,
+} from "./controlplane-components.ts";
+import { writeClientKubeconfig, writeCredentials } from "./controlplane-credentials.ts";
+import {
+  type ControlPlaneState,
+  isOurProcess,
+  livePids,
+  readState,
+  runningComponents,
+  saveState,
+  supervisorDir,
+} from "./controlplane-state.ts";
+import { loadKubeConfig } from "./kubeconfig.ts";
+import { freePort } from "./ports.ts";
 import { launch, tail, terminate } from "./processes.ts";
 import {
   DEFAULT_BACKOFF,
   readSupervision,
-  readSupervisorState,
   runningSupervisor,
   type Supervision,
   startSupervisor,
@@ -38,9 +48,6 @@ import {
 } from "./supervisor.ts";
 
 export { isAlive, launch, tail, terminate };
-
-export const COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager"] as const;
-export type ComponentName = (typeof COMPONENTS)[number];
 
 export interface ControlPlaneOptions {
   /** Where certificates, etcd data, logs and kubeconfigs live. A fresh temporary directory when absent. */
@@ -62,20 +69,9 @@ export interface Identity {
   kubeConfig: KubeConfig;
 }
 
-interface State {
-  ports: { etcdClient: number; etcdPeer: number; apiserver: number };
-  binaries: ControlPlaneBinaries;
-  pids: Partial<Record<ComponentName, number>>;
-  unsafeNoFsync: boolean;
-  /** Whether stop() deletes the directory (it was created as a temporary one). */
-  ownsDirectory: boolean;
-}
-
-const STATE_FILE = "state.json";
-
 export class LocalControlPlane {
   readonly dir: string;
-  private state: State;
+  private state: ControlPlaneState;
   private readonly children = new Map<ComponentName, ChildProcess>();
   private readonly detached: boolean;
   private readonly readyTimeoutMs: number;
@@ -83,7 +79,7 @@ export class LocalControlPlane {
   private adminConfig: KubeConfig | undefined;
   private readonly replicas = new Set<ApiServerReplica>();
 
-  private constructor(dir: string, state: State, options: ControlPlaneOptions) {
+  private constructor(dir: string, state: ControlPlaneState, options: ControlPlaneOptions) {
     this.dir = dir;
     this.state = state;
     this.detached = options.detached ?? false;
@@ -187,7 +183,7 @@ export class LocalControlPlane {
    */
   async issueIdentity(user: string, groups: readonly string[] = []): Promise<Identity> {
     const fileName = [user, ...groups].join("_").replace(/[^A-Za-z0-9_.-]+/g, "-");
-    const kubeconfigPath = await this.writeClientKubeconfig(fileName, user, groups);
+    const kubeconfigPath = await writeClientKubeconfig(this.dir, this.server, fileName, user, groups);
     return { user, groups, kubeconfigPath, kubeConfig: loadKubeConfig(kubeconfigPath) };
   }
 
@@ -237,149 +233,10 @@ export class LocalControlPlane {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  private async pem(name: string): Promise<PemPair> {
-    const pki = join(this.dir, "pki");
-    return {
-      certPem: await readFile(join(pki, `${name}.crt`), "utf8"),
-      keyPem: await readFile(join(pki, `${name}.key`), "utf8"),
-    };
-  }
-
   /** Creates CAs, serving and client certificates and kubeconfigs once; a restart reuses them. */
   private async writeCredentials(): Promise<void> {
-    const pki = join(this.dir, "pki");
-    await mkdir(pki, { recursive: true, mode: 0o700 });
-    await mkdir(join(this.dir, "kubeconfigs"), { recursive: true, mode: 0o700 });
-    await mkdir(join(this.dir, "logs"), { recursive: true });
-    if (!existsSync(join(pki, "sa.pub"))) {
-      this.progress("generating certificates");
-      const save = async (name: string, pair: PemPair) => {
-        await writeFile(join(pki, `${name}.crt`), pair.certPem);
-        await writeFile(join(pki, `${name}.key`), pair.keyPem, { mode: 0o600 });
-      };
-      const ca = await createCertificateAuthority("stratus-cluster-ca");
-      const frontProxyCa = await createCertificateAuthority("stratus-front-proxy-ca");
-      await save("ca", ca);
-      await save("front-proxy-ca", frontProxyCa);
-      await save(
-        "apiserver",
-        await issueCertificate(ca, {
-          commonName: "kube-apiserver",
-          usage: "server",
-          dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-          ipAddresses: ["127.0.0.1", "10.0.0.1"],
-        }),
-      );
-      await save(
-        "front-proxy-client",
-        await issueCertificate(frontProxyCa, { commonName: "front-proxy-client", usage: "client" }),
-      );
-      const serviceAccountKey = await createServiceAccountSigningKey();
-      await writeFile(join(pki, "sa.key"), serviceAccountKey.privateKeyPem, { mode: 0o600 });
-      await writeFile(join(pki, "sa.pub"), serviceAccountKey.publicKeyPem);
-      // kube-controller-manager runs as its own user, which the bootstrap RBAC policy provides for.
-      await this.writeClientKubeconfig("kube-controller-manager", "system:kube-controller-manager", []);
-      await this.writeClientKubeconfig("admin", "admin", ["system:masters"]);
-    }
+    await writeCredentials(this.dir, this.server, this.progress);
     await this.saveState();
-  }
-
-  /** Issues a client certificate for `CN=user, O=groups` and writes kubeconfigs/<fileName>.kubeconfig. */
-  private async writeClientKubeconfig(
-    fileName: string,
-    user: string,
-    groups: readonly string[],
-  ): Promise<string> {
-    const ca = await this.pem("ca");
-    const pair = await issueCertificate(await loadCertificateAuthority(ca), {
-      commonName: user,
-      organizations: groups,
-      usage: "client",
-    });
-    const path = join(this.dir, "kubeconfigs", `${fileName}.kubeconfig`);
-    const kubeconfig = renderKubeconfig({
-      server: this.server,
-      caPem: ca.certPem,
-      clientCertPem: pair.certPem,
-      clientKeyPem: pair.keyPem,
-      name: user,
-    });
-    await writeFile(path, kubeconfig, { mode: 0o600 });
-    return path;
-  }
-
-  private commandLine(
-    component: ComponentName,
-    apiserverPort = this.state.ports.apiserver,
-  ): [string, string[]] {
-    const { ports, binaries } = this.state;
-    const pki = (file: string) => join(this.dir, "pki", file);
-    switch (component) {
-      case "etcd":
-        return [
-          binaries.etcd,
-          [
-            `--name=stratus`,
-            `--data-dir=${join(this.dir, "etcd-data")}`,
-            `--listen-client-urls=http://127.0.0.1:${ports.etcdClient}`,
-            `--advertise-client-urls=http://127.0.0.1:${ports.etcdClient}`,
-            `--listen-peer-urls=http://127.0.0.1:${ports.etcdPeer}`,
-            `--initial-advertise-peer-urls=http://127.0.0.1:${ports.etcdPeer}`,
-            `--initial-cluster=stratus=http://127.0.0.1:${ports.etcdPeer}`,
-            ...(this.state.unsafeNoFsync ? ["--unsafe-no-fsync"] : []),
-          ],
-        ];
-      case "kube-apiserver":
-        return [
-          binaries.kubeApiserver,
-          [
-            `--etcd-servers=http://127.0.0.1:${ports.etcdClient}`,
-            "--bind-address=127.0.0.1",
-            // An explicit address: the machine may have no default route to derive one from.
-            "--advertise-address=127.0.0.1",
-            `--secure-port=${apiserverPort}`,
-            `--cert-dir=${join(this.dir, "pki")}`,
-            `--tls-cert-file=${pki("apiserver.crt")}`,
-            `--tls-private-key-file=${pki("apiserver.key")}`,
-            `--client-ca-file=${pki("ca.crt")}`,
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            `--service-account-issuer=https://127.0.0.1:${ports.apiserver}`,
-            `--service-account-key-file=${pki("sa.pub")}`,
-            `--service-account-signing-key-file=${pki("sa.key")}`,
-            "--service-cluster-ip-range=10.0.0.0/24",
-            // Loopback Endpoints for the kubernetes Service would be rejected in a loop.
-            "--endpoint-reconciler-type=none",
-            `--requestheader-client-ca-file=${pki("front-proxy-ca.crt")}`,
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            `--proxy-client-cert-file=${pki("front-proxy-client.crt")}`,
-            `--proxy-client-key-file=${pki("front-proxy-client.key")}`,
-          ],
-        ];
-      case "kube-controller-manager":
-        return [
-          binaries.kubeControllerManager,
-          [
-            `--kubeconfig=${join(this.dir, "kubeconfigs", "kube-controller-manager.kubeconfig")}`,
-            `--service-account-private-key-file=${pki("sa.key")}`,
-            `--root-ca-file=${pki("ca.crt")}`,
-            `--cluster-signing-cert-file=${pki("ca.crt")}`,
-            `--cluster-signing-key-file=${pki("ca.key")}`,
-            "--use-service-account-credentials",
-            "--controllers=*",
-            // Accounts' limits on Stratus kinds (ResourceQuota count/<kind>.stratus.io): a quota
-            // written before the quota controller discovered the CRDs (30 s after start) is counted
-            // at its next full resync, every 30 s here rather than 5 min.
-            "--resource-quota-sync-period=30s",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--secure-port=0",
-          ],
-        ];
-    }
   }
 
   /**
@@ -388,7 +245,7 @@ export class LocalControlPlane {
    */
   private async startSupervised(): Promise<void> {
     const components = COMPONENTS.map((component) => {
-      const [command, args] = this.commandLine(component);
+      const [command, args] = commandLine(this.dir, this.state, component);
       return { name: component, command, args, cwd: this.dir, logPath: this.logPath(component) };
     });
     const dir = supervisorDir(this.dir);
@@ -404,11 +261,12 @@ export class LocalControlPlane {
     });
     for (const component of COMPONENTS) {
       // A component may exit while another is not ready yet; the supervisor is what must live.
-      await this.waitUntil(
+      await waitUntil(
         component,
         () => runningSupervisor(dir),
         this.logPath(component),
-        this.readinessProbe(component),
+        readinessProbe(component, this),
+        this.readyTimeoutMs,
       );
       this.progress(
         `${component} ready in ${((Date.now() - started) / 1000).toFixed(1)} s (supervisor pid ${supervisor})`,
@@ -417,7 +275,7 @@ export class LocalControlPlane {
   }
 
   private async spawnComponent(component: ComponentName): Promise<void> {
-    const [command, args] = this.commandLine(component);
+    const [command, args] = commandLine(this.dir, this.state, component);
     const child = await launch(command, args, this.dir, this.logPath(component), component);
     if (this.detached) child.unref();
     else this.children.set(component, child);
@@ -426,51 +284,14 @@ export class LocalControlPlane {
   }
 
   private async waitReady(component: ComponentName): Promise<void> {
-    const probe = this.readinessProbe(component);
-    await this.waitUntil(component, () => this.state.pids[component], this.logPath(component), probe);
-  }
-
-  private readinessProbe(component: ComponentName): () => Promise<boolean> {
-    const { ports } = this.state;
-    return {
-      etcd: async () => {
-        const response = await fetch(`http://127.0.0.1:${ports.etcdClient}/health`);
-        return response.ok && ((await response.json()) as { health?: string }).health === "true";
-      },
-      "kube-apiserver": () => isApiServerReady(this.server, this.caPem),
-      // The service-account controller creating `default` proves the controller manager works.
-      "kube-controller-manager": async () => {
-        await this.kubeConfig
-          .makeApiClient(CoreV1Api)
-          .readNamespacedServiceAccount({ name: "default", namespace: "default" });
-        return true;
-      },
-    }[component];
-  }
-
-  /** Polls `probe` until it succeeds; fails at once, with the log's end, if the process died. */
-  private async waitUntil(
-    what: string,
-    pid: () => number | undefined,
-    logPath: string,
-    probe: () => Promise<boolean>,
-  ): Promise<void> {
-    const deadline = Date.now() + this.readyTimeoutMs;
-    for (;;) {
-      const current = pid();
-      if (current === undefined || !isAlive(current)) {
-        throw new ControlPlaneSetupError(
-          `${what} exited during start-up. The end of ${logPath}:\n${await tail(logPath, 20)}`,
-        );
-      }
-      if (await probe().catch(() => false)) return;
-      if (Date.now() > deadline) {
-        throw new ControlPlaneSetupError(
-          `${what} was not ready after ${this.readyTimeoutMs / 1000} s. The end of ${logPath}:\n${await tail(logPath, 20)}`,
-        );
-      }
-      await sleep(250);
-    }
+    const probe = readinessProbe(component, this);
+    await waitUntil(
+      component,
+      () => this.state.pids[component],
+      this.logPath(component),
+      probe,
+      this.readyTimeoutMs,
+    );
   }
 
   /**
@@ -489,13 +310,14 @@ export class LocalControlPlane {
       { mode: 0o600 },
     );
     const replica = new ApiServerReplica(server, kubeconfigPath, async () => {
-      const [command, args] = this.commandLine("kube-apiserver", port);
+      const [command, args] = commandLine(this.dir, this.state, "kube-apiserver", port);
       const child = await launch(command, args, this.dir, logPath, name);
-      await this.waitUntil(
+      await waitUntil(
         name,
         () => child.pid,
         logPath,
         () => isApiServerReady(server, this.caPem),
+        this.readyTimeoutMs,
       );
       return child;
     });
@@ -505,135 +327,10 @@ export class LocalControlPlane {
   }
 
   private async saveState(): Promise<void> {
-    await writeFile(join(this.dir, STATE_FILE), `${JSON.stringify(this.state, null, 2)}\n`);
+    await saveState(this.dir, this.state);
   }
-}
-
-/** An extra kube-apiserver of a LocalControlPlane; stop/start keep its port, pause freezes it. */
-export class ApiServerReplica {
-  readonly server: string;
-  /** An admin kubeconfig that talks to this replica only. */
-  readonly kubeconfigPath: string;
-  private readonly launchProcess: () => Promise<ChildProcess>;
-  private child: ChildProcess | undefined;
-
-  constructor(server: string, kubeconfigPath: string, launchProcess: () => Promise<ChildProcess>) {
-    this.server = server;
-    this.kubeconfigPath = kubeconfigPath;
-    this.launchProcess = launchProcess;
-  }
-
-  get pid(): number | undefined {
-    return this.child?.pid;
-  }
-
-  async start(): Promise<void> {
-    if (this.child?.pid !== undefined && isAlive(this.child.pid)) return;
-    this.child = await this.launchProcess();
-  }
-
-  async stop(): Promise<void> {
-    this.resume(); // a stopped process cannot act on SIGTERM
-    if (this.child?.pid !== undefined) await terminate(this.child.pid, this.child);
-    this.child = undefined;
-  }
-
-  /** SIGSTOP: connections stay open but nothing is answered, as with a hung server. */
-  pause(): void {
-    if (this.child?.pid !== undefined) process.kill(this.child.pid, "SIGSTOP");
-  }
-
-  resume(): void {
-    if (this.child?.pid !== undefined && isAlive(this.child.pid)) process.kill(this.child.pid, "SIGCONT");
-  }
-}
-
-async function isApiServerReady(server: string, caPem: string): Promise<boolean> {
-  return (await httpsGet(`${server}/readyz`, caPem)).status === 200;
 }
 
 function optionalProgress(options: ControlPlaneOptions): { progress?: Progress } {
   return options.progress ? { progress: options.progress } : {};
 }
-
-async function readState(dir: string): Promise<State | undefined> {
-  try {
-    return JSON.parse(await readFile(join(dir, STATE_FILE), "utf8")) as State;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new ControlPlaneSetupError(
-      `${join(dir, STATE_FILE)} is damaged (${(error as Error).message}); delete ${dir} to start afresh.`,
-    );
-  }
-}
-
-function runningComponents(dir: string, state: State): ComponentName[] {
-  const pids = livePids(dir, state);
-  return COMPONENTS.filter((component) => {
-    const pid = pids[component];
-    return pid !== undefined && isOurProcess(pid, state.binaries, component);
-  });
-}
-
-/** Where a detached control plane's supervisor keeps its spec, state and pid file. */
-const supervisorDir = (dir: string) => join(dir, "supervisor");
-
-/** The pids recorded at start, or, for a supervised control plane, those its supervisor runs now. */
-function livePids(dir: string, state: State): Partial<Record<ComponentName, number>> {
-  const supervised = readSupervisorState(supervisorDir(dir))?.components;
-  if (!supervised) return state.pids;
-  return Object.fromEntries(
-    COMPONENTS.flatMap((component) => {
-      const pid = supervised[component]?.pid;
-      return pid == null ? [] : [[component, pid]];
-    }),
-  );
-}
-
-/** A pid from an old state file may since belong to another program; check what it runs. */
-function isOurProcess(pid: number, binaries: ControlPlaneBinaries, component: ComponentName): boolean {
-  if (!isAlive(pid)) return false;
-  const binary = {
-    etcd: binaries.etcd,
-    "kube-apiserver": binaries.kubeApiserver,
-    "kube-controller-manager": binaries.kubeControllerManager,
-  }[component];
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0] === binary;
-  } catch {
-    return false;
-  }
-}
-
-/** A port the kernel just handed out on loopback; the small race before use is acceptable on one machine. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
-      );
-    });
-  });
-}
-
-export function httpsGet(url: string, caPem: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { ca: caPem, timeout: 5_000 }, (response) => {
-      let body = "";
-      response.setEncoding("utf8");
-      response.on("data", (chunk: string) => {
-        body += chunk;
-      });
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    req.on("timeout", () => req.destroy(new Error(`timeout: GET ${url}`)));
-    req.on("error", reject);
-    req.end();
-  });
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,5 +1,6 @@
 // The local libvirt daemons for `stratus up` and the real-QEMU tests: started when they are not
-// running (as root, without systemd), and /dev/kvm given the group access udev gives it on Debian.
+// running (as root, without systemd), and /dev/kvm given the group access udev gives it on Debian;
+// `stratus up` uses real QEMU through them when it can, libvirt's test driver otherwise.
 import { execFile } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { chmod, chown, readFile, writeFile } from "node:fs/promises";
@@ -115,4 +116,20 @@ async function grantKvmGroupAccess(progress: Progress): Promise<void> {
   progress("giving group kvm access to /dev/kvm (as Debian's udev rule does)");
   await chown("/dev/kvm", device.uid, kvmGroup);
   await chmod("/dev/kvm", 0o660);
+}
+
+/** Real QEMU through qemu:///system when this is root on a machine with libvirt and QEMU. */
+export async function chooseHypervisor(
+  progress: Progress,
+): Promise<{ uri: string; startedDaemons: boolean }> {
+  if (!canRunQemu()) {
+    progress(
+      `${process.getuid?.() === 0 ? "libvirt or QEMU is not installed" : "not root"}: using libvirt's test driver ` +
+        "(test:///default); VMs are simulated, nothing boots",
+    );
+    return { uri: "test:///default", startedDaemons: false };
+  }
+  const startedDaemons = await ensureLibvirtDaemons(progress);
+  progress("using real QEMU through qemu:///system (software emulation)");
+  return { uri: "qemu:///system", startedDaemons };
 }

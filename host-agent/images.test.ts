@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "../devcluster/controlplane.ts";
+import { freePort } from "../devcluster/ports.ts";
 import { qcow2Header } from "../test/fixtures/qcow2.ts";
 import { checkImage, downloadOnce, fetchImage, inspectImageHeader, probeDownload } from "./images.ts";
 import { HostProblem } from "./problem.ts";

@@ -6,8 +6,8 @@
 import { DECISION_TTL_MS } from "../../apiserver/access.ts";
 import { canonicalString, sign } from "../../apiserver/signature.ts";
 import { Resources } from "../../crds/index.ts";
-import { issueApiKey } from "../../devcluster/cloud.ts";
-import { freePort } from "../../devcluster/controlplane.ts";
+import { issueApiKey } from "../../devcluster/cloud-seed.ts";
+import { freePort } from "../../devcluster/ports.ts";
 import { pollUntil, sleep } from "../../runtime/time.ts";
 import { BenchContext, withConcurrency } from "../lib/context.ts";
 import { type CpuUse, cpuUse, sampleCpu } from "../lib/cpu.ts";

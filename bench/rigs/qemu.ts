@@ -4,7 +4,9 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
-import { buildTinyGuest, freeSubnet, tearDownHost } from "../../devcluster/cloud.ts";
+import { tearDownHost } from "../../devcluster/cloud-processes.ts";
+import { freeSubnet } from "../../devcluster/cloud-seed.ts";
+import { buildTinyGuest } from "../../devcluster/guest-images.ts";
 import { canRunQemu, ensureLibvirtDaemons, stopLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { libvirtNetworkName } from "../../host-agent/network-xml.ts";
 import { clusterIdentity } from "../../host-agent/registration.ts";

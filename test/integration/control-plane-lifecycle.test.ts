@@ -5,7 +5,8 @@ import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { COMPONENTS, isAlive, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { isAlive, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { COMPONENTS } from "../../devcluster/controlplane-components.ts";
 
 function portAcceptsConnections(port: number): Promise<boolean> {
   return new Promise((resolve) => {

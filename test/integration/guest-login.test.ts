@@ -14,7 +14,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SECRET } from "../../apiserver/api.ts";
 import { Resources, type VirtualMachine } from "../../crds/index.ts";
-import { buildCloudImage } from "../../devcluster/cloud.ts";
+import { buildCloudImage } from "../../devcluster/guest-images.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { readConfigDrive } from "../../host-agent/config-drive.ts";
 import { configDrivePath } from "../../host-agent/guest-data.ts";

@@ -4,7 +4,8 @@
 // while the changes go through the first.
 import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ApiServerReplica, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import type { ApiServerReplica } from "../../devcluster/apiserver-replica.ts";
+import type { LocalControlPlane } from "../../devcluster/controlplane.ts";
 import { loadKubeConfig } from "../../devcluster/kubeconfig.ts";
 import { KubeClient, type KubeObject, type ResourceType } from "../../runtime/client.ts";
 import { Informer } from "../../runtime/informer.ts";

@@ -10,7 +10,8 @@ import {
   registerSubresources,
   SUBRESOURCE_APISERVICE,
 } from "../../devcluster/aggregation.ts";
-import { freePort, isAlive } from "../../devcluster/controlplane.ts";
+import { isAlive } from "../../devcluster/controlplane.ts";
+import { freePort } from "../../devcluster/ports.ts";
 import { stopWatchdog } from "../../host-agent/fence-state.ts";
 import type { KubeClient } from "../../runtime/client.ts";
 import { afterThisFile } from "./file-cleanup.ts";

@@ -7,7 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CoreV1Api } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { COMPONENTS, isAlive, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { isAlive, LocalControlPlane } from "../../devcluster/controlplane.ts";
+import { COMPONENTS } from "../../devcluster/controlplane-components.ts";
 import {
   readSupervisorState,
   runningSupervisor,
