@@ -53,7 +53,7 @@ export async function launchComponent(options: {
     options.env,
   );
   const pid = child.pid as number;
-  const ready = waitUntil(`${options.script} to serve /healthz`, 60_000, async () => {
+  const ready = waitForSetup(`${options.script} to serve /healthz`, 60_000, async () => {
     if (!isAlive(pid))
       throw new ControlPlaneSetupError(
         `${options.script} exited during start-up. The end of ${options.logPath}:\n${await tail(options.logPath, 20)}`,
@@ -100,7 +100,7 @@ export function isStratusProcess(pid: number, name: CloudProcess): boolean {
 }
 
 /** Polls until `probe` holds; a timeout is a set-up error the CLI reports in one line. */
-export function waitUntil(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+export function waitForSetup(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
   return pollUntil(what, probe, {
     timeoutMs,
     intervalMs: 500,

@@ -20,7 +20,7 @@ import {
   PROJECT_ROOT,
   SCRIPTS,
   tearDownHost,
-  waitUntil,
+  waitForSetup,
 } from "./cloud-processes.ts";
 import { FIRST_VM, issueApiKey, SEED, seed } from "./cloud-seed.ts";
 import { buildTinyGuest } from "./guest-images.ts";
@@ -190,11 +190,11 @@ export class LocalCloud {
         account: SEED.namespace,
       });
       progress(`waiting for host ${hostName} to be Ready`);
-      await waitUntil(`host ${hostName} to be Ready`, 120_000, async () => {
+      await waitForSetup(`host ${hostName} to be Ready`, 120_000, async () => {
         const host = await client.get<Host>(Resources.hosts, hostName).catch(() => undefined);
         return host?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
       });
-      await waitUntil(`network "${SEED.network}" to be Ready`, 60_000, async () => {
+      await waitForSetup(`network "${SEED.network}" to be Ready`, 60_000, async () => {
         const network = await client
           .get<Network>(Resources.networks, SEED.network, SEED.namespace)
           .catch(() => undefined);
@@ -325,7 +325,7 @@ export class LocalCloud {
   private async waitHealthy(name: CloudProcess): Promise<void> {
     this.progress(`starting ${name}`);
     const healthz = `http://127.0.0.1:${this.state.healthPorts[name]}/healthz`;
-    await waitUntil(`${name} to serve /healthz`, 60_000, async () => {
+    await waitForSetup(`${name} to serve /healthz`, 60_000, async () => {
       if ((this.supervision().components[name]?.restarts ?? 0) > 0)
         throw new ControlPlaneSetupError(
           `${name} exited during start-up (its supervisor tries again; \`stratus down\` stops it). ` +
