@@ -8,7 +8,7 @@ import { afterAll } from "vitest";
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 
-afterAll(async () => {
+async function runCleanups(): Promise<void> {
   const failures: unknown[] = [];
   // Last registered first: what was made later may depend on what was made before.
   for (let cleanup = cleanups.pop(); cleanup; cleanup = cleanups.pop())
@@ -16,7 +16,13 @@ afterAll(async () => {
       .then(cleanup)
       .catch((error: unknown) => failures.push(error));
   if (failures.length > 0) throw new AggregateError(failures, "clean-up after the test file failed");
-}, 120_000);
+}
+
+try {
+  afterAll(runCleanups, 120_000);
+} catch {
+  // Imported outside a test file (a lab script using the helpers): no file to clean up after.
+}
 
 /** Runs `cleanup` after the calling test file, whether called while collecting or from a hook. */
 export function afterThisFile(cleanup: () => Promise<unknown> | unknown): void {

@@ -90,6 +90,16 @@ describe.skipIf(!canRunQemu())(
         const state = await virshOn(host.uri, "domstate", "--reason", domain).catch((e: Error) => e.message);
         const qemuLog = await readFile(`${logDir}/${domain}.log`, "utf8").catch((e: Error) => e.message);
         lines.push(`domain on ${host.name}: ${state.trim()}; QEMU log ends:\n${qemuLog.slice(-logChars)}`);
+        // Where a running guest's CPU is, twice a second apart (a spinning guest moves, a halted one
+        // waits for an interrupt), and its interrupt controllers.
+        if (state.startsWith("running"))
+          for (const command of ["info registers", "info registers", "info lapic", "info pic"]) {
+            const out = await virshOn(host.uri, "qemu-monitor-command", "--hmp", domain, command).catch(
+              (e: Error) => e.message,
+            );
+            lines.push(`${command} on ${host.name}:\n${out.split("\n").slice(0, 12).join("\n")}`);
+            await new Promise((resolve) => setTimeout(resolve, 500));
+          }
       }
       return lines.join("\n");
     }
