@@ -47,11 +47,28 @@ function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): 
  * network. Stratus does not create one for an account that has none; with several the client
  * must choose, as CloudStack asks.
  */
-function defaultNetwork(call: Call, zone: string): Network {
+/**
+ * The caller's networks as the cache shows them, or, when `found` finds nothing there, as the API
+ * server does: a network created a moment ago (Terraform deploys right after createNetwork) may not
+ * be in this replica's cache yet.
+ */
+async function callerNetworks<T>(
+  call: Call,
+  found: (networks: Network[]) => T | undefined,
+): Promise<T | undefined> {
   const account = call.caller.account;
-  const own = call.api.networks
-    .list()
-    .filter((n) => n.metadata.namespace === account && n.spec.zone === zone && !n.metadata.deletionTimestamp);
+  const cached = found(call.api.networks.list().filter((n) => n.metadata.namespace === account));
+  if (cached !== undefined) return cached;
+  return found((await call.caller.client.list<Network>(Resources.networks, { namespace: account })).items);
+}
+
+async function defaultNetwork(call: Call, zone: string): Promise<Network> {
+  const account = call.caller.account;
+  const inZone = (networks: Network[]) => {
+    const usable = networks.filter((n) => n.spec.zone === zone && !n.metadata.deletionTimestamp);
+    return usable.length > 0 ? usable : undefined;
+  };
+  const own = (await callerNetworks(call, inZone)) ?? [];
   if (own.length === 1) return own[0] as Network;
   throw new ApiError(
     ERROR.PARAM,
@@ -107,13 +124,15 @@ export const VM_COMMANDS: Record<string, Command> = {
           ERROR.PARAM,
           `Invalid parameter name value=${name}: a VM name is a host name (letters, digits and hyphens)`,
         );
-      const asked = params.list("networkids").map((id) => {
-        const [network] = api.networks.byIndex("uid", id.toLowerCase());
-        if (!network || network.metadata.namespace !== call.caller.account)
-          throw entityNotFound("networkids", id);
-        return network;
-      });
-      const networks = asked.length > 0 ? asked : [defaultNetwork(call, zone.metadata.name as string)];
+      const asked: Network[] = [];
+      for (const id of params.list("networkids")) {
+        const network = await callerNetworks(call, (networks) =>
+          networks.find((n) => n.metadata.uid === id.toLowerCase()),
+        );
+        if (!network) throw entityNotFound("networkids", id);
+        asked.push(network);
+      }
+      const networks = asked.length > 0 ? asked : [await defaultNetwork(call, zone.metadata.name as string)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = await requestedUserData(call, call.caller.account);
       const guestLogin = await deployGuestLogin(call, template, name);
