@@ -86,7 +86,7 @@ export function configDriveFiles(content: ConfigDriveContent): Map<string, Buffe
     ...(content.password !== undefined
       ? { password: content.password, chpasswd: { expire: false }, ssh_pwauth: true }
       : {}),
-    write_files: [{ path: PASSWORD_RESET_SCRIPT_PATH, permissions: "0700", content: PASSWORD_RESET_SCRIPT }],
+    bootcmd: [PASSWORD_RESET_SCRIPT],
   };
   text(
     "openstack/latest/vendor_data.json",
@@ -111,34 +111,34 @@ export function configDriveFiles(content: ConfigDriveContent): Map<string, Buffe
   return files;
 }
 
-/** Where cloud-init's scripts_per_boot module finds the password reset script. */
-export const PASSWORD_RESET_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/stratus-password";
-
 /**
- * CloudStack's cloud-set-guest-password, for cloud-init guests: at each boot, a password in the
- * config drive that differs from the last one applied is set for cloud-init's default user (named
- * in the sudoers rule cloud-init writes; the first regular user otherwise). Only its hash is kept.
+ * CloudStack's cloud-set-guest-password, for cloud-init guests, as a `bootcmd` (run at every boot;
+ * a key user data rarely sets, unlike write_files, whose list in user data would replace this one):
+ * a password in the config drive that differs from the last one applied is set for cloud-init's
+ * default user (named in the sudoers rule cloud-init writes; the first regular user otherwise).
+ * At the first boot that user does not exist yet and cloud-init sets the password itself; the
+ * password's hash is recorded either way, so a password changed inside the guest is kept until
+ * the next reset. Only the hash is kept.
  */
-const PASSWORD_RESET_SCRIPT = `#!/bin/sh
-# Installed by Stratus (vendor data): applies resetPasswordForVirtualMachine at the next boot.
-set -u
+export const PASSWORD_RESET_SCRIPT = `# Stratus (vendor data): applies resetPasswordForVirtualMachine at the next boot.
+# No exit: other boot commands may follow this one.
 device=$(blkid -t LABEL=config-2 -o device | head -n 1)
-[ -n "$device" ] || exit 0
 mnt=$(mktemp -d)
-mount -o ro "$device" "$mnt" 2>/dev/null || { rmdir "$mnt"; exit 0; }
-file="$mnt/cloudstack/password/vm_password.txt"
-if [ -s "$file" ]; then
-  sum=$(sha256sum "$file" | cut -d " " -f 1)
-  if [ "$sum" != "$(cat /var/lib/stratus-password-applied 2>/dev/null)" ]; then
-    user=$(awk '/^# User rules for /{print $5; exit}' /etc/sudoers.d/90-cloud-init-users 2>/dev/null)
-    [ -n "$user" ] || user=$(getent passwd 1000 | cut -d: -f1)
-    if [ -n "$user" ] && printf '%s:%s\\n' "$user" "$(head -n 1 "$file")" | chpasswd; then
-      echo "$sum" > /var/lib/stratus-password-applied
-      chmod 600 /var/lib/stratus-password-applied
+if [ -n "$device" ] && mount -o ro "$device" "$mnt" 2>/dev/null; then
+  file="$mnt/cloudstack/password/vm_password.txt"
+  if [ -s "$file" ]; then
+    sum=$(sha256sum "$file" | cut -d " " -f 1)
+    if [ "$sum" != "$(cat /var/lib/stratus-password-applied 2>/dev/null)" ]; then
+      user=$(awk '/^# User rules for /{print $5; exit}' /etc/sudoers.d/90-cloud-init-users 2>/dev/null)
+      [ -n "$user" ] || user=$(getent passwd 1000 | cut -d: -f1)
+      if [ -z "$user" ] || printf '%s:%s\\n' "$user" "$(head -n 1 "$file")" | chpasswd; then
+        echo "$sum" > /var/lib/stratus-password-applied
+        chmod 600 /var/lib/stratus-password-applied
+      fi
     fi
   fi
+  umount "$mnt"
 fi
-umount "$mnt"
 rmdir "$mnt"
 `;
 

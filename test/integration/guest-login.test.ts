@@ -227,16 +227,17 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         async () => ((await ssh("true")).code === 0 ? true : undefined),
         { timeoutMs: 600_000, intervalMs: 3_000 },
       );
-      await waitFor(
-        "the reset password set",
-        async () => {
-          const now = await ssh(
-            `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${reset}", h) == h)'`,
-          );
-          return now.stdout.trim() === "True" ? true : undefined;
-        },
-        { timeoutMs: 120_000, intervalMs: 3_000 },
+      // The drive the guest booted from holds the new password.
+      const rebuilt = await readConfigDrive(iso);
+      expect(rebuilt.files.get("cloudstack/password/vm_password.txt")).toBe(reset);
+      await ssh("cloud-init status --wait");
+      const resetApplied = await ssh(
+        `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${reset}", h) == h)'`,
       );
+      const why = await ssh(
+        "sudo sh -c 'ls -l /var/lib/cloud/scripts/per-boot/; cat /var/lib/stratus-password-applied; grep -i -A3 \"per-boot\\|stratus\" /var/log/cloud-init.log | tail -20; blkid'",
+      );
+      expect(resetApplied.stdout.trim(), `${why.stdout}${why.stderr}`).toBe("True");
 
       // Deleted: the domain and its config drive go.
       await client.delete(Resources.virtualMachines, vmName, namespace);
