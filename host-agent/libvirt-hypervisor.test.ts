@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { kvmUsability } from "./libvirt-hypervisor.ts";
+import { kvmUsability, movesLive } from "./libvirt-hypervisor.ts";
 
 // libvirt's domain capabilities for virttype kvm on this project's machines (nested KVM).
 const NESTED = readFileSync(new URL("./testing/domcaps-nested-kvm.xml", import.meta.url), "utf8");
@@ -25,5 +25,14 @@ describe("kvmUsability", () => {
   it("falls back to emulation without KVM", () => {
     expect(kvmUsability(undefined).usable).toBe(false);
     expect(kvmUsability(NESTED.replace("<domain>kvm</domain>", "<domain>qemu</domain>")).usable).toBe(false);
+  });
+});
+
+describe("movesLive", () => {
+  it("moves KVM guests live and pauses emulated ones for the copy", () => {
+    expect(movesLive("<domain type='kvm' id='3'>\n  <name>x</name>")).toBe(true);
+    expect(movesLive('<domain type="kvm">')).toBe(true);
+    expect(movesLive("<domain type='qemu' id='3'>")).toBe(false);
+    expect(movesLive("<domain type='test'>")).toBe(false);
   });
 });

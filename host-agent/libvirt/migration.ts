@@ -46,6 +46,8 @@ export const VIR_MIGRATE_UNDEFINE_SOURCE = 16;
 export const VIR_MIGRATE_UNSAFE = 512;
 export const LIVE_MIGRATION_FLAGS =
   VIR_MIGRATE_LIVE | VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE | VIR_MIGRATE_UNSAFE;
+/** The same move with the guest paused for the whole transfer (see migrateDomain's `live`). */
+export const PAUSED_MIGRATION_FLAGS = LIVE_MIGRATION_FLAGS & ~VIR_MIGRATE_LIVE;
 export const VIR_DOMAIN_XML_MIGRATABLE = 8;
 const JOB_NONE = 0;
 const JOB_STATS_COMPLETED = 1;
@@ -74,6 +76,8 @@ export async function migrateDomain(options: {
   destinationXml: string;
   migrateUri?: string;
   bandwidthMiBps?: number;
+  /** false: the guest is paused while its memory is copied, so no write it makes can be missed. */
+  live: boolean;
 }): Promise<Record<string, number>> {
   const source = await LibvirtConnection.open(options.sourceUri);
   let migrated: Pointer;
@@ -88,7 +92,7 @@ export async function migrateDomain(options: {
           dom,
           destination.handle,
           options.destinationXml,
-          LIVE_MIGRATION_FLAGS,
+          options.live ? LIVE_MIGRATION_FLAGS : PAUSED_MIGRATION_FLAGS,
           null,
           options.migrateUri ?? null,
           options.bandwidthMiBps ?? 0,

@@ -42,3 +42,33 @@ export function readConsoleUntil(socket: string, pattern: RegExp, timeoutMs = 90
     });
   });
 }
+
+/**
+ * Records everything the guest prints on a console socket that may not exist yet (a live
+ * migration's target makes it when the incoming QEMU starts), until `stop` is called: what a
+ * guest printed with nobody attached is lost, so a panic right after a move shows only here.
+ */
+export function recordConsole(socket: string): { stop: () => string } {
+  let output = "";
+  let stopped = false;
+  let connection: ReturnType<typeof connect> | undefined;
+  const attach = () => {
+    if (stopped) return;
+    connection = connect(socket);
+    connection.on("data", (chunk) => {
+      output += chunk.toString("latin1");
+    });
+    connection.on("error", () => {
+      connection = undefined;
+      setTimeout(attach, 100);
+    });
+  };
+  attach();
+  return {
+    stop: () => {
+      stopped = true;
+      connection?.destroy();
+      return output;
+    },
+  };
+}
