@@ -36,9 +36,11 @@ describe("domain XML", () => {
     expect(xml).not.toContain("<seclabel");
   });
 
-  it("gives the guest no HPET, whose state a live migration can leave without interrupts", () => {
+  it("gives the guest Nova's timers: no HPET, an RTC and a PIT that catch up", () => {
     const xml = buildDomainXml(base);
     expect(xml).toContain("<timer name='hpet' present='no'/>");
+    expect(xml).toContain("<timer name='rtc' tickpolicy='catchup'/>");
+    expect(xml).toContain("<timer name='pit' tickpolicy='delay'/>");
     expect(xml).toMatch(/<\/features>\n {2}<clock offset='utc'>[\s\S]*<\/clock>\n {2}<on_poweroff>/);
   });
 

@@ -133,9 +133,8 @@ export function buildDomainXml(spec: DomainSpec): string {
     "    <acpi/>",
     "    <apic/>",
     "  </features>",
-    // OpenStack Nova's timers: no HPET, whose state QEMU's live migration can leave with no
-    // interrupt to come (a TCG guest froze after the switch-over here, 1 move in 8; none in 40
-    // without it); the RTC and PIT make up for ticks a paused guest missed.
+    // OpenStack Nova's timers for x86 guests: no HPET (a timer guests do not need, and one more
+    // device state to move), and an RTC and PIT that make up for ticks a paused guest missed.
     "  <clock offset='utc'>",
     "    <timer name='rtc' tickpolicy='catchup'/>",
     "    <timer name='pit' tickpolicy='delay'/>",
