@@ -13,7 +13,7 @@ import {
 import { isAlive } from "../../devcluster/controlplane.ts";
 import { freePort } from "../../devcluster/ports.ts";
 import { stopWatchdog } from "../../host-agent/fence-state.ts";
-import type { KubeClient } from "../../runtime/client.ts";
+import type { KubeClient, KubeObject } from "../../runtime/client.ts";
 import { afterThisFile } from "./file-cleanup.ts";
 import { waitFor } from "./support.ts";
 
@@ -268,8 +268,9 @@ export class SimulatedAgents {
 }
 
 /**
- * An operator (no leader election, its Leases in `namespace`) and Ready simulated host agents of
- * one zone: what zone-wide work such as template downloads needs.
+ * A zone with secondary storage at `secondaryStorage` and a 1-CPU offering, an operator (no leader
+ * election, its Leases in `namespace`) and Ready simulated host agents of the zone: what zone-wide
+ * work such as template downloads needs.
  */
 export async function startZoneFabric(options: {
   kubeconfigPath: string;
@@ -277,9 +278,19 @@ export async function startZoneFabric(options: {
   namespace: string;
   identity: string;
   zone: string;
+  secondaryStorage: string;
+  offering: string;
   workDir: string;
   hosts: readonly string[];
-}): Promise<{ operator: StratusProcess; simulated: SimulatedAgents }> {
+}): Promise<{ operator: StratusProcess; simulated: SimulatedAgents; zoneUid: string }> {
+  const zone = await options.client.create(Resources.zones, {
+    metadata: { name: options.zone },
+    spec: { secondaryStorage: { path: options.secondaryStorage } },
+  } as KubeObject);
+  await options.client.create(Resources.serviceOfferings, {
+    metadata: { name: options.offering },
+    spec: { cpu: 1, memory: "64Mi" },
+  } as KubeObject);
   const operator = await startOperator({
     kubeconfigPath: options.kubeconfigPath,
     identity: options.identity,
@@ -294,7 +305,7 @@ export async function startZoneFabric(options: {
   });
   await Promise.all(options.hosts.map((host) => simulated.start(host)));
   await simulated.waitReady(options.client, options.hosts);
-  return { operator, simulated };
+  return { operator, simulated, zoneUid: zone.metadata.uid as string };
 }
 
 /** After each failed test of the file, the end of these processes' logs (they may not exist yet). */

@@ -12,7 +12,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Resources, type Template, type VirtualMachine, type Zone } from "../../crds/index.ts";
+import { Resources, type Template, type VirtualMachine } from "../../crds/index.ts";
 import { KubeClient } from "../../runtime/client.ts";
 import { qcow2Header } from "../fixtures/qcow2.ts";
 import {
@@ -101,23 +101,18 @@ describe.skipIf(!hasCs)("registerTemplate, updateTemplate, deleteTemplate (needs
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     closeServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const zone = await client.create<Zone>(Resources.zones, {
-      apiVersion: "stratus.io/v1alpha1",
-      kind: "Zone",
-      metadata: { name: ZONE },
-      spec: { secondaryStorage: { path: secondary } },
-    });
-    zoneId = zone.metadata.uid as string;
-    await client.create(Resources.serviceOfferings, {
-      metadata: { name: OFFERING },
-      spec: { cpu: 1, memory: "64Mi" },
-    });
-    ({ operator, simulated } = await startZoneFabric({
+    ({
+      operator,
+      simulated,
+      zoneUid: zoneId,
+    } = await startZoneFabric({
       kubeconfigPath: controlPlane.kubeconfigPath,
       client,
       namespace,
       identity: `rt-operator-${suffix}`,
       zone: ZONE,
+      secondaryStorage: secondary,
+      offering: OFFERING,
       workDir,
       hosts: [HOST],
     }));

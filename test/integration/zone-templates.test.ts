@@ -93,20 +93,14 @@ describe("URL templates downloaded once per zone", () => {
       return new Promise<void>((resolve) => server.close(() => resolve()));
     };
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    await client.create(Resources.zones, {
-      metadata: { name: ZONE },
-      spec: { secondaryStorage: { path: secondary } },
-    });
-    await client.create(Resources.serviceOfferings, {
-      metadata: { name: OFFERING },
-      spec: { cpu: 1, memory: "64Mi" },
-    });
     ({ operator, simulated } = await startZoneFabric({
       kubeconfigPath: controlPlane.kubeconfigPath,
       client,
       namespace,
       identity: `zt-operator-${suffix}`,
       zone: ZONE,
+      secondaryStorage: secondary,
+      offering: OFFERING,
       workDir,
       hosts: HOSTS,
     }));
