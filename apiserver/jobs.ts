@@ -14,7 +14,7 @@ import {
   type Volume,
 } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { isNotFound, type KubeObject } from "../runtime/client.ts";
+import { isNotFound, type KubeObject, type ResourceType } from "../runtime/client.ts";
 import { Controller } from "../runtime/controller.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
@@ -104,6 +104,50 @@ export function jobObject<T extends KubeObject>(
   return informer
     .byIndex("uid", uid.toLowerCase())
     .find((o) => o.metadata.namespace === undefined || o.metadata.namespace === job.metadata.namespace);
+}
+
+/** A job's target as this replica's cache holds it, and its API type, by the kind the job names. */
+function cachedTarget(api: CloudStackApi, job: AsyncJob): [KubeObject | undefined, ResourceType] | undefined {
+  const uid = job.spec.target?.uid;
+  const kind = job.spec.target?.kind === "Snapshot" ? Resources.volumeSnapshots.kind : job.spec.target?.kind;
+  const found = <T extends KubeObject>(informer: Informer<T>, type: ResourceType) =>
+    type.kind === kind
+      ? ([jobObject(informer, job, uid), type] as [KubeObject | undefined, ResourceType])
+      : undefined;
+  return (
+    found(api.vms, Resources.virtualMachines) ??
+    found(api.volumes, Resources.volumes) ??
+    found(api.networks, Resources.networks) ??
+    found(api.templates, Resources.templates) ??
+    found(api.volumeSnapshots, Resources.volumeSnapshots) ??
+    found(api.affinityGroups, Resources.affinityGroups) ??
+    found(api.storagePools, Resources.storagePools) ??
+    found(api.hosts, Resources.hosts)
+  );
+}
+
+/**
+ * Whether the job's target exists though this replica's cache has not seen it yet. A job and its
+ * target arrive on separate watches, so the job can come first: deciding then would call a VM made
+ * a moment ago deleted (or a destroy done). The API server settles it; the target's own watch event
+ * wakes the job again.
+ */
+async function targetNotCachedYet(api: CloudStackApi, job: AsyncJob): Promise<boolean> {
+  const target = job.spec.target;
+  const cached = target?.uid && target.name ? cachedTarget(api, job) : undefined;
+  if (!target || !cached || cached[0]) return false;
+  const type = cached[1];
+  try {
+    const live = await api.client.get(
+      type,
+      target.name,
+      type.namespaced ? job.metadata.namespace : undefined,
+    );
+    return live.metadata.uid === target.uid;
+  } catch (error) {
+    if (isNotFound(error)) return false;
+    throw error;
+  }
 }
 
 const JOB_STATUS = { Pending: 0, InProgress: 0, Succeeded: 1, Failed: 2 } as const;
@@ -304,6 +348,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
             });
           return undefined;
         }
+        if (await targetNotCachedYet(api, job)) return { requeueAfterMs: 1000 };
         const result = await withVmPassword(api, job, outcome(job, api));
         const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
         if (!result || "waitingFor" in result) {
