@@ -6,9 +6,9 @@
 // condition, nothing implemented), and the admission policy stratus-network-segments the VLAN's.
 // deleteNetwork, as CloudStack, does not delete a network VMs still use: its job fails at once.
 import { cidrProblem, freeCidr } from "../crds/guest-ranges.ts";
-import { type Network, Resources } from "../crds/index.ts";
+import { type Network, Resources, type Zone } from "../crds/index.ts";
 import { SEGMENT_GRANT } from "../crds/network-admission.ts";
-import type { Command } from "./api.ts";
+import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { IN_USE_BY, jobAnswer, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page } from "./listing.ts";
@@ -16,6 +16,57 @@ import { DNS_LABEL } from "./params.ts";
 import { networkView } from "./views.ts";
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** What a network is made from: createNetwork's parameters, or a deploy's default network. */
+export interface NetworkRequest {
+  name: string;
+  gateway?: string | undefined;
+  netmask?: string | undefined;
+  displayName?: string | undefined;
+  /** Only administrators (checked by the caller). */
+  vlan?: number | undefined;
+}
+
+/**
+ * Creates a network in the caller's account, refused as CloudStack refuses (431) when its CIDR is
+ * outside the zone's guest ranges, over the cluster's own ranges, or overlapping another network
+ * of the zone; without a gateway it takes a free /24 (freeCidr).
+ */
+export async function createdNetwork(call: Call, zone: Zone, request: NetworkRequest): Promise<Network> {
+  const { api } = call;
+  const { name, gateway, netmask, vlan } = request;
+  const zoneName = zone.metadata.name as string;
+  const others = api.networks.list().filter((n) => n.spec.zone === zoneName);
+  const reserved = api.clusterRanges();
+  let cidr: string | undefined;
+  if (gateway || netmask) {
+    if (!gateway || !netmask) throw new ApiError(ERROR.PARAM, "gateway and netmask must be given together");
+    cidr = cidrOf(gateway, netmask);
+  } else cidr = freeCidr(zone, others, reserved);
+  if (!cidr)
+    throw new ApiError(
+      ERROR.INSUFFICIENT_CAPACITY,
+      `No free guest CIDR is left in zone ${zone.spec.displayName ?? zoneName}`,
+    );
+  const spec = { zone: zoneName, cidr, ...(gateway ? { gateway } : {}) };
+  const problem = cidrProblem(
+    { metadata: { name, namespace: call.caller.account }, spec },
+    zone,
+    others,
+    reserved,
+  );
+  if (problem) throw new ApiError(ERROR.PARAM, problem.message);
+  return call.caller.client.create<Network>(Resources.networks, {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "Network",
+    metadata: { name, namespace: call.caller.account },
+    spec: {
+      ...spec,
+      ...(request.displayName ? { displayName: request.displayName } : {}),
+      ...(vlan ? { vlan } : {}),
+    },
+  });
+}
 
 export const NETWORK_COMMANDS: Record<string, Command> = {
   createNetwork: {
@@ -31,39 +82,12 @@ export const NETWORK_COMMANDS: Record<string, Command> = {
           ERROR.PARAM,
           "Only ROOT admin is allowed to specify vlanId or bypass vlan overlap check",
         );
-      const zoneName = zone.metadata.name as string;
-      const others = api.networks.list().filter((n) => n.spec.zone === zoneName);
-      const reserved = api.clusterRanges();
-      const gateway = params.get("gateway");
-      const netmask = params.get("netmask");
-      let cidr: string | undefined;
-      if (gateway || netmask) {
-        if (!gateway || !netmask)
-          throw new ApiError(ERROR.PARAM, "gateway and netmask must be given together");
-        cidr = cidrOf(gateway, netmask);
-      } else cidr = freeCidr(zone, others, reserved);
-      if (!cidr)
-        throw new ApiError(
-          ERROR.INSUFFICIENT_CAPACITY,
-          `No free guest CIDR is left in zone ${zone.spec.displayName ?? zoneName}`,
-        );
-      const spec = { zone: zoneName, cidr, ...(gateway ? { gateway } : {}) };
-      const problem = cidrProblem(
-        { metadata: { name, namespace: call.caller.account }, spec },
-        zone,
-        others,
-        reserved,
-      );
-      if (problem) throw new ApiError(ERROR.PARAM, problem.message);
-      const network = await call.caller.client.create<Network>(Resources.networks, {
-        apiVersion: "stratus.io/v1alpha1",
-        kind: "Network",
-        metadata: { name, namespace: call.caller.account },
-        spec: {
-          ...spec,
-          ...(params.get("displaytext") ? { displayName: params.get("displaytext") as string } : {}),
-          ...(vlan ? { vlan } : {}),
-        },
+      const network = await createdNetwork(call, zone, {
+        name,
+        gateway: params.get("gateway"),
+        netmask: params.get("netmask"),
+        displayName: params.get("displaytext"),
+        vlan,
       });
       return { network: networkView(network, api) };
     },

@@ -4,7 +4,14 @@
 // (refused: nothing is ever left to recover). Start, stop and reboot change the VM and answer a job
 // that ends when the VM gets there (jobs.ts).
 import { displayState } from "../crds/display-state.ts";
-import { type Network, RESTART_ANNOTATION, Resources, type VirtualMachine } from "../crds/index.ts";
+import {
+  type Network,
+  RESTART_ANNOTATION,
+  Resources,
+  type VirtualMachine,
+  type Zone,
+} from "../crds/index.ts";
+import { isAlreadyExists } from "../runtime/client.ts";
 import { groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { createDeployDataDisk } from "./deploy-disk.ts";
@@ -13,6 +20,7 @@ import { deployGuestLogin, writeVmPassword } from "./guest-login.ts";
 import { guestLoginUnsupported, prunedGuestLoginField } from "./guest-login-fields.ts";
 import { jobAnswer, submitJob } from "./jobs.ts";
 import { byId, filtered, namespaced, ownedById, page } from "./listing.ts";
+import { createdNetwork } from "./network-commands.ts";
 import { DNS_LABEL } from "./params.ts";
 import { requestedUserData, userDataSecretName, writeUserData } from "./user-data.ts";
 import { virtualMachineView } from "./views.ts";
@@ -43,11 +51,6 @@ function runStrategyCommand(command: string, runStrategy: "Always" | "Halted"): 
 }
 
 /**
- * A deploy without networkids gets the account's network in the zone, as CloudStack's default
- * network. Stratus does not create one for an account that has none; with several the client
- * must choose, as CloudStack asks.
- */
-/**
  * The caller's networks as the cache shows them, or, when `found` finds nothing there, as the API
  * server does: a network created a moment ago (Terraform deploys right after createNetwork) may not
  * be in this replica's cache yet.
@@ -62,20 +65,41 @@ async function callerNetworks<T>(
   return found((await call.caller.client.list<Network>(Resources.networks, { namespace: account })).items);
 }
 
-async function defaultNetwork(call: Call, zone: string): Promise<Network> {
+/** The name of the network a deploy makes for an account that has none in the zone. */
+const DEFAULT_NETWORK = "default";
+
+/**
+ * A deploy without networkids gets the account's network in the zone, as CloudStack's default
+ * network; an account with none gets one made, as CloudStack makes `<account>-network` (a free /24
+ * of the zone's guest ranges; kept, like CloudStack's, if the deploy then fails). With several the
+ * client must choose, as CloudStack asks.
+ */
+async function defaultNetwork(call: Call, zone: Zone): Promise<Network> {
   const account = call.caller.account;
+  const zoneName = zone.metadata.name as string;
   const inZone = (networks: Network[]) => {
-    const usable = networks.filter((n) => n.spec.zone === zone && !n.metadata.deletionTimestamp);
+    const usable = networks.filter((n) => n.spec.zone === zoneName && !n.metadata.deletionTimestamp);
     return usable.length > 0 ? usable : undefined;
   };
   const own = (await callerNetworks(call, inZone)) ?? [];
   if (own.length === 1) return own[0] as Network;
-  throw new ApiError(
-    ERROR.PARAM,
-    own.length === 0
-      ? `Account ${account} has no network in zone ${zone}; create one with createNetwork or specify networkIds (Stratus does not create an account's default network)`
-      : `More than 1 default Isolated networks are found for account ${account}; please specify networkIds`,
-  );
+  if (own.length > 1)
+    throw new ApiError(
+      ERROR.PARAM,
+      `More than 1 default Isolated networks are found for account ${account}; please specify networkIds`,
+    );
+  const request = { name: DEFAULT_NETWORK, displayName: `${account}-network` };
+  return createdNetwork(call, zone, request).catch(async (error: unknown) => {
+    // Two deploys at once: the other made it (a network of the same name in another zone is refused).
+    if (!isAlreadyExists(error)) throw error;
+    const made = await call.caller.client.get<Network>(Resources.networks, DEFAULT_NETWORK, account);
+    if (made.spec.zone !== zoneName)
+      throw new ApiError(
+        ERROR.PARAM,
+        `Account ${account} has no network in zone ${zoneName} and its network ${DEFAULT_NETWORK} is in zone ${made.spec.zone}; specify networkIds`,
+      );
+    return made;
+  });
 }
 
 const destroyVirtualMachine: Command = {
@@ -132,7 +156,7 @@ export const VM_COMMANDS: Record<string, Command> = {
         if (!network) throw entityNotFound("networkids", id);
         asked.push(network);
       }
-      const networks = asked.length > 0 ? asked : [await defaultNetwork(call, zone.metadata.name as string)];
+      const networks = asked.length > 0 ? asked : [await defaultNetwork(call, zone)];
       const rootDiskSize = params.integer("rootdisksize");
       const userData = await requestedUserData(call, call.caller.account);
       const guestLogin = await deployGuestLogin(call, template, name);

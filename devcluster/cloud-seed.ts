@@ -29,11 +29,11 @@ export const SEED = {
 } as const;
 
 /** The catalogue and the default network, applied (so a second `stratus up` changes nothing). */
-export async function seed(
-  client: KubeClient,
-  guest: { kernel: string; initrd: string },
-  secondary: string,
-): Promise<void> {
+export async function seed(client: KubeClient, tinyDisk: string, secondary: string): Promise<void> {
+  const existing = <T extends KubeObject>(type: ResourceType, name: string, namespace?: string) =>
+    client
+      .get<T>(type, name, namespace)
+      .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error)));
   const apply = (type: ResourceType, object: KubeObject & { spec: object }) =>
     client.apply(
       type,
@@ -62,21 +62,22 @@ export async function seed(
     metadata: { name: SEED.diskOffering },
     spec: { displayName: "Small disk (1 GiB)", size: "1Gi" },
   });
-  await apply(Resources.templates, {
-    metadata: { name: SEED.template },
-    spec: {
-      displayName: "Tiny Linux (busybox, boots in seconds)",
-      osType: "Other Linux (64-bit)",
-      source: { directBoot: { kernel: guest.kernel, initrd: guest.initrd, commandLine: "console=ttyS0" } },
-    },
-  });
+  // A template's image cannot change (its VMs' disks are made from it): one made before stays.
+  if (!(await existing(Resources.templates, SEED.template)))
+    await apply(Resources.templates, {
+      metadata: { name: SEED.template },
+      spec: {
+        displayName: "Tiny Linux (busybox on a 64 MiB disk, boots in seconds)",
+        osType: "Other Linux (64-bit)",
+        format: "qcow2",
+        source: { hostPath: tinyDisk },
+      },
+    });
   // A CIDR is fixed once chosen: an existing default network (and its VMs' addresses) stays as it is.
-  const existing = await client
-    .get<Network>(Resources.networks, SEED.network, SEED.namespace)
-    .catch((error: unknown) => (isNotFound(error) ? undefined : Promise.reject(error)));
+  const network = await existing<Network>(Resources.networks, SEED.network, SEED.namespace);
   await apply(Resources.networks, {
     metadata: { name: SEED.network, namespace: SEED.namespace },
-    spec: { zone: SEED.zone, cidr: existing?.spec.cidr ?? (await freeSubnet()) },
+    spec: { zone: SEED.zone, cidr: network?.spec.cidr ?? (await freeSubnet()) },
   });
 }
 

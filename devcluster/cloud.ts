@@ -23,7 +23,7 @@ import {
   waitForSetup,
 } from "./cloud-processes.ts";
 import { FIRST_VM, issueApiKey, SEED, seed } from "./cloud-seed.ts";
-import { buildTinyGuest } from "./guest-images.ts";
+import { buildTinyDisk, installedImage } from "./guest-images.ts";
 import { chooseHypervisor, libvirtAnswers, stopLibvirtDaemons } from "./libvirt.ts";
 import { freePort, freePortPreferring } from "./ports.ts";
 import { tail, terminate } from "./processes.ts";
@@ -100,18 +100,19 @@ export class LocalCloud {
     if (previous) await previous.stopProcesses();
     await mkdir(join(dir, "logs"), { recursive: true });
 
-    progress("building or reusing the tiny guest (test/images/build-tiny-guest.sh)");
-    const guest = await buildTinyGuest();
+    progress("building or reusing the tiny guest's disk (test/images/build-tiny-disk.sh)");
+    const tinyDisk = await buildTinyDisk();
     const hypervisor = await chooseHypervisor(progress);
     const hostName = hostname();
     const hostDirs = hypervisor.uri.startsWith("test:")
-      ? ["pool", "cache", "console"].map((d) => join(dir, "host", d))
+      ? ["pool", "cache", "console", "templates"].map((d) => join(dir, "host", d))
       : // Under qemu:///system QEMU runs as libvirt-qemu and must reach the disks: the agent's
         // defaults under /var/lib and /run, not the (private) state directory.
         [
           `/var/lib/stratus/pools/${hostName}`,
           `/var/lib/stratus/cache/${hostName}`,
           `/run/stratus/console/${hostName}`,
+          "/var/lib/stratus/templates",
         ];
     // The zone's secondary storage: snapshots and disks moving between pools are kept there.
     const secondary = hypervisor.uri.startsWith("test:")
@@ -141,7 +142,7 @@ export class LocalCloud {
       // start/stop/restart) to kubectl and `stratus console` through the aggregated API.
       const consoleKeys = await writeConsoleKeys(dir);
       const subresources = await prepareSubresources({ namespace: "stratus-system", dir });
-      const [pool, cache, consoleDir] = hostDirs as [string, string, string];
+      const [pool, cache, consoleDir, templates] = hostDirs as [string, string, string, string];
       // Made before its agent registers it, so the overcommit is there for the first placement;
       // an existing Host keeps what the administrator set.
       await client
@@ -181,7 +182,7 @@ export class LocalCloud {
       progress(
         `seeding zone "${SEED.zone}", offerings, template "${SEED.template}", network "${SEED.network}"`,
       );
-      await seed(client, guest, secondary);
+      await seed(client, await installedImage(tinyDisk, templates), secondary);
       const access = await issueApiKey(client, {
         name: SEED.apiKeySecret,
         keysNamespace: SEED.keysNamespace,

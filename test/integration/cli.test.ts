@@ -171,6 +171,13 @@ describe("stratus up, the printed commands, stratus down", () => {
     const uid = (await kubectl(kubeconfig, ["get", "vm", "first-vm", "-o", "jsonpath={.metadata.uid}"]))
       .stdout;
     expect(uid).toMatch(/^[0-9a-f-]{36}$/);
+    // The seeded template is a bootable disk, so first-vm has a ROOT volume of its 64 MiB image.
+    const roots = await shell(printed, `${csClient} listVolumes type=ROOT virtualmachineid=${uid}`);
+    expect(roots.code, roots.stderr).toBe(0);
+    expect(JSON.parse(roots.stdout)).toMatchObject({
+      count: 1,
+      volume: [{ type: "ROOT", state: "Ready", virtualmachineid: uid, size: 64 * 2 ** 20 }],
+    });
     if (libvirtUri === "qemu:///system") {
       // The guest itself asked for its address: dnsmasq leased exactly that one to it.
       await waitFor(

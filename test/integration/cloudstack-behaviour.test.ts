@@ -2,7 +2,7 @@
 // signed HTTP API against the real API component, operator and a simulated host agent: a deploy
 // no host fits fails its job with 533 and leaves the VM in Error; deleteNetwork of a network in
 // use fails at once; a data volume reads back with its disk offering and device id; a deploy
-// without networkids gets the account's network.
+// without networkids gets the account's network (made for it when it has none).
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -211,7 +211,7 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
     },
   );
 
-  it("deploys without networkids onto the account's one network, and says so when there is none or several", async () => {
+  it("deploys without networkids onto the account's network, made for it when it has none, and asks when it has several", async () => {
     const refused = async (name: string) => {
       const response = await signedRequest(endpoint, bob, {
         command: "deployVirtualMachine",
@@ -222,24 +222,19 @@ describe.skipIf(!hasCs)("CloudStack behaviour real clients depend on (needs pyth
       });
       return { status: response.status, body: response.body.deployvirtualmachineresponse as Row };
     };
-    expect(await refused("lonely")).toMatchObject({
-      status: 431,
-      body: {
-        errorcode: 431,
-        errortext: expect.stringMatching(/has no network in zone .*specify networkIds/),
-      },
+    // Two deploys at once into an account with no network: one network is made, and both use it.
+    const deployed = await Promise.all([deploy(bob, { name: "lonely" }), deploy(bob, { name: "defaulted" })]);
+    for (const one of deployed) expect(one.stderr, one.stdout).toBe("");
+    const listed = (await cs(bob, "listNetworks")).json;
+    expect(listed).toMatchObject({
+      count: 1,
+      network: [{ name: "default", displaytext: `${bob.namespace}-network`, cidr: "10.1.1.0/24" }],
     });
-    const network = await createNetwork(bob, "only", "10.65.0.1");
-    const deployed = await deploy(bob, { name: "defaulted" });
-    expect(deployed.stderr).toBe("");
-    expect((deployed.json.virtualmachine as Row).nic).toEqual([
-      expect.objectContaining({
-        networkid: network,
-        networkname: "only",
-        isdefault: true,
-        ipaddress: "10.65.0.2",
-      }),
-    ]);
+    const network = ((listed.network as Row[])[0] as Row).id;
+    for (const one of deployed)
+      expect((one.json.virtualmachine as Row).nic).toEqual([
+        expect.objectContaining({ networkid: network, networkname: "default", isdefault: true }),
+      ]);
     await createNetwork(bob, "second", "10.66.0.1");
     expect(await refused("undecided")).toMatchObject({
       status: 431,
