@@ -59,6 +59,8 @@ const ORCHESTRATION = [
   "test/integration/zone-templates.test.ts",
   // two control planes and their agents on the machine's libvirt daemon.
   "test/integration/shared-libvirt.test.ts",
+  // ISOs booted and swapped in real QEMU guests, with an operator and the API component of its own.
+  "test/integration/iso.test.ts",
   // `stratus up` runs a whole cloud (on a control plane of its own) and may start libvirtd.
   "test/integration/cli.test.ts",
   // the benchmark's smoke mode: an operator, host agents and the API component of its own.

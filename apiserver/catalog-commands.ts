@@ -3,9 +3,10 @@
 // templates list once per zone they are available in; the network offering, capabilities, domain
 // and OS types are what Stratus has (one offering, the ROOT domain, the templates' OS types).
 import { Resources } from "../crds/index.ts";
+import { isIso } from "../crds/template-images.ts";
 import type { KubeObject, ResourceType } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
-import type { CloudStackApi, Command } from "./api.ts";
+import type { Call, CloudStackApi, Command } from "./api.ts";
 import { entityNotFound, type Json, ROOT_DOMAIN_ID } from "./envelope.ts";
 import { filtered, page, requireClusterRead } from "./listing.ts";
 import {
@@ -37,6 +38,31 @@ function catalogList<T extends KubeObject & { spec: { displayName?: string } }>(
   };
 }
 
+/**
+ * listTemplates (disk images) and listIsos (ISOs, `bootable` filtering): one entry per image and
+ * zone it is available in, as CloudStack lists them.
+ */
+async function listImages(call: Call, kind: "template" | "iso"): Promise<Json> {
+  await requireClusterRead(call, Resources.templates);
+  const zoneId = call.params.uuid("zoneid");
+  const zones = zoneId ? call.api.zones.byIndex("uid", zoneId) : call.api.zones.list();
+  if (zoneId && zones.length === 0) throw entityNotFound("zoneid", zoneId);
+  const flag = (name: string) => (call.params.get(name) === undefined ? undefined : call.params.flag(name));
+  const isready = flag("isready");
+  const bootable = kind === "iso" ? flag("bootable") : undefined;
+  const images = filtered(call, call.api.templates.list(), (t) => t.spec.displayName).filter(
+    (t) =>
+      isIso(t) === (kind === "iso") && (bootable === undefined || (t.spec.bootable ?? true) === bootable),
+  );
+  const entries = images.flatMap((t) =>
+    zones
+      .filter((z) => !t.spec.zones?.length || t.spec.zones.includes(z.metadata.name as string))
+      .filter((z) => isready === undefined || templateAvailability(t, z).ready === isready)
+      .map((z) => templateView(t, z)),
+  );
+  return page(call, kind, entries);
+}
+
 export const CATALOG_COMMANDS: Record<string, Command> = {
   listZones: catalogList(Resources.zones, (api) => api.zones, "zone", zoneView),
   listServiceOfferings: catalogList(
@@ -54,22 +80,10 @@ export const CATALOG_COMMANDS: Record<string, Command> = {
   listTemplates: {
     async handler(call) {
       call.params.required("templatefilter");
-      await requireClusterRead(call, Resources.templates);
-      const zoneId = call.params.uuid("zoneid");
-      const zones = zoneId ? call.api.zones.byIndex("uid", zoneId) : call.api.zones.list();
-      if (zoneId && zones.length === 0) throw entityNotFound("zoneid", zoneId);
-      const templates = filtered(call, call.api.templates.list(), (t) => t.spec.displayName);
-      const isready = call.params.get("isready") === undefined ? undefined : call.params.flag("isready");
-      // One entry per template and zone it is available in, as CloudStack lists them.
-      const entries = templates.flatMap((t) =>
-        zones
-          .filter((z) => !t.spec.zones?.length || t.spec.zones.includes(z.metadata.name as string))
-          .filter((z) => isready === undefined || templateAvailability(t, z).ready === isready)
-          .map((z) => templateView(t, z)),
-      );
-      return page(call, "template", entries);
+      return listImages(call, "template");
     },
   },
+  listIsos: { handler: (call) => listImages(call, "iso") },
   listNetworkOfferings: {
     async handler(call) {
       const id = call.params.get("id");

@@ -10,6 +10,7 @@ import { CATALOG_COMMANDS } from "./catalog-commands.ts";
 import type { Json } from "./envelope.ts";
 import { GUEST_LOGIN_COMMANDS } from "./guest-login.ts";
 import { HOST_COMMANDS } from "./host-commands.ts";
+import { ISO_COMMANDS } from "./iso-commands.ts";
 import { JOB_COMMANDS } from "./job-commands.ts";
 import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
 import { page } from "./listing.ts";
@@ -58,6 +59,7 @@ export const COMMANDS: Record<string, Command> = {
   ...VOLUME_MIGRATION_COMMANDS,
   ...VM_MIGRATION_COMMANDS,
   ...TEMPLATE_COMMANDS,
+  ...ISO_COMMANDS,
   ...KEY_PAIR_COMMANDS,
   ...GUEST_LOGIN_COMMANDS,
   ...USER_DATA_COMMANDS,

@@ -111,7 +111,7 @@ const createTemplate: Command = {
 function requireUnused(api: CloudStackApi, template: Template): void {
   const name = template.metadata.name as string;
   const users = [
-    ...api.vms.list().filter((vm) => vm.spec.template === name),
+    ...api.vms.list().filter((vm) => vm.spec.template === name || vm.spec.iso === name),
     ...api.volumes.list().filter((v) => v.spec.source?.template === name),
   ].map((o) => `${o.metadata.namespace}/${o.metadata.name}`);
   if (users.length > 0)
@@ -126,49 +126,54 @@ function requireUnused(api: CloudStackApi, template: Template): void {
  * storage (the agents do, status.zones). Only administrators register (templates are cluster-wide),
  * and that is checked before the URL is fetched, so nobody else can make this server fetch a URL.
  */
-const registerTemplate: Command = {
-  async handler(call) {
-    const { params, api } = call;
-    if (!(await api.can(call.caller, "create", Resources.templates)))
-      throw new ApiError(
-        ERROR.ACCOUNT,
-        `Account ${call.caller.account} may not register templates: templates are cluster-wide, registered by administrators`,
-      );
-    const get = (name: string) => params.get(name);
-    const name = templateName(params.required("name"));
-    const displayText = shortText("displaytext", params.required("displaytext"));
-    const url = params.required("url");
-    const format = templateFormat(params.required("format"));
-    requireKvm(params.required("hypervisor"));
-    const checksum = templateChecksum(get("checksum"));
-    const osType = get("ostypeid") ? shortText("ostypeid", get("ostypeid") as string) : undefined;
-    refuseUnsupportedRegistration(get, Object.keys(params.raw));
-    const zones = registrationZones(get, (id) => api.zones.byIndex("uid", id)[0]?.metadata.name);
-    if (!/^https?:\/\/[^/]/i.test(url))
-      throw new ApiError(ERROR.PARAM, `Unsupported URL ${url}: a template URL is http:// or https://`);
-    if (api.templates.get(name))
-      throw new ApiError(ERROR.PARAM, `A template named ${name} already exists; choose another name`);
-    await probeDownload(url).catch((error: unknown) => {
-      throw new ApiError(ERROR.PARAM, `Unable to register template ${name}: ${(error as Error).message}`);
-    });
-    const template = await call.caller.client.create<Template>(
-      Resources.templates,
-      apiTemplate(name, {
-        displayName: displayText,
-        source: { url },
-        format,
-        ...(checksum ? { checksum } : {}),
-        ...(osType ? { osType } : {}),
-        ...(zones ? { zones } : {}),
-        passwordEnabled: params.flag("passwordenabled"),
-      }),
+const registerTemplate: Command = { handler: (call) => registerImage(call, "template") };
+
+/**
+ * registerTemplate and registerIso: a disk image of the format asked for, or an ISO (bootable
+ * unless `bootable=false`), answered as CloudStack answers each (`template` or `iso` entries).
+ */
+export async function registerImage(call: Call, kind: "template" | "iso") {
+  const { params, api } = call;
+  if (!(await api.can(call.caller, "create", Resources.templates)))
+    throw new ApiError(
+      ERROR.ACCOUNT,
+      `Account ${call.caller.account} may not register ${kind}s: ${kind}s are cluster-wide, registered by administrators`,
     );
-    // CloudStack answers one entry per zone the template is registered in.
-    const shown: (Zone | undefined)[] = zones ? zones.map((zone) => api.zones.get(zone)) : api.zones.list();
-    const entries = shown.map((zone) => templateView(template, zone));
-    return listBody("template", entries, entries.length);
-  },
-};
+  const get = (name: string) => params.get(name);
+  const name = templateName(params.required("name"));
+  const displayText = shortText("displaytext", params.required("displaytext"));
+  const url = params.required("url");
+  const format = kind === "iso" ? "iso" : templateFormat(params.required("format"));
+  if (kind === "template") requireKvm(params.required("hypervisor"));
+  const checksum = templateChecksum(get("checksum"));
+  const osType = get("ostypeid") ? shortText("ostypeid", get("ostypeid") as string) : undefined;
+  refuseUnsupportedRegistration(get, Object.keys(params.raw));
+  const zones = registrationZones(get, (id) => api.zones.byIndex("uid", id)[0]?.metadata.name);
+  if (!/^https?:\/\/[^/]/i.test(url))
+    throw new ApiError(ERROR.PARAM, `Unsupported URL ${url}: a template URL is http:// or https://`);
+  if (api.templates.get(name))
+    throw new ApiError(ERROR.PARAM, `A template named ${name} already exists; choose another name`);
+  await probeDownload(url).catch((error: unknown) => {
+    throw new ApiError(ERROR.PARAM, `Unable to register template ${name}: ${(error as Error).message}`);
+  });
+  const template = await call.caller.client.create<Template>(
+    Resources.templates,
+    apiTemplate(name, {
+      displayName: displayText,
+      source: { url },
+      format,
+      ...(checksum ? { checksum } : {}),
+      ...(osType ? { osType } : {}),
+      ...(zones ? { zones } : {}),
+      ...(kind === "iso" ? { bootable: params.flag("bootable", true) } : {}),
+      passwordEnabled: params.flag("passwordenabled"),
+    }),
+  );
+  // CloudStack answers one entry per zone the template is registered in.
+  const shown: (Zone | undefined)[] = zones ? zones.map((zone) => api.zones.get(zone)) : api.zones.list();
+  const entries = shown.map((zone) => templateView(template, zone));
+  return listBody(kind, entries, entries.length);
+}
 
 const updateTemplate: Command = {
   async handler(call) {

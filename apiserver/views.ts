@@ -190,7 +190,7 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
     passwordenabled: template.spec.passwordEnabled ?? false,
     templatetype: "USER",
     status,
-    bootable: true,
+    bootable: template.spec.bootable ?? true,
     created: formatDate(template.metadata.creationTimestamp),
   });
 }
@@ -199,6 +199,10 @@ export function templateView(template: Template, zone: Zone | undefined): Json {
 export function vmStateView(vm: VirtualMachine): string {
   const state = displayState(vm);
   return state === "Pending" ? "Starting" : state;
+}
+
+function isoFields(name: string, iso: Template | undefined): Record<string, Json | undefined> {
+  return { isoid: iso ? uid(iso) : undefined, isoname: name, isodisplaytext: iso?.spec.displayName ?? name };
 }
 
 export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
@@ -239,6 +243,8 @@ export function virtualMachineView(vm: VirtualMachine, catalog: Catalog): Json {
     templateid: template ? uid(template) : undefined,
     templatename: vm.spec.template,
     templatedisplaytext: template?.spec.displayName ?? vm.spec.template,
+    // The ISO in its drive, as CloudStack shows an attached ISO.
+    ...(vm.spec.iso ? isoFields(vm.spec.iso, catalog.template(vm.spec.iso)) : {}),
     serviceofferingid: offering ? uid(offering) : undefined,
     serviceofferingname: vm.spec.serviceOffering,
     cpunumber: offering?.spec.cpu,

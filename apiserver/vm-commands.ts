@@ -8,9 +8,11 @@ import {
   type Network,
   RESTART_ANNOTATION,
   Resources,
+  type Template,
   type VirtualMachine,
   type Zone,
 } from "../crds/index.ts";
+import { isIso } from "../crds/template-images.ts";
 import { isAlreadyExists } from "../runtime/client.ts";
 import { groupMembersFilter, requestedGroups } from "./affinity-commands.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
@@ -63,6 +65,32 @@ async function callerNetworks<T>(
   const cached = found(call.api.networks.list().filter((n) => n.metadata.namespace === account));
   if (cached !== undefined) return cached;
   return found((await call.caller.client.list<Network>(Resources.networks, { namespace: account })).items);
+}
+
+/**
+ * A deploy from an ISO, as CloudStack's: it must be bootable, and diskofferingid gives the blank
+ * root disk the guest installs onto (`size` GiB for an offering without one). The ISO stays in the
+ * drive until detachIso.
+ */
+function isoInstall(call: Call, iso: Template): Pick<VirtualMachine["spec"], "rootDisk" | "iso"> {
+  if (iso.spec.bootable === false)
+    throw new ApiError(ERROR.PARAM, `ISO ${iso.metadata.name} is not bootable: deploy from a bootable ISO`);
+  if (call.params.get("diskofferingid") === undefined)
+    throw new ApiError(
+      ERROR.PARAM,
+      "Installing from ISO requires a disk offering to be specified for the root disk.",
+    );
+  const offering = byId(call.api.diskOfferings, call, "diskofferingid");
+  const size = call.params.integer("size");
+  if (!offering.spec.size && (size === undefined || size < 1))
+    throw new ApiError(
+      ERROR.PARAM,
+      `Disk offering ${offering.metadata.name} is customized: installing from ISO needs the root disk's size (size=<GiB>)`,
+    );
+  return {
+    rootDisk: { size: offering.spec.size ?? `${size}Gi`, diskOffering: offering.metadata.name as string },
+    iso: iso.metadata.name as string,
+  };
 }
 
 /** The name of the network a deploy makes for an account that has none in the zone. */
@@ -158,11 +186,15 @@ export const VM_COMMANDS: Record<string, Command> = {
       }
       const networks = asked.length > 0 ? asked : [await defaultNetwork(call, zone)];
       const rootDiskSize = params.integer("rootdisksize");
+      const installFrom = isIso(template) ? isoInstall(call, template) : undefined;
       const userData = await requestedUserData(call, call.caller.account);
       const guestLogin = await deployGuestLogin(call, template, name);
       const address = params.get("ipaddress");
       const affinityGroups = await requestedGroups(call, call.caller.account);
-      const dataDisk = await createDeployDataDisk(call, name, zone.metadata.name as string);
+      // From an ISO, diskofferingid is the root disk's, not a data disk.
+      const dataDisk = installFrom
+        ? undefined
+        : await createDeployDataDisk(call, name, zone.metadata.name as string);
       const created = call.caller.client.create<VirtualMachine>(Resources.virtualMachines, {
         apiVersion: "stratus.io/v1alpha1",
         kind: "VirtualMachine",
@@ -177,7 +209,7 @@ export const VM_COMMANDS: Record<string, Command> = {
           template: template.metadata.name as string,
           runStrategy: params.flag("startvm", true) ? "Always" : "Halted",
           ...(params.get("displayname") ? { displayName: params.get("displayname") as string } : {}),
-          ...(rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {}),
+          ...(installFrom ?? (rootDiskSize ? { rootDisk: { size: `${rootDiskSize}Gi` } } : {})),
           ...(userData ? { userDataSecret: userDataSecretName(name) } : {}),
           ...(affinityGroups?.length ? { placement: { affinityGroups } } : {}),
           ...(dataDisk ? { dataVolumes: [dataDisk.slot] } : {}),

@@ -5,11 +5,19 @@ import type { Template, Zone } from "./index.ts";
 
 export type ZoneImage = NonNullable<NonNullable<Template["status"]>["zones"]>[number];
 
-/** The format of the file on secondary storage: an image made by qemu-img from a volume is always qcow2. */
+/**
+ * The format of the template's file: an image made by qemu-img from a volume is always qcow2, and
+ * an ISO is a raw image to QEMU.
+ */
 export function templateFileFormat(template: Template): "qcow2" | "raw" {
   const { source } = template.spec;
-  return source.volume || source.snapshot ? "qcow2" : (template.spec.format ?? "qcow2");
+  if (source.volume || source.snapshot) return "qcow2";
+  const format = template.spec.format ?? "qcow2";
+  return format === "iso" ? "raw" : format;
 }
+
+/** Whether the template is an ISO: a disc for a VM's CD-ROM drive, not a disk image. */
+export const isIso = (template: Pick<Template, "spec">) => template.spec.format === "iso";
 
 /** The template's image on the secondary storage mounted at `secondary`. */
 export function secondaryImagePath(secondary: string, template: Template): string {

@@ -26,6 +26,7 @@ import type { RuntimeMetrics } from "../runtime/metrics.ts";
 import { reconcileHostDomains } from "./adoption.ts";
 import { agentWorld, usesNetwork, usesVolume } from "./agent-world.ts";
 import { type AgentWrites, KubeAgentWrites } from "./agent-writes.ts";
+import { FILE_IMAGES, prepareDisc } from "./disk-prep.ts";
 import { domainName } from "./domain-xml.ts";
 import { Fencing } from "./fencing.ts";
 import { apiGuestDataSource, arrivingNics, configDrivePath, prepareConfigDrive } from "./guest-data.ts";
@@ -33,6 +34,7 @@ import type { Hypervisor, Owner } from "./hypervisor.ts";
 import type { LibvirtConnection } from "./libvirt/connection.ts";
 import { type Accelerator, LibvirtHypervisor } from "./libvirt-hypervisor.ts";
 import { MigrationWork } from "./migration-sync.ts";
+import { isoImage } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
@@ -248,6 +250,15 @@ export class HostAgent {
           },
         ),
       configDrivePath: (uid) => configDrivePath(this.cacheDir(), uid),
+      disc: async (vm) => {
+        const input = { vm, iso: vm.spec.iso ? world.template(vm.spec.iso) : undefined };
+        const disc = isoImage({
+          ...input,
+          paths: { cache: this.cacheDir(), consoleSocket: "" },
+          zone: world.zone(),
+        });
+        return disc ? prepareDisc(FILE_IMAGES, this.hostName, vm, disc) : undefined;
+      },
     });
     this.sync = new VmSync({
       owner,

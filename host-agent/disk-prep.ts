@@ -17,6 +17,24 @@ export interface ImageStore {
 export const FILE_IMAGES: ImageStore = { download: downloadOnce, check: checkImage };
 
 /** The root disk (image downloaded and checked first) and the data disks, created when missing. */
+/** The ISO drive's disc, copied into the cache and checked: a raw image, no backing file. */
+export async function prepareDisc(
+  images: ImageStore,
+  host: string,
+  vm: VirtualMachine,
+  disc: NonNullable<RunPlan["iso"]>,
+): Promise<string> {
+  if (disc.url) await images.download(disc.url, disc.path, disc.checksum);
+  await images.check(disc.path, "raw").catch((error: unknown) => {
+    if (error instanceof HostProblem) throw error;
+    throw new HostProblem(
+      "ImageUnreadable",
+      `ISO ${vm.spec.iso} at ${disc.path} cannot be read on host ${host}: ${(error as Error).message}`,
+    );
+  });
+  return disc.path;
+}
+
 export async function prepareDisks(
   hv: Hypervisor,
   images: ImageStore,
@@ -30,6 +48,7 @@ export async function prepareDisks(
   if (plan.directBoot)
     for (const part of [plan.directBoot.kernel, plan.directBoot.initrd])
       await images.download(part.url, part.path, undefined);
+  if (plan.iso) await prepareDisc(images, host, vm, plan.iso);
   let root: Awaited<ReturnType<Hypervisor["ensureDisk"]>> | undefined;
   if (plan.root) {
     let size = plan.root.requestedBytes;

@@ -6,6 +6,7 @@ import {
   disksIn,
   domainMetadataIn,
   domainName,
+  isoIn,
   macFor,
   vmUidOf,
 } from "./domain-xml.ts";
@@ -79,6 +80,36 @@ describe("domain XML", () => {
     expect(configDriveIn(xml)).toBe("/cache/config-drives/u.iso");
     expect(disksIn(xml).map((d) => d.target)).toEqual(["vda", "vdb"]);
     expect(configDriveIn(buildDomainXml(base))).toBeUndefined();
+  });
+
+  it("gives every domain an ISO drive, empty or with its disc, and boots from it before the disk when asked", () => {
+    const empty = buildDomainXml(base);
+    expect(empty).toMatch(
+      /<disk type='file' device='cdrom'>\s*<driver name='qemu' type='raw'\/>\s*<target dev='hdd' bus='ide'\/>/,
+    );
+    expect(isoIn(empty)).toBeUndefined();
+    expect(empty).toContain("<boot dev='hd'/>");
+    const installing = buildDomainXml({
+      ...base,
+      iso: "/cache/iso-1.raw",
+      bootFromIso: true,
+      configDrive: "/cache/config-drives/u.iso",
+    });
+    expect(isoIn(installing)).toBe("/cache/iso-1.raw");
+    expect(configDriveIn(installing)).toBe("/cache/config-drives/u.iso");
+    expect(installing).not.toContain("<boot dev=");
+    // Per-device boot order: the ISO drive first, then the root disk (vda), nothing else.
+    expect(
+      [
+        ...installing.matchAll(
+          /<target dev='(\w+)'[^>]*\/>\s*(?:<serial>[^<]*<\/serial>\s*)?(?:<readonly\/>\s*)?<boot order='(\d)'/g,
+        ),
+      ].map((m) => [m[1], m[2]]),
+    ).toEqual([
+      ["vda", "2"],
+      ["hdd", "1"],
+    ]);
+    expect(disksIn(installing).map((d) => d.target)).toEqual(["vda", "vdb"]);
   });
 
   it("escapes every value, so a name cannot inject XML", () => {

@@ -35,10 +35,35 @@ export interface DomainSpec {
   consoleSocket?: string;
   /** The config drive (an ISO, config-drive.ts), attached as a read-only CD-ROM. */
   configDrive?: string;
+  /** The disc in the ISO drive (spec.iso); the drive is there, empty, without one. */
+  iso?: string;
+  /** Boot from the ISO drive, then the first disk: a VM deployed from an ISO. */
+  bootFromIso?: boolean;
 }
 
 /** The config drive's device: IDE, which every machine type and guest kernel has. */
 export const CONFIG_DRIVE_TARGET = "hdc";
+/**
+ * The ISO drive's device, in every domain (as CloudStack's KVM agent gives every VM one): an IDE
+ * drive cannot be hot plugged, but its disc can be swapped while the guest runs.
+ */
+export const ISO_DRIVE_TARGET = "hdd";
+
+/** A read-only IDE CD-ROM at `target` holding `path` (none: an empty drive). */
+export function cdromXml(target: string, path: string | undefined, indent = "", bootOrder?: number): string {
+  const e = escapeXml;
+  return [
+    "<disk type='file' device='cdrom'>",
+    "  <driver name='qemu' type='raw'/>",
+    ...(path ? [`  <source file='${e(path)}'/>`] : []),
+    `  <target dev='${target}' bus='ide'/>`,
+    "  <readonly/>",
+    ...(bootOrder !== undefined ? [`  <boot order='${bootOrder}'/>`] : []),
+    "</disk>",
+  ]
+    .map((line) => indent + line)
+    .join("\n");
+}
 
 const DISK_TARGETS = "abcdefghijklmnopqrstuvwxyz";
 
@@ -50,7 +75,7 @@ export function diskTarget(index: number): string {
 export type DiskSpec = DomainSpec["disks"][number];
 
 /** One virtio disk; also what hot plug attaches. The serial is how the guest tells disks apart. */
-export function diskXml(disk: DiskSpec, target: string, indent = ""): string {
+export function diskXml(disk: DiskSpec, target: string, indent = "", bootOrder?: number): string {
   const e = escapeXml;
   return [
     "<disk type='file' device='disk'>",
@@ -58,6 +83,7 @@ export function diskXml(disk: DiskSpec, target: string, indent = ""): string {
     `  <source file='${e(disk.path)}'/>`,
     `  <target dev='${e(target)}' bus='virtio'/>`,
     `  <serial>${e(disk.serial.slice(0, 20))}</serial>`,
+    ...(bootOrder !== undefined ? [`  <boot order='${bootOrder}'/>`] : []),
     "</disk>",
   ]
     .map((line) => indent + line)
@@ -75,14 +101,25 @@ export function disksIn(xml: string): { path: string; target: string }[] {
   });
 }
 
-/** The config drive a domain's XML attaches, if any. */
-export function configDriveIn(xml: string): string | undefined {
-  for (const match of xml.matchAll(/<disk\b[^>]*device=['"]cdrom['"][^>]*>([\s\S]*?)<\/disk>/g)) {
-    const path = /<source file='([^']*)'/.exec(match[1] ?? "")?.[1];
-    if (path) return unescapeXml(path);
-  }
-  return undefined;
+export const configDriveIn = (xml: string) => cdromIn(xml, CONFIG_DRIVE_TARGET);
+export const isoIn = (xml: string) => cdromIn(xml, ISO_DRIVE_TARGET);
+
+/** The domain's CD-ROM drives: their device, and the disc in each (none: empty). */
+function cdromDrives(xml: string): { target: string; path?: string }[] {
+  return [...xml.matchAll(/<disk\b[^>]*device=['"]cdrom['"][^>]*>([\s\S]*?)<\/disk>/g)].flatMap((match) => {
+    const body = match[1] ?? "";
+    const target = /<target dev='([^']*)'/.exec(body)?.[1];
+    const path = /<source file='([^']*)'/.exec(body)?.[1];
+    return target ? [{ target, ...(path ? { path: unescapeXml(path) } : {}) }] : [];
+  });
 }
+
+/** Whether the domain has a CD-ROM drive at `target`, with a disc or empty. */
+export const hasCdrom = (xml: string, target: string) => cdromDrives(xml).some((d) => d.target === target);
+
+/** The disc in the domain's CD-ROM drive at `target` (the config drive's, or the ISO drive's), if any. */
+export const cdromIn = (xml: string, target: string) =>
+  cdromDrives(xml).find((d) => d.target === target)?.path;
 
 /** The VM and the owner a Stratus domain's metadata names (libvirt keeps the element as written). */
 export function domainMetadataIn(xml: string): { owner?: Owner; vm?: { namespace: string; name: string } } {
@@ -126,7 +163,9 @@ export function buildDomainXml(spec: DomainSpec): string {
           `    <initrd>${e(spec.directBoot.initrd)}</initrd>`,
           `    <cmdline>${e(spec.directBoot.commandLine)}</cmdline>`,
         ]
-      : ["    <boot dev='hd'/>"]),
+      : spec.bootFromIso
+        ? [] // per-device boot order: the ISO drive, then the root disk
+        : ["    <boot dev='hd'/>"]),
     "  </os>",
     // ACPI: the power button (graceful shutdown) and a guest powering itself off both need it.
     "  <features>",
@@ -144,17 +183,11 @@ export function buildDomainXml(spec: DomainSpec): string {
     "  <on_reboot>restart</on_reboot>",
     "  <on_crash>destroy</on_crash>",
     "  <devices>",
-    ...spec.disks.map((disk, index) => diskXml(disk, diskTarget(index), "    ")),
-    ...(spec.configDrive
-      ? [
-          "    <disk type='file' device='cdrom'>",
-          "      <driver name='qemu' type='raw'/>",
-          `      <source file='${e(spec.configDrive)}'/>`,
-          `      <target dev='${CONFIG_DRIVE_TARGET}' bus='ide'/>`,
-          "      <readonly/>",
-          "    </disk>",
-        ]
-      : []),
+    ...spec.disks.map((disk, index) =>
+      diskXml(disk, diskTarget(index), "    ", spec.bootFromIso && index === 0 ? 2 : undefined),
+    ),
+    ...(spec.configDrive ? [cdromXml(CONFIG_DRIVE_TARGET, spec.configDrive, "    ")] : []),
+    cdromXml(ISO_DRIVE_TARGET, spec.iso, "    ", spec.bootFromIso ? 1 : undefined),
     ...spec.nics.flatMap((nic) => [
       "    <interface type='network'>",
       `      <mac address='${e(nic.mac)}'/>`,

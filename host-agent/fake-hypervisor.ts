@@ -181,6 +181,7 @@ export class FakeHypervisor implements Hypervisor {
       owner: this.owner,
       vm: { namespace: spec.vm.namespace, name: spec.vm.name },
       disks: spec.disks.map((d, i) => ({ path: d.path, target: diskTarget(i) })),
+      ...(spec.iso ? { iso: spec.iso } : {}),
       spec,
     };
     this.domains.set(spec.vm.uid, domain);
@@ -267,6 +268,13 @@ export class FakeHypervisor implements Hypervisor {
     this.record(`detach ${vmUid} ${path} ${target}`);
     const domain = this.domain(vmUid);
     domain.disks = domain.disks.filter((d) => d.path !== path);
+  }
+
+  async changeIso(vmUid: string, path: string | undefined) {
+    this.record(`iso ${vmUid} ${path ?? "ejected"}`);
+    const domain = this.domain(vmUid);
+    if (path) domain.iso = path;
+    else delete domain.iso;
   }
 
   async liveDiskBytes(vmUid: string, target: string): Promise<bigint> {

@@ -30,6 +30,8 @@ export interface ObservedDomain {
   disks: { path: string; target: string }[];
   /** The config drive ISO the domain boots with, if any. */
   configDrive?: string;
+  /** The disc in the domain's ISO drive (a VM's spec.iso), if any. */
+  iso?: string;
 }
 
 export interface DiskInfo {
@@ -166,6 +168,8 @@ export interface Hypervisor {
   /** Hot plug: `live` changes the running guest too. */
   attachDisk(vmUid: string, disk: DomainSpec["disks"][number], target: string, live: boolean): Promise<void>;
   detachDisk(vmUid: string, path: string, target: string, live: boolean): Promise<void>;
+  /** Puts `path` in the running domain's ISO drive, or ejects its disc (undefined). */
+  changeIso(vmUid: string, path: string | undefined): Promise<void>;
   /** The size the running guest sees for a disk, and growing it there. */
   liveDiskBytes(vmUid: string, target: string): Promise<bigint>;
   growLiveDisk(vmUid: string, target: string, bytes: bigint): Promise<void>;

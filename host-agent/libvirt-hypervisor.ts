@@ -10,11 +10,15 @@ import { formatQuantity } from "../crds/quantity.ts";
 import { copyVerified, flattenTo, readDescriptor, stageDescriptor } from "./disk-files.ts";
 import {
   buildDomainXml,
+  cdromXml,
   configDriveIn,
   disksIn,
   diskXml,
   domainMetadataIn,
   domainName,
+  hasCdrom,
+  ISO_DRIVE_TARGET,
+  isoIn,
   METADATA_NAMESPACE,
   vmUidOf,
 } from "./domain-xml.ts";
@@ -316,6 +320,17 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.changeDevices("detach", () => this.libvirt.detachDevice(domainName(vmUid), xml, live));
   }
 
+  async changeIso(vmUid: string, path: string | undefined): Promise<void> {
+    const name = domainName(vmUid);
+    // An IDE drive cannot be hot plugged: a guest started before domains had one waits for a restart.
+    if (!hasCdrom(await this.libvirt.domainXml(name), ISO_DRIVE_TARGET))
+      throw new HostProblem(
+        "IsoDriveMissing",
+        `The running guest has no ISO drive (it was started before Stratus gave every VM one); stop and start it to ${path ? "insert" : "eject"} the ISO.`,
+      );
+    await this.libvirt.updateDevice(name, cdromXml(ISO_DRIVE_TARGET, path), true);
+  }
+
   liveDiskBytes(vmUid: string, target: string): Promise<bigint> {
     return this.libvirt.blockCapacity(domainName(vmUid), target);
   }
@@ -459,6 +474,7 @@ export class LibvirtHypervisor implements Hypervisor {
     const xml = await this.libvirt.domainXml(domain.name);
     const { owner, vm } = domainMetadataIn(xml);
     const configDrive = configDriveIn(xml);
+    const iso = isoIn(xml);
     return {
       vmUid: vmUidOf(domain.name) as string,
       uuid: domain.uuid,
@@ -468,6 +484,7 @@ export class LibvirtHypervisor implements Hypervisor {
       ...(vm ? { vm } : {}),
       disks: disksIn(xml),
       ...(configDrive ? { configDrive } : {}),
+      ...(iso ? { iso } : {}),
     };
   }
 

@@ -84,6 +84,8 @@ export class MigrationWork implements MigrationHooks {
         configDrive: (vm: VirtualMachine, networks: Map<string, Network>) => Promise<string | undefined>;
         /** Where this host keeps a guest's config drive. */
         configDrivePath: (vmUid: string) => string;
+        /** Copies the disc of the arriving guest's ISO drive here; its path, or undefined with none. */
+        disc: (vm: VirtualMachine) => Promise<string | undefined>;
       }
     | undefined;
 
@@ -209,7 +211,7 @@ export class MigrationWork implements MigrationHooks {
     }
     if (m.status.transfer?.state === "Completed") this.o.requeueVm(vmKey);
     if (m.status.targetPrepared) return undefined;
-    const { owner, hypervisor, world, consoleSocket, configDrive } = this.require();
+    const { owner, hypervisor, world, consoleSocket, configDrive, disc } = this.require();
     const vm = await unlessGone(
       this.o.client.get<VirtualMachine>(Resources.virtualMachines, m.spec.vm, m.metadata.namespace),
     );
@@ -228,6 +230,8 @@ export class MigrationWork implements MigrationHooks {
       );
       return undefined;
     });
+    // Unlike the config drive, a disc is in use (an install from it): the move waits until it is here.
+    const iso = await disc(vm);
     await this.o.client.apply(
       Resources.virtualMachineMigrations,
       {
@@ -237,6 +241,7 @@ export class MigrationWork implements MigrationHooks {
             preparedAt: new Date().toISOString(),
             consoleSocket: consoleSocket(vm.metadata.uid as string),
             ...(drive ? { configDrive: drive } : {}),
+            ...(iso ? { iso } : {}),
           },
         },
       },
@@ -354,6 +359,7 @@ export class MigrationWork implements MigrationHooks {
         ...(m.status?.targetPrepared?.configDrive
           ? { configDrive: m.status.targetPrepared.configDrive }
           : {}),
+        ...(m.status?.targetPrepared?.iso ? { iso: m.status.targetPrepared.iso } : {}),
       });
       const moved = transfer.totalBytes;
       transfer = {

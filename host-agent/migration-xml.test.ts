@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildDomainXml, configDriveIn, type DomainSpec } from "./domain-xml.ts";
+import { buildDomainXml, configDriveIn, type DomainSpec, isoIn } from "./domain-xml.ts";
 import { destinationXml } from "./migration-xml.ts";
 import { bridgeName, libvirtNetworkName } from "./network-xml.ts";
 
@@ -65,6 +65,25 @@ describe("destinationXml", () => {
       expect(configDriveIn(out)).toBeUndefined();
       expect(out).toMatch(/<disk type='file' device='cdrom'>[\s\S]*?<target dev='hdc' bus='ide'\/>/);
       expect(out).toContain("<source file='/shared/root-1'/>");
+    });
+
+    it("leaves the ISO drive's disc as it is when the target copied none", () => {
+      const withDisc = buildDomainXml({
+        ...guest,
+        nics: [],
+        configDrive: "/h1/cd.iso",
+        iso: "/cache/iso-1.raw",
+      });
+      const out = destinationXml(withDisc, source, { owner: target, configDrive: "/h2/cd.iso" });
+      expect(isoIn(out)).toBe("/cache/iso-1.raw");
+      expect(configDriveIn(out)).toBe("/h2/cd.iso");
+    });
+
+    it("points the ISO drive at the target's copy of the disc", () => {
+      const withDisc = buildDomainXml({ ...guest, nics: [], iso: "/h1/cache/iso-1.raw" });
+      const out = destinationXml(withDisc, source, { owner: target, iso: "/h2/cache/iso-1.raw" });
+      expect(isoIn(out)).toBe("/h2/cache/iso-1.raw");
+      expect(out).not.toContain("/h1/cache/");
     });
   });
 });

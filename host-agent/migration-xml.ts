@@ -3,6 +3,7 @@
 // migration XML: the libvirt networks and bridges (named after the owning agent) become the
 // target agent's, and the serial console's socket moves to the target's console directory. The
 // owner mark stays the source's until compute binds the VM to the target and its agent adopts it.
+import { CONFIG_DRIVE_TARGET, ISO_DRIVE_TARGET } from "./domain-xml.ts";
 import type { Owner } from "./hypervisor.ts";
 import { bridgeName, networkPrefix } from "./network-xml.ts";
 import { escapeXml } from "./xml.ts";
@@ -13,6 +14,8 @@ export interface MigrationDestination {
   consoleSocket?: string;
   /** The config drive the target's agent built for this guest; without it the CD-ROM arrives empty. */
   configDrive?: string;
+  /** The ISO drive's disc as the target's agent copied it; without it the drive stays as it is. */
+  iso?: string;
 }
 
 export function destinationXml(xml: string, source: Owner, destination: MigrationDestination): string {
@@ -31,18 +34,21 @@ export function destinationXml(xml: string, source: Owner, destination: Migratio
       (_match, head: string) => `${head}'${socket}'`,
     );
   }
-  return withConfigDrive(rewritten, destination.configDrive);
+  const withDrive = withDisc(rewritten, CONFIG_DRIVE_TARGET, destination.configDrive);
+  return destination.iso ? withDisc(withDrive, ISO_DRIVE_TARGET, destination.iso) : withDrive;
 }
 
 /**
- * The source's config drive is a file of the source host: the guest's CD-ROM points at the target's
- * own copy, or is left without media (a guest reads its drive only at boot; the target builds it
- * for the next one).
+ * A CD-ROM's disc is a file of the source host: the drive at `target` points at the target's own
+ * copy, or is left without media. The config drive: a guest reads it only at boot, and the target
+ * builds it for the next one. The ISO drive: the target copies the disc before it is ready.
  */
-function withConfigDrive(xml: string, configDrive: string | undefined): string {
-  return xml.replace(
-    /(<disk\b[^>]*device=(['"])cdrom\2[^>]*>[\s\S]*?)<source file=(['"])[^'"]*\3\s*\/>\s*/g,
-    (_match, head: string) =>
-      configDrive ? `${head}<source file='${escapeXml(configDrive)}'/>\n      ` : head,
-  );
+function withDisc(xml: string, target: string, path: string | undefined): string {
+  return xml.replace(/<disk\b[^>]*device=(['"])cdrom\1[^>]*>[\s\S]*?<\/disk>/g, (drive) => {
+    if (!new RegExp(`<target dev=(['"])${target}\\1`).test(drive)) return drive;
+    const emptied = drive.replace(/<source file=(['"])[^'"]*\1\s*\/>\s*/, "");
+    return path
+      ? emptied.replace(/<target /, `<source file='${escapeXml(path)}'/>\n      <target `)
+      : emptied;
+  });
 }

@@ -36,6 +36,7 @@ function input(
     domainType: "kvm",
     offering,
     template: diskTemplate,
+    iso: undefined,
     volume: (name) =>
       volumes.find((v) => v.metadata.name === name) ??
       (name === rootVolumeName(vm.metadata.name as string) ? rootVolume(vm) : undefined),
@@ -220,6 +221,42 @@ describe("planVm", () => {
     expect(sized.root?.image).toBeUndefined();
   });
 
+  describe("ISOs", () => {
+    const installer: Template = {
+      ...diskTemplate,
+      metadata: { name: "installer", uid: "iso-1" },
+      spec: { source: { hostPath: "/images/installer.iso" }, format: "iso" },
+    };
+    it("boots a VM deployed from an ISO from its drive, then a blank root disk of the size asked for", () => {
+      const vm = preparedVm("vm", {
+        spec: { template: "installer", iso: "installer", rootDisk: { size: "2Gi" } },
+      });
+      const plan = planVm(input(vm, { template: installer, iso: installer })) as RunPlan;
+      expect(plan.root).toMatchObject({ requestedBytes: 2n * 2n ** 30n });
+      expect(plan.root?.image).toBeUndefined();
+      expect(plan.iso).toEqual({ path: "/images/installer.iso" });
+      expect(plan.domain).toMatchObject({ iso: "/images/installer.iso", bootFromIso: true });
+      const unsized = preparedVm("vm", { spec: { template: "installer", iso: "installer" } });
+      expect(planVm(input(unsized, { template: installer, iso: installer }))).toMatchObject({
+        kind: "problem",
+        problem: { reason: "RootDiskSizeMissing" },
+      });
+    });
+
+    it("puts spec.iso's disc in the drive of a VM of a disk template, which still boots from its disk", () => {
+      const vm = preparedVm("vm", { spec: { iso: "installer" } });
+      const plan = planVm(input(vm, { iso: installer })) as RunPlan;
+      expect(plan.domain.iso).toBe("/images/installer.iso");
+      expect(plan.domain.bootFromIso).toBeUndefined();
+      expect(plan.root?.image).toBeDefined();
+      expect(planVm(input(vm))).toMatchObject({ kind: "problem", problem: { reason: "IsoNotFound" } });
+      expect(planVm(input(vm, { iso: diskTemplate }))).toMatchObject({
+        kind: "problem",
+        problem: { reason: "NotAnIso" },
+      });
+    });
+  });
+
   it("asks for a restart only while the annotation differs from what was done", () => {
     const asked = preparedVm("vm", {
       metadata: { annotations: { "stratus.io/restart-requested-at": "t1" } },
@@ -355,8 +392,9 @@ describe("diskChanges", () => {
 
   it("redefines a stopped domain whose disks differ, and leaves an identical one", () => {
     const off = domain("shutoff", { disks: [{ path: root.path, target: "vda" }] });
-    expect(diskChanges(off, [root, data])).toEqual({ redefine: true, attach: [], detach: [] });
-    expect(diskChanges(off, [root])).toEqual({ redefine: false, attach: [], detach: [] });
+    const none = { attach: [], detach: [], swapIso: false };
+    expect(diskChanges(off, [root, data])).toEqual({ redefine: true, ...none });
+    expect(diskChanges(off, [root])).toEqual({ redefine: false, ...none });
   });
 
   it("redefines a stopped domain whose config drive comes or goes, never hot plugs one", () => {
@@ -373,6 +411,7 @@ describe("diskChanges", () => {
       redefine: false,
       attach: [],
       detach: [],
+      swapIso: false,
     });
   });
 
@@ -387,9 +426,20 @@ describe("diskChanges", () => {
       redefine: false,
       attach: [{ disk: data, target: "vdb" }],
       detach: [{ path: "/pool/data-old", target: "vdb" }],
+      swapIso: false,
     });
     const withoutRoot = domain("running", { disks: [{ path: root.path, target: "vda" }] });
     expect(diskChanges(withoutRoot, []).detach).toEqual([]);
+  });
+
+  it("redefines a stopped domain whose ISO changes, and swaps the disc of a running one", () => {
+    const disc = "/cache/iso-uid.raw";
+    const off = domain("shutoff", { disks: [{ path: root.path, target: "vda" }] });
+    expect(diskChanges(off, [root], undefined, disc)).toMatchObject({ redefine: true, swapIso: false });
+    const running = domain("running", { disks: [{ path: root.path, target: "vda" }], iso: disc });
+    expect(diskChanges(running, [root], undefined, disc)).toMatchObject({ redefine: false, swapIso: false });
+    expect(diskChanges(running, [root])).toMatchObject({ redefine: false, swapIso: true });
+    expect(diskChanges(running, [root], undefined, "/cache/other.raw").swapIso).toBe(true);
   });
 });
 

@@ -12,7 +12,13 @@ import type {
 } from "../crds/index.ts";
 import { needsRootVolume, RESTART_ANNOTATION, rootVolumeName } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
-import { secondaryImagePath, type ZoneImage, zoneImage } from "../crds/template-images.ts";
+import {
+  isIso,
+  secondaryImagePath,
+  templateFileFormat,
+  type ZoneImage,
+  zoneImage,
+} from "../crds/template-images.ts";
 import { type Condition, findCondition } from "../runtime/conditions.ts";
 import { type DomainSpec, diskTarget, macFor } from "./domain-xml.ts";
 import type { DhcpReservation, ObservedDomain, Owner } from "./hypervisor.ts";
@@ -36,6 +42,8 @@ export interface PlanInput {
   domainType: DomainSpec["type"];
   offering: ServiceOffering | undefined;
   template: Template | undefined;
+  /** The Template spec.iso names, if it does and it exists. */
+  iso: Template | undefined;
   /** A volume of the VM's namespace by name, if the agent knows it. */
   volume(name: string): Volume | undefined;
   diskOffering(name: string): DiskOffering | undefined;
@@ -101,6 +109,8 @@ export interface RunPlan {
   };
   dataDisks: DataDiskPlan[];
   nics: PlannedNic[];
+  /** The disc for the ISO drive (spec.iso), copied into the cache first like a template image. */
+  iso?: { path: string; url?: string; checksum?: string };
   domain: Omit<DomainSpec, "owner">;
 }
 
@@ -135,9 +145,9 @@ function pinnedElsewhere({ vm, host, domain }: PlanInput): boolean {
  * secondary storage), an image made from a volume or snapshot from its file there; or a path every
  * host has. A disk made before needs only the cached copy it was made from.
  */
-function templateImage(template: Template, input: PlanInput, rootExists: boolean) {
+function templateImage(template: Template, input: Pick<PlanInput, "paths" | "zone">, rootExists: boolean) {
   const { source } = template.spec;
-  const format = template.spec.format ?? "qcow2";
+  const format = templateFileFormat(template);
   const cached = `${input.paths.cache}/${template.metadata.uid}.${format}`;
   if (source.volume || source.snapshot) {
     const image = template.status?.image;
@@ -169,6 +179,36 @@ function templateImage(template: Template, input: PlanInput, rootExists: boolean
     };
   if (rootExists) return { path: cached, format };
   throw notInZone(template, zone, entry);
+}
+
+/** Where an ISO's disc is on a host: its hostPath, or its copy in the agent's cache. */
+export function discPath(template: Template, cache: string): string {
+  return template.spec.source.hostPath ?? `${cache}/${template.metadata.uid}.${templateFileFormat(template)}`;
+}
+
+/**
+ * The disc spec.iso puts in the ISO drive, found like a template image; none when it names none.
+ * `inDrive`: a disc is in the domain's drive already, so a cached copy serves.
+ */
+export function isoImage(
+  input: Pick<PlanInput, "vm" | "iso" | "paths" | "zone">,
+  inDrive = false,
+): RunPlan["iso"] {
+  const wanted = input.vm.spec.iso;
+  if (!wanted) return undefined;
+  const disc = input.iso;
+  if (!disc) throw new HostProblem("IsoNotFound", `ISO "${wanted}" does not exist.`);
+  if (!isIso(disc))
+    throw new HostProblem(
+      "NotAnIso",
+      `Template "${wanted}" is a disk image (format ${disc.spec.format ?? "qcow2"}), not an ISO: spec.iso names a template of format iso.`,
+    );
+  const image: { path: string; url?: string; checksum?: string } = templateImage(disc, input, inDrive);
+  return {
+    path: image.path,
+    ...(image.url ? { url: image.url } : {}),
+    ...(image.checksum ? { checksum: image.checksum } : {}),
+  };
 }
 
 /** Why a new disk cannot be made from the template in this zone yet. */
@@ -244,6 +284,14 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
   const diskPath = (home: DiskHome, name: string) => `${input.storage.pathOf(home.pool)}/${name}`;
   const requestedRoot = vm.spec.rootDisk?.size ? parseQuantity(vm.spec.rootDisk.size) : 0n;
   const { source } = template.spec;
+  // Deployed from an ISO: the root disk is blank, installed onto from the disc.
+  const installsFromIso = isIso(template);
+  if (installsFromIso && requestedRoot === 0n)
+    throw new HostProblem(
+      "RootDiskSizeMissing",
+      `VM ${vm.metadata.name} boots from ISO ${template.metadata.name} onto a blank root disk: set spec.rootDisk.size.`,
+    );
+  const iso = isoImage(input, input.domain?.iso !== undefined);
   const disks: DomainSpec["disks"] = [];
   let root: RootDiskPlan | undefined;
   let directBoot: RunPlan["directBoot"];
@@ -268,7 +316,9 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       ...home,
       name: rootDiskName(uid),
       requestedBytes: requestedRoot,
-      ...(source.directBoot ? {} : { image: templateImage(template, input, home.existing) }),
+      ...(source.directBoot || installsFromIso
+        ? {}
+        : { image: templateImage(template, input, home.existing) }),
     };
     disks.push({ path: diskPath(root, root.name), format: "qcow2", serial: "root" });
   }
@@ -314,6 +364,7 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
     ...(restartRequest !== undefined && restartRequest !== vm.status?.restartedAt ? { restartRequest } : {}),
     ...(root ? { root } : {}),
     ...(directBoot ? { directBoot } : {}),
+    ...(iso ? { iso } : {}),
     dataDisks,
     nics,
     domain: {
@@ -331,6 +382,8 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
             },
           }
         : {}),
+      ...(iso ? { iso: iso.path } : {}),
+      ...(installsFromIso ? { bootFromIso: true } : {}),
       consoleSocket: input.paths.consoleSocket,
       nics: nics.map((nic) => ({ mac: nic.mac, network: nic.spec.name })),
     },
@@ -368,6 +421,8 @@ export interface DiskChanges {
   attach: { disk: DomainSpec["disks"][number]; target: string }[];
   /** Only data disks are ever detached; the root disk stays whatever the spec says. */
   detach: { path: string; target: string }[];
+  /** A running domain's ISO drive holds another disc than spec.iso asks (none: ejected). */
+  swapIso: boolean;
 }
 
 /**
@@ -378,14 +433,16 @@ export function diskChanges(
   domain: ObservedDomain,
   wanted: DomainSpec["disks"],
   configDrive?: string,
+  iso?: string,
 ): DiskChanges {
   const wantedPaths = new Set(wanted.map((d) => d.path));
   if (domain.state === "shutoff") {
     const same =
       domain.disks.length === wanted.length &&
       domain.disks.every((d) => wantedPaths.has(d.path)) &&
-      domain.configDrive === configDrive;
-    return { redefine: !same, attach: [], detach: [] };
+      domain.configDrive === configDrive &&
+      domain.iso === iso;
+    return { redefine: !same, attach: [], detach: [], swapIso: false };
   }
   const detach = domain.disks.filter(
     (d) => !wantedPaths.has(d.path) && (d.path.split("/").pop() ?? "").startsWith(DATA_DISK_PREFIX),
@@ -399,7 +456,8 @@ export function diskChanges(
     used.add(diskTarget(index));
     attach.push({ disk, target: diskTarget(index) });
   }
-  return { redefine: false, attach, detach };
+  // A running guest's disc is swapped in its drive, as CloudStack's attachIso does.
+  return { redefine: false, attach, detach, swapIso: domain.iso !== iso };
 }
 
 /** Each NIC of the VM with its MAC and the address the orchestration published for it. */

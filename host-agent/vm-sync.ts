@@ -27,6 +27,7 @@ import type { MigrationHooks } from "./migration-sync.ts";
 import { syncHostNetworks } from "./network-sync.ts";
 import {
   type AgentStorage,
+  discPath,
   diskChanges,
   planVm,
   type RunPlan,
@@ -152,6 +153,7 @@ export class VmSync {
       domainType: this.o.domainType(),
       offering: this.o.world.offering(vm.spec.serviceOffering),
       template: this.o.world.template(vm.spec.template),
+      iso: vm.spec.iso ? this.o.world.template(vm.spec.iso) : undefined,
       volume: (name) => volumes.get(name),
       diskOffering: (name) => this.o.world.diskOffering(name),
       network: (name) => networks.get(name),
@@ -229,7 +231,7 @@ export class VmSync {
       }
     }
     if (domain) {
-      const changes = diskChanges(domain, plan.domain.disks, configDrive);
+      const changes = diskChanges(domain, plan.domain.disks, configDrive, plan.iso?.path);
       if (changes.redefine) {
         log.info("redefining the stopped domain with its new disks");
         domain = await this.hv.define(domainSpec);
@@ -241,6 +243,10 @@ export class VmSync {
       for (const { disk, target } of changes.attach) {
         await this.hv.attachDisk(uid, disk, target, live);
         log.info({ path: disk.path, target, live }, "attached a volume");
+      }
+      if (changes.swapIso) {
+        await this.hv.changeIso(uid, plan.iso?.path);
+        log.info({ iso: vm.spec.iso ?? null }, plan.iso ? "put the ISO in the drive" : "ejected the ISO");
       }
     } else {
       domain = await this.hv.define(domainSpec);
@@ -341,6 +347,9 @@ export class VmSync {
     evacuated = false,
   ): Promise<SyncResult | undefined> {
     const status: Record<string, unknown> = { ...desiredVmStatus(vm, this.host, domain) };
+    // The ISO drive holds spec.iso's disc: attachIso's job waits for this.
+    const disc = vm.spec.iso ? this.o.world.template(vm.spec.iso) : undefined;
+    if (disc && domain?.iso === discPath(disc, this.o.paths.cache)) status.iso = vm.spec.iso;
     if (restartedAt) status.restartedAt = restartedAt;
     if (problem || evacuated) {
       const ready = evacuated

@@ -146,7 +146,17 @@ export const TemplateKind = defineKind({
         }),
       ),
       format: Type.Optional(
-        StringEnum(["qcow2", "raw"] as const, { default: "qcow2", description: "Disk image format." }),
+        StringEnum(["qcow2", "raw", "iso"] as const, {
+          default: "qcow2",
+          description:
+            "Image format. iso: a CD-ROM image (CloudStack's ISOs), put in a VM's CD-ROM drive (spec.iso); a VM whose template is one boots from it onto a blank root disk.",
+        }),
+      ),
+      bootable: Type.Optional(
+        Type.Boolean({
+          description:
+            "For an ISO: whether VMs may be deployed from it (CloudStack's bootable). True when unset.",
+        }),
       ),
       osType: Type.Optional(
         Type.String({
@@ -176,6 +186,10 @@ export const TemplateKind = defineKind({
     {
       description: "The image and how to boot it.",
       "x-kubernetes-validations": [
+        {
+          rule: "!has(self.format) || self.format != 'iso' || has(self.source.url) || has(self.source.hostPath)",
+          message: "an ISO is downloaded from source.url or found at source.hostPath",
+        },
         {
           // VMs' root disks are overlays of the image, and copies of it sit in every zone and cache.
           rule: "self.source == oldSelf.source && has(self.checksum) == has(oldSelf.checksum) && (!has(self.checksum) || self.checksum == oldSelf.checksum) && has(self.format) == has(oldSelf.format) && (!has(self.format) || self.format == oldSelf.format)",

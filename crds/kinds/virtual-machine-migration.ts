@@ -68,6 +68,11 @@ export const VirtualMachineMigrationKind = defineKind({
                 "The guest's config drive, built anew on the target (as CloudStack does); absent: the guest's CD-ROM arrives empty and the target builds the drive at its next boot.",
               ),
             ),
+            iso: Type.Optional(
+              AbsolutePath(
+                "The disc of the guest's ISO drive (spec.iso), copied into the target's cache first.",
+              ),
+            ),
           },
           {
             description:

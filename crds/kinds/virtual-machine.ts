@@ -113,6 +113,12 @@ export const VirtualMachineKind = defineKind({
           { description: "The root disk, created from the template." },
         ),
       ),
+      iso: Type.Optional(
+        ObjectName({
+          description:
+            "An ISO Template (format iso) in the VM's CD-ROM drive (CloudStack's attachIso); swapped on a running VM as a disc is. A VM whose template is an ISO boots from the drive before its root disk.",
+        }),
+      ),
       nics: Type.Optional(
         NamedList(
           Type.Object(
@@ -275,6 +281,12 @@ export const VirtualMachineKind = defineKind({
           maxLength: 64,
           description:
             "The value of the stratus.io/restart-requested-at annotation the agent last acted on: a restart asked for with another value is pending.",
+        }),
+      ),
+      iso: Type.Optional(
+        ObjectName({
+          description:
+            "Written by the host agent: the ISO Template the VM's CD-ROM drive holds, as its domain shows.",
         }),
       ),
       nics: Type.Optional(

@@ -100,6 +100,9 @@ const api = {
   domainDetachDeviceFlags: lib.func(
     "int virDomainDetachDeviceFlags(void *dom, const char *xml, unsigned int flags)",
   ),
+  domainUpdateDeviceFlags: lib.func(
+    "int virDomainUpdateDeviceFlags(void *dom, const char *xml, unsigned int flags)",
+  ),
   domainGetBlockInfo: lib.func(
     "int virDomainGetBlockInfo(void *dom, const char *disk, _Out_ virDomainBlockInfo *info, unsigned int flags)",
   ),
@@ -515,6 +518,13 @@ export class LibvirtConnection {
   detachDevice(name: string, xml: string, live: boolean): Promise<number> {
     return this.withDomain(name, (dom) =>
       this.intCall(`detach a device from ${name}`, api.domainDetachDeviceFlags, dom, xml, affect(live)),
+    );
+  }
+
+  /** Changes a device in place (a CD-ROM's disc), in the definition and, when `live`, the running guest. */
+  updateDevice(name: string, xml: string, live: boolean): Promise<number> {
+    return this.withDomain(name, (dom) =>
+      this.intCall(`update a device of ${name}`, api.domainUpdateDeviceFlags, dom, xml, affect(live)),
     );
   }
 

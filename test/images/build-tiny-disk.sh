@@ -6,15 +6,7 @@
 # Cached by the tiny guest's build and this script; prints the path of the qcow2.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-guest=$(bash "$here/build-tiny-guest.sh")
-cache="${STRATUS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stratus}/tiny-disk"
-key=$({ sha256sum < "$0"; basename "$guest"; } | sha256sum | cut -c1-16)
-out="$cache/tiny-$key.qcow2"
-if [ -s "$out" ]; then
-  echo "$out"
-  exit 0
-fi
+source "$(dirname "$0")/tiny-guest-lib.sh" disk qcow2
 for tool in sfdisk mkfs.fat mcopy syslinux qemu-img; do
   command -v "$tool" >/dev/null || {
     echo "build-tiny-disk: $tool is missing (Debian: fdisk dosfstools mtools syslinux qemu-utils)" >&2
@@ -33,22 +25,13 @@ truncate -s "${disk_mib}M" "$raw"
 printf 'label: dos\nstart=%d, type=c, bootable\n' "$start" | sfdisk --quiet "$raw"
 # The partition's size in KiB, as mkfs.fat counts blocks.
 mkfs.fat -F 16 -n TINYGUEST --offset "$start" "$raw" $(((disk_mib * 2048 - start) / 2)) >/dev/null
-cat > "$work/syslinux.cfg" <<'CFG'
-DEFAULT tiny
-PROMPT 0
-TIMEOUT 1
-LABEL tiny
-  LINUX /vmlinuz
-  INITRD /initrd.gz
-  APPEND console=ttyS0
-CFG
+write_boot_config "$work/syslinux.cfg"
 offset=$((start * 512))
 export MTOOLS_SKIP_CHECK=1
 mcopy -i "$raw@@$offset" "$guest/vmlinuz" "$guest/initrd.gz" "$work/syslinux.cfg" ::/
 syslinux --offset "$offset" --install "$raw"
 dd if="$mbr" of="$raw" bs=440 count=1 conv=notrunc status=none
 
-mkdir -p "$cache"
 qemu-img convert -c -f raw -O qcow2 "$raw" "$out.partial"
 mv "$out.partial" "$out"
 echo "$out"

@@ -8,7 +8,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,9 +23,9 @@ import type { ApiServerProcess, StratusProcess } from "./processes.ts";
 import {
   guestCatalog,
   printAgentLogOnFailure,
-  removeAgentLibvirtObjects,
   startGuestControlPlane,
   startQemuHostAgent,
+  stopGuestCloud,
   virsh,
 } from "./qemu-agent.ts";
 import { kubectl, run as runCommand, waitFor, waitUntilGone } from "./support.ts";
@@ -124,14 +124,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 60_000 }).catch(
         () => undefined,
       );
-      await agent?.stop("SIGKILL");
-      await operator?.stop("SIGKILL");
-      await api?.process.stop("SIGKILL");
-      if (client) {
-        await removeAgentLibvirtObjects(client, host);
-        await client.close();
-      }
-      await rm(workDir, { recursive: true, force: true });
+      await stopGuestCloud({ agent, operator, api, client, host, workDir });
     }, 120_000);
 
     it("boots with its config drive; ssh with the key logs in, the hostname is the VM's, the user data ran, the password is set", async () => {

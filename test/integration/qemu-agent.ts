@@ -1,6 +1,7 @@
 // A host agent on the machine's qemu:///system for a test file, and the libvirt objects it leaves
 // when a run fails half-way (networks with their dnsmasq, its pool), removed afterwards.
 import { execFile } from "node:child_process";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach } from "vitest";
@@ -119,6 +120,25 @@ export async function guestCatalog(options: {
     spec: { zone: options.zone, cidr: options.network.cidr },
   });
   return { kubeconfigPath: controlPlane.kubeconfigPath, client, namespace };
+}
+
+/** Stops a guest test's agent, operator and API component and removes what the agent left. */
+export async function stopGuestCloud(cloud: {
+  agent: StratusProcess | undefined;
+  operator: StratusProcess | undefined;
+  api: ApiServerProcess | undefined;
+  client: KubeClient | undefined;
+  host: string;
+  workDir: string;
+}): Promise<void> {
+  await cloud.agent?.stop("SIGKILL");
+  await cloud.operator?.stop("SIGKILL");
+  await cloud.api?.process.stop("SIGKILL");
+  if (cloud.client) {
+    await removeAgentLibvirtObjects(cloud.client, cloud.host);
+    await cloud.client.close();
+  }
+  await rm(cloud.workDir, { recursive: true, force: true });
 }
 
 /** The agent's log is the first thing to read when a step times out: printed after a failed test. */
