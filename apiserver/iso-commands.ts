@@ -7,7 +7,7 @@ import { Resources, type Template, type VirtualMachine } from "../crds/index.ts"
 import { isIso } from "../crds/template-images.ts";
 import type { Call, Command } from "./api.ts";
 import { ApiError, ERROR } from "./envelope.ts";
-import { submitJob, virtualMachineOutcome } from "./jobs.ts";
+import { jobObject, submitJob, virtualMachineOutcome } from "./jobs.ts";
 import { byId, ownedById } from "./listing.ts";
 import { registerImage, TEMPLATE_COMMANDS } from "./template-commands.ts";
 
@@ -37,13 +37,36 @@ async function setIso(call: Call, command: string, vm: VirtualMachine, iso: stri
   return { jobid: job.metadata.uid as string };
 }
 
-/** A running guest's drive must show the disc (the agent swapped it); a stopped VM's spec suffices. */
-const isoOutcome: Command["outcome"] = (job, api) =>
-  virtualMachineOutcome(job, api, (vm) => {
-    const wanted = job.spec.parameters?.[WANTED_ISO] || undefined;
+/** Ready reasons with which a host says it cannot put the disc in the drive. */
+const DISC_PROBLEMS = [
+  "IsoDriveMissing",
+  "IsoNotFound",
+  "NotAnIso",
+  "ImageUnreadable",
+  "DownloadFailed",
+  "ChecksumMismatch",
+  "ImageTooLarge",
+  "UnsafeImage",
+  "WrongImageFormat",
+];
+
+/**
+ * A running guest's drive must show the disc (the agent swapped it); a stopped VM's spec suffices.
+ * A host that cannot do it says why on the VM, and the job fails with that.
+ */
+const isoOutcome: Command["outcome"] = (job, api) => {
+  const wanted = job.spec.parameters?.[WANTED_ISO] || undefined;
+  const done = virtualMachineOutcome(job, api, (vm) => {
     if ((vm.spec.iso ?? undefined) !== wanted) return false;
     return displayState(vm) !== "Running" || vm.status?.iso === wanted;
   });
+  if (done) return done;
+  const vm = jobObject(api.vms, job, job.spec.target?.uid);
+  const ready = vm?.status?.conditions?.find((c) => c.type === "Ready");
+  if (ready?.status === "False" && DISC_PROBLEMS.includes(ready.reason))
+    return { error: { code: ERROR.RESOURCE_UNAVAILABLE, text: ready.message ?? ready.reason } };
+  return undefined;
+};
 
 const attachIso: Command = {
   async: true,

@@ -3,12 +3,15 @@
 // Secret, boots from its config drive; from the host, `ssh` with the matching private key reaches it
 // over the guest network, its hostname is the VM's name, the file its user data wrote is there and
 // the default user's password is the one in the VM's password Secret.
+// The same through the CloudStack API with the real `cs` client: a key pair from createSSHKeyPair,
+// user data on deployVirtualMachine, and resetPasswordForVirtualMachine on the stopped VM, whose new
+// password is the guest's after the start.
 // Without the config drive, cloud-init has no key to install and the login fails.
 // Needs root and the libvirt/QEMU Debian packages, mmdebstrap and extlinux (.ci/run installs them).
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir, readFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +22,13 @@ import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { readConfigDrive } from "../../host-agent/config-drive.ts";
 import { configDrivePath } from "../../host-agent/guest-data.ts";
 import type { KubeClient, KubeObject } from "../../runtime/client.ts";
+import {
+  bindCloudUserRole,
+  catalogReaderRole,
+  hasCs,
+  makeAccount,
+  cs as runCs,
+} from "./cloudstack-accounts.ts";
 import type { ApiServerProcess, StratusProcess } from "./processes.ts";
 import {
   guestCatalog,
@@ -53,10 +63,11 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
     let operator: StratusProcess;
     let api: ApiServerProcess;
 
-    const ssh = (command: string) =>
+    /** ssh into the guest at `at` with the private key in `key` (the kubectl test's by default). */
+    const sshAs = (key: string, at: string, command: string) =>
       runCommand("ssh", [
         "-i",
-        join(workDir, "key"),
+        key,
         "-o",
         "StrictHostKeyChecking=no",
         "-o",
@@ -67,9 +78,17 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
         "ConnectTimeout=5",
         "-o",
         "LogLevel=ERROR",
-        `debian@${address}`,
+        `debian@${at}`,
         command,
       ]);
+    const ssh = (command: string) => sshAs(join(workDir, "key"), address, command);
+    /** Whether the default user's password is `expected` (checked against /etc/shadow's hash). */
+    const passwordIs = async (shell: (command: string) => ReturnType<typeof ssh>, expected: string) =>
+      (
+        await shell(
+          `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${expected}", h) == h)'`,
+        )
+      ).stdout.trim() === "True";
 
     beforeAll(async () => {
       await ensureLibvirtDaemons();
@@ -193,10 +212,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       const file = await ssh("cat /var/tmp/stratus-user-data");
       expect(file.stdout.trim()).toBe(marker);
       // The default user's password is the one in the Secret (checked against /etc/shadow's hash).
-      const check = await ssh(
-        `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${password}", h) == h)'`,
-      );
-      expect(check.stdout.trim()).toBe("True");
+      expect(await passwordIs(ssh, password)).toBe(true);
 
       // A password reset (what resetPasswordForVirtualMachine writes, with the VM stopped) reaches
       // the guest at its next boot, though cloud-init sets passwords once per instance.
@@ -224,18 +240,112 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
       const rebuilt = await readConfigDrive(iso);
       expect(rebuilt.files.get("cloudstack/password/vm_password.txt")).toBe(reset);
       await ssh("cloud-init status --wait");
-      const resetApplied = await ssh(
-        `sudo python3 -W ignore -c 'import crypt, spwd; h = spwd.getspnam("debian").sp_pwdp; print(crypt.crypt("${reset}", h) == h)'`,
-      );
       const why = await ssh(
         "sudo sh -c 'ls -l /var/lib/cloud/scripts/per-boot/; cat /var/lib/stratus-password-applied; grep -i -A3 \"per-boot\\|stratus\" /var/log/cloud-init.log | tail -20; blkid'",
       );
-      expect(resetApplied.stdout.trim(), `${why.stdout}${why.stderr}`).toBe("True");
+      expect(await passwordIs(ssh, reset), `${why.stdout}${why.stderr}`).toBe(true);
 
       // Deleted: the domain and its config drive go.
       await client.delete(Resources.virtualMachines, vmName, namespace);
       await waitUntilGone(client, Resources.virtualMachines, vmName, namespace, { timeoutMs: 120_000 });
       expect(existsSync(iso)).toBe(false);
     }, 1_200_000);
+
+    it.skipIf(!hasCs)(
+      "does the same through the CloudStack API: createSSHKeyPair, deploy with keypair and userdata, log in; a password reset while stopped works after the start",
+      async () => {
+        const catalogRole = await catalogReaderRole(client, `login-catalog-${suffix}`);
+        const account = await makeAccount(client, {
+          keysNamespace: namespace,
+          name: "loginapi",
+          suffix,
+          clusterRoles: [catalogRole],
+        });
+        await bindCloudUserRole(client, suffix, [account]);
+        const cs = (command: string, args: Record<string, string>) =>
+          runCs(api.endpoint, account, command, args);
+        const zone = await client.create<KubeObject>(Resources.zones, {
+          metadata: { name: "login" },
+          spec: {},
+        } as KubeObject);
+        const template = await client.create<KubeObject>(Resources.templates, {
+          metadata: { name: `login-pw-${suffix}` },
+          spec: {
+            source: { hostPath: join(workDir, "debian-cloud.qcow2") },
+            format: "qcow2",
+            passwordEnabled: true,
+          },
+        } as KubeObject);
+        const offering = await client.get(Resources.serviceOfferings, `login-${suffix}`);
+        const apiSubnet = `${subnet.split(".").slice(0, 2).join(".")}.${(Number(subnet.split(".")[2]) + 1) % 250}`;
+        const apiAddress = `${apiSubnet}.43`;
+        const network = await cs("createNetwork", {
+          name: "apinet",
+          displaytext: "apinet",
+          networkofferingid: "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01",
+          zoneid: zone.metadata.uid as string,
+          gateway: `${apiSubnet}.1`,
+          netmask: "255.255.255.0",
+        });
+        expect(network.stderr, network.stdout).toBe("");
+        const pair = await cs("createSSHKeyPair", { name: "laptop" });
+        expect(pair.stderr, pair.stdout).toBe("");
+        const privateKey = join(workDir, "api-key");
+        await writeFile(privateKey, String((pair.json.keypair as Record<string, unknown>).privatekey), {
+          mode: 0o600,
+        });
+        const apiMarker = `written-through-the-api-${suffix}`;
+        const userData = `#cloud-config\nwrite_files:\n  - path: /var/tmp/stratus-api-user-data\n    content: "${apiMarker}\\n"\n`;
+        const deployed = await cs("deployVirtualMachine", {
+          serviceofferingid: offering.metadata.uid as string,
+          templateid: template.metadata.uid as string,
+          zoneid: zone.metadata.uid as string,
+          networkids: (network.json.network as Record<string, unknown>).id as string,
+          ipaddress: apiAddress,
+          name: "api-login",
+          keypair: "laptop",
+          userdata: Buffer.from(userData).toString("base64"),
+        });
+        expect(deployed.stderr, deployed.stdout).toBe("");
+        const vm = deployed.json.virtualmachine as Record<string, unknown>;
+        expect(vm).toMatchObject({ name: "api-login", state: "Running", keypairs: "laptop" });
+        expect(String(vm.password)).toMatch(/^\S{6,}$/);
+        const sshApi = (command: string) => sshAs(privateKey, apiAddress, command);
+        const login = await waitFor(
+          "ssh into the API's guest",
+          async () => {
+            const result = await sshApi("hostname");
+            return result.code === 0 ? result : undefined;
+          },
+          { timeoutMs: 600_000, intervalMs: 3_000 },
+        );
+        expect(login.stdout.trim()).toBe("api-login");
+        expect((await sshApi("cloud-init status --wait")).stdout).toContain("status: done");
+        expect((await sshApi("cat /var/tmp/stratus-api-user-data")).stdout.trim()).toBe(apiMarker);
+        expect(await passwordIs(sshApi, String(vm.password))).toBe(true);
+
+        // resetPasswordForVirtualMachine on the stopped VM: the new password, answered once, is the
+        // guest's after the start.
+        const id = vm.id as string;
+        expect((await cs("stopVirtualMachine", { id })).stderr).toBe("");
+        const reset = await cs("resetPasswordForVirtualMachine", { id });
+        expect(reset.stderr, reset.stdout).toBe("");
+        const newPassword = String((reset.json.virtualmachine as Record<string, unknown>).password);
+        expect(newPassword).not.toBe(String(vm.password));
+        expect((await cs("startVirtualMachine", { id })).stderr).toBe("");
+        await waitFor(
+          "ssh into the restarted guest",
+          async () => ((await sshApi("true")).code === 0 ? true : undefined),
+          {
+            timeoutMs: 600_000,
+            intervalMs: 3_000,
+          },
+        );
+        await sshApi("cloud-init status --wait");
+        expect(await passwordIs(sshApi, newPassword)).toBe(true);
+        expect((await cs("destroyVirtualMachine", { id, expunge: "true" })).stderr).toBe("");
+      },
+      1_500_000,
+    );
   },
 );

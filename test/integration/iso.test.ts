@@ -225,6 +225,29 @@ describe.skipIf(!canRunQemu() || !canBuildIso || !hasCs)(
       expect((await virsh("domstate", `stratus-${vm}`)).trim()).toBe("running");
     }, 600_000);
 
+    it("fails attachIso with the host's reason when the disc cannot be had, and detaches it again", async () => {
+      const vm = (await vmNamed("swapper")).id as string;
+      const wrong = `{SHA-256}${"0".repeat(64)}`;
+      const registered = await cs(admin, "registerIso", {
+        name: `bad-iso-${suffix}`,
+        displaytext: "checksum that does not match",
+        url: isoUrl,
+        zoneid: ids.zone,
+        checksum: wrong,
+      });
+      expect(registered.stderr, registered.stdout).toBe("");
+      const bad = ((registered.json.iso as Row[])[0] as Row).id as string;
+      const attached = await cs(admin, "attachIso", { id: bad, virtualmachineid: vm });
+      expect(attached.stdout).toMatch(/checksum/i);
+      expect(attached.stderr).toMatch(/Job failure/);
+      expect(isoIn(await domainXml(vm))).toBeUndefined();
+      expect((await cs(admin, "detachIso", { virtualmachineid: vm })).stderr).toBe("");
+      expect((await virsh("domstate", `stratus-${vm}`)).trim()).toBe("running");
+    }, 300_000);
+
+    const vmNamed = async (name: string) =>
+      ((await cs(admin, "listVirtualMachines", { name })).json.virtualmachine as Row[])[0] as Row;
+
     async function templateUid(name: string): Promise<string> {
       return (await client.get(Resources.templates, name)).metadata.uid as string;
     }
