@@ -252,7 +252,7 @@ describe.skipIf(!canRunQemu() || !canBuildImage)(
     }, 1_200_000);
 
     it.skipIf(!hasCs)(
-      "does the same through the CloudStack API: createSSHKeyPair, deploy with keypair and userdata, log in; a password reset while stopped works after the start",
+      "does the same through the CloudStack API: createSSHKeyPair, deploy with keypair and userdata, log in; a password reset while stopped works after the start (needs python3-cs)",
       async () => {
         const catalogRole = await catalogReaderRole(client, `login-catalog-${suffix}`);
         const account = await makeAccount(client, {
