@@ -5,6 +5,7 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import { Agent, fetch } from "undici";
 import type { RuntimeMetrics } from "./metrics.ts";
+import { sleep } from "./time.ts";
 
 /** Where a kind lives in the API. */
 export interface ResourceType {
@@ -197,12 +198,21 @@ export class KubeClient {
     return cluster.server.replace(/\/$/, "");
   }
 
-  /** Sends one request and returns the parsed JSON answer; non-2xx answers throw ApiError. */
+  /**
+   * Sends one request and returns the parsed JSON answer; non-2xx answers throw ApiError. A 503
+   * Status from the API server itself is retried a few times: it answers so while a kind's schema
+   * is being reloaded (the admission policies' "Resource kind ... not found. There can be a delay
+   * ..."), and nothing was written.
+   */
   async request<T>(method: string, path: string, options: RequestOptions): Promise<T> {
-    const response = await this.send(method, path, options);
-    const text = await response.text();
-    if (response.status >= 200 && response.status < 300) return (text ? JSON.parse(text) : undefined) as T;
-    throw apiError(method, path, response.status, text);
+    for (let attempt = 0; ; attempt++) {
+      const response = await this.send(method, path, options);
+      const text = await response.text();
+      if (response.status >= 200 && response.status < 300) return (text ? JSON.parse(text) : undefined) as T;
+      const error = apiError(method, path, response.status, text);
+      if (!isTransientUnavailable(error) || attempt >= UNAVAILABLE_RETRIES) throw error;
+      await sleep(UNAVAILABLE_FIRST_DELAY_MS * 2 ** attempt, options.signal);
+    }
   }
 
   list<T extends KubeObject>(
@@ -463,6 +473,15 @@ export class KubeClient {
     }
     return this.pool.agent.agent;
   }
+}
+
+/** 0.2 + 0.4 + ... + 3.2 s: past the 5 s after which the API server re-reads changed schemas. */
+const UNAVAILABLE_RETRIES = 5;
+const UNAVAILABLE_FIRST_DELAY_MS = 200;
+
+/** The API server's own "try again" (a Status object); an aggregated API's 503 is plain text. */
+function isTransientUnavailable(error: ApiError): boolean {
+  return error.status === 503 && error.body?.kind === "Status" && error.body.reason === "ServiceUnavailable";
 }
 
 function apiError(method: string, path: string, status: number, text: string): ApiError {
