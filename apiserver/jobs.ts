@@ -14,7 +14,9 @@ import {
   type Volume,
 } from "../crds/index.ts";
 import { parseQuantity } from "../crds/quantity.ts";
+import { ADMITTED_CONDITION } from "../crds/volume-admission.ts";
 import { isNotFound, type KubeObject, type ResourceType } from "../runtime/client.ts";
+import { findCondition } from "../runtime/conditions.ts";
 import { Controller } from "../runtime/controller.ts";
 import type { Informer } from "../runtime/informer.ts";
 import type { RuntimeMetrics } from "../runtime/metrics.ts";
@@ -67,6 +69,7 @@ export async function submitJob(
       command,
       parameters,
       user: call.caller.user,
+      ...(call.caller.groups.length > 0 ? { groups: [...call.caller.groups] } : {}),
       account: call.caller.account,
       target: {
         kind: target.kind ?? "VirtualMachine",
@@ -234,8 +237,17 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       if (!volume) return { error: { code: ERROR.INTERNAL, text: "the volume was deleted" } };
       const parameter = (name: string) =>
         Object.entries(job.spec.parameters ?? {}).find(([key]) => key.toLowerCase() === name)?.[1];
+      // The account's primary-storage limit holds the volume (its size, or a resize): CloudStack's 535.
+      const admitted = findCondition(volume.status?.conditions, ADMITTED_CONDITION);
+      if (
+        admitted?.status === "False" &&
+        (job.spec.command === "createVolume" ||
+          job.spec.command === "attachVolume" ||
+          job.spec.command === "resizeVolume")
+      )
+        return { error: { code: ERROR.RESOURCE_ALLOCATION, text: admitted.message } };
       const done = {
-        createVolume: () => true,
+        createVolume: () => admitted?.status === "True",
         updateVolume: () => true,
         attachVolume: () => {
           const holder = jobObject(api.vms, job, parameter("virtualmachineid"));
@@ -293,6 +305,11 @@ function failure(vm: VirtualMachine): Outcome {
   const failedDeploy = vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION];
   if (failedDeploy !== undefined) return { error: { code: ERROR.INSUFFICIENT_CAPACITY, text: failedDeploy } };
   const scheduled = vm.status?.conditions?.find((c) => c.type === "Scheduled");
+  // An account limit (CPU, memory, volumes, primary storage) holds it: CloudStack refuses with 535.
+  const overLimit = [scheduled, vm.status?.conditions?.find((c) => c.type === "VolumesReady")].find(
+    (c) => c?.status === "False" && c.reason === "ResourceLimitExceeded",
+  );
+  if (overLimit) return { error: { code: ERROR.RESOURCE_ALLOCATION, text: overLimit.message } };
   // A group deleted while its VM waited to be placed keeps it off every host, as no room does.
   if (
     scheduled?.status === "False" &&
@@ -311,11 +328,38 @@ function failure(vm: VirtualMachine): Outcome {
 }
 
 /**
- * A deploy that found no host is over, as in CloudStack: the VM is halted (it is not placed later
- * unasked) and marked, so it shows Error and holds nothing until the user destroys it.
+ * What a refused create leaves, undone as CloudStack leaves nothing: a volume past the account's
+ * limit that no host made a disk for is deleted; a failed deploy is halted (below).
+ */
+async function undoRefusedCreate(api: CloudStackApi, job: AsyncJob, error: { code: number; text: string }) {
+  if (job.spec.command === "createVolume" && error.code === ERROR.RESOURCE_ALLOCATION) {
+    const volume = jobObject(api.volumes, job, job.spec.target?.uid);
+    if (!volume || volume.status?.pool) return;
+    // As the caller, whose RBAC let them make it: this component may delete no tenant's volume.
+    await api.client
+      .impersonating(job.spec.user, job.spec.groups ?? [])
+      .delete(Resources.volumes, volume.metadata.name as string, volume.metadata.namespace, {
+        uid: volume.metadata.uid as string,
+      })
+      .catch((failure: unknown) => {
+        if (!isNotFound(failure)) throw failure;
+      });
+    return;
+  }
+  await haltFailedDeploy(api, job, error);
+}
+
+/**
+ * A deploy that found no host, or that its account's limits refuse, is over, as in CloudStack: the
+ * VM is halted (it is not placed later unasked) and marked, so it shows Error and holds nothing
+ * until the user destroys it.
  */
 async function haltFailedDeploy(api: CloudStackApi, job: AsyncJob, error: { code: number; text: string }) {
-  if (job.spec.command !== "deployVirtualMachine" || error.code !== ERROR.INSUFFICIENT_CAPACITY) return;
+  if (
+    job.spec.command !== "deployVirtualMachine" ||
+    (error.code !== ERROR.INSUFFICIENT_CAPACITY && error.code !== ERROR.RESOURCE_ALLOCATION)
+  )
+    return;
   const vm = api.vms.byIndex("uid", job.spec.target?.uid ?? "")[0];
   if (!vm || vm.metadata.annotations?.[DEPLOY_FAILED_ANNOTATION] !== undefined) return;
   await api.client.mergePatch(Resources.virtualMachines, vm.metadata.name as string, vm.metadata.namespace, {
@@ -367,7 +411,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
             );
           return undefined;
         }
-        if ("error" in result) await haltFailedDeploy(api, job, result.error);
+        if ("error" in result) await undoRefusedCreate(api, job, result.error);
         await applyStatus(
           api.client,
           Resources.asyncJobs,

@@ -6,6 +6,7 @@
 import type { VirtualMachine } from "../crds/index.ts";
 import {
   accountComputeUse,
+  inUnitOf,
   maxOf,
   quotaValueOf,
   RESOURCE_LIMITS_QUOTA,
@@ -15,6 +16,7 @@ import {
   type ResourceType,
   resourceTypeOf,
 } from "../crds/resource-limits.ts";
+import { accountStorageBytes } from "../crds/volume-admission.ts";
 import { isNotFound, NAMESPACE } from "../runtime/client.ts";
 import { requireAdministrator } from "./account-commands.ts";
 import { accountNamespace } from "./account-input.ts";
@@ -144,7 +146,12 @@ function countOf(call: Call, account: string, type: ResourceType): number | unde
     case "cpu":
       return compute().cpu;
     case "memory":
-      return Number(compute().memoryBytes / 2n ** 20n);
+      return inUnitOf(type, compute().memoryBytes);
+    case "primary_storage":
+      return inUnitOf(
+        type,
+        accountStorageBytes(api.volumes.list().filter((v) => v.metadata.namespace === account)),
+      );
     default:
       return type.quotaKey ? 0 : undefined;
   }

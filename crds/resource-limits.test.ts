@@ -7,6 +7,7 @@ import {
   quotaValueOf,
   RESOURCE_TYPES,
   resourceTypeOf,
+  storageLimitOf,
 } from "./resource-limits.ts";
 
 describe("resource limits", () => {
@@ -34,6 +35,16 @@ describe("resource limits", () => {
       memoryBytes: 2n ** 30n,
     });
     expect(computeLimitsOf(undefined)).toEqual({});
+  });
+
+  it("keeps primary storage in GiB as CloudStack counts it", () => {
+    const storage = resourceTypeOf("primary_storage");
+    if (!storage) throw new Error("type missing");
+    expect(storage.type).toBe(10);
+    expect(quotaValueOf(storage, 20)).toBe("20Gi");
+    expect(maxOf(storage, { "stratus.io/primary-storage": "20Gi" })).toBe(20);
+    expect(storageLimitOf({ "stratus.io/primary-storage": "20Gi" })).toBe(20n * 2n ** 30n);
+    expect(storageLimitOf({ "stratus.io/cpu": "4" })).toBeUndefined();
   });
 
   it("tells kube-apiserver's quota refusal from other refusals", () => {

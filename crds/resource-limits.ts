@@ -4,6 +4,7 @@
 // kube-apiserver's quota admission enforces at create time, race-free, whichever front door is
 // used. CPU and memory are `stratus.io/` keys no Kubernetes evaluator counts: compute holds a VM
 // that would pass them (Scheduled=False ResourceLimitExceeded), deciding placements one at a time.
+// Primary storage is one too: the storage component grants volumes their sizes (volume-admission.ts).
 import { ApiError, type KubeObject, type ResourceType as KubeResourceType } from "../runtime/client.ts";
 import type { ServiceOffering, VirtualMachine } from "./index.ts";
 import { parseQuantity } from "./quantity.ts";
@@ -49,11 +50,14 @@ export interface ResourceType {
   name: string;
   /** The ResourceQuota key that holds the limit; none: Stratus cannot limit it (yet), and says why. */
   quotaKey?: string;
+  /** The binary unit CloudStack counts the type in (memory in MiB, storage in GiB). */
+  unit?: "Mi" | "Gi";
   unlimitable?: string;
 }
 
 export const CPU_KEY = "stratus.io/cpu";
 export const MEMORY_KEY = "stratus.io/memory";
+export const PRIMARY_STORAGE_KEY = "stratus.io/primary-storage";
 
 export const RESOURCE_TYPES: readonly ResourceType[] = [
   { type: 0, name: "user_vm", quotaKey: "count/virtualmachines.stratus.io" },
@@ -66,8 +70,9 @@ export const RESOURCE_TYPES: readonly ResourceType[] = [
   { type: 6, name: "network", quotaKey: "count/networks.stratus.io" },
   { type: 7, name: "vpc", unlimitable: "Stratus has no VPCs" },
   { type: 8, name: "cpu", quotaKey: CPU_KEY },
-  { type: 9, name: "memory", quotaKey: MEMORY_KEY },
-  { type: 10, name: "primary_storage", unlimitable: "Stratus does not limit primary storage yet" },
+  { type: 9, name: "memory", quotaKey: MEMORY_KEY, unit: "Mi" },
+  // Held by the storage controller, which grants each volume its size before a host makes the disk.
+  { type: 10, name: "primary_storage", quotaKey: PRIMARY_STORAGE_KEY, unit: "Gi" },
   { type: 11, name: "secondary_storage", unlimitable: "Stratus does not limit secondary storage yet" },
 ];
 
@@ -76,17 +81,28 @@ export function resourceTypeOf(value: string): ResourceType | undefined {
   return RESOURCE_TYPES.find((t) => String(t.type) === value || t.name === value);
 }
 
-/** A limit as the ResourceQuota keeps it (memory in MiB as CloudStack counts it: "512Mi"). */
+const UNIT_BYTES = { Mi: 2n ** 20n, Gi: 2n ** 30n };
+
+/** A limit as the ResourceQuota keeps it, in CloudStack's unit: memory "512Mi", storage "20Gi". */
 export function quotaValueOf(type: ResourceType, max: number): string {
-  return type.quotaKey === MEMORY_KEY ? `${max}Mi` : String(max);
+  return `${max}${type.unit ?? ""}`;
 }
 
-/** A ResourceQuota's value back as CloudStack's max (memory in MiB); -1 when there is none. */
+/** An amount in CloudStack's unit of the type (bytes to MiB or GiB, rounded down). */
+export function inUnitOf(type: ResourceType, amount: bigint): number {
+  return Number(type.unit ? amount / UNIT_BYTES[type.unit] : amount);
+}
+
+/** A ResourceQuota's value back as CloudStack's max, in its unit; -1 when there is none. */
 export function maxOf(type: ResourceType, hard: Readonly<Record<string, string>> | undefined): number {
   const value = type.quotaKey ? hard?.[type.quotaKey] : undefined;
-  if (value === undefined) return -1;
-  const amount = parseQuantity(value);
-  return Number(type.quotaKey === MEMORY_KEY ? amount / 2n ** 20n : amount);
+  return value === undefined ? -1 : inUnitOf(type, parseQuantity(value));
+}
+
+/** An account's primary-storage limit in bytes; undefined: none. */
+export function storageLimitOf(hard: Readonly<Record<string, string>> | undefined): bigint | undefined {
+  const value = hard?.[PRIMARY_STORAGE_KEY];
+  return value === undefined ? undefined : parseQuantity(value);
 }
 
 /** The CPU and memory limits compute holds VMs to; absent keys are unlimited. */

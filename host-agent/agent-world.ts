@@ -13,6 +13,7 @@ import {
   type Volume,
   type VolumeSnapshot,
 } from "../crds/index.ts";
+import { RESOURCE_LIMITS_QUOTA, type ResourceQuota, storageLimitOf } from "../crds/resource-limits.ts";
 import type { KubeClient } from "../runtime/client.ts";
 import type { Informer } from "../runtime/informer.ts";
 import { unlessGone } from "../runtime/objects.ts";
@@ -27,6 +28,8 @@ export interface AgentCaches {
   offerings: Informer<ServiceOffering>;
   templates: Informer<Template>;
   diskOfferings: Informer<DiskOffering>;
+  /** The accounts' limits (ResourceQuota stratus-resource-limits of each namespace). */
+  limits: Informer<ResourceQuota>;
   /** Volumes whose disk is on this host. */
   localVolumes: Informer<Volume>;
   networks: ReferencedObjects<Network>;
@@ -45,6 +48,8 @@ export function agentWorld(caches: AgentCaches): VmWorld {
     template: (name) => caches.templates.get(name),
     diskOffering: (name) => caches.diskOfferings.get(name),
     inMaintenance: () => caches.self.get(caches.hostName)?.spec.maintenance === true,
+    storageLimited: (namespace) =>
+      storageLimitOf(caches.limits.get(`${namespace}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard) !== undefined,
     zone: caches.zone,
     volumes: async (vm) => {
       const namespace = vm.metadata.namespace as string;

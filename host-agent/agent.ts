@@ -17,6 +17,7 @@ import {
   type Template,
   type VirtualMachine,
 } from "../crds/index.ts";
+import { RESOURCE_LIMITS_QUOTA, RESOURCE_QUOTAS, type ResourceQuota } from "../crds/resource-limits.ts";
 import { type KubeClient, objectKey } from "../runtime/client.ts";
 import { InformerFactory } from "../runtime/component.ts";
 import { Controller } from "../runtime/controller.ts";
@@ -92,6 +93,7 @@ export class HostAgent {
   private readonly offerings: Informer<ServiceOffering>;
   private readonly templates: Informer<Template>;
   private readonly diskOfferings: Informer<DiskOffering>;
+  private readonly limits: Informer<ResourceQuota>;
   /** Volumes, snapshots and storage pools: the agent's storage side. */
   private readonly storage: StorageWork;
   private readonly networks: ReferencedObjects<Network>;
@@ -128,6 +130,10 @@ export class HostAgent {
     this.offerings = this.informers.for<ServiceOffering>(Resources.serviceOfferings);
     this.templates = this.informers.for<Template>(Resources.templates);
     this.diskOfferings = this.informers.for<DiskOffering>(Resources.diskOfferings);
+    // Which accounts have a primary-storage limit: their disks wait for the storage grant.
+    this.limits = this.informers.for<ResourceQuota>(RESOURCE_QUOTAS, {
+      fieldSelector: `metadata.name=${RESOURCE_LIMITS_QUOTA}`,
+    });
     this.networks = new ReferencedObjects<Network>(
       this.client,
       Resources.networks,
@@ -228,6 +234,7 @@ export class HostAgent {
       offerings: this.offerings,
       templates: this.templates,
       diskOfferings: this.diskOfferings,
+      limits: this.limits,
       localVolumes: this.storage.localVolumes,
       networks: this.networks,
       zone: () => this.storage.zoneStorage(),

@@ -14,6 +14,7 @@ import {
   diskTemplate,
   HOST,
   hostStorage,
+  LOCAL_POOL,
   network,
   OWNER,
   offering,
@@ -45,6 +46,7 @@ function input(
     storage: hostStorage("/pool"),
     zone: { name: "z1" },
     paths: { cache: "/cache", consoleSocket: "/console/x.sock" },
+    storageLimited: false,
     ...overrides,
   };
 }
@@ -58,11 +60,11 @@ const domain = (state: ObservedDomain["state"], extra: Partial<ObservedDomain> =
   ...extra,
 });
 
-const condition = (type: string, status: "True" | "False", reason = "R") => ({
+const condition = (type: string, status: "True" | "False", reason = "R", message = "m") => ({
   type,
   status,
   reason,
-  message: "m",
+  message,
   lastTransitionTime: "2026-11-30T00:00:00Z",
 });
 
@@ -190,6 +192,47 @@ describe("planVm", () => {
       const plan = planVm(given);
       expect(plan.kind === "problem" ? plan.problem.reason : plan.kind).toBe(reason);
     }
+  });
+
+  it("makes no disk, and grows none, beyond what the account's primary-storage limit granted", () => {
+    const vm = preparedVm("vm", { spec: { dataVolumes: [{ name: "logs", volume: "d1" }] } });
+    const refused = dataVolume(
+      "d1",
+      { size: "2Gi" },
+      {
+        conditions: [condition("Admitted", "False", "ResourceLimitExceeded", "over the account's limit")],
+      },
+    );
+    expect(planVm(input(vm, { volumes: [refused] }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForStorageLimit",
+      message: "over the account's limit",
+    });
+    // In an account with a limit, a volume not decided yet waits too (the root one here), saying
+    // for what; without a limit nothing waits for a grant.
+    const root = rootVolume(vm);
+    expect(planVm(input(preparedVm("vm"), { volumes: [root], storageLimited: true }))).toMatchObject({
+      kind: "wait",
+      reason: "WaitingForStorageLimit",
+      message: expect.stringContaining("waits for the storage controller to admit 1Gi"),
+    });
+    expect(planVm(input(preparedVm("vm"), { volumes: [root] })).kind).toBe("run");
+    // A disk that exists keeps its size and grows only as far as the grant.
+    const resized = dataVolume(
+      "d1",
+      { size: "4Gi" },
+      { host: "h1", pool: LOCAL_POOL, capacity: "2Gi", admittedSize: "3Gi" },
+    );
+    expect(
+      (
+        planVm(
+          input(vm, { volumes: [resized, rootVolume(vm, { admittedSize: "1Gi" })], storageLimited: true }),
+        ) as RunPlan
+      ).dataDisks,
+    ).toMatchObject([{ capacityBytes: 3n * 2n ** 30n }]);
+    expect((planVm(input(vm, { volumes: [resized] })) as RunPlan).dataDisks).toMatchObject([
+      { capacityBytes: 4n * 2n ** 30n },
+    ]);
   });
 
   it("plans data volumes as disks after the root disk, sized by their Volume", () => {

@@ -19,6 +19,7 @@ import {
   type ZoneImage,
   zoneImage,
 } from "../crds/template-images.ts";
+import { admissionWait, growableBytes, requestedBytes } from "../crds/volume-admission.ts";
 import { type Condition, findCondition } from "../runtime/conditions.ts";
 import { type DomainSpec, diskTarget, macFor } from "./domain-xml.ts";
 import type { DhcpReservation, ObservedDomain, Owner } from "./hypervisor.ts";
@@ -53,6 +54,8 @@ export interface PlanInput {
   /** The host's zone and where its secondary storage is mounted, if it has one. */
   zone: { name: string; secondaryPath?: string };
   paths: { cache: string; consoleSocket: string };
+  /** The VM's account has a primary-storage limit: its disks wait for their grants. */
+  storageLimited: boolean;
 }
 
 /** The pools this agent reaches, as the planner needs them. */
@@ -315,7 +318,9 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
       volume,
       ...home,
       name: rootDiskName(uid),
-      requestedBytes: requestedRoot,
+      requestedBytes: home.existing
+        ? growableBytes(volume, requestedRoot, input.storageLimited)
+        : requestedRoot,
       ...(source.directBoot || installsFromIso
         ? {}
         : { image: templateImage(template, input, home.existing) }),
@@ -343,7 +348,10 @@ function planRun(input: PlanInput, intent: RunIntent): RunPlan {
     const name = dataDiskName(volume.metadata.uid as string);
     const home = diskHome(input, volume);
     disks.push({ path: diskPath(home, name), format: "qcow2", serial: slot.name });
-    return { volume, ...home, name, capacityBytes: parseQuantity(size), serial: slot.name };
+    const asked = parseQuantity(size);
+    // An existing disk grows only as far as the account's primary-storage limit granted.
+    const capacityBytes = home.existing ? growableBytes(volume, asked, input.storageLimited) : asked;
+    return { volume, ...home, name, capacityBytes, serial: slot.name };
   });
   const nics = vmNics(vm).map((nic): PlannedNic => {
     const network = input.network(nic.network);
@@ -406,6 +414,9 @@ function diskHome(input: PlanInput, volume: Volume): DiskHome {
     return { pool: current, existing: true };
   }
   const disk = volume.spec.diskOffering ? input.diskOffering(volume.spec.diskOffering) : undefined;
+  // No disk is made before the storage controller granted its size (the account's limit).
+  const notAdmitted = admissionWait(volume, requestedBytes(volume, disk), input.storageLimited);
+  if (notAdmitted) throw new Waiting("WaitingForStorageLimit", notAdmitted);
   const service = volume.spec.type === "ROOT" ? input.offering : undefined;
   const choice = input.storage.poolForNew(volume, {
     ...(disk ? { disk } : {}),

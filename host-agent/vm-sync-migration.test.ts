@@ -48,6 +48,7 @@ function rig(hooks: Partial<MigrationHooks>, options: { maintenance?: boolean } 
       template: () => diskTemplate,
       diskOffering: () => undefined,
       inMaintenance: () => options.maintenance === true,
+      storageLimited: () => false,
       zone: () => ({ name: "z1" }),
       volumes: async (vm) => {
         const root = rootVolume(vm, {

@@ -47,6 +47,8 @@ export interface VmWorld {
   template(name: string): Template | undefined;
   diskOffering(name: string): DiskOffering | undefined;
   inMaintenance(): boolean;
+  /** Whether the namespace's account has a primary-storage limit. */
+  storageLimited(namespace: string): boolean;
   /** The host's zone and where its secondary storage is mounted (if it has one). */
   zone(): { name: string; secondaryPath?: string };
   /** The data and root Volumes the VM names (cached, or read once when not on this host yet). */
@@ -163,6 +165,7 @@ export class VmSync {
         cache: this.o.paths.cache,
         consoleSocket: this.o.paths.consoleSocket(uid),
       },
+      storageLimited: this.o.world.storageLimited(vm.metadata.namespace as string),
     });
     switch (plan.kind) {
       case "release":

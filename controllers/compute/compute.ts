@@ -27,10 +27,12 @@ import {
   RESOURCE_LIMITS_QUOTA,
   RESOURCE_QUOTAS,
   type ResourceQuota,
+  storageLimitOf,
 } from "../../crds/resource-limits.ts";
+import { ADMITTED_CONDITION } from "../../crds/volume-admission.ts";
 import { isAlreadyExists, isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
-import type { Condition } from "../../runtime/conditions.ts";
+import { type Condition, findCondition } from "../../runtime/conditions.ts";
 import { Controller } from "../../runtime/controller.ts";
 import { notWrittenIfGone, ownerReference, removeFinalizer, statusSays } from "../../runtime/objects.ts";
 import { ADDRESS_INDEXERS, AddressAllocator } from "../network/ipam.ts";
@@ -42,6 +44,23 @@ import { migratedTo } from "./migration-decision.ts";
 import { decideOrchestration, type RootVolumeFact, wantsRootVolume } from "./orchestration.ts";
 
 const withMigratedTo = (host: string | undefined) => (host ? { migratedTo: host } : {});
+
+/**
+ * Whether the account's primary-storage limit granted the VM's new volumes, as orchestration input:
+ * the first one it holds, else (in an account with a limit) the first it has not decided yet: the
+ * VM is placed only once it has. A disk that exists is used at its size whatever a resize asks.
+ */
+function storageRefusalOf(
+  volumes: readonly Volume[],
+  accountLimited: boolean,
+): { storageRefusal?: string; storageUndecided?: string } {
+  const own = volumes.filter((volume) => !volume.status?.pool);
+  const admittedOf = (volume: Volume) => findCondition(volume.status?.conditions, ADMITTED_CONDITION);
+  const refused = own.find((volume) => admittedOf(volume)?.status === "False");
+  if (refused) return { storageRefusal: admittedOf(refused)?.message ?? "" };
+  const undecided = accountLimited ? own.find((volume) => !admittedOf(volume)) : undefined;
+  return undecided ? { storageUndecided: undecided.metadata.name as string } : {};
+}
 
 const notReadyYet = (vm: VirtualMachine, type: string) =>
   vm.status?.conditions?.some((c) => c.type === type && c.status !== "True") ?? true;
@@ -168,6 +187,7 @@ export function computeComponent(
           const offering = offerings.get(vm.spec.serviceOffering);
           const own = [...(root.volume ? [root.volume] : []), ...dataVolumes.values()];
           const zonePools = pools.byIndex("zone", vm.spec.zone);
+          const hard = limits.get(`${namespace}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard;
           const decision = decideOrchestration({
             vm,
             template,
@@ -175,7 +195,8 @@ export function computeComponent(
             zone: zones.get(vm.spec.zone),
             rootVolume: root.fact,
             ...(root.refusal ? { rootVolumeRefusal: root.refusal } : {}),
-            accountLimits: computeLimitsOf(limits.get(`${namespace}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard),
+            ...storageRefusalOf(own, storageLimitOf(hard) !== undefined),
+            accountLimits: computeLimitsOf(hard),
             accountUsage: () => usage.accountUsage(namespace),
             dataVolumes,
             nics,

@@ -3,6 +3,16 @@ import type { Zone } from "../../crds/index.ts";
 import { condition, exhausted, host, input, MAC, summary, usage, vm } from "./orchestration.fixtures.ts";
 import { decideOrchestration, type OrchestrationInput, UNSCHEDULABLE_RETRY_MS } from "./orchestration.ts";
 
+/** A VM its volumes keep from being placed: prepared otherwise, and saying why. */
+const heldUnplaced = (volumes: string): ReturnType<typeof summary> => ({
+  host: undefined,
+  placed: undefined,
+  scheduled: "False/WaitingForResources",
+  volumes,
+  networks: "True/AddressesAllocated",
+  requeue: undefined,
+});
+
 describe("decideOrchestration", () => {
   const cases: [string, Partial<OrchestrationInput>, ReturnType<typeof summary>][] = [
     [
@@ -81,16 +91,19 @@ describe("decideOrchestration", () => {
       },
     ],
     [
+      "the account's primary-storage limit holds one of its volumes: it waits, and says so",
+      { storageRefusal: "Maximum number of resources of type 'primary_storage' ..." },
+      heldUnplaced("False/ResourceLimitExceeded"),
+    ],
+    [
+      "the storage controller has not granted a volume its size yet: it is not placed until it has",
+      { storageUndecided: "web-root" },
+      heldUnplaced("False/AwaitingStorageAdmission"),
+    ],
+    [
       "the account's volume limit refused the ROOT volume: it waits, and says so",
       { rootVolume: "over-limit", rootVolumeRefusal: "exceeded quota: stratus-resource-limits" },
-      {
-        host: undefined,
-        placed: undefined,
-        scheduled: "False/WaitingForResources",
-        volumes: "False/ResourceLimitExceeded",
-        networks: "True/AddressesAllocated",
-        requeue: undefined,
-      },
+      heldUnplaced("False/ResourceLimitExceeded"),
     ],
     [
       "an unplaced Halted VM is prepared but not placed",

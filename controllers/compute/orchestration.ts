@@ -45,6 +45,10 @@ export interface OrchestrationInput {
   rootVolume: RootVolumeFact;
   /** Why the account's limit refused the ROOT Volume (with rootVolume "over-limit"). */
   rootVolumeRefusal?: string;
+  /** Why the account's primary-storage limit holds one of the VM's volumes (its Admitted=False). */
+  storageRefusal?: string;
+  /** One of the VM's volumes whose size the storage controller has not granted or refused yet. */
+  storageUndecided?: string;
   /** The account's CPU and memory limits (its ResourceQuota stratus-resource-limits). */
   accountLimits: ComputeLimits;
   /** What the account's placed VMs take; called only when the VM needs a host and has limits. */
@@ -93,7 +97,16 @@ const volumes = (status: "True" | "False", reason: string, message: string): Con
 
 /** VolumesReady: the root volume exists, and every data volume exists and may be used here. */
 export function volumesReadiness(
-  input: Pick<OrchestrationInput, "vm" | "template" | "rootVolume" | "rootVolumeRefusal" | "dataVolumes">,
+  input: Pick<
+    OrchestrationInput,
+    | "vm"
+    | "template"
+    | "rootVolume"
+    | "rootVolumeRefusal"
+    | "storageRefusal"
+    | "storageUndecided"
+    | "dataVolumes"
+  >,
 ): ConditionInput {
   const { vm, template } = input;
   if (!template)
@@ -103,6 +116,13 @@ export function volumesReadiness(
       "False",
       "ResourceLimitExceeded",
       `The account's volume limit refused the ROOT volume: ${input.rootVolumeRefusal ?? ""}`,
+    );
+  if (input.storageRefusal) return volumes("False", "ResourceLimitExceeded", input.storageRefusal);
+  if (input.storageUndecided)
+    return volumes(
+      "False",
+      "AwaitingStorageAdmission",
+      `The storage controller has not granted volume ${input.storageUndecided} its size yet (the account's primary-storage limit).`,
     );
   if (input.rootVolume === "foreign")
     return volumes(

@@ -4,6 +4,7 @@
 // local StoragePool, and the pools' roll-up and deletion guard. Where a disk is (status.host,
 // pool, path) is a fact only the agent whose pool holds it can tell; the agents copy the bytes.
 // Snapshots (snapshots.ts): which host takes each one, and the recurring snapshot policies.
+// Primary-storage limits (volume-admission.ts): the size each volume may take, before a disk is made.
 // Templates (templates.ts): which host downloads a URL template into each zone, and their removal.
 import type { Logger } from "pino";
 import { DISK_FINALIZER, STORAGE_FINALIZER, STORAGE_POOL_FINALIZER } from "../../crds/finalizers.ts";
@@ -35,6 +36,7 @@ import { needOf, POOLS_BY_ZONE, poolUsages, rootVolumeOwner, VOLUMES_BY_POOL } f
 import { snapshotControllers } from "./snapshots.ts";
 import { templateController } from "./templates.ts";
 import { decideVolumeStatus } from "./transfer-target.ts";
+import { volumeAdmissionController } from "./volume-admission.ts";
 
 /** The VM a data volume belongs to: the VM attaching it, else the oldest VM asking for it. */
 export function volumeUser(volume: Volume, attaching: readonly VirtualMachine[]): VirtualMachine | undefined {
@@ -244,6 +246,7 @@ export const storageComponent: Component = {
       volumeController,
       localPools,
       poolRollup,
+      volumeAdmissionController(context, volumes),
       ...snapshotControllers(context, volumes),
       templateController(context),
     ];

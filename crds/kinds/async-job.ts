@@ -27,6 +27,12 @@ export const AsyncJobKind = defineKind({
         }),
       ),
       user: Type.String({ maxLength: 253, description: "The Kubernetes user the command runs as." }),
+      groups: Type.Optional(
+        Type.Array(Type.String({ maxLength: 253, description: "A group." }), {
+          maxItems: 32,
+          description: "That user's groups: what the job undoes for a refused create, it does as them.",
+        }),
+      ),
       account: Type.Optional(
         Type.String({ maxLength: 253, description: "The CloudStack account (namespace)." }),
       ),

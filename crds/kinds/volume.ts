@@ -134,6 +134,12 @@ export const VolumeKind = defineKind({
         Type.String({ maxLength: 4096, description: "Path of the disk file on the host." }),
       ),
       capacity: Type.Optional(Quantity({ description: "Size of the disk as created." })),
+      admittedSize: Type.Optional(
+        Quantity({
+          description:
+            "The size the account's primary-storage limit granted, set by the storage controller: a host makes or grows the disk only up to it.",
+        }),
+      ),
       attachedTo: Type.Optional(
         Type.Object(
           {
@@ -200,7 +206,7 @@ export const VolumeKind = defineKind({
         ),
       ),
       conditions: Conditions(
-        "Ready: the disk exists. Attached: it is attached to its VM. InUse: a VM uses it.",
+        "Ready: the disk exists. Attached: it is attached to its VM. InUse: a VM uses it. Admitted: the account's primary-storage limit granted its size.",
       ),
     },
     { description: "The volume as observed." },

@@ -46,13 +46,18 @@ export class VmSyncRig {
         template: (name) => this.templates.find((t) => t.metadata.name === name),
         diskOffering: () => undefined,
         inMaintenance: () => this.maintenance,
+        storageLimited: () => false,
         zone: () => this.zone,
         volumes: async (vm) => {
-          // Each Volume as the API server would show it: with what this agent last wrote of its status.
+          // Each Volume as the API server would show it: with what this agent last wrote of its status
+          // over the other writers' fields (the storage controller's grant).
           const found = new Map(
             [...this.volumes.values()].map((v) => {
               const written = this.writes.volumeStatuses.get(`${v.metadata.namespace}/${v.metadata.name}`);
-              return [v.metadata.name as string, written ? ({ ...v, status: written } as Volume) : v];
+              return [
+                v.metadata.name as string,
+                written ? ({ ...v, status: { ...v.status, ...written } } as Volume) : v,
+              ];
             }),
           );
           // The root Volume the orchestration made, with what this agent last wrote of its status.

@@ -161,6 +161,25 @@ describe("a compromised host agent, against the admission policy", () => {
       agent(A).writes.snapshotStatus(ref("snap"), { phase: "Ready" }),
       "(and their snapshots)",
     );
+    // Nor grant itself room past the account's primary-storage limit, on a volume it holds.
+    await expectRefused(
+      forged(B, Resources.volumes, "shared-data", { admittedSize: "1Ti" }),
+      "a host agent may not grant a volume storage",
+    );
+    await expectRefused(
+      forged(B, Resources.volumes, "shared-data", {
+        conditions: [
+          {
+            type: "Admitted",
+            status: "True",
+            reason: "Admitted",
+            message: "forged",
+            lastTransitionTime: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+          },
+        ],
+      }),
+      "a host agent may not grant a volume storage",
+    );
     expect((await volume("shared-data")).status).toMatchObject({ host: B, pool: "nfs-1" });
   });
 

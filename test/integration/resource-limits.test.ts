@@ -2,8 +2,10 @@
 // simulated hosts. Resource limits (updateResourceLimit, listResourceLimits, updateResourceCount):
 // 50 VMs created at once through kubectl against a limit of 10 admit exactly 10 (kube-apiserver's
 // quota admission), the CloudStack front door answers the 11th with 535, a CPU limit holds the VMs
-// past it with a condition that says so until the limit is raised, and a user neither raises a limit
-// through the API nor edits the ResourceQuota with kubectl. deleteAccount of an account that runs a
+// past it with a condition that says so until the limit is raised, a primary-storage limit grants
+// exactly what fits of 50 volumes made at once (and createVolume past it answers 535, leaving
+// nothing), and a user neither raises a limit through the API nor edits the ResourceQuota with
+// kubectl. deleteAccount of an account that runs a
 // VM releases everything before its job ends. 5,000 fuzzed account and limit requests.
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT_DOMAIN_ID } from "../../apiserver/envelope.ts";
-import { Resources, type VirtualMachine } from "../../crds/index.ts";
+import { Resources, type VirtualMachine, type Volume } from "../../crds/index.ts";
 import { RESOURCE_LIMITS_QUOTA, RESOURCE_QUOTAS, type ResourceQuota } from "../../crds/resource-limits.ts";
 import { type ApiError, KubeClient, type KubeObject, NAMESPACE } from "../../runtime/client.ts";
 import {
@@ -44,6 +46,7 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
   let admin: Account;
   let user: Account;
   let second: Account;
+  let third: Account;
   const ids = { zone: "", small: "", template: "" };
 
   const cs = (account: Account, command: string, args: Record<string, string> = {}) =>
@@ -95,8 +98,14 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
       suffix,
       clusterRoles: [`stratus-catalog-reader-${suffix}`],
     });
+    third = await makeAccount(client, {
+      keysNamespace,
+      name: "rl-third",
+      suffix,
+      clusterRoles: [`stratus-catalog-reader-${suffix}`],
+    });
     // The manifests' own tenant role: what a user may do with the ResourceQuota comes from it.
-    await bindCloudUserRole(client, suffix, [user, second]);
+    await bindCloudUserRole(client, suffix, [user, second, third]);
     workDir = await mkdtemp(join(tmpdir(), "stratus-rl-"));
     const { url, checksum } = await serveTinyImage();
     ids.zone = await createdUid(client, Resources.zones, ZONE, {});
@@ -216,6 +225,119 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
     expect(quota.spec?.hard).toEqual({ "count/virtualmachines.stratus.io": "20" });
   });
 
+  it("grants primary storage up to the account's limit: exactly 10 of 50 1 GiB volumes made at once, then nothing past it", async () => {
+    expect(await limit(third, "10", 10)).toMatchObject({ max: 10, resourcetypename: "primary_storage" });
+    const asThird = client.impersonating(third.user);
+    const volumeObject = (name: string, size = "1Gi") =>
+      ({ metadata: { name, namespace: third.namespace }, spec: { zone: ZONE, size } }) as Volume;
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) => asThird.create(Resources.volumes, volumeObject(`burst-${i}`))),
+    );
+    const admittedOf = (volume: Volume) => volume.status?.conditions?.find((c) => c.type === "Admitted");
+    const decided = await waitFor("every volume admitted or held", async () => {
+      const volumes = (await client.list<Volume>(Resources.volumes, { namespace: third.namespace })).items;
+      return volumes.length === 50 && volumes.every((v) => admittedOf(v)) ? volumes : undefined;
+    });
+    const granted = decided.filter((v) => admittedOf(v)?.status === "True");
+    expect(granted).toHaveLength(10);
+    for (const volume of granted) expect(volume.status?.admittedSize).toBe("1Gi");
+    const held = decided.filter((v) => admittedOf(v)?.status === "False");
+    expect(held).toHaveLength(40);
+    expect(admittedOf(held[0] as Volume)).toMatchObject({
+      reason: "ResourceLimitExceeded",
+      message: expect.stringContaining(
+        `Maximum number of resources of type 'primary_storage' for account ${third.namespace} has been exceeded: 10 GiB of 10 GiB in use`,
+      ),
+    });
+    const counted = (await cs(third, "updateResourceCount", { domainid: ROOT_DOMAIN_ID, resourcetype: "10" }))
+      .json.resourcecount as Row[];
+    expect(counted).toEqual([
+      expect.objectContaining({ resourcecount: 10, resourcetypename: "primary_storage" }),
+    ]);
+
+    // A VM's ROOT volume counts too: the VM is not placed, and says why.
+    await asThird.create(Resources.virtualMachines, vmObject(third, "over-storage"));
+    const waiting = await waitFor("the VM held by the storage limit", async () => {
+      const vm = (await vmsOf(third)).find((v) => v.metadata.name === "over-storage");
+      const volumes = vm?.status?.conditions?.find((c) => c.type === "VolumesReady");
+      return volumes?.reason === "ResourceLimitExceeded" ? vm : undefined;
+    });
+    expect(waiting.status?.host).toBeUndefined();
+
+    // The CloudStack front door: createVolume past the limit fails with 535 and leaves no volume.
+    const refusedWithLimit = {
+      jobstatus: 2,
+      jobresultcode: 535,
+      jobresult: { errorcode: 535, errortext: expect.stringContaining("'primary_storage'") },
+    };
+    const refused = await jobOf(endpoint, third, {
+      command: "createVolume",
+      name: "one-more",
+      zoneid: ids.zone,
+      size: "1",
+    });
+    expect(refused.job).toMatchObject(refusedWithLimit);
+    await waitFor("the refused volume gone", async () =>
+      (await client.list<Volume>(Resources.volumes, { namespace: third.namespace })).items.some(
+        (v) => v.metadata.name === "one-more",
+      )
+        ? undefined
+        : true,
+    );
+
+    // A deploy past it fails with 535 too; its VM is halted in Error, as CloudStack leaves none running.
+    const deploy = await jobOf(endpoint, third, {
+      command: "deployVirtualMachine",
+      serviceofferingid: ids.small,
+      templateid: ids.template,
+      zoneid: ids.zone,
+      name: "deployed-over-storage",
+    });
+    expect(deploy.job).toMatchObject(refusedWithLimit);
+    const halted = await client.get<VirtualMachine>(
+      Resources.virtualMachines,
+      "deployed-over-storage",
+      third.namespace,
+    );
+    expect(halted.spec.runStrategy).toBe("Halted");
+
+    // Room for all: every held volume is granted, and the VM is placed.
+    await limit(third, "10", 100);
+    const placed = await waitFor("all volumes granted and the VM placed", async () => {
+      const volumes = (await client.list<Volume>(Resources.volumes, { namespace: third.namespace })).items;
+      const vm = (await vmsOf(third)).find((v) => v.metadata.name === "over-storage");
+      return volumes.every((v) => admittedOf(v)?.status === "True") && vm?.status?.host ? vm : undefined;
+    });
+
+    // A placed VM too: a held volume attached to it gets no disk from its host, and the VM says why.
+    const used = (await cs(third, "updateResourceCount", { domainid: ROOT_DOMAIN_ID, resourcetype: "10" }))
+      .json.resourcecount as Row[];
+    await limit(third, "10", used[0]?.resourcecount as number);
+    const late = await asThird.create<Volume>(Resources.volumes, volumeObject("late"));
+    await waitFor("the late volume held", async () =>
+      admittedOf(await client.get<Volume>(Resources.volumes, "late", third.namespace))?.status === "False"
+        ? true
+        : undefined,
+    );
+    const attach = await jobOf(endpoint, third, {
+      command: "attachVolume",
+      id: late.metadata.uid as string,
+      virtualmachineid: placed.metadata.uid as string,
+    });
+    expect(attach.job).toMatchObject(refusedWithLimit);
+    await waitFor("the VM saying its volume is held", async () => {
+      const vm = await client.get<VirtualMachine>(Resources.virtualMachines, "over-storage", third.namespace);
+      const volumes = vm.status?.conditions?.find((c) => c.type === "VolumesReady");
+      return vm.spec.dataVolumes?.some((d) => d.volume === "late") &&
+        volumes?.reason === "ResourceLimitExceeded"
+        ? true
+        : undefined;
+    });
+    expect(
+      (await client.get<Volume>(Resources.volumes, "late", third.namespace)).status?.host,
+    ).toBeUndefined();
+  });
+
   it("lets no user raise a limit, through the API or kubectl; refuses what it cannot limit", async () => {
     const raise = await answer(user, {
       command: "updateResourceLimit",
@@ -244,7 +366,7 @@ describe.skipIf(!hasCs)("accounts' resource limits (needs python3-cs)", () => {
     const refusedType = await answer(admin, {
       command: "updateResourceLimit",
       account: user.namespace,
-      resourcetype: "10",
+      resourcetype: "11",
       max: "100",
     });
     expect(refusedType).toMatchObject({
