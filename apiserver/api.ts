@@ -27,7 +27,15 @@ import {
   type VolumeSnapshot,
   type Zone,
 } from "../crds/index.ts";
-import { isQuotaRefusal, isQuotaUncounted, quotaRefusalText } from "../crds/resource-limits.ts";
+import {
+  isQuotaRefusal,
+  isQuotaUncounted,
+  quotaRefusalText,
+  RESOURCE_LIMITS_QUOTA,
+  RESOURCE_QUOTAS,
+  type ResourceQuota,
+  storageLimitOf,
+} from "../crds/resource-limits.ts";
 import { isAllowed, isSelfAllowed } from "../runtime/authorization.ts";
 import {
   ApiError as KubeApiError,
@@ -100,6 +108,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   /** Registered user data (registerUserData). */
   readonly registeredUserData: Informer<UserData>;
   readonly authentication: Authentication;
+  /** The accounts' limits (ResourceQuota stratus-resource-limits of each namespace). */
+  readonly limits: Informer<ResourceQuota>;
   /** The namespaces that are CloudStack accounts made by createAccount (labelled), by name and uid. */
   readonly accountNamespaces: Informer<KubeObject>;
   /** The cluster's Service and pod ranges, which createNetwork keeps guest networks off. */
@@ -145,6 +155,9 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);
     this.sshKeyPairs = informers.for<SSHKeyPair>(Resources.sshKeyPairs, indexed);
     this.registeredUserData = informers.for<UserData>(Resources.userData, indexed);
+    this.limits = informers.for<ResourceQuota>(RESOURCE_QUOTAS, {
+      fieldSelector: `metadata.name=${RESOURCE_LIMITS_QUOTA}`,
+    });
     this.accountNamespaces = informers.for<KubeObject>(NAMESPACE, {
       labelSelector: ACCOUNT_LABEL,
       ...indexed,
@@ -154,6 +167,10 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.authentication = new Authentication(options);
     this.access = new AccessReviews((request) => isAllowed(this.client, request));
   }
+
+  /** Whether the account has a primary-storage limit (its volumes wait for the storage grant). */
+  storageLimited = (account: string) =>
+    storageLimitOf(this.limits.get(`${account}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard) !== undefined;
 
   // Catalog: what views look up.
   zone = (name: string) => this.zones.get(name);

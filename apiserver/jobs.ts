@@ -247,7 +247,9 @@ function outcome(job: AsyncJob, api: CloudStackApi): Outcome {
       )
         return { error: { code: ERROR.RESOURCE_ALLOCATION, text: admitted.message } };
       const done = {
-        createVolume: () => admitted?.status === "True",
+        // In an account with a primary-storage limit, once the storage component granted its size.
+        createVolume: () =>
+          admitted?.status === "True" || !api.storageLimited(volume.metadata.namespace as string),
         updateVolume: () => true,
         attachVolume: () => {
           const holder = jobObject(api.vms, job, parameter("virtualmachineid"));

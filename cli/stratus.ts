@@ -11,7 +11,7 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import { displayState } from "../crds/display-state.ts";
 import { type Host, Resources, type VirtualMachine } from "../crds/index.ts";
 import { installCustomResourceDefinitions } from "../crds/install.ts";
-import { ControlPlaneSetupError, ensureBinaries } from "../devcluster/binaries.ts";
+import { ControlPlaneSetupError, ensureBinaries, ensureTestTool } from "../devcluster/binaries.ts";
 import { LocalCloud } from "../devcluster/cloud.ts";
 import { CLOUD_PROCESSES } from "../devcluster/cloud-processes.ts";
 import { LocalControlPlane } from "../devcluster/controlplane.ts";
@@ -153,6 +153,7 @@ async function stopCluster(purge: boolean): Promise<void> {
 async function runTests(vitestArgs: string[]): Promise<void> {
   await ensureDebianPackages(progress, [PACKAGE_LISTS.cloud, PACKAGE_LISTS.tests], "the tests need");
   await ensureBinaries({ progress });
+  await ensureTestTool("minio", { progress });
   // Before any test: libvirtd may need a restart to take disk leases, which no test should see.
   if (canRunQemu()) await ensureLibvirtDaemons(progress);
   const projectRoot = fileURLToPath(new URL("..", import.meta.url));

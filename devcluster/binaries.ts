@@ -1,6 +1,7 @@
 // Finds or builds the control-plane binaries: etcd, kube-apiserver, kube-controller-manager and
 // kubectl. They are built from the upstream Go modules through the wrapper modules in go/, once per
 // version, into a cache outside the repository; KUBEBUILDER_ASSETS (setup-envtest's layout) wins.
+// The tests' own upstream servers (MinIO) are built the same way.
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { constants, createReadStream } from "node:fs";
@@ -50,7 +51,7 @@ export function requestedVersions(env: NodeJS.ProcessEnv = process.env): Control
 }
 
 interface BuildRecord {
-  component: "kubernetes" | "etcd";
+  component: "kubernetes" | "etcd" | TestTool;
   version: string;
   builtAt: string;
   seconds: number;
@@ -286,25 +287,82 @@ async function buildInto(
       stop();
     }
     const files = component === "kubernetes" ? [...KUBE_COMMANDS] : ["etcd"];
-    const record: BuildRecord = {
-      component,
-      version,
-      builtAt: new Date().toISOString(),
-      seconds: Math.round((Date.now() - started) / 1000),
-      files: {},
-    };
-    for (const file of files) {
-      const path = join(out, file);
-      record.files[file] = { bytes: (await stat(path)).size, sha256: await sha256File(path) };
-    }
-    await writeFile(join(out, COMPLETE_MARKER), `${JSON.stringify(record, null, 2)}\n`);
-    // The rename is the commit point: a build killed half-way leaves only scratch behind.
-    await rm(target, { recursive: true, force: true });
-    await rename(out, target);
-    progress(`built ${component} ${version} in ${record.seconds} s -> ${target}`);
+    await commitBuild({ component, version, started, out, files, target }, progress);
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
+}
+
+/** Records what a build made beside its files, then moves them into the cache in one rename. */
+async function commitBuild(
+  build: {
+    component: BuildRecord["component"];
+    version: string;
+    started: number;
+    out: string;
+    files: readonly string[];
+    target: string;
+  },
+  progress: Progress,
+): Promise<void> {
+  const { component, version, out, target } = build;
+  const record: BuildRecord = {
+    component,
+    version,
+    builtAt: new Date().toISOString(),
+    seconds: Math.round((Date.now() - build.started) / 1000),
+    files: {},
+  };
+  for (const file of build.files) {
+    const path = join(out, file);
+    record.files[file] = { bytes: (await stat(path)).size, sha256: await sha256File(path) };
+  }
+  await writeFile(join(out, COMPLETE_MARKER), `${JSON.stringify(record, null, 2)}\n`);
+  // The rename is the commit point: a build killed half-way leaves only scratch behind.
+  await rm(target, { recursive: true, force: true });
+  await rename(out, target);
+  progress(`built ${component} ${version} in ${record.seconds} s -> ${target}`);
+}
+
+/**
+ * Upstream servers only the tests run, pinned by their committed wrapper module in go/: MinIO, the
+ * S3-compatible store snapshots are kept in.
+ */
+const TEST_TOOLS = {
+  minio: { version: "v0.0.0-20260212201848-7aac2a2c5b7c", main: "github.com/minio/minio" },
+} as const;
+export type TestTool = keyof typeof TEST_TOOLS;
+
+/** The test tool's binary, built once into the cache (as the control plane's are). */
+export async function ensureTestTool(
+  tool: TestTool,
+  options: { progress?: Progress; env?: NodeJS.ProcessEnv } = {},
+): Promise<string> {
+  const { version, main } = TEST_TOOLS[tool];
+  const progress = options.progress ?? (() => {});
+  const root = cacheRoot(options.env);
+  const target = join(root, `${tool}-${version}`);
+  if (await verifyCacheEntry(target, [tool])) return join(target, tool);
+  await mkdir(root, { recursive: true });
+  const scratch = await mkdtemp(join(root, `.build-${tool}-`));
+  const started = Date.now();
+  try {
+    const moduleDir = join(scratch, "module");
+    await cp(join(WRAPPER_DIR, tool), moduleDir, { recursive: true });
+    const out = join(scratch, "bin");
+    await mkdir(out);
+    progress(`building ${tool} for the tests (first time only)`);
+    const stop = heartbeat(progress, tool);
+    try {
+      await runGo(["build", "-trimpath", "-ldflags", "-s -w", "-o", join(out, tool), main], moduleDir);
+    } finally {
+      stop();
+    }
+    await commitBuild({ component: tool, version, started, out, files: [tool], target }, progress);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+  return join(target, tool);
 }
 
 export interface EnsureBinariesOptions {

@@ -276,6 +276,7 @@ export class HostAgent {
       domainType: () => this.domainType,
       storage: pools,
       pausedForCopy: this.storage.pausedForCopy,
+      snapshots: this.storage.snapshotAccess,
       guestData,
       paths: { cache: this.cacheDir(), consoleSocket: (uid) => this.consoleSocket(uid) },
       shutdownGraceMs: this.options.shutdownGraceMs ?? 60_000,

@@ -7,7 +7,7 @@ import type { Hypervisor } from "./hypervisor.ts";
 import { checkImage, downloadOnce } from "./images.ts";
 import type { DataDiskPlan, DiskHome, RunPlan } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
-import { stagedFrom } from "./snapshot-sync.ts";
+import { type SnapshotAccess, snapshotCopy } from "./snapshot-sync.ts";
 
 export interface ImageStore {
   download(source: string, target: string, checksum: string | undefined): Promise<void>;
@@ -43,6 +43,7 @@ export async function prepareDisks(
   plan: RunPlan,
   grow: boolean,
   snapshot: (namespace: string, name: string) => Promise<VolumeSnapshot | undefined>,
+  snapshots: SnapshotAccess,
 ) {
   const what = `VM ${vm.metadata.namespace}/${vm.metadata.name}`;
   if (plan.directBoot)
@@ -81,7 +82,7 @@ export async function prepareDisks(
   }
   for (const disk of plan.dataDisks) {
     await mustExist(hv, disk, `volume ${vm.metadata.namespace}/${disk.volume.metadata.name}`, host);
-    await fillFromSnapshot(hv, disk, snapshot);
+    await fillFromSnapshot(hv, disk, snapshot, snapshots);
     await hv.ensureDisk({
       pool: disk.pool,
       name: disk.name,
@@ -98,17 +99,22 @@ async function fillFromSnapshot(
   hv: Hypervisor,
   disk: DataDiskPlan,
   snapshot: (namespace: string, name: string) => Promise<VolumeSnapshot | undefined>,
+  snapshots: SnapshotAccess,
 ) {
   const source = disk.volume.spec.source?.snapshot;
   if (!source || disk.existing || (await hv.disk(disk.pool, disk.name))) return;
   const found = await snapshot(disk.volume.metadata.namespace as string, source);
-  const staged = found ? stagedFrom(found) : undefined;
-  if (!staged)
+  const copy = found ? await snapshotCopy(found, snapshots) : undefined;
+  if (!copy)
     throw new HostProblem(
       "SnapshotNotReady",
       `Volume ${disk.volume.metadata.name} is made from snapshot ${source}, which ${found ? "is not ready" : "does not exist"}.`,
     );
-  await hv.importDisk(disk.pool, disk.name, staged);
+  try {
+    await hv.importDisk(disk.pool, disk.name, copy.staged);
+  } finally {
+    await copy.release();
+  }
 }
 
 /** A disk that was made once is never made again: a missing one is a problem to report, not to paper over. */

@@ -1,9 +1,19 @@
+import { createHash } from "node:crypto";
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { SNAPSHOT_DATA_FINALIZER } from "../crds/finalizers.ts";
 import { REVERT_ANNOTATION, type Volume, type VolumeSnapshot } from "../crds/index.ts";
 import { FakeHypervisor } from "./fake-hypervisor.ts";
-import { type SnapshotContext, snapshotPath, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
+import { HostProblem } from "./problem.ts";
+import type { S3Config, SnapshotStore } from "./snapshot-store.ts";
+import {
+  NO_SNAPSHOT_STORE,
+  type SnapshotContext,
+  snapshotKey,
+  snapshotPath,
+  syncRevert,
+  syncSnapshot,
+} from "./snapshot-sync.ts";
 import { dataVolume, hostStorage, LOCAL_POOL, OWNER } from "./testing/fixtures.ts";
 import { MemoryWrites } from "./testing/memory-writes.ts";
 
@@ -49,6 +59,7 @@ async function rig(content: string) {
     volume: async () => volume,
     snapshot: async (_ns, name) => snapshots.get(name),
     secondaryPath: () => "/secondary",
+    ...NO_SNAPSHOT_STORE,
     pausedForCopy: new Set(),
     now: () => new Date("2026-11-30T08:00:00Z"),
     log,
@@ -64,6 +75,35 @@ async function rig(content: string) {
   };
   return { hv, writes, context, disk, taken, setVolume: (v: Volume) => (volume = v), volume: () => volume };
 }
+
+/**
+ * A store over the fake hypervisor's files: the unit tests prove what the agent does with a store;
+ * the real one (S3SnapshotStore, the AWS SDK against MinIO) is proven in volume-snapshots.test.ts.
+ */
+class MemoryStore implements SnapshotStore {
+  readonly objects = new Map<string, { capacityBytes: bigint; content: string }>();
+  private readonly hv: FakeHypervisor;
+  constructor(hv: FakeHypervisor) {
+    this.hv = hv;
+  }
+  async upload(store: S3Config, key: string, file: string) {
+    const staged = this.hv.files.files.get(file);
+    if (!staged) throw new HostProblem("StagedCopyMissing", file);
+    this.objects.set(key, { ...staged });
+    return { endpoint: store.endpoint, bucket: store.bucket, key };
+  }
+  async download(_store: S3Config, object: { key: string }, file: string, sha256: string) {
+    const held = this.objects.get(object.key);
+    if (!held || createHash("sha256").update(held.content).digest("hex") !== sha256)
+      throw new HostProblem("SnapshotChecksumMismatch", object.key);
+    this.hv.files.files.set(file, { ...held });
+  }
+  async remove(_store: S3Config, object: { key: string }) {
+    this.objects.delete(object.key);
+  }
+}
+
+const S3 = { endpoint: "http://store.test:9000", bucket: "snaps" };
 
 async function runningWith(hv: FakeHypervisor, path: string) {
   await hv.define({
@@ -148,5 +188,52 @@ describe("volume snapshots on the host holding the disk", () => {
     );
     expect(r2.hv.content(path)).toBeUndefined();
     expect(r2.writes.writes.at(-1)).toBe("finalizer volumesnapshots/team-a/d1-snap");
+  });
+
+  it("keeps a snapshot in the zone's store: uploaded from a staging file it removes, fetched and checked for a revert, removed with the snapshot", async () => {
+    const r = await rig("pattern");
+    const store = new MemoryStore(r.hv);
+    const context: SnapshotContext = {
+      ...r.context,
+      snapshotStore: () => S3,
+      store,
+      stagingDir: "/tmp/stratus-unit-staging",
+    };
+    const snapshot = r.taken(snapshotOf("d1"));
+    await syncSnapshot(snapshot, context);
+    const taken = r.taken(snapshot);
+    const key = snapshotKey(snapshot);
+    expect(taken.status).toMatchObject({
+      phase: "Ready",
+      object: { endpoint: S3.endpoint, bucket: "snaps", key: "snapshots/team-a/snap-of-d1.qcow2" },
+      conditions: [{ reason: "BackedUp", message: expect.stringContaining(`s3://snaps/${key}`) }],
+    });
+    expect(taken.status?.path).toBeUndefined();
+    expect(store.objects.get(key)?.content).toBe("pattern");
+    expect(r.hv.calls).toContain("remove staged /tmp/stratus-unit-staging/snap-of-d1.upload.qcow2");
+
+    r.hv.write(r.disk.path, "overwritten");
+    const asked = {
+      ...r.volume(),
+      metadata: { ...r.volume().metadata, annotations: { [REVERT_ANNOTATION]: "d1-snap/1" } },
+    };
+    await syncRevert(asked, context);
+    expect(r.hv.content(r.disk.path)).toBe("pattern");
+    // An object changed in the store is not used: its checksum is not the one recorded.
+    store.objects.set(key, { capacityBytes: 2n ** 30n, content: "tampered" });
+    r.hv.write(r.disk.path, "newer");
+    await syncRevert(
+      { ...asked, metadata: { ...asked.metadata, annotations: { [REVERT_ANNOTATION]: "d1-snap/2" } } },
+      context,
+    );
+    expect(r.writes.events.at(-1)).toMatchObject({ reason: "SnapshotChecksumMismatch" });
+    expect(r.hv.content(r.disk.path)).toBe("newer");
+
+    await syncSnapshot(
+      { ...taken, metadata: { ...taken.metadata, deletionTimestamp: "2026-11-30T09:00:00Z" } },
+      context,
+    );
+    expect(store.objects.has(key)).toBe(false);
+    expect(r.writes.writes.at(-1)).toBe("finalizer volumesnapshots/team-a/d1-snap");
   });
 });

@@ -1,8 +1,10 @@
 // Volume snapshots on the host holding the disk: taking one (a flattened copy on the zone's
-// secondary storage, checksummed), removing its file when it is deleted, putting a disk back to
-// one (revert), and filling a new disk from one. A running guest is paused for the copy: QEMU
-// flushes its disks when it pauses, so the copy is never torn; the pause is as long as the copy
-// and is recorded in the snapshot's status.
+// secondary storage, checksummed: a file on its shared path, or an object in its S3-compatible
+// store, uploaded from a staging file of this host), removing it when it is deleted, putting a disk
+// back to one (revert), and filling a new disk from one. A running guest is paused for the copy:
+// QEMU flushes its disks when it pauses, so the copy is never torn; the pause is as long as the
+// copy (not the upload) and is recorded in the snapshot's status.
+import { mkdir, rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import { SNAPSHOT_DATA_FINALIZER } from "../crds/finalizers.ts";
 import { REVERT_ANNOTATION, Resources, type Volume, type VolumeSnapshot } from "../crds/index.ts";
@@ -11,9 +13,30 @@ import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor, ObservedDomain, StagedDisk } from "./hypervisor.ts";
 import type { PoolSync } from "./pool-sync.ts";
 import { HostProblem } from "./problem.ts";
+import type { S3Config, SnapshotStore, StoreObject } from "./snapshot-store.ts";
 import { diskNameOf } from "./volume-sync.ts";
 
-export interface SnapshotContext {
+/** How this host reaches the zones' S3-compatible stores. */
+export interface SnapshotAccess {
+  /** The zone's store, when it names one: its snapshots go there rather than to its path. */
+  snapshotStore(zone: string): S3Config | undefined;
+  store: SnapshotStore;
+  /** A directory of this host for a snapshot's file on its way to or from a store. */
+  stagingDir: string;
+}
+
+const noStore = async (): Promise<never> => {
+  throw new HostProblem("NoSnapshotStore", "This host agent reaches no S3-compatible store.");
+};
+
+/** A host that reaches no store: a snapshot kept in one is a problem it reports. */
+export const NO_SNAPSHOT_STORE: SnapshotAccess = {
+  snapshotStore: () => undefined,
+  store: { upload: noStore, download: noStore, remove: noStore },
+  stagingDir: "/nonexistent",
+};
+
+export interface SnapshotContext extends SnapshotAccess {
   host: string;
   hypervisor: Hypervisor;
   storage: Pick<PoolSync, "pathOf">;
@@ -33,10 +56,36 @@ export function snapshotPath(secondary: string, volume: Volume, snapshot: Volume
   return `${secondary}/snapshots/${volume.metadata.namespace}/${volume.metadata.uid}/${snapshot.metadata.uid}.qcow2`;
 }
 
-/** The snapshot's file as a staged disk (what importDisk copies and checks). */
-export function stagedFrom(snapshot: VolumeSnapshot): StagedDisk | undefined {
-  const { path, sha256 } = snapshot.status ?? {};
-  return path && sha256 && snapshot.status?.phase === "Ready" ? { path, sha256, bytes: 0 } : undefined;
+/** Where a snapshot's object is kept in its zone's store. */
+export function snapshotKey(snapshot: VolumeSnapshot): string {
+  return `snapshots/${snapshot.metadata.namespace}/${snapshot.metadata.uid}.qcow2`;
+}
+
+const stagingFile = (access: SnapshotAccess, snapshot: VolumeSnapshot, use: "upload" | "download") =>
+  `${access.stagingDir}/${snapshot.metadata.uid}.${use}.qcow2`;
+
+/**
+ * A ready snapshot's copy as a file of this host (what importDisk copies and checks): its file on
+ * the shared path, or its object fetched and checked against its sha256; `release` removes a fetch.
+ */
+export async function snapshotCopy(
+  snapshot: VolumeSnapshot,
+  access: SnapshotAccess,
+): Promise<{ staged: StagedDisk; release: () => Promise<void> } | undefined> {
+  const { path, object, sha256, zone } = snapshot.status ?? {};
+  if (snapshot.status?.phase !== "Ready" || !sha256) return undefined;
+  if (path) return { staged: { path, sha256, bytes: 0 }, release: async () => undefined };
+  if (!object) return undefined;
+  // The store the snapshot was taken to, signed for the zone's region.
+  const store = {
+    ...(zone ? access.snapshotStore(zone) : undefined),
+    endpoint: object.endpoint,
+    bucket: object.bucket,
+  };
+  const file = stagingFile(access, snapshot, "download");
+  await mkdir(access.stagingDir, { recursive: true, mode: 0o700 });
+  await access.store.download(store, object, file, sha256);
+  return { staged: { path: file, sha256, bytes: 0 }, release: () => rm(file, { force: true }) };
 }
 
 /** The running domain of this host whose disks include `path`. */
@@ -55,6 +104,11 @@ export async function syncSnapshot(
   if (snapshot.metadata.deletionTimestamp) {
     if (!snapshot.metadata.finalizers?.includes(SNAPSHOT_DATA_FINALIZER)) return undefined;
     if (snapshot.status?.path) await hv.removeStaged(snapshot.status.path);
+    // An upload begun but never recorded leaves its staging file and, maybe, its object.
+    await hv.removeStaged(stagingFile(context, snapshot, "upload"));
+    const store = snapshot.status?.zone ? context.snapshotStore(snapshot.status.zone) : undefined;
+    const object = snapshot.status?.object ?? (store ? { ...store, key: snapshotKey(snapshot) } : undefined);
+    if (object) await context.store.remove({ ...store, ...object }, object);
     if (await writes.removeFinalizer(Resources.volumeSnapshots, snapshot, SNAPSHOT_DATA_FINALIZER))
       log.info({ path: snapshot.status?.path }, "snapshot file removed");
     return undefined;
@@ -82,31 +136,42 @@ export async function syncSnapshot(
       "VolumeLeftHost",
       `Volume ${snapshot.spec.volume} is no longer on host ${context.host}; take the snapshot again.`,
     );
+  const store = context.snapshotStore(volume.spec.zone);
   const secondary = context.secondaryPath(volume.spec.zone);
-  if (!secondary)
+  if (!store && !secondary)
     return failed(
       "NoSecondaryStorage",
-      `Zone ${volume.spec.zone} names no secondary storage (spec.secondaryStorage.path).`,
+      `Zone ${volume.spec.zone} names no secondary storage (spec.secondaryStorage.path or s3).`,
     );
+  if (store) await mkdir(context.stagingDir, { recursive: true, mode: 0o700 });
+  const target = store
+    ? stagingFile(context, snapshot, "upload")
+    : snapshotPath(secondary as string, volume, snapshot);
   const running = await domainUsing(hv, volume.status?.path);
   let pausedMs = 0;
   let staged: StagedDisk;
+  let object: StoreObject | undefined;
   try {
     if (running?.state === "running") {
       const pausedAt = Date.now();
       context.pausedForCopy.add(running.vmUid);
       try {
         await hv.pause(running.vmUid);
-        staged = await hv.exportDisk(pool, disk, snapshotPath(secondary, volume, snapshot), {
-          pausedDomain: true,
-        });
+        staged = await hv.exportDisk(pool, disk, target, { pausedDomain: true });
       } finally {
         await hv.resume(running.vmUid);
         context.pausedForCopy.delete(running.vmUid);
         pausedMs = Date.now() - pausedAt;
       }
     } else {
-      staged = await hv.exportDisk(pool, disk, snapshotPath(secondary, volume, snapshot));
+      staged = await hv.exportDisk(pool, disk, target);
+    }
+    if (store) {
+      try {
+        object = await context.store.upload(store, snapshotKey(snapshot), staged.path, staged.sha256);
+      } finally {
+        await hv.removeStaged(staged.path);
+      }
     }
   } catch (error) {
     if (error instanceof HostProblem) return failed(error.reason, error.message);
@@ -115,13 +180,22 @@ export async function syncSnapshot(
   await writes.snapshotStatus(ref, {
     observedGeneration: snapshot.metadata.generation ?? 0,
     phase: "Ready",
-    path: staged.path,
+    ...(object ? { object } : { path: staged.path }),
     sha256: staged.sha256,
     size: formatQuantity(BigInt(staged.bytes)),
     ...(volume.status?.capacity ? { virtualSize: volume.status.capacity } : {}),
     takenAt: (context.now?.() ?? new Date()).toISOString(),
     pausedMilliseconds: pausedMs,
-    conditions: [ready("True", "BackedUp", `Copied to secondary storage (${staged.bytes} bytes).`, context)],
+    conditions: [
+      ready(
+        "True",
+        "BackedUp",
+        object
+          ? `Uploaded to s3://${object.bucket}/${object.key} (${staged.bytes} bytes).`
+          : `Copied to secondary storage (${staged.bytes} bytes).`,
+        context,
+      ),
+    ],
   });
   log.info({ path: staged.path, bytes: staged.bytes, pausedMs }, "snapshot taken");
   return undefined;
@@ -159,8 +233,12 @@ export async function syncRevert(
   };
   const name = request.split("/")[0] ?? "";
   const snapshot = await context.snapshot(volume.metadata.namespace as string, name);
-  const staged = snapshot ? stagedFrom(snapshot) : undefined;
-  if (!snapshot || snapshot.spec.volume !== volume.metadata.name || !staged)
+  if (
+    !snapshot ||
+    snapshot.spec.volume !== volume.metadata.name ||
+    snapshot.status?.phase !== "Ready" ||
+    !snapshot.status.sha256
+  )
     return refuse(
       "SnapshotNotUsable",
       `Snapshot ${name} is not a ready snapshot of volume ${volume.metadata.name}.`,
@@ -173,8 +251,16 @@ export async function syncRevert(
       `VM ${running.vm?.name ?? running.vmUid} is running with this volume; stop it to revert.`,
       10_000,
     );
+  let sha256 = "";
   try {
-    await hv.importDisk(pool, disk, staged);
+    const copy = await snapshotCopy(snapshot, context);
+    if (!copy) return refuse("SnapshotNotUsable", `Snapshot ${name} has no copy to revert to.`, 30_000);
+    sha256 = copy.staged.sha256;
+    try {
+      await hv.importDisk(pool, disk, copy.staged);
+    } finally {
+      await copy.release();
+    }
   } catch (error) {
     if (error instanceof HostProblem) return refuse(error.reason, error.message, 30_000);
     throw error;
@@ -185,7 +271,7 @@ export async function syncRevert(
     type: "Normal",
     reason: "Reverted",
     action: "Revert",
-    note: `The disk is back to snapshot ${name} (sha256 ${staged.sha256}).`,
+    note: `The disk is back to snapshot ${name} (sha256 ${sha256}).`,
   });
   return undefined;
 }

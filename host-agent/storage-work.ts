@@ -3,6 +3,7 @@
 // (from a volume or snapshot here, or downloaded into the zone), the image cache, and the
 // StoragePools of its zone. Its
 // own watches and work queues, beside the VM loop (agent.ts), which it tells when a pool changes.
+import { join } from "node:path";
 import type { Logger } from "pino";
 import {
   type Host,
@@ -26,7 +27,8 @@ import type { AgentWrites } from "./agent-writes.ts";
 import type { Hypervisor } from "./hypervisor.ts";
 import { pruneImageCache } from "./image-cache.ts";
 import { PoolSync } from "./pool-sync.ts";
-import { type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
+import { S3SnapshotStore, type SnapshotStore } from "./snapshot-store.ts";
+import { type SnapshotAccess, type SnapshotContext, syncRevert, syncSnapshot } from "./snapshot-sync.ts";
 import { syncTemplate } from "./template-sync.ts";
 import { syncVolumeDeletion } from "./volume-sync.ts";
 import { discardIncomingCopy, syncVolumeTransfer } from "./volume-transfer.ts";
@@ -49,6 +51,8 @@ export interface StorageWorkOptions {
   requeueVms: () => void;
   /** The host's template image cache. */
   cacheDir: string;
+  /** How snapshots reach the zones' S3-compatible stores (the AWS SDK's, unless a test says otherwise). */
+  snapshotStore?: SnapshotStore;
   logger: Logger;
   metrics: RuntimeMetrics;
 }
@@ -73,6 +77,8 @@ export class StorageWork {
   /** URL templates downloaded to the zone's secondary storage when storage chose this host. */
   private readonly zoneImages: ZoneImages;
   private cachePruning: Promise<unknown> = Promise.resolve();
+  /** The zone's S3-compatible store for snapshots, if it names one. */
+  readonly snapshotAccess: SnapshotAccess;
   private readonly o: StorageWorkOptions;
   private hypervisor: Hypervisor | undefined;
   private poolSync: PoolSync | undefined;
@@ -97,6 +103,12 @@ export class StorageWork {
       fieldSelector: `spec.zone=${options.zone}`,
     });
     this.zone = informers.for<Zone>(Resources.zones, { fieldSelector: `metadata.name=${options.zone}` });
+    this.snapshotAccess = {
+      snapshotStore: (zone) => this.zone.get(zone)?.spec.secondaryStorage?.s3,
+      store: options.snapshotStore ?? new S3SnapshotStore(),
+      // Beside the image cache, whose pruning touches only files named after templates.
+      stagingDir: join(options.cacheDir, "snapshot-staging"),
+    };
     this.snapshots = informers.for<VolumeSnapshot>(Resources.volumeSnapshots, {
       fieldSelector: `status.host=${hostName}`,
     });
@@ -284,6 +296,7 @@ export class StorageWork {
       volume: (namespace, name) => this.readVolume(namespace, name),
       snapshot: (namespace, name) => this.snapshot(namespace, name),
       secondaryPath: (zone) => secondaryPathOf(this.zone.get(zone)),
+      ...this.snapshotAccess,
       pausedForCopy: this.pausedForCopy,
       log,
     };

@@ -8,6 +8,7 @@ import type { Template, Volume, VolumeSnapshot } from "../crds/index.ts";
 import { secondaryImagePath } from "../crds/template-images.ts";
 import { ApiError } from "../runtime/client.ts";
 import { FakeHypervisor } from "./fake-hypervisor.ts";
+import { NO_SNAPSHOT_STORE } from "./snapshot-sync.ts";
 import { syncTemplate, type TemplateContext } from "./template-sync.ts";
 import { CLUSTER, dataVolume } from "./testing/fixtures.ts";
 import { MemoryWrites } from "./testing/memory-writes.ts";
@@ -44,6 +45,7 @@ async function rig(secondary: string) {
     storage: { pathOf: (pool) => hv.pools.get(pool)?.path },
     writes,
     secondaryPath: () => secondary,
+    ...NO_SNAPSHOT_STORE,
     localVolume: (namespace, name) => (namespace === "team-a" && name === "d1" ? volume : undefined),
     localSnapshot: (namespace, name) => snapshots.get(`${namespace}/${name}`),
     log,

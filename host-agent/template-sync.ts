@@ -12,10 +12,10 @@ import { copyChecked } from "./disk-files.ts";
 import type { Hypervisor, StagedDisk } from "./hypervisor.ts";
 import type { PoolSync } from "./pool-sync.ts";
 import { HostProblem } from "./problem.ts";
-import { stagedFrom } from "./snapshot-sync.ts";
+import { type SnapshotAccess, snapshotCopy } from "./snapshot-sync.ts";
 import { diskNameOf } from "./volume-sync.ts";
 
-export interface TemplateContext {
+export interface TemplateContext extends SnapshotAccess {
   host: string;
   hypervisor: Hypervisor;
   storage: Pick<PoolSync, "pathOf">;
@@ -56,13 +56,22 @@ async function sourceHere(
   }
   if (fromSnapshot) {
     const snapshot = context.localSnapshot(fromSnapshot.namespace, fromSnapshot.name);
-    const staged = snapshot ? stagedFrom(snapshot) : undefined;
-    if (!snapshot || !staged || snapshot.status?.host !== context.host || !snapshot.status.zone)
-      return undefined;
+    const { phase, host, zone } = snapshot?.status ?? {};
+    if (!snapshot || phase !== "Ready" || host !== context.host || !zone) return undefined;
+    const what = `snapshot ${fromSnapshot.namespace}/${fromSnapshot.name}`;
     return {
-      zone: snapshot.status.zone,
-      what: `snapshot ${fromSnapshot.namespace}/${fromSnapshot.name}`,
-      copy: (target) => copyChecked(staged, target),
+      zone,
+      what,
+      // From the shared path, or fetched from the zone's store and checked first.
+      copy: async (target) => {
+        const copy = await snapshotCopy(snapshot, context);
+        if (!copy) throw new HostProblem("SnapshotNotReady", `${what} has no copy to make the image from.`);
+        try {
+          return await copyChecked(copy.staged, target);
+        } finally {
+          await copy.release();
+        }
+      },
     };
   }
   return undefined;

@@ -35,6 +35,7 @@ import {
   rootDiskName,
 } from "./planner.ts";
 import { HostProblem, Waiting } from "./problem.ts";
+import { NO_SNAPSHOT_STORE, type SnapshotAccess } from "./snapshot-sync.ts";
 import { desiredVmStatus } from "./vm-status.ts";
 import { VolumeReports } from "./volume-reports.ts";
 
@@ -72,6 +73,8 @@ export interface VmSyncOptions {
   images?: ImageStore;
   /** Host-side network plumbing beyond libvirt (VLAN links); optional. */
   afterNetworkSync?: (network: RunPlan["nics"][number]) => Promise<void>;
+  /** The zones' S3-compatible stores, for a new disk made from a snapshot kept there. */
+  snapshots?: SnapshotAccess;
   /** VM UIDs paused for a snapshot's copy right now (snapshot-sync.ts): not resumed by this loop. */
   pausedForCopy?: ReadonlySet<string>;
   /** Called with the bridge of each network this agent removed. */
@@ -206,8 +209,15 @@ export class VmSync {
   ): Promise<SyncResult | undefined> {
     const uid = vm.metadata.uid as string;
     const live = existing?.state === "running";
-    const root = await prepareDisks(this.hv, this.images, this.host, vm, plan, !live, (namespace, name) =>
-      this.o.world.snapshot(namespace, name),
+    const root = await prepareDisks(
+      this.hv,
+      this.images,
+      this.host,
+      vm,
+      plan,
+      !live,
+      (namespace, name) => this.o.world.snapshot(namespace, name),
+      this.o.snapshots ?? NO_SNAPSHOT_STORE,
     );
     // A guest reads its config drive at boot: it is (re)built only when the guest is about to start.
     const configDrive =

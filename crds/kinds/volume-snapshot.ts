@@ -52,6 +52,16 @@ export const VolumeSnapshotKind = defineKind({
         StringEnum(["ROOT", "DATADISK"] as const, { description: "The type of the volume." }),
       ),
       path: Type.Optional(AbsolutePath("The snapshot's file on secondary storage.")),
+      object: Type.Optional(
+        Type.Object(
+          {
+            endpoint: Type.String({ maxLength: 2048, description: "The store's URL." }),
+            bucket: Type.String({ maxLength: 63, description: "Its bucket." }),
+            key: Type.String({ maxLength: 1024, description: "The object's key." }),
+          },
+          { description: "The snapshot's object in the zone's S3-compatible store (instead of path)." },
+        ),
+      ),
       sha256: Type.Optional(
         Type.String({ pattern: "^[0-9a-f]{64}$", description: "Checksum of that file." }),
       ),

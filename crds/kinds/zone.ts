@@ -50,13 +50,47 @@ export const ZoneKind = defineKind({
       secondaryStorage: Type.Optional(
         Type.Object(
           {
-            path: AbsolutePath(
-              "A directory mounted at the same place on every host of the zone (NFS in production).",
+            path: Type.Optional(
+              AbsolutePath(
+                "A directory mounted at the same place on every host of the zone (NFS in production): volumes moving between local pools are staged there, templates kept once per zone, and snapshots too unless s3 is set.",
+              ),
+            ),
+            s3: Type.Optional(
+              Type.Object(
+                {
+                  endpoint: Type.String({
+                    maxLength: 2048,
+                    pattern: "^https?://[^/?#\\s]+/?$",
+                    description:
+                      "The store's URL: https://s3.<region>.amazonaws.com, or an S3-compatible service's (MinIO, Ceph RGW, Garage).",
+                  }),
+                  bucket: Type.String({
+                    minLength: 3,
+                    maxLength: 63,
+                    pattern: "^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+                    description: "The bucket snapshots are kept in; it must exist.",
+                  }),
+                  region: Type.Optional(
+                    Type.String({
+                      maxLength: 64,
+                      pattern: "^[a-z0-9-]+$",
+                      description: "The region to sign for (us-east-1 when empty).",
+                    }),
+                  ),
+                },
+                {
+                  description:
+                    "An S3-compatible object store that keeps the zone's volume snapshots off the hosts. Each host agent signs with its own credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a shared credentials file), which are never stored in the API.",
+                },
+              ),
             ),
           },
           {
             description:
-              "Secondary storage: where volumes moving between local pools are staged, and where snapshots live.",
+              "Secondary storage: where volumes moving between local pools are staged, where templates are kept once per zone, and where snapshots live.",
+            "x-kubernetes-validations": [
+              { rule: "has(self.path) || has(self.s3)", message: "secondary storage needs a path or s3" },
+            ],
           },
         ),
       ),

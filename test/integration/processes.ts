@@ -33,6 +33,8 @@ export async function startStratusProcess(options: {
   kubeconfigPath: string;
   identity: string;
   args?: string[];
+  /** Added to the process's environment (e.g. an agent's store credentials). */
+  env?: Record<string, string>;
 }): Promise<StratusProcess> {
   const port = await freePort();
   const child = spawn(
@@ -43,7 +45,10 @@ export async function startStratusProcess(options: {
       `--health-address=127.0.0.1:${port}`,
       ...(options.args ?? []),
     ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, STRATUS_LOG_LEVEL: "debug" } },
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, STRATUS_LOG_LEVEL: "debug", ...options.env },
+    },
   );
   let output = "";
   child.stdout?.on("data", (chunk: Buffer) => {
@@ -100,12 +105,14 @@ export function startHostAgent(options: {
   leaseNamespace: string;
   workDir: string;
   args?: string[];
+  env?: Record<string, string>;
 }): Promise<StratusProcess> {
   const { hostName, workDir } = options;
   return startStratusProcess({
     script: "host-agent/main.ts",
     kubeconfigPath: options.kubeconfigPath,
     identity: hostName,
+    ...(options.env ? { env: options.env } : {}),
     args: [
       `--host-name=${hostName}`,
       "--libvirt-uri=test:///default",
