@@ -62,6 +62,10 @@ async function command(file: string, args: string[], input?: string): Promise<st
 }
 
 const ip = (...args: string[]) => command("ip", args);
+
+/** Runs `file` inside the router's namespace (its daemons: dnsmasq). */
+export const commandIn = (namespace: string, file: string, args: string[]) =>
+  command("ip", ["netns", "exec", namespace, file, ...args]);
 const inside = (namespace: string, ...args: string[]) => ip("-n", namespace, ...args);
 
 async function namespaces(): Promise<string[]> {
@@ -120,12 +124,23 @@ async function setAddresses(namespace: string, link: string, wanted: readonly st
     await inside(namespace, "addr", "add", missing, "dev", link);
 }
 
-/** Removes the router: its namespace (which takes the inner ends and so both pairs with it). */
+/**
+ * Removes the router: the processes in its namespace (its daemons, which would keep it alive),
+ * then the namespace, which takes the inner ends and so both pairs with it.
+ */
 export async function removeRouter(id: string): Promise<boolean> {
   const namespace = routerNamespace(id);
   if (!(await namespaces()).includes(namespace)) return false;
+  const pids = (await ip("netns", "pids", namespace))
+    .split("\n")
+    .map(Number)
+    .filter((p) => p > 0);
+  for (const pid of pids) process.kill(pid, "SIGTERM");
   await ip("netns", "delete", namespace);
+  // The namespace took the inner ends, and the kernel then removes their host ends on its own.
   for (const side of ["g", "p"] as const)
-    if (await linkExists(hostLink(id, side))) await ip("link", "delete", "dev", hostLink(id, side));
+    await ip("link", "delete", "dev", hostLink(id, side)).catch((error: unknown) => {
+      if (!String((error as Error).message).includes("Cannot find device")) throw error;
+    });
   return true;
 }

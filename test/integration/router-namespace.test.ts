@@ -5,8 +5,13 @@
 // host's own address out of the guests' reach, and a router applied twice or removed cleanly.
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureDhcp, type RouterDhcp } from "../../host-agent/router/router-dhcp.ts";
 import {
   ensureRouter,
   type RouterPlumbing,
@@ -14,6 +19,7 @@ import {
   routerNamespace,
 } from "../../host-agent/router/router-namespace.ts";
 import { BASE_RULES, WEB_FORWARD } from "../../host-agent/testing/router-fixtures.ts";
+import { waitFor } from "./support.ts";
 
 const run = promisify(execFile);
 const id = randomBytes(3).toString("hex");
@@ -21,6 +27,7 @@ const GUEST_BRIDGE = `srtg${id}`;
 const PUBLIC_BRIDGE = `srtp${id}`;
 const OUTSIDE = `srt-out-${id}`;
 const GUESTS = [`srt-g1-${id}`, `srt-g2-${id}`];
+const LEASED = [`srt-g3-${id}`, `srt-g4-${id}`];
 const isRoot = process.getuid?.() === 0;
 
 const ip = (...args: string[]) => run("ip", args);
@@ -34,19 +41,49 @@ async function fetchFrom(namespace: string, url: string): Promise<string> {
   }
 }
 
+/** What busybox's DHCP client got in a namespace: "bound <address> <router> <dns>", or "no lease". */
+async function lease(namespace: string): Promise<string> {
+  const { stdout } = await run("ip", [
+    "netns",
+    "exec",
+    namespace,
+    "busybox",
+    "udhcpc",
+    "-i",
+    "eth0",
+    "-n",
+    "-q",
+    "-t",
+    "3",
+    "-T",
+    "1",
+    "-s",
+    leaseScript,
+  ]).catch(() => ({ stdout: "" }));
+  return /^bound .*$/m.exec(stdout)?.[0] ?? "no lease";
+}
+
+const macOf = async (namespace: string) =>
+  (JSON.parse((await ip("-n", namespace, "-j", "link", "show", "eth0")).stdout) as { address: string }[])[0]
+    ?.address as string;
+
+let leaseScript = "";
+
 /** A namespace on `bridge` through a veth pair, with an address and (for guests) a default route. */
-async function attach(namespace: string, bridge: string, address: string, gateway?: string) {
+async function attach(namespace: string, bridge: string, address?: string, gateway?: string) {
   await ip("netns", "add", namespace);
   const host = `v${namespace.replace(/-/g, "").slice(-10)}`;
   await ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", namespace);
   await ip("link", "set", "dev", host, "master", bridge, "up");
   await ip("-n", namespace, "link", "set", "dev", "lo", "up");
   await ip("-n", namespace, "link", "set", "dev", "eth0", "up");
-  await ip("-n", namespace, "addr", "add", address, "dev", "eth0");
+  if (address) await ip("-n", namespace, "addr", "add", address, "dev", "eth0");
   if (gateway) await ip("-n", namespace, "route", "add", "default", "via", gateway);
 }
 
 describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)", () => {
+  let workDir: string;
+  let dnsmasqPid = 0;
   const servers: ReturnType<typeof spawn>[] = [];
   const plumbing: RouterPlumbing = {
     id,
@@ -73,6 +110,12 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
   }
 
   beforeAll(async () => {
+    workDir = await mkdtemp(join(tmpdir(), "stratus-router-"));
+    await chmod(workDir, 0o755);
+    leaseScript = join(workDir, "lease.sh");
+    await writeFile(leaseScript, '#!/bin/sh\n[ "$1" = bound ] && echo "bound $ip $router $dns"\nexit 0\n', {
+      mode: 0o755,
+    });
     for (const bridge of [GUEST_BRIDGE, PUBLIC_BRIDGE]) {
       await ip("link", "add", bridge, "type", "bridge");
       await ip("link", "set", "dev", bridge, "up");
@@ -90,10 +133,11 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
   afterAll(async () => {
     for (const server of servers) server.kill();
     await removeRouter(id).catch(() => false);
-    for (const namespace of [OUTSIDE, ...GUESTS])
+    for (const namespace of [OUTSIDE, ...GUESTS, ...LEASED])
       await ip("netns", "delete", namespace).catch(() => undefined);
     for (const bridge of [GUEST_BRIDGE, PUBLIC_BRIDGE])
       await ip("link", "delete", bridge).catch(() => undefined);
+    if (workDir) await rm(workDir, { recursive: true, force: true });
   });
 
   it("takes guests out through the network's source-NAT address, and a static-NAT guest through its own", async () => {
@@ -147,6 +191,42 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
     expect(await fetchFrom(GUESTS[0] as string, "http://10.1.1.1:22/")).toBe("unreachable");
   });
 
+  it("leases each NIC only its reserved address, with the router as gateway and DNS server, and names it in DNS", async () => {
+    const [known, unknown] = LEASED;
+    await attach(known as string, GUEST_BRIDGE);
+    await attach(unknown as string, GUEST_BRIDGE);
+    const dhcp: RouterDhcp = {
+      namespace: routerNamespace(id),
+      stateDir: join(workDir, "dhcp"),
+      guestGateway: "10.1.1.1",
+      netmask: "255.255.255.0",
+      networkAddress: "10.1.1.0",
+      domain: "guests.test",
+      upstreamDns: [],
+      hosts: [{ mac: await macOf(known as string), ip: "10.1.1.7", hostname: "web-3" }],
+    };
+    await ensureDhcp(dhcp);
+    expect(await lease(known as string)).toBe("bound 10.1.1.7 10.1.1.1 10.1.1.1");
+    expect(await lease(unknown as string)).toBe("no lease");
+    // The VM's name answers from the router once it has its lease.
+    await ip("-n", known as string, "addr", "add", "10.1.1.7/24", "dev", "eth0");
+    const script = `const r = new (require("node:dns").promises.Resolver)(); r.setServers(["10.1.1.1"]); r.resolve4("web-3.guests.test").then((a) => console.log(a.join()))`;
+    expect(
+      (await run("ip", ["netns", "exec", known as string, process.execPath, "-e", script])).stdout.trim(),
+    ).toBe("10.1.1.7");
+    // A new reservation is a reload, not a restart.
+    const pid = (await readFile(join(workDir, "dhcp", "dnsmasq.pid"), "utf8")).trim();
+    await ensureDhcp({
+      ...dhcp,
+      hosts: [...dhcp.hosts, { mac: await macOf(unknown as string), ip: "10.1.1.8", hostname: "web-4" }],
+    });
+    expect(await lease(unknown as string)).toBe("bound 10.1.1.8 10.1.1.1 10.1.1.1");
+    expect((await readFile(join(workDir, "dhcp", "dnsmasq.pid"), "utf8")).trim()).toBe(pid);
+    // It runs in the router's namespace, and goes with the router (below).
+    expect((await run("ip", ["netns", "identify", pid])).stdout.trim()).toBe(routerNamespace(id));
+    dnsmasqPid = Number(pid);
+  });
+
   it("is applied again without change, and removed with everything it made", async () => {
     await ensureRouter(plumbing);
     await ensureRouter(plumbing);
@@ -161,5 +241,6 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
     expect(links).not.toContain(`"srp${id}"`);
     expect(await fetchFrom(GUESTS[0] as string, "http://198.51.100.1/")).toBe("unreachable");
     expect(await removeRouter(id)).toBe(false);
+    await waitFor("the router's dnsmasq to end", async () => !existsSync(`/proc/${dnsmasqPid}`));
   });
 });
