@@ -68,11 +68,12 @@ export const ORCHESTRATION = [
   "test/integration/bench.test.ts",
   // an operator, a simulated host agent and the API component (startCloudStackCloud).
   "test/integration/cloudstack-behaviour.test.ts",
-  // a job controller of its own, which acts on every namespace's AsyncJobs.
-  "test/integration/async-jobs.test.ts",
   // the operator and a host agent keeping snapshots in MinIO.
   "test/integration/snapshot-store.test.ts",
 ];
+
+/** A file whose controllers watch only its own namespace says so with this, and may run alongside others. */
+export const NAMESPACED_ACTOR = "InformerFactory(client, { namespace })";
 
 /** What in a test file starts something that acts on every namespace or every host. */
 export const CLUSTER_WIDE_ACTORS =

@@ -1,7 +1,8 @@
 // The async-job controller against a real API server when its cache is behind: a job can reach a
 // replica before the VM it targets does (separate watches), which once failed a deploy with "the
 // virtual machine was deleted" in CI. Here the VM cache is never started, so every VM is "not seen
-// yet": the job must wait for the VM, and fail only once the VM is really gone.
+// yet": the job must wait for the VM, and fail only once the VM is really gone. Its controller
+// watches only this file's namespace (orchestration-files.ts: NAMESPACED_ACTOR).
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudStackApi } from "../../apiserver/api.ts";
@@ -30,7 +31,9 @@ describe("async jobs whose target the cache has not seen yet", () => {
     const controlPlane = await sharedControlPlane();
     client = new KubeClient(controlPlane.kubeConfig);
     namespace = await useNamespace(controlPlane.kubeConfig, "jobs");
-    informers = new InformerFactory(client);
+    // Its own namespace only: this controller must neither act on other files' jobs nor count
+    // their reconciles as looks at its own (it runs alongside other files).
+    informers = new InformerFactory(client, { namespace });
     const logger = pino({ level: "silent" });
     const api = new CloudStackApi({ client, informers, keysNamespace: namespace, logger });
     const controller = jobController(api, logger, metrics);
