@@ -25,9 +25,9 @@ export interface SnapshotStore {
   /** Uploads `file`, whose sha256 is known, and checks the store holds all of its bytes. */
   upload(store: S3Config, key: string, file: string, sha256: string): Promise<StoreObject>;
   /** Downloads the object to `file` and checks it against `sha256`; a mismatch leaves no file. */
-  download(store: S3Config, object: StoreObject, file: string, sha256: string): Promise<void>;
+  download(object: StoreObject, file: string, sha256: string, region?: string): Promise<void>;
   /** Removes the object; one already gone is fine. */
-  remove(store: S3Config, object: StoreObject): Promise<void>;
+  remove(object: StoreObject, region?: string): Promise<void>;
 }
 
 /** Parts of 64 MiB, two in flight: a few hundred MiB of memory at most, whatever the disk's size. */
@@ -85,8 +85,8 @@ export class S3SnapshotStore implements SnapshotStore {
     return { endpoint: store.endpoint, bucket: store.bucket, key };
   }
 
-  async download(store: S3Config, object: StoreObject, file: string, sha256: string): Promise<void> {
-    const client = this.client(object.endpoint, store.region);
+  async download(object: StoreObject, file: string, sha256: string, region?: string): Promise<void> {
+    const client = this.client(object.endpoint, region);
     const answer = await client
       .send(new GetObjectCommand({ Bucket: object.bucket, Key: object.key }))
       .catch((error: unknown) => {
@@ -107,10 +107,10 @@ export class S3SnapshotStore implements SnapshotStore {
     });
   }
 
-  async remove(store: S3Config, object: StoreObject): Promise<void> {
+  async remove(object: StoreObject, region?: string): Promise<void> {
     // Deletes are idempotent in S3: a key already gone answers as a removed one, and no object is
     // left in a bucket that does not exist.
-    await this.client(object.endpoint, store.region)
+    await this.client(object.endpoint, region)
       .send(new DeleteObjectCommand({ Bucket: object.bucket, Key: object.key }))
       .catch((error: unknown) => {
         if (error instanceof Error && error.name === "NoSuchBucket") return;

@@ -92,13 +92,13 @@ class MemoryStore implements SnapshotStore {
     this.objects.set(key, { ...staged });
     return { endpoint: store.endpoint, bucket: store.bucket, key };
   }
-  async download(_store: S3Config, object: { key: string }, file: string, sha256: string) {
+  async download(object: { key: string }, file: string, sha256: string) {
     const held = this.objects.get(object.key);
     if (!held || createHash("sha256").update(held.content).digest("hex") !== sha256)
       throw new HostProblem("SnapshotChecksumMismatch", object.key);
     this.hv.files.files.set(file, { ...held });
   }
-  async remove(_store: S3Config, object: { key: string }) {
+  async remove(object: { key: string }) {
     this.objects.delete(object.key);
   }
 }

@@ -76,15 +76,10 @@ export async function snapshotCopy(
   if (snapshot.status?.phase !== "Ready" || !sha256) return undefined;
   if (path) return { staged: { path, sha256, bytes: 0 }, release: async () => undefined };
   if (!object) return undefined;
-  // The store the snapshot was taken to, signed for the zone's region.
-  const store = {
-    ...(zone ? access.snapshotStore(zone) : undefined),
-    endpoint: object.endpoint,
-    bucket: object.bucket,
-  };
   const file = stagingFile(access, snapshot, "download");
   await mkdir(access.stagingDir, { recursive: true, mode: 0o700 });
-  await access.store.download(store, object, file, sha256);
+  // From the store it was taken to, signed for the zone's region.
+  await access.store.download(object, file, sha256, zone ? access.snapshotStore(zone)?.region : undefined);
   return { staged: { path: file, sha256, bytes: 0 }, release: () => rm(file, { force: true }) };
 }
 
@@ -107,8 +102,10 @@ export async function syncSnapshot(
     // An upload begun but never recorded leaves its staging file and, maybe, its object.
     await hv.removeStaged(stagingFile(context, snapshot, "upload"));
     const store = snapshot.status?.zone ? context.snapshotStore(snapshot.status.zone) : undefined;
-    const object = snapshot.status?.object ?? (store ? { ...store, key: snapshotKey(snapshot) } : undefined);
-    if (object) await context.store.remove({ ...store, ...object }, object);
+    const object =
+      snapshot.status?.object ??
+      (store ? { endpoint: store.endpoint, bucket: store.bucket, key: snapshotKey(snapshot) } : undefined);
+    if (object) await context.store.remove(object, store?.region);
     if (await writes.removeFinalizer(Resources.volumeSnapshots, snapshot, SNAPSHOT_DATA_FINALIZER))
       log.info({ path: snapshot.status?.path }, "snapshot file removed");
     return undefined;
