@@ -11,9 +11,12 @@ import {
   type AffinityGroup,
   type AsyncJob,
   type DiskOffering,
+  type FirewallRule,
   type Host,
   type IPAddress,
   type Network,
+  type PortForwardingRule,
+  type PublicIPAddress,
   Resources,
   type ServiceOffering,
   type SnapshotPolicy,
@@ -101,6 +104,10 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly volumeSnapshots: Informer<VolumeSnapshot>;
   readonly snapshotPolicies: Informer<SnapshotPolicy>;
   readonly ipAddresses: Informer<IPAddress>;
+  /** Indexed also by `network`: `<namespace>/<network name>`. */
+  readonly publicIPAddresses: Informer<PublicIPAddress>;
+  readonly portForwardingRules: Informer<PortForwardingRule>;
+  readonly firewallRules: Informer<FirewallRule>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly affinityGroups: Informer<AffinityGroup>;
@@ -150,6 +157,9 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
         vm: (a) => (a.spec.virtualMachine ? [`${a.metadata.namespace}/${a.spec.virtualMachine}`] : []),
       },
     });
+    this.publicIPAddresses = informers.for<PublicIPAddress>(Resources.publicIPAddresses, indexed);
+    this.portForwardingRules = informers.for<PortForwardingRule>(Resources.portForwardingRules, indexed);
+    this.firewallRules = informers.for<FirewallRule>(Resources.firewallRules, indexed);
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);
@@ -184,6 +194,8 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   snapshotPolicy = (namespace: string, name: string) => this.snapshotPolicies.get(`${namespace}/${name}`);
   affinityGroup = (namespace: string, name: string) => this.affinityGroups.get(`${namespace}/${name}`);
   keyPair = (namespace: string, name: string) => this.sshKeyPairs.get(`${namespace}/${name}`);
+  vm = (namespace: string, name: string) => this.vms.get(`${namespace}/${name}`);
+  publicAddress = (namespace: string, name: string) => this.publicIPAddresses.get(`${namespace}/${name}`);
 
   command(name: string): Command | undefined {
     return Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;

@@ -15,7 +15,9 @@ import { JOB_COMMANDS } from "./job-commands.ts";
 import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
 import { page } from "./listing.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
+import { NETWORK_RULE_COMMANDS } from "./network-rule-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
+import { PUBLIC_ADDRESS_COMMANDS } from "./public-address-commands.ts";
 import { RESOURCE_LIMIT_COMMANDS } from "./resource-limit-commands.ts";
 import { SNAPSHOT_COMMANDS } from "./snapshot-commands.ts";
 import { STORAGE_POOL_COMMANDS } from "./storage-commands.ts";
@@ -51,6 +53,8 @@ export const COMMANDS: Record<string, Command> = {
   ...TAG_COMMANDS,
   ...ABSENT_FEATURE_COMMANDS,
   ...NETWORK_COMMANDS,
+  ...PUBLIC_ADDRESS_COMMANDS,
+  ...NETWORK_RULE_COMMANDS,
   ...AFFINITY_COMMANDS,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,

@@ -125,7 +125,10 @@ function cachedTarget(api: CloudStackApi, job: AsyncJob): [KubeObject | undefine
     found(api.volumeSnapshots, Resources.volumeSnapshots) ??
     found(api.affinityGroups, Resources.affinityGroups) ??
     found(api.storagePools, Resources.storagePools) ??
-    found(api.hosts, Resources.hosts)
+    found(api.hosts, Resources.hosts) ??
+    found(api.publicIPAddresses, Resources.publicIPAddresses) ??
+    found(api.portForwardingRules, Resources.portForwardingRules) ??
+    found(api.firewallRules, Resources.firewallRules)
   );
 }
 
@@ -329,23 +332,36 @@ function failure(vm: VirtualMachine): Outcome {
   return undefined;
 }
 
+/** Creates whose object goes when the job fails: CloudStack keeps no refused address or rule. */
+const UNDONE_WHEN_REFUSED = new Set(["associateIpAddress", "createPortForwardingRule", "createFirewallRule"]);
+
+/** As the job's caller, whose RBAC let them make it: this component may delete no tenant's object. */
+async function deleteAsJobCaller(api: CloudStackApi, job: AsyncJob, type: ResourceType, object: KubeObject) {
+  await api.client
+    .impersonating(job.spec.user, job.spec.groups ?? [])
+    .delete(type, object.metadata.name as string, object.metadata.namespace, {
+      uid: object.metadata.uid as string,
+    })
+    .catch((failure: unknown) => {
+      if (!isNotFound(failure)) throw failure;
+    });
+}
+
 /**
- * What a refused create leaves, undone as CloudStack leaves nothing: a volume past the account's
- * limit that no host made a disk for is deleted; a failed deploy is halted (below).
+ * What a refused create leaves, undone as CloudStack leaves nothing: a refused address or rule is
+ * deleted, so is a volume past the account's limit that no host made a disk for; a failed deploy
+ * is halted (below).
  */
 async function undoRefusedCreate(api: CloudStackApi, job: AsyncJob, error: { code: number; text: string }) {
+  if (UNDONE_WHEN_REFUSED.has(job.spec.command)) {
+    const [object, type] = cachedTarget(api, job) ?? [];
+    if (object && type) await deleteAsJobCaller(api, job, type, object);
+    return;
+  }
   if (job.spec.command === "createVolume" && error.code === ERROR.RESOURCE_ALLOCATION) {
     const volume = jobObject(api.volumes, job, job.spec.target?.uid);
     if (!volume || volume.status?.pool) return;
-    // As the caller, whose RBAC let them make it: this component may delete no tenant's volume.
-    await api.client
-      .impersonating(job.spec.user, job.spec.groups ?? [])
-      .delete(Resources.volumes, volume.metadata.name as string, volume.metadata.namespace, {
-        uid: volume.metadata.uid as string,
-      })
-      .catch((failure: unknown) => {
-        if (!isNotFound(failure)) throw failure;
-      });
+    await deleteAsJobCaller(api, job, Resources.volumes, volume);
     return;
   }
   await haltFailedDeploy(api, job, error);
@@ -441,6 +457,19 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.templates, (template) => byTarget(template.metadata.uid as string))
       .watch(api.volumeSnapshots, (snapshot) => byTarget(snapshot.metadata.uid as string))
       .watch(api.affinityGroups, (group) => byTarget(group.metadata.uid as string))
+      .watch(api.publicIPAddresses, (pip) => byTarget(pip.metadata.uid as string))
+      .watch(api.portForwardingRules, (rule) => byTarget(rule.metadata.uid as string))
+      .watch(api.firewallRules, (rule) => byTarget(rule.metadata.uid as string))
+      // disableStaticNat ends when the network's router no longer maps the address.
+      .watch(api.networks, (network) =>
+        api.publicIPAddresses
+          .list()
+          .filter(
+            (p) =>
+              p.metadata.namespace === network.metadata.namespace && p.spec.network === network.metadata.name,
+          )
+          .flatMap((p) => byTarget(p.metadata.uid as string)),
+      )
       // deleteAccount's job ends when its namespace is gone.
       .watch(api.accountNamespaces, (namespace) => byTarget(namespace.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the

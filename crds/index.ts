@@ -7,6 +7,8 @@ import { GuestVlanKind } from "./kinds/guest-vlan.ts";
 import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
+import { FirewallRuleKind, PortForwardingRuleKind } from "./kinds/network-rules.ts";
+import { PublicIPAddressKind, PublicIPClaimKind } from "./kinds/public-ip-address.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
 import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
 import { SSHKeyPairKind } from "./kinds/ssh-key-pair.ts";
@@ -23,6 +25,7 @@ export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { AFFINITY_TYPES, type AffinityType } from "./kinds/affinity-group.ts";
 export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
+export { publicIPClaimName, sourceNatName } from "./kinds/public-ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
 export { sshKeyPairObjectName } from "./kinds/ssh-key-pair.ts";
 export {
@@ -66,6 +69,10 @@ export const KINDS: readonly KindDefinition[] = [
   NetworkKind,
   IPAddressKind,
   GuestVlanKind,
+  PublicIPAddressKind,
+  PublicIPClaimKind,
+  PortForwardingRuleKind,
+  FirewallRuleKind,
   AffinityGroupKind,
   AsyncJobKind,
   SSHKeyPairKind,
@@ -76,10 +83,14 @@ export {
   AffinityGroupKind,
   AsyncJobKind,
   DiskOfferingKind,
+  FirewallRuleKind,
   GuestVlanKind,
   HostKind,
   IPAddressKind,
   NetworkKind,
+  PortForwardingRuleKind,
+  PublicIPAddressKind,
+  PublicIPClaimKind,
   ServiceOfferingKind,
   SnapshotPolicyKind,
   SSHKeyPairKind,
@@ -106,6 +117,10 @@ export type SnapshotPolicy = ObjectOf<typeof SnapshotPolicyKind>;
 export type Network = ObjectOf<typeof NetworkKind>;
 export type IPAddress = ObjectOf<typeof IPAddressKind>;
 export type GuestVlan = ObjectOf<typeof GuestVlanKind>;
+export type PublicIPAddress = ObjectOf<typeof PublicIPAddressKind>;
+export type PublicIPClaim = ObjectOf<typeof PublicIPClaimKind>;
+export type PortForwardingRule = ObjectOf<typeof PortForwardingRuleKind>;
+export type FirewallRule = ObjectOf<typeof FirewallRuleKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export type AffinityGroup = ObjectOf<typeof AffinityGroupKind>;
 export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
@@ -127,6 +142,10 @@ export const Resources = {
   networks: resourceOf(NetworkKind),
   ipAddresses: resourceOf(IPAddressKind),
   guestVlans: resourceOf(GuestVlanKind),
+  publicIPAddresses: resourceOf(PublicIPAddressKind),
+  publicIPClaims: resourceOf(PublicIPClaimKind),
+  portForwardingRules: resourceOf(PortForwardingRuleKind),
+  firewallRules: resourceOf(FirewallRuleKind),
   asyncJobs: resourceOf(AsyncJobKind),
   affinityGroups: resourceOf(AffinityGroupKind),
   sshKeyPairs: resourceOf(SSHKeyPairKind),

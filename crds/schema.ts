@@ -162,3 +162,12 @@ export const AbsolutePath = (description: string) =>
       { rule: "!self.contains('/../') && !self.endsWith('/..')", message: "the path may not contain .." },
     ],
   });
+
+/** The status of an allocation object (IPAddress, GuestVlan, PublicIPClaim): nothing to observe but conditions. */
+export const AllocationStatus = Type.Object(
+  {
+    observedGeneration: ObservedGeneration,
+    conditions: Conditions("Conditions of the allocation."),
+  },
+  { description: "Observed state of the allocation." },
+);

@@ -33,6 +33,8 @@ export interface AgentCaches {
   /** Volumes whose disk is on this host. */
   localVolumes: Informer<Volume>;
   networks: ReferencedObjects<Network>;
+  /** The networks whose router runs here. */
+  routedNetworks?: () => Network[];
   /** The host's zone and its secondary storage. */
   zone: VmWorld["zone"];
   /** VMs live-migrating to this host: their networks and DHCP reservations exist here already. */
@@ -51,6 +53,7 @@ export function agentWorld(caches: AgentCaches): VmWorld {
     storageLimited: (namespace) =>
       storageLimitOf(caches.limits.get(`${namespace}/${RESOURCE_LIMITS_QUOTA}`)?.spec?.hard) !== undefined,
     zone: caches.zone,
+    ...(caches.routedNetworks ? { routedNetworks: caches.routedNetworks } : {}),
     volumes: async (vm) => {
       const namespace = vm.metadata.namespace as string;
       const names = [

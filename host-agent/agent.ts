@@ -39,6 +39,7 @@ import { isoImage } from "./planner.ts";
 import { HostProblem } from "./problem.ts";
 import { ReferencedObjects } from "./referenced-objects.ts";
 import { AGENT_VERSION, clusterIdentity, registerHost, runHeartbeat } from "./registration.ts";
+import { RouterWork } from "./router/router-work.ts";
 import { StorageWork } from "./storage-work.ts";
 import { ensureVlanLink, removeVlanLink, vlanLinkName } from "./vlan.ts";
 import { isHypervisorError, readyUnknown } from "./vm-status.ts";
@@ -107,6 +108,8 @@ export class HostAgent {
   private hypervisorReachable = true;
   private fencing: Fencing | undefined;
   private readonly migrations: MigrationWork;
+  /** Routers of isolated networks placed on this host. */
+  private readonly routers: RouterWork;
 
   constructor(options: HostAgentOptions) {
     if (!options.hypervisor && !options.libvirt)
@@ -170,6 +173,15 @@ export class HostAgent {
       ...(options.migration?.bandwidthMiBps ? { bandwidthMiBps: options.migration.bandwidthMiBps } : {}),
       requeueVm: (key) => this.vmController.queue.add(key),
     });
+    this.routers = new RouterWork({
+      hostName: this.hostName,
+      informers: this.informers,
+      zone: () => this.storage.zoneObject(),
+      boundVms: () => this.placed.list(),
+      stateDir: join(this.cacheDir(), "routers"),
+      logger: this.log,
+      metrics: options.metrics,
+    });
     this.vmController = new Controller({
       name: "host-agent-vm",
       logger: this.log,
@@ -185,8 +197,15 @@ export class HostAgent {
       // A disk released here: the VM using it may now take it.
       .watch(this.storage.releasedVolumes, (volume) => this.vmsUsing((vm) => usesVolume(vm, volume)));
     this.placed.addHandlers({
-      onAdd: (vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
-      onUpdate: (_, vm) => this.keysByUid.set(vm.metadata.uid as string, objectKey(vm)),
+      onAdd: (vm) => {
+        this.keysByUid.set(vm.metadata.uid as string, objectKey(vm));
+        this.routers.vmChanged(vm);
+      },
+      onUpdate: (_, vm) => {
+        this.keysByUid.set(vm.metadata.uid as string, objectKey(vm));
+        this.routers.vmChanged(vm);
+      },
+      onDelete: (vm) => this.routers.vmChanged(vm),
     });
   }
 
@@ -237,6 +256,7 @@ export class HostAgent {
       limits: this.limits,
       localVolumes: this.storage.localVolumes,
       networks: this.networks,
+      routedNetworks: () => this.routers.networks(),
       zone: () => this.storage.zoneStorage(),
       arriving: () => this.migrations.arrivingVms(),
     });
@@ -309,11 +329,13 @@ export class HostAgent {
       writes: this.writes,
       log: this.log,
     });
+    await this.routers.start(owner, hypervisor, this.log);
     await this.sync.removeUnusedNetworks(this.log);
     await Promise.all([
       this.vmController.run(signal),
       this.migrations.controller.run(signal),
       this.storage.run(signal),
+      this.routers.controller.run(signal),
       runHeartbeat(
         {
           client: this.client,

@@ -1,5 +1,6 @@
 // The host's Stratus networks follow the VMs bound here: each network a live VM uses exists with
-// exactly its DHCP reservations; any other network of this agent is torn down.
+// exactly its DHCP reservations, and so does each network whose router runs here; any other network
+// of this agent is torn down.
 import type { Logger } from "pino";
 import type { VirtualMachine } from "../crds/index.ts";
 import type { Hypervisor, Owner } from "./hypervisor.ts";
@@ -12,7 +13,7 @@ export async function syncHostNetworks(
   context: {
     owner: Owner;
     hypervisor: Hypervisor;
-    world: Pick<VmWorld, "boundVms" | "networks">;
+    world: Pick<VmWorld, "boundVms" | "networks" | "routedNetworks">;
     /** Called with the bridge of each network removed (host-side plumbing such as VLAN links). */
     afterNetworkRemoved?: (bridge: string) => Promise<void>;
   },
@@ -34,6 +35,13 @@ export async function syncHostNetworks(
         log.warn({ network: spec.title, reason: error.reason }, error.message);
       }
     }
+  }
+  // A network whose router runs here keeps its bridge, guests here or not.
+  for (const network of world.routedNetworks?.() ?? []) {
+    const spec = networkSpecFor(network, owner);
+    if (used.has(spec.name)) continue;
+    used.set(spec.name, spec);
+    await hv.syncNetwork(spec, []);
   }
   const prefix = networkPrefix(owner);
   for (const name of await hv.ownNetworks()) {

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { addressPlan } from "../crds/addressing.ts";
 import type { Network } from "../crds/index.ts";
+import { isRouted } from "../crds/routing.ts";
 import type { DhcpReservation, Owner } from "./hypervisor.ts";
 import { escapeXml } from "./xml.ts";
 
@@ -50,7 +51,8 @@ export interface NetworkSpec {
 
 export function networkSpecFor(network: Network, owner: Owner): NetworkSpec {
   const uid = network.metadata.uid as string;
-  const plan = addressPlan(network);
+  // A routed network's gateway and DHCP live in its router: the bridge has no address here.
+  const plan = isRouted(network) ? undefined : addressPlan(network);
   const vlan = network.status?.vlan ?? network.spec.vlan;
   return {
     name: libvirtNetworkName(owner, uid),

@@ -217,6 +217,11 @@ export class StorageWork {
   }
 
   /** The agent's zone and where its secondary storage is mounted. */
+  /** The host's zone as cached. */
+  zoneObject(): Zone | undefined {
+    return this.zone.get(this.o.zone);
+  }
+
   zoneStorage(): { name: string; secondaryPath?: string } {
     const path = secondaryPathOf(this.zone.get(this.o.zone));
     return { name: this.o.zone, ...(path ? { secondaryPath: path } : {}) };

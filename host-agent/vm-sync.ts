@@ -55,6 +55,8 @@ export interface VmWorld {
   /** The data and root Volumes the VM names (cached, or read once when not on this host yet). */
   volumes(vm: VirtualMachine): Promise<Map<string, Volume>>;
   networks(vm: VirtualMachine): Promise<Map<string, Network>>;
+  /** The networks whose router runs on this host (their bridges stay without guests). */
+  routedNetworks?(): Network[];
   /** A VolumeSnapshot of a namespace (a new disk made from it copies its file). */
   snapshot(namespace: string, name: string): Promise<VolumeSnapshot | undefined>;
 }

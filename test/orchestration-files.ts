@@ -36,6 +36,8 @@ export const ORCHESTRATION = [
   // the API component's job controller acts on every namespace's AsyncJobs (deleteAccount's).
   "test/integration/accounts-api.test.ts",
   "test/integration/qemu-e2e.test.ts",
+  // an operator, the API component and a QEMU agent running isolated networks' routers.
+  "test/integration/guest-routers.test.ts",
   // a real cloud-init guest logged into with ssh: the operator, the API component and an agent.
   "test/integration/guest-login.test.ts",
   // storage binding snapshots and running snapshot policies (restarted with SIGKILL).

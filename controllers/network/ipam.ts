@@ -17,6 +17,7 @@ import {
   Resources,
   type VirtualMachine,
 } from "../../crds/index.ts";
+import { routerProblem } from "../../crds/routing.ts";
 import { isAlreadyExists, isNotFound, type KubeClient, objectKey } from "../../runtime/client.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import { ownerReference } from "../../runtime/objects.ts";
@@ -91,12 +92,19 @@ export class AddressAllocator {
           };
         if (!network.spec.cidr) return base; // L2: no addressing
         const address = this.heldAddress(vm, nic, held) ?? this.claimedAddress(vm, nic);
-        if (address) {
-          wanted.add(ipAddressName(nic.network, address));
-          return { ...base, address };
-        }
-        const allocated = await this.allocate(vm, nic, network);
-        if ("address" in allocated) wanted.add(ipAddressName(nic.network, allocated.address));
+        const allocated = address ? { address } : await this.allocate(vm, nic, network);
+        if (!("address" in allocated)) return { ...base, ...allocated };
+        wanted.add(ipAddressName(nic.network, allocated.address));
+        // The address is held, but the guest would find no gateway and no DHCP without its router.
+        const routerless = routerProblem(network);
+        if (routerless)
+          return {
+            ...base,
+            problem: {
+              reason: "RouterNotPlaced",
+              message: `NIC ${nic.name}: Network "${nic.network}": ${routerless}`,
+            },
+          };
         return { ...base, ...allocated };
       }),
     );

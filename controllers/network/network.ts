@@ -21,6 +21,7 @@ import { Controller } from "../../runtime/controller.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../../runtime/objects.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { ADDRESS_INDEXERS } from "./ipam.ts";
+import { claimReleaser, Routers, routerInformers } from "./routers.ts";
 import { VLAN_INDEXERS, VlanAllocator } from "./vlans.ts";
 
 export const NETWORK_FINALIZER = "stratus.io/network";
@@ -43,6 +44,15 @@ export function networkComponent(settings: ControllerSettings): Component {
       const vlans = informers.for<GuestVlan>(Resources.guestVlans, { indexers: VLAN_INDEXERS });
       const allocator = new VlanAllocator(client, vlans);
       const clusterRanges = watchClusterRanges(informers);
+      const routing = routerInformers(informers);
+      /** How many VMs of the network each host runs: a router goes where its guests are. */
+      const vmHosts = (networkKey: string) => {
+        const counts = new Map<string, number>();
+        for (const vm of vms.byIndex("network", networkKey))
+          if (vm.status?.host) counts.set(vm.status.host, (counts.get(vm.status.host) ?? 0) + 1);
+        return counts;
+      };
+      const routers = new Routers(client, routing, addresses, vmHosts, fieldManager);
 
       /** Networks of the zone whose Ready is False: refused, or waiting for a VLAN. */
       const waiting = (zone: string): string[] =>
@@ -81,6 +91,7 @@ export function networkComponent(settings: ControllerSettings): Component {
           if (network.metadata.deletionTimestamp) {
             if (users.length === 0) {
               await allocator.releaseAll(key, log);
+              await routers.releaseAddresses(network, log);
               if (await removeFinalizer(client, Resources.networks, network, NETWORK_FINALIZER))
                 log.info("no VM uses the network; released it for deletion");
               return;
@@ -131,6 +142,7 @@ export function networkComponent(settings: ControllerSettings): Component {
             return;
           }
           const segment = { vlan: outcome.vlan };
+          const routed = await routers.reconcile(network, zone, log);
           const plan = addressPlan(network);
           const used = addresses.byIndex("network", key).length;
           const total = plan ? allocatableCount(plan) : 0;
@@ -139,6 +151,8 @@ export function networkComponent(settings: ControllerSettings): Component {
             {
               ...segment,
               ...(plan ? { addresses: { total, used, free: Math.max(total - used, 0) } } : {}),
+              // Written even when undefined, so a router that is no longer wanted leaves status.
+              router: routed.router,
             },
             {
               type: "Ready",
@@ -146,6 +160,7 @@ export function networkComponent(settings: ControllerSettings): Component {
               reason: "SegmentAllocated",
               message: `VLAN ${segment.vlan}.`,
             },
+            ...(routed.condition ? [routed.condition] : []),
             {
               type: "InUse",
               status: users.length > 0 ? "True" : "False",
@@ -165,7 +180,21 @@ export function networkComponent(settings: ControllerSettings): Component {
         .watch(vms, (vm) => (vm.spec.nics ?? []).map((nic) => `${vm.metadata.namespace}/${nic.network}`), {
           delayMs: ROLLUP_DELAY_MS,
         })
-        .watch(addresses, (a) => [`${a.metadata.namespace}/${a.spec.network}`], { delayMs: ROLLUP_DELAY_MS });
+        .watch(addresses, (a) => [`${a.metadata.namespace}/${a.spec.network}`], { delayMs: ROLLUP_DELAY_MS })
+        .watch(routing.publicAddresses, (p) => [`${p.metadata.namespace}/${p.spec.network}`])
+        .watch(routing.portForwards, (r) =>
+          routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
+        )
+        .watch(routing.firewall, (r) =>
+          routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
+        )
+        // A router's host lost (or back) moves the routers it runs; a host joining may place waiting ones.
+        .watch(routing.hosts, (h) =>
+          networks
+            .byIndex("zone", h.spec.zone)
+            .filter((n) => n.status?.router?.host === h.metadata.name || !n.status?.router)
+            .map(objectKey),
+        );
 
       /**
        * Addresses whose VM is gone go at once: the garbage collector would remove them too, but
@@ -230,7 +259,7 @@ export function networkComponent(settings: ControllerSettings): Component {
         );
       }
 
-      return [networkController];
+      return [networkController, claimReleaser(client, routing, logger, metrics)];
     },
   };
 }

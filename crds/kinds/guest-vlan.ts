@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, ObjectName, ObservedGeneration } from "../schema.ts";
+import { AllocationStatus, ObjectName } from "../schema.ts";
 
 /**
  * The object name of a zone's VLAN: one name per VLAN, so creating the object is the allocation
@@ -41,13 +41,7 @@ export const GuestVlanKind = defineKind({
       ],
     },
   ),
-  status: Type.Object(
-    {
-      observedGeneration: ObservedGeneration,
-      conditions: Conditions("Conditions of the allocation."),
-    },
-    { description: "Observed state of the allocation." },
-  ),
+  status: AllocationStatus,
   printerColumns: [
     { name: "Zone", type: "string", jsonPath: ".spec.zone", description: "Zone." },
     { name: "VLAN", type: "integer", jsonPath: ".spec.vlan", description: "VLAN id." },

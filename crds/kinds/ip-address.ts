@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
-import { Conditions, IPv4Address, LocalName, ObjectName, ObservedGeneration } from "../schema.ts";
+import { AllocationStatus, IPv4Address, LocalName, ObjectName } from "../schema.ts";
 
 /**
  * The object name of an address: one name per address, so creating the object is the allocation
@@ -39,13 +39,7 @@ export const IPAddressKind = defineKind({
       ],
     },
   ),
-  status: Type.Object(
-    {
-      observedGeneration: ObservedGeneration,
-      conditions: Conditions("Conditions of the allocation."),
-    },
-    { description: "Observed state of the allocation." },
-  ),
+  status: AllocationStatus,
   printerColumns: [
     { name: "Network", type: "string", jsonPath: ".spec.network", description: "Network." },
     { name: "Address", type: "string", jsonPath: ".spec.address", description: "Address." },

@@ -1,6 +1,7 @@
 import { Type } from "@sinclair/typebox";
 import { defineKind } from "../definition.ts";
 import { Conditions, IPv4Address, immutable, ObjectName, ObservedGeneration, StringEnum } from "../schema.ts";
+import { PortRange } from "./network-rules.ts";
 
 export const NETWORK_TYPES = ["L2", "Shared", "Isolated"] as const;
 
@@ -127,16 +128,81 @@ export const NetworkKind = defineKind({
           { description: "Address usage." },
         ),
       ),
+      router: Type.Optional(
+        Type.Object(
+          {
+            host: ObjectName({ description: "The host whose agent runs the router." }),
+            sourceNatAddress: IPv4Address({ description: "The network's source-NAT address." }),
+            publicAddresses: Type.Array(IPv4Address({ description: "A public address." }), {
+              maxItems: 64,
+              description: "Every public address the router holds, the source-NAT one first.",
+              "x-kubernetes-list-type": "atomic",
+            }),
+            staticNat: Type.Array(
+              Type.Object(
+                {
+                  publicAddress: IPv4Address({ description: "Public address." }),
+                  guestAddress: IPv4Address({ description: "The VM's address." }),
+                },
+                { description: "A static NAT." },
+              ),
+              { maxItems: 64, description: "Static NATs in force.", "x-kubernetes-list-type": "atomic" },
+            ),
+            portForwards: Type.Array(
+              Type.Object(
+                {
+                  publicAddress: IPv4Address({ description: "Public address." }),
+                  protocol: StringEnum(["tcp", "udp"] as const, { description: "Protocol." }),
+                  publicPort: PortRange("Public ports."),
+                  guestAddress: IPv4Address({ description: "The VM's address." }),
+                  privatePort: PortRange("The VM's ports."),
+                },
+                { description: "An accepted port-forwarding rule." },
+              ),
+              { maxItems: 256, description: "Port forwards in force.", "x-kubernetes-list-type": "atomic" },
+            ),
+            firewall: Type.Array(
+              Type.Object(
+                {
+                  publicAddress: IPv4Address({ description: "Public address." }),
+                  protocol: StringEnum(["tcp", "udp", "icmp", "all"] as const, { description: "Protocol." }),
+                  ports: Type.Optional(PortRange("Destination ports.")),
+                  cidrs: Type.Array(Type.String({ maxLength: 18, description: "A source CIDR." }), {
+                    maxItems: 16,
+                    description: "Sources allowed.",
+                    "x-kubernetes-list-type": "atomic",
+                  }),
+                },
+                { description: "An accepted ingress firewall rule." },
+              ),
+              { maxItems: 256, description: "Ingress rules in force.", "x-kubernetes-list-type": "atomic" },
+            ),
+          },
+          {
+            description:
+              "The isolated network's router as the network controller placed and configured it from the network's public addresses and accepted rules; the agent of the host applies it.",
+          },
+        ),
+      ),
       conditions: Conditions(
-        "Ready: the network's segment is allocated. InUse: VMs still use it (blocks deletion).",
+        "Ready: the network's segment is allocated. InUse: VMs still use it (blocks deletion). RouterPlaced: the router has a host (False: why not).",
       ),
     },
     { description: "The network as observed." },
   ),
+  // Each host agent watches only the networks whose router it runs.
+  selectableFields: [".status.router.host"],
   printerColumns: [
     { name: "Type", type: "string", jsonPath: ".spec.type", description: "Network type." },
     { name: "CIDR", type: "string", jsonPath: ".spec.cidr", description: "IPv4 network." },
     { name: "VLAN", type: "integer", jsonPath: ".status.vlan", description: "VLAN in use." },
+    {
+      name: "SourceNAT",
+      type: "string",
+      jsonPath: ".status.router.sourceNatAddress",
+      description: "Source-NAT address.",
+    },
+    { name: "Router", type: "string", jsonPath: ".status.router.host", description: "The router's host." },
     {
       name: "Used",
       type: "integer",

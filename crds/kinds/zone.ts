@@ -94,6 +94,61 @@ export const ZoneKind = defineKind({
           },
         ),
       ),
+      publicNetwork: Type.Optional(
+        Type.Object(
+          {
+            bridge: Type.String({
+              minLength: 1,
+              maxLength: 15,
+              pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+              description:
+                "The Linux bridge on every host of the zone that reaches the public network; routers plug into it. The administrator makes it, as CloudStack's public traffic label.",
+            }),
+            cidr: Type.String({
+              maxLength: 18,
+              description: "The public network, e.g. 203.0.113.0/24.",
+              "x-kubernetes-validations": [
+                {
+                  rule: "isCIDR(self) && cidr(self).ip().family() == 4 && cidr(self).masked() == cidr(self)",
+                  message: "the public cidr must be an IPv4 network such as 203.0.113.0/24",
+                },
+              ],
+            }),
+            gateway: IPv4Address({
+              description: "The public network's gateway: the routers' default route.",
+            }),
+            ranges: Type.Array(
+              Type.Object(
+                {
+                  start: IPv4Address({ description: "First address." }),
+                  end: IPv4Address({ description: "Last address." }),
+                },
+                { description: "Addresses handed to accounts (CloudStack's createVlanIpRange)." },
+              ),
+              {
+                minItems: 1,
+                maxItems: 16,
+                description: "The public IP ranges.",
+                "x-kubernetes-list-type": "atomic",
+              },
+            ),
+          },
+          {
+            description:
+              "The zone's public network: isolated networks get a router with a source-NAT address from it, and accounts their public IPs (CloudStack's public traffic and public IP ranges).",
+            "x-kubernetes-validations": [
+              {
+                rule: "!isCIDR(self.cidr) || !isIP(self.gateway) || cidr(self.cidr).containsIP(self.gateway)",
+                message: "the public gateway must be inside the public cidr",
+              },
+              {
+                rule: "!isCIDR(self.cidr) || self.ranges.all(r, isIP(r.start) && isIP(r.end) && cidr(self.cidr).containsIP(r.start) && cidr(self.cidr).containsIP(r.end))",
+                message: "every public range must lie inside the public cidr",
+              },
+            ],
+          },
+        ),
+      ),
       guestCidrs: Type.Optional(
         Type.Array(
           Type.String({

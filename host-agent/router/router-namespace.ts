@@ -124,6 +124,14 @@ async function setAddresses(namespace: string, link: string, wanted: readonly st
     await inside(namespace, "addr", "add", missing, "dev", link);
 }
 
+/** The ids of the routers on this machine whose id starts with `prefix` (one agent's). */
+export async function listRouters(prefix: string): Promise<string[]> {
+  const start = routerNamespace(prefix);
+  return (await namespaces())
+    .filter((n) => n.startsWith(start))
+    .map((n) => n.slice(ROUTER_PREFIX.length + 1));
+}
+
 /**
  * Removes the router: the processes in its namespace (its daemons, which would keep it alive),
  * then the namespace, which takes the inner ends and so both pairs with it.

@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package-v5"
+out="$cache/$package-v7"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -72,6 +72,8 @@ fi
 # writes WORD at the start of a disk with dd (tests of volume moves read it back from "head=");
 # "stratus-probe ADDRESS PORT" says, from then on in every report, whether a TCP connection there
 # opened (tests of the host guard).
+# "stratus-serve PORT WORD" answers WORD over HTTP on PORT with busybox httpd (tests of port
+# forwarding, static NAT and load balancing).
 (while read -r line; do
   case "\$line" in
     stratus-poweroff) poweroff -f ;;
@@ -79,6 +81,9 @@ fi
       set -- \$line
       if nc -w 3 "\$2" "\$3" </dev/null >/dev/null 2>&1; then state=open; else state=closed; fi
       echo "stratus-guest: probe \$2:\$3 \$state" > "/tmp/probe-\$2-\$3" ;;
+    "stratus-serve "*)
+      set -- \$line
+      mkdir -p "/www/\$2" && echo "\$3" > "/www/\$2/index.html" && httpd -p "\$2" -h "/www/\$2" && echo "stratus-guest: serving \$2" > "/tmp/probe-serve-\$2" ;;
     "stratus-write "*)
       set -- \$line
       printf '%s' "\$3" | dd of=/dev/\$2 bs=512 count=1 conv=sync 2>/dev/null && sync && echo "stratus-guest: wrote \$2 \$3" ;;

@@ -160,7 +160,17 @@ export async function makeAccount(
     rules: [
       {
         apiGroups: ["stratus.io"],
-        resources: ["virtualmachines", "volumes", "networks", "ipaddresses", "asyncjobs", "affinitygroups"],
+        resources: [
+          "virtualmachines",
+          "volumes",
+          "networks",
+          "ipaddresses",
+          "asyncjobs",
+          "affinitygroups",
+          "publicipaddresses",
+          "portforwardingrules",
+          "firewallrules",
+        ],
         verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
       },
     ],

@@ -3,7 +3,7 @@
 // an "outside" namespace on the public bridge that plays the Internet (its own addresses and web
 // server, in Node). Source NAT, a port forward opened only by a firewall rule, static NAT both ways, the
 // host's own address out of the guests' reach, and a router applied twice or removed cleanly.
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -19,6 +19,7 @@ import {
   routerNamespace,
 } from "../../host-agent/router/router-namespace.ts";
 import { BASE_RULES, WEB_FORWARD } from "../../host-agent/testing/router-fixtures.ts";
+import { attachNamespace, fetchFrom, ip, serveIn } from "./netns.ts";
 import { waitFor } from "./support.ts";
 
 const run = promisify(execFile);
@@ -29,17 +30,6 @@ const OUTSIDE = `srt-out-${id}`;
 const GUESTS = [`srt-g1-${id}`, `srt-g2-${id}`];
 const LEASED = [`srt-g3-${id}`, `srt-g4-${id}`];
 const isRoot = process.getuid?.() === 0;
-
-const ip = (...args: string[]) => run("ip", args);
-/** An HTTP GET from a namespace (Node's fetch, 2 s): the body, or "unreachable". */
-async function fetchFrom(namespace: string, url: string): Promise<string> {
-  const script = `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(2000) }).then((r) => r.text()).then((t) => process.stdout.write(t), () => process.exit(1))`;
-  try {
-    return (await run("ip", ["netns", "exec", namespace, process.execPath, "-e", script])).stdout;
-  } catch {
-    return "unreachable";
-  }
-}
 
 /** What busybox's DHCP client got in a namespace: "bound <address> <router> <dns>", or "no lease". */
 async function lease(namespace: string): Promise<string> {
@@ -69,22 +59,9 @@ const macOf = async (namespace: string) =>
 
 let leaseScript = "";
 
-/** A namespace on `bridge` through a veth pair, with an address and (for guests) a default route. */
-async function attach(namespace: string, bridge: string, address?: string, gateway?: string) {
-  await ip("netns", "add", namespace);
-  const host = `v${namespace.replace(/-/g, "").slice(-10)}`;
-  await ip("link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", namespace);
-  await ip("link", "set", "dev", host, "master", bridge, "up");
-  await ip("-n", namespace, "link", "set", "dev", "lo", "up");
-  await ip("-n", namespace, "link", "set", "dev", "eth0", "up");
-  if (address) await ip("-n", namespace, "addr", "add", address, "dev", "eth0");
-  if (gateway) await ip("-n", namespace, "route", "add", "default", "via", gateway);
-}
-
 describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)", () => {
   let workDir: string;
   let dnsmasqPid = 0;
-  const servers: ReturnType<typeof spawn>[] = [];
   const plumbing: RouterPlumbing = {
     id,
     guestBridge: GUEST_BRIDGE,
@@ -98,17 +75,6 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
       portForwards: [WEB_FORWARD],
     },
   };
-  /** A web server in a namespace answering its name and the address the request came from. */
-  async function serve(namespace: string, address: string, name: string) {
-    const script = `require("node:http").createServer((q, r) => r.end(${JSON.stringify(name)} + " from " + q.socket.remoteAddress)).listen(80, ${JSON.stringify(address)}, () => console.log("listening"))`;
-    const server = spawn("ip", ["netns", "exec", namespace, process.execPath, "-e", script]);
-    servers.push(server);
-    await new Promise<void>((resolve, reject) => {
-      server.stdout?.once("data", () => resolve());
-      server.once("exit", (code) => reject(new Error(`the server in ${namespace} exited with ${code}`)));
-    });
-  }
-
   beforeAll(async () => {
     workDir = await mkdtemp(join(tmpdir(), "stratus-router-"));
     await chmod(workDir, 0o755);
@@ -120,18 +86,17 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
       await ip("link", "add", bridge, "type", "bridge");
       await ip("link", "set", "dev", bridge, "up");
     }
-    await attach(OUTSIDE, PUBLIC_BRIDGE, "198.51.100.1/24");
-    await attach(GUESTS[0] as string, GUEST_BRIDGE, "10.1.1.5/24", "10.1.1.1");
-    await attach(GUESTS[1] as string, GUEST_BRIDGE, "10.1.1.6/24", "10.1.1.1");
+    await attachNamespace(OUTSIDE, PUBLIC_BRIDGE, "198.51.100.1/24");
+    await attachNamespace(GUESTS[0] as string, GUEST_BRIDGE, "10.1.1.5/24", "10.1.1.1");
+    await attachNamespace(GUESTS[1] as string, GUEST_BRIDGE, "10.1.1.6/24", "10.1.1.1");
     // The outside's server answers with the address it sees: what the NAT made of the guest's.
-    await serve(OUTSIDE, "198.51.100.1", "outside");
-    await serve(GUESTS[0] as string, "10.1.1.5", "guest-1");
-    await serve(GUESTS[1] as string, "10.1.1.6", "guest-2");
+    await serveIn(OUTSIDE, "198.51.100.1", "outside");
+    await serveIn(GUESTS[0] as string, "10.1.1.5", "guest-1");
+    await serveIn(GUESTS[1] as string, "10.1.1.6", "guest-2");
     await ensureRouter(plumbing);
   });
 
   afterAll(async () => {
-    for (const server of servers) server.kill();
     await removeRouter(id).catch(() => false);
     for (const namespace of [OUTSIDE, ...GUESTS, ...LEASED])
       await ip("netns", "delete", namespace).catch(() => undefined);
@@ -193,8 +158,8 @@ describe.skipIf(!isRoot)("a network's router as a network namespace (needs root)
 
   it("leases each NIC only its reserved address, with the router as gateway and DNS server, and names it in DNS", async () => {
     const [known, unknown] = LEASED;
-    await attach(known as string, GUEST_BRIDGE);
-    await attach(unknown as string, GUEST_BRIDGE);
+    await attachNamespace(known as string, GUEST_BRIDGE);
+    await attachNamespace(unknown as string, GUEST_BRIDGE);
     const dhcp: RouterDhcp = {
       namespace: routerNamespace(id),
       stateDir: join(workDir, "dhcp"),

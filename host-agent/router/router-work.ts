@@ -1,0 +1,186 @@
+// The host agent's routers (issue 17): each isolated network whose `status.router.host` is this
+// host gets its router here, a network namespace on the network's bridge and the zone's public
+// bridge (router-namespace.ts) with dnsmasq leasing each guest its address (router-dhcp.ts), made
+// exactly as the network controller configured it; a router no longer placed here is removed with
+// everything it made. Level-triggered: the agent may be killed anywhere and applies again.
+import { createHash } from "node:crypto";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { addressPlan } from "../../crds/addressing.ts";
+import { type Network, Resources, type VirtualMachine, type Zone } from "../../crds/index.ts";
+import { objectKey } from "../../runtime/client.ts";
+import type { InformerFactory } from "../../runtime/component.ts";
+import { Controller } from "../../runtime/controller.ts";
+import type { Informer } from "../../runtime/informer.ts";
+import type { RuntimeMetrics } from "../../runtime/metrics.ts";
+import type { Hypervisor, Owner } from "../hypervisor.ts";
+import { bridgeName, networkSpecFor, ownerTag } from "../network-xml.ts";
+import { reservationsFor } from "../planner.ts";
+import { HostProblem } from "../problem.ts";
+import { ensureDhcp, stopDhcp } from "./router-dhcp.ts";
+import {
+  ensureRouter,
+  listRouters,
+  type RouterPlumbing,
+  removeRouter,
+  routerNamespace,
+} from "./router-namespace.ts";
+import type { RouterRules } from "./router-rules.ts";
+
+type RouterStatus = NonNullable<NonNullable<Network["status"]>["router"]>;
+
+/** A router's id: the agent's tag first (so it finds its own), then the network; 10 characters. */
+export function routerId(owner: Owner, networkUid: string): string {
+  const tag = ownerTag(owner);
+  return `${tag.slice(0, 4)}${createHash("sha256").update(`${tag}/${networkUid}`).digest("hex").slice(0, 6)}`;
+}
+
+const prefixLength = (cidr: string) => Number(cidr.split("/")[1]);
+
+/** Pure: the nftables rules of a router from its network and the controller's configuration. */
+export function rulesFor(network: Network, router: RouterStatus): RouterRules {
+  const plan = addressPlan(network);
+  if (!plan || !network.spec.cidr)
+    throw new HostProblem("RouterSetupFailed", `network ${objectKey(network)} has no CIDR for a router`);
+  return {
+    guestCidr: network.spec.cidr,
+    guestGateway: plan.gateway,
+    sourceNatIp: router.sourceNatAddress,
+    staticNat: router.staticNat.map((n) => ({ publicIp: n.publicAddress, guestIp: n.guestAddress })),
+    portForwards: router.portForwards.map((f) => ({
+      publicIp: f.publicAddress,
+      protocol: f.protocol,
+      publicPorts: f.publicPort,
+      guestIp: f.guestAddress,
+      guestPorts: f.privatePort,
+    })),
+    firewall: router.firewall.map((f) => ({
+      publicIp: f.publicAddress,
+      protocol: f.protocol,
+      cidrs: f.cidrs,
+      ...(f.ports ? { ports: f.ports } : {}),
+    })),
+    egressDefaultAllow: true,
+    egress: [],
+  };
+}
+
+/** A DNS label for dnsmasq from a VM name (which may hold dots). */
+const hostLabel = (name: string) => name.split(".")[0]?.slice(0, 63).replace(/-+$/, "") || "guest";
+
+export interface RouterWorkOptions {
+  hostName: string;
+  informers: InformerFactory;
+  zone: () => Zone | undefined;
+  boundVms: () => VirtualMachine[];
+  /** Where each router keeps its dnsmasq files. */
+  stateDir: string;
+  logger: Logger;
+  metrics?: RuntimeMetrics | undefined;
+}
+
+export class RouterWork {
+  /** The networks whose router runs here. */
+  readonly routed: Informer<Network>;
+  readonly controller: Controller;
+  private readonly o: RouterWorkOptions;
+  private context: { owner: Owner; hypervisor: Hypervisor } | undefined;
+  /** Network key -> router id, for routers made here whose network has left the cache. */
+  private readonly made = new Map<string, string>();
+
+  constructor(options: RouterWorkOptions) {
+    this.o = options;
+    this.routed = options.informers.for<Network>(Resources.networks, {
+      fieldSelector: `status.router.host=${options.hostName}`,
+    });
+    this.controller = new Controller({
+      name: "host-agent-router",
+      logger: options.logger,
+      ...(options.metrics ? { metrics: options.metrics } : {}),
+      reconcile: (key, log) => this.reconcile(key, log),
+    }).watch(this.routed);
+  }
+
+  /** A VM here changed: the routers of its networks lease its addresses. */
+  vmChanged(vm: VirtualMachine): void {
+    for (const nic of vm.spec.nics ?? []) {
+      const key = `${vm.metadata.namespace}/${nic.network}`;
+      if (this.routed.get(key)) this.controller.queue.add(key);
+    }
+  }
+
+  /** Called once the hypervisor is known; removes routers of this agent no network wants here. */
+  async start(owner: Owner, hypervisor: Hypervisor, log: Logger): Promise<void> {
+    this.context = { owner, hypervisor };
+    const wanted = new Set(this.routed.list().map((n) => routerId(owner, n.metadata.uid as string)));
+    for (const id of await listRouters(routerId(owner, "").slice(0, 4)))
+      if (!wanted.has(id)) {
+        await this.teardown(id);
+        log.info({ router: routerNamespace(id) }, "removed a router no network places here");
+      }
+  }
+
+  networks(): Network[] {
+    return this.routed.list().filter((n) => !n.metadata.deletionTimestamp);
+  }
+
+  private async reconcile(key: string, log: Logger): Promise<undefined> {
+    if (!this.context) throw new Error("router work has not started");
+    const { owner, hypervisor } = this.context;
+    const network = this.routed.get(key);
+    const router = network?.status?.router;
+    if (!network || network.metadata.deletionTimestamp || router?.host !== this.o.hostName) {
+      const id = this.made.get(key);
+      if (id && (await this.teardown(id))) log.info({ router: routerNamespace(id) }, "removed the router");
+      this.made.delete(key);
+      return;
+    }
+    const publicNetwork = this.o.zone()?.spec.publicNetwork;
+    if (!publicNetwork)
+      throw new HostProblem("RouterSetupFailed", "the zone has no public network for the router");
+    const uid = network.metadata.uid as string;
+    const id = routerId(owner, uid);
+    this.made.set(key, id);
+    const plan = addressPlan(network);
+    if (!plan || !network.spec.cidr)
+      throw new HostProblem("RouterSetupFailed", `network ${key} has no CIDR for a router`);
+    // The guest side: the network's bridge on this host, without an address of the host's.
+    const spec = networkSpecFor(network, owner);
+    await hypervisor.syncNetwork(spec, []);
+    const publicPrefix = prefixLength(publicNetwork.cidr);
+    const plumbing: RouterPlumbing = {
+      id,
+      guestBridge: bridgeName(owner, uid),
+      publicBridge: publicNetwork.bridge,
+      guestAddress: `${plan.gateway}/${prefixLength(network.spec.cidr)}`,
+      publicAddresses: router.publicAddresses.map((a) => `${a}/${publicPrefix}`),
+      publicGateway: publicNetwork.gateway,
+      rules: rulesFor(network, router),
+    };
+    await ensureRouter(plumbing);
+    const vms = this.o.boundVms().filter((vm) => !vm.metadata.deletionTimestamp);
+    await ensureDhcp({
+      namespace: routerNamespace(id),
+      stateDir: join(this.o.stateDir, id),
+      guestGateway: plan.gateway,
+      netmask: plan.netmask,
+      networkAddress: network.spec.cidr.split("/")[0] as string,
+      upstreamDns: network.spec.dns ?? [],
+      hosts:
+        network.spec.dhcp === false
+          ? []
+          : reservationsFor(network, vms).map((r) => ({ mac: r.mac, ip: r.ip, hostname: hostLabel(r.name) })),
+    });
+    log.debug({ router: routerNamespace(id) }, "router applied");
+  }
+
+  /** Removes a router and its files; true when there was one. */
+  private async teardown(id: string): Promise<boolean> {
+    const stateDir = join(this.o.stateDir, id);
+    await stopDhcp(stateDir);
+    const removed = await removeRouter(id);
+    await rm(stateDir, { recursive: true, force: true });
+    return removed;
+  }
+}

@@ -1,0 +1,469 @@
+// Isolated networks with their router, end to end on real QEMU (issue 17): a zone with a public
+// network (a bridge of the host's that only an "outside" namespace of the test shares, holding the
+// public gateway and a web server of its own), an isolated network whose router the network
+// controller places on the agent's host, and tiny guests that get their addresses from the router's
+// DHCP. Resources are applied with kubectl, as a platform team would. Shown: the guest goes out
+// through the source-NAT address; a port forward answers from outside only while a firewall rule
+// opens it; static NAT both ways; conflicting rules refused in CloudStack's words; the host's own
+// addresses out of reach; and the router, its addresses and claims gone with the network.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NETWORK_OFFERING_ID } from "../../apiserver/views.ts";
+import {
+  type Network,
+  type PortForwardingRule,
+  type PublicIPAddress,
+  type PublicIPClaim,
+  Resources,
+  type VirtualMachine,
+} from "../../crds/index.ts";
+import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
+import { bridgeName } from "../../host-agent/network-xml.ts";
+import { routerNamespace } from "../../host-agent/router/router-namespace.ts";
+import { routerId } from "../../host-agent/router/router-work.ts";
+import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
+import { catalogReaderRole, jobOf, makeAccount, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
+import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
+import { attachNamespace, fetchFrom, ip, type NamespaceServer, serveIn } from "./netns.ts";
+import type { ApiServerProcess, StratusProcess } from "./processes.ts";
+import {
+  guestCatalog,
+  printAgentLogOnFailure,
+  startGuestControlPlane,
+  startQemuHostAgent,
+  stopGuestCloud,
+} from "./qemu-agent.ts";
+import { agentOwner, kubectl, serveTinyGuest, waitFor, waitUntilGone } from "./support.ts";
+
+const run = promisify(execFile);
+const escaped = (text: string) => text.replaceAll(".", "\\.");
+type Row = Record<string, unknown>;
+
+describe.skipIf(!canRunQemu())("isolated networks with their router (needs root and libvirt/QEMU)", () => {
+  const suffix = randomBytes(3).toString("hex");
+  const host = `rt-${suffix}`;
+  const zone = `rt-${suffix}`;
+  const publicBridge = `srpb${suffix}`;
+  const outside = `srt-world-${suffix}`;
+  // CGNAT space for the "public" side and a random guest subnet, clear of other tests.
+  const publicNet = `100.${64 + Math.floor(Math.random() * 60)}.${Math.floor(Math.random() * 250)}`;
+  const guestNet = `10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}`;
+  const workDir = `/var/lib/stratus/routers-${suffix}`;
+  let client: KubeClient;
+  let namespace: string;
+  let kubeconfigPath: string;
+  let agent: StratusProcess | undefined;
+  let operator: StratusProcess | undefined;
+  let api: ApiServerProcess | undefined;
+  let world: NamespaceServer;
+
+  const apply = async (manifest: Record<string, unknown>) =>
+    kubectl(kubeconfigPath, ["apply", "-n", namespace, "-f", "-"], JSON.stringify(manifest));
+  const resource = (kind: string, name: string, spec: Record<string, unknown>) => ({
+    apiVersion: "stratus.io/v1alpha1",
+    kind,
+    metadata: { name, namespace },
+    spec,
+  });
+  const network = () => client.get<Network>(Resources.networks, "rt-net", namespace);
+  const condition = (object: { status?: { conditions?: { type: string }[] } }, type: string) =>
+    object.status?.conditions?.find((c) => c.type === type) as
+      | { type: string; status: string; reason: string; message: string }
+      | undefined;
+  const accepted = (name: string, status: "True" | "False") =>
+    waitFor(`rule ${name} Accepted=${status}`, async () => {
+      const rule = await client.get<PortForwardingRule>(Resources.portForwardingRules, name, namespace);
+      const verdict = condition(rule, "Accepted");
+      return verdict?.status === status ? verdict : undefined;
+    });
+  /** The router's nftables ruleset, read from its namespace. */
+  const ruleset = async () => {
+    const net = await network();
+    const id = routerId(await agentOwner(client, host), net.metadata.uid as string);
+    return (await run("ip", ["netns", "exec", routerNamespace(id), "nft", "list", "ruleset"])).stdout;
+  };
+  const bootGuest = async (name: string) => {
+    await apply(
+      resource("VirtualMachine", name, {
+        zone,
+        serviceOffering: `rt-${suffix}`,
+        template: `rt-${suffix}`,
+        nics: [{ name: "eth0", network: "rt-net" }],
+      }),
+    );
+    const vm = await waitFor(
+      `${name} Running`,
+      async () => {
+        const found = await client.get<VirtualMachine>(Resources.virtualMachines, name, namespace);
+        return found.status?.state === "Running" && found.status.nics?.[0]?.ipAddress ? found : undefined;
+      },
+      { timeoutMs: 180_000 },
+    );
+    const consoleSocket = join(workDir, "console", `${vm.metadata.uid}.sock`);
+    const address = vm.status?.nics?.[0]?.ipAddress as string;
+    // Its address came from the router's DHCP: the bridge on the host serves none.
+    await readConsoleUntil(consoleSocket, new RegExp(`stratus-guest: ip: ${escaped(address)}/24`), 120_000);
+    return { consoleSocket, address };
+  };
+  const probe = async (consoleSocket: string, target: string, port: number) => {
+    await typeOnConsole(consoleSocket, `stratus-probe ${target} ${port}`);
+    const seen = await readConsoleUntil(
+      consoleSocket,
+      new RegExp(`stratus-guest: probe ${escaped(target)}:${port} (open|closed)`),
+    );
+    return seen.endsWith("open") ? "open" : "closed";
+  };
+  const serveOnGuest = async (consoleSocket: string, port: number, word: string) => {
+    await typeOnConsole(consoleSocket, `stratus-serve ${port} ${word}`);
+    await readConsoleUntil(consoleSocket, new RegExp(`stratus-guest: serving ${port}`));
+  };
+
+  beforeAll(async () => {
+    await ensureLibvirtDaemons();
+    await mkdir(workDir, { recursive: true, mode: 0o755 });
+    // The public network: a bridge with no address of the host's; the outside holds the gateway.
+    await ip("link", "add", publicBridge, "type", "bridge");
+    await ip("link", "set", "dev", publicBridge, "up");
+    await attachNamespace(outside, publicBridge, `${publicNet}.1/24`);
+    world = await serveIn(outside, `${publicNet}.1`, "outside", 7000);
+    const tinyGuest = await serveTinyGuest();
+    ({ kubeconfigPath, client, namespace } = await guestCatalog({
+      prefix: "rt",
+      suffix,
+      zone,
+      memory: "128Mi",
+      template: { source: tinyGuest },
+      network: { name: "rt-net", cidr: `${guestNet}.0/24` },
+    }));
+    await client.create(Resources.zones, {
+      metadata: { name: zone },
+      spec: {
+        publicNetwork: {
+          bridge: publicBridge,
+          cidr: `${publicNet}.0/24`,
+          gateway: `${publicNet}.1`,
+          ranges: [{ start: `${publicNet}.10`, end: `${publicNet}.19` }],
+        },
+      },
+    });
+    ({ operator, api } = await startGuestControlPlane({
+      kubeconfigPath,
+      client,
+      namespace,
+      workDir,
+      name: `rt-${suffix}`,
+    }));
+    agent = await startQemuHostAgent({
+      kubeconfigPath,
+      host,
+      zone,
+      leaseNamespace: namespace,
+      workDir,
+      args: ["--shutdown-grace=3"],
+    });
+  }, 300_000);
+
+  printAgentLogOnFailure(() => agent);
+
+  afterAll(async () => {
+    await stopGuestCloud({ agent, operator, api, client, host, workDir });
+    await ip("netns", "delete", outside).catch(() => undefined);
+    await ip("link", "delete", publicBridge).catch(() => undefined);
+    await client?.delete(Resources.zones, zone).catch(() => undefined);
+  });
+
+  let web: { consoleSocket: string; address: string };
+  let sourceNat: string;
+
+  it("places the router on the host and takes the guest out through the network's source-NAT address; the host stays out of reach", async () => {
+    web = await bootGuest("web");
+    const net = await network();
+    expect(net.status?.router?.host).toBe(host);
+    sourceNat = net.status?.router?.sourceNatAddress as string;
+    expect(sourceNat).toMatch(new RegExp(`^${escaped(publicNet)}\\.1[0-9]$`));
+    expect(condition(net, "RouterPlaced")).toMatchObject({ status: "True", reason: "Placed" });
+    const shown = (await kubectl(kubeconfigPath, ["get", "vnet", "rt-net", "-n", namespace])).stdout;
+    expect(shown).toContain(sourceNat);
+    expect(shown).toContain(host);
+    const pip = await client.get<PublicIPAddress>(Resources.publicIPAddresses, "rt-net-snat", namespace);
+    expect(pip.status).toMatchObject({ address: sourceNat, sourceNat: true });
+
+    expect(await probe(web.consoleSocket, `${publicNet}.1`, 7000)).toBe("open");
+    expect(world.peers).toContain(sourceNat);
+    expect(world.peers).not.toContain(web.address);
+
+    // The guest bridge has no address in the host's namespace, and no service of the host answers.
+    const bridge = JSON.parse(
+      (
+        await ip(
+          "-j",
+          "addr",
+          "show",
+          "dev",
+          bridgeName(await agentOwner(client, host), net.metadata.uid as string),
+        )
+      ).stdout,
+    ) as { addr_info: { family: string }[] }[];
+    expect(bridge[0]?.addr_info.filter((a) => a.family === "inet")).toEqual([]);
+    const hostService = createServer((socket) => socket.end());
+    await new Promise<void>((resolve) => hostService.listen(0, "0.0.0.0", resolve));
+    try {
+      const port = (hostService.address() as AddressInfo).port;
+      const route = JSON.parse((await ip("-j", "route", "get", "1.1.1.1")).stdout) as { prefsrc?: string }[];
+      for (const address of [route[0]?.prefsrc, "127.0.0.1", `${guestNet}.1`].filter(Boolean) as string[])
+        expect(await probe(web.consoleSocket, address, port)).toBe("closed");
+    } finally {
+      hostService.close();
+    }
+  });
+
+  it("answers at public-ip:port through a port forward only while a firewall rule opens it", async () => {
+    await serveOnGuest(web.consoleSocket, 80, "hello-web");
+    await apply(
+      resource("PortForwardingRule", "web-8080", {
+        publicIPAddress: "rt-net-snat",
+        protocol: "tcp",
+        publicPort: { start: 8080, end: 8080 },
+        privatePort: { start: 80, end: 80 },
+        virtualMachine: "web",
+      }),
+    );
+    await accepted("web-8080", "True");
+    await waitFor("the router to forward 8080", async () =>
+      (await ruleset()).includes(`dnat to ${web.address}:80`),
+    );
+    expect(await fetchFrom(outside, `http://${sourceNat}:8080/`)).toBe("unreachable");
+
+    await apply(
+      resource("FirewallRule", "web-8080", {
+        publicIPAddress: "rt-net-snat",
+        protocol: "tcp",
+        ports: { start: 8080, end: 8080 },
+        cidrs: [`${publicNet}.0/24`],
+      }),
+    );
+    expect(
+      await waitFor("the web server from outside", async () => {
+        const body = await fetchFrom(outside, `http://${sourceNat}:8080/`);
+        return body === "unreachable" ? undefined : body;
+      }),
+    ).toBe("hello-web\n");
+
+    // The same public port twice is refused, in CloudStack's words.
+    await apply(
+      resource("PortForwardingRule", "web-again", {
+        publicIPAddress: "rt-net-snat",
+        protocol: "tcp",
+        publicPort: { start: 8000, end: 8100 },
+        privatePort: { start: 8000, end: 8100 },
+        virtualMachine: "web",
+      }),
+    );
+    expect((await accepted("web-again", "False")).message).toBe(
+      "The range specified, 8000-8100, conflicts with rule web-8080 which has 8080",
+    );
+
+    await kubectl(kubeconfigPath, ["delete", "-n", namespace, "portforwardingrule", "web-8080"]);
+    await waitFor("the port forward to close", async () =>
+      (await fetchFrom(outside, `http://${sourceNat}:8080/`)) === "unreachable" ? true : undefined,
+    );
+  });
+
+  it("maps a static-NAT address to the guest both ways, and refuses a port forward on it", async () => {
+    await apply(
+      resource("PublicIPAddress", "web-ip", { network: "rt-net", staticNat: { virtualMachine: "web" } }),
+    );
+    const pip = await waitFor("the static NAT", async () => {
+      const found = await client.get<PublicIPAddress>(Resources.publicIPAddresses, "web-ip", namespace);
+      return condition(found, "StaticNat")?.status === "True" ? found : undefined;
+    });
+    const natAddress = pip.status?.address as string;
+    expect(natAddress).not.toBe(sourceNat);
+    await apply(
+      resource("FirewallRule", "web-ip-80", {
+        publicIPAddress: "web-ip",
+        protocol: "tcp",
+        ports: { start: 80, end: 80 },
+        cidrs: ["0.0.0.0/0"],
+      }),
+    );
+    expect(
+      await waitFor("the guest at its static-NAT address", async () => {
+        const body = await fetchFrom(outside, `http://${natAddress}/`);
+        return body === "unreachable" ? undefined : body;
+      }),
+    ).toBe("hello-web\n");
+    const before = world.peers.length;
+    expect(await probe(web.consoleSocket, `${publicNet}.1`, 7000)).toBe("open");
+    expect(world.peers.slice(before)).toContain(natAddress);
+
+    await apply(
+      resource("PortForwardingRule", "on-nat", {
+        publicIPAddress: "web-ip",
+        protocol: "tcp",
+        publicPort: { start: 22, end: 22 },
+        privatePort: { start: 22, end: 22 },
+        virtualMachine: "web",
+      }),
+    );
+    expect(await accepted("on-nat", "False")).toMatchObject({ reason: "StaticNatEnabled" });
+  });
+
+  it("gives a CloudStack user the same through cs: an address, a port forward that opens its firewall, isolation from the other account", async () => {
+    const bob = await makeAccount(client, {
+      keysNamespace: namespace,
+      name: "rt-bob",
+      suffix,
+      clusterRoles: [await catalogReaderRole(client, `rt-catalog-${suffix}`)],
+    });
+    const cs = async (command: string, args: Record<string, string> = {}) => {
+      const answer = await runCs(api?.endpoint as string, bob, command, args);
+      expect(answer.stderr, `${command}: ${answer.stdout}`).toBe("");
+      return answer.json;
+    };
+    const uidOf = async (type: ResourceType, name: string) =>
+      (await client.get<KubeObject>(type, name)).metadata.uid as string;
+    const bobNet = `10.${100 + ((Number.parseInt(guestNet.split(".")[1] as string, 10) - 99) % 100)}.${guestNet.split(".")[2]}`;
+    const network = (
+      await cs("createNetwork", {
+        name: "bob-net",
+        displaytext: "bob-net",
+        networkofferingid: NETWORK_OFFERING_ID,
+        zoneid: await uidOf(Resources.zones, zone),
+        gateway: `${bobNet}.1`,
+        netmask: "255.255.255.0",
+      })
+    ).network as Row;
+    const deployed = (
+      await cs("deployVirtualMachine", {
+        name: "bob-web",
+        serviceofferingid: await uidOf(Resources.serviceOfferings, `rt-${suffix}`),
+        templateid: await uidOf(Resources.templates, `rt-${suffix}`),
+        zoneid: await uidOf(Resources.zones, zone),
+        networkids: network.id as string,
+      })
+    ).virtualmachine as Row;
+    const vm = await client.get<VirtualMachine>(Resources.virtualMachines, "bob-web", bob.namespace);
+    const bobAddress = vm.status?.nics?.[0]?.ipAddress as string;
+    const bobConsole = join(workDir, "console", `${vm.metadata.uid}.sock`);
+    await readConsoleUntil(bobConsole, new RegExp(`stratus-guest: ip: ${escaped(bobAddress)}/24`), 120_000);
+
+    // The network's source-NAT address is listed; it cannot be released.
+    const listed = (await cs("listPublicIpAddresses", { associatednetworkid: network.id as string }))
+      .publicipaddress as Row[];
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({
+      issourcenat: true,
+      state: "Allocated",
+      associatednetworkname: "bob-net",
+    });
+    const refused = await signedRequest(api?.endpoint as string, bob, {
+      command: "disassociateIpAddress",
+      id: listed[0]?.id as string,
+    });
+    expect(refused.status).toBe(431);
+    expect(String(refused.body.disassociateipaddressresponse?.errortext)).toContain("source nat");
+
+    const address = (await cs("associateIpAddress", { networkid: network.id as string })).ipaddress as Row;
+    expect(address).toMatchObject({ issourcenat: false, state: "Allocated" });
+    const publicIp = address.ipaddress as string;
+    expect(publicIp).toMatch(new RegExp(`^${escaped(publicNet)}\\.1[0-9]$`));
+
+    await serveOnGuest(bobConsole, 80, "hello-bob");
+    const rule = (
+      await cs("createPortForwardingRule", {
+        ipaddressid: address.id as string,
+        protocol: "tcp",
+        publicport: "8081",
+        privateport: "80",
+        virtualmachineid: deployed.id as string,
+      })
+    ).portforwardingrule as Row;
+    expect(rule).toMatchObject({
+      state: "Active",
+      publicport: "8081",
+      privateport: "80",
+      vmguestip: bobAddress,
+    });
+    // openfirewall, CloudStack's default, opened the port: the guest answers from outside.
+    expect(
+      await waitFor("bob's web server from outside", async () => {
+        const body = await fetchFrom(outside, `http://${publicIp}:8081/`);
+        return body === "unreachable" ? undefined : body;
+      }),
+    ).toBe("hello-bob\n");
+    const firewall = (await cs("listFirewallRules", { ipaddressid: address.id as string }))
+      .firewallrule as Row[];
+    expect(firewall).toEqual([
+      expect.objectContaining({ protocol: "tcp", startport: 8081, cidrlist: "0.0.0.0/0" }),
+    ]);
+
+    // The same port again is refused in CloudStack's words, and leaves no rule behind.
+    const conflict = await jobOf(api?.endpoint as string, bob, {
+      command: "createPortForwardingRule",
+      ipaddressid: address.id as string,
+      protocol: "tcp",
+      publicport: "8081",
+      privateport: "22",
+      virtualmachineid: deployed.id as string,
+    });
+    expect(conflict.job).toMatchObject({
+      jobstatus: 2,
+      jobresultcode: 431,
+      jobresult: { errortext: expect.stringContaining("8081, conflicts with rule") },
+    });
+    await waitFor("the refused rule to go", async () =>
+      (
+        (await cs("listPortForwardingRules", { ipaddressid: address.id as string }))
+          .portforwardingrule as Row[]
+      ).length === 1
+        ? true
+        : undefined,
+    );
+
+    // Two accounts' guests cannot reach each other's private addresses.
+    expect(await probe(bobConsole, web.address, 80)).toBe("closed");
+    expect(await probe(web.consoleSocket, bobAddress, 80)).toBe("closed");
+
+    await cs("deletePortForwardingRule", { id: rule.id as string });
+    await waitFor("bob's port forward to close", async () =>
+      (await fetchFrom(outside, `http://${publicIp}:8081/`)) === "unreachable" ? true : undefined,
+    );
+    await waitFor("its firewall rule to go with it", async () =>
+      (await cs("listFirewallRules", { ipaddressid: address.id as string })).count === undefined
+        ? true
+        : undefined,
+    );
+    await cs("disassociateIpAddress", { id: address.id as string });
+    expect((await cs("listPublicIpAddresses", { associatednetworkid: network.id as string })).count).toBe(1);
+    await cs("destroyVirtualMachine", { id: deployed.id as string, expunge: "true" });
+  });
+
+  it("removes the router, its public addresses and their claims with the network", async () => {
+    const net = await network();
+    const id = routerId(await agentOwner(client, host), net.metadata.uid as string);
+    await client.delete(Resources.virtualMachines, "web", namespace);
+    await waitUntilGone(client, Resources.virtualMachines, "web", namespace, { timeoutMs: 120_000 });
+    await client.delete(Resources.networks, "rt-net", namespace);
+    await waitUntilGone(client, Resources.networks, "rt-net", namespace, { timeoutMs: 60_000 });
+    await waitFor("the router to go", async () =>
+      (await ip("netns", "list")).stdout.includes(routerNamespace(id)) ? undefined : true,
+    );
+    await waitFor("the public addresses to be released", async () => {
+      const claims = (await client.list<PublicIPClaim>(Resources.publicIPClaims)).items.filter(
+        (c) => c.spec.holder.namespace === namespace,
+      );
+      return claims.length === 0 ? true : undefined;
+    });
+    // The addresses made with kubectl went too, and the rules on them.
+    for (const type of [Resources.publicIPAddresses, Resources.portForwardingRules, Resources.firewallRules])
+      await waitFor(`no ${type.plural} left`, async () =>
+        (await client.list(type, { namespace })).items.length === 0 ? true : undefined,
+      );
+  });
+});
