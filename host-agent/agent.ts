@@ -346,6 +346,7 @@ export class HostAgent {
           log: this.log,
           onRenewed: async (renewedAtMs) => {
             await fencing.renewed(renewedAtMs);
+            this.routers.resume();
             await this.reportFencing();
           },
           onBeat: async () => {
@@ -389,6 +390,9 @@ export class HostAgent {
         await hypervisor.powerOff(uid);
         return true;
       },
+      // The network controller re-places this host's routers once it is NotReady: their public
+      // addresses must not answer from two hosts.
+      atDeadline: () => this.routers.fence(this.log),
     });
     return this.fencing;
   }

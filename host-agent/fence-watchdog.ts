@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // stratus-fence-watchdog: started by a host agent, one per host. Once the deadline the agent last
 // wrote has passed (its heartbeat Lease could not be renewed: the agent is cut off, hung, stopped
-// or dead), it powers off the host's HA guests before the fabric restarts them elsewhere. On a
+// or dead), it powers off the host's HA guests before the fabric restarts them elsewhere, and removes
+// its routers before the network controller places them elsewhere. On a
 // simulated host (libvirt's test driver) the guests live inside the agent, so it kills the agent.
 import { rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -20,6 +21,7 @@ import {
 } from "./fence-state.ts";
 import { LibvirtConnection, stopEventLoop } from "./libvirt/connection.ts";
 import { LibvirtHypervisor } from "./libvirt-hypervisor.ts";
+import { removeRouters, routerPrefix } from "./router/router-namespace.ts";
 
 const TICK_MS = 200;
 
@@ -83,6 +85,15 @@ async function main(): Promise<void> {
           continue;
         }
       }
+      // Its routers too: the network controller places them on other hosts, and their public
+      // addresses must not answer from two.
+      const routers = await removeRouters(routerPrefix({ cluster: state.cluster, host: state.host })).catch(
+        (error: unknown) => {
+          log("could not remove the routers; trying again", { err: String(error) });
+          return [];
+        },
+      );
+      if (routers.length > 0) log("fenced: removed the host's routers", { routers });
       if (firstTime || domains.length > 0) {
         const earlier = firstTime ? undefined : await readJson<FenceRecord>(dir, FENCED_FILE);
         const record: FenceRecord = {

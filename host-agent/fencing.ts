@@ -47,6 +47,8 @@ export interface FencingOptions {
   haVms: () => string[];
   /** Powers off a domain if it runs. */
   powerOff: (uid: string) => Promise<boolean>;
+  /** What else stops at the deadline (the routers here, which another host takes over). */
+  atDeadline?: () => Promise<void>;
   now?: () => number;
 }
 
@@ -188,6 +190,11 @@ export class Fencing {
       this.o.log.warn(
         { domains: off },
         "fenced: the heartbeat Lease was not renewed in time; HA guests powered off",
+      );
+    await this.o
+      .atDeadline?.()
+      .catch((error: unknown) =>
+        this.o.log.error({ err: String(error) }, "could not stop what stops at the fence deadline"),
       );
     // A start that was under way may finish after this: look again shortly while still past.
     this.timer = setTimeout(() => void this.fenceHere(), 1_000);

@@ -6,7 +6,10 @@
 // idempotent, so the agent may be killed at any line and apply again; only names with the router
 // prefix are ever touched. iproute2 and nft, as for VLAN links (vlan.ts).
 import { execFile, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { promisify } from "node:util";
+import type { Owner } from "../hypervisor.ts";
+import { ownerTag } from "../network-xml.ts";
 import { HostProblem } from "../problem.ts";
 import { GUEST_LINK, PUBLIC_LINK, type RouterRules, routerRuleset } from "./router-rules.ts";
 
@@ -124,12 +127,28 @@ async function setAddresses(namespace: string, link: string, wanted: readonly st
     await inside(namespace, "addr", "add", missing, "dev", link);
 }
 
+/** A router's id: the agent's tag first (so it finds its own), then the network; 10 characters. */
+export function routerId(owner: Owner, networkUid: string): string {
+  const tag = ownerTag(owner);
+  return `${routerPrefix(owner)}${createHash("sha256").update(`${tag}/${networkUid}`).digest("hex").slice(0, 6)}`;
+}
+
+/** What every router id of one agent starts with. */
+export const routerPrefix = (owner: Owner) => ownerTag(owner).slice(0, 4);
+
 /** The ids of the routers on this machine whose id starts with `prefix` (one agent's). */
 export async function listRouters(prefix: string): Promise<string[]> {
   const start = routerNamespace(prefix);
   return (await namespaces())
     .filter((n) => n.startsWith(start))
     .map((n) => n.slice(ROUTER_PREFIX.length + 1));
+}
+
+/** Removes every router of one agent (`routerPrefix`); the ids it removed. */
+export async function removeRouters(prefix: string): Promise<string[]> {
+  const ids = await listRouters(prefix);
+  for (const id of ids) await removeRouter(id);
+  return ids;
 }
 
 /**

@@ -3,8 +3,7 @@
 // bridge (router-namespace.ts) with dnsmasq leasing each guest its address (router-dhcp.ts), made
 // exactly as the network controller configured it; a router no longer placed here is removed with
 // everything it made. Level-triggered: the agent may be killed anywhere and applies again.
-import { createHash } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { addressPlan } from "../../crds/addressing.ts";
@@ -15,7 +14,7 @@ import { Controller } from "../../runtime/controller.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import type { RuntimeMetrics } from "../../runtime/metrics.ts";
 import type { Hypervisor, Owner } from "../hypervisor.ts";
-import { bridgeName, networkSpecFor, ownerTag } from "../network-xml.ts";
+import { bridgeName, networkSpecFor } from "../network-xml.ts";
 import { reservationsFor } from "../planner.ts";
 import { HostProblem } from "../problem.ts";
 import { ensureDhcp, stopDhcp } from "./router-dhcp.ts";
@@ -24,17 +23,13 @@ import {
   listRouters,
   type RouterPlumbing,
   removeRouter,
+  routerId,
   routerNamespace,
+  routerPrefix,
 } from "./router-namespace.ts";
 import type { RouterRules } from "./router-rules.ts";
 
 type RouterStatus = NonNullable<NonNullable<Network["status"]>["router"]>;
-
-/** A router's id: the agent's tag first (so it finds its own), then the network; 10 characters. */
-export function routerId(owner: Owner, networkUid: string): string {
-  const tag = ownerTag(owner);
-  return `${tag.slice(0, 4)}${createHash("sha256").update(`${tag}/${networkUid}`).digest("hex").slice(0, 6)}`;
-}
 
 const prefixLength = (cidr: string) => Number(cidr.split("/")[1]);
 
@@ -88,6 +83,8 @@ export class RouterWork {
   private context: { owner: Owner; hypervisor: Hypervisor } | undefined;
   /** Network key -> router id, for routers made here whose network has left the cache. */
   private readonly made = new Map<string, string>();
+  /** Past the fence deadline: no router runs here until the Lease is renewed. */
+  private fenced = false;
 
   constructor(options: RouterWorkOptions) {
     this.o = options;
@@ -114,11 +111,36 @@ export class RouterWork {
   async start(owner: Owner, hypervisor: Hypervisor, log: Logger): Promise<void> {
     this.context = { owner, hypervisor };
     const wanted = new Set(this.routed.list().map((n) => routerId(owner, n.metadata.uid as string)));
-    for (const id of await listRouters(routerId(owner, "").slice(0, 4)))
+    for (const id of await listRouters(routerPrefix(owner)))
       if (!wanted.has(id)) {
         await this.teardown(id);
         log.info({ router: routerNamespace(id) }, "removed a router no network places here");
       }
+    // The files of routers the fence watchdog removed while this agent was gone.
+    const dirs = await readdir(this.o.stateDir).catch(() => [] as string[]);
+    for (const id of dirs.filter((d) => d.startsWith(routerPrefix(owner)) && !wanted.has(d)))
+      await rm(join(this.o.stateDir, id), { recursive: true, force: true });
+  }
+
+  /**
+   * The heartbeat Lease was not renewed in time: every router of this agent goes, since the network
+   * controller places them on other hosts and their public addresses must not answer twice.
+   */
+  async fence(log: Logger): Promise<void> {
+    if (!this.context) return;
+    const first = !this.fenced;
+    this.fenced = true;
+    const ids = await listRouters(routerPrefix(this.context.owner));
+    for (const id of ids) await this.teardown(id);
+    if (first && ids.length > 0)
+      log.warn({ routers: ids.length }, "fenced: removed the routers of this host");
+  }
+
+  /** The Lease is current again: the routers placed here are made again. */
+  resume(): void {
+    if (!this.fenced) return;
+    this.fenced = false;
+    for (const key of this.routed.keys()) this.controller.queue.add(key);
   }
 
   networks(): Network[] {
@@ -136,6 +158,7 @@ export class RouterWork {
       this.made.delete(key);
       return;
     }
+    if (this.fenced) return; // resume() re-queues every router placed here
     const publicNetwork = this.o.zone()?.spec.publicNetwork;
     if (!publicNetwork)
       throw new HostProblem("RouterSetupFailed", "the zone has no public network for the router");

@@ -24,8 +24,7 @@ import {
 } from "../../crds/index.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { bridgeName } from "../../host-agent/network-xml.ts";
-import { routerNamespace } from "../../host-agent/router/router-namespace.ts";
-import { routerId } from "../../host-agent/router/router-work.ts";
+import { routerId, routerNamespace } from "../../host-agent/router/router-namespace.ts";
 import type { KubeClient, KubeObject, ResourceType } from "../../runtime/client.ts";
 import { catalogReaderRole, jobOf, makeAccount, cs as runCs, signedRequest } from "./cloudstack-accounts.ts";
 import { readConsoleUntil, typeOnConsole } from "./guest-console.ts";
@@ -70,6 +69,15 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     metadata: { name, namespace },
     spec,
   });
+  const startAgent = () =>
+    startQemuHostAgent({
+      kubeconfigPath,
+      host,
+      zone,
+      leaseNamespace: namespace,
+      workDir,
+      args: ["--shutdown-grace=3"],
+    });
   const network = () => client.get<Network>(Resources.networks, "rt-net", namespace);
   const condition = (object: { status?: { conditions?: { type: string }[] } }, type: string) =>
     object.status?.conditions?.find((c) => c.type === type) as
@@ -158,14 +166,7 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
       workDir,
       name: `rt-${suffix}`,
     }));
-    agent = await startQemuHostAgent({
-      kubeconfigPath,
-      host,
-      zone,
-      leaseNamespace: namespace,
-      workDir,
-      args: ["--shutdown-grace=3"],
-    });
+    agent = await startAgent();
   }, 300_000);
 
   printAgentLogOnFailure(() => agent);
@@ -442,6 +443,43 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     await cs("disassociateIpAddress", { id: address.id as string });
     expect((await cs("listPublicIpAddresses", { associatednetworkid: network.id as string })).count).toBe(1);
     await cs("destroyVirtualMachine", { id: deployed.id as string, expunge: "true" });
+  });
+
+  it("takes the router down with its host (the fence watchdog), and makes it again when the host is back", async () => {
+    const natAddress = (await client.get<PublicIPAddress>(Resources.publicIPAddresses, "web-ip", namespace))
+      .status?.address as string;
+    expect(await fetchFrom(outside, `http://${natAddress}/`)).toBe("hello-web\n");
+    const net = await network();
+    const id = routerId(await agentOwner(client, host), net.metadata.uid as string);
+    await agent?.stop("SIGKILL");
+    // Past the Lease's deadline the watchdog removes the router: its addresses answer nowhere.
+    await waitFor(
+      "the watchdog to remove the router",
+      async () => ((await ip("netns", "list")).stdout.includes(routerNamespace(id)) ? undefined : true),
+      { timeoutMs: 90_000 },
+    );
+    expect(await fetchFrom(outside, `http://${natAddress}/`)).toBe("unreachable");
+    const unplaced = await waitFor(
+      "the network to lose its router's host",
+      async () => {
+        const placed = condition(await network(), "RouterPlaced");
+        return placed?.status === "False" ? placed : undefined;
+      },
+      { timeoutMs: 90_000 },
+    );
+    expect(unplaced.reason).toBe("NoReadyHost");
+    agent = await startAgent();
+    expect(
+      await waitFor(
+        "the guest at its static-NAT address again",
+        async () => {
+          const body = await fetchFrom(outside, `http://${natAddress}/`);
+          return body === "unreachable" ? undefined : body;
+        },
+        { timeoutMs: 120_000 },
+      ),
+    ).toBe("hello-web\n");
+    expect((await network()).status?.router?.host).toBe(host);
   });
 
   it("removes the router, its public addresses and their claims with the network", async () => {
