@@ -14,6 +14,7 @@ import {
   type FirewallRule,
   type Host,
   type IPAddress,
+  type LoadBalancerRule,
   type Network,
   type PortForwardingRule,
   type PublicIPAddress,
@@ -108,6 +109,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly publicIPAddresses: Informer<PublicIPAddress>;
   readonly portForwardingRules: Informer<PortForwardingRule>;
   readonly firewallRules: Informer<FirewallRule>;
+  readonly loadBalancerRules: Informer<LoadBalancerRule>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly affinityGroups: Informer<AffinityGroup>;
@@ -160,6 +162,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.publicIPAddresses = informers.for<PublicIPAddress>(Resources.publicIPAddresses, indexed);
     this.portForwardingRules = informers.for<PortForwardingRule>(Resources.portForwardingRules, indexed);
     this.firewallRules = informers.for<FirewallRule>(Resources.firewallRules, indexed);
+    this.loadBalancerRules = informers.for<LoadBalancerRule>(Resources.loadBalancerRules, indexed);
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);

@@ -14,6 +14,7 @@ import { ISO_COMMANDS } from "./iso-commands.ts";
 import { JOB_COMMANDS } from "./job-commands.ts";
 import { KEY_PAIR_COMMANDS } from "./keypair-commands.ts";
 import { page } from "./listing.ts";
+import { LOAD_BALANCER_COMMANDS } from "./load-balancer-commands.ts";
 import { NETWORK_COMMANDS } from "./network-commands.ts";
 import { NETWORK_RULE_COMMANDS } from "./network-rule-commands.ts";
 import { OFFERING_COMMANDS } from "./offering-commands.ts";
@@ -55,6 +56,7 @@ export const COMMANDS: Record<string, Command> = {
   ...NETWORK_COMMANDS,
   ...PUBLIC_ADDRESS_COMMANDS,
   ...NETWORK_RULE_COMMANDS,
+  ...LOAD_BALANCER_COMMANDS,
   ...AFFINITY_COMMANDS,
   ...OFFERING_COMMANDS,
   ...STORAGE_POOL_COMMANDS,

@@ -128,7 +128,8 @@ function cachedTarget(api: CloudStackApi, job: AsyncJob): [KubeObject | undefine
     found(api.hosts, Resources.hosts) ??
     found(api.publicIPAddresses, Resources.publicIPAddresses) ??
     found(api.portForwardingRules, Resources.portForwardingRules) ??
-    found(api.firewallRules, Resources.firewallRules)
+    found(api.firewallRules, Resources.firewallRules) ??
+    found(api.loadBalancerRules, Resources.loadBalancerRules)
   );
 }
 
@@ -460,16 +461,23 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.publicIPAddresses, (pip) => byTarget(pip.metadata.uid as string))
       .watch(api.portForwardingRules, (rule) => byTarget(rule.metadata.uid as string))
       .watch(api.firewallRules, (rule) => byTarget(rule.metadata.uid as string))
-      // disableStaticNat ends when the network's router no longer maps the address.
-      .watch(api.networks, (network) =>
-        api.publicIPAddresses
+      .watch(api.loadBalancerRules, (rule) => byTarget(rule.metadata.uid as string))
+      // disableStaticNat and the load balancers' changes end when the network's router has them.
+      .watch(api.networks, (network) => {
+        const addresses = api.publicIPAddresses
           .list()
           .filter(
             (p) =>
               p.metadata.namespace === network.metadata.namespace && p.spec.network === network.metadata.name,
-          )
-          .flatMap((p) => byTarget(p.metadata.uid as string)),
-      )
+          );
+        const names = new Set(addresses.map((p) => p.metadata.name));
+        const balancers = api.loadBalancerRules
+          .list()
+          .filter(
+            (r) => r.metadata.namespace === network.metadata.namespace && names.has(r.spec.publicIPAddress),
+          );
+        return [...addresses, ...balancers].flatMap((o) => byTarget(o.metadata.uid as string));
+      })
       // deleteAccount's job ends when its namespace is gone.
       .watch(api.accountNamespaces, (namespace) => byTarget(namespace.metadata.uid as string))
       // A volume concerns its own jobs, (a ROOT volume) those of the VM that owns it, those of the

@@ -15,11 +15,15 @@ export function page(call: Call, itemKey: string, items: Json[]): Json {
   return listBody(itemKey, items.slice((number - 1) * size, number * size), items.length);
 }
 
-/** `id`, `name` (exact, as Terraform needs) and `keyword` (substring) filters. */
+/**
+ * `id`, `name` (exact, as Terraform needs) and `keyword` (substring) filters. `nameOf` is the
+ * CloudStack name where it is not the object's (a load-balancer rule's free-text name).
+ */
 export function filtered<T extends KubeObject>(
   call: Call,
   objects: T[],
   displayName: (o: T) => string | undefined = () => undefined,
+  nameOf: (o: T) => string | undefined = (o) => o.metadata.name,
 ): T[] {
   const id = call.params.get("id")?.toLowerCase();
   const ids = call.params.list("ids").map((i) => i.toLowerCase());
@@ -28,7 +32,7 @@ export function filtered<T extends KubeObject>(
   return objects
     .filter((o) => !id || o.metadata.uid === id)
     .filter((o) => ids.length === 0 || ids.includes(o.metadata.uid as string))
-    .filter((o) => !name || o.metadata.name === name)
+    .filter((o) => !name || nameOf(o) === name)
     .filter(
       (o) =>
         !keyword ||

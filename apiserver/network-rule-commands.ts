@@ -6,6 +6,7 @@
 // rule belongs to the port forward and goes with it.
 import {
   type FirewallRule,
+  type LoadBalancerRule,
   type PortForwardingRule,
   type PublicIPAddress,
   Resources,
@@ -20,12 +21,14 @@ import { filtered, inAccount, namespaced, ownedById, page, requireOwnAccount } f
 import { requireVmOnNetwork } from "./public-address-commands.ts";
 import { firewallRuleView, portForwardingRuleView } from "./public-address-views.ts";
 
+type NetworkRule = PortForwardingRule | FirewallRule | LoadBalancerRule;
+
 const IPV4_CIDR =
   /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\/([12]?\d|3[0-2])$/;
 /** As the CRD's limit: a firewall rule names at most this many source networks. */
 const MAX_CIDRS = 16;
 
-function port(call: Call, name: string, fallback?: number): number {
+export function port(call: Call, name: string, fallback?: number): number {
   const value = call.params.integer(name) ?? fallback;
   if (value === undefined) return Number(call.params.required(name));
   if (value < 1 || value > 65_535)
@@ -40,7 +43,7 @@ function portRange(call: Call, start: string, end: string) {
   return { start: first, end: last };
 }
 
-function cidrs(call: Call): string[] {
+export function cidrs(call: Call): string[] {
   const list = call.params.list("cidrlist");
   if (list.length > MAX_CIDRS)
     throw new ApiError(ERROR.PARAM, `cidrlist names ${list.length} networks; at most ${MAX_CIDRS}`);
@@ -49,7 +52,7 @@ function cidrs(call: Call): string[] {
 }
 
 /** What the commands of one kind of rule need to know of it. */
-interface RuleKind<T extends PortForwardingRule | FirewallRule> {
+export interface RuleKind<T extends NetworkRule> {
   kind: T["kind"];
   type: ResourceType;
   informer: (api: CloudStackApi) => Informer<T>;
@@ -58,7 +61,7 @@ interface RuleKind<T extends PortForwardingRule | FirewallRule> {
   itemKey: string;
 }
 
-const PORT_FORWARDS: RuleKind<PortForwardingRule> = {
+export const PORT_FORWARDS: RuleKind<PortForwardingRule> = {
   kind: "PortForwardingRule",
   type: Resources.portForwardingRules,
   informer: (api) => api.portForwardingRules,
@@ -66,7 +69,7 @@ const PORT_FORWARDS: RuleKind<PortForwardingRule> = {
   itemKey: "portforwardingrule",
 };
 
-const FIREWALL: RuleKind<FirewallRule> = {
+export const FIREWALL: RuleKind<FirewallRule> = {
   kind: "FirewallRule",
   type: Resources.firewallRules,
   informer: (api) => api.firewallRules,
@@ -78,9 +81,7 @@ const FIREWALL: RuleKind<FirewallRule> = {
 const REFUSALS = new Set(["NetworkRuleConflict", "StaticNatEnabled", "RuleLimitExceeded"]);
 
 /** A create job's end: Active ends it; a conflict fails it; a VM still getting its address waits. */
-function createOutcome<T extends PortForwardingRule | FirewallRule>(
-  rules: RuleKind<T>,
-): NonNullable<Command["outcome"]> {
+export function createOutcome<T extends NetworkRule>(rules: RuleKind<T>): NonNullable<Command["outcome"]> {
   return (job, api): Outcome => {
     const rule = jobObject(rules.informer(api), job, job.spec.target?.uid);
     if (!rule) return { error: { code: ERROR.INTERNAL, text: "the rule was deleted" } };
@@ -93,10 +94,7 @@ function createOutcome<T extends PortForwardingRule | FirewallRule>(
 }
 
 /** delete<Rule>: the job ends once the rule is gone (a port forward's own firewall rule with it). */
-function deleteCommand<T extends PortForwardingRule | FirewallRule>(
-  rules: RuleKind<T>,
-  command: string,
-): Command {
+export function deleteCommand<T extends NetworkRule>(rules: RuleKind<T>, command: string): Command {
   return {
     async: true,
     async handler(call) {
@@ -114,7 +112,7 @@ function deleteCommand<T extends PortForwardingRule | FirewallRule>(
   };
 }
 
-function listCommand<T extends PortForwardingRule | FirewallRule>(rules: RuleKind<T>): Command {
+function listCommand<T extends NetworkRule>(rules: RuleKind<T>): Command {
   return {
     async handler(call) {
       const listed = await rulesListed(call, rules.informer(call.api), rules.type);
@@ -127,18 +125,22 @@ function listCommand<T extends PortForwardingRule | FirewallRule>(rules: RuleKin
   };
 }
 
-/** The rules of the caller's reach on `ipaddressid`/`networkid`, with the list filters. */
-async function rulesListed<T extends PortForwardingRule | FirewallRule>(
+/**
+ * The rules of the caller's reach on the address (`addressParameter`) and `networkid`, with the
+ * list filters; `nameOf` is the rule's CloudStack name where it has one of its own.
+ */
+export async function rulesListed<T extends NetworkRule>(
   call: Call,
   informer: Informer<T>,
   type: ResourceType,
+  options: { addressParameter?: string; nameOf?: (rule: T) => string | undefined } = {},
 ): Promise<T[]> {
   const { api, params } = call;
-  const ipId = params.uuid("ipaddressid");
+  const ipId = params.uuid(options.addressParameter ?? "ipaddressid");
   const networkId = params.uuid("networkid");
   const addressOf = (rule: T) =>
     api.publicIPAddresses.get(`${rule.metadata.namespace}/${rule.spec.publicIPAddress}`);
-  return inAccount(call, filtered(call, await namespaced(call, informer, type)))
+  return inAccount(call, filtered(call, await namespaced(call, informer, type), undefined, options.nameOf))
     .filter((rule) => !ipId || addressOf(rule)?.metadata.uid === ipId)
     .filter((rule) => {
       const pip = addressOf(rule);
@@ -150,6 +152,57 @@ async function rulesListed<T extends PortForwardingRule | FirewallRule>(
     });
 }
 
+/** Makes a rule on `pip` as the caller, owned by the address so it goes with it. */
+export function createRule<T extends NetworkRule>(
+  call: Call,
+  rules: RuleKind<T>,
+  pip: PublicIPAddress,
+  namePrefix: string,
+  spec: Omit<T["spec"], "publicIPAddress">,
+): Promise<T> {
+  return call.caller.client.create<T>(rules.type, {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: rules.kind,
+    metadata: {
+      generateName: namePrefix,
+      namespace: pip.metadata.namespace as string,
+      ownerReferences: [ownedBy(pip)],
+    },
+    spec: { publicIPAddress: pip.metadata.name as string, ...spec },
+  } as unknown as T);
+}
+
+/**
+ * CloudStack's openfirewall: a firewall rule for the ports a port forward or load balancer takes,
+ * owned by that rule so it goes with it.
+ */
+export async function openFirewall(
+  call: Call,
+  owner: PortForwardingRule | LoadBalancerRule,
+  pip: PublicIPAddress,
+  protocol: "tcp" | "udp",
+  ports: { start: number; end: number },
+  sources: string[],
+): Promise<void> {
+  await call.caller.client.create<FirewallRule>(Resources.firewallRules, {
+    apiVersion: "stratus.io/v1alpha1",
+    kind: "FirewallRule",
+    metadata: {
+      generateName: `${owner.metadata.name}-`,
+      namespace: pip.metadata.namespace as string,
+      ownerReferences: [
+        {
+          apiVersion: "stratus.io/v1alpha1",
+          kind: owner.kind,
+          name: owner.metadata.name as string,
+          uid: owner.metadata.uid as string,
+        },
+      ],
+    },
+    spec: { publicIPAddress: pip.metadata.name as string, protocol, ports, cidrs: sources },
+  });
+}
+
 /** A rule goes with its public address, as CloudStack removes an address's rules when it is released. */
 const ownedBy = (pip: PublicIPAddress) => ({
   apiVersion: "stratus.io/v1alpha1",
@@ -158,9 +211,9 @@ const ownedBy = (pip: PublicIPAddress) => ({
   uid: pip.metadata.uid as string,
 });
 
-async function publicAddress(call: Call): Promise<PublicIPAddress> {
+export async function publicAddress(call: Call, parameter = "ipaddressid"): Promise<PublicIPAddress> {
   requireOwnAccount(call);
-  return ownedById(call, call.api.publicIPAddresses, Resources.publicIPAddresses, "ipaddressid");
+  return ownedById(call, call.api.publicIPAddresses, Resources.publicIPAddresses, parameter);
 }
 
 export const NETWORK_RULE_COMMANDS: Record<string, Command> = {
@@ -183,43 +236,15 @@ export const NETWORK_RULE_COMMANDS: Record<string, Command> = {
           ERROR.PARAM,
           `Can't create port forwarding rule: ip address ${pip.status?.address} has static nat enabled.`,
         );
-      const namespace = pip.metadata.namespace as string;
       const firewallCidrs = cidrs(call);
-      const rule = await call.caller.client.create<PortForwardingRule>(Resources.portForwardingRules, {
-        apiVersion: "stratus.io/v1alpha1",
-        kind: "PortForwardingRule",
-        metadata: { generateName: "pf-", namespace, ownerReferences: [ownedBy(pip)] },
-        spec: {
-          publicIPAddress: pip.metadata.name as string,
-          protocol,
-          publicPort,
-          privatePort,
-          virtualMachine: vm.metadata.name as string,
-        },
+      const rule = await createRule(call, PORT_FORWARDS, pip, "pf-", {
+        protocol,
+        publicPort,
+        privatePort,
+        virtualMachine: vm.metadata.name as string,
       });
       if (params.flag("openfirewall", true))
-        await call.caller.client.create<FirewallRule>(Resources.firewallRules, {
-          apiVersion: "stratus.io/v1alpha1",
-          kind: "FirewallRule",
-          metadata: {
-            generateName: `${rule.metadata.name}-`,
-            namespace,
-            ownerReferences: [
-              {
-                apiVersion: "stratus.io/v1alpha1",
-                kind: "PortForwardingRule",
-                name: rule.metadata.name as string,
-                uid: rule.metadata.uid as string,
-              },
-            ],
-          },
-          spec: {
-            publicIPAddress: pip.metadata.name as string,
-            protocol,
-            ports: publicPort,
-            cidrs: firewallCidrs,
-          },
-        });
+        await openFirewall(call, rule, pip, protocol, publicPort, firewallCidrs);
       return jobAnswer(call, "createPortForwardingRule", { ...rule, kind: "PortForwardingRule" });
     },
     outcome: createOutcome(PORT_FORWARDS),
@@ -248,20 +273,10 @@ export const NETWORK_RULE_COMMANDS: Record<string, Command> = {
       const hasPorts = params.get("startport") !== undefined;
       if (hasPorts && protocol !== "tcp" && protocol !== "udp")
         throw new ApiError(ERROR.PARAM, `startport and endport are for tcp and udp rules, not ${protocol}`);
-      const rule = await call.caller.client.create<FirewallRule>(Resources.firewallRules, {
-        apiVersion: "stratus.io/v1alpha1",
-        kind: "FirewallRule",
-        metadata: {
-          generateName: "fw-",
-          namespace: pip.metadata.namespace as string,
-          ownerReferences: [ownedBy(pip)],
-        },
-        spec: {
-          publicIPAddress: pip.metadata.name as string,
-          protocol: protocol as FirewallRule["spec"]["protocol"],
-          ...(hasPorts ? { ports: portRange(call, "startport", "endport") } : {}),
-          cidrs: cidrs(call),
-        },
+      const rule = await createRule(call, FIREWALL, pip, "fw-", {
+        protocol: protocol as FirewallRule["spec"]["protocol"],
+        ...(hasPorts ? { ports: portRange(call, "startport", "endport") } : {}),
+        cidrs: cidrs(call),
       });
       return jobAnswer(call, "createFirewallRule", { ...rule, kind: "FirewallRule" });
     },

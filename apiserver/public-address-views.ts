@@ -2,6 +2,7 @@
 // associateIpAddress), static NATs as IP forwarding rules, port-forwarding and firewall rules.
 import type {
   FirewallRule,
+  LoadBalancerRule,
   Network,
   PortForwardingRule,
   PublicIPAddress,
@@ -119,6 +120,33 @@ export function firewallRuleView(rule: FirewallRule, side: PublicSide): Json {
     networkid: uid(network),
     cidrlist: rule.spec.cidrs.join(","),
     state: ruleState(rule),
+    fordisplay: true,
+    tags: [],
+  });
+}
+
+export function loadBalancerRuleView(rule: LoadBalancerRule, side: PublicSide): Json {
+  const namespace = rule.metadata.namespace as string;
+  const pip = side.publicAddress(namespace, rule.spec.publicIPAddress);
+  const network = pip ? side.network(namespace, pip.spec.network) : undefined;
+  const zone = network ? side.zone(network.spec.zone) : undefined;
+  return compact({
+    id: uid(rule),
+    name: rule.spec.displayName ?? (rule.metadata.name as string),
+    description: rule.spec.description,
+    publicipid: uid(pip),
+    publicip: pip?.status?.address,
+    publicport: String(rule.spec.publicPort),
+    privateport: String(rule.spec.privatePort),
+    algorithm: rule.spec.algorithm ?? "roundrobin",
+    protocol: rule.spec.protocol ?? "tcp",
+    networkid: uid(network),
+    zoneid: uid(zone),
+    zonename: network?.spec.zone,
+    account: namespace,
+    domain: "ROOT",
+    state: ruleState(rule),
+    cidrlist: "",
     fordisplay: true,
     tags: [],
   });

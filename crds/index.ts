@@ -7,7 +7,7 @@ import { GuestVlanKind } from "./kinds/guest-vlan.ts";
 import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
-import { FirewallRuleKind, PortForwardingRuleKind } from "./kinds/network-rules.ts";
+import { FirewallRuleKind, LoadBalancerRuleKind, PortForwardingRuleKind } from "./kinds/network-rules.ts";
 import { PublicIPAddressKind, PublicIPClaimKind } from "./kinds/public-ip-address.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
 import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
@@ -25,6 +25,7 @@ export { API_VERSION, GROUP, resourceOf, VERSION } from "./definition.ts";
 export { AFFINITY_TYPES, type AffinityType } from "./kinds/affinity-group.ts";
 export { guestVlanName } from "./kinds/guest-vlan.ts";
 export { ipAddressName } from "./kinds/ip-address.ts";
+export { MAX_BALANCED_VMS } from "./kinds/network-rules.ts";
 export { publicIPClaimName, sourceNatName } from "./kinds/public-ip-address.ts";
 export { SNAPSHOT_INTERVALS, type SnapshotInterval } from "./kinds/snapshot-policy.ts";
 export { sshKeyPairObjectName } from "./kinds/ssh-key-pair.ts";
@@ -73,6 +74,7 @@ export const KINDS: readonly KindDefinition[] = [
   PublicIPClaimKind,
   PortForwardingRuleKind,
   FirewallRuleKind,
+  LoadBalancerRuleKind,
   AffinityGroupKind,
   AsyncJobKind,
   SSHKeyPairKind,
@@ -87,6 +89,7 @@ export {
   GuestVlanKind,
   HostKind,
   IPAddressKind,
+  LoadBalancerRuleKind,
   NetworkKind,
   PortForwardingRuleKind,
   PublicIPAddressKind,
@@ -121,6 +124,7 @@ export type PublicIPAddress = ObjectOf<typeof PublicIPAddressKind>;
 export type PublicIPClaim = ObjectOf<typeof PublicIPClaimKind>;
 export type PortForwardingRule = ObjectOf<typeof PortForwardingRuleKind>;
 export type FirewallRule = ObjectOf<typeof FirewallRuleKind>;
+export type LoadBalancerRule = ObjectOf<typeof LoadBalancerRuleKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export type AffinityGroup = ObjectOf<typeof AffinityGroupKind>;
 export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
@@ -146,6 +150,7 @@ export const Resources = {
   publicIPClaims: resourceOf(PublicIPClaimKind),
   portForwardingRules: resourceOf(PortForwardingRuleKind),
   firewallRules: resourceOf(FirewallRuleKind),
+  loadBalancerRules: resourceOf(LoadBalancerRuleKind),
   asyncJobs: resourceOf(AsyncJobKind),
   affinityGroups: resourceOf(AffinityGroupKind),
   sshKeyPairs: resourceOf(SSHKeyPairKind),

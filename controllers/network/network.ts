@@ -185,6 +185,9 @@ export function networkComponent(settings: ControllerSettings): Component {
         .watch(routing.portForwards, (r) =>
           routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
         )
+        .watch(routing.loadBalancers, (r) =>
+          routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
+        )
         .watch(routing.firewall, (r) =>
           routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
         )

@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import type { FirewallRule, PortForwardingRule, PublicIPAddress } from "../../crds/index.ts";
+import type {
+  FirewallRule,
+  LoadBalancerRule,
+  PortForwardingRule,
+  PublicIPAddress,
+} from "../../crds/index.ts";
 import { planRouter, type RouterInputs } from "./router-config.ts";
 
 let clock = 0;
@@ -49,6 +54,19 @@ const firewall = (name: string, publicIp: string): FirewallRule => ({
   },
 });
 
+const balancer = (name: string, publicIp: string, port: number, vms: string[]): LoadBalancerRule => ({
+  apiVersion: "stratus.io/v1alpha1",
+  kind: "LoadBalancerRule",
+  metadata: meta(name),
+  spec: {
+    publicIPAddress: publicIp,
+    protocol: "tcp",
+    publicPort: port,
+    privatePort: 80,
+    virtualMachines: vms,
+  },
+});
+
 const snat = pip("net-snat", "198.51.100.10");
 const extra = pip("extra", "198.51.100.11");
 const guests: Record<string, string> = { web: "10.1.1.5", db: "10.1.1.6" };
@@ -57,6 +75,7 @@ const inputs = (overrides: Partial<RouterInputs>): RouterInputs => ({
   sourceNat: snat,
   publicAddresses: [snat, extra],
   portForwards: [],
+  loadBalancers: [],
   firewall: [],
   guestAddress: (vm) => guests[vm],
   ...overrides,
@@ -71,6 +90,7 @@ describe("an isolated network's router configuration", () => {
       sourceNatAddress: "198.51.100.10",
       publicAddresses: ["198.51.100.10", "198.51.100.11"],
       staticNat: [],
+      loadBalancers: [],
       portForwards: [
         {
           publicAddress: "198.51.100.10",
@@ -147,6 +167,41 @@ describe("an isolated network's router configuration", () => {
     });
     expect(plan.verdicts.get("fwr/fw")).toMatchObject({ status: "False", reason: "PublicIPAddressNotFound" });
     expect(plan.config?.portForwards).toEqual([]);
+  });
+
+  it("spreads a load balancer over its VMs that have an address, and shares the address's ports with port forwards", () => {
+    const web = balancer("web", "extra", 80, ["web", "db", "elsewhere"]);
+    const plan = planRouter(
+      inputs({
+        loadBalancers: [web, balancer("late", "extra", 80, ["web"])],
+        portForwards: [forward("forward-late", "extra", 80)],
+      }),
+    );
+    expect(plan.config?.loadBalancers).toEqual([
+      {
+        publicAddress: "198.51.100.11",
+        protocol: "tcp",
+        publicPort: 80,
+        privatePort: 80,
+        algorithm: "roundrobin",
+        guestAddresses: ["10.1.1.5", "10.1.1.6"],
+      },
+    ]);
+    expect(plan.verdicts.get("lbr/web")).toMatchObject({ status: "True", reason: "Active" });
+    for (const key of ["lbr/late", "pfr/forward-late"])
+      expect(plan.verdicts.get(key)).toMatchObject({
+        status: "False",
+        reason: "NetworkRuleConflict",
+        message: "The range specified, 80, conflicts with rule web which has 80",
+      });
+  });
+
+  it("refuses a load balancer on a static-NAT address", () => {
+    const nat = pip("nat", "198.51.100.12", "db");
+    const plan = planRouter(
+      inputs({ publicAddresses: [snat, nat], loadBalancers: [balancer("lb", "nat", 80, ["web"])] }),
+    );
+    expect(plan.verdicts.get("lbr/lb")).toMatchObject({ status: "False", reason: "StaticNatEnabled" });
   });
 
   it("configures no router before the source-NAT address is allocated", () => {

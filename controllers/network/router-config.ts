@@ -3,11 +3,19 @@
 // manager settles them, oldest rule first: a port range used twice on one address and protocol, or
 // a port forward on an address with static NAT, is refused with CloudStack's message and never
 // reaches the router. A rule whose VM has no address on the network waits for one.
-import type { FirewallRule, Network, PortForwardingRule, PublicIPAddress } from "../../crds/index.ts";
+import type {
+  FirewallRule,
+  LoadBalancerRule,
+  Network,
+  PortForwardingRule,
+  PublicIPAddress,
+} from "../../crds/index.ts";
 import type { ConditionInput } from "../../runtime/conditions.ts";
 
 /** At most this many port forwards, and this many firewall rules, per network (as the CRD's status). */
 export const MAX_RULES = 256;
+/** At most this many load balancers per network (as the CRD's status). */
+export const MAX_LOAD_BALANCERS = 64;
 
 export type RouterStatus = NonNullable<NonNullable<Network["status"]>["router"]>;
 export type RouterConfig = Omit<RouterStatus, "host">;
@@ -18,6 +26,7 @@ export interface RouterInputs {
   /** Every PublicIPAddress of the network, the source-NAT one among them. */
   publicAddresses: readonly PublicIPAddress[];
   portForwards: readonly PortForwardingRule[];
+  loadBalancers: readonly LoadBalancerRule[];
   firewall: readonly FirewallRule[];
   /** The address of a VM of the account on this network, if it has one. */
   guestAddress(vm: string): string | undefined;
@@ -26,7 +35,7 @@ export interface RouterInputs {
 export interface RouterPlan {
   /** Undefined until the source-NAT address is allocated: a router without one serves no purpose. */
   config: RouterConfig | undefined;
-  /** The Accepted condition of each rule, by object name ("pfr/<name>" or "fwr/<name>"). */
+  /** The Accepted condition of each rule, by kind and name ("pfr/<name>", "lbr/<name>", "fwr/<name>"). */
   verdicts: Map<string, ConditionInput>;
 }
 
@@ -47,8 +56,47 @@ const refused = (reason: string, message: string): ConditionInput => ({
   message,
 });
 
+const active = (message: string): ConditionInput => ({
+  type: "Accepted",
+  status: "True",
+  reason: "Active",
+  message,
+});
+
+const notOnNetwork = (vm: string, publicAddress: string) =>
+  refused("VirtualMachineNotOnNetwork", `VM ${vm} has no address on the network of ${publicAddress} (yet).`);
+
+/** The public ports a port forward or a load balancer takes on its address. */
+interface PortUse {
+  /** The verdict's key: "pfr/<name>" or "lbr/<name>". */
+  key: string;
+  name: string;
+  what: "port forwarding" | "load balancing";
+  publicIPAddress: string;
+  protocol: string;
+  ports: { start: number; end: number };
+}
+
+const forwardUse = (rule: PortForwardingRule): PortUse => ({
+  key: `pfr/${rule.metadata.name}`,
+  name: rule.metadata.name as string,
+  what: "port forwarding",
+  publicIPAddress: rule.spec.publicIPAddress,
+  protocol: rule.spec.protocol,
+  ports: rule.spec.publicPort,
+});
+
+const balancerUse = (rule: LoadBalancerRule): PortUse => ({
+  key: `lbr/${rule.metadata.name}`,
+  name: rule.metadata.name as string,
+  what: "load balancing",
+  publicIPAddress: rule.spec.publicIPAddress,
+  protocol: rule.spec.protocol ?? "tcp",
+  ports: { start: rule.spec.publicPort, end: rule.spec.publicPort },
+});
+
 const tooMany = (kind: string) =>
-  refused("RuleLimitExceeded", `The network has ${MAX_RULES} ${kind} rules, the most a router holds.`);
+  refused("RuleLimitExceeded", `The network has the most ${kind} rules a router holds.`);
 
 export function planRouter(inputs: RouterInputs): RouterPlan {
   const verdicts = new Map<string, ConditionInput>();
@@ -76,73 +124,89 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
       `PublicIPAddress ${name} is not an allocated public address of this network.`,
     );
 
+  // Port forwards and load balancers share each address's ports: judged together, oldest first.
   const portForwards: RouterConfig["portForwards"] = [];
-  const acceptedForwards: PortForwardingRule[] = [];
-  for (const rule of [...inputs.portForwards].sort(byAge)) {
-    const key = `pfr/${rule.metadata.name}`;
-    const publicAddress = addressOf.get(rule.spec.publicIPAddress);
+  const loadBalancers: RouterConfig["loadBalancers"] = [];
+  const taken: PortUse[] = [];
+  const claims = [
+    ...inputs.portForwards.map((forward) => ({ rule: forward, forward, use: forwardUse(forward) })),
+    ...inputs.loadBalancers.map((balancer) => ({ rule: balancer, balancer, use: balancerUse(balancer) })),
+  ].sort((a, b) => byAge(a.rule, b.rule));
+  for (const claim of claims) {
+    const { use } = claim;
+    const key = use.key;
+    const publicAddress = addressOf.get(use.publicIPAddress);
     if (!publicAddress) {
-      verdicts.set(key, unknownAddress(rule.spec.publicIPAddress));
+      verdicts.set(key, unknownAddress(use.publicIPAddress));
       continue;
     }
     if (
-      staticNatted.has(rule.spec.publicIPAddress) ||
-      inputs.publicAddresses.some((p) => p.metadata.name === rule.spec.publicIPAddress && p.spec.staticNat)
+      staticNatted.has(use.publicIPAddress) ||
+      inputs.publicAddresses.some((p) => p.metadata.name === use.publicIPAddress && p.spec.staticNat)
     ) {
       verdicts.set(
         key,
         refused(
           "StaticNatEnabled",
-          `Can't create port forwarding rule: ip address ${publicAddress} has static nat enabled.`,
+          `Can't create ${use.what} rule: ip address ${publicAddress} has static nat enabled.`,
         ),
       );
       continue;
     }
-    if (acceptedForwards.length >= MAX_RULES) {
-      verdicts.set(key, tooMany("port-forwarding"));
+    const most = use.what === "load balancing" ? MAX_LOAD_BALANCERS : MAX_RULES;
+    if (taken.filter((t) => t.what === use.what).length >= most) {
+      verdicts.set(key, tooMany(use.what));
       continue;
     }
-    const conflict = acceptedForwards.find(
+    const conflict = taken.find(
       (other) =>
-        other.spec.publicIPAddress === rule.spec.publicIPAddress &&
-        other.spec.protocol === rule.spec.protocol &&
-        overlaps(other.spec.publicPort, rule.spec.publicPort),
+        other.publicIPAddress === use.publicIPAddress &&
+        other.protocol === use.protocol &&
+        overlaps(other.ports, use.ports),
     );
     if (conflict) {
       verdicts.set(
         key,
         refused(
           "NetworkRuleConflict",
-          `The range specified, ${range(rule.spec.publicPort)}, conflicts with rule ${conflict.metadata.name} which has ${range(conflict.spec.publicPort)}`,
+          `The range specified, ${range(use.ports)}, conflicts with rule ${conflict.name} which has ${range(conflict.ports)}`,
         ),
       );
       continue;
     }
-    const guestAddress = inputs.guestAddress(rule.spec.virtualMachine);
-    if (!guestAddress) {
+    if ("forward" in claim) {
+      const rule = claim.forward;
+      const guestAddress = inputs.guestAddress(rule.spec.virtualMachine);
+      if (!guestAddress) {
+        verdicts.set(key, notOnNetwork(rule.spec.virtualMachine, use.publicIPAddress));
+        continue;
+      }
+      portForwards.push({
+        publicAddress,
+        protocol: rule.spec.protocol,
+        publicPort: rule.spec.publicPort,
+        guestAddress,
+        privatePort: rule.spec.privatePort,
+      });
+      verdicts.set(key, active(`${publicAddress}:${range(use.ports)} goes to ${guestAddress}.`));
+    } else {
+      const rule = claim.balancer;
+      // A member without an address on the network (yet) is left out; the others serve.
+      const guestAddresses = rule.spec.virtualMachines.flatMap((vm) => inputs.guestAddress(vm) ?? []);
+      loadBalancers.push({
+        publicAddress,
+        protocol: use.protocol as "tcp" | "udp",
+        publicPort: rule.spec.publicPort,
+        privatePort: rule.spec.privatePort,
+        algorithm: rule.spec.algorithm ?? "roundrobin",
+        guestAddresses,
+      });
       verdicts.set(
         key,
-        refused(
-          "VirtualMachineNotOnNetwork",
-          `VM ${rule.spec.virtualMachine} has no address on the network of ${rule.spec.publicIPAddress} (yet).`,
-        ),
+        active(`${publicAddress}:${rule.spec.publicPort} is spread over ${guestAddresses.length} VM(s).`),
       );
-      continue;
     }
-    acceptedForwards.push(rule);
-    portForwards.push({
-      publicAddress,
-      protocol: rule.spec.protocol,
-      publicPort: rule.spec.publicPort,
-      guestAddress,
-      privatePort: rule.spec.privatePort,
-    });
-    verdicts.set(key, {
-      type: "Accepted",
-      status: "True",
-      reason: "Active",
-      message: `${publicAddress}:${range(rule.spec.publicPort)} goes to ${guestAddress}.`,
-    });
+    taken.push(use);
   }
 
   const firewall: RouterConfig["firewall"] = [];
@@ -163,12 +227,7 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
       ...(rule.spec.ports ? { ports: rule.spec.ports } : {}),
       cidrs: [...rule.spec.cidrs],
     });
-    verdicts.set(key, {
-      type: "Accepted",
-      status: "True",
-      reason: "Active",
-      message: `Open on ${publicAddress}.`,
-    });
+    verdicts.set(key, active(`Open on ${publicAddress}.`));
   }
 
   if (!sourceNatAddress) return { config: undefined, verdicts };
@@ -179,6 +238,7 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
       publicAddresses: [sourceNatAddress, ...others],
       staticNat,
       portForwards,
+      loadBalancers,
       firewall,
     },
     verdicts,

@@ -10,6 +10,7 @@ import {
   type FirewallRule,
   type Host,
   type IPAddress,
+  type LoadBalancerRule,
   type Network,
   type PortForwardingRule,
   type PublicIPAddress,
@@ -81,6 +82,13 @@ export function placeRouter(
     )[0];
 }
 
+/** The kinds of rule by the prefix of their verdicts' keys (router-config.ts). */
+const RULE_KINDS = {
+  pfr: Resources.portForwardingRules,
+  lbr: Resources.loadBalancerRules,
+  fwr: Resources.firewallRules,
+} as const;
+
 export interface RouterOutcome {
   router?: RouterStatus;
   condition?: ConditionInput;
@@ -98,6 +106,9 @@ export function routerInformers(informers: InformerFactory) {
       indexers: { address: (r) => [`${r.metadata.namespace}/${r.spec.publicIPAddress}`] },
     }),
     firewall: informers.for<FirewallRule>(Resources.firewallRules, {
+      indexers: { address: (r) => [`${r.metadata.namespace}/${r.spec.publicIPAddress}`] },
+    }),
+    loadBalancers: informers.for<LoadBalancerRule>(Resources.loadBalancerRules, {
       indexers: { address: (r) => [`${r.metadata.namespace}/${r.spec.publicIPAddress}`] },
     }),
     hosts: informers.for<Host>(Resources.hosts, { indexers: { zone: (h) => [h.spec.zone] } }),
@@ -156,6 +167,8 @@ export class Routers {
         await remove(Resources.portForwardingRules, rule);
       for (const rule of this.informers.firewall.byIndex("address", objectKey(pip)))
         await remove(Resources.firewallRules, rule);
+      for (const rule of this.informers.loadBalancers.byIndex("address", objectKey(pip)))
+        await remove(Resources.loadBalancerRules, rule);
       await remove(Resources.publicIPAddresses, pip);
       log.info(
         { address: pip.status?.address, name: pip.metadata.name },
@@ -215,6 +228,7 @@ export class Routers {
       publicAddresses: allocated,
       portForwards: allocated.flatMap((p) => this.informers.portForwards.byIndex("address", objectKey(p))),
       firewall: allocated.flatMap((p) => this.informers.firewall.byIndex("address", objectKey(p))),
+      loadBalancers: allocated.flatMap((p) => this.informers.loadBalancers.byIndex("address", objectKey(p))),
       guestAddress: (vm) => guestAddresses.get(vm),
     });
     for (const pip of allocated)
@@ -400,14 +414,13 @@ export class Routers {
   ): Promise<void> {
     const namespace = network.metadata.namespace as string;
     for (const [key, verdict] of verdicts) {
-      const [kind, name] = key.split("/") as ["pfr" | "fwr", string];
-      const [type, informer] =
-        kind === "pfr"
-          ? [
-              Resources.portForwardingRules,
-              this.informers.portForwards as Informer<PortForwardingRule | FirewallRule>,
-            ]
-          : [Resources.firewallRules, this.informers.firewall as Informer<PortForwardingRule | FirewallRule>];
+      const [kind, name] = key.split("/") as [keyof typeof RULE_KINDS, string];
+      const type = RULE_KINDS[kind];
+      const informer = {
+        pfr: this.informers.portForwards,
+        lbr: this.informers.loadBalancers,
+        fwr: this.informers.firewall,
+      }[kind] as Informer<PortForwardingRule | LoadBalancerRule | FirewallRule>;
       const rule = informer.get(`${namespace}/${name}`);
       if (!rule) continue;
       await applyStatus(

@@ -153,3 +153,75 @@ export const FirewallRuleKind = defineKind({
   ],
   selectableFields: [".spec.publicIPAddress"],
 });
+
+/** As many VMs as one load-balancer rule spreads over. */
+export const MAX_BALANCED_VMS = 64;
+
+export const LoadBalancerRuleKind = defineKind({
+  kind: "LoadBalancerRule",
+  plural: "loadbalancerrules",
+  singular: "loadbalancerrule",
+  shortNames: ["lbr"],
+  scope: "Namespaced",
+  description:
+    "Spreads a public address's port over VMs of its network (CloudStack's createLoadBalancerRule), by the router's kernel: roundrobin per connection, or by source address. Traffic passes only where a FirewallRule on the address allows it.",
+  spec: Type.Object(
+    {
+      publicIPAddress: ObjectName({
+        description: "The account's PublicIPAddress the rule is on.",
+        "x-kubernetes-validations": [
+          { rule: "self == oldSelf", message: "publicIPAddress cannot be changed" },
+        ],
+      }),
+      protocol: Type.Optional(
+        StringEnum(["tcp", "udp"] as const, {
+          default: "tcp",
+          description: "The transport protocol.",
+          "x-kubernetes-validations": [{ rule: "self == oldSelf", message: "protocol cannot be changed" }],
+        }),
+      ),
+      displayName: Type.Optional(
+        Type.String({ maxLength: 255, description: "CloudStack's name of the rule." }),
+      ),
+      description: Type.Optional(Type.String({ maxLength: 4096, description: "What the rule is for." })),
+      publicPort: Port("The public port."),
+      privatePort: Port("The VMs' port."),
+      algorithm: Type.Optional(
+        StringEnum(["roundrobin", "source"] as const, {
+          default: "roundrobin",
+          description:
+            "roundrobin: each new connection to the next VM; source: a source address always to the same VM. (CloudStack's leastconn needs a proxy that counts connections; Stratus balances in the kernel and refuses it.)",
+        }),
+      ),
+      virtualMachines: Type.Array(ObjectName({ description: "A VM of the address's network." }), {
+        maxItems: MAX_BALANCED_VMS,
+        description:
+          "The VMs the port is spread over (assignToLoadBalancerRule, removeFromLoadBalancerRule).",
+        "x-kubernetes-list-type": "set",
+      }),
+    },
+    {
+      description: "The rule. Its VMs and algorithm may change; its address, protocol and ports may not.",
+      "x-kubernetes-validations": [
+        {
+          rule: "self.publicPort == oldSelf.publicPort && self.privatePort == oldSelf.privatePort",
+          message: "the ports of a LoadBalancerRule cannot be changed; delete it and create another",
+        },
+      ],
+    },
+  ),
+  status: ruleStatus,
+  printerColumns: [
+    ...addressColumns,
+    { name: "Public", type: "integer", jsonPath: ".spec.publicPort", description: "Public port." },
+    { name: "Private", type: "integer", jsonPath: ".spec.privatePort", description: "Private port." },
+    {
+      name: "Algorithm",
+      type: "string",
+      jsonPath: ".spec.algorithm",
+      description: "How connections spread.",
+    },
+    ...stateColumns,
+  ],
+  selectableFields: [".spec.publicIPAddress"],
+});

@@ -161,6 +161,26 @@ export const NetworkKind = defineKind({
               ),
               { maxItems: 256, description: "Port forwards in force.", "x-kubernetes-list-type": "atomic" },
             ),
+            loadBalancers: Type.Array(
+              Type.Object(
+                {
+                  publicAddress: IPv4Address({ description: "Public address." }),
+                  protocol: StringEnum(["tcp", "udp"] as const, { description: "Protocol." }),
+                  publicPort: Type.Integer({ minimum: 1, maximum: 65_535, description: "Public port." }),
+                  privatePort: Type.Integer({ minimum: 1, maximum: 65_535, description: "The VMs' port." }),
+                  algorithm: StringEnum(["roundrobin", "source"] as const, {
+                    description: "How connections spread.",
+                  }),
+                  guestAddresses: Type.Array(IPv4Address({ description: "A VM's address." }), {
+                    maxItems: 64,
+                    description: "The VMs' addresses.",
+                    "x-kubernetes-list-type": "atomic",
+                  }),
+                },
+                { description: "An accepted load-balancer rule." },
+              ),
+              { maxItems: 64, description: "Load balancers in force.", "x-kubernetes-list-type": "atomic" },
+            ),
             firewall: Type.Array(
               Type.Object(
                 {

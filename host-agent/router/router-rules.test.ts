@@ -15,6 +15,32 @@ describe("routerRuleset", () => {
     expect(text).not.toContain("dnat");
   });
 
+  it("spreads a load balancer's connections over its guests in the kernel, by turn or by source address", () => {
+    const balanced = (algorithm: "roundrobin" | "source", guestIps: string[]) =>
+      routerRuleset({
+        ...base,
+        loadBalancers: [
+          {
+            publicIp: "198.51.100.11",
+            protocol: "tcp",
+            publicPort: 80,
+            guestPort: 8080,
+            guestIps,
+            algorithm,
+          },
+        ],
+      });
+    expect(balanced("roundrobin", ["10.1.1.5", "10.1.1.6"])).toContain(
+      'iifname "public" ip daddr 198.51.100.11 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 10.1.1.5, 1 : 10.1.1.6 } : 8080',
+    );
+    expect(balanced("source", ["10.1.1.5"])).toContain(
+      "dnat to jhash ip saddr mod 1 map { 0 : 10.1.1.5 } : 8080",
+    );
+    // No member: nothing answers, rather than an empty map nft refuses.
+    expect(balanced("roundrobin", [])).not.toContain("dnat");
+    expect(() => balanced("roundrobin", ["10.1.1.5; flush ruleset"])).toThrow(RouterRuleError);
+  });
+
   it("forwards ports and opens them only from the firewall rule's CIDRs, by the original destination", () => {
     const text = routerRuleset({
       ...base,

@@ -32,6 +32,20 @@ export interface StaticNat {
   guestIp: string;
 }
 
+/**
+ * A public port spread over guests (CloudStack's load-balancer rule), by the kernel: each new
+ * connection goes to the next guest (roundrobin) or to the guest its source address hashes to
+ * (source); connection tracking keeps it there.
+ */
+export interface LoadBalancer {
+  publicIp: string;
+  protocol: Protocol;
+  publicPort: number;
+  guestPort: number;
+  guestIps: string[];
+  algorithm: "roundrobin" | "source";
+}
+
 /** Ingress to a public address: allowed from these CIDRs (CloudStack's createFirewallRule). */
 export interface FirewallRule {
   publicIp: string;
@@ -56,6 +70,7 @@ export interface RouterRules {
   sourceNatIp: string;
   staticNat: StaticNat[];
   portForwards: PortForward[];
+  loadBalancers: LoadBalancer[];
   firewall: FirewallRule[];
   /** The network offering's default: guests may go out unless a rule says otherwise (true), or only where rules allow (false). */
   egressDefaultAllow: boolean;
@@ -121,6 +136,18 @@ export function routerRuleset(rules: RouterRules): string {
     const target = single ? `${guestIp}:${rule.guestPorts.start}` : guestIp;
     prerouting.push(
       `iifname "${PUBLIC_LINK}" ip daddr ${address(rule.publicIp, what)} ${rule.protocol} dport ${publicPorts} dnat to ${target}`,
+    );
+  }
+  for (const [i, balancer] of rules.loadBalancers.entries()) {
+    const what = `load balancer ${i + 1}`;
+    const publicPort = ports({ start: balancer.publicPort, end: balancer.publicPort }, what);
+    const guestPort = ports({ start: balancer.guestPort, end: balancer.guestPort }, what);
+    const guests = balancer.guestIps.map((guest) => address(guest, what));
+    if (guests.length === 0) continue; // no member: nothing answers, as a balancer with no backend
+    const choice = balancer.algorithm === "source" ? "jhash ip saddr" : "numgen inc";
+    const members = guests.map((guest, n) => `${n} : ${guest}`).join(", ");
+    prerouting.push(
+      `iifname "${PUBLIC_LINK}" ip daddr ${address(balancer.publicIp, what)} ${balancer.protocol} dport ${publicPort} dnat to ${choice} mod ${guests.length} map { ${members} } : ${guestPort}`,
     );
   }
   for (const [i, nat] of rules.staticNat.entries()) {

@@ -50,6 +50,14 @@ export function rulesFor(network: Network, router: RouterStatus): RouterRules {
       guestIp: f.guestAddress,
       guestPorts: f.privatePort,
     })),
+    loadBalancers: (router.loadBalancers ?? []).map((b) => ({
+      publicIp: b.publicAddress,
+      protocol: b.protocol,
+      publicPort: b.publicPort,
+      guestPort: b.privatePort,
+      guestIps: b.guestAddresses,
+      algorithm: b.algorithm,
+    })),
     firewall: router.firewall.map((f) => ({
       publicIp: f.publicAddress,
       protocol: f.protocol,

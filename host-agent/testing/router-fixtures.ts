@@ -17,6 +17,7 @@ export const BASE_RULES: RouterRules = {
   sourceNatIp: "198.51.100.10",
   staticNat: [],
   portForwards: [],
+  loadBalancers: [],
   firewall: [],
   egressDefaultAllow: true,
   egress: [],

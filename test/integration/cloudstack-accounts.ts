@@ -170,6 +170,7 @@ export async function makeAccount(
           "publicipaddresses",
           "portforwardingrules",
           "firewallrules",
+          "loadbalancerrules",
         ],
         verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
       },

@@ -315,6 +315,61 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     expect(await accepted("on-nat", "False")).toMatchObject({ reason: "StaticNatEnabled" });
   });
 
+  it("spreads a load-balancer rule's port over two guests, both answering, and follows its VMs", async () => {
+    const web2 = await bootGuest("web2");
+    await serveOnGuest(web2.consoleSocket, 80, "hello-web2");
+    await apply(resource("PublicIPAddress", "lb-ip", { network: "rt-net" }));
+    await apply(
+      resource("LoadBalancerRule", "web-lb", {
+        publicIPAddress: "lb-ip",
+        publicPort: 80,
+        privatePort: 80,
+        virtualMachines: ["web", "web2"],
+      }),
+    );
+    await apply(
+      resource("FirewallRule", "lb-80", {
+        publicIPAddress: "lb-ip",
+        protocol: "tcp",
+        ports: { start: 80, end: 80 },
+        cidrs: ["0.0.0.0/0"],
+      }),
+    );
+    const lbAddress = await waitFor("the load balancer's address", async () => {
+      const pip = await client.get<PublicIPAddress>(Resources.publicIPAddresses, "lb-ip", namespace);
+      return pip.status?.address;
+    });
+    const seen = new Set<string>();
+    await waitFor("both guests to answer at the load balancer", async () => {
+      seen.add(await fetchFrom(outside, `http://${lbAddress}/`));
+      return seen.has("hello-web\n") && seen.has("hello-web2\n") ? true : undefined;
+    });
+    expect([...seen].filter((body) => body !== "unreachable").sort()).toEqual([
+      "hello-web\n",
+      "hello-web2\n",
+    ]);
+    const shown = (await kubectl(kubeconfigPath, ["get", "lbr", "web-lb", "-n", namespace])).stdout;
+    expect(shown).toMatch(/web-lb\s+lb-ip\s+tcp\s+80\s+80\s+roundrobin\s+Active/);
+
+    // Down to one VM: only it answers.
+    await apply(
+      resource("LoadBalancerRule", "web-lb", {
+        publicIPAddress: "lb-ip",
+        publicPort: 80,
+        privatePort: 80,
+        virtualMachines: ["web2"],
+      }),
+    );
+    await waitFor("the load balancer to follow its VMs", async () => {
+      const bodies = new Set<string>();
+      for (let i = 0; i < 4; i++) bodies.add(await fetchFrom(outside, `http://${lbAddress}/`));
+      return bodies.size === 1 && bodies.has("hello-web2\n") ? true : undefined;
+    });
+    // This host has room for two guests: the next test's account needs one.
+    await client.delete(Resources.virtualMachines, "web2", namespace);
+    await waitUntilGone(client, Resources.virtualMachines, "web2", namespace, { timeoutMs: 120_000 });
+  });
+
   it("gives a CloudStack user the same through cs: an address, a port forward that opens its firewall, isolation from the other account", async () => {
     const bob = await makeAccount(client, {
       keysNamespace: namespace,
@@ -431,6 +486,56 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     expect(await probe(bobConsole, web.address, 80)).toBe("closed");
     expect(await probe(web.consoleSocket, bobAddress, 80)).toBe("closed");
 
+    // A load balancer through the API: created, given the VM, answering; leastconn refused.
+    const lbAddress = (await cs("associateIpAddress", { networkid: network.id as string })).ipaddress as Row;
+    const leastconn = await signedRequest(api?.endpoint as string, bob, {
+      command: "createLoadBalancerRule",
+      publicipid: lbAddress.id as string,
+      name: "bob-lb",
+      algorithm: "leastconn",
+      publicport: "80",
+      privateport: "80",
+    });
+    expect(leastconn.status).toBe(431);
+    const balancer = (
+      await cs("createLoadBalancerRule", {
+        publicipid: lbAddress.id as string,
+        name: "bob-lb",
+        algorithm: "source",
+        publicport: "80",
+        privateport: "80",
+      })
+    ).loadbalancer as Row;
+    expect(balancer).toMatchObject({
+      name: "bob-lb",
+      algorithm: "source",
+      state: "Active",
+      publicip: lbAddress.ipaddress,
+    });
+    await cs("assignToLoadBalancerRule", {
+      id: balancer.id as string,
+      virtualmachineids: deployed.id as string,
+    });
+    expect(
+      await waitFor("bob's load balancer from outside", async () => {
+        const body = await fetchFrom(outside, `http://${lbAddress.ipaddress}/`);
+        return body === "unreachable" ? undefined : body;
+      }),
+    ).toBe("hello-bob\n");
+    const instances = (await cs("listLoadBalancerRuleInstances", { id: balancer.id as string }))
+      .loadbalancerruleinstance as Row[];
+    expect(instances.map((vm) => vm.name)).toEqual(["bob-web"]);
+    expect(
+      ((await cs("listLoadBalancerRules", { name: "bob-lb" })).loadbalancer as Row[]).map((r) => r.id),
+    ).toEqual([balancer.id]);
+    await cs("removeFromLoadBalancerRule", {
+      id: balancer.id as string,
+      virtualmachineids: deployed.id as string,
+    });
+    expect(await fetchFrom(outside, `http://${lbAddress.ipaddress}/`)).toBe("unreachable");
+    await cs("deleteLoadBalancerRule", { id: balancer.id as string });
+    await cs("disassociateIpAddress", { id: lbAddress.id as string });
+
     await cs("deletePortForwardingRule", { id: rule.id as string });
     await waitFor("bob's port forward to close", async () =>
       (await fetchFrom(outside, `http://${publicIp}:8081/`)) === "unreachable" ? true : undefined,
@@ -499,7 +604,12 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
       return claims.length === 0 ? true : undefined;
     });
     // The addresses made with kubectl went too, and the rules on them.
-    for (const type of [Resources.publicIPAddresses, Resources.portForwardingRules, Resources.firewallRules])
+    for (const type of [
+      Resources.publicIPAddresses,
+      Resources.portForwardingRules,
+      Resources.firewallRules,
+      Resources.loadBalancerRules,
+    ])
       await waitFor(`no ${type.plural} left`, async () =>
         (await client.list(type, { namespace })).items.length === 0 ? true : undefined,
       );
