@@ -11,6 +11,7 @@ import {
   type AffinityGroup,
   type AsyncJob,
   type DiskOffering,
+  type EgressFirewallRule,
   type FirewallRule,
   type Host,
   type IPAddress,
@@ -110,6 +111,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
   readonly portForwardingRules: Informer<PortForwardingRule>;
   readonly firewallRules: Informer<FirewallRule>;
   readonly loadBalancerRules: Informer<LoadBalancerRule>;
+  readonly egressFirewallRules: Informer<EgressFirewallRule>;
   readonly jobs: Informer<AsyncJob>;
   readonly migrations: Informer<VirtualMachineMigration>;
   readonly affinityGroups: Informer<AffinityGroup>;
@@ -163,6 +165,7 @@ export class CloudStackApi implements Catalog, SnapshotCatalog {
     this.portForwardingRules = informers.for<PortForwardingRule>(Resources.portForwardingRules, indexed);
     this.firewallRules = informers.for<FirewallRule>(Resources.firewallRules, indexed);
     this.loadBalancerRules = informers.for<LoadBalancerRule>(Resources.loadBalancerRules, indexed);
+    this.egressFirewallRules = informers.for<EgressFirewallRule>(Resources.egressFirewallRules, indexed);
     this.jobs = informers.for<AsyncJob>(Resources.asyncJobs, indexed);
     this.migrations = informers.for<VirtualMachineMigration>(Resources.virtualMachineMigrations, indexed);
     this.affinityGroups = informers.for<AffinityGroup>(Resources.affinityGroups, indexed);

@@ -129,7 +129,8 @@ function cachedTarget(api: CloudStackApi, job: AsyncJob): [KubeObject | undefine
     found(api.publicIPAddresses, Resources.publicIPAddresses) ??
     found(api.portForwardingRules, Resources.portForwardingRules) ??
     found(api.firewallRules, Resources.firewallRules) ??
-    found(api.loadBalancerRules, Resources.loadBalancerRules)
+    found(api.loadBalancerRules, Resources.loadBalancerRules) ??
+    found(api.egressFirewallRules, Resources.egressFirewallRules)
   );
 }
 
@@ -334,7 +335,13 @@ function failure(vm: VirtualMachine): Outcome {
 }
 
 /** Creates whose object goes when the job fails: CloudStack keeps no refused address or rule. */
-const UNDONE_WHEN_REFUSED = new Set(["associateIpAddress", "createPortForwardingRule", "createFirewallRule"]);
+const UNDONE_WHEN_REFUSED = new Set([
+  "associateIpAddress",
+  "createPortForwardingRule",
+  "createFirewallRule",
+  "createLoadBalancerRule",
+  "createEgressFirewallRule",
+]);
 
 /** As the job's caller, whose RBAC let them make it: this component may delete no tenant's object. */
 async function deleteAsJobCaller(api: CloudStackApi, job: AsyncJob, type: ResourceType, object: KubeObject) {
@@ -462,6 +469,7 @@ export function jobController(api: CloudStackApi, logger: Logger, metrics: Runti
       .watch(api.portForwardingRules, (rule) => byTarget(rule.metadata.uid as string))
       .watch(api.firewallRules, (rule) => byTarget(rule.metadata.uid as string))
       .watch(api.loadBalancerRules, (rule) => byTarget(rule.metadata.uid as string))
+      .watch(api.egressFirewallRules, (rule) => byTarget(rule.metadata.uid as string))
       // disableStaticNat and the load balancers' changes end when the network's router has them.
       .watch(api.networks, (network) => {
         const addresses = api.publicIPAddresses

@@ -5,23 +5,28 @@
 // opens its ports in the firewall too unless openfirewall=false, as CloudStack does; that firewall
 // rule belongs to the port forward and goes with it.
 import {
+  type EgressFirewallRule,
   type FirewallRule,
   type LoadBalancerRule,
   type PortForwardingRule,
   type PublicIPAddress,
   Resources,
 } from "../crds/index.ts";
+import { isRouted } from "../crds/routing.ts";
 import { isNotFound, type ResourceType } from "../runtime/client.ts";
 import { findCondition } from "../runtime/conditions.ts";
 import type { Informer } from "../runtime/informer.ts";
+import { ownerReference } from "../runtime/objects.ts";
 import type { Call, CloudStackApi, Command } from "./api.ts";
 import { ApiError, ERROR, type Json } from "./envelope.ts";
 import { jobAnswer, jobObject, type Outcome } from "./jobs.ts";
 import { filtered, inAccount, namespaced, ownedById, page, requireOwnAccount } from "./listing.ts";
 import { requireVmOnNetwork } from "./public-address-commands.ts";
-import { firewallRuleView, portForwardingRuleView } from "./public-address-views.ts";
+import { egressFirewallRuleView, firewallRuleView, portForwardingRuleView } from "./public-address-views.ts";
 
-type NetworkRule = PortForwardingRule | FirewallRule | LoadBalancerRule;
+/** The rules on a public address. */
+type AddressRule = PortForwardingRule | FirewallRule | LoadBalancerRule;
+type NetworkRule = AddressRule | EgressFirewallRule;
 
 const IPV4_CIDR =
   /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}\/([12]?\d|3[0-2])$/;
@@ -43,11 +48,18 @@ function portRange(call: Call, start: string, end: string) {
   return { start: first, end: last };
 }
 
-export function cidrs(call: Call): string[] {
-  const list = call.params.list("cidrlist");
+/** A list of CIDRs (`cidrlist` unless named), checked; empty when not given. */
+function cidrList(call: Call, parameter: string): string[] {
+  const list = call.params.list(parameter);
   if (list.length > MAX_CIDRS)
-    throw new ApiError(ERROR.PARAM, `cidrlist names ${list.length} networks; at most ${MAX_CIDRS}`);
+    throw new ApiError(ERROR.PARAM, `${parameter} names ${list.length} networks; at most ${MAX_CIDRS}`);
   for (const cidr of list) if (!IPV4_CIDR.test(cidr)) throw new ApiError(ERROR.PARAM, `Invalid cidr ${cidr}`);
+  return list;
+}
+
+/** The sources a firewall rule allows: `cidrlist`, or anywhere. */
+export function cidrs(call: Call): string[] {
+  const list = cidrList(call, "cidrlist");
   return list.length > 0 ? list : ["0.0.0.0/0"];
 }
 
@@ -74,6 +86,14 @@ export const FIREWALL: RuleKind<FirewallRule> = {
   type: Resources.firewallRules,
   informer: (api) => api.firewallRules,
   view: firewallRuleView,
+  itemKey: "firewallrule",
+};
+
+const EGRESS: RuleKind<EgressFirewallRule> = {
+  kind: "EgressFirewallRule",
+  type: Resources.egressFirewallRules,
+  informer: (api) => api.egressFirewallRules,
+  view: egressFirewallRuleView,
   itemKey: "firewallrule",
 };
 
@@ -112,7 +132,7 @@ export function deleteCommand<T extends NetworkRule>(rules: RuleKind<T>, command
   };
 }
 
-function listCommand<T extends NetworkRule>(rules: RuleKind<T>): Command {
+function listCommand<T extends AddressRule>(rules: RuleKind<T>): Command {
   return {
     async handler(call) {
       const listed = await rulesListed(call, rules.informer(call.api), rules.type);
@@ -129,7 +149,7 @@ function listCommand<T extends NetworkRule>(rules: RuleKind<T>): Command {
  * The rules of the caller's reach on the address (`addressParameter`) and `networkid`, with the
  * list filters; `nameOf` is the rule's CloudStack name where it has one of its own.
  */
-export async function rulesListed<T extends NetworkRule>(
+export async function rulesListed<T extends AddressRule>(
   call: Call,
   informer: Informer<T>,
   type: ResourceType,
@@ -152,8 +172,31 @@ export async function rulesListed<T extends NetworkRule>(
     });
 }
 
+/** What a firewall or egress rule matches: protocol and ports, as CloudStack takes them. */
+function firewallMatch(call: Call): {
+  protocol: FirewallRule["spec"]["protocol"];
+  ports: { ports?: { start: number; end: number } };
+} {
+  const { params } = call;
+  const protocol = params.required("protocol").toLowerCase();
+  if (protocol !== "tcp" && protocol !== "udp" && protocol !== "icmp" && protocol !== "all")
+    throw new ApiError(ERROR.PARAM, `Invalid protocol ${protocol}: tcp, udp, icmp or all`);
+  for (const icmp of ["icmptype", "icmpcode"]) {
+    const value = params.integer(icmp);
+    if (value !== undefined && value !== -1)
+      throw new ApiError(ERROR.PARAM, `Stratus opens every ICMP type and code: ${icmp} must be -1 or absent`);
+  }
+  const type = params.get("type");
+  if (type && type.toLowerCase() !== "user")
+    throw new ApiError(ERROR.PARAM, `Invalid firewall rule type ${type}`);
+  const hasPorts = params.get("startport") !== undefined;
+  if (hasPorts && protocol !== "tcp" && protocol !== "udp")
+    throw new ApiError(ERROR.PARAM, `startport and endport are for tcp and udp rules, not ${protocol}`);
+  return { protocol, ports: hasPorts ? { ports: portRange(call, "startport", "endport") } : {} };
+}
+
 /** Makes a rule on `pip` as the caller, owned by the address so it goes with it. */
-export function createRule<T extends NetworkRule>(
+export function createRule<T extends AddressRule>(
   call: Call,
   rules: RuleKind<T>,
   pip: PublicIPAddress,
@@ -254,34 +297,68 @@ export const NETWORK_RULE_COMMANDS: Record<string, Command> = {
   createFirewallRule: {
     async: true,
     async handler(call) {
-      const { params } = call;
       const pip = await publicAddress(call);
-      const protocol = params.required("protocol").toLowerCase();
-      if (protocol !== "tcp" && protocol !== "udp" && protocol !== "icmp" && protocol !== "all")
-        throw new ApiError(ERROR.PARAM, `Invalid protocol ${protocol}: tcp, udp, icmp or all`);
-      for (const icmp of ["icmptype", "icmpcode"]) {
-        const value = params.integer(icmp);
-        if (value !== undefined && value !== -1)
-          throw new ApiError(
-            ERROR.PARAM,
-            `Stratus opens every ICMP type and code: ${icmp} must be -1 or absent`,
-          );
-      }
-      const type = params.get("type");
-      if (type && type.toLowerCase() !== "user")
-        throw new ApiError(ERROR.PARAM, `Invalid firewall rule type ${type}`);
-      const hasPorts = params.get("startport") !== undefined;
-      if (hasPorts && protocol !== "tcp" && protocol !== "udp")
-        throw new ApiError(ERROR.PARAM, `startport and endport are for tcp and udp rules, not ${protocol}`);
-      const rule = await createRule(call, FIREWALL, pip, "fw-", {
-        protocol: protocol as FirewallRule["spec"]["protocol"],
-        ...(hasPorts ? { ports: portRange(call, "startport", "endport") } : {}),
-        cidrs: cidrs(call),
-      });
+      const { protocol, ports } = firewallMatch(call);
+      const rule = await createRule(call, FIREWALL, pip, "fw-", { protocol, ...ports, cidrs: cidrs(call) });
       return jobAnswer(call, "createFirewallRule", { ...rule, kind: "FirewallRule" });
     },
     outcome: createOutcome(FIREWALL),
   },
   deleteFirewallRule: deleteCommand(FIREWALL, "deleteFirewallRule"),
   listFirewallRules: listCommand(FIREWALL),
+  createEgressFirewallRule: {
+    async: true,
+    async handler(call) {
+      requireOwnAccount(call);
+      const network = await ownedById(call, call.api.networks, Resources.networks, "networkid");
+      if (!isRouted(network))
+        throw new ApiError(
+          ERROR.PARAM,
+          `Network ${network.metadata.name} has no router: egress rules are for isolated networks in a zone with a public network`,
+        );
+      const { protocol, ports } = firewallMatch(call);
+      const sources = cidrList(call, "cidrlist");
+      const destinations = cidrList(call, "destcidrlist");
+      const rule = await call.caller.client.create<EgressFirewallRule>(Resources.egressFirewallRules, {
+        apiVersion: "stratus.io/v1alpha1",
+        kind: "EgressFirewallRule",
+        metadata: {
+          generateName: "egress-",
+          namespace: network.metadata.namespace as string,
+          ownerReferences: [
+            { ...ownerReference(Resources.networks, network, false), blockOwnerDeletion: false },
+          ],
+        },
+        spec: {
+          network: network.metadata.name as string,
+          protocol,
+          ...ports,
+          ...(sources.length > 0 ? { sources } : {}),
+          ...(destinations.length > 0 ? { destinations } : {}),
+        },
+      });
+      return jobAnswer(call, "createEgressFirewallRule", { ...rule, kind: EGRESS.kind });
+    },
+    outcome: createOutcome(EGRESS),
+  },
+  deleteEgressFirewallRule: deleteCommand(EGRESS, "deleteEgressFirewallRule"),
+  listEgressFirewallRules: {
+    async handler(call) {
+      const { api, params } = call;
+      const networkId = params.uuid("networkid");
+      const rules = inAccount(
+        call,
+        filtered(call, await namespaced(call, api.egressFirewallRules, Resources.egressFirewallRules)),
+      ).filter(
+        (rule) =>
+          !networkId ||
+          api.network(rule.metadata.namespace as string, rule.spec.network)?.metadata.uid === networkId,
+      );
+      return page(
+        call,
+        EGRESS.itemKey,
+        rules.map((rule) => egressFirewallRuleView(rule, api)),
+      );
+    },
+  },
 };

@@ -1,6 +1,7 @@
 // CloudStack's views of an isolated network's public side: its public addresses (listPublicIpAddresses,
 // associateIpAddress), static NATs as IP forwarding rules, port-forwarding and firewall rules.
 import type {
+  EgressFirewallRule,
   FirewallRule,
   LoadBalancerRule,
   Network,
@@ -147,6 +148,24 @@ export function loadBalancerRuleView(rule: LoadBalancerRule, side: PublicSide): 
     domain: "ROOT",
     state: ruleState(rule),
     cidrlist: "",
+    fordisplay: true,
+    tags: [],
+  });
+}
+
+export function egressFirewallRuleView(rule: EgressFirewallRule, side: PublicSide): Json {
+  const namespace = rule.metadata.namespace as string;
+  const network = side.network(namespace, rule.spec.network);
+  return compact({
+    id: uid(rule),
+    protocol: rule.spec.protocol,
+    startport: rule.spec.ports?.start,
+    endport: rule.spec.ports?.end,
+    networkid: uid(network),
+    cidrlist: (rule.spec.sources ?? [network?.spec.cidr ?? ""]).join(","),
+    destcidrlist: (rule.spec.destinations ?? ["0.0.0.0/0"]).join(","),
+    traffictype: "Egress",
+    state: ruleState(rule),
     fordisplay: true,
     tags: [],
   });

@@ -7,7 +7,12 @@ import { GuestVlanKind } from "./kinds/guest-vlan.ts";
 import { HostKind } from "./kinds/host.ts";
 import { IPAddressKind } from "./kinds/ip-address.ts";
 import { NetworkKind } from "./kinds/network.ts";
-import { FirewallRuleKind, LoadBalancerRuleKind, PortForwardingRuleKind } from "./kinds/network-rules.ts";
+import {
+  EgressFirewallRuleKind,
+  FirewallRuleKind,
+  LoadBalancerRuleKind,
+  PortForwardingRuleKind,
+} from "./kinds/network-rules.ts";
 import { PublicIPAddressKind, PublicIPClaimKind } from "./kinds/public-ip-address.ts";
 import { ServiceOfferingKind } from "./kinds/service-offering.ts";
 import { SnapshotPolicyKind } from "./kinds/snapshot-policy.ts";
@@ -75,6 +80,7 @@ export const KINDS: readonly KindDefinition[] = [
   PortForwardingRuleKind,
   FirewallRuleKind,
   LoadBalancerRuleKind,
+  EgressFirewallRuleKind,
   AffinityGroupKind,
   AsyncJobKind,
   SSHKeyPairKind,
@@ -85,6 +91,7 @@ export {
   AffinityGroupKind,
   AsyncJobKind,
   DiskOfferingKind,
+  EgressFirewallRuleKind,
   FirewallRuleKind,
   GuestVlanKind,
   HostKind,
@@ -125,6 +132,7 @@ export type PublicIPClaim = ObjectOf<typeof PublicIPClaimKind>;
 export type PortForwardingRule = ObjectOf<typeof PortForwardingRuleKind>;
 export type FirewallRule = ObjectOf<typeof FirewallRuleKind>;
 export type LoadBalancerRule = ObjectOf<typeof LoadBalancerRuleKind>;
+export type EgressFirewallRule = ObjectOf<typeof EgressFirewallRuleKind>;
 export type AsyncJob = ObjectOf<typeof AsyncJobKind>;
 export type AffinityGroup = ObjectOf<typeof AffinityGroupKind>;
 export type SSHKeyPair = ObjectOf<typeof SSHKeyPairKind>;
@@ -151,6 +159,7 @@ export const Resources = {
   portForwardingRules: resourceOf(PortForwardingRuleKind),
   firewallRules: resourceOf(FirewallRuleKind),
   loadBalancerRules: resourceOf(LoadBalancerRuleKind),
+  egressFirewallRules: resourceOf(EgressFirewallRuleKind),
   asyncJobs: resourceOf(AsyncJobKind),
   affinityGroups: resourceOf(AffinityGroupKind),
   sshKeyPairs: resourceOf(SSHKeyPairKind),

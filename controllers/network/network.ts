@@ -185,6 +185,7 @@ export function networkComponent(settings: ControllerSettings): Component {
         .watch(routing.portForwards, (r) =>
           routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
         )
+        .watch(routing.egress, (r) => [`${r.metadata.namespace}/${r.spec.network}`])
         .watch(routing.loadBalancers, (r) =>
           routers.networkOfAddress(r.metadata.namespace as string, r.spec.publicIPAddress),
         )

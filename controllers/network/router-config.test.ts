@@ -77,6 +77,8 @@ const inputs = (overrides: Partial<RouterInputs>): RouterInputs => ({
   portForwards: [],
   loadBalancers: [],
   firewall: [],
+  egress: [],
+  egressDefaultAllow: true,
   guestAddress: (vm) => guests[vm],
   ...overrides,
 });
@@ -91,6 +93,8 @@ describe("an isolated network's router configuration", () => {
       publicAddresses: ["198.51.100.10", "198.51.100.11"],
       staticNat: [],
       loadBalancers: [],
+      egressDefaultAllow: true,
+      egress: [],
       portForwards: [
         {
           publicAddress: "198.51.100.10",

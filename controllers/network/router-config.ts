@@ -4,6 +4,7 @@
 // a port forward on an address with static NAT, is refused with CloudStack's message and never
 // reaches the router. A rule whose VM has no address on the network waits for one.
 import type {
+  EgressFirewallRule,
   FirewallRule,
   LoadBalancerRule,
   Network,
@@ -28,6 +29,9 @@ export interface RouterInputs {
   portForwards: readonly PortForwardingRule[];
   loadBalancers: readonly LoadBalancerRule[];
   firewall: readonly FirewallRule[];
+  /** The network's egress rules, and whether guests go out unless one blocks it. */
+  egress: readonly EgressFirewallRule[];
+  egressDefaultAllow: boolean;
   /** The address of a VM of the account on this network, if it has one. */
   guestAddress(vm: string): string | undefined;
 }
@@ -35,7 +39,7 @@ export interface RouterInputs {
 export interface RouterPlan {
   /** Undefined until the source-NAT address is allocated: a router without one serves no purpose. */
   config: RouterConfig | undefined;
-  /** The Accepted condition of each rule, by kind and name ("pfr/<name>", "lbr/<name>", "fwr/<name>"). */
+  /** The Accepted condition of each rule, by kind and name ("pfr/", "lbr/", "fwr/", "efr/<name>"). */
   verdicts: Map<string, ConditionInput>;
 }
 
@@ -230,6 +234,25 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
     verdicts.set(key, active(`Open on ${publicAddress}.`));
   }
 
+  const egress: NonNullable<RouterConfig["egress"]> = [];
+  for (const rule of [...inputs.egress].sort(byAge)) {
+    const key = `efr/${rule.metadata.name}`;
+    if (egress.length >= MAX_RULES) {
+      verdicts.set(key, tooMany("egress"));
+      continue;
+    }
+    egress.push({
+      protocol: rule.spec.protocol,
+      ...(rule.spec.ports ? { ports: rule.spec.ports } : {}),
+      sources: [...(rule.spec.sources ?? [])],
+      destinations: [...(rule.spec.destinations ?? ["0.0.0.0/0"])],
+    });
+    verdicts.set(
+      key,
+      active(inputs.egressDefaultAllow ? "Blocks what it names." : "Lets out what it names."),
+    );
+  }
+
   if (!sourceNatAddress) return { config: undefined, verdicts };
   const others = [...addressOf.values()].filter((a) => a !== sourceNatAddress).sort();
   return {
@@ -240,6 +263,8 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
       portForwards,
       loadBalancers,
       firewall,
+      egressDefaultAllow: inputs.egressDefaultAllow,
+      egress,
     },
     verdicts,
   };

@@ -7,6 +7,7 @@
 import type { Logger } from "pino";
 import { ipToNumber } from "../../crds/addressing.ts";
 import {
+  type EgressFirewallRule,
   type FirewallRule,
   type Host,
   type IPAddress,
@@ -87,6 +88,7 @@ const RULE_KINDS = {
   pfr: Resources.portForwardingRules,
   lbr: Resources.loadBalancerRules,
   fwr: Resources.firewallRules,
+  efr: Resources.egressFirewallRules,
 } as const;
 
 export interface RouterOutcome {
@@ -110,6 +112,9 @@ export function routerInformers(informers: InformerFactory) {
     }),
     loadBalancers: informers.for<LoadBalancerRule>(Resources.loadBalancerRules, {
       indexers: { address: (r) => [`${r.metadata.namespace}/${r.spec.publicIPAddress}`] },
+    }),
+    egress: informers.for<EgressFirewallRule>(Resources.egressFirewallRules, {
+      indexers: { network: (r) => [`${r.metadata.namespace}/${r.spec.network}`] },
     }),
     hosts: informers.for<Host>(Resources.hosts, { indexers: { zone: (h) => [h.spec.zone] } }),
   };
@@ -160,6 +165,8 @@ export class Routers {
         .catch((error: unknown) => {
           if (!isNotFound(error) && !isConflict(error)) throw error;
         });
+    for (const rule of this.informers.egress.byIndex("network", objectKey(network)))
+      await remove(Resources.egressFirewallRules, rule);
     for (const pip of this.informers.publicAddresses.byIndex("network", objectKey(network))) {
       if (pip.metadata.deletionTimestamp) continue;
       // Its rules first: a rule left naming a released address would be nothing's.
@@ -229,6 +236,8 @@ export class Routers {
       portForwards: allocated.flatMap((p) => this.informers.portForwards.byIndex("address", objectKey(p))),
       firewall: allocated.flatMap((p) => this.informers.firewall.byIndex("address", objectKey(p))),
       loadBalancers: allocated.flatMap((p) => this.informers.loadBalancers.byIndex("address", objectKey(p))),
+      egress: this.informers.egress.byIndex("network", key),
+      egressDefaultAllow: (network.spec.egressPolicy ?? "Allow") === "Allow",
       guestAddress: (vm) => guestAddresses.get(vm),
     });
     for (const pip of allocated)
@@ -420,7 +429,8 @@ export class Routers {
         pfr: this.informers.portForwards,
         lbr: this.informers.loadBalancers,
         fwr: this.informers.firewall,
-      }[kind] as Informer<PortForwardingRule | LoadBalancerRule | FirewallRule>;
+        efr: this.informers.egress,
+      }[kind] as Informer<PortForwardingRule | LoadBalancerRule | FirewallRule | EgressFirewallRule>;
       const rule = informer.get(`${namespace}/${name}`);
       if (!rule) continue;
       await applyStatus(

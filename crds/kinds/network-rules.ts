@@ -225,3 +225,47 @@ export const LoadBalancerRuleKind = defineKind({
   ],
   selectableFields: [".spec.publicIPAddress"],
 });
+
+export const EgressFirewallRuleKind = defineKind({
+  kind: "EgressFirewallRule",
+  plural: "egressfirewallrules",
+  singular: "egressfirewallrule",
+  shortNames: ["efr"],
+  scope: "Namespaced",
+  description:
+    "Traffic from an isolated network's guests out through its router (CloudStack's createEgressFirewallRule): blocked where the network's egressPolicy is Allow, allowed where it is Deny.",
+  spec: Type.Object(
+    {
+      network: ObjectName({ description: "The account's isolated Network the rule is on." }),
+      protocol: StringEnum(["tcp", "udp", "icmp", "all"] as const, { description: "The protocol." }),
+      ports: Type.Optional(PortRange("The destination ports (tcp and udp); every port when empty.")),
+      sources: Type.Optional({
+        ...Cidrs,
+        description:
+          "The guests' side: source networks within the network (CloudStack's cidrlist); the whole network when empty.",
+      }),
+      destinations: Type.Optional({
+        ...Cidrs,
+        description: "Where to (CloudStack's destcidrlist); anywhere when empty.",
+      }),
+    },
+    {
+      description: "The rule.",
+      "x-kubernetes-validations": [
+        unchangeable("EgressFirewallRule"),
+        {
+          rule: "!has(self.ports) || self.protocol == 'tcp' || self.protocol == 'udp'",
+          message: "ports are for tcp and udp rules only",
+        },
+      ],
+    },
+  ),
+  status: ruleStatus,
+  printerColumns: [
+    { name: "Network", type: "string", jsonPath: ".spec.network", description: "Network." },
+    { name: "Protocol", type: "string", jsonPath: ".spec.protocol", description: "Protocol." },
+    { name: "Port", type: "integer", jsonPath: ".spec.ports.start", description: "First port." },
+    ...stateColumns,
+  ],
+  selectableFields: [".spec.network"],
+});

@@ -70,6 +70,13 @@ export const NetworkKind = defineKind({
           "x-kubernetes-list-type": "atomic",
         }),
       ),
+      egressPolicy: Type.Optional(
+        StringEnum(["Allow", "Deny"] as const, {
+          default: "Allow",
+          description:
+            "An isolated network's router: guests may go out unless an EgressFirewallRule blocks it (Allow), or only where one allows it (Deny). CloudStack's egress default policy.",
+        }),
+      ),
       vlan: Type.Optional(
         Type.Integer({
           minimum: 1,
@@ -180,6 +187,36 @@ export const NetworkKind = defineKind({
                 { description: "An accepted load-balancer rule." },
               ),
               { maxItems: 64, description: "Load balancers in force.", "x-kubernetes-list-type": "atomic" },
+            ),
+            egressDefaultAllow: Type.Optional(
+              Type.Boolean({ description: "Guests go out unless a rule blocks it." }),
+            ),
+            egress: Type.Optional(
+              Type.Array(
+                Type.Object(
+                  {
+                    protocol: StringEnum(["tcp", "udp", "icmp", "all"] as const, {
+                      description: "Protocol.",
+                    }),
+                    ports: Type.Optional(PortRange("Destination ports.")),
+                    sources: Type.Array(Type.String({ maxLength: 18, description: "A source CIDR." }), {
+                      maxItems: 16,
+                      description: "Guest sources.",
+                      "x-kubernetes-list-type": "atomic",
+                    }),
+                    destinations: Type.Array(
+                      Type.String({ maxLength: 18, description: "A destination CIDR." }),
+                      {
+                        maxItems: 16,
+                        description: "Destinations.",
+                        "x-kubernetes-list-type": "atomic",
+                      },
+                    ),
+                  },
+                  { description: "An accepted egress rule." },
+                ),
+                { maxItems: 256, description: "Egress rules in force.", "x-kubernetes-list-type": "atomic" },
+              ),
             ),
             firewall: Type.Array(
               Type.Object(

@@ -15,6 +15,29 @@ describe("routerRuleset", () => {
     expect(text).not.toContain("dnat");
   });
 
+  it("blocks egress a rule names under an Allow policy, and lets out only what rules name under Deny", () => {
+    const rule = {
+      protocol: "tcp" as const,
+      cidrs: ["203.0.113.0/24"],
+      sources: ["10.1.1.5/32"],
+      ports: { start: 25, end: 25 },
+    };
+    const allow = routerRuleset({ ...base, egress: [rule] });
+    expect(allow).toContain(
+      'iifname "guest" oifname "public" ip saddr { 10.1.1.5/32 } ip daddr { 203.0.113.0/24 } tcp dport 25 drop',
+    );
+    expect(allow).toContain('iifname "guest" oifname "public" ip saddr 10.1.1.0/24 accept');
+    const deny = routerRuleset({
+      ...base,
+      egressDefaultAllow: false,
+      egress: [{ ...rule, sources: undefined }],
+    });
+    expect(deny).toContain(
+      'iifname "guest" oifname "public" ip daddr { 203.0.113.0/24 } tcp dport 25 accept',
+    );
+    expect(deny).toContain('iifname "guest" oifname "public" ip saddr 10.1.1.0/24 drop');
+  });
+
   it("spreads a load balancer's connections over its guests in the kernel, by turn or by source address", () => {
     const balanced = (algorithm: "roundrobin" | "source", guestIps: string[]) =>
       routerRuleset({

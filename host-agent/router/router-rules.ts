@@ -57,7 +57,10 @@ export interface FirewallRule {
 /** Egress from the guest network (CloudStack's createEgressFirewallRule). */
 export interface EgressRule {
   protocol: Protocol | "icmp" | "all";
+  /** Destinations. */
   cidrs: string[];
+  /** Guest sources; the whole guest network when absent. */
+  sources?: string[];
   ports?: PortRange;
 }
 
@@ -177,7 +180,8 @@ export function routerRuleset(rules: RouterRules): string {
   }
   const egress = rules.egress.map((rule, i) => {
     const what = `egress rule ${i + 1}`;
-    return `iifname "${GUEST_LINK}" oifname "${PUBLIC_LINK}" ip daddr ${cidrSet(rule.cidrs, what)} ${protocolMatch(rule.protocol, rule.ports, what)}${rules.egressDefaultAllow ? "drop" : "accept"}`;
+    const sources = rule.sources ? `ip saddr ${cidrSet(rule.sources, what)} ` : "";
+    return `iifname "${GUEST_LINK}" oifname "${PUBLIC_LINK}" ${sources}ip daddr ${cidrSet(rule.cidrs, what)} ${protocolMatch(rule.protocol, rule.ports, what)}${rules.egressDefaultAllow ? "drop" : "accept"}`;
   });
   return [
     "flush ruleset",

@@ -64,8 +64,13 @@ export function rulesFor(network: Network, router: RouterStatus): RouterRules {
       cidrs: f.cidrs,
       ...(f.ports ? { ports: f.ports } : {}),
     })),
-    egressDefaultAllow: true,
-    egress: [],
+    egressDefaultAllow: router.egressDefaultAllow ?? true,
+    egress: (router.egress ?? []).map((e) => ({
+      protocol: e.protocol,
+      cidrs: e.destinations,
+      ...(e.sources.length > 0 ? { sources: e.sources } : {}),
+      ...(e.ports ? { ports: e.ports } : {}),
+    })),
   };
 }
 

@@ -171,6 +171,7 @@ export async function makeAccount(
           "portforwardingrules",
           "firewallrules",
           "loadbalancerrules",
+          "egressfirewallrules",
         ],
         verbs: ["get", "list", "watch", "create", "update", "patch", "delete"],
       },

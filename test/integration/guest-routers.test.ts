@@ -315,6 +315,34 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     expect(await accepted("on-nat", "False")).toMatchObject({ reason: "StaticNatEnabled" });
   });
 
+  it("blocks what an egress rule names, and with egressPolicy Deny lets out only what a rule allows", async () => {
+    const outsideReached = (expected: "open" | "closed") =>
+      waitFor(`the outside ${expected} to the guest`, async () =>
+        (await probe(web.consoleSocket, `${publicNet}.1`, 7000)) === expected ? true : undefined,
+      );
+    const egress = (name: string) =>
+      apply(
+        resource("EgressFirewallRule", name, {
+          network: "rt-net",
+          protocol: "tcp",
+          ports: { start: 7000, end: 7000 },
+          destinations: [`${publicNet}.1/32`],
+        }),
+      );
+    await egress("block-world");
+    await outsideReached("closed");
+    await kubectl(kubeconfigPath, ["delete", "-n", namespace, "egressfirewallrule", "block-world"]);
+    await outsideReached("open");
+
+    await client.mergePatch(Resources.networks, "rt-net", namespace, { spec: { egressPolicy: "Deny" } });
+    await outsideReached("closed");
+    await egress("allow-world");
+    await outsideReached("open");
+    await kubectl(kubeconfigPath, ["delete", "-n", namespace, "egressfirewallrule", "allow-world"]);
+    await client.mergePatch(Resources.networks, "rt-net", namespace, { spec: { egressPolicy: "Allow" } });
+    await outsideReached("open");
+  });
+
   it("spreads a load-balancer rule's port over two guests, both answering, and follows its VMs", async () => {
     const web2 = await bootGuest("web2");
     await serveOnGuest(web2.consoleSocket, 80, "hello-web2");
@@ -485,6 +513,34 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     // Two accounts' guests cannot reach each other's private addresses.
     expect(await probe(bobConsole, web.address, 80)).toBe("closed");
     expect(await probe(web.consoleSocket, bobAddress, 80)).toBe("closed");
+
+    // An egress rule through the API keeps bob's guest from the outside's port.
+    expect(await probe(bobConsole, `${publicNet}.1`, 7000)).toBe("open");
+    const egress = (
+      await cs("createEgressFirewallRule", {
+        networkid: network.id as string,
+        protocol: "tcp",
+        startport: "7000",
+        endport: "7000",
+        destcidrlist: `${publicNet}.1/32`,
+      })
+    ).firewallrule as Row;
+    expect(egress).toMatchObject({
+      state: "Active",
+      destcidrlist: `${publicNet}.1/32`,
+      traffictype: "Egress",
+    });
+    await waitFor("bob's guest kept in", async () =>
+      (await probe(bobConsole, `${publicNet}.1`, 7000)) === "closed" ? true : undefined,
+    );
+    expect(
+      ((await cs("listEgressFirewallRules", { networkid: network.id as string })).firewallrule as Row[])
+        .length,
+    ).toBe(1);
+    await cs("deleteEgressFirewallRule", { id: egress.id as string });
+    await waitFor("bob's guest out again", async () =>
+      (await probe(bobConsole, `${publicNet}.1`, 7000)) === "open" ? true : undefined,
+    );
 
     // A load balancer through the API: created, given the VM, answering; leastconn refused.
     const lbAddress = (await cs("associateIpAddress", { networkid: network.id as string })).ipaddress as Row;
