@@ -179,6 +179,7 @@ export class HostAgent {
       zone: () => this.storage.zoneObject(),
       boundVms: () => this.placed.list(),
       stateDir: join(this.cacheDir(), "routers"),
+      guestData: apiGuestDataSource(this.client),
       logger: this.log,
       metrics: options.metrics,
     });

@@ -4,10 +4,11 @@
 // other names forwarded to the zone's DNS servers. Listening on the router's guest address only, so
 // nothing of the host answers guests. The hosts file is re-read on SIGHUP, so a new VM costs no
 // restart; the configuration and the process are made again whenever they differ or are gone.
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { isIPv4 } from "node:net";
 import { join } from "node:path";
 import { HostProblem } from "../problem.ts";
+import { runningPid, stopped, writeIfChanged } from "./router-daemons.ts";
 import { commandIn } from "./router-namespace.ts";
 import { GUEST_LINK } from "./router-rules.ts";
 
@@ -77,25 +78,7 @@ export function dhcpHostsFile(hosts: readonly DhcpHost[]): string {
     .join("");
 }
 
-/** Writes `content` unless the file holds it already (through a temporary name); true when it wrote. */
-async function writeIfChanged(path: string, content: string): Promise<boolean> {
-  if ((await readFile(path, "utf8").catch(() => undefined)) === content) return false;
-  await writeFile(`${path}.new`, content, { mode: 0o644 });
-  await rename(`${path}.new`, path);
-  return true;
-}
-
-async function runningPid(stateDir: string): Promise<number | undefined> {
-  const pid = Number((await readFile(join(stateDir, "dnsmasq.pid"), "utf8").catch(() => "")).trim());
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-    const command = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    return command.startsWith("dnsmasq") ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const pidFile = (stateDir: string) => join(stateDir, "dnsmasq.pid");
 
 /** dnsmasq serves `dhcp` in the router's namespace: started, reloaded or restarted as needed. */
 export async function ensureDhcp(dhcp: RouterDhcp): Promise<void> {
@@ -104,9 +87,9 @@ export async function ensureDhcp(dhcp: RouterDhcp): Promise<void> {
   const config = join(dhcp.stateDir, "dnsmasq.conf");
   const configChanged = await writeIfChanged(config, dnsmasqConfig(dhcp));
   const hostsChanged = await writeIfChanged(join(dhcp.stateDir, "hosts"), dhcpHostsFile(dhcp.hosts));
-  let pid = await runningPid(dhcp.stateDir);
+  let pid = await runningPid(pidFile(dhcp.stateDir), "dnsmasq");
   if (pid && configChanged) {
-    await stopped(pid);
+    await stopped(pid, "dnsmasq");
     pid = undefined;
   }
   if (!pid) {
@@ -118,22 +101,8 @@ export async function ensureDhcp(dhcp: RouterDhcp): Promise<void> {
 
 /** Stops the router's dnsmasq, if it runs. */
 export async function stopDhcp(stateDir: string): Promise<boolean> {
-  const pid = await runningPid(stateDir);
+  const pid = await runningPid(pidFile(stateDir), "dnsmasq");
   if (!pid) return false;
-  await stopped(pid);
+  await stopped(pid, "dnsmasq");
   return true;
-}
-
-/** SIGTERM, then waits (up to 5 s) until the process is gone and its sockets free. */
-async function stopped(pid: number): Promise<void> {
-  process.kill(pid, "SIGTERM");
-  for (let i = 0; i < 50; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new HostProblem("RouterSetupFailed", `dnsmasq (pid ${pid}) did not stop within 5 s`);
 }

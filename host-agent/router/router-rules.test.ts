@@ -30,7 +30,7 @@ describe("routerRuleset", () => {
     const deny = routerRuleset({
       ...base,
       egressDefaultAllow: false,
-      egress: [{ ...rule, sources: undefined }],
+      egress: [{ protocol: rule.protocol, cidrs: rule.cidrs, ports: rule.ports }],
     });
     expect(deny).toContain(
       'iifname "guest" oifname "public" ip daddr { 203.0.113.0/24 } tcp dport 25 accept',

@@ -13,11 +13,14 @@ import type { InformerFactory } from "../../runtime/component.ts";
 import { Controller } from "../../runtime/controller.ts";
 import type { Informer } from "../../runtime/informer.ts";
 import type { RuntimeMetrics } from "../../runtime/metrics.ts";
+import { arrivingNics, type GuestDataSource, guestDriveContent } from "../guest-data.ts";
 import type { Hypervisor, Owner } from "../hypervisor.ts";
 import { bridgeName, networkSpecFor } from "../network-xml.ts";
 import { reservationsFor } from "../planner.ts";
 import { HostProblem } from "../problem.ts";
+import { metadataFiles } from "./metadata-files.ts";
 import { ensureDhcp, stopDhcp } from "./router-dhcp.ts";
+import { ensureMetadata, stopMetadata } from "./router-metadata.ts";
 import {
   ensureRouter,
   listRouters,
@@ -81,6 +84,8 @@ export interface RouterWorkOptions {
   hostName: string;
   informers: InformerFactory;
   zone: () => Zone | undefined;
+  /** Where guests' user data and keys come from (the metadata service); none: only meta-data. */
+  guestData?: GuestDataSource;
   boundVms: () => VirtualMachine[];
   /** Where each router keeps its dnsmasq files. */
   stateDir: string;
@@ -208,13 +213,48 @@ export class RouterWork {
           ? []
           : reservationsFor(network, vms).map((r) => ({ mac: r.mac, ip: r.ip, hostname: hostLabel(r.name) })),
     });
+    await ensureMetadata({
+      namespace: routerNamespace(id),
+      stateDir: join(this.o.stateDir, id),
+      listen: plan.gateway,
+      guests: await this.guestFiles(network, router, vms, log),
+    });
     log.debug({ router: routerNamespace(id) }, "router applied");
+  }
+
+  /** What the metadata service tells each guest of the network here, by its address. */
+  private async guestFiles(
+    network: Network,
+    router: RouterStatus,
+    vms: readonly VirtualMachine[],
+    log: Logger,
+  ): Promise<Map<string, Map<string, Buffer>>> {
+    const zone = this.o.zone()?.metadata.name as string;
+    const networks = new Map([[network.metadata.name as string, network]]);
+    const guests = new Map<string, Map<string, Buffer>>();
+    for (const vm of vms) {
+      if (vm.metadata.namespace !== network.metadata.namespace) continue;
+      const nics = arrivingNics(vm, networks).filter((nic) => nic.ip);
+      const address = nics[0]?.ip;
+      if (!address) continue;
+      try {
+        const content = await guestDriveContent(vm, { nics }, zone, this.o.guestData);
+        const publicIpv4 =
+          router.staticNat.find((n) => n.guestAddress === address)?.publicAddress ?? router.sourceNatAddress;
+        guests.set(address, metadataFiles(content, address, publicIpv4));
+      } catch (error) {
+        // The VM's own sync says why (a key pair missing, no API source): its guest waits for it.
+        log.debug({ vm: vm.metadata.name, err: String(error) }, "no metadata for the guest yet");
+      }
+    }
+    return guests;
   }
 
   /** Removes a router and its files; true when there was one. */
   private async teardown(id: string): Promise<boolean> {
     const stateDir = join(this.o.stateDir, id);
     await stopDhcp(stateDir);
+    await stopMetadata(stateDir);
     const removed = await removeRouter(id);
     await rm(stateDir, { recursive: true, force: true });
     return removed;

@@ -11,7 +11,7 @@ if [ -z "$package" ]; then
   echo "build-tiny-guest: no linux-image-cloud-amd64 in the apt lists; run apt-get update first" >&2
   exit 1
 fi
-out="$cache/$package-v7"
+out="$cache/$package-v10"
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
   echo "$out"
   exit 0
@@ -74,6 +74,9 @@ fi
 # opened (tests of the host guard).
 # "stratus-serve PORT WORD" answers WORD over HTTP on PORT with busybox httpd (tests of port
 # forwarding, static NAT and load balancing).
+# "stratus-fetch ADDRESS PATH" reports, from then on, the body an HTTP GET of PATH at ADDRESS:80
+# answered, newlines as "|" (tests of the router's metadata service; nc, kept open until the answer
+# has come, as busybox's nc stops at the end of its input).
 (while read -r line; do
   case "\$line" in
     stratus-poweroff) poweroff -f ;;
@@ -81,6 +84,10 @@ fi
       set -- \$line
       if nc -w 3 "\$2" "\$3" </dev/null >/dev/null 2>&1; then state=open; else state=closed; fi
       echo "stratus-guest: probe \$2:\$3 \$state" > "/tmp/probe-\$2-\$3" ;;
+    "stratus-fetch "*)
+      set -- \$line
+      body=\$( (printf 'GET %s HTTP/1.0\\r\\n\\r\\n' "\$3"; sleep 2) | nc -w 3 "\$2" 80 2>/dev/null | tr -d '\\r' | sed '1,/^\$/d' | head -c 300 | tr '\\n' '|')
+      echo "stratus-guest: fetched \$2\$3 [\$body]" > /tmp/probe-fetch ;;
     "stratus-serve "*)
       set -- \$line
       mkdir -p "/www/\$2" && echo "\$3" > "/www/\$2/index.html" && httpd -p "\$2" -h "/www/\$2" && echo "stratus-guest: serving \$2" > "/tmp/probe-serve-\$2" ;;

@@ -4,8 +4,10 @@
 // controller places on the agent's host, and tiny guests that get their addresses from the router's
 // DHCP. Resources are applied with kubectl, as a platform team would. Shown: the guest goes out
 // through the source-NAT address; a port forward answers from outside only while a firewall rule
-// opens it; static NAT both ways; conflicting rules refused in CloudStack's words; the host's own
-// addresses out of reach; and the router, its addresses and claims gone with the network.
+// opens it; static NAT both ways; egress rules; the metadata service; a load balancer over two
+// guests; conflicting rules refused in CloudStack's words; the host's own addresses out of reach;
+// the router gone with its host's fence and back with it; and the router, its addresses and claims
+// gone with the network.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
@@ -95,13 +97,14 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     const id = routerId(await agentOwner(client, host), net.metadata.uid as string);
     return (await run("ip", ["netns", "exec", routerNamespace(id), "nft", "list", "ruleset"])).stdout;
   };
-  const bootGuest = async (name: string) => {
+  const bootGuest = async (name: string, extra: Record<string, unknown> = {}) => {
     await apply(
       resource("VirtualMachine", name, {
         zone,
         serviceOffering: `rt-${suffix}`,
         template: `rt-${suffix}`,
         nics: [{ name: "eth0", network: "rt-net" }],
+        ...extra,
       }),
     );
     const vm = await waitFor(
@@ -343,8 +346,36 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     await outsideReached("open");
   });
 
-  it("spreads a load-balancer rule's port over two guests, both answering, and follows its VMs", async () => {
-    const web2 = await bootGuest("web2");
+  it("serves each guest its own user data and metadata from the router, and spreads a load-balancer rule's port over two guests", async () => {
+    await kubectl(
+      kubeconfigPath,
+      ["apply", "-n", namespace, "-f", "-"],
+      JSON.stringify({
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: { name: "web2-userdata", namespace },
+        stringData: { userdata: "#cloud-config\nweb2-marker: true\n" },
+      }),
+    );
+    const web2 = await bootGuest("web2", { userDataSecret: "web2-userdata" });
+    // The router's metadata service answers each guest its own data, as CloudStack's virtual router.
+    const fetched = async (console: string, path: string) => {
+      const url = `${guestNet}.1/latest/${path}`;
+      await typeOnConsole(console, `stratus-fetch ${guestNet}.1 /latest/${path}`);
+      const line = await readConsoleUntil(
+        console,
+        new RegExp(`stratus-guest: fetched ${escaped(url)} \\[[^\\]\\r\\n]*\\]`),
+      );
+      return line.slice(line.indexOf("[") + 1, -1);
+    };
+    expect(await fetched(web2.consoleSocket, "user-data")).toBe("#cloud-config|web2-marker: true|");
+    expect(await fetched(web2.consoleSocket, "meta-data/local-hostname")).toBe("web2");
+    const web2Vm = await client.get<VirtualMachine>(Resources.virtualMachines, "web2", namespace);
+    expect(await fetched(web2.consoleSocket, "meta-data/instance-id")).toBe(web2Vm.metadata.uid);
+    expect(await fetched(web2.consoleSocket, "meta-data")).toContain("local-ipv4|");
+    // The other guest gets its own (none), never web2's.
+    expect(await fetched(web.consoleSocket, "user-data")).toBe("");
+    expect(await fetched(web.consoleSocket, "meta-data/local-hostname")).toBe("web");
     await serveOnGuest(web2.consoleSocket, 80, "hello-web2");
     await apply(resource("PublicIPAddress", "lb-ip", { network: "rt-net" }));
     await apply(
