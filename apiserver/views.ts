@@ -370,7 +370,11 @@ export function networkView(network: Network, catalog: Catalog): Json {
   });
 }
 
-/** Stratus has one kind of guest network offering: an isolated network with DHCP. */
+/**
+ * Stratus has one kind of guest network offering: an isolated network with DHCP, and in a zone
+ * with a public network its router's services (the egress default, allow, is the Network's
+ * `egressPolicy`).
+ */
 export const NETWORK_OFFERING_ID = "5ce0b2e4-6d1c-4f2b-9a57-2a0f3d8b1c01";
 export const NETWORK_OFFERING_NAME = "DefaultIsolatedNetworkOffering";
 
@@ -378,7 +382,7 @@ export function networkOfferingView(): Json {
   return {
     id: NETWORK_OFFERING_ID,
     name: NETWORK_OFFERING_NAME,
-    displaytext: "Isolated guest network with DHCP",
+    displaytext: "Isolated guest network with DHCP; with its router in a zone with a public network",
     guestiptype: "Isolated",
     traffictype: "Guest",
     specifyipranges: false,
@@ -389,6 +393,10 @@ export function networkOfferingView(): Json {
     ispersistent: false,
     state: "Enabled",
     availability: "Optional",
-    service: [{ name: "Dhcp" }, { name: "Dns" }],
+    // The router's services (a zone with a public network): controllers/network/routers.ts.
+    service: ["Dhcp", "Dns", "SourceNat", "StaticNat", "PortForwarding", "Lb", "Firewall", "UserData"].map(
+      (name) => ({ name }),
+    ),
+    egressdefaultpolicy: true,
   };
 }
