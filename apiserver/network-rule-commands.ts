@@ -98,7 +98,13 @@ const EGRESS: RuleKind<EgressFirewallRule> = {
 };
 
 /** The verdicts that end a create job: the rest (a VM still getting its address) pass. */
-const REFUSALS = new Set(["NetworkRuleConflict", "StaticNatEnabled", "RuleLimitExceeded"]);
+const REFUSALS = new Set([
+  "NetworkRuleConflict",
+  "StaticNatEnabled",
+  "RuleLimitExceeded",
+  "PortRangeRemapped",
+  "PublicIPAddressNotFound",
+]);
 
 /** A create job's end: Active ends it; a conflict fails it; a VM still getting its address waits. */
 export function createOutcome<T extends NetworkRule>(rules: RuleKind<T>): NonNullable<Command["outcome"]> {
@@ -272,6 +278,8 @@ export const NETWORK_RULE_COMMANDS: Record<string, Command> = {
       const privatePort = portRange(call, "privateport", "privateendport");
       if (publicPort.end - publicPort.start !== privatePort.end - privatePort.start)
         throw new ApiError(ERROR.PARAM, "The public and private port ranges must be the same length");
+      if (publicPort.start !== publicPort.end && publicPort.start !== privatePort.start)
+        throw new ApiError(ERROR.PARAM, "Stratus forwards a port range to the same ports of the VM only");
       const vm = await ownedById(call, api.vms, Resources.virtualMachines, "virtualmachineid");
       requireVmOnNetwork(call, vm, pip);
       if (pip.spec.staticNat)

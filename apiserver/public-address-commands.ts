@@ -198,12 +198,27 @@ export const PUBLIC_ADDRESS_COMMANDS: Record<string, Command> = {
           ERROR.PARAM,
           `Failed to enable static nat for the ip address ${pip.status?.address}: it is already assigned to VM ${current}`,
         );
-      const forwards = api.portForwardingRules
-        .list()
-        .filter(
-          (r) =>
-            r.metadata.namespace === pip.metadata.namespace && r.spec.publicIPAddress === pip.metadata.name,
+      const onAddress = (r: { metadata: { namespace?: string }; spec: { publicIPAddress: string } }) =>
+        r.metadata.namespace === pip.metadata.namespace && r.spec.publicIPAddress === pip.metadata.name;
+      if (api.loadBalancerRules.list().some(onAddress))
+        throw new ApiError(
+          ERROR.PARAM,
+          `Failed to enable static nat for the ip address ${pip.status?.address}: it has load balancing rules`,
         );
+      const other = api.publicIPAddresses
+        .list()
+        .find(
+          (p) =>
+            p.metadata.namespace === vm.metadata.namespace &&
+            p.metadata.uid !== pip.metadata.uid &&
+            p.spec.staticNat?.virtualMachine === vm.metadata.name,
+        );
+      if (other)
+        throw new ApiError(
+          ERROR.PARAM,
+          `Failed to enable static nat: VM ${vm.metadata.name} already has static nat on ip address ${other.status?.address ?? other.metadata.name}`,
+        );
+      const forwards = api.portForwardingRules.list().filter(onAddress);
       if (forwards.length > 0)
         throw new ApiError(
           ERROR.PARAM,

@@ -143,6 +143,8 @@ function countOf(call: Call, account: string, type: ResourceType): number | unde
       return inAccount(api.volumeSnapshots.list());
     case "network":
       return inAccount(api.networks.list());
+    case "public_ip":
+      return inAccount(api.publicIPAddresses.list());
     case "cpu":
       return compute().cpu;
     case "memory":

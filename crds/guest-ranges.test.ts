@@ -32,6 +32,22 @@ describe("guest CIDR ranges", () => {
     expect(zoneVlanRange(zone({ vlanRange: "200-209" }))).toEqual({ first: 200, last: 209 });
   });
 
+  it("refuses a CIDR over the zone's public network, where a gateway would answer for public addresses", () => {
+    const withPublic = zone({
+      publicNetwork: {
+        bridge: "br-pub",
+        cidr: "10.9.0.0/24",
+        gateway: "10.9.0.1",
+        ranges: [{ start: "10.9.0.10", end: "10.9.0.20" }],
+      },
+    });
+    expect(cidrProblem(network("t1", "n", "10.9.0.0/25"), withPublic, [], [])).toMatchObject({
+      reason: "CidrReserved",
+      message: expect.stringContaining("public network 10.9.0.0/24"),
+    });
+    expect(cidrProblem(network("t1", "n", "10.9.1.0/24"), withPublic, [], [])).toBeUndefined();
+  });
+
   it("refuses a CIDR outside the zone's guest ranges", () => {
     const problem = cidrProblem(network("t1", "n", "192.168.10.0/29"), zone(), [], []);
     expect(problem?.reason).toBe("CidrNotAllowed");

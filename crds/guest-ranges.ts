@@ -91,6 +91,13 @@ export function cidrProblem(
       reason: "CidrReserved",
       message: `cidr ${cidr} overlaps ${shadowed.use} ${shadowed.cidr}, which guest networks may not shadow`,
     };
+  // A gateway inside the public network would answer for public addresses on its bridge.
+  const publicCidr = zone?.spec.publicNetwork?.cidr;
+  if (publicCidr && cidrsOverlap(publicCidr, cidr))
+    return {
+      reason: "CidrReserved",
+      message: `cidr ${cidr} overlaps zone ${network.spec.zone}'s public network ${publicCidr}, which guest networks may not shadow`,
+    };
   const mine = `${network.metadata.namespace}/${network.metadata.name}`;
   const clash = others.find(
     (other) =>

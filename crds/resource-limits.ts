@@ -61,7 +61,8 @@ export const PRIMARY_STORAGE_KEY = "stratus.io/primary-storage";
 
 export const RESOURCE_TYPES: readonly ResourceType[] = [
   { type: 0, name: "user_vm", quotaKey: "count/virtualmachines.stratus.io" },
-  { type: 1, name: "public_ip", unlimitable: "Stratus has no public IP addresses yet" },
+  // Every PublicIPAddress, a network's source-NAT address too, as CloudStack counts them.
+  { type: 1, name: "public_ip", quotaKey: "count/publicipaddresses.stratus.io" },
   // ROOT volumes count too, as in CloudStack: a VM whose ROOT volume the limit refuses waits.
   { type: 2, name: "volume", quotaKey: "count/volumes.stratus.io" },
   { type: 3, name: "snapshot", quotaKey: "count/volumesnapshots.stratus.io" },

@@ -87,12 +87,14 @@ async function main(): Promise<void> {
       }
       // Its routers too: the network controller places them on other hosts, and their public
       // addresses must not answer from two.
-      const routers = await removeRouters(routerPrefix({ cluster: state.cluster, host: state.host })).catch(
-        (error: unknown) => {
-          log("could not remove the routers; trying again", { err: String(error) });
-          return [];
-        },
-      );
+      let routers: string[];
+      try {
+        routers = await removeRouters(routerPrefix({ cluster: state.cluster, host: state.host }));
+      } catch (error) {
+        log("could not remove the routers; trying again", { err: String(error) });
+        await sleep(TICK_MS);
+        continue;
+      }
       if (routers.length > 0) log("fenced: removed the host's routers", { routers });
       if (firstTime || domains.length > 0) {
         const earlier = firstTime ? undefined : await readJson<FenceRecord>(dir, FENCED_FILE);

@@ -14,6 +14,7 @@ import {
   type VirtualMachine,
   type Zone,
 } from "../../crds/index.ts";
+import { ROUTER_PLACED } from "../../crds/routing.ts";
 import { isConflict, isNotFound, objectKey } from "../../runtime/client.ts";
 import type { Component } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
@@ -244,8 +245,25 @@ export function networkComponent(settings: ControllerSettings): Component {
       async function writeNetworkStatus(
         network: Network,
         fields: Record<string, unknown>,
-        ...inputs: ConditionInput[]
+        ...given: ConditionInput[]
       ): Promise<void> {
+        // A network once routed stays so (crds/routing.ts): a write that does not decide the router
+        // (a refusal, a wait for a VLAN) keeps its router and RouterPlaced as they are.
+        const placed = network.status?.conditions?.find((c) => c.type === ROUTER_PLACED);
+        const keepsRouter = !("router" in fields) && placed !== undefined;
+        const inputs: ConditionInput[] =
+          keepsRouter && !given.some((c) => c.type === ROUTER_PLACED)
+            ? [
+                ...given,
+                {
+                  type: ROUTER_PLACED,
+                  status: placed.status,
+                  reason: placed.reason,
+                  message: placed.message,
+                },
+              ]
+            : given;
+        if (keepsRouter && network.status?.router) fields = { ...fields, router: network.status.router };
         await applyStatus(
           client,
           Resources.networks,

@@ -37,7 +37,8 @@ const forward = (
     publicIPAddress: publicIp,
     protocol: "tcp",
     publicPort: { start: port, end },
-    privatePort: { start: 80, end: 80 + end - port },
+    // One port goes to the guest's 80; a range to the same ports (the kernel maps no range onto another).
+    privatePort: port === end ? { start: 80, end: 80 } : { start: port, end },
     virtualMachine: vm,
   },
 });
@@ -206,6 +207,14 @@ describe("an isolated network's router configuration", () => {
       inputs({ publicAddresses: [snat, nat], loadBalancers: [balancer("lb", "nat", 80, ["web"])] }),
     );
     expect(plan.verdicts.get("lbr/lb")).toMatchObject({ status: "False", reason: "StaticNatEnabled" });
+  });
+
+  it("refuses a port range forwarded onto other ports, which the kernel cannot map", () => {
+    const ranged = forward("remapped", "net-snat", 8000, "web", 8010);
+    const remapped = { ...ranged, spec: { ...ranged.spec, privatePort: { start: 9000, end: 9010 } } };
+    const plan = planRouter(inputs({ portForwards: [remapped] }));
+    expect(plan.verdicts.get("pfr/remapped")).toMatchObject({ status: "False", reason: "PortRangeRemapped" });
+    expect(plan.config?.portForwards).toEqual([]);
   });
 
   it("configures no router before the source-NAT address is allocated", () => {

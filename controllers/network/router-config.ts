@@ -180,6 +180,20 @@ export function planRouter(inputs: RouterInputs): RouterPlan {
     }
     if ("forward" in claim) {
       const rule = claim.forward;
+      // The kernel maps one port onto another, a range only onto the same ports (router-rules.ts).
+      if (
+        rule.spec.publicPort.start !== rule.spec.publicPort.end &&
+        rule.spec.publicPort.start !== rule.spec.privatePort.start
+      ) {
+        verdicts.set(
+          key,
+          refused(
+            "PortRangeRemapped",
+            `A port range is forwarded to the same ports of the VM: ${range(rule.spec.publicPort)} to ${range(rule.spec.privatePort)} cannot be.`,
+          ),
+        );
+        continue;
+      }
       const guestAddress = inputs.guestAddress(rule.spec.virtualMachine);
       if (!guestAddress) {
         verdicts.set(key, notOnNetwork(rule.spec.virtualMachine, use.publicIPAddress));

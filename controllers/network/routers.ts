@@ -21,7 +21,8 @@ import {
   sourceNatName,
   type Zone,
 } from "../../crds/index.ts";
-import { ROUTER_PLACED, wantsRouter } from "../../crds/routing.ts";
+import { isQuotaRefusal, quotaRefusalText } from "../../crds/resource-limits.ts";
+import { isRouted, ROUTER_PLACED, wantsRouter } from "../../crds/routing.ts";
 import {
   isConflict,
   isNotFound,
@@ -195,12 +196,35 @@ export class Routers {
           reason: "NoPublicNetwork",
           message: `Network ${network.metadata.name} has no router: only isolated networks in a zone with a public network (spec.publicNetwork) have public addresses.`,
         });
+      // A network once routed stays so (crds/routing.ts): its zone lost its public network.
+      if (isRouted(network))
+        return {
+          condition: {
+            type: ROUTER_PLACED,
+            status: "False",
+            reason: "NoPublicNetwork",
+            message: `Zone ${network.spec.zone} has no public network any more: the network's router cannot run.`,
+          },
+        };
       return {};
     }
     const publicNetwork = zone.spec.publicNetwork;
     let sourceNat = pips.find((p) => p.metadata.name === sourceNatName(network.metadata.name as string));
     if (!sourceNat) {
-      sourceNat = await this.createSourceNat(network);
+      try {
+        sourceNat = await this.createSourceNat(network);
+      } catch (error) {
+        // The account's public-IP limit (resource type 1) counts the source-NAT address too.
+        if (!isQuotaRefusal(error)) throw error;
+        return {
+          condition: {
+            type: ROUTER_PLACED,
+            status: "False",
+            reason: "ResourceLimitExceeded",
+            message: `The network's source-NAT address is past the account's limit: ${quotaRefusalText((error as Error).message)}`,
+          },
+        };
+      }
       log.info({ address: sourceNat.metadata.name }, "made the network's source-NAT address");
     }
     const all = pips.some((p) => p.metadata.uid === sourceNat.metadata.uid) ? pips : [...pips, sourceNat];
@@ -212,9 +236,10 @@ export class Routers {
           Number(a.metadata.uid === sourceNat.metadata.uid) ||
         (a.metadata.creationTimestamp ?? "").localeCompare(b.metadata.creationTimestamp ?? ""),
     );
-    for (const [index, pip] of ordered.entries()) {
+    let holding = ordered.filter((p) => !p.metadata.deletionTimestamp && p.status?.address).length;
+    for (const pip of ordered) {
       if (pip.metadata.deletionTimestamp) continue;
-      if (index >= MAX_PUBLIC_ADDRESSES && !pip.status?.address) {
+      if (holding >= MAX_PUBLIC_ADDRESSES && !pip.status?.address) {
         await this.writeAddress(pip, undefined, {
           type: "Allocated",
           status: "False",
@@ -223,8 +248,9 @@ export class Routers {
         });
         continue;
       }
-      const address =
-        pip.status?.address ?? (await this.allocate(pip, zone.metadata.name as string, publicNetwork, log));
+      const held = pip.status?.address;
+      const address = held ?? (await this.allocate(pip, zone.metadata.name as string, publicNetwork, log));
+      if (address && !held) holding++;
       if (address) allocated.push({ ...pip, status: { ...pip.status, address } });
     }
     const guestAddresses = new Map<string, string>();
@@ -233,9 +259,10 @@ export class Routers {
     const plan = planRouter({
       sourceNat: allocated.find((p) => p.metadata.uid === sourceNat.metadata.uid),
       publicAddresses: allocated,
-      portForwards: allocated.flatMap((p) => this.informers.portForwards.byIndex("address", objectKey(p))),
-      firewall: allocated.flatMap((p) => this.informers.firewall.byIndex("address", objectKey(p))),
-      loadBalancers: allocated.flatMap((p) => this.informers.loadBalancers.byIndex("address", objectKey(p))),
+      // Rules on every address of the network, allocated or not: each gets its verdict.
+      portForwards: all.flatMap((p) => this.informers.portForwards.byIndex("address", objectKey(p))),
+      firewall: all.flatMap((p) => this.informers.firewall.byIndex("address", objectKey(p))),
+      loadBalancers: all.flatMap((p) => this.informers.loadBalancers.byIndex("address", objectKey(p))),
       egress: this.informers.egress.byIndex("network", key),
       egressDefaultAllow: (network.spec.egressPolicy ?? "Allow") === "Allow",
       guestAddress: (vm) => guestAddresses.get(vm),

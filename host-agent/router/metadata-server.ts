@@ -33,7 +33,12 @@ const server = createServer(async (request, response) => {
 });
 server.headersTimeout = 5_000;
 server.requestTimeout = 10_000;
-server.listen(80, listen, async () => {
-  if (values["pid-file"]) await writeFile(values["pid-file"], String(process.pid));
+// Any failure ends the process: the agent's next look finds no pid and starts it again.
+server.on("error", (error) => {
+  process.stderr.write(`${error.message}\n`);
+  process.exit(1);
+});
+server.listen(80, listen, () => {
+  if (values["pid-file"]) writeFile(values["pid-file"], String(process.pid)).catch(() => process.exit(1));
 });
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

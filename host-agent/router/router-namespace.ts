@@ -106,7 +106,21 @@ export async function ensureRouter(plumbing: RouterPlumbing): Promise<void> {
   await inside(namespace, "link", "set", "dev", "lo", "up");
   await ensureLeg(namespace, hostLink(id, "g"), innerLink(id, "g"), GUEST_LINK, plumbing.guestBridge);
   await ensureLeg(namespace, hostLink(id, "p"), innerLink(id, "p"), PUBLIC_LINK, plumbing.publicBridge);
-  await ip("netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
+  // Forwarding; a secondary public address survives the primary's removal; ARP answers only for
+  // the link's own addresses (the guest gateway never on the public bridge).
+  await ip(
+    "netns",
+    "exec",
+    namespace,
+    "sysctl",
+    "-q",
+    "-w",
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.promote_secondaries=1",
+    "net.ipv4.conf.default.promote_secondaries=1",
+    "net.ipv4.conf.all.arp_ignore=1",
+    "net.ipv4.conf.all.arp_announce=2",
+  );
   await setAddresses(namespace, GUEST_LINK, [plumbing.guestAddress]);
   await setAddresses(namespace, PUBLIC_LINK, plumbing.publicAddresses);
   await inside(namespace, "route", "replace", "default", "via", plumbing.publicGateway, "dev", PUBLIC_LINK);
@@ -162,7 +176,12 @@ export async function removeRouter(id: string): Promise<boolean> {
     .split("\n")
     .map(Number)
     .filter((p) => p > 0);
-  for (const pid of pids) process.kill(pid, "SIGTERM");
+  for (const pid of pids)
+    try {
+      process.kill(pid, "SIGTERM");
+    } catch {
+      // gone already
+    }
   await ip("netns", "delete", namespace);
   // The namespace took the inner ends, and the kernel then removes their host ends on its own.
   for (const side of ["g", "p"] as const)

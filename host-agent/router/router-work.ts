@@ -207,7 +207,7 @@ export class RouterWork {
       guestGateway: plan.gateway,
       netmask: plan.netmask,
       networkAddress: network.spec.cidr.split("/")[0] as string,
-      upstreamDns: network.spec.dns ?? [],
+      upstreamDns: network.spec.dns ?? this.o.zone()?.spec.dns ?? [],
       hosts:
         network.spec.dhcp === false
           ? []

@@ -24,6 +24,7 @@ import {
   Resources,
   type VirtualMachine,
 } from "../../crds/index.ts";
+import { RESOURCE_LIMITS_QUOTA, RESOURCE_QUOTAS } from "../../crds/resource-limits.ts";
 import { canRunQemu, ensureLibvirtDaemons } from "../../devcluster/libvirt.ts";
 import { bridgeName } from "../../host-agent/network-xml.ts";
 import { routerId, routerNamespace } from "../../host-agent/router/router-namespace.ts";
@@ -634,6 +635,25 @@ describe.skipIf(!canRunQemu())("isolated networks with their router (needs root 
     );
     await cs("disassociateIpAddress", { id: address.id as string });
     expect((await cs("listPublicIpAddresses", { associatednetworkid: network.id as string })).count).toBe(1);
+    // The account's public-IP limit (resource type 1) counts the source-NAT address: none is left.
+    await client.apply(
+      RESOURCE_QUOTAS,
+      {
+        apiVersion: "v1",
+        kind: "ResourceQuota",
+        metadata: { name: RESOURCE_LIMITS_QUOTA, namespace: bob.namespace },
+        spec: { hard: { "count/publicipaddresses.stratus.io": "1" } },
+      },
+      { fieldManager: "rt-test" },
+    );
+    const overLimit = await waitFor("the public-IP limit to be counted", async () => {
+      const answer = await signedRequest(api?.endpoint as string, bob, {
+        command: "associateIpAddress",
+        networkid: network.id as string,
+      });
+      return answer.status === 535 ? answer : undefined;
+    });
+    expect(String(overLimit.body.associateipaddressresponse?.errortext)).toContain("'public_ip'");
     await cs("destroyVirtualMachine", { id: deployed.id as string, expunge: "true" });
   });
 
