@@ -22,7 +22,8 @@ import { Controller } from "../../runtime/controller.ts";
 import { addFinalizer, applyStatus, removeFinalizer } from "../../runtime/objects.ts";
 import { type ControllerSettings, ROLLUP_DELAY_MS } from "../settings.ts";
 import { ADDRESS_INDEXERS } from "./ipam.ts";
-import { claimReleaser, Routers, routerInformers } from "./routers.ts";
+import { claimReleaser } from "./public-addresses.ts";
+import { Routers, routerInformers } from "./routers.ts";
 import { VLAN_INDEXERS, VlanAllocator } from "./vlans.ts";
 
 export const NETWORK_FINALIZER = "stratus.io/network";

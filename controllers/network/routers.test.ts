@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { Host } from "../../crds/index.ts";
-import { placeRouter, publicCandidates } from "./routers.ts";
+import { publicCandidates } from "./public-addresses.ts";
+import { placeRouter } from "./routers.ts";
 
 const host = (name: string, ready: boolean, extra: Partial<Host["spec"]> = {}): Host => ({
   apiVersion: "stratus.io/v1alpha1",

@@ -3,9 +3,8 @@
 // PublicIPClaim, whose name is the address: etcd refuses a second create), the verdict on each rule
 // (router-config.ts), and the router's host: kept while it is Ready, re-placed on a Ready host of
 // the zone when it is lost. The result is the network's `status.router`, which the host agent of
-// that host applies. Claims whose holder is gone are released by their own controller below.
+// that host applies. Allocation and the release of claims: public-addresses.ts.
 import type { Logger } from "pino";
-import { ipToNumber } from "../../crds/addressing.ts";
 import {
   type EgressFirewallRule,
   type FirewallRule,
@@ -16,7 +15,6 @@ import {
   type PortForwardingRule,
   type PublicIPAddress,
   type PublicIPClaim,
-  publicIPClaimName,
   Resources,
   sourceNatName,
   type Zone,
@@ -33,32 +31,14 @@ import {
 } from "../../runtime/client.ts";
 import type { InformerFactory } from "../../runtime/component.ts";
 import { type Condition, type ConditionInput, ownConditions } from "../../runtime/conditions.ts";
-import { Controller } from "../../runtime/controller.ts";
 import type { Informer } from "../../runtime/informer.ts";
-import type { RuntimeMetrics } from "../../runtime/metrics.ts";
 import { applyStatus, ownerReference } from "../../runtime/objects.ts";
 import { isHostReady, isHostSchedulable, MAINTENANCE_STATES } from "../fabric/zone-status.ts";
-import { claimFirstFree } from "./claims.ts";
+import { PublicAddressAllocator, type PublicNetwork } from "./public-addresses.ts";
 import { planRouter, type RouterStatus } from "./router-config.ts";
-
-type PublicNetwork = NonNullable<Zone["spec"]["publicNetwork"]>;
 
 /** At most this many public addresses per network (as the CRD's status). */
 export const MAX_PUBLIC_ADDRESSES = 64;
-
-const numberToIp = (n: number) => [24, 16, 8, 0].map((shift) => (n >>> shift) & 255).join(".");
-
-/** The zone's public addresses in order, the gateway and the network's own ends left out. */
-export function* publicCandidates(publicNetwork: PublicNetwork): Generator<string> {
-  const [base, bits] = publicNetwork.cidr.split("/") as [string, string];
-  const first = ipToNumber(base);
-  const last = first + 2 ** (32 - Number(bits)) - 1;
-  const gateway = ipToNumber(publicNetwork.gateway);
-  for (const range of publicNetwork.ranges) {
-    for (let n = ipToNumber(range.start); n <= ipToNumber(range.end); n++)
-      if (n > first && n < last && n !== gateway) yield numberToIp(n);
-  }
-}
 
 /** The router's host: the current one while Ready and not in maintenance, else the schedulable host with most of its VMs. */
 export function placeRouter(
@@ -124,11 +104,9 @@ export function routerInformers(informers: InformerFactory) {
 export type RouterInformers = ReturnType<typeof routerInformers>;
 
 export class Routers {
-  /** PublicIPClaim name -> holder UID and address, for claims this process made that its cache may not show yet. */
-  private readonly claimed = new Map<string, { uid: string; address: string }>();
-
   private readonly client: KubeClient;
   private readonly informers: RouterInformers;
+  private readonly allocator: PublicAddressAllocator;
   private readonly addresses: Informer<IPAddress>;
   private readonly vmHosts: (networkKey: string) => ReadonlyMap<string, number>;
   private readonly fieldManager: string;
@@ -142,6 +120,7 @@ export class Routers {
   ) {
     this.client = client;
     this.informers = informers;
+    this.allocator = new PublicAddressAllocator(client, informers.claims);
     this.addresses = addresses;
     this.vmHosts = vmHosts;
     this.fieldManager = fieldManager;
@@ -338,51 +317,26 @@ export class Routers {
     }
   }
 
-  /** Claims the first free public address for `pip`; its claim proves it, whatever the cache says. */
+  /** The address `pip` holds once allocated; none left in the zone is said on it. */
   private async allocate(
     pip: PublicIPAddress,
     zone: string,
     publicNetwork: PublicNetwork,
     log: Logger,
   ): Promise<string | undefined> {
-    const uid = pip.metadata.uid as string;
-    // A claim made for it before a restart, or by this process before the cache shows it.
-    const held = this.informers.claims
-      .byIndex("holder", objectKey(pip))
-      .find((c) => c.spec.holder.uid === uid && c.spec.zone === zone);
-    if (held) return held.spec.address;
-    const mine = [...this.claimed.values()].find((claim) => claim.uid === uid);
-    if (mine) return mine.address;
-    const address = await claimFirstFree({
-      candidates: publicCandidates(publicNetwork),
-      key: (candidate) => publicIPClaimName(zone, candidate),
-      taken: (candidate) => this.informers.claims.get(publicIPClaimName(zone, candidate)) !== undefined,
-      claimed: this.claimed,
-      mine: (candidate) => ({ uid, address: candidate }),
-      others: (candidate) => ({ uid: "", address: candidate }),
-      create: (candidate) =>
-        this.client.create<PublicIPClaim>(Resources.publicIPClaims, {
-          apiVersion: "stratus.io/v1alpha1",
-          kind: "PublicIPClaim",
-          metadata: { name: publicIPClaimName(zone, candidate) },
-          spec: {
-            zone,
-            address: candidate,
-            holder: { namespace: pip.metadata.namespace as string, name: pip.metadata.name as string, uid },
-          },
-        }),
-    });
-    if (!address) {
-      await this.writeAddress(pip, undefined, {
-        type: "Allocated",
-        status: "False",
-        reason: "InsufficientAddressCapacity",
-        message: `Insufficient address capacity: zone ${zone} has no free public address.`,
-      });
-      return undefined;
+    const address = await this.allocator.allocate(pip, zone, publicNetwork);
+    if (address) {
+      if (!pip.status?.address)
+        log.info({ publicAddress: address, holder: pip.metadata.name }, "allocated a public address");
+      return address;
     }
-    log.info({ publicAddress: address, holder: pip.metadata.name }, "allocated a public address");
-    return address;
+    await this.writeAddress(pip, undefined, {
+      type: "Allocated",
+      status: "False",
+      reason: "InsufficientAddressCapacity",
+      message: `Insufficient address capacity: zone ${zone} has no free public address.`,
+    });
+    return undefined;
   }
 
   private async writeAddress(
@@ -478,48 +432,4 @@ export class Routers {
       });
     }
   }
-}
-
-/**
- * Releases each PublicIPClaim whose PublicIPAddress is gone (deleted, or its network deleted with
- * it). The cache may lag a new holder, so only a fresh read decides.
- */
-export function claimReleaser(
-  client: KubeClient,
-  informers: RouterInformers,
-  logger: Logger,
-  metrics: RuntimeMetrics,
-): Controller {
-  const { claims, publicAddresses } = informers;
-  return new Controller({
-    name: "public-ip-claims",
-    logger,
-    metrics,
-    async reconcile(name, log) {
-      const claim = claims.get(name);
-      if (!claim) return;
-      const { namespace, name: holderName, uid } = claim.spec.holder;
-      if (publicAddresses.get(`${namespace}/${holderName}`)?.metadata.uid === uid) return;
-      const live = await client
-        .get<PublicIPAddress>(Resources.publicIPAddresses, holderName, namespace)
-        .catch((error: unknown) => {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        });
-      if (live?.metadata.uid === uid) return;
-      await client
-        .delete(Resources.publicIPClaims, name, undefined, { uid: claim.metadata.uid as string })
-        .catch((error: unknown) => {
-          if (!isNotFound(error) && !isConflict(error)) throw error;
-        });
-      log.info(
-        { address: claim.spec.address, holder: `${namespace}/${holderName}` },
-        "released a public address",
-      );
-    },
-  })
-    .watch(claims, (c) => [c.metadata.name as string])
-    .watch(publicAddresses, (p) =>
-      claims.byIndex("holder", objectKey(p)).map((c) => c.metadata.name as string),
-    );
 }
